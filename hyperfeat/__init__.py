@@ -1,0 +1,3 @@
+"""hyperfeat: diffusion hyperfeatures for semantic and temporal correspondence."""
+
+__version__ = "0.1.0"
