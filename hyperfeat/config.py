@@ -84,14 +84,15 @@ def _flatten_keys(cfg: DictConfig, prefix: str = "") -> Iterable[str]:
 def _merge_checked(base: DictConfig, update: DictConfig, source: str) -> DictConfig:
     """Merge ``update`` into ``base``, rejecting keys ``base`` does not have."""
     for key in _flatten_keys(update):
-        if OmegaConf.select(base, key, default="__missing__", throw_on_resolution_failure=False) == "__missing__":
-            # a parent that is a free-form leaf (e.g. layers: all → list) is fine
-            parent = key.rsplit(".", 1)[0] if "." in key else None
-            parent_node = OmegaConf.select(base, parent, throw_on_resolution_failure=False) if parent else base
-            if isinstance(parent_node, DictConfig):
+        node: Any = base
+        for part in key.split("."):
+            if not isinstance(node, DictConfig):
+                break  # below a leaf (e.g. `layers: all` replaced by a list): the value decides
+            if part not in node:
                 raise ConfigError(
                     f"unknown config key {key!r} (from {source}); {_valid_keys_message(base, key)}"
                 )
+            node = node._get_node(part)
     try:
         return OmegaConf.merge(base, update)
     except OmegaConfBaseException as err:
@@ -153,6 +154,9 @@ def load_config(
                 cfg.data = _load_preset("data", str(name))
             elif group == "backbone":
                 cfg = _merge_checked(cfg, _load_preset("backbone", str(name)), str(config_file))
+        file_data = file_cfg.get("data")
+        if isinstance(file_data, DictConfig) and str(file_data.get("name")) in preset_names("data"):
+            cfg.data = _load_preset("data", str(file_data.name))  # then checked against that preset
         cfg = _merge_checked(cfg, file_cfg, str(config_file))
     if dotlist:
         try:

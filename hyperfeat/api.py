@@ -1,0 +1,87 @@
+"""``Hyperfeatures``: the public inference object.
+
+    hf = Hyperfeatures.from_checkpoint("checkpoints/last.ckpt", device="cuda")
+    desc = hf.describe(["cat1.jpg", "cat2.jpg"])          # (2, D, R, R)
+    pts = hf.match("cat1.jpg", "cat2.jpg", [[120, 80]])    # (1, 2) xy in target pixels
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence, Union
+
+import torch
+from omegaconf import DictConfig
+from tqdm.auto import tqdm
+
+from hyperfeat.aggregation import AggregationNetwork, StreamingAggregator
+from hyperfeat.backbone import Backbone, load_backbone
+from hyperfeat.checkpoint import CheckpointMeta, check_compatible, inference_config, load_checkpoint
+from hyperfeat.features import FeatureExtractor
+from hyperfeat.images import ImageLike, load_batch
+
+Images = Union[ImageLike, Sequence[ImageLike]]
+
+
+def _as_list(images: Images) -> list:
+    if isinstance(images, torch.Tensor) and images.ndim == 4:
+        return list(images)
+    if isinstance(images, (list, tuple)):
+        return list(images)
+    return [images]
+
+
+class Hyperfeatures:
+    """A frozen backbone, its feature extractor and a trained aggregation network."""
+
+    def __init__(self, cfg: DictConfig, backbone: Backbone, network: AggregationNetwork,
+                 meta: Optional[CheckpointMeta] = None):
+        self.cfg = cfg
+        self.backbone = backbone
+        self.extractor = FeatureExtractor(backbone, cfg.features)
+        check_compatible(
+            meta or CheckpointMeta(cfg, network.feature_dims, self.extractor.layers, list(cfg.features.save_steps)),
+            self.extractor.layers, self.extractor.channels, backbone.model_id,
+        )
+        self.network = network.to(backbone.device).eval()
+        self.meta = meta
+
+    @classmethod
+    def from_checkpoint(cls, path: Union[str, os.PathLike], device: Optional[str] = None,
+                        overrides: Sequence[str] = (), backbone: Optional[Backbone] = None) -> "Hyperfeatures":
+        """Load a checkpoint with the backbone it names (or ``backbone``, already loaded)."""
+        network, meta = load_checkpoint(path)
+        extra = list(overrides) + ([f"backbone.device={device}"] if device else [])
+        cfg = inference_config(meta, extra)
+        backbone = backbone or load_backbone(cfg)
+        return cls(cfg, backbone, network, meta)
+
+    # ------------------------------------------------------------------ descriptors
+    @property
+    def load_size(self) -> int:
+        return int(self.cfg.features.load_size)
+
+    def raw_features(self, images: Images) -> torch.Tensor:
+        """(B, S, C, R, R) float32 raw decoder maps (see FeatureExtractor.run)."""
+        batch, _ = load_batch(_as_list(images), self.load_size)
+        return self.extractor.run(batch)
+
+    @torch.no_grad()
+    def describe_batch(self, batch: torch.Tensor) -> torch.Tensor:
+        """Preprocessed images (B, 3, L, L) in [-1, 1] → hyperfeatures (B, D, R, R) float32."""
+        if bool(self.cfg.features.streaming):
+            accumulator = StreamingAggregator(self.network)
+            self.extractor.run(batch, consumer=accumulator.add)
+            return accumulator.result().float()
+        return self.network(self.extractor.run(batch).to(self.backbone.device)).float()
+
+    def describe(self, images: Images, batch_size: Optional[int] = None, progress: bool = False) -> torch.Tensor:
+        """Images (paths, PIL, tensors (3, H, W) in [0, 1], or a (B, 3, H, W) tensor) → (B, D, R, R)."""
+        items = _as_list(images)
+        size = int(batch_size or self.cfg.features.batch_size)
+        out = []
+        chunks = range(0, len(items), size)
+        for start in tqdm(chunks, desc="describing", disable=not progress or len(chunks) < 2):
+            batch, _ = load_batch(items[start:start + size], self.load_size)
+            out.append(self.describe_batch(batch).cpu())
+        return torch.cat(out)

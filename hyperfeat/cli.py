@@ -1,0 +1,115 @@
+"""The ``hyperfeat`` command: one subcommand per job.
+
+Every subcommand takes ``--config FILE`` and trailing ``key=value`` overrides (``group=name``
+picks a preset: backbone=tiny, data=cub, experiment=smoke).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from hyperfeat.errors import HyperfeatError
+
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+
+
+def command(name: str, help_text: str, configure: Callable[[argparse.ArgumentParser], None]):
+    def register(run: Callable[[argparse.Namespace], int]):
+        COMMANDS[name] = (help_text, configure, run)
+        return run
+
+    return register
+
+
+def split_overrides(items: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Separate ``key=value`` overrides from plain arguments (paths)."""
+    overrides = [a for a in items if "=" in a and not Path(a).exists()]
+    rest = [a for a in items if a not in overrides]
+    return rest, overrides
+
+
+def add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=None, help="a YAML file merged over the defaults")
+
+
+# ---------------------------------------------------------------------------- extract
+def _extract_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", help="image files or folders, then key=value overrides")
+    p.add_argument("--out", required=True, help="output folder: one <image stem>.pt per image")
+    p.add_argument("--raw", action="store_true", help="save raw maps (S, C, R, R)")
+    p.add_argument("--checkpoint", default=None, help="aggregation checkpoint: save hyperfeatures (D, R, R)")
+    add_config_args(p)
+
+
+@command("extract", "images → raw decoder maps and/or hyperfeatures, one .pt per image", _extract_args)
+def run_extract(args: argparse.Namespace) -> int:
+    from hyperfeat.extract import extract_to_folder
+
+    inputs, overrides = split_overrides(args.inputs)
+    overrides += args.late_overrides
+    written = extract_to_folder(inputs, args.out, raw=args.raw, checkpoint=args.checkpoint,
+                                config_file=args.config, overrides=overrides)
+    print(f"wrote {len(written)} files to {args.out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- convert-official
+def _convert_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("official", help="published checkpoint (.pt with 'aggregation_network')")
+    p.add_argument("out", help="hyperfeat checkpoint to write")
+    p.add_argument("overrides", nargs="*", help="key=value config overrides")
+    add_config_args(p)
+
+
+@command("convert-official", "import a published aggregation checkpoint", _convert_args)
+def run_convert(args: argparse.Namespace) -> int:
+    from hyperfeat.config import load_config
+    from hyperfeat.convert import convert_official, read_official
+
+    _, saved = read_official(args.official)
+    implied = []  # what the published file's own config says, before the user's overrides
+    if "save_timestep" in saved:
+        implied.append(f"features.save_steps={list(saved['save_timestep'])}")
+    if "num_timesteps" in saved:
+        implied.append(f"features.num_steps={int(saved['num_timesteps'])}")
+    if "projection_dim" in saved:
+        implied.append(f"aggregation.projection_dim={int(saved['projection_dim'])}")
+    if "output_resolution" in saved:
+        implied.append(f"features.output_resolution={int(saved['output_resolution'])}")
+    cfg = load_config(args.config, implied + list(args.overrides) + args.late_overrides)
+    meta = convert_official(args.official, args.out, cfg)
+    print(f"wrote {args.out}: {len(meta.layers)} layers × {len(meta.save_steps)} timesteps {meta.save_steps}, "
+          f"channels {meta.feature_dims}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- entry
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hyperfeat", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (help_text, configure, _) in COMMANDS.items():
+        configure(sub.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    # key=value overrides may come anywhere on the line, also after options
+    bad = [item for item in unknown if item.startswith("-") or "=" not in item]
+    if bad:
+        parser.error(f"unrecognized arguments: {' '.join(bad)}")
+    args.late_overrides = unknown
+    _, _, run = COMMANDS[args.command]
+    try:
+        return run(args)
+    except HyperfeatError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
