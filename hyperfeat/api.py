@@ -85,3 +85,53 @@ class Hyperfeatures:
             batch, _ = load_batch(items[start:start + size], self.load_size)
             out.append(self.describe_batch(batch).cpu())
         return torch.cat(out)
+
+    # ------------------------------------------------------------------ correspondence
+    def match(self, source: ImageLike, target: ImageLike, source_points, method: str = "nn",
+              temperature: Optional[float] = None) -> torch.Tensor:
+        """Source points (N, 2) xy in source pixels → target points (N, 2) xy in target pixels.
+
+        method: ``nn`` (nearest neighbour), ``mutual_nn`` (nearest neighbour; see
+        :meth:`match_mutual` for the mutual flags) or ``soft_argmax``.
+        """
+        return self.match_mutual(source, target, source_points, method, temperature)[0]
+
+    def match_mutual(self, source: ImageLike, target: ImageLike, source_points, method: str = "nn",
+                     temperature: Optional[float] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Like :meth:`match`, also returning (N,) bool: whether each match is a mutual nearest neighbour."""
+        from hyperfeat.images import load_image
+        from hyperfeat.matching import is_mutual, match_points, rescale_points
+
+        src_img, tgt_img = load_image(source), load_image(target)
+        points = torch.as_tensor(source_points, dtype=torch.float32).reshape(-1, 2)  # (N, 2)
+        _check_points_inside(points, src_img.size)
+        desc = self.describe([src_img, tgt_img])  # (2, D, R, R)
+        frame = (self.load_size, self.load_size)
+        in_load = rescale_points(points, src_img.size, frame)
+        temp = float(self.cfg.eval.softmax_temperature if temperature is None else temperature)
+        pred = match_points(desc[0], desc[1], in_load, frame, frame, method=method, upsample=True, temperature=temp)
+        pred = pred[0] if isinstance(pred, tuple) else pred
+        mutual = is_mutual(desc[0], desc[1], in_load, frame, frame)
+        return rescale_points(pred, frame, tgt_img.size), mutual
+
+
+def _check_points_inside(points: torch.Tensor, size_wh: tuple[int, int]) -> None:
+    from hyperfeat.errors import HyperfeatError
+
+    w, h = size_wh
+    outside = [(i, tuple(p)) for i, p in enumerate(points.tolist()) if not (0 <= p[0] <= w - 1 and 0 <= p[1] <= h - 1)]
+    if outside:
+        raise HyperfeatError(f"points outside the {w}×{h} source image (index, (x, y)): {outside[:5]}")
+
+
+def parse_points(text: str) -> torch.Tensor:
+    """'x1,y1;x2,y2' → (N, 2) float tensor."""
+    from hyperfeat.errors import HyperfeatError
+
+    try:
+        points = [[float(v) for v in item.split(",")] for item in text.replace(" ", "").split(";") if item]
+    except ValueError as err:
+        raise HyperfeatError(f"points must look like 'x1,y1;x2,y2'; got {text!r}") from err
+    if not points or any(len(p) != 2 for p in points):
+        raise HyperfeatError(f"points must look like 'x1,y1;x2,y2'; got {text!r}")
+    return torch.tensor(points)

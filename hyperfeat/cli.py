@@ -86,6 +86,87 @@ def run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- train
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("overrides", nargs="*", help="key=value config overrides (experiment=smoke, train.max_steps=100 …)")
+    add_config_args(p)
+
+
+@command("train", "train the aggregation network (Lightning)", _train_args)
+def run_train(args: argparse.Namespace) -> int:
+    from hyperfeat.config import load_config
+    from hyperfeat.training import train
+
+    cfg = load_config(args.config, list(args.overrides) + args.late_overrides)
+    train(cfg)
+    return 0
+
+
+# ---------------------------------------------------------------------------- eval
+def _eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("overrides", nargs="*", help="key=value overrides: data=spair|cub|pf_willow, task=davis|jhmdb|tapvid …")
+    p.add_argument("--checkpoint", required=True, help="aggregation checkpoint (.ckpt)")
+    p.add_argument("--save-vis", type=int, default=None, help="write N pictures of predictions")
+    p.add_argument("--out", default=None, help="JSON file for all numbers (default: <output_dir>/eval_<data>.json)")
+
+
+@command("eval", "evaluate a checkpoint (semantic PCK or video tasks)", _eval_args)
+def run_eval(args: argparse.Namespace) -> int:
+    from hyperfeat.eval_cli import evaluate
+
+    overrides = list(args.overrides) + args.late_overrides
+    if args.save_vis is not None:
+        overrides.append(f"eval.save_vis={args.save_vis}")
+    evaluate(args.checkpoint, overrides, out_json=args.out)
+    return 0
+
+
+# ---------------------------------------------------------------------------- match
+def _match_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source")
+    p.add_argument("target")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--points", required=True, help='source points "x1,y1;x2,y2" in source pixels')
+    p.add_argument("--method", default="nn", choices=["nn", "mutual_nn", "soft_argmax"])
+    p.add_argument("--out", default="match.png", help="picture of the correspondences")
+
+
+@command("match", "match points from a source image to a target image, and draw them", _match_args)
+def run_match(args: argparse.Namespace) -> int:
+    from hyperfeat.api import Hyperfeatures, parse_points
+    from hyperfeat.viz import draw_correspondences
+
+    hf = Hyperfeatures.from_checkpoint(args.checkpoint, overrides=args.late_overrides)
+    points = parse_points(args.points)
+    pred = hf.match(args.source, args.target, points, method=args.method)
+    draw_correspondences(args.source, args.target, points, pred, None, None, None, out_path=args.out,
+                         title=f"{args.method} matches")
+    for (x, y), (u, v) in zip(points.tolist(), pred.tolist()):
+        print(f"({x:.1f}, {y:.1f}) -> ({u:.1f}, {v:.1f})")
+    print(f"wrote {args.out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- plot-mixing
+def _plot_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint")
+    p.add_argument("--out", default="mixing.png")
+
+
+@command("plot-mixing", "heat map of the learned mixing weights (layers × timesteps)", _plot_args)
+def run_plot_mixing(args: argparse.Namespace) -> int:
+    from hyperfeat.checkpoint import load_checkpoint
+    from hyperfeat.features import layer_name
+    from hyperfeat.viz import plot_mixing_weights
+
+    network, meta = load_checkpoint(args.checkpoint)
+    names = [f"{layer_name(ij)} ({c})" for ij, c in zip(meta.layers, meta.feature_dims)]
+    plot_mixing_weights(network.mixing_grid().detach(), meta.save_steps, names, out_path=args.out,
+                        title=f"mixing weights: {Path(args.checkpoint).name}")
+    print(f"wrote {args.out}")
+    return 0
+
+
 # ---------------------------------------------------------------------------- entry
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hyperfeat", description=__doc__.splitlines()[0])

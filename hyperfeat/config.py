@@ -180,10 +180,11 @@ def _resolve_paths(cfg: DictConfig) -> None:
     root = Path(cfg.paths.data_root)
     if not root.is_absolute():
         cfg.paths.data_root = str((PROJECT_ROOT / root).resolve())
-    if "root" in cfg.data and cfg.data.root is not None:
-        data_root = Path(str(cfg.data.root))
-        if not data_root.is_absolute():
-            cfg.data.root = str((PROJECT_ROOT / data_root).resolve())
+    for key in list(cfg.data.keys()):  # root, davis_root, …: relative to the project folder
+        value = cfg.data[key]
+        if (key == "root" or str(key).endswith("_root")) and isinstance(value, str) and value != "generated":
+            if not Path(value).is_absolute():
+                cfg.data[key] = str((PROJECT_ROOT / value).resolve())
 
 
 def validate_config(cfg: DictConfig) -> None:
