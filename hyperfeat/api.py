@@ -42,6 +42,7 @@ class Hyperfeatures:
         check_compatible(
             meta or CheckpointMeta(cfg, network.feature_dims, self.extractor.layers, list(cfg.features.save_steps)),
             self.extractor.layers, self.extractor.channels, backbone.model_id,
+            save_steps=self.extractor.save_steps,
         )
         self.network = network.to(backbone.device).eval()
         self.meta = meta
@@ -110,9 +111,61 @@ class Hyperfeatures:
         in_load = rescale_points(points, src_img.size, frame)
         temp = float(self.cfg.eval.softmax_temperature if temperature is None else temperature)
         pred = match_points(desc[0], desc[1], in_load, frame, frame, method=method, upsample=True, temperature=temp)
-        pred = pred[0] if isinstance(pred, tuple) else pred
-        mutual = is_mutual(desc[0], desc[1], in_load, frame, frame)
+        if isinstance(pred, tuple):  # mutual_nn: the flags come with the matches
+            pred, mutual = pred
+        else:
+            mutual = is_mutual(desc[0], desc[1], in_load, frame, frame)
         return rescale_points(pred, frame, tgt_img.size), mutual
+
+    # ------------------------------------------------------------------ video (thin wrappers of hyperfeat.video_api)
+    # ``frames``: a video file, a folder of frames (sorted by name), a list of frames (paths, PIL
+    # images, uint8 arrays, (3, H, W) tensors), or a (T, 3, H, W) tensor in [0, 1]. Files, folders and
+    # lists are read with the longer side at ``video.frame_size``; every point given or returned is
+    # in pixels of the frames' own (original) size: x right, y down, pixel centres at integers, a
+    # (W, H) frame covering x in [-0.5, W - 0.5], y in [-0.5, H - 0.5]. ``descriptors`` (T, D, h, w)
+    # from :meth:`describe_video` skips describing the frames again.
+    def describe_video(self, frames, cache_dir=None, progress: bool = False) -> torch.Tensor:
+        """Per-frame descriptors (T, D, R, R) on the CPU; each frame is stretched to the square
+        ``features.load_size``, so cell (u, v) = (x · R / W, y · R / H). ``cache_dir`` (default
+        ``video.cache_dir``) caches them per video and checkpoint."""
+        from hyperfeat.video_api import describe_frames
+
+        return describe_frames(self, frames, cache_dir=cache_dir, progress=progress)
+
+    def track(self, frames, query_points, descriptors: Optional[torch.Tensor] = None,
+              progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Track points through a video.
+
+        ``query_points`` (N, 3) rows of (t, x, y): t an integer frame index in [0, T), (x, y)
+        pixels of that frame. Returns tracks (N, T, 2) xy pixels and visible (N, T) bool (CPU);
+        at its own frame a query is returned exactly and visible. Settings: ``video.track_radius``
+        … ``video.reacquire_margin``. A query outside the frame or past the end raises DataError
+        before any descriptor is computed. See :func:`hyperfeat.video_api.track`.
+        """
+        from hyperfeat.video_api import track
+
+        return track(self, frames, query_points, descriptors=descriptors, progress=progress)
+
+    def propagate(self, frames, first_mask, descriptors: Optional[torch.Tensor] = None,
+                  progress: bool = False) -> torch.Tensor:
+        """Propagate a first-frame mask of object ids (H, W) (0 = background; the frames' own
+        size, e.g. a DAVIS annotation PNG read with ``hyperfeat.data.davis.read_mask``) →
+        masks (T, H, W) int64, frame 0 being the given mask. Settings: ``video.queue_length``,
+        ``radius``, ``topk``, ``temperature``. See :func:`hyperfeat.video_api.propagate`.
+        """
+        from hyperfeat.video_api import propagate
+
+        return propagate(self, frames, first_mask, descriptors=descriptors, progress=progress)
+
+    def propagate_joints(self, frames, joints, descriptors: Optional[torch.Tensor] = None,
+                         progress: bool = False) -> torch.Tensor:
+        """Propagate keypoints (J, 2) xy of frame 0 (pixels) → (T, J, 2) xy pixels, frame 0 being
+        the given points. Heat maps of std ``video.keypoint_sigma`` cells with the propagation
+        settings. See :func:`hyperfeat.video_api.propagate_joints`.
+        """
+        from hyperfeat.video_api import propagate_joints
+
+        return propagate_joints(self, frames, joints, descriptors=descriptors, progress=progress)
 
 
 def _check_points_inside(points: torch.Tensor, size_wh: tuple[int, int]) -> None:

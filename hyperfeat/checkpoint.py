@@ -113,8 +113,15 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[AggregationNetwork, Checkp
 
 
 def check_compatible(meta: CheckpointMeta, layers: Sequence[tuple[int, int]], feature_dims: Sequence[int],
-                     model_id: str, source: str = "checkpoint") -> None:
-    """Raise CheckpointError when a checkpoint was made for other layers or channel counts."""
+                     model_id: str, source: str = "checkpoint",
+                     save_steps: Optional[Sequence[int]] = None) -> None:
+    """Raise CheckpointError when a checkpoint was made for other layers, channel counts or
+    timestep labels (its mixing weights belong to those labels)."""
+    if save_steps is not None and [int(s) for s in save_steps] != [int(s) for s in meta.save_steps]:
+        raise CheckpointError(
+            f"{source} was trained on timestep labels features.save_steps={list(meta.save_steps)} but the "
+            f"feature config has {[int(s) for s in save_steps]}: its mixing weights belong to its own labels"
+        )
     if list(meta.layers) != list(layers):
         raise CheckpointError(
             f"{source} was trained on layers {meta.layers} but the feature config selects {list(layers)}"

@@ -136,8 +136,8 @@ def run_match(args: argparse.Namespace) -> int:
     from hyperfeat.api import Hyperfeatures, parse_points
     from hyperfeat.viz import draw_correspondences
 
+    points = parse_points(args.points)  # a typo fails before the model loads
     hf = Hyperfeatures.from_checkpoint(args.checkpoint, overrides=args.late_overrides)
-    points = parse_points(args.points)
     pred = hf.match(args.source, args.target, points, method=args.method)
     draw_correspondences(args.source, args.target, points, pred, None, None, None, out_path=args.out,
                          title=f"{args.method} matches")
@@ -157,13 +157,68 @@ def _plot_args(p: argparse.ArgumentParser) -> None:
 def run_plot_mixing(args: argparse.Namespace) -> int:
     from hyperfeat.checkpoint import load_checkpoint
     from hyperfeat.features import layer_name
-    from hyperfeat.viz import plot_mixing_weights
+    from hyperfeat.viz import label_timestep_values, plot_mixing_weights
 
     network, meta = load_checkpoint(args.checkpoint)
-    names = [f"{layer_name(ij)} ({c})" for ij, c in zip(meta.layers, meta.feature_dims)]
+    names = [layer_name(ij) for ij in meta.layers]
+    feats = meta.config.features
+    values = label_timestep_values(str(feats.mode), int(feats.num_steps), meta.save_steps)
     plot_mixing_weights(network.mixing_grid().detach(), meta.save_steps, names, out_path=args.out,
-                        title=f"mixing weights: {Path(args.checkpoint).name}")
+                        title=f"mixing weights: {Path(args.checkpoint).name}", channels=meta.feature_dims,
+                        timestep_values=values)
     print(f"wrote {args.out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- track / propagate
+def _one_source(inputs: Sequence[str], late: Sequence[str], what: str) -> tuple[str, list[str]]:
+    """The one video path among the positionals, and every key=value override."""
+    sources, overrides = split_overrides(inputs)
+    if len(sources) != 1:
+        raise HyperfeatError(f"give exactly one {what} (then key=value overrides); got {sources or 'none'}")
+    return sources[0], overrides + list(late)
+
+
+def _track_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", metavar="VIDEO", help="a video file or a folder of frames, then key=value overrides")
+    p.add_argument("--checkpoint", required=True, help="aggregation checkpoint (.ckpt)")
+    p.add_argument("--points", required=True,
+                   help='queries "t,x,y;t,x,y": frame index t, (x, y) pixels of the original frames')
+    p.add_argument("--out", default="tracks.mp4", help="picture video (.mp4 or .gif); tracks also go to <out>.json")
+    p.add_argument("--fps", type=float, default=10.0)
+    p.add_argument("--tail-length", type=int, default=10, help="frames of fading tail behind each point")
+
+
+@command("track", "track points through a video and draw them (dot: visible, ring: occluded)", _track_args)
+def run_track(args: argparse.Namespace) -> int:
+    from hyperfeat.video_api import run_track_command
+
+    video, overrides = _one_source(args.inputs, args.late_overrides, "video (file or folder of frames)")
+    result = run_track_command(args.checkpoint, video, args.points, args.out, overrides=overrides,
+                               fps=args.fps, tail_length=args.tail_length)
+    tracks, visible = result["tracks"], result["visible"]
+    for n in range(tracks.shape[0]):
+        print(f"point {n}: visible in {int(visible[n].sum())}/{visible.shape[1]} frames, "
+              f"last at ({tracks[n, -1, 0]:.1f}, {tracks[n, -1, 1]:.1f})")
+    print(f"wrote {result['video']} and {result['json']}")
+    return 0
+
+
+def _propagate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", metavar="FRAMES", help="a folder of frames or a video file, then key=value overrides")
+    p.add_argument("--checkpoint", required=True, help="aggregation checkpoint (.ckpt)")
+    p.add_argument("--mask", required=True, help="first-frame mask PNG of object ids (DAVIS palette), the frames' size")
+    p.add_argument("--out", required=True, help="output folder: one palette PNG per frame and overlay.mp4")
+    p.add_argument("--fps", type=float, default=10.0)
+
+
+@command("propagate", "propagate a first-frame object mask through a video", _propagate_args)
+def run_propagate(args: argparse.Namespace) -> int:
+    from hyperfeat.video_api import run_propagate_command
+
+    frames, overrides = _one_source(args.inputs, args.late_overrides, "video (folder of frames or file)")
+    result = run_propagate_command(args.checkpoint, frames, args.mask, args.out, overrides=overrides, fps=args.fps)
+    print(f"wrote {len(result['masks'])} masks to {args.out} and {result['overlay']}")
     return 0
 
 

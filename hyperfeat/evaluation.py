@@ -2,7 +2,9 @@
 
 Descriptors are upsampled bilinearly to the load size, each source keypoint takes its nearest
 neighbour in the target, and the prediction is rescaled to the original target image, where
-PCK is measured. Used by validation during training and by ``eval.py``.
+PCK is measured. Used by validation during training and by ``eval.py``, which pass the
+config's ``eval.matcher`` and ``eval.softmax_temperature``; the ``temperature`` defaults here
+are that config value (:data:`hyperfeat.matching.SOFTMAX_TEMPERATURE`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Callable, Optional
 
 import torch
 
-from hyperfeat.matching import match_points, rescale_points
+from hyperfeat.matching import SOFTMAX_TEMPERATURE, match_points, rescale_points
 from hyperfeat.metrics import PCK
 
 
@@ -22,7 +24,7 @@ def predict_pair_points(
     load_size: int,
     target_size_wh: tuple[int, int],
     method: str = "nn",
-    temperature: float = 0.02,
+    temperature: float = SOFTMAX_TEMPERATURE,
 ) -> torch.Tensor:
     """Predicted target points (N, 2) xy in ORIGINAL target pixels."""
     frame = (load_size, load_size)
@@ -39,7 +41,7 @@ def update_pck(
     tgt_desc: torch.Tensor,  # (B, D, R, R)
     load_size: int,
     method: str = "nn",
-    temperature: float = 0.02,
+    temperature: float = SOFTMAX_TEMPERATURE,
     on_pair: Optional[Callable[[int, torch.Tensor], None]] = None,
 ) -> None:
     """Match every pair of the batch and add it to ``metric``; ``on_pair(b, pred)`` sees each prediction."""

@@ -251,16 +251,42 @@ class FeatureExtractor:
 
     def _collect_no_grad(self, plan, consumer, grad_wanted: bool) -> Optional[torch.Tensor]:
         index_of = {label: s for s, label in enumerate(self.save_steps)}
-        hook_consumer = None
         if consumer is not None:
             def hook_consumer(label: int, layer: int, fmap: torch.Tensor) -> None:
                 # the backbone runs without grad; the consumer (e.g. a trainable aggregation
                 # network) gets grad back if the caller had it on
                 with torch.set_grad_enabled(grad_wanted):
                     consumer(index_of[label], layer, fmap.float())
+        else:
+            store = _RawStore(self.channels, len(self.save_steps))
+            hook_consumer = lambda label, layer, fmap: store.write(index_of[label], layer, fmap)  # noqa: E731
         with FeatureBank(self.backbone.unet, self.layers, int(self.cfg.output_resolution), hook_consumer) as bank:
             plan(bank)
-        if consumer is not None:
-            return None
-        per_step = [torch.cat([bank.maps[label][l] for l in range(len(self.layers))], dim=1) for label in self.save_steps]
-        return torch.stack(per_step, dim=1).float()  # (B, S, C, R, R)
+        return None if consumer is not None else store.result()
+
+
+class _RawStore:
+    """Writes each kept map straight into one preallocated (B, S, C, R, R) float32 tensor, so
+    the store-all path holds the maps once (no per-step concatenation and stacking copies)."""
+
+    def __init__(self, channels: Sequence[int], num_timesteps: int):
+        self.channels = list(channels)
+        self.offsets = [sum(self.channels[:l]) for l in range(len(self.channels))]
+        self.num_timesteps = num_timesteps
+        self.raw: Optional[torch.Tensor] = None
+        self.written: set[tuple[int, int]] = set()
+
+    def write(self, timestep_index: int, layer: int, fmap: torch.Tensor) -> None:  # fmap: (B, C_l, R, R)
+        if self.raw is None:
+            batch, _, height, width = fmap.shape
+            self.raw = torch.empty((batch, self.num_timesteps, sum(self.channels), height, width),
+                                   dtype=torch.float32, device=fmap.device)
+        start = self.offsets[layer]
+        self.raw[:, timestep_index, start:start + self.channels[layer]].copy_(fmap)
+        self.written.add((timestep_index, layer))
+
+    def result(self) -> torch.Tensor:
+        expected = self.num_timesteps * len(self.channels)
+        if self.raw is None or len(self.written) != expected:
+            raise RuntimeError(f"feature bank kept {len(self.written)} of {expected} (timestep, layer) maps")
+        return self.raw  # (B, S, C, R, R)

@@ -25,6 +25,12 @@ from hyperfeat.errors import DataError, HyperfeatError
 
 EPS = 1e-8
 CHUNK = 64  # query points per similarity chunk: 64 × 512 × 512 float32 = 64 MiB
+# Default soft-argmax temperature over cosine similarities: the value of the config's
+# ``eval.softmax_temperature`` (runs pass the config value; these defaults agree with it).
+# Cosines lie in [-1, 1]: at 0.02 a peak 0.25 above the rest outweighs a 512 × 512 map of
+# background pixels (e^12.5 ≈ 262k); at 0.07 (the training loss's temperature) the background
+# mass would drag the estimate towards the map's centre.
+SOFTMAX_TEMPERATURE = 0.02
 
 Method = Literal["nn", "mutual_nn", "soft_argmax"]
 METHODS = ("nn", "mutual_nn", "soft_argmax")
@@ -150,7 +156,9 @@ def nearest_neighbour(sim: torch.Tensor) -> torch.Tensor:
     return indices_to_points(sim.reshape(n, h * w).argmax(dim=1), (h, w))
 
 
-def soft_argmax(sim: torch.Tensor, temperature: float = 0.07, window: int | None = None) -> torch.Tensor:
+def soft_argmax(
+    sim: torch.Tensor, temperature: float = SOFTMAX_TEMPERATURE, window: int | None = None
+) -> torch.Tensor:
     """Softmax(sim / temperature)-weighted mean (x, y) of each map (N, h, w) → (N, 2) float.
 
     With ``window = r`` only the (2r+1)×(2r+1) cells around the argmax (clipped at the border)
@@ -339,7 +347,7 @@ def match_points(
     tgt_size_wh: tuple[int, int],
     method: Method = "nn",
     upsample: bool = True,
-    temperature: float = 0.07,
+    temperature: float = SOFTMAX_TEMPERATURE,
     window: int | None = None,
 ) -> torch.Tensor | MutualMatches:
     """Match source keypoints (N, 2), in pixels of a ``src_size_wh`` frame, into the target frame.
@@ -351,8 +359,9 @@ def match_points(
     Without ``upsample`` keypoints are scaled to the source grid, matched cell to cell, and the
     matched cells scaled back to target pixels.
 
-    ``method``: ``"nn"`` argmax; ``"soft_argmax"`` (``temperature``; ``window`` in units of the
-    matching frame: image pixels with ``upsample``, grid cells without; see :func:`soft_argmax`);
+    ``method``: ``"nn"`` argmax; ``"soft_argmax"`` (``temperature``, default
+    :data:`SOFTMAX_TEMPERATURE`; ``window`` in units of the matching frame: image pixels with
+    ``upsample``, grid cells without; see :func:`soft_argmax`);
     ``"mutual_nn"`` the NN as a :class:`MutualMatches` with a flag per point, True when the NN
     of the match, back in the source frame, lies within one descriptor cell (per axis) of the
     query. Returns (N, 2) float target pixels, or ``MutualMatches`` for ``"mutual_nn"``.

@@ -43,11 +43,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
+from PIL import Image
 
 from hyperfeat.data.video import PathLike, VideoFrames, compute_descriptors, read_video
 from hyperfeat.errors import DataError, HyperfeatError
 
-FrameSource = Union[VideoFrames, torch.Tensor, str, Path]
+FrameSource = Union[VideoFrames, torch.Tensor, str, Path, Sequence]  # Sequence: of images (paths, PIL, arrays, tensors)
 FRAME_TRANSFORM = "resize-LxL-bilinear-antialias-v1"  # part of the cache key: change it if the transform changes
 
 
@@ -108,12 +109,45 @@ def descriptor_key(hf) -> str:
     return json.dumps(identity, sort_keys=True, default=str)
 
 
+def frames_from_images(images: Sequence, frame_size: Optional[int] = None,
+                       max_frames: Optional[int] = None) -> VideoFrames:
+    """A list of frames → :class:`VideoFrames`, read like a folder of frames (longer side at
+    ``frame_size``, aspect kept; None: original size). Items are image paths, PIL images, uint8
+    (H, W, 3) arrays or (3, H, W) tensors in [0, 1]; all must have the first one's size. A list of
+    paths is keyed by its files in the descriptor cache, other lists by the frames' bytes."""
+    from hyperfeat.data.video import read_frame_files, resized_size
+    from hyperfeat.images import load_image, pil_to_tensor
+
+    items = list(images)[: max_frames if max_frames else None]
+    if not items:
+        raise DataError("empty video: the list of frames is empty")
+    if all(isinstance(item, (str, Path)) for item in items):
+        return read_frame_files(items, frame_size, max_frames)
+    tensors: list[torch.Tensor] = []
+    original: Optional[tuple[int, int]] = None
+    for index, item in enumerate(items):
+        image = load_image(item)  # ImageError names a bad path or shape
+        if original is None:
+            original = image.size
+        elif image.size != original:
+            raise DataError(f"frame {index} of the list has size {image.size} (W, H); frame 0 has {original}")
+        size = resized_size(image.size, frame_size)
+        tensors.append(pil_to_tensor(image.resize(size, Image.BILINEAR) if size != image.size else image))
+    frames = torch.stack(tensors)  # (T, 3, H, W)
+    size = (int(frames.shape[-1]), int(frames.shape[-2]))
+    return VideoFrames(frames, original, size, max(size) / max(original), [])
+
+
 def load_frames(hf, source: FrameSource, max_frames: Optional[int] = None) -> VideoFrames:
     """A video as :class:`VideoFrames`: a folder of frames or a video file (read with the longer
-    side at ``video.frame_size``), a (T, 3, H, W) tensor in [0, 1] (taken as is), or
-    :class:`VideoFrames` (returned as is)."""
+    side at ``video.frame_size``), a list of frames (image paths, PIL images, arrays or (3, H, W)
+    tensors; read like a folder, see :func:`frames_from_images`), a (T, 3, H, W) tensor in [0, 1]
+    (taken as is), or :class:`VideoFrames` (returned as is)."""
     if isinstance(source, VideoFrames):
         return source
+    if isinstance(source, (list, tuple)):
+        frame_size = hf.cfg.video.get("frame_size")
+        return frames_from_images(source, int(frame_size) if frame_size else None, max_frames)
     if isinstance(source, torch.Tensor):
         if source.ndim != 4 or source.shape[1] != 3:
             raise DataError(f"frames must be a (T, 3, H, W) tensor in [0, 1]; got shape {tuple(source.shape)}")
@@ -124,7 +158,8 @@ def load_frames(hf, source: FrameSource, max_frames: Optional[int] = None) -> Vi
     if isinstance(source, (str, Path)):
         frame_size = hf.cfg.video.get("frame_size")
         return read_video(source, int(frame_size) if frame_size else None, max_frames)
-    raise DataError(f"a video must be a folder of frames, a video file, a (T, 3, H, W) tensor or VideoFrames; "
+    raise DataError(f"a video must be a folder of frames, a video file, a list of frames, a (T, 3, H, W) tensor "
+                    f"or VideoFrames; "
                     f"got {type(source).__name__}")
 
 

@@ -19,7 +19,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
-from matplotlib import colormaps
+from matplotlib import colormaps, patheffects
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -34,6 +34,9 @@ PathLike = Union[str, Path]
 
 ANNOTATE_MAX_CELLS = 15  # annotate heat-map cells with percentages up to this many per side
 MAX_CELL_GID = "max_cell"  # gid of the rectangle outlining the largest mixing weight
+LINE_GID = "match_line"  # gid of each source → prediction line of a correspondence picture
+CORRECT_COLOUR = "#2bd13a"  # line of a prediction within the threshold
+WRONG_COLOUR = "#ff2a2a"  # line of a prediction beyond it
 VIDEO_SUFFIXES = (".gif", ".mp4")
 MP4_CODECS = ("libx264", "h264", "mpeg4")  # first one this PyAV build can encode wins
 
@@ -127,37 +130,67 @@ def plot_mixing_weights(
     out_path: Optional[PathLike] = None,
     title: Optional[str] = None,
     channels: Optional[Sequence[int]] = None,
+    timestep_values: Optional[Sequence[int]] = None,
 ) -> Figure:
     """Heat map of softmax mixing weights (S, L): layers down the y axis, timesteps across x.
 
     Columns are ordered from the noisiest to the cleanest timestep (ascending label), cells show
     the weight in percent when the grid is at most 15 × 15, and the largest cell is outlined in
     red (its rectangle has gid ``"max_cell"``). ``channels`` (one per layer) is added to the
-    layer labels. Writes the figure to ``out_path`` (PNG by suffix) when given.
+    layer labels; ``timestep_values`` (the diffusion timestep t of each label, −1 for the clean
+    latent; see :func:`label_timestep_values`) is written under the labels. The title (``title``
+    or "Mixing weights") is followed by the largest weight, where it is, and the uniform weight.
+    Writes the figure to ``out_path`` (PNG by suffix) when given.
     """
     w = to_numpy(weights)  # (S, L)
     check_weights(w, timestep_labels, layer_names)
+    if timestep_values is not None and len(timestep_values) != len(timestep_labels):
+        raise HyperfeatError(f"got {len(timestep_values)} timestep values for {len(timestep_labels)} labels")
     order = noisy_to_clean_order(timestep_labels)
     grid = 100.0 * w[order].T  # (L, S) percent, columns noisy → clean
     n_layers, n_steps = grid.shape
     cell = 0.55 if max(grid.shape) <= ANNOTATE_MAX_CELLS else 0.3
-    fig = Figure(figsize=(3.6 + cell * n_steps, 1.6 + cell * n_layers), dpi=100, layout="constrained")
+    fig = Figure(figsize=(4.2 + cell * n_steps, 1.9 + cell * n_layers), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     cmap = colormaps["viridis"]
     image = ax.imshow(grid, cmap=cmap, aspect="auto", interpolation="nearest")
-    ax.set_xticks(range(n_steps), labels=[str(timestep_labels[i]) for i in order])
-    ax.set_yticks(range(n_layers), labels=layer_tick_labels(layer_names, channels))
+    ax.set_xticks(range(n_steps), labels=step_tick_labels(timestep_labels, timestep_values, order))
+    ylabels = layer_tick_labels(layer_names, channels)
+    ax.set_yticks(range(n_layers), labels=ylabels)
     ax.tick_params(labelsize=8)
-    ax.set_xlabel("timestep label (noisiest → cleanest)")
-    ax.set_ylabel("decoder layer")
+    ax.set_xlabel("timestep label" + (" and t" if timestep_values is not None else "") + " (noisiest → cleanest)")
+    ax.set_ylabel("decoder layer" + (" (channels)" if channels is not None else ""))
     if max(grid.shape) <= ANNOTATE_MAX_CELLS:
         annotate_cells(ax, grid, image.norm, cmap)
-    outline_max_cell(ax, grid)
-    fig.colorbar(image, ax=ax, label="mixing weight (%)", shrink=0.9)
-    ax.set_title(title or f"Mixing weights (max {grid.max():.1f}%, uniform {100 / grid.size:.1f}%)", fontsize=10)
+    row, col = outline_max_cell(ax, grid)
+    fig.colorbar(image, ax=ax, label="mixing weight (%)", shrink=0.9, aspect=30)
+    summary = (f"max {grid.max():.1f}% (red: {layer_names[row]}, label {timestep_labels[order[col]]}), "
+               f"uniform {100 / grid.size:.1f}%")
+    ax.set_title(f"{title or 'Mixing weights'}\n{summary}", fontsize=9)
     save_figure(fig, out_path)
     return fig
+
+
+def step_tick_labels(labels: Sequence[int], values: Optional[Sequence[int]], order: np.ndarray) -> list[str]:
+    """Column labels in ``order``: the label, with timestep values a second line ``t=180`` (``clean`` for t = −1)."""
+    if values is None:
+        return [str(labels[i]) for i in order]
+    return [f"{labels[i]}\n" + ("clean" if int(values[i]) < 0 else f"t={int(values[i])}") for i in order]
+
+
+def label_timestep_values(mode: str, num_steps: int, labels: Sequence[int]) -> list[int]:
+    """The diffusion timestep t of each label for feature ``mode`` (−1: the clean latent).
+
+    Inversion and noise modes call the UNet at the inversion's timesteps; generation labels
+    its step i, at t = seq[N−1−i] (see ``schedule.py``).
+    """
+    from hyperfeat import schedule
+
+    if mode == "generation":
+        by_label = {s.label: s.t for s in schedule.generation_steps(int(num_steps))}
+        return [by_label[int(k)] for k in labels]
+    return schedule.label_timesteps(int(num_steps), [int(k) for k in labels])
 
 
 # ---------------------------------------------------------------------------- correspondences
@@ -200,18 +233,18 @@ def pair_title(title: Optional[str], correct: Optional[np.ndarray], threshold_px
 
 
 def legend_handles(correct: Optional[np.ndarray], has_target: bool, threshold_px: Optional[float]) -> list[Line2D]:
-    """Proxy artists describing the marker styles in grey."""
+    """Proxy artists describing the marker styles (grey) and, with correctness, the line colours."""
     grey = "0.35"
     handles = [Line2D([], [], marker="o", ls="", color=grey, mec="white", label="source point")]
     if correct is None:
-        handles.append(Line2D([], [], marker="D", ls="", color=grey, mec="white", label="prediction"))
+        handles.append(Line2D([], [], marker="D", ls="-", color=grey, mec="white", label="prediction"))
     else:
-        handles.append(Line2D([], [], marker="D", ls="", color=grey, mec="white",
-                              label=f"prediction ≤ {threshold_px:.1f}px"))
-        handles.append(Line2D([], [], marker="X", ls="", color=grey, mec="black",
-                              label=f"prediction > {threshold_px:.1f}px"))
+        handles.append(Line2D([], [], marker="D", ls="-", color=CORRECT_COLOUR, mfc=grey, mec="white",
+                              label=f"correct (≤ {threshold_px:.1f}px)"))
+        handles.append(Line2D([], [], marker="X", ls="-", color=WRONG_COLOUR, mfc=grey, mec="black",
+                              label=f"wrong (> {threshold_px:.1f}px)"))
     if has_target:
-        handles.append(Line2D([], [], marker="o", ls="--", color=grey, mfc="none", mew=1.5, label="ground truth"))
+        handles.append(Line2D([], [], marker="o", ls=":", color=grey, mfc="none", mew=1.5, label="ground truth"))
     return handles
 
 
@@ -226,12 +259,15 @@ def draw_correspondences(
     out_path: Optional[PathLike] = None,
     title: Optional[str] = None,
 ) -> Figure:
-    """Source and target side by side, each source point joined to its prediction in one colour.
+    """Source and target side by side, each source point joined to its prediction.
 
-    Points are (N, 2) xy pixels of their own image. Ground truth (``target_points``) is a hollow
-    circle with a dashed line from the prediction; with ``threshold_px`` predictions within it are
-    diamonds and the others crosses, and the title gives the pair's PCK. ``valid`` (N,) hides
-    points that have no annotation. Writes the figure to ``out_path`` when given.
+    Points are (N, 2) xy pixels of their own image; each point has its own colour (source dot,
+    prediction, ground truth). Ground truth (``target_points``) is a hollow circle with a dotted
+    line from the prediction. With ``threshold_px`` (and ground truth) the source → prediction
+    line is green for a prediction within it of the ground truth, red otherwise (the prediction
+    a diamond or a cross), and the title gives the pair's PCK; without, the line takes the
+    point's colour. ``valid`` (N,) hides points that have no annotation. Writes the figure to
+    ``out_path`` when given.
     """
     src_img, tgt_img = load_image(source_image), load_image(target_image)
     src = check_points("source_points", source_points, None)
@@ -245,7 +281,7 @@ def draw_correspondences(
 
     gap = max(8, src_img.width // 50)
     canvas, offset = side_by_side(src_img, tgt_img, gap)
-    width_in = min(14.0, max(7.0, canvas.shape[1] / 100))
+    width_in = min(14.0, max(8.0, canvas.shape[1] / 100))
     fig = Figure(figsize=(width_in, width_in * canvas.shape[0] / canvas.shape[1] + 0.9), dpi=100,
                  layout="constrained")
     FigureCanvasAgg(fig)
@@ -266,18 +302,20 @@ def draw_point_pairs(ax, src: np.ndarray, pred: np.ndarray, tgt: Optional[np.nda
                      correct: Optional[np.ndarray], offset: int) -> None:
     """Markers and lines of every kept point; target-image x is shifted by ``offset``."""
     colours = distinct_colours(len(src)) / 255.0  # (N, 3)
+    halo = [patheffects.withStroke(linewidth=2.8, foreground="black", alpha=0.35)]  # lines read on any image
     for i, colour in enumerate(colours):
         px, py = pred[i, 0] + offset, pred[i, 1]
-        ax.plot([src[i, 0], px], [src[i, 1], py], color=colour, lw=1.0, alpha=0.7)
+        line = colour if correct is None else (CORRECT_COLOUR if correct[i] else WRONG_COLOUR)
+        ax.plot([src[i, 0], px], [src[i, 1], py], color=line, lw=1.4, path_effects=halo, gid=LINE_GID)
         if tgt is not None:
             gx, gy = tgt[i, 0] + offset, tgt[i, 1]
-            ax.plot([px, gx], [py, gy], color=colour, lw=0.9, ls="--")
-            ax.plot(gx, gy, marker="o", ms=9, mfc="none", mec=colour, mew=1.6)
-        ax.plot(src[i, 0], src[i, 1], marker="o", ms=6, color=colour, mec="white", mew=0.8)
+            ax.plot([px, gx], [py, gy], color=colour, lw=1.2, ls=":")
+            ax.plot(gx, gy, marker="o", ms=9, mfc="none", mec=colour, mew=1.8)
+        ax.plot(src[i, 0], src[i, 1], marker="o", ms=6.5, color=colour, mec="white", mew=0.9)
         if correct is not None and not correct[i]:
-            ax.plot(px, py, marker="X", ms=10, color=colour, mec="black", mew=0.8)
+            ax.plot(px, py, marker="X", ms=9, color=colour, mec="black", mew=0.8)
         else:
-            ax.plot(px, py, marker="D", ms=5.5, color=colour, mec="white", mew=0.8)
+            ax.plot(px, py, marker="D", ms=6, color=colour, mec="white", mew=0.9)
 
 
 # ---------------------------------------------------------------------------- tracks and video

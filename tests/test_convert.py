@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from hyperfeat.api import Hyperfeatures
 from hyperfeat.checkpoint import check_compatible, load_checkpoint
 from hyperfeat.cli import main
 from hyperfeat.config import load_config
@@ -51,8 +52,6 @@ def test_imported_network_gives_the_published_output(official, tmp_path, tiny_cf
 
 
 def test_converted_checkpoint_fits_the_tiny_backbone(official, tmp_path, tiny_backbone):
-    from hyperfeat.api import Hyperfeatures
-
     path, _ = official
     out = tmp_path / "converted.ckpt"
     main(["convert-official", str(path), str(out), "backbone=tiny"])
@@ -71,6 +70,19 @@ def test_checkpoint_for_another_backbone_is_refused(official, tmp_path):
         check_compatible(meta, meta.layers, sd15_dims, "stable-diffusion-v1-5/stable-diffusion-v1-5")
     with pytest.raises(CheckpointError, match="layers"):
         check_compatible(meta, meta.layers[:-1], DIMS[:-1], "tiny")
+    with pytest.raises(CheckpointError, match="save_steps"):
+        check_compatible(meta, meta.layers, meta.feature_dims, "tiny", save_steps=list(meta.save_steps)[::-1])
+
+
+def test_loading_with_other_timestep_labels_is_refused_at_load(official, tiny_backbone, tmp_path):
+    path, _ = official
+    out = tmp_path / "converted.ckpt"
+    main(["convert-official", str(path), str(out), "backbone=tiny"])
+    _, meta = load_checkpoint(out)
+    other = [int(s) for s in meta.save_steps][:-1]
+    with pytest.raises(CheckpointError, match="save_steps"):
+        Hyperfeatures.from_checkpoint(out, backbone=tiny_backbone,
+                                      overrides=[f"features.save_steps=[{','.join(map(str, other))}]"])
 
 
 def test_mismatched_timesteps_and_bad_files(tmp_path):
