@@ -304,8 +304,10 @@ def precompute(
     """Fill ``cache`` for every image of ``dataset`` in one pass, ``batch_size`` images per backbone call.
 
     Items are dicts holding images (3, L, L) under ``image_keys``; an image met twice is done
-    once. With several processes, rank r takes items r, r + world_size, …. Returns this pass's
-    counts (hits: already cached; misses and recomputed: computed now).
+    once. With several processes, every rank reads every item (cheap: decoding and warping) but
+    computes only the images whose key falls to it (``int(key[:8], 16) % world_size == rank``), so
+    an image shared by pairs on different ranks is still computed once in all. Returns this
+    pass's counts (hits: already cached; misses and recomputed: computed now).
     """
     from tqdm.auto import tqdm
 
@@ -324,13 +326,12 @@ def precompute(
             pending_keys.clear()
             pending_images.clear()
 
-    indices = range(rank, len(dataset), world_size)
-    for index in tqdm(indices, desc="caching raw features", unit="pair", disable=not progress):
+    for index in tqdm(range(len(dataset)), desc="caching raw features", unit="pair", disable=not progress):
         item = dataset[index]
         for name in image_keys:
             image = item[name]  # (3, L, L)
             key = cache.key(image)
-            if key in seen:
+            if key in seen or int(key[:8], 16) % world_size != rank:
                 continue
             seen.add(key)
             if cache.lookup(key) is None:

@@ -34,8 +34,9 @@ class HyperfeatModule(L.LightningModule):
         self.val_pck = PCK(alphas=tuple(float(a) for a in cfg.eval.alphas))
 
     # ------------------------------------------------------------------ features
-    def _move_backbone(self) -> None:
-        device = self.device
+    def _move_backbone(self, device: Optional[torch.device] = None) -> None:
+        """Put the frozen backbone on ``device`` (default: the module's device)."""
+        device = torch.device(device) if device is not None else self.device
         if self.backbone.device != device:
             for part in (self.backbone.unet, self.backbone.vae, self.backbone.text_encoder):
                 part.to(device)
@@ -83,17 +84,22 @@ class HyperfeatModule(L.LightningModule):
         results = self.val_pck.compute()
         self.val_pck.reset()
         for key, value in flat_overall(results).items():
-            self.log(f"val/{key}", value, prog_bar=key == "pck@0.1")
+            # PCK.compute() already gathered every rank's pairs: the values agree across ranks, and
+            # sync_dist keeps them (and ModelCheckpoint's choice) identical everywhere
+            self.log(f"val/{key}", value, prog_bar=key == "pck@0.1", sync_dist=True)
         self._log_mixing_weights()
 
     def _log_mixing_weights(self) -> None:
         logger = self.logger
-        if logger is None or type(logger).__name__ != "WandbLogger":
+        if logger is None or type(logger).__name__ != "WandbLogger" or self.global_rank != 0:
             return
-        from hyperfeat.viz import figure_to_array, plot_mixing_weights
+        from hyperfeat.viz import figure_to_array, label_timestep_values, plot_mixing_weights
 
+        feats = self.cfg.features
+        values = label_timestep_values(str(feats.mode), int(feats.num_steps), self.extractor.save_steps)
         fig = plot_mixing_weights(self.aggregation.mixing_grid().detach().cpu(), self.extractor.save_steps,
-                                  self.extractor.layer_names)
+                                  self.extractor.layer_names, channels=self.extractor.channels,
+                                  timestep_values=values)
         logger.log_image("mixing_weights", [figure_to_array(fig)], step=self.global_step)
 
     def configure_optimizers(self):
