@@ -103,7 +103,7 @@ def test_feature_config_decides_the_key(tmp_path, tiny_cfg, images):
     base = FeatureCache(tmp_path, tiny_cfg).key(images[0])
     changed = [
         "features.save_steps=[4,0]", "features.seed=1", "features.mode=noise", "features.num_steps=6",
-        "features.output_resolution=16", "features.layers=[[1,0],[3,2]]", "features.latent=mean",
+        "features.output_resolution=16", "features.layers=[[1,0],[3,2]]", "features.latent=sample",
         "features.prompt=a cat", "backbone.tiny_seed=1", "backbone.dtype=bfloat16", "train.cache_dtype=float32",
     ]
     keys = {item: FeatureCache(tmp_path, cfg_with(item)).key(images[0]) for item in changed}
@@ -116,12 +116,12 @@ def test_feature_config_decides_the_key(tmp_path, tiny_cfg, images):
 
 def test_config_change_misses_and_recomputes(tmp_path, tiny_cfg, tiny_backbone, extractor, images, reference):
     FeatureCache(tmp_path, tiny_cfg).get_or_compute(images, extractor)
-    cfg = cfg_with("features.seed=1")
+    cfg = cfg_with("features.num_steps=6")
     other = CountingExtractor(FeatureExtractor(tiny_backbone, cfg.features))
     cache = FeatureCache(tmp_path, cfg)
     out = cache.get_or_compute(images, other)
     assert other.images == 2 and cache.stats.misses == 2 and cache.stats.hits == 0
-    assert not torch.allclose(out, reference, atol=1e-2), "another seed draws another latent"
+    assert not torch.allclose(out, reference, atol=1e-2), "another plan puts the labels at other timesteps"
 
 
 def test_extractor_must_match_the_cache_config(tmp_path, tiny_cfg, tiny_backbone, images):
