@@ -14,7 +14,9 @@ DATA_ROOT = Path(os.environ.get("HYPERFEAT_DATA_ROOT", Path(__file__).resolve().
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# The tiny models are too small for intra-op threads to pay off, and on a busy machine two
+# threads made them 10-100x slower: one thread for every test.
+torch.set_num_threads(1)
 
 TINY_OVERRIDES = ["backbone=tiny", "features.num_steps=5", "features.save_steps=[4,2,0]"]
 

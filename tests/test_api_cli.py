@@ -34,16 +34,6 @@ SRC_WH, TGT_WH = (160, 96), (72, 120)  # landscape source, portrait target
 POINTS = [[0.0, 0.0], [159.0, 95.0], [37.0, 80.0], [120.0, 12.0], [80.0, 48.0]]  # (x, y), corners included
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine a second thread mostly spins, several
-    times slower than one; restored after the module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def picture(size_wh: tuple[int, int], seed: int) -> Image.Image:
     """A structured RGB test image: smooth colour waves plus a few flat rectangles."""
     w, h = size_wh

@@ -22,15 +22,6 @@ from hyperfeat.features import FeatureExtractor
 from conftest import TINY_OVERRIDES
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two threads on a shared 2-core machine make the tiny model ~100× slower; one is plenty."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class CountingExtractor:
     """Wraps an extractor and counts its backbone runs and the images they saw."""
 

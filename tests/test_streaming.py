@@ -10,15 +10,6 @@ from hyperfeat.aggregation import AggregationNetwork, StreamingAggregator
 from hyperfeat.features import FeatureExtractor
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two threads on a shared 2-core machine make the tiny model ~100× slower; one is plenty."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def images():
     g = torch.Generator().manual_seed(0)

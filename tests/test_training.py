@@ -29,15 +29,6 @@ SYNTHETIC = ["data=synthetic", "data.root=generated", "data.generated_images=4",
 QUIET = dict(enable_progress_bar=False)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two threads on a shared 2-core machine make the tiny model far slower; one is plenty."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def backbone(tiny_backbone):
     return tiny_backbone  # the random tiny model does not depend on the feature sizes

@@ -34,15 +34,6 @@ STEPS = 5
 CROP = (192, 112)  # (W, H) of the video
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two threads on a shared 2-core machine make the tiny model many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def backbone():
     return load_backbone(load_config(overrides=BASE))
