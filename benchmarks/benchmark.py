@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from hyperfeat.aggregation import AggregationNetwork, StreamingAggregator  # noqa: E402
-from hyperfeat.backbone import Backbone, _tiny_tokenizer, build_tiny_components  # noqa: E402
+from hyperfeat.backbone import Backbone, _tiny_tokenizer, assemble_backbone, build_tiny_components  # noqa: E402
 from hyperfeat.cache import FeatureCache  # noqa: E402
 from hyperfeat.config import load_config  # noqa: E402
 from hyperfeat.features import FeatureBank, FeatureExtractor  # noqa: E402
@@ -43,17 +43,6 @@ MB = 2 ** 20
 
 
 # ----------------------------------------------------------------------------- backbones
-
-def _assemble(unet, vae, text_encoder, tokenizer, model_id: str, device: torch.device, dtype: torch.dtype) -> Backbone:
-    from diffusers.models.attention_processor import AttnProcessor2_0
-
-    unet.set_attn_processor(AttnProcessor2_0())
-    for part in (unet, vae, text_encoder):
-        if next(part.parameters()).dtype != dtype:
-            part.to(dtype=dtype)
-        part.to(device=device).eval().requires_grad_(False)
-    return Backbone(unet, vae, text_encoder, tokenizer, model_id, device, dtype)
-
 
 def sd15_random(device: torch.device, dtype: torch.dtype) -> Backbone:
     """SD 1.5's UNet, VAE and text encoder sizes with random weights (the tiny tokenizer)."""
@@ -81,11 +70,11 @@ def sd15_random(device: torch.device, dtype: torch.dtype) -> Backbone:
         num_attention_heads=12, max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     ))
-    return _assemble(unet, vae, text_encoder, tokenizer, "random-sd15", device, dtype)
+    return assemble_backbone(unet, vae, text_encoder, tokenizer, "random-sd15", device, dtype)
 
 
 def tiny(device: torch.device, dtype: torch.dtype) -> Backbone:
-    return _assemble(*build_tiny_components(seed=0), "tiny", device, dtype)
+    return assemble_backbone(*build_tiny_components(seed=0), "tiny", device, dtype)
 
 
 BACKBONES: dict[str, Callable[[torch.device, torch.dtype], Backbone]] = {"sd15": sd15_random, "tiny": tiny}

@@ -103,7 +103,15 @@ def load_backbone(cfg: DictConfig) -> Backbone:
             revision=b.revision,
             variant=b.variant,
         )
-    if str(b.attention) == "default":
+    return assemble_backbone(unet, vae, text_encoder, tokenizer, model, device, dtype,
+                             attention=str(b.attention), compile=bool(b.compile))
+
+
+def assemble_backbone(unet, vae, text_encoder, tokenizer, model_id: str, device: torch.device, dtype: torch.dtype,
+                      attention: str = "sdpa", compile: bool = False) -> Backbone:
+    """Frozen :class:`Backbone` from its parts: the attention processor, dtype and device set,
+    eval mode, no gradients; the UNet compiled when asked."""
+    if attention == "default":
         from diffusers.models.attention_processor import AttnProcessor
 
         unet.set_attn_processor(AttnProcessor())
@@ -116,11 +124,11 @@ def load_backbone(cfg: DictConfig) -> Backbone:
         vae=_freeze(vae, device, dtype),
         text_encoder=_freeze(text_encoder, device, dtype),
         tokenizer=tokenizer,
-        model_id=model,
+        model_id=model_id,
         device=device,
         dtype=dtype,
     )
-    if bool(b.compile):
+    if compile:
         backbone.unet = torch.compile(backbone.unet)
     return backbone
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
 from hyperfeat.backbone import PRESET_MODELS, resolve_device, resolve_dtype
-from hyperfeat.checkpoint import atomic_save
+from hyperfeat.checkpoint import atomic_save, atomic_write
 from hyperfeat.config import feature_config_dict
 from hyperfeat.errors import ConfigError
 
@@ -200,13 +199,9 @@ class FeatureCache:
     def _write_identity(self) -> None:
         """``config.json`` beside the entries: what their fingerprint stands for (once)."""
         target = self.dir / "config.json"
-        if target.is_file():
-            return
-        self.dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".config.json.", suffix=".tmp")
-        with os.fdopen(fd, "w") as handle:
-            json.dump(self.identity, handle, indent=2, sort_keys=True)
-        os.replace(tmp, target)
+        if not target.is_file():
+            text = json.dumps(self.identity, indent=2, sort_keys=True)
+            atomic_write(target, lambda tmp: Path(tmp).write_text(text))
 
     # ------------------------------------------------------------------ compute
     def compute(self, images: torch.Tensor, keys: Sequence[str], extractor) -> list[torch.Tensor]:

@@ -13,7 +13,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -53,18 +53,24 @@ def build_network(cfg: DictConfig, feature_dims: Sequence[int]) -> AggregationNe
     )
 
 
-def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """torch.save to a temporary file beside ``path``, then rename: a crash never leaves half a file."""
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
+    """``write(tmp)`` a temporary file beside ``path``, then rename it into place: a crash or a
+    reader never sees half a file. Creates the parent folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        torch.save(obj, tmp)
+        write(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """torch.save ``obj`` to ``path`` atomically (see :func:`atomic_write`)."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def save_checkpoint(path: str | os.PathLike, network: AggregationNetwork, meta: CheckpointMeta) -> None:

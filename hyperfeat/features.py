@@ -55,8 +55,9 @@ class FeatureBank:
     """Forward hooks on the chosen layers' conv2, keeping maps only while a label is active.
 
     Use as a context manager: hooks are removed on exit, also after an exception. Each kept
-    map is resized bilinearly (align_corners=False) to ``output_resolution`` and either stored
-    (``maps[label][layer]``) or handed to ``consumer`` (streaming).
+    map is resized bilinearly (align_corners=False) to ``output_resolution`` and handed to
+    ``consumer(label, layer index, map)``: the extractor's store of all maps, or a streaming
+    aggregator.
     """
 
     def __init__(
@@ -64,14 +65,13 @@ class FeatureBank:
         unet: torch.nn.Module,
         layers: Sequence[Layer],
         output_resolution: int,
-        consumer: Optional[Callable[[int, int, torch.Tensor], None]] = None,
+        consumer: Callable[[int, int, torch.Tensor], None],
     ):
         self.unet = unet
         self.layers = list(layers)
         self.output_resolution = int(output_resolution)
         self.consumer = consumer
         self.active_labels: Optional[list[int]] = None  # one label per equal chunk of the batch
-        self.maps: dict[int, dict[int, torch.Tensor]] = {}
         self._handles: list = []
 
     def __enter__(self) -> "FeatureBank":
@@ -96,10 +96,7 @@ class FeatureBank:
                 output, size=(self.output_resolution, self.output_resolution), mode="bilinear", align_corners=False
             )
             for label, chunk in zip(self.active_labels, resized.chunk(len(self.active_labels))):
-                if self.consumer is not None:
-                    self.consumer(label, layer_index, chunk)
-                else:
-                    self.maps.setdefault(label, {})[layer_index] = chunk
+                self.consumer(label, layer_index, chunk)
 
         return hook
 

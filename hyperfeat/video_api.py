@@ -91,21 +91,20 @@ def network_digest(network: torch.nn.Module) -> str:
 def descriptor_key(hf) -> str:
     """Cache key naming the descriptor model: feature config, network weights, frame transform.
 
-    JSON of the backbone model (and tiny seed, dtype), ``features`` and ``aggregation`` blocks,
-    the sha256 of the aggregation network's state dict and the frame transform's name.
+    JSON of :func:`hyperfeat.cache.feature_identity` (every value that decides the raw maps,
+    with the backbone's actual compute dtype), the ``aggregation`` block, the sha256 of the
+    aggregation network's state dict and the frame transform's name.
     """
-    cfg = hf.cfg
-    identity = {
-        "backbone": {
-            "model": str(cfg.backbone.model),
-            "tiny_seed": int(cfg.backbone.get("tiny_seed", 0)),
-            "dtype": str(getattr(hf.backbone, "dtype", cfg.backbone.dtype)),
-        },
-        "features": OmegaConf.to_container(cfg.features, resolve=True),
-        "aggregation": OmegaConf.to_container(cfg.aggregation, resolve=True),
+    from hyperfeat.cache import feature_identity
+
+    identity = feature_identity(hf.cfg)
+    identity.pop("cache_dtype")  # the training cache's storage type: not part of descriptors
+    identity["backbone"]["compute_dtype"] = str(getattr(hf.backbone, "dtype", identity["backbone"]["compute_dtype"]))
+    identity.update({
+        "aggregation": OmegaConf.to_container(hf.cfg.aggregation, resolve=True),
         "network": network_digest(hf.network),
         "transform": FRAME_TRANSFORM,
-    }
+    })
     return json.dumps(identity, sort_keys=True, default=str)
 
 
@@ -145,9 +144,9 @@ def load_frames(hf, source: FrameSource, max_frames: Optional[int] = None) -> Vi
     (taken as is), or :class:`VideoFrames` (returned as is)."""
     if isinstance(source, VideoFrames):
         return source
+    frame_size = int(hf.cfg.video.frame_size) if hf.cfg.video.get("frame_size") else None
     if isinstance(source, (list, tuple)):
-        frame_size = hf.cfg.video.get("frame_size")
-        return frames_from_images(source, int(frame_size) if frame_size else None, max_frames)
+        return frames_from_images(source, frame_size, max_frames)
     if isinstance(source, torch.Tensor):
         if source.ndim != 4 or source.shape[1] != 3:
             raise DataError(f"frames must be a (T, 3, H, W) tensor in [0, 1]; got shape {tuple(source.shape)}")
@@ -156,8 +155,7 @@ def load_frames(hf, source: FrameSource, max_frames: Optional[int] = None) -> Vi
         size = (int(source.shape[-1]), int(source.shape[-2]))
         return VideoFrames(source.float(), size, size, 1.0, [])
     if isinstance(source, (str, Path)):
-        frame_size = hf.cfg.video.get("frame_size")
-        return read_video(source, int(frame_size) if frame_size else None, max_frames)
+        return read_video(source, frame_size, max_frames)
     raise DataError(f"a video must be a folder of frames, a video file, a list of frames, a (T, 3, H, W) tensor "
                     f"or VideoFrames; "
                     f"got {type(source).__name__}")
@@ -439,8 +437,7 @@ def run_track_command(
 
         hf = Hyperfeatures.from_checkpoint(checkpoint, overrides=list(overrides))
     frames = load_frames(hf, video)
-    queries = check_queries(queries, len(frames), frames.original_size)  # before the costly part
-    tracks, visible = track(hf, frames, queries)
+    tracks, visible = track(hf, frames, queries)  # checks the queries before describing the frames
     written = write_video(draw_video_tracks(frames, tracks, visible, tail_length), out_path, fps=fps)
     json_path = out_path.with_suffix(".json")
     record = {
@@ -455,13 +452,6 @@ def run_track_command(
     }
     json_path.write_text(json.dumps(record))
     return {"video": written, "json": json_path, "tracks": tracks, "visible": visible}
-
-
-def read_first_mask(path: PathLike) -> torch.Tensor:
-    """A first-frame mask PNG (palette or grayscale, pixel values = object ids) → (H, W) int64."""
-    from hyperfeat.data.davis import read_mask
-
-    return read_mask(path)
 
 
 def run_propagate_command(
@@ -480,17 +470,17 @@ def run_propagate_command(
     else ``%05d.png``) and ``out_dir/overlay.mp4`` (the masks blended into the frames). Returns
     {"masks": [paths], "overlay": path, "num_frames": T}.
     """
+    from hyperfeat.data.davis import read_mask
     from hyperfeat.viz import palette_mask, write_video
 
-    mask = read_first_mask(mask_png)
+    mask = read_mask(mask_png)  # (H, W) object ids; a missing file fails before the backbone loads
     precheck_source(frames)
     if hf is None:
         from hyperfeat.api import Hyperfeatures
 
         hf = Hyperfeatures.from_checkpoint(checkpoint, overrides=list(overrides))
     video = load_frames(hf, frames)
-    mask = check_mask(mask, video.original_size)  # before the costly part
-    masks = propagate(hf, video, mask)  # (T, H, W)
+    masks = propagate(hf, video, mask)  # (T, H, W); checks the mask size before describing the frames
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     one_file_per_frame = len(video.files) == len(video)

@@ -111,7 +111,9 @@ def test_kept_map_is_conv2_output_not_block_output(tiny_backbone, tiny_cfg, imag
     x = torch.randn(1, 4, 16, 16)
     cond = tiny_backbone.encode_prompt("")
     try:
-        with FeatureBank(unet, layers, 16) as bank:
+        kept_maps: dict[int, dict[int, torch.Tensor]] = {}
+        keep = lambda label, layer, fmap: kept_maps.setdefault(label, {}).__setitem__(layer, fmap)  # noqa: E731
+        with FeatureBank(unet, layers, 16, keep) as bank:
             bank.active_labels = [0]
             unet(x, torch.tensor([10.0]), encoder_hidden_states=cond)
     finally:
@@ -119,7 +121,7 @@ def test_kept_map_is_conv2_output_not_block_output(tiny_backbone, tiny_cfg, imag
             h.remove()
     for k, (i, j) in enumerate(layers):
         block = unet.up_blocks[i].resnets[j]
-        kept = bank.maps[0][k]
+        kept = kept_maps[0][k]
         assert kept.shape[1] == block.conv2.out_channels
         out = F.interpolate(block_out[k], size=16, mode="bilinear", align_corners=False)
         assert (kept - out).abs().max() > 1e-4, f"layer {(i, j)}: kept map equals the block output"

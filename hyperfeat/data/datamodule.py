@@ -8,8 +8,9 @@ yield ``source_raw``/``target_raw`` instead of images. The cache is keyed by ima
 (and the feature config), so it fits data sets whose item ``i`` is the same every time it is
 read (the synthetic pairs draw item ``i``'s warp from ``rng([seed, split, i])``).
 
-Several processes (DDP): rank r precomputes items r, r + world_size, … of each split, then all
-ranks wait at a barrier and read each other's entries, so ``train.cache_dir`` must be on a
+Several processes (DDP): every rank reads every item but computes only the images whose key
+falls to it (see :func:`hyperfeat.cache.precompute`), then all ranks wait at a barrier and read
+each other's entries, so ``train.cache_dir`` must be on a
 file system every rank sees. An entry that is still missing is computed where it is read,
 when the loader runs in the training process (``train.num_workers: 0``).
 """
@@ -130,7 +131,7 @@ class PairDataModule(L.LightningDataModule):
             barrier(f"hyperfeat_feature_cache_{split}")  # every rank's share is on disk before reading
         self.cache_stats[split] = stats
         where = f" on {device}" if device is not None else ""
-        share = f" (rank {rank} of {world_size}: items {rank}, {rank + world_size}, …)" if world_size > 1 else ""
+        share = f" (rank {rank} of {world_size}: its share of the images)" if world_size > 1 else ""
         computed = stats.misses + stats.recomputed
         rank_zero_info(f"feature cache, {split} split{share}: {computed} images computed{where}, "
                        f"{stats.hits} already cached in {cache.dir}")

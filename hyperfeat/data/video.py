@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from hyperfeat.checkpoint import atomic_save
 from hyperfeat.errors import DataError
 from hyperfeat.images import load_image, pil_to_tensor
 
@@ -235,18 +235,6 @@ def _load_cache(path: Path, digest: str, num_frames: int) -> Optional[torch.Tens
         return None
 
 
-def _save_cache(path: Path, digest: str, descriptors: torch.Tensor) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(handle)
-    try:
-        torch.save({"key": digest, "descriptors": descriptors}, tmp)
-        os.replace(tmp, path)  # atomic: a reader never sees half a file
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 @torch.no_grad()
 def compute_descriptors(
     frames: torch.Tensor,
@@ -295,7 +283,7 @@ def compute_descriptors(
             bar.update(batch.shape[0])
     descriptors = torch.cat(chunks)  # (T, D, h, w)
     if cache_path is not None:
-        _save_cache(cache_path, digest, descriptors)
+        atomic_save({"key": digest, "descriptors": descriptors}, cache_path)
     return descriptors
 
 
