@@ -29,12 +29,13 @@ from omegaconf import DictConfig, OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from hyperfeat.aggregation import AggregationNetwork, StreamingAggregator  # noqa: E402
-from hyperfeat.backbone import Backbone, _tiny_tokenizer, assemble_backbone, build_tiny_components  # noqa: E402
-from hyperfeat.cache import FeatureCache  # noqa: E402
 from hyperfeat.config import load_config  # noqa: E402
-from hyperfeat.features import FeatureBank, FeatureExtractor  # noqa: E402
-from hyperfeat.losses import correspondence_loss  # noqa: E402
+from hyperfeat.model.aggregation import AggregationNetwork, StreamingAggregator
+from hyperfeat.model.backbone import Backbone, assemble_backbone
+from hyperfeat.model.features import FeatureBank, FeatureExtractor
+from hyperfeat.model.tiny import _tiny_tokenizer, build_tiny_components
+from hyperfeat.train.cache import FeatureCache
+from hyperfeat.train.losses import correspondence_loss
 
 PAPER_STEPS = [49, 45, 40, 35, 30, 25, 20, 15, 10, 5, 0]
 PAPER_NUM_STEPS = 50

@@ -14,11 +14,16 @@ import torch
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from hyperfeat.aggregation import AggregationNetwork, StreamingAggregator
-from hyperfeat.backbone import Backbone, load_backbone
-from hyperfeat.checkpoint import CheckpointMeta, check_compatible, inference_config, load_checkpoint
-from hyperfeat.features import FeatureExtractor
 from hyperfeat.images import ImageLike, load_batch
+from hyperfeat.model.aggregation import AggregationNetwork, StreamingAggregator
+from hyperfeat.model.backbone import Backbone, load_backbone
+from hyperfeat.model.checkpoint import (
+    CheckpointMeta,
+    check_compatible,
+    inference_config,
+    load_checkpoint,
+)
+from hyperfeat.model.features import FeatureExtractor
 
 Images = Union[ImageLike, Sequence[ImageLike]]
 
@@ -100,8 +105,9 @@ class Hyperfeatures:
     def match_mutual(self, source: ImageLike, target: ImageLike, source_points, method: str = "nn",
                      temperature: Optional[float] = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Like :meth:`match`, also returning (N,) bool: whether each match is a mutual nearest neighbour."""
+        from hyperfeat.correspond.matching import is_mutual, match_points
+        from hyperfeat.geometry import rescale_points
         from hyperfeat.images import load_image
-        from hyperfeat.matching import is_mutual, match_points, rescale_points
 
         src_img, tgt_img = load_image(source), load_image(target)
         points = torch.as_tensor(source_points, dtype=torch.float32).reshape(-1, 2)  # (N, 2)
@@ -128,7 +134,7 @@ class Hyperfeatures:
         """Per-frame descriptors (T, D, R, R) on the CPU; each frame is stretched to the square
         ``features.load_size``, so cell (u, v) = (x · R / W, y · R / H). ``cache_dir`` (default
         ``video.cache_dir``) caches them per video and checkpoint."""
-        from hyperfeat.video_api import describe_frames
+        from hyperfeat.video.run import describe_frames
 
         return describe_frames(self, frames, cache_dir=cache_dir, progress=progress)
 
@@ -142,7 +148,7 @@ class Hyperfeatures:
         … ``video.reacquire_margin``. A query outside the frame or past the end raises DataError
         before any descriptor is computed. See :func:`hyperfeat.video_api.track`.
         """
-        from hyperfeat.video_api import track
+        from hyperfeat.video.run import track
 
         return track(self, frames, query_points, descriptors=descriptors, progress=progress)
 
@@ -153,7 +159,7 @@ class Hyperfeatures:
         masks (T, H, W) int64, frame 0 being the given mask. Settings: ``video.queue_length``,
         ``radius``, ``topk``, ``temperature``. See :func:`hyperfeat.video_api.propagate`.
         """
-        from hyperfeat.video_api import propagate
+        from hyperfeat.video.run import propagate
 
         return propagate(self, frames, first_mask, descriptors=descriptors, progress=progress)
 
@@ -163,7 +169,7 @@ class Hyperfeatures:
         the given points. Heat maps of std ``video.keypoint_sigma`` cells with the propagation
         settings. See :func:`hyperfeat.video_api.propagate_joints`.
         """
-        from hyperfeat.video_api import propagate_joints
+        from hyperfeat.video.run import propagate_joints
 
         return propagate_joints(self, frames, joints, descriptors=descriptors, progress=progress)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+from omegaconf.errors import OmegaConfBaseException
 
 from hyperfeat.errors import ConfigError
 

@@ -13,7 +13,7 @@ from hyperfeat.errors import ImageError
 
 ImageLike = Union[str, Path, Image.Image, torch.Tensor, np.ndarray]
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
 
 
 def load_image(source: ImageLike) -> Image.Image:
@@ -48,6 +48,8 @@ def load_image(source: ImageLike) -> Image.Image:
         raise ImageError(f"cannot read image {path}: {err} (corrupt or not an image?)") from err
 
 
+
+
 def tensor_to_pil(image: torch.Tensor) -> Image.Image:
     """(3, H, W) or (H, W, 3) float tensor in [0, 1] (or uint8) → RGB PIL image."""
     if image.ndim != 3:
@@ -65,10 +67,14 @@ def tensor_to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(array[..., :3]).convert("RGB")
 
 
+
+
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:
     """RGB PIL image → (3, H, W) float32 in [0, 1]."""
     array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0  # (H, W, 3)
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
 
 
 def resize_for_backbone(image: Image.Image, load_size: int) -> torch.Tensor:
@@ -80,6 +86,8 @@ def resize_for_backbone(image: Image.Image, load_size: int) -> torch.Tensor:
     return pil_to_tensor(resized) * 2.0 - 1.0
 
 
+
+
 def load_batch(sources: Sequence[ImageLike], load_size: int) -> tuple[torch.Tensor, list[tuple[int, int]]]:
     """Load and preprocess several images.
 
@@ -88,14 +96,3 @@ def load_batch(sources: Sequence[ImageLike], load_size: int) -> tuple[torch.Tens
     pils = [load_image(src) for src in sources]
     batch = torch.stack([resize_for_backbone(img, load_size) for img in pils])
     return batch, [img.size for img in pils]
-
-
-def list_images(folder: Union[str, Path]) -> list[Path]:
-    """Image files directly inside ``folder``, sorted by name; errors on a missing or empty folder."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ImageError(f"image folder not found: {folder}")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise ImageError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {folder}")
-    return files

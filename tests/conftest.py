@@ -36,6 +36,6 @@ def tiny_cfg():
 
 @pytest.fixture(scope="session")
 def tiny_backbone(tiny_cfg):
-    from hyperfeat.backbone import load_backbone
+    from hyperfeat.model.backbone import load_backbone
 
     return load_backbone(tiny_cfg)

@@ -1,9 +1,9 @@
 """The aggregation network against a functional re-implementation of DESIGN.md."""
 
 import torch
-
-from hyperfeat.aggregation import AggregationNetwork, StreamingAggregator
 from reference import functional_aggregation, functional_block
+
+from hyperfeat.model.aggregation import AggregationNetwork, StreamingAggregator
 
 DIMS = [64, 32, 48]
 S, D = 2, 128

@@ -19,15 +19,15 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import DATA_ROOT, TINY_OVERRIDES, data_dir
 from PIL import Image
 
-from conftest import DATA_ROOT, TINY_OVERRIDES, data_dir
 from hyperfeat.api import Hyperfeatures
-from hyperfeat.checkpoint import CheckpointMeta, build_network, save_checkpoint
 from hyperfeat.cli import main
 from hyperfeat.config import load_config
 from hyperfeat.errors import CheckpointError, HyperfeatError
-from hyperfeat.features import FeatureExtractor
+from hyperfeat.model.checkpoint import CheckpointMeta, build_network, save_checkpoint
+from hyperfeat.model.features import FeatureExtractor
 
 PNG = b"\x89PNG\r\n\x1a\n"
 SRC_WH, TGT_WH = (160, 96), (72, 120)  # landscape source, portrait target
@@ -200,7 +200,8 @@ def test_point_outside_the_image_is_named(hf, pair):
 
 
 def test_default_temperatures_agree_with_the_config():
-    from hyperfeat import evaluation, matching
+    from hyperfeat.correspond import matching
+    from hyperfeat.eval import semantic as evaluation
 
     value = float(load_config().eval.softmax_temperature)
     assert matching.SOFTMAX_TEMPERATURE == value
@@ -253,7 +254,7 @@ def test_match_and_plot_mixing_commands_write_pngs(ckpt, pair, tmp_path, capsys)
 
 
 def _eval(ckpt, backbone, data: str, out_dir, max_pairs: int, save_vis: int) -> dict:
-    from hyperfeat.eval_cli import evaluate
+    from hyperfeat.eval.runner import evaluate
 
     overrides = [f"data={data}", f"paths.data_root={DATA_ROOT}", f"paths.output_dir={out_dir}",
                  f"data.max_pairs={max_pairs}", f"eval.save_vis={save_vis}",
@@ -282,7 +283,7 @@ def independent_pck(dataset, src_desc, tgt_desc, load: int, alpha: float) -> tup
 
 def test_eval_pf_willow_table_json_pictures_and_numbers(ckpt, tiny_backbone, tmp_path, capsys, monkeypatch):
     data_dir("pf_willow")
-    from hyperfeat.data import build_pair_dataset
+    from hyperfeat.data.pairs import build_pair_dataset
 
     seen = []  # (images, descriptors) of every batch the evaluation describes
     original = Hyperfeatures.describe_batch

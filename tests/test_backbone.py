@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from hyperfeat.backbone import build_tiny_components, load_backbone, save_tiny_pipeline
 from hyperfeat.config import load_config
 from hyperfeat.errors import BackboneError
+from hyperfeat.model.backbone import load_backbone
+from hyperfeat.model.tiny import build_tiny_components, save_tiny_pipeline
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,12 @@ import warnings
 
 import pytest
 import torch
+from conftest import TINY_OVERRIDES
 
-from hyperfeat.cache import (
+from hyperfeat.config import load_config
+from hyperfeat.errors import ConfigError
+from hyperfeat.model.features import FeatureExtractor
+from hyperfeat.train.cache import (
     CachedPairDataset,
     CacheMissError,
     CacheWarning,
@@ -15,11 +19,6 @@ from hyperfeat.cache import (
     collate_cached_pairs,
     precompute,
 )
-from hyperfeat.config import load_config
-from hyperfeat.errors import ConfigError
-from hyperfeat.features import FeatureExtractor
-
-from conftest import TINY_OVERRIDES
 
 
 class CountingExtractor:
@@ -190,7 +189,7 @@ def test_writes_are_atomic(tmp_path, tiny_cfg, extractor, images, monkeypatch):
             handle.write(b"PK\x03\x04 half")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("hyperfeat.checkpoint.torch.save", dies_halfway)
+    monkeypatch.setattr("hyperfeat.io.torch.save", dies_halfway)
     with pytest.raises(KeyboardInterrupt):
         cache.store(key, raw)
     assert not cache.path(key).exists(), "a write that dies leaves no entry behind"
@@ -239,8 +238,8 @@ def test_precompute_then_dataset_reads_only(tmp_path, tiny_cfg, extractor):
 
 
 def test_module_gives_the_same_descriptors_from_the_cache(tmp_path, tiny_cfg, tiny_backbone, extractor):
-    from hyperfeat.data import collate_pairs
-    from hyperfeat.module import HyperfeatModule
+    from hyperfeat.data.pairs.base import collate_pairs
+    from hyperfeat.train.module import HyperfeatModule
 
     g = torch.Generator().manual_seed(2)
     imgs = torch.rand(2, 3, 128, 128, generator=g) * 2 - 1

@@ -2,14 +2,14 @@
 
 import pytest
 import torch
+from reference import functional_aggregation
 
 from hyperfeat.api import Hyperfeatures
-from hyperfeat.checkpoint import check_compatible, load_checkpoint
 from hyperfeat.cli import main
 from hyperfeat.config import load_config
-from hyperfeat.convert import convert_official
 from hyperfeat.errors import CheckpointError
-from reference import functional_aggregation
+from hyperfeat.model.checkpoint import check_compatible, load_checkpoint
+from hyperfeat.model.convert import convert_official
 
 DIMS = [64] * 9 + [32] * 3  # the tiny backbone's decoder channels
 SAVE = [4, 2, 0]

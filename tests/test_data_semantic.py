@@ -11,23 +11,23 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import data_dir
 from PIL import Image
 from scipy.io import loadmat, savemat
 
-from conftest import data_dir
 from hyperfeat.config import load_config
-from hyperfeat.data import (
-    PAIR_KEYS,
-    CUBPairs,
-    DataWarning,
-    PFWillowPairs,
-    SPairDataset,
+from hyperfeat.data.pairs import build_pair_dataset
+from hyperfeat.data.pairs.base import PAIR_KEYS, DataWarning, collate_pairs
+from hyperfeat.data.pairs.cub import CUBPairs
+from hyperfeat.data.pairs.pf_willow import PFWillowPairs
+from hyperfeat.data.pairs.procedural import GeneratedImage
+from hyperfeat.data.pairs.spair import SPairDataset
+from hyperfeat.data.pairs.synthetic import (
     SyntheticPairs,
-    build_pair_dataset,
-    collate_pairs,
+    apply_homography,
+    photometric,
+    warp_image,
 )
-from hyperfeat.data.procedural import GeneratedImage
-from hyperfeat.data.synthetic import apply_homography, photometric, warp_image
 from hyperfeat.errors import ConfigError, DataError
 
 L = 64

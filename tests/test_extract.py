@@ -2,18 +2,22 @@
 
 import pytest
 import torch
+from conftest import TINY_OVERRIDES, data_dir
 from PIL import Image
 
-from conftest import TINY_OVERRIDES, data_dir
 from hyperfeat.cli import main
+from hyperfeat.cli.extract import extract_to_folder
 from hyperfeat.errors import ImageError
-from hyperfeat.extract import extract_to_folder
 
 
 @pytest.fixture()
 def checkpoint(tmp_path, tiny_backbone, tiny_cfg):
-    from hyperfeat.checkpoint import CheckpointMeta, build_network, save_checkpoint
-    from hyperfeat.features import FeatureExtractor
+    from hyperfeat.model.checkpoint import (
+        CheckpointMeta,
+        build_network,
+        save_checkpoint,
+    )
+    from hyperfeat.model.features import FeatureExtractor
 
     extractor = FeatureExtractor(tiny_backbone, tiny_cfg.features)
     path = tmp_path / "agg.ckpt"

@@ -11,8 +11,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from hyperfeat.config import load_config
-from hyperfeat.features import FeatureBank, FeatureExtractor, all_layers
+from hyperfeat.model.features import FeatureBank, FeatureExtractor, all_layers
 
 N_STEPS = 5
 SAVE = [4, 2, 0]

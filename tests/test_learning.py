@@ -40,15 +40,16 @@ import time
 import warnings
 
 import torch
-
 from conftest import data_dir
-from hyperfeat.backbone import load_backbone
+
 from hyperfeat.config import load_config
-from hyperfeat.data.pairs import collate_pairs
-from hyperfeat.data.synthetic import SyntheticPairs, list_image_files
-from hyperfeat.evaluation import update_pck
-from hyperfeat.metrics import PCK
-from hyperfeat.module import HyperfeatModule
+from hyperfeat.data.pairs.base import collate_pairs
+from hyperfeat.data.pairs.synthetic import SyntheticPairs
+from hyperfeat.eval.metrics.pck import PCK
+from hyperfeat.eval.semantic import update_pck
+from hyperfeat.io import list_image_files
+from hyperfeat.model.backbone import load_backbone
+from hyperfeat.train.module import HyperfeatModule
 
 DATA_SEED = 0
 TRAIN_SEED = 0

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from hyperfeat.errors import DataError
-from hyperfeat.losses import correspondence_loss
+from hyperfeat.train.losses import correspondence_loss
 
 LOAD = 64
 

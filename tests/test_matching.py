@@ -6,19 +6,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hyperfeat.errors import DataError, HyperfeatError
-from hyperfeat.matching import (
+from hyperfeat.correspond.matching import (
     MutualMatches,
     cosine_similarity,
     is_mutual,
     match_points,
     mutual_nearest_neighbours,
     nearest_neighbour,
-    points_to_indices,
-    rescale_points,
     sample_descriptors,
     soft_argmax,
 )
+from hyperfeat.errors import DataError, HyperfeatError
+from hyperfeat.geometry import points_to_indices, rescale_points
 
 
 def _random_desc(d: int, h: int, w: int, seed: int = 0) -> torch.Tensor:

@@ -8,18 +8,18 @@ import torch
 from scipy import ndimage
 
 from hyperfeat.errors import ConfigError, DataError
-from hyperfeat.metrics import (
-    PCK,
+from hyperfeat.eval.metrics.jandf import (
     JandF,
-    TapVidMetrics,
     boundary_f,
     boundary_tolerance,
     db_statistics,
     disk_dilate,
-    format_pck,
     region_similarity,
     seg2bmap,
 )
+from hyperfeat.eval.metrics.pck import PCK
+from hyperfeat.eval.metrics.tapvid import TapVidMetrics
+from hyperfeat.eval.table import format_pck
 
 
 def _val(results: dict, key: str) -> float:

@@ -3,7 +3,7 @@
 import torch
 from diffusers import DDIMScheduler
 
-from hyperfeat import schedule
+from hyperfeat.model import schedule
 
 
 def test_alphas_are_scaled_linear_cumprod():

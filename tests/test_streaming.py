@@ -6,8 +6,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from hyperfeat.aggregation import AggregationNetwork, StreamingAggregator
-from hyperfeat.features import FeatureExtractor
+from hyperfeat.model.aggregation import AggregationNetwork, StreamingAggregator
+from hyperfeat.model.features import FeatureExtractor
 
 
 @pytest.fixture(scope="module")

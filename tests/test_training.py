@@ -8,13 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_OVERRIDES
 from lightning.pytorch.callbacks import Callback
 
 from hyperfeat.config import load_config
 from hyperfeat.errors import DataError
-from hyperfeat.training import AtomicCheckpointIO, train
-
-from conftest import TINY_OVERRIDES
+from hyperfeat.train.trainer import AtomicCheckpointIO, train
 
 # 64-pixel images, 16×16 maps, 4 procedural images (3 train, 1 val) × 2 warps
 SMALL = TINY_OVERRIDES + [
@@ -84,7 +83,7 @@ class Killer(Callback):
 
 def test_cached_training_writes_loadable_checkpoints(tmp_path, backbone):
     from hyperfeat.api import Hyperfeatures
-    from hyperfeat.cache import FeatureCache
+    from hyperfeat.train.cache import FeatureCache
 
     cfg = small_cfg(tmp_path, "train.max_steps=3", "train.cache_features=true")
     rec = Recorder()
@@ -162,7 +161,7 @@ def test_failed_checkpoint_write_keeps_the_old_file(tmp_path, monkeypatch):
             handle.write(before[: len(before) // 2])
         raise OSError("disk full")
 
-    monkeypatch.setattr("hyperfeat.checkpoint.torch.save", dies_halfway)
+    monkeypatch.setattr("hyperfeat.io.torch.save", dies_halfway)
     with pytest.raises(OSError, match="disk full"):
         io.save_checkpoint({"global_step": 2, "state_dict": {"w": torch.zeros(3)}}, path)
     assert path.read_bytes() == before
@@ -199,8 +198,8 @@ def test_wandb_offline_logger(tmp_path, backbone, monkeypatch):
 def test_datamodule_without_a_trainer(tmp_path, backbone):
     """setup() may run with no trainer module attached: the cache waits for the loaders, which use
     the extractor given to the data module, or read images (with a warning) when there is none."""
-    from hyperfeat.data.datamodule import PairDataModule
-    from hyperfeat.features import FeatureExtractor
+    from hyperfeat.model.features import FeatureExtractor
+    from hyperfeat.train.datamodule import PairDataModule
 
     cfg = small_cfg(tmp_path, "train.cache_features=true")
     plain = PairDataModule(cfg)

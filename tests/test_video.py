@@ -11,21 +11,20 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import data_dir
 
-from hyperfeat.errors import DataError, HyperfeatError
-from hyperfeat.video import (
-    cells_to_pixels,
+from hyperfeat.correspond.propagation import (
     heatmap_peaks,
     keypoint_heatmaps,
     labels_to_mask,
     mask_to_labels,
-    pixels_to_cells,
     propagate_keypoints,
     propagate_labels,
     propagate_mask,
-    track_points,
 )
-from conftest import data_dir
+from hyperfeat.correspond.tracking import track_points
+from hyperfeat.errors import DataError, HyperfeatError
+from hyperfeat.geometry import cells_to_pixels, pixels_to_cells
 
 
 def texture(height: int, width: int, sigma: float = 3.5, seed: int = 0) -> torch.Tensor:

@@ -17,16 +17,17 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import data_dir
 from PIL import Image, ImageSequence
 
-from conftest import data_dir
-from hyperfeat import video_api
 from hyperfeat.api import Hyperfeatures
-from hyperfeat.backbone import load_backbone
-from hyperfeat.checkpoint import CheckpointMeta, build_network, save_checkpoint
 from hyperfeat.cli import main
 from hyperfeat.config import load_config
-from hyperfeat.features import FeatureExtractor
+from hyperfeat.model.backbone import load_backbone
+from hyperfeat.model.checkpoint import CheckpointMeta, build_network, save_checkpoint
+from hyperfeat.model.features import FeatureExtractor
+from hyperfeat.video.frames import frames_as_uint8
+from hyperfeat.video.run import describe_frames, propagate, propagate_joints, track
 
 BASE = ["backbone=tiny", "features.num_steps=1", "features.save_steps=[0]"]
 VELOCITY = (4, 2)  # content motion, px per frame
@@ -87,7 +88,7 @@ def translated_video(steps: int = STEPS, velocity=VELOCITY, crop=CROP, origin=(6
 
 
 def as_pil(frames: torch.Tensor) -> list[Image.Image]:
-    return [Image.fromarray(f) for f in video_api.frames_as_uint8(frames)]
+    return [Image.fromarray(f) for f in frames_as_uint8(frames)]
 
 
 def write_frames(frames: torch.Tensor, folder) -> None:
@@ -132,7 +133,7 @@ def test_track_follows_a_translation_and_equals_video_api(checkpoint, backbone, 
     assert visible.float().mean() > 0.6
 
     # a thin wrapper: exactly what video_api returns, from every kind of frame source
-    ref_tracks, ref_visible = video_api.track(hf, frames, queries, progress=False)
+    ref_tracks, ref_visible = track(hf, frames, queries, progress=False)
     assert torch.equal(tracks, ref_tracks) and torch.equal(visible, ref_visible)
     write_frames(frames, tmp_path / "frames")
     for source in (as_pil(frames), sorted((tmp_path / "frames").glob("*.png")), tmp_path / "frames"):
@@ -146,16 +147,16 @@ def test_propagate_wrappers_equal_video_api(checkpoint, backbone):
     frames = translated_video(steps=3)
     desc = hf.describe_video(frames)
     assert desc.shape == (3, 64, 32, 32)
-    assert torch.equal(desc, video_api.describe_frames(hf, frames, progress=False))
+    assert torch.equal(desc, describe_frames(hf, frames, progress=False))
     first = torch.zeros(CROP[1], CROP[0], dtype=torch.long)
     first[30:70, 40:100], first[60:100, 120:170] = 1, 2
     masks = hf.propagate(frames, first, descriptors=desc)
     assert masks.shape == (3, CROP[1], CROP[0]) and torch.equal(masks[0], first)
-    assert torch.equal(masks, video_api.propagate(hf, frames, first, progress=False))
+    assert torch.equal(masks, propagate(hf, frames, first, progress=False))
     points = torch.tensor([[50.0, 40.0], [140.0, 80.0]])
     joints = hf.propagate_joints(frames, points, descriptors=desc)
     assert joints.shape == (3, 2, 2) and torch.equal(joints[0], points)
-    assert torch.equal(joints, video_api.propagate_joints(hf, frames, points, progress=False))
+    assert torch.equal(joints, propagate_joints(hf, frames, points, progress=False))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,7 +183,7 @@ def test_track_command_writes_gif_mp4_and_json(checkpoint, tmp_path, capsys):
     assert (tracks >= -0.5).all() and (tracks[..., 0] <= CROP[0] - 0.5).all() and (tracks[..., 1] <= CROP[1] - 0.5).all()
 
     pytest.importorskip("av")
-    from hyperfeat.data.video import read_video
+    from hyperfeat.video.frames import read_video
 
     code = main(["track", str(tmp_path / "frames"), "--checkpoint", str(checkpoint), "--points", points,
                  "--out", str(tmp_path / "out" / "tracks.mp4"), "video.frame_size=128", "--tail-length", "2"])
@@ -219,7 +220,7 @@ def test_propagate_command_on_davis_frames(checkpoint, tmp_path):
             assert np.array_equal(got, first_ids)
 
     pytest.importorskip("av")
-    from hyperfeat.data.video import read_video
+    from hyperfeat.video.frames import read_video
 
     overlay = read_video(out / "overlay.mp4")
     height = round(size[1] * 128 / size[0])  # the frames as read: longer side 128

@@ -9,21 +9,29 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from conftest import data_dir
 from PIL import Image
 
-from conftest import data_dir
 from hyperfeat.config import load_config
-from hyperfeat.data.davis import DAVIS_MERGED_SEQUENCES, DavisDataset, davis_from_config, merge_objects, read_mask
-from hyperfeat.data.jhmdb import NUM_JOINTS, JhmdbDataset, box_sizes, jhmdb_from_config, read_joints
-from hyperfeat.data.tapvid import TapVidDavis, sample_queries, tapvid_from_config
-from hyperfeat.data.video import (
-    compute_descriptors,
-    describe_video,
-    read_video,
-    rescale_points,
-    resize_frames,
+from hyperfeat.data.videos.davis import (
+    DAVIS_MERGED_SEQUENCES,
+    DavisDataset,
+    davis_from_config,
+    merge_objects,
+    read_mask,
 )
+from hyperfeat.data.videos.jhmdb import (
+    NUM_JOINTS,
+    JhmdbDataset,
+    box_sizes,
+    jhmdb_from_config,
+    read_joints,
+)
+from hyperfeat.data.videos.tapvid import TapVidDavis, sample_queries, tapvid_from_config
 from hyperfeat.errors import DataError, HyperfeatError
+from hyperfeat.geometry import rescale_points
+from hyperfeat.video.frames import read_video, resize_frames
+from hyperfeat.video.store import compute_descriptors, describe_video
 
 
 def _frames_uint8(count: int, height: int = 30, width: int = 40) -> list[np.ndarray]:

@@ -18,19 +18,20 @@ that the pipeline runs).
 from __future__ import annotations
 
 import json
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import data_dir
 from PIL import Image
 
-from conftest import data_dir
 from hyperfeat.api import Hyperfeatures
-from hyperfeat.backbone import load_backbone
-from hyperfeat.checkpoint import CheckpointMeta, build_network, save_checkpoint
 from hyperfeat.config import load_config
 from hyperfeat.errors import ConfigError, DataError, HyperfeatError, ImageError
-from hyperfeat.features import FeatureExtractor
+from hyperfeat.model.backbone import load_backbone
+from hyperfeat.model.checkpoint import CheckpointMeta, build_network, save_checkpoint
+from hyperfeat.model.features import FeatureExtractor
 
 BASE = ["backbone=tiny", "features.num_steps=1", "features.save_steps=[0]"]
 
@@ -74,7 +75,7 @@ def translated_sequence(sequence: str, velocity=(4, 2), steps: int = 6, crop=(25
     """Frame 0 of a DAVIS sequence (and its mask) resized to ``canvas`` (W, H), seen through a
     ``crop`` window that moves so that the content moves by ``velocity`` (vx, vy) px per frame.
     Returns frames (T, 3, H, W) in [0, 1] and masks (T, H, W) int64."""
-    from hyperfeat.data.davis import read_mask
+    from hyperfeat.data.videos.davis import read_mask
     from hyperfeat.images import load_image, pil_to_tensor
 
     root = data_dir("davis2017")
@@ -112,7 +113,7 @@ def in_unit(value) -> bool:
 
 
 def test_frame_describer_stretches_frames_to_the_square_load_size(parts):
-    from hyperfeat.video_api import frame_describer
+    from hyperfeat.video.frames import frame_describer
 
     hf = make_hf(parts)
     calls: list = []
@@ -127,7 +128,8 @@ def test_frame_describer_stretches_frames_to_the_square_load_size(parts):
 
 
 def test_descriptor_cache_is_keyed_by_the_network(parts, tmp_path):
-    from hyperfeat.video_api import describe_frames, descriptor_key
+    from hyperfeat.video.run import describe_frames
+    from hyperfeat.video.store import descriptor_key
 
     hf = make_hf(parts)
     calls: list = []
@@ -162,7 +164,7 @@ def test_descriptor_cache_is_keyed_by_the_network(parts, tmp_path):
 
 @pytest.mark.parametrize("velocity", [(4, 2), (-3, 3)])
 def test_track_follows_a_translated_real_frame(parts, velocity):
-    from hyperfeat.video_api import track
+    from hyperfeat.video.run import track
 
     hf = make_hf(parts)
     hf.describe_batch = conv_stand_in()
@@ -190,7 +192,7 @@ def test_track_follows_a_translated_real_frame(parts, velocity):
 
 
 def test_propagate_keeps_a_high_j(parts):
-    from hyperfeat.video_api import propagate
+    from hyperfeat.video.run import propagate
 
     hf = make_hf(parts)
     hf.describe_batch = conv_stand_in()
@@ -208,7 +210,7 @@ def test_propagate_keeps_a_high_j(parts):
 
 
 def test_propagate_joints_follow_the_motion(parts):
-    from hyperfeat.video_api import propagate_joints
+    from hyperfeat.video.run import propagate_joints
 
     hf = make_hf(parts)
     hf.describe_batch = conv_stand_in()
@@ -242,8 +244,8 @@ def test_run_track_command_writes_a_video_and_json(parts, checkpoint, tmp_path):
     """Through a saved checkpoint, with the real tiny descriptors. Their tracks barely move:
     measured mean error 20.1 px on a (6, 3) px/frame translation, the same as not moving at
     all (20.1 px); so the check against the truth is only that they beat a random guess."""
-    from hyperfeat.data.video import read_video
-    from hyperfeat.video_api import run_track_command
+    from hyperfeat.cli.track import run_track_command
+    from hyperfeat.video.frames import read_video
 
     frames, _ = translated_sequence("bike-packing", (4, 2), steps=3)
     write_frames(frames, tmp_path / "frames")
@@ -274,10 +276,10 @@ def test_run_track_command_writes_a_video_and_json(parts, checkpoint, tmp_path):
 
 
 def test_run_propagate_command_writes_masks_and_an_overlay(parts, tmp_path):
-    from hyperfeat.data.davis import read_mask
-    from hyperfeat.data.video import read_video
-    from hyperfeat.video_api import run_propagate_command
-    from hyperfeat.viz import palette_mask
+    from hyperfeat.cli.propagate import run_propagate_command
+    from hyperfeat.data.videos.davis import read_mask
+    from hyperfeat.video.frames import read_video
+    from hyperfeat.viz.masks import palette_mask
 
     frames, masks = translated_sequence("india", steps=4)
     write_frames(frames, tmp_path / "frames")
@@ -298,7 +300,9 @@ def test_run_propagate_command_writes_masks_and_an_overlay(parts, tmp_path):
 
 
 def test_bad_inputs_raise_clear_errors(parts, checkpoint, tmp_path):
-    from hyperfeat.video_api import parse_queries, propagate, run_propagate_command, run_track_command, track
+    from hyperfeat.cli.propagate import run_propagate_command
+    from hyperfeat.cli.track import parse_queries, run_track_command
+    from hyperfeat.video.run import propagate, track
 
     hf = make_hf(parts)
     frames, masks = translated_sequence("india", steps=3)
@@ -339,7 +343,7 @@ def test_bad_inputs_raise_clear_errors(parts, checkpoint, tmp_path):
 
 
 def _write_mask(mask: torch.Tensor, folder) -> str:
-    from hyperfeat.viz import palette_mask
+    from hyperfeat.viz.masks import palette_mask
 
     path = folder / f"mask_{mask.shape[1]}x{mask.shape[0]}.png"
     palette_mask(mask.numpy()).save(path)
@@ -352,7 +356,7 @@ def _write_mask(mask: torch.Tensor, folder) -> str:
 
 def test_evaluate_davis(parts, tmp_path):
     data_dir("davis2017")
-    from hyperfeat.video_eval import evaluate_video
+    from hyperfeat.eval.runner import evaluate_video
 
     hf = make_hf(parts, "task=davis", "data.sequences=[bike-packing,soapbox]", "data.max_frames=3",
                  "video.frame_size=256", "eval.save_vis=1", f"paths.output_dir={tmp_path}")
@@ -378,7 +382,7 @@ def test_evaluate_davis(parts, tmp_path):
 
 def test_evaluate_jhmdb(parts):
     data_dir("jhmdb")
-    from hyperfeat.video_eval import evaluate_video
+    from hyperfeat.eval.runner import evaluate_video
 
     hf = make_hf(parts, "task=jhmdb", "data.max_frames=3", "video.frame_size=160")
     results, table = evaluate_video(hf, progress=False)
@@ -393,8 +397,8 @@ def test_evaluate_jhmdb(parts):
 def test_evaluate_tapvid(parts, tmp_path):
     data_dir("tapvid_davis")
     data_dir("davis2017")
-    from hyperfeat.metrics import TAPVID_KEYS
-    from hyperfeat.video_eval import evaluate_video
+    from hyperfeat.eval.metrics.tapvid import TAPVID_KEYS
+    from hyperfeat.eval.runner import evaluate_video
 
     tables = {}
     for mode in ("first", "strided"):  # the second run reads the descriptors from the cache
@@ -413,7 +417,7 @@ def test_evaluate_tapvid(parts, tmp_path):
 
 
 def test_evaluate_video_rejects_other_tasks_and_data(parts):
-    from hyperfeat.video_eval import evaluate_video
+    from hyperfeat.eval.runner import evaluate_video
 
     with pytest.raises(ConfigError, match="task"):
         evaluate_video(make_hf(parts), progress=False)  # task=semantic

@@ -5,11 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import data_dir
 from matplotlib.figure import Figure
 from PIL import Image
 
-from hyperfeat import viz
-from conftest import data_dir
+from hyperfeat.io import write_video
+from hyperfeat.viz.common import distinct_colours, figure_to_array
+from hyperfeat.viz.correspondences import draw_correspondences
+from hyperfeat.viz.masks import davis_palette, overlay_masks, palette_mask
+from hyperfeat.viz.mixing import MAX_CELL_GID, plot_mixing_weights
+from hyperfeat.viz.tracks import draw_tracks, marker_radius
 
 LABELS = [49, 45, 40, 35, 30, 25, 20, 15, 10, 5, 0]  # the paper's save order: cleanest first
 LAYERS = [f"up_blocks.{i}.resnets.{j}" for i in range(4) for j in range(3)]
@@ -24,7 +29,7 @@ def peaked_weights(step: int, layer: int, shape=(len(LABELS), len(LAYERS))) -> t
 
 
 def max_cell(fig: Figure):
-    (rect,) = [p for p in fig.axes[0].patches if p.get_gid() == viz.MAX_CELL_GID]
+    (rect,) = [p for p in fig.axes[0].patches if p.get_gid() == MAX_CELL_GID]
     return rect
 
 
@@ -33,7 +38,7 @@ def max_cell(fig: Figure):
 
 def test_heat_map_png_written(tmp_path):
     out = tmp_path / "plots" / "mixing.png"
-    fig = viz.plot_mixing_weights(peaked_weights(0, 0), LABELS, LAYERS, out_path=out, channels=CHANNELS)
+    fig = plot_mixing_weights(peaked_weights(0, 0), LABELS, LAYERS, out_path=out, channels=CHANNELS)
     assert isinstance(fig, Figure)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with Image.open(out) as img:
@@ -41,7 +46,7 @@ def test_heat_map_png_written(tmp_path):
 
 
 def test_heat_map_tick_labels_in_order():
-    fig = viz.plot_mixing_weights(peaked_weights(0, 0), LABELS, LAYERS)
+    fig = plot_mixing_weights(peaked_weights(0, 0), LABELS, LAYERS)
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_yticklabels()] == LAYERS
     # label 0 is the noisiest UNet call (t = 960 for N = 50), the largest label the cleanest
@@ -51,14 +56,14 @@ def test_heat_map_tick_labels_in_order():
 
 
 def test_heat_map_channel_counts_in_layer_labels():
-    fig = viz.plot_mixing_weights(peaked_weights(0, 0), LABELS, LAYERS, channels=CHANNELS)
+    fig = plot_mixing_weights(peaked_weights(0, 0), LABELS, LAYERS, channels=CHANNELS)
     labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     assert labels[0] == "up_blocks.0.resnets.0 (1280)" and labels[-1] == "up_blocks.3.resnets.2 (320)"
 
 
 @pytest.mark.parametrize("step,layer", [(0, 0), (2, 9), (10, 4)])
 def test_outlined_cell_is_argmax(step, layer):
-    fig = viz.plot_mixing_weights(peaked_weights(step, layer), LABELS, LAYERS)
+    fig = plot_mixing_weights(peaked_weights(step, layer), LABELS, LAYERS)
     column = sorted(LABELS).index(LABELS[step])  # columns run noisy → clean
     assert max_cell(fig).get_xy() == (column - 0.5, layer - 0.5)
     texts = fig.axes[0].texts  # one percentage per cell, reading row-major
@@ -70,19 +75,19 @@ def test_outlined_cell_is_argmax(step, layer):
 
 def test_heat_map_large_grid_not_annotated():
     labels = list(range(20))
-    fig = viz.plot_mixing_weights(peaked_weights(3, 1, (20, 12)), labels, LAYERS)
+    fig = plot_mixing_weights(peaked_weights(3, 1, (20, 12)), labels, LAYERS)
     assert len(fig.axes[0].texts) == 0
     assert max_cell(fig).get_xy() == (2.5, 0.5)
 
 
 def test_heat_map_shape_mismatch():
     with pytest.raises(ValueError, match=r"\(11, 12\)"):
-        viz.plot_mixing_weights(torch.ones(12, 11) / 132, LABELS, LAYERS)
+        plot_mixing_weights(torch.ones(12, 11) / 132, LABELS, LAYERS)
 
 
 def test_figure_to_array():
-    fig = viz.plot_mixing_weights(np.full((2, 3), 1 / 6), [1, 0], LAYERS[:3])
-    array = viz.figure_to_array(fig)
+    fig = plot_mixing_weights(np.full((2, 3), 1 / 6), [1, 0], LAYERS[:3])
+    array = figure_to_array(fig)
     assert array.dtype == np.uint8 and array.ndim == 3 and array.shape[2] == 3
     assert array.shape[:2] == (round(fig.get_figheight() * fig.dpi), round(fig.get_figwidth() * fig.dpi))
 
@@ -98,7 +103,7 @@ def test_correspondences_pck_in_title(tmp_path):
     pred = truth + np.array([[1.0, 0.0], [0.0, 2.0], [9.0, 0.0], [50.0, 50.0]])
     valid = np.array([True, True, True, False])  # the last, far-off point is not annotated
     out = tmp_path / "pair.png"
-    fig = viz.draw_correspondences(src, tgt, points, pred, truth, valid, threshold_px=3.0, out_path=out, title="cat")
+    fig = draw_correspondences(src, tgt, points, pred, truth, valid, threshold_px=3.0, out_path=out, title="cat")
     title = fig.axes[0].get_title()
     assert title.startswith("cat") and "66.7%" in title and "(2/3)" in title
     assert out.exists()
@@ -106,10 +111,10 @@ def test_correspondences_pck_in_title(tmp_path):
 
 def test_correspondences_without_ground_truth():
     img = np.zeros((20, 20, 3), np.uint8)
-    fig = viz.draw_correspondences(img, img, [[1, 2]], torch.tensor([[3.0, 4.0]]))
+    fig = draw_correspondences(img, img, [[1, 2]], torch.tensor([[3.0, 4.0]]))
     assert "PCK" not in fig.axes[0].get_title()
     with pytest.raises(ValueError, match="predicted_points"):
-        viz.draw_correspondences(img, img, [[1, 2]], [[3, 4], [5, 6]])
+        draw_correspondences(img, img, [[1, 2]], [[3, 4], [5, 6]])
 
 
 # ---------------------------------------------------------------------------- tracks
@@ -128,34 +133,34 @@ def test_draw_tracks_sizes_and_dots():
     tracks[0] = [[10 + 5 * t, 20] for t in range(4)]  # moving, visible
     tracks[1] = [70, 40]  # static, occluded from frame 2 on
     visible = np.array([[True] * 4, [True, True, False, False]])
-    out = viz.draw_tracks(frames, tracks, visible, tail_length=3)
+    out = draw_tracks(frames, tracks, visible, tail_length=3)
     assert len(out) == 4 and all(im.size == (96, 64) and im.mode == "RGB" for im in out)
-    colours = viz.distinct_colours(2)
+    colours = distinct_colours(2)
     for t, im in enumerate(out):
         pixels = np.asarray(im)
         assert tuple(pixels[20, 10 + 5 * t]) == tuple(colours[0])
         centre = tuple(pixels[40, 70])
         assert centre == (tuple(colours[1]) if visible[1, t] else GREY)  # occluded: no filled dot
-    ring = np.asarray(out[3])[40, 70 - viz.marker_radius((96, 64)) : 70].reshape(-1, 3)
+    ring = np.asarray(out[3])[40, 70 - marker_radius((96, 64)) : 70].reshape(-1, 3)
     assert any(tuple(p) == tuple(colours[1]) for p in ring)  # but a hollow ring in its colour
 
 
 def test_draw_tracks_tail_fades():
     frames = grey_frames(5)
     tracks = np.array([[[10 + 15 * t, 32] for t in range(5)]], float)  # (1, 5, 2)
-    out = viz.draw_tracks(list(map(Image.fromarray, frames)), tracks, np.ones((1, 5), bool), tail_length=4)
-    colour = viz.distinct_colours(1)[0].astype(float)
+    out = draw_tracks(list(map(Image.fromarray, frames)), tracks, np.ones((1, 5), bool), tail_length=4)
+    colour = distinct_colours(1)[0].astype(float)
     last = np.asarray(out[-1]).astype(float)
     strength = [np.abs(last[32, 10 + 15 * t + 7] - GREY).sum() for t in range(4)]  # segment midpoints
     assert all(a < b for a, b in zip(strength, strength[1:]))  # older segments are fainter
     assert np.abs(last[32, 10 + 15 * 3 + 7] - colour).sum() < np.abs(last[32, 17] - colour).sum()
-    untouched = viz.draw_tracks(frames, tracks, None, tail_length=0)[-1]
+    untouched = draw_tracks(frames, tracks, None, tail_length=0)[-1]
     assert tuple(np.asarray(untouched)[32, 17]) == GREY  # no tail at all
 
 
 def test_draw_tracks_bad_shape():
     with pytest.raises(ValueError, match="tracks"):
-        viz.draw_tracks(grey_frames(3), np.zeros((2, 4, 2)), None)
+        draw_tracks(grey_frames(3), np.zeros((2, 4, 2)), None)
 
 
 # ---------------------------------------------------------------------------- video
@@ -172,7 +177,7 @@ def moving_frames(t: int = 6, size=(33, 25)) -> list[Image.Image]:
 
 
 def test_write_gif(tmp_path):
-    path = viz.write_video(moving_frames(), tmp_path / "t.gif", fps=5)
+    path = write_video(moving_frames(), tmp_path / "t.gif", fps=5)
     with Image.open(path) as img:
         assert img.n_frames == 6 and img.size == (33, 25)
 
@@ -180,7 +185,7 @@ def test_write_gif(tmp_path):
 def test_write_mp4(tmp_path):
     import av
 
-    path = viz.write_video(moving_frames(), tmp_path / "t.mp4", fps=8)
+    path = write_video(moving_frames(), tmp_path / "t.mp4", fps=8)
     with av.open(str(path)) as container:
         decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     assert len(decoded) == 6
@@ -189,7 +194,7 @@ def test_write_mp4(tmp_path):
 
 def test_write_video_bad_suffix(tmp_path):
     with pytest.raises(ValueError, match=r"\.avi"):
-        viz.write_video(moving_frames(), tmp_path / "t.avi")
+        write_video(moving_frames(), tmp_path / "t.avi")
 
 
 # ---------------------------------------------------------------------------- masks
@@ -201,10 +206,10 @@ def test_overlay_leaves_background():
     mask = np.zeros((30, 40), np.int64)
     mask[5:15, 5:20] = 1
     mask[18:28, 22:38] = 2
-    out = np.asarray(viz.overlay_masks(frame, mask, alpha=0.5))
+    out = np.asarray(overlay_masks(frame, mask, alpha=0.5))
     assert out.shape == frame.shape
     assert np.array_equal(out[mask == 0], frame[mask == 0])
-    palette = viz.davis_palette()
+    palette = davis_palette()
     for obj in (1, 2):
         inside = mask == obj
         assert (np.abs(out[inside].astype(int) - frame[inside]).sum(axis=1) > 0).all()
@@ -212,12 +217,12 @@ def test_overlay_leaves_background():
         before = np.abs(frame[inside].astype(int) - palette[obj]).sum()
         assert np.abs(out[inside].astype(int) - palette[obj]).sum() < before
     with pytest.raises(ValueError, match="does not match"):
-        viz.overlay_masks(frame, mask[:10])
+        overlay_masks(frame, mask[:10])
 
 
 def test_palette_mask_round_trip(tmp_path):
     mask = np.arange(12 * 20).reshape(12, 20) % 7  # ids 0…6
-    image = viz.palette_mask(mask)
+    image = palette_mask(mask)
     assert image.mode == "P" and image.size == (20, 12)
     image.save(tmp_path / "00000.png")
     with Image.open(tmp_path / "00000.png") as back:
@@ -225,11 +230,11 @@ def test_palette_mask_round_trip(tmp_path):
         assert np.array_equal(np.asarray(back), mask)
         assert back.getpalette()[:9] == [0, 0, 0, 128, 0, 0, 0, 128, 0]
     with pytest.raises(ValueError, match="0…255"):
-        viz.palette_mask(np.full((2, 2), 300))
+        palette_mask(np.full((2, 2), 300))
 
 
 def test_palette_matches_davis_release():
     root = data_dir("davis2017")
     with Image.open(root / "Annotations" / "480p" / "bike-packing" / "00000.png") as ann:
         palette = np.array(ann.getpalette()).reshape(-1, 3)
-    assert np.array_equal(viz.davis_palette(), palette)
+    assert np.array_equal(davis_palette(), palette)
