@@ -181,16 +181,3 @@ def _check_points_inside(points: torch.Tensor, size_wh: tuple[int, int]) -> None
     outside = [(i, tuple(p)) for i, p in enumerate(points.tolist()) if not (0 <= p[0] <= w - 1 and 0 <= p[1] <= h - 1)]
     if outside:
         raise HyperfeatError(f"points outside the {w}×{h} source image (index, (x, y)): {outside[:5]}")
-
-
-def parse_points(text: str) -> torch.Tensor:
-    """'x1,y1;x2,y2' → (N, 2) float tensor."""
-    from hyperfeat.errors import HyperfeatError
-
-    try:
-        points = [[float(v) for v in item.split(",")] for item in text.replace(" ", "").split(";") if item]
-    except ValueError as err:
-        raise HyperfeatError(f"points must look like 'x1,y1;x2,y2'; got {text!r}") from err
-    if not points or any(len(p) != 2 for p in points):
-        raise HyperfeatError(f"points must look like 'x1,y1;x2,y2'; got {text!r}")
-    return torch.tensor(points)

@@ -23,8 +23,15 @@ from omegaconf.errors import OmegaConfBaseException
 
 from hyperfeat.errors import ConfigError
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-CONFIG_DIR = PROJECT_ROOT / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # package data: ships inside the wheel
+_CHECKOUT = Path(__file__).resolve().parents[1]
+
+
+def base_dir() -> Path:
+    """The folder relative paths of the config are taken from: the project checkout when
+    hyperfeat runs from one (so ``../shared/data`` means the data beside the checkout), else the
+    current folder (an installed package)."""
+    return _CHECKOUT if (_CHECKOUT / "pyproject.toml").is_file() else Path.cwd()
 GROUPS = ("backbone", "data", "experiment")
 VIDEO_TASKS = ("davis", "jhmdb", "tapvid")
 
@@ -172,19 +179,19 @@ def load_config(
 
 
 def _resolve_paths(cfg: DictConfig) -> None:
-    """Resolve interpolations and make relative data paths relative to the project folder."""
+    """Resolve interpolations and make relative data paths relative to base_dir()."""
     try:
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as err:
         raise ConfigError(f"cannot resolve config: {err}") from err
     root = Path(cfg.paths.data_root)
     if not root.is_absolute():
-        cfg.paths.data_root = str((PROJECT_ROOT / root).resolve())
-    for key in list(cfg.data.keys()):  # root, davis_root, …: relative to the project folder
+        cfg.paths.data_root = str((base_dir() / root).resolve())
+    for key in list(cfg.data.keys()):  # root, davis_root, …: relative to base_dir()
         value = cfg.data[key]
         if (key == "root" or str(key).endswith("_root")) and isinstance(value, str) and value != "generated":
             if not Path(value).is_absolute():
-                cfg.data[key] = str((PROJECT_ROOT / value).resolve())
+                cfg.data[key] = str((base_dir() / value).resolve())
 
 
 def validate_config(cfg: DictConfig) -> None:

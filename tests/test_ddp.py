@@ -40,9 +40,9 @@ TRAIN_PAIRS = 12
 
 def worker(out: Path) -> None:
     """One rank (both run this): train with recording callbacks."""
-    import hyperfeat.train.cache as cache_module
     from lightning.pytorch.callbacks import Callback
 
+    import hyperfeat.train.cache as cache_module
     from hyperfeat.config import load_config
     from hyperfeat.train.trainer import train
 

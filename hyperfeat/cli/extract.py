@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 from typing import Optional, Sequence
@@ -9,6 +10,11 @@ from typing import Optional, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from hyperfeat.cli.common import (
+    add_config_args,
+    command,
+    split_overrides,
+)
 from hyperfeat.errors import HyperfeatError
 from hyperfeat.images import load_batch, load_image
 from hyperfeat.io import atomic_save, gather_images
@@ -74,3 +80,22 @@ def extract_to_folder(
                 written.append(target)
             bar.update(len(chunk))
     return written
+
+
+def _extract_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", help="image files or folders, then key=value overrides")
+    p.add_argument("--out", required=True, help="output folder: one <image stem>.pt per image")
+    p.add_argument("--raw", action="store_true", help="save raw maps (S, C, R, R)")
+    p.add_argument("--checkpoint", default=None, help="aggregation checkpoint: save hyperfeatures (D, R, R)")
+    add_config_args(p)
+
+
+@command("extract", "images → raw decoder maps and/or hyperfeatures, one .pt per image", _extract_args)
+def run_extract(args: argparse.Namespace) -> int:
+
+    inputs, overrides = split_overrides(args.inputs)
+    overrides += args.late_overrides
+    written = extract_to_folder(inputs, args.out, raw=args.raw, checkpoint=args.checkpoint,
+                                config_file=args.config, overrides=overrides)
+    print(f"wrote {len(written)} files to {args.out}")
+    return 0

@@ -1,10 +1,15 @@
-"""TODO docstring (hyperfeat.video.run)."""
+"""``hyperfeat propagate``: propagate a first-frame object mask through a video."""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Sequence
 
+from hyperfeat.cli.common import (
+    command,
+    one_source,
+)
 from hyperfeat.io import PathLike
 from hyperfeat.video.frames import load_frames, precheck_source
 from hyperfeat.video.run import propagate
@@ -50,3 +55,20 @@ def run_propagate_command(
         written.append(path)
     overlay = write_video(overlay_video_frames(video, masks), out / "overlay.mp4", fps=fps)
     return {"masks": written, "overlay": overlay, "num_frames": len(video)}
+
+
+def _propagate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", metavar="FRAMES", help="a folder of frames or a video file, then key=value overrides")
+    p.add_argument("--checkpoint", required=True, help="aggregation checkpoint (.ckpt)")
+    p.add_argument("--mask", required=True, help="first-frame mask PNG of object ids (DAVIS palette), the frames' size")
+    p.add_argument("--out", required=True, help="output folder: one palette PNG per frame and overlay.mp4")
+    p.add_argument("--fps", type=float, default=10.0)
+
+
+@command("propagate", "propagate a first-frame object mask through a video", _propagate_args)
+def run_propagate(args: argparse.Namespace) -> int:
+
+    frames, overrides = one_source(args.inputs, args.late_overrides, "video (folder of frames or file)")
+    result = run_propagate_command(args.checkpoint, frames, args.mask, args.out, overrides=overrides, fps=args.fps)
+    print(f"wrote {len(result['masks'])} masks to {args.out} and {result['overlay']}")
+    return 0

@@ -1,35 +1,22 @@
-"""TODO docstring (hyperfeat.video.run)."""
+"""``hyperfeat track``: track points through a video and draw them (dot: visible, ring: occluded)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Sequence
 
-import torch
-
+from hyperfeat.cli.common import (
+    command,
+    one_source,
+    parse_queries,
+)
 from hyperfeat.errors import HyperfeatError
 from hyperfeat.io import PathLike
 from hyperfeat.video.frames import load_frames, precheck_source
 from hyperfeat.video.run import track
 from hyperfeat.viz.tracks import draw_video_tracks
-
-
-def parse_queries(text: str) -> torch.Tensor:
-    """'t,x,y;t,x,y' → (N, 3) float tensor (t a frame index, x and y pixels)."""
-    items = [item for item in str(text).replace(" ", "").split(";") if item]
-    try:
-        rows = [[float(v) for v in item.split(",")] for item in items]
-    except ValueError as err:
-        raise HyperfeatError(f"points must look like 't,x,y;t,x,y' (frame, x, y in pixels); got {text!r}") from err
-    if not rows or any(len(r) != 3 for r in rows):
-        raise HyperfeatError(f"points must look like 't,x,y;t,x,y' (frame, x, y in pixels); got {text!r}")
-    bad = [r for r in rows if r[0] != int(r[0])]
-    if bad:
-        raise HyperfeatError(f"the frame index t of a point must be an integer; got {bad[0]}")
-    return torch.tensor(rows, dtype=torch.float32)
-
-
 
 
 def _check_out_video(out: PathLike) -> Path:
@@ -87,3 +74,27 @@ def run_track_command(
     }
     json_path.write_text(json.dumps(record))
     return {"video": written, "json": json_path, "tracks": tracks, "visible": visible}
+
+
+def _track_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", metavar="VIDEO", help="a video file or a folder of frames, then key=value overrides")
+    p.add_argument("--checkpoint", required=True, help="aggregation checkpoint (.ckpt)")
+    p.add_argument("--points", required=True,
+                   help='queries "t,x,y;t,x,y": frame index t, (x, y) pixels of the original frames')
+    p.add_argument("--out", default="tracks.mp4", help="picture video (.mp4 or .gif); tracks also go to <out>.json")
+    p.add_argument("--fps", type=float, default=10.0)
+    p.add_argument("--tail-length", type=int, default=10, help="frames of fading tail behind each point")
+
+
+@command("track", "track points through a video and draw them (dot: visible, ring: occluded)", _track_args)
+def run_track(args: argparse.Namespace) -> int:
+
+    video, overrides = one_source(args.inputs, args.late_overrides, "video (file or folder of frames)")
+    result = run_track_command(args.checkpoint, video, args.points, args.out, overrides=overrides,
+                               fps=args.fps, tail_length=args.tail_length)
+    tracks, visible = result["tracks"], result["visible"]
+    for n in range(tracks.shape[0]):
+        print(f"point {n}: visible in {int(visible[n].sum())}/{visible.shape[1]} frames, "
+              f"last at ({tracks[n, -1, 0]:.1f}, {tracks[n, -1, 1]:.1f})")
+    print(f"wrote {result['video']} and {result['json']}")
+    return 0

@@ -296,12 +296,12 @@ class TapVidDavis:
 
 def tapvid_from_config(data_cfg) -> TapVidDavis:
     """A :class:`TapVidDavis` from the ``data`` block of the config (``configs/data/tapvid.yaml``)."""
-    from hyperfeat.config import PROJECT_ROOT
+    from hyperfeat.config import base_dir
 
     sequences = data_cfg.get("sequences")
     davis_root = data_cfg.get("davis_root")
     if davis_root is not None and not Path(str(davis_root)).is_absolute():
-        davis_root = PROJECT_ROOT / str(davis_root)  # as the config does for data.root
+        davis_root = base_dir() / str(davis_root)  # as the config does for data.root
     return TapVidDavis(
         data_cfg.root,
         pickle_name=str(data_cfg.get("pickle", "tapvid_davis_data_strided_32.pkl")),

@@ -1,0 +1,25 @@
+"""``hyperfeat train`` (and ``python train.py``): train the aggregation network."""
+
+from __future__ import annotations
+
+import argparse
+
+from hyperfeat.cli.common import (
+    add_config_args,
+    command,
+)
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("overrides", nargs="*", help="key=value config overrides (experiment=smoke, train.max_steps=100 …)")
+    add_config_args(p)
+
+
+@command("train", "train the aggregation network (Lightning)", _train_args)
+def run_train(args: argparse.Namespace) -> int:
+    from hyperfeat.config import load_config
+    from hyperfeat.train.trainer import train
+
+    cfg = load_config(args.config, list(args.overrides) + args.late_overrides)
+    train(cfg)
+    return 0
