@@ -244,7 +244,7 @@ def test_module_gives_the_same_descriptors_from_the_cache(tmp_path, tiny_cfg, ti
     g = torch.Generator().manual_seed(2)
     imgs = torch.rand(2, 3, 128, 128, generator=g) * 2 - 1
     pairs = [pair_item(imgs, 0, 1)]
-    module = HyperfeatModule(tiny_cfg, tiny_backbone)
+    module = HyperfeatModule.from_config(tiny_cfg, tiny_backbone)
     cached = CachedPairDataset(pairs, FeatureCache(tmp_path, tiny_cfg), module.extractor)
     cached.precompute(progress=False)
     with torch.no_grad():

@@ -164,7 +164,7 @@ def learning_experiment(data_seed: int = DATA_SEED, train_seed: int = TRAIN_SEED
     load_size = int(cfg.features.load_size)
     backbone = load_backbone(cfg)
     torch.manual_seed(train_seed)
-    module = HyperfeatModule(cfg, backbone)
+    module = HyperfeatModule.from_config(cfg, backbone)
     train, val = _data(cfg, module, data_seed)
     t_data = time.perf_counter() - t0
 

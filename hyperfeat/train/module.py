@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import lightning as L
@@ -17,6 +18,32 @@ from hyperfeat.model.features import FeatureExtractor
 from hyperfeat.train.losses import correspondence_loss
 
 
+@dataclass(frozen=True)
+class TrainSettings:
+    """The numbers the training steps use: loss (load_size frame of the points, logit
+    temperature), optimiser (AdamW lr, weight decay) and validation (PCK alphas, matcher)."""
+
+    load_size: int
+    temperature: float
+    lr: float
+    weight_decay: float
+    alphas: tuple[float, ...]
+    matcher: str
+    softmax_temperature: float
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> "TrainSettings":
+        return cls(
+            load_size=int(cfg.features.load_size),
+            temperature=float(cfg.aggregation.temperature),
+            lr=float(cfg.train.lr),
+            weight_decay=float(cfg.train.weight_decay),
+            alphas=tuple(float(a) for a in cfg.eval.alphas),
+            matcher=str(cfg.eval.matcher),
+            softmax_temperature=float(cfg.eval.softmax_temperature),
+        )
+
+
 class HyperfeatModule(L.LightningModule):
     """Trains only ``self.aggregation``; the backbone is frozen and never enters a checkpoint.
 
@@ -24,14 +51,27 @@ class HyperfeatModule(L.LightningModule):
     features are cached, ``source_raw``/``target_raw`` (B, S, C, R, R), plus the points.
     """
 
-    def __init__(self, cfg: DictConfig, backbone: Optional[Backbone] = None):
+    def __init__(self, extractor: FeatureExtractor, network: AggregationNetwork, settings: "TrainSettings",
+                 meta: CheckpointMeta):
+        """``extractor``: the frozen backbone's feature extractor (its plan and layers);
+        ``network``: the aggregation network to train; ``settings``: loss, optimiser and
+        validation numbers; ``meta``: what every checkpoint records (the full config)."""
         super().__init__()
-        self.cfg = cfg
-        self.save_hyperparameters({"config": OmegaConf.to_container(cfg, resolve=True)})
-        self.backbone = backbone or load_backbone(cfg)  # a dataclass, not a submodule: not saved
-        self.extractor = FeatureExtractor(self.backbone, cfg.features)
-        self.aggregation: AggregationNetwork = build_network(cfg, self.extractor.channels)
-        self.val_pck = PCK(alphas=tuple(float(a) for a in cfg.eval.alphas))
+        self.settings = settings
+        self.meta = meta
+        self.save_hyperparameters({"config": OmegaConf.to_container(meta.config, resolve=True)})
+        self.backbone = extractor.backbone  # a dataclass, not a submodule: never saved
+        self.extractor = extractor
+        self.aggregation = network
+        self.val_pck = PCK(alphas=settings.alphas)
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig, backbone: Optional[Backbone] = None) -> "HyperfeatModule":
+        """Assemble the parts ``cfg`` describes (the backbone is loaded unless given)."""
+        extractor = FeatureExtractor(backbone or load_backbone(cfg), cfg.features)
+        network = build_network(cfg, extractor.channels)
+        meta = CheckpointMeta(cfg, extractor.channels, extractor.layers, extractor.save_steps)
+        return cls(extractor, network, TrainSettings.from_config(cfg), meta)
 
     # ------------------------------------------------------------------ features
     def _move_backbone(self, device: Optional[torch.device] = None) -> None:
@@ -65,8 +105,7 @@ class HyperfeatModule(L.LightningModule):
     def _loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         src, tgt = self.describe_pair(batch)
         loss = correspondence_loss(src, tgt, batch["source_points"], batch["target_points"], batch["valid"],
-                                   load_size=int(self.cfg.features.load_size),
-                                   temperature=float(self.cfg.aggregation.temperature))
+                                   load_size=self.settings.load_size, temperature=self.settings.temperature)
         return loss, src, tgt
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -77,8 +116,8 @@ class HyperfeatModule(L.LightningModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         loss, src, tgt = self._loss(batch)
         self.log("val/loss", loss, batch_size=batch["valid"].shape[0], sync_dist=True)
-        update_pck(self.val_pck, batch, src, tgt, int(self.cfg.features.load_size),
-                   method=str(self.cfg.eval.matcher), temperature=float(self.cfg.eval.softmax_temperature))
+        update_pck(self.val_pck, batch, src, tgt, self.settings.load_size,
+                   method=self.settings.matcher, temperature=self.settings.softmax_temperature)
 
     def on_validation_epoch_end(self) -> None:
         results = self.val_pck.compute()
@@ -96,7 +135,7 @@ class HyperfeatModule(L.LightningModule):
         from hyperfeat.viz.common import figure_to_array
         from hyperfeat.viz.mixing import label_timestep_values, plot_mixing_weights
 
-        feats = self.cfg.features
+        feats = self.meta.config.features
         values = label_timestep_values(str(feats.mode), int(feats.num_steps), self.extractor.save_steps)
         fig = plot_mixing_weights(self.aggregation.mixing_grid().detach().cpu(), self.extractor.save_steps,
                                   self.extractor.layer_names, channels=self.extractor.channels,
@@ -104,15 +143,12 @@ class HyperfeatModule(L.LightningModule):
         logger.log_image("mixing_weights", [figure_to_array(fig)], step=self.global_step)
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.aggregation.parameters(), lr=float(self.cfg.train.lr),
-                                 weight_decay=float(self.cfg.train.weight_decay))
+        return torch.optim.AdamW(self.aggregation.parameters(), lr=self.settings.lr,
+                                 weight_decay=self.settings.weight_decay)
 
     # ------------------------------------------------------------------ checkpoints
-    def checkpoint_meta(self) -> CheckpointMeta:
-        return CheckpointMeta(self.cfg, self.extractor.channels, self.extractor.layers, self.extractor.save_steps)
-
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["hyperfeat"] = self.checkpoint_meta().to_dict()
+        checkpoint["hyperfeat"] = self.meta.to_dict()
 
 
 

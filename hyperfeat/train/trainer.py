@@ -108,7 +108,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = (), backbone: Any = N
     root = trainer.strategy.root_device
     if root.type == "cuda" and str(cfg.backbone.device) in ("auto", "cuda"):
         torch.cuda.set_device(root)  # the backbone loads on this process's GPU, not on GPU 0 in every process
-    module = HyperfeatModule(cfg, backbone=backbone)
+    module = HyperfeatModule.from_config(cfg, backbone=backbone)
     data = PairDataModule(cfg)
     last = Path(cfg.paths.checkpoint_dir) / "last.ckpt"
     resume = str(last) if bool(cfg.train.resume) and last.is_file() else None

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -28,6 +28,9 @@ from hyperfeat.errors import DataError
 from hyperfeat.images import load_image, pil_to_tensor
 from hyperfeat.io import FRAME_SUFFIXES, PathLike, list_frames
 
+if TYPE_CHECKING:
+    from hyperfeat.describe.base import Describer
+
 FRAME_TRANSFORM = "resize-LxL-bilinear-antialias-v1"  # part of the cache key: change it if the transform changes
 
 
@@ -35,14 +38,14 @@ FRAME_TRANSFORM = "resize-LxL-bilinear-antialias-v1"  # part of the cache key: c
 # frames → descriptors
 
 
-def frame_describer(hf) -> Callable[[torch.Tensor], torch.Tensor]:
+def frame_describer(describer: "Describer") -> Callable[[torch.Tensor], torch.Tensor]:
     """The per-frame descriptor of ``hf``: frames (T, 3, H, W) in [0, 1] → (T, D, R, R) float32.
 
     Each frame is resized to L × L (L = ``features.load_size``; bilinear, antialiased, aspect
-    not kept), mapped to [-1, 1] and passed to ``hf.describe_batch``. The R × R grid covers the
+    not kept), mapped to [-1, 1] and passed to ``describer.describe_batch``. The R × R grid covers the
     full frame: pixel (x, y) of a (W, H) frame lies at cell (x · R / W, y · R / H).
     """
-    size = int(hf.load_size)
+    size = int(describer.load_size)
 
     def describe(frames: torch.Tensor) -> torch.Tensor:
         if not isinstance(frames, torch.Tensor) or frames.ndim != 4 or frames.shape[1] != 3:
@@ -52,7 +55,7 @@ def frame_describer(hf) -> Callable[[torch.Tensor], torch.Tensor]:
         if tuple(batch.shape[-2:]) != (size, size):
             batch = F.interpolate(batch, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         batch = batch.clamp(0, 1) * 2.0 - 1.0  # (T, 3, L, L) in [-1, 1]
-        return hf.describe_batch(batch)
+        return describer.describe_batch(batch)
 
     return describe
 
@@ -85,14 +88,14 @@ def frames_from_images(images: Sequence, frame_size: Optional[int] = None,
     return VideoFrames(frames, original, size, max(size) / max(original), [])
 
 
-def load_frames(hf, source: FrameSource, max_frames: Optional[int] = None) -> VideoFrames:
+def load_frames(describer: "Describer", source: FrameSource, max_frames: Optional[int] = None) -> VideoFrames:
     """A video as :class:`VideoFrames`: a folder of frames or a video file (read with the longer
     side at ``video.frame_size``), a list of frames (image paths, PIL images, arrays or (3, H, W)
     tensors; read like a folder, see :func:`frames_from_images`), a (T, 3, H, W) tensor in [0, 1]
     (taken as is), or :class:`VideoFrames` (returned as is)."""
     if isinstance(source, VideoFrames):
         return source
-    frame_size = int(hf.cfg.video.frame_size) if hf.cfg.video.get("frame_size") else None
+    frame_size = int(describer.cfg.video.frame_size) if describer.cfg.video.get("frame_size") else None
     if isinstance(source, (list, tuple)):
         return frames_from_images(source, frame_size, max_frames)
     if isinstance(source, torch.Tensor):

@@ -1,31 +1,24 @@
-"""Video inference with a :class:`~hyperfeat.api.Hyperfeatures` object: per-frame descriptors,
-point tracking, mask propagation, keypoint propagation, and the ``track`` / ``propagate``
-commands that write pictures.
+"""Video tasks over any :class:`~hyperfeat.describe.base.Describer`: per-frame descriptors,
+point tracking, mask propagation and keypoint propagation, with the settings of the config's
+``video`` block.
 
-How a video frame becomes a descriptor (:func:`frame_describer`)
------------------------------------------------------------------
-The backbone sees square ``features.load_size`` (L) images, as in the reference transform,
-which resizes without keeping the aspect ratio. A frame (3, H, W) is therefore resized to
-L × L (bilinear, antialiased, aspect *not* kept), scaled to [-1, 1] and described; its
-descriptor grid (R × R) covers the *whole* frame, stretched. Going between frame pixels and
-grid cells is plain per-axis scaling, exactly the convention of :mod:`hyperfeat.video`
-(``pixels_to_cells``: u = x · R / W, v = y · R / H): a point keeps its place whatever the
-frame's aspect ratio, and any frame size can be used for the coordinates. So all functions
-here take and return points in pixels of the *original* frames (before any resizing), and
-masks at the original frame size.
+How a video frame becomes a descriptor (:func:`hyperfeat.video.frames.frame_describer`): the
+describer sees square ``features.load_size`` (L) images, as in the reference transform, which
+resizes without keeping the aspect ratio. A frame (3, H, W) is resized to L × L (bilinear,
+antialiased), scaled to [-1, 1] and described; its descriptor grid (R × R) covers the whole
+frame, stretched, so going between frame pixels and grid cells is plain per-axis scaling
+(:func:`hyperfeat.geometry.pixels_to_cells`). All functions here take and return points in
+pixels of the *original* frames, and masks at the original frame size.
 
-Frames are read (:func:`load_frames`) with their longer side resized to ``video.frame_size``
-(aspect kept; null = original size) only to bound memory, then resized again to L × L. With
-L = 512 and 16:9 frames, ``frame_size: 512`` makes the short side 288, upsampled to 512 on the
-way to the backbone: set ``frame_size`` to at least L · (long side / short side), or null, to
-keep all of the frame's detail.
-
-Descriptors are cached per video in ``video.cache_dir`` (or ``cache_dir``) under a key that
-names the checkpoint's feature config, the aggregation network's weights and this frame
-transform (:func:`descriptor_key`), so another checkpoint never reads stale descriptors.
+Frames are read (:func:`hyperfeat.video.frames.load_frames`) with their longer side resized to
+``video.frame_size`` (aspect kept; null = original size) only to bound memory. With L = 512 and
+16:9 frames, ``frame_size: 512`` makes the short side 288, upsampled to 512 on the way to the
+backbone: set ``frame_size`` to at least L · (long side / short side), or null, to keep all of
+the frame's detail. Descriptors are cached per video in ``video.cache_dir`` under a key naming
+the describer's identity and the frame transform (:func:`hyperfeat.video.store.descriptor_key`).
 
     from hyperfeat.api import Hyperfeatures
-    from hyperfeat.video_api import track, propagate
+    from hyperfeat.video.run import track, propagate
 
     hf = Hyperfeatures.from_checkpoint("checkpoints/last.ckpt")
     tracks, visible = track(hf, "clip.mp4", [[0, 120, 80], [0, 300, 200]])  # (N, T, 2), (N, T)
@@ -39,6 +32,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from hyperfeat.describe.base import Describer
 from hyperfeat.errors import DataError
 from hyperfeat.io import PathLike
 from hyperfeat.video.frames import (
@@ -51,7 +45,7 @@ from hyperfeat.video.store import compute_descriptors, descriptor_key
 
 
 def describe_frames(
-    hf,
+    describer: Describer,
     video_frames_or_source: FrameSource,
     cache_dir: Optional[PathLike] = None,
     progress: bool = True,
@@ -62,15 +56,15 @@ def describe_frames(
     by the frames (their files' contents, or the tensor's bytes), their size and
     :func:`descriptor_key`.
     """
-    video = load_frames(hf, video_frames_or_source)
+    video = load_frames(describer, video_frames_or_source)
     if cache_dir is None:
-        cache_dir = hf.cfg.video.get("cache_dir")
+        cache_dir = describer.cfg.video.get("cache_dir")
     return compute_descriptors(
         video.frames,
-        frame_describer(hf),
-        batch_size=int(hf.cfg.video.batch_size),
+        frame_describer(describer),
+        batch_size=int(describer.cfg.video.batch_size),
         cache_dir=cache_dir,
-        key=descriptor_key(hf) if cache_dir is not None else "",
+        key=descriptor_key(describer) if cache_dir is not None else "",
         files=video.files,
         progress=progress,
     )
@@ -111,18 +105,18 @@ def tracking_kwargs(cfg) -> dict:
 
 
 
-def _device(hf) -> torch.device:
-    return torch.device(getattr(hf.backbone, "device", "cpu"))
+def _device(describer: Describer) -> torch.device:
+    return describer.device
 
 
 
 
-def _descriptors(hf, video: VideoFrames, descriptors: Optional[torch.Tensor], progress: bool) -> torch.Tensor:
+def _descriptors(describer: Describer, video: VideoFrames, descriptors: Optional[torch.Tensor], progress: bool) -> torch.Tensor:
     if descriptors is None:
-        descriptors = describe_frames(hf, video, progress=progress)
+        descriptors = describe_frames(describer, video, progress=progress)
     elif descriptors.ndim != 4 or descriptors.shape[0] != len(video):
         raise DataError(f"descriptors {tuple(descriptors.shape)} do not fit a video of {len(video)} frames (T, D, h, w)")
-    return descriptors.to(_device(hf))
+    return descriptors.to(_device(describer))
 
 
 
@@ -148,7 +142,7 @@ def check_queries(queries: torch.Tensor, num_frames: int, size: tuple[int, int])
 
 
 def track(
-    hf,
+    describer: Describer,
     frames: FrameSource,
     queries,
     descriptors: Optional[torch.Tensor] = None,
@@ -163,10 +157,10 @@ def track(
     """
     from hyperfeat.correspond.tracking import track_points
 
-    video = load_frames(hf, frames)
+    video = load_frames(describer, frames)
     queries = check_queries(queries, len(video), video.original_size)
-    desc = _descriptors(hf, video, descriptors, progress)
-    tracks, visible = track_points(desc, queries, video.original_size, **tracking_kwargs(hf.cfg))
+    desc = _descriptors(describer, video, descriptors, progress)
+    tracks, visible = track_points(desc, queries, video.original_size, **tracking_kwargs(describer.cfg))
     return tracks.cpu(), visible.cpu()
 
 
@@ -189,7 +183,7 @@ def check_mask(first_mask, size: tuple[int, int]) -> torch.Tensor:
 
 
 def propagate(
-    hf,
+    describer: Describer,
     frames: FrameSource,
     first_mask,
     descriptors: Optional[torch.Tensor] = None,
@@ -202,17 +196,17 @@ def propagate(
     """
     from hyperfeat.correspond.propagation import propagate_mask
 
-    video = load_frames(hf, frames)
+    video = load_frames(describer, frames)
     mask = check_mask(first_mask, video.original_size)
-    desc = _descriptors(hf, video, descriptors, progress)
-    masks = propagate_mask(desc, mask.to(desc.device), video.original_size, **propagation_kwargs(hf.cfg))
+    desc = _descriptors(describer, video, descriptors, progress)
+    masks = propagate_mask(desc, mask.to(desc.device), video.original_size, **propagation_kwargs(describer.cfg))
     return masks.cpu()
 
 
 
 
 def propagate_joints(
-    hf,
+    describer: Describer,
     frames: FrameSource,
     first_points,
     descriptors: Optional[torch.Tensor] = None,
@@ -225,15 +219,15 @@ def propagate_joints(
     """
     from hyperfeat.correspond.propagation import propagate_keypoints
 
-    video = load_frames(hf, frames)
+    video = load_frames(describer, frames)
     points = torch.as_tensor(first_points, dtype=torch.float32)
     if points.ndim != 2 or points.shape[-1] != 2 or points.shape[0] == 0:
         raise DataError(f"first_points must be (J, 2) xy with J ≥ 1; got shape {tuple(points.shape)}")
     if not torch.isfinite(points).all():
         raise DataError("first_points has non-finite values")
-    desc = _descriptors(hf, video, descriptors, progress)
+    desc = _descriptors(describer, video, descriptors, progress)
     joints = propagate_keypoints(
         desc, points.to(desc.device), video.original_size,
-        sigma=float(hf.cfg.video.get("keypoint_sigma", 1.0)), **propagation_kwargs(hf.cfg),
+        sigma=float(describer.cfg.video.get("keypoint_sigma", 1.0)), **propagation_kwargs(describer.cfg),
     )
     return joints.cpu()

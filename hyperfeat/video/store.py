@@ -6,34 +6,23 @@ import hashlib
 import json
 import warnings
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import torch
-from omegaconf import OmegaConf
 
 from hyperfeat.errors import DataError
 from hyperfeat.io import PathLike, atomic_save
-from hyperfeat.model.identity import feature_identity, network_digest
 from hyperfeat.video.frames import FRAME_TRANSFORM, VideoFrames
 
+if TYPE_CHECKING:
+    from hyperfeat.describe.base import Describer
 
-def descriptor_key(hf) -> str:
-    """Cache key naming the descriptor model: feature config, network weights, frame transform.
 
-    JSON of :func:`hyperfeat.model.identity.feature_identity` (every value that decides the raw maps,
-    with the backbone's actual compute dtype), the ``aggregation`` block, the sha256 of the
-    aggregation network's state dict and the frame transform's name.
-    """
-
-    identity = feature_identity(hf.cfg)
-    identity["backbone"]["compute_dtype"] = str(getattr(hf.backbone, "dtype", identity["backbone"]["compute_dtype"]))
-    identity.update({
-        "aggregation": OmegaConf.to_container(hf.cfg.aggregation, resolve=True),
-        "network": network_digest(hf.network),
-        "transform": FRAME_TRANSFORM,
-    })
-    return json.dumps(identity, sort_keys=True, default=str)
-
+def descriptor_key(describer: "Describer") -> str:
+    """Cache key naming the descriptor model: the describer's :meth:`~Describer.identity` (for
+    hyperfeatures: every value that decides the raw maps, the aggregation block and the sha256
+    of the network's weights) and the frame transform's name."""
+    return json.dumps({**describer.identity(), "transform": FRAME_TRANSFORM}, sort_keys=True, default=str)
 
 CACHE_VERSION = 1
 
