@@ -197,8 +197,12 @@ def _resolve_paths(cfg: DictConfig) -> None:
 def validate_config(cfg: DictConfig) -> None:
     """Check values whose errors would otherwise surface deep inside a run."""
     f = cfg.features
-    if f.mode not in ("inversion", "noise", "generation"):
-        raise ConfigError(f"features.mode must be inversion, noise or generation; got {f.mode!r}")
+    if f.mode == "generation":
+        raise ConfigError("features.mode=generation samples new images from a prompt instead of describing given "
+                          "ones, so no command or training can use it; valid modes: inversion, noise "
+                          "(from Python, FeatureExtractor.generate() gives generated images with their maps)")
+    if f.mode not in ("inversion", "noise"):
+        raise ConfigError(f"features.mode must be inversion or noise; got {f.mode!r}")
     if not isinstance(f.num_steps, int) or f.num_steps < 1:
         raise ConfigError(f"features.num_steps must be a positive integer; got {f.num_steps!r}")
     steps = list(f.save_steps) if isinstance(f.save_steps, ListConfig) else None

@@ -1,13 +1,28 @@
-"""TODO docstring (hyperfeat.matching, hyperfeat.video, hyperfeat.data.pairs)."""
+"""The coordinate convention, written once.
+
+A point is ``(x, y)`` in pixels of the image it belongs to: x to the right, y down, integer
+values at pixel centres, so a (W, H) image covers x in [-0.5, W - 0.5] and y in [-0.5, H - 0.5].
+Every change of frame is plain per-axis scaling, ``x' = x · W'/W``, ``y' = y · H'/H``
+(:func:`rescale_points`): between an image and its resized copy (original ↔ ``load_size``),
+between a frame and a descriptor grid (pixels ↔ cells, :func:`pixels_to_cells`), between a
+grid and a finer one. A descriptor grid of (h, w) cells over a (W, H) image puts cell (u, v) at
+pixel (u · W / w, v · H / h). Points land on grid cells by rounding and clipping
+(:func:`points_to_indices`). Video queries are ``(t, x, y)`` with ``t`` a frame index.
+
+Sizes are (W, H) for images and frames, (h, w) for grids (the shape of a tensor's last two
+dimensions), as the argument names say.
+"""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, TypeVar, Union
 
 import numpy as np
 import torch
 
 from hyperfeat.errors import DataError
+
+Points = TypeVar("Points", torch.Tensor, np.ndarray)
 
 
 def _check_points(points: torch.Tensor, name: str) -> torch.Tensor:
@@ -20,20 +35,36 @@ def _check_points(points: torch.Tensor, name: str) -> torch.Tensor:
     return points
 
 
-
-
-def _check_size(size: tuple[int, int], name: str) -> tuple[int, int]:
+def _check_size(size: Sequence[Union[int, float]], name: str) -> tuple[int, int]:
     if len(size) != 2 or any(int(s) != s or s < 1 for s in size):
-        raise DataError(f"{name} must be two positive integers; got {size!r}")
+        raise DataError(f"{name} must be two positive integers; got {tuple(size)!r}")
     return int(size[0]), int(size[1])
 
 
+def rescale_points(points_xy: Points, from_size_wh: Sequence[int], to_size_wh: Sequence[int]) -> Points:
+    """Points (..., 2) of a (W, H) frame in a (W', H') frame: ``x·W'/W, y·H'/H``.
+
+    Tensors are checked (shape, finite values) and keep their dtype and device; numpy arrays
+    (the data loaders' annotations, which may hold NaN for missing points) are scaled as they are.
+    """
+    (w0, h0), (w1, h1) = _check_size(from_size_wh, "from_size_wh"), _check_size(to_size_wh, "to_size_wh")
+    if isinstance(points_xy, np.ndarray):
+        return points_xy * np.array([w1 / w0, h1 / h0])
+    points_xy = _check_points(points_xy, "points_xy")
+    return points_xy * points_xy.new_tensor([w1 / w0, h1 / h0])
 
 
-# ---------------------------------------------------------------------------- points
+def pixels_to_cells(points: torch.Tensor, image_size_wh: Sequence[int], grid_hw: Sequence[int]) -> torch.Tensor:
+    """(..., 2) xy pixels of a (W, H) frame → cell coordinates of an (h, w) grid."""
+    return rescale_points(points, image_size_wh, (grid_hw[1], grid_hw[0]))
 
 
-def points_to_indices(points_xy: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
+def cells_to_pixels(cells: torch.Tensor, image_size_wh: Sequence[int], grid_hw: Sequence[int]) -> torch.Tensor:
+    """(..., 2) cell coordinates of an (h, w) grid → xy pixels of a (W, H) frame."""
+    return rescale_points(cells, (grid_hw[1], grid_hw[0]), image_size_wh)
+
+
+def points_to_indices(points_xy: torch.Tensor, size_hw: Sequence[int]) -> torch.Tensor:
     """Flat indices ``y·w + x`` of points (..., 2) on an (h, w) grid: rounded, clipped → (...) long."""
     points_xy = _check_points(points_xy, "points_xy")
     h, w = _check_size(size_hw, "size_hw")
@@ -43,47 +74,7 @@ def points_to_indices(points_xy: torch.Tensor, size_hw: tuple[int, int]) -> torc
     return y * w + x
 
 
-
-
-def indices_to_points(indices: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
+def indices_to_points(indices: torch.Tensor, size_hw: Sequence[int]) -> torch.Tensor:
     """(x, y) float points (..., 2) of flat indices (...) on an (h, w) grid."""
     _, w = _check_size(size_hw, "size_hw")
     return torch.stack([indices % w, torch.div(indices, w, rounding_mode="floor")], dim=-1).float()
-
-
-
-
-def rescale_points(
-    points_xy: torch.Tensor, from_size_wh: tuple[int, int], to_size_wh: tuple[int, int]
-) -> torch.Tensor:
-    """Points (..., 2) of a (W, H) frame in a (W', H') frame: ``x·W'/W, y·H'/H``."""
-    points_xy = _check_points(points_xy, "points_xy")
-    (w0, h0), (w1, h1) = _check_size(from_size_wh, "from_size_wh"), _check_size(to_size_wh, "to_size_wh")
-    scale = points_xy.new_tensor([w1 / w0, h1 / h0])
-    return points_xy * scale
-
-
-
-
-def pixels_to_cells(points: torch.Tensor, image_size: Sequence[int], grid: tuple[int, int]) -> torch.Tensor:
-    """(..., 2) xy pixels of a (W, H) frame → cell coordinates of an (h, w) grid."""
-    width, height = image_size
-    h, w = grid
-    return points * points.new_tensor([w / width, h / height])
-
-
-
-
-def cells_to_pixels(cells: torch.Tensor, image_size: Sequence[int], grid: tuple[int, int]) -> torch.Tensor:
-    """(..., 2) cell coordinates of an (h, w) grid → xy pixels of a (W, H) frame."""
-    width, height = image_size
-    h, w = grid
-    return cells * cells.new_tensor([width / w, height / h])
-
-
-
-
-def scale_points(points: np.ndarray, size: tuple[int, int], load_size: int) -> np.ndarray:
-    """(N, 2) points in an image of size (W, H) → the load_size × load_size frame."""
-    w, h = size
-    return points * np.array([load_size / w, load_size / h])

@@ -1,4 +1,8 @@
-"""TODO docstring (hyperfeat.checkpoint, hyperfeat.extract, hyperfeat.images, hyperfeat.viz, hyperfeat.data.synthetic, hyperfeat.data.video)."""
+"""File input and output that several stages share: atomic writes (a file appears whole or not
+at all), video and GIF encoding, and the listing of images and frames with the suffixes the
+project reads (``IMAGE_SUFFIXES``, ``FRAME_SUFFIXES``, ``READABLE_VIDEO_SUFFIXES``) and writes
+(``WRITABLE_VIDEO_SUFFIXES``).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Independent re-implementations of DESIGN.md used by several tests."""
+"""Independent re-implementations of the design facts (docs/ARCHITECTURE.md) used by several tests."""
 
 import torch
 import torch.nn.functional as F

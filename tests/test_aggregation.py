@@ -1,4 +1,4 @@
-"""The aggregation network against a functional re-implementation of DESIGN.md."""
+"""The aggregation network against a functional re-implementation of docs/ARCHITECTURE.md."""
 
 import torch
 from reference import functional_aggregation, functional_block

@@ -57,3 +57,10 @@ def test_config_file_is_checked(tmp_path):
         load_config(bad)
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_generation_mode_is_refused_at_load_with_the_valid_modes():
+    with pytest.raises(ConfigError, match=r"features.mode=generation .*valid modes: inversion, noise"):
+        load_config(overrides=["features.mode=generation"])
+    with pytest.raises(ConfigError, match=r"inversion or noise; got 'warp'"):
+        load_config(overrides=["features.mode=warp"])

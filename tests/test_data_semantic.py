@@ -143,7 +143,7 @@ def test_pf_willow_bad_files(tmp_path):
     with pytest.raises(DataError, match=r"annotation file not found: .*b\.mat"):
         PFWillowPairs(tmp_path, 32)
     savemat(str(cls / "b.mat"), {"other": np.zeros((2, 2))})
-    with pytest.raises(DataError, match=r"b\.mat: no field 'pts_coord'"):
+    with pytest.raises(DataError, match=r"b\.mat has no field 'pts_coord'"):
         PFWillowPairs(tmp_path, 32)
     savemat(str(cls / "b.mat"), {"pts_coord": np.array([[1.0, 2.0, 3.0], [3.0, 4.0, 5.0]])})
     with pytest.raises(DataError, match=r"pair a-b:duck\(S\) has 2 source points but 3 target points"):

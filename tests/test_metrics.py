@@ -108,10 +108,12 @@ def test_format_pck_is_an_aligned_table():
     _update_pairs(metric)
     table = format_pck(metric.compute())
     lines = table.splitlines()
-    assert [line.split()[0] for line in lines[2:]] == ["all", "cat", "dog"]
-    assert len({len(line) for line in lines[1:]}) == 1  # header and rows have the same width
+    assert set(lines[2]) <= {"-", "|"}  # the rule under the header
+    assert [line.split()[0] for line in lines[3:]] == ["all", "cat", "dog"]
+    assert len({len(line) for line in lines[1:]}) == 1  # header, rule and rows have the same width
     assert len({line.index("|") for line in lines}) == 1  # the block separator lines up
-    assert "70.00" in lines[2] and "bbox@0.1" in lines[1]
+    assert "70.00" in lines[3] and "bbox@0.1" in lines[1]
+    assert "per keypoint" in lines[0] and "per image" in lines[0]
 
 
 # ============================================================================ J&F

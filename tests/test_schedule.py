@@ -1,4 +1,4 @@
-"""The timestep plan against the numbers of DESIGN.md, computed independently."""
+"""The timestep plan against the numbers of docs/ARCHITECTURE.md, computed independently."""
 
 import torch
 from diffusers import DDIMScheduler

@@ -1,4 +1,9 @@
-"""TODO docstring (hyperfeat.correspond.common)."""
+"""Label and keypoint propagation along a video (the protocol of Jabri et al. 2020 / DINO's
+video evaluation): each frame's labels are a top-k, temperature-softmax vote of its cells'
+nearest cells in the first frame and a queue of recent frames, within a local window.
+:func:`propagate_mask` carries DAVIS-style object-id masks, :func:`propagate_keypoints`
+Gaussian heat maps of joints (JHMDB).
+"""
 
 from __future__ import annotations
 

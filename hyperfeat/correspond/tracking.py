@@ -1,4 +1,8 @@
-"""TODO docstring (hyperfeat.correspond.common)."""
+"""Point tracking from per-frame descriptors: each query (t, x, y) is followed forwards and
+backwards from its own frame by local search around its last position, with a global
+re-detection when the best match elsewhere is clearly better, sub-cell soft-argmax refinement,
+and visibility from a similarity floor and a cycle back to the query frame.
+"""
 
 from __future__ import annotations
 

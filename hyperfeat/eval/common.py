@@ -1,4 +1,4 @@
-"""TODO docstring (hyperfeat.eval.runner, hyperfeat.eval.runner)."""
+"""What the evaluation loops share: where pictures go and how files are named."""
 
 from __future__ import annotations
 

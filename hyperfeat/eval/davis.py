@@ -1,4 +1,4 @@
-"""TODO docstring (hyperfeat.eval.runner)."""
+"""DAVIS-2017 semi-supervised label propagation: J&F of masks propagated from the first frame."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO docstring (hyperfeat.eval.runner)."""
+"""JHMDB keypoint propagation: PCK of the 15 joints propagated from the first frame."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Semantic-correspondence evaluation of one batch of pairs: the protocol of DESIGN.md.
+"""Semantic-correspondence evaluation of one batch of pairs: the protocol of docs/ARCHITECTURE.md (evaluation).
 
 Descriptors are upsampled bilinearly to the load size, each source keypoint takes its nearest
 neighbour in the target, and the prediction is rescaled to the original target image, where

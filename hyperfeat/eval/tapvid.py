@@ -1,4 +1,4 @@
-"""TODO docstring (hyperfeat.video_eval)."""
+"""TAP-Vid-DAVIS point tracking: AJ, δ_avg and occlusion accuracy of tracked queries."""
 
 from __future__ import annotations
 

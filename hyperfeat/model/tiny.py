@@ -1,4 +1,7 @@
-"""TODO docstring (hyperfeat.backbone)."""
+"""A tiny random model with Stable Diffusion's block structure, built offline: for tests, smoke
+runs and benchmarks. Its descriptors mean nothing about real correspondence; its shapes,
+hook points and plans are those of the real model.
+"""
 
 from __future__ import annotations
 

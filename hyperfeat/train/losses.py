@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from hyperfeat.correspond.matching import EPS
 from hyperfeat.errors import DataError, HyperfeatError
-from hyperfeat.geometry import points_to_indices
+from hyperfeat.geometry import points_to_indices, rescale_points
 
 
 def _check_inputs(
@@ -43,7 +43,7 @@ def _grid_indices(points: torch.Tensor, valid: torch.Tensor, load_size: int, siz
     """Flat cell indices (B, N) of load-frame points (B, N, 2); invalid points (may be NaN) → 0."""
     h, w = size_hw
     points = torch.where(valid[..., None], points.float(), torch.zeros((), device=points.device))
-    scaled = points * points.new_tensor([w / load_size, h / load_size])
+    scaled = rescale_points(points, (load_size, load_size), (w, h))  # load frame → grid cells
     return points_to_indices(scaled, (h, w))
 
 

@@ -1,1 +1,3 @@
-"""TODO package docstring."""
+"""Videos: reading frames (:mod:`.frames`), keeping their descriptors (:mod:`.store`) and running
+the video tasks over any describer (:mod:`.run`).
+"""

@@ -1,4 +1,7 @@
-"""TODO docstring (hyperfeat.video_api, hyperfeat.data.video)."""
+"""Per-video descriptor store: describe frames in batches and keep the result in a file keyed by
+the frames (their files' contents or the tensor's bytes) and the describer's identity, so a
+second run, or another task on the same video, reads instead of recomputing.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""TODO docstring (hyperfeat.viz)."""
+"""Correspondence pictures: source and target side by side, a line from each source point to its
+prediction, green when within the PCK threshold of the ground truth, red beyond it.
+"""
 
 from __future__ import annotations
 

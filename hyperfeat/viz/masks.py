@@ -1,4 +1,4 @@
-"""TODO docstring (hyperfeat.video_api, hyperfeat.viz)."""
+"""Mask pictures: the DAVIS palette, palette PNGs of object ids and masks blended into frames."""
 
 from __future__ import annotations
 

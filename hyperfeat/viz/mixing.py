@@ -1,4 +1,6 @@
-"""TODO docstring (hyperfeat.viz)."""
+"""The mixing-weight heat map: softmax weights of an aggregation network, layers × timesteps,
+timesteps ordered from noisy to clean, the largest cell outlined.
+"""
 
 from __future__ import annotations
 

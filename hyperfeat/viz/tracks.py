@@ -1,4 +1,6 @@
-"""TODO docstring (hyperfeat.video_api, hyperfeat.viz)."""
+"""Track pictures: each point in its own colour with a fading tail, a filled dot where visible
+and a ring where occluded.
+"""
 
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from hyperfeat.errors import DataError
-from hyperfeat.geometry import scale_points
+from hyperfeat.geometry import rescale_points
 from hyperfeat.images import load_image, resize_for_backbone
 from hyperfeat.io import PathLike
 
@@ -310,8 +310,8 @@ class RecordPairDataset(PairDataset):
         return self.pack(
             source_image=resize_for_backbone(src_img, self.load_size),  # (3, L, L)
             target_image=resize_for_backbone(trg_img, self.load_size),  # (3, L, L)
-            source_points=scale_points(rec.source_points, src_size, self.load_size),
-            target_points=scale_points(rec.target_points, trg_size, self.load_size),
+            source_points=rescale_points(rec.source_points, src_size, (self.load_size, self.load_size)),
+            target_points=rescale_points(rec.target_points, trg_size, (self.load_size, self.load_size)),
             valid=rec.valid,
             source_size=src_size,
             target_size=trg_size,

@@ -17,6 +17,7 @@ from typing import Optional
 
 import numpy as np
 
+from hyperfeat.data.mat import read_mat_field
 from hyperfeat.data.pairs.base import RecordPairDataset, finalize_records, make_record
 from hyperfeat.errors import DataError
 from hyperfeat.io import PathLike
@@ -42,18 +43,7 @@ def willow_folder(root: PathLike) -> Path:
 
 def read_keypoints(path: Path) -> np.ndarray:
     """(K, 2) (x, y) keypoints of one PF-WILLOW .mat file."""
-    from scipy.io import loadmat
-
-    if not path.is_file():
-        raise DataError(f"PF-WILLOW annotation file not found: {path}")
-    try:
-        mat = loadmat(str(path))
-    except Exception as err:  # scipy raises several types for bad files
-        raise DataError(f"cannot read PF-WILLOW annotation {path}: {err}") from err
-    if "pts_coord" not in mat:
-        keys = sorted(k for k in mat if not k.startswith("__"))
-        raise DataError(f"{path}: no field 'pts_coord' (found {keys}); expected a 2×K array of (x, y)")
-    pts = np.asarray(mat["pts_coord"], dtype=np.float64)
+    pts = read_mat_field(path, "pts_coord", "PF-WILLOW annotation")
     if pts.ndim != 2 or pts.shape[0] != 2:
         raise DataError(f"{path}: pts_coord must be 2×K (row 0 x, row 1 y); got shape {pts.shape}")
     return pts.T  # (K, 2)

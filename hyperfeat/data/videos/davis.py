@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional, Sequence, Union
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from hyperfeat.data.videos.base import VideoDataset
 from hyperfeat.errors import DataError
 from hyperfeat.io import PathLike
 from hyperfeat.video.frames import VideoFrames, read_frame_files
@@ -111,7 +112,7 @@ class DavisSequence:
 
 
 
-class DavisDataset:
+class DavisDataset(VideoDataset):
     """The sequences of one DAVIS-2017 split.
 
     ``sequences`` restricts to these names (each must be in the split); ``max_frames`` keeps
@@ -155,15 +156,9 @@ class DavisDataset:
             raise DataError(f"DAVIS split file {path} lists no sequences")
         return names
 
-    def __len__(self) -> int:
-        return len(self.sequences)
-
-    def __iter__(self) -> Iterator[DavisSequence]:
-        for name in self.sequences:
-            yield self.load(name)
-
-    def __getitem__(self, item: Union[int, str]) -> DavisSequence:
-        return self.load(self.sequences[item] if isinstance(item, int) else item)
+    @property
+    def names(self) -> list[str]:
+        return self.sequences
 
     def frame_dir(self, sequence: str) -> Path:
         return self.root / "JPEGImages" / self.resolution / sequence

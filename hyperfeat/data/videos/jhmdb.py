@@ -18,11 +18,12 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional, Sequence, Union
+from typing import Optional, Sequence
 
-import numpy as np
 import torch
 
+from hyperfeat.data.mat import read_mat_field
+from hyperfeat.data.videos.base import VideoDataset
 from hyperfeat.errors import DataError
 from hyperfeat.io import PathLike, list_frames
 from hyperfeat.video.frames import read_frame_files
@@ -42,19 +43,8 @@ JOINT_NAMES = (
 
 def read_joints(path: PathLike, one_based: bool = True) -> torch.Tensor:
     """``joint_positions.mat`` → (T, 15, 2) float32 xy (0-based pixels when ``one_based``)."""
-    from scipy.io import loadmat
-
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"JHMDB joint file not found: {path}")
-    try:
-        mat = loadmat(str(path))
-    except Exception as err:  # scipy raises several types on bad files
-        raise DataError(f"cannot read JHMDB joint file {path}: {err}") from err
-    if "pos_img" not in mat:
-        keys = sorted(k for k in mat if not k.startswith("__"))
-        raise DataError(f"JHMDB joint file {path} has no 'pos_img'; keys: {keys}")
-    pos = np.asarray(mat["pos_img"], dtype=np.float64)
+    pos = read_mat_field(path, "pos_img", "JHMDB joint")
     if pos.ndim != 3 or pos.shape[0] != 2 or pos.shape[1] != NUM_JOINTS:
         raise DataError(f"'pos_img' in {path} has shape {pos.shape}; expected (2, {NUM_JOINTS}, T)")
     joints = torch.from_numpy(pos).permute(2, 1, 0).float()  # (T, 15, 2)
@@ -97,7 +87,7 @@ class JhmdbClip:
 
 
 
-class JhmdbDataset:
+class JhmdbDataset(VideoDataset):
     """JHMDB clips named ``<action>/<clip>``.
 
     ``split``: None or ``"all"`` (every clip under ``Rename_Images``), ``"train<k>"``/``"test<k>"`` (the
@@ -148,15 +138,9 @@ class JhmdbDataset:
             raise DataError(f"JHMDB split {split!r}: expected train<k>/test<k> (k = 1..3) or a clip list file; {path} not found")
         return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
-    def __len__(self) -> int:
-        return len(self.clips)
-
-    def __iter__(self) -> Iterator[JhmdbClip]:
-        for name in self.clips:
-            yield self.load(name)
-
-    def __getitem__(self, item: Union[int, str]) -> JhmdbClip:
-        return self.load(self.clips[item] if isinstance(item, int) else item)
+    @property
+    def names(self) -> list[str]:
+        return self.clips
 
     def load(self, clip: str, frame_size: Optional[int] = None) -> JhmdbClip:
         """Frames (resized to ``frame_size`` on the longer side) and joints of one clip."""

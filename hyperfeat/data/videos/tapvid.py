@@ -26,11 +26,12 @@ from __future__ import annotations
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence, Union
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
 
+from hyperfeat.data.videos.base import VideoDataset
 from hyperfeat.errors import DataError
 from hyperfeat.images import load_image
 from hyperfeat.io import PathLike
@@ -153,7 +154,7 @@ def _dedupe_strided(entry: dict, where: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 
-class TapVidDavis:
+class TapVidDavis(VideoDataset):
     """TAP-Vid-DAVIS videos from a pickle (either layout, see the module docstring).
 
     ``davis_root`` is the DAVIS-2017 folder that provides frames for the strided layout
@@ -242,15 +243,6 @@ class TapVidDavis:
             f"(strided) or {{name: {{'video', 'points', 'occluded'}}}} (official)"
         )
 
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def __iter__(self) -> Iterator[TapVidVideo]:
-        for name in self.names:
-            yield self.load(name)
-
-    def __getitem__(self, item: Union[int, str]) -> TapVidVideo:
-        return self.load(self.names[item] if isinstance(item, int) else item)
 
     def frame_files(self, name: str, num_frames: int) -> list[Path]:
         """The first ``num_frames`` DAVIS frame files of sequence ``name``."""

@@ -1,4 +1,6 @@
-"""TODO docstring (hyperfeat.eval.metrics.pck)."""
+"""Helpers the metrics share: names stored as fixed-size byte rows (so they sync across
+ranks), array conversion and scalar tensors.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""TODO docstring (hyperfeat.eval.metrics.pck)."""
+"""DAVIS J&F: region similarity J (IoU) and boundary F-measure per object and frame, with the
+official DAVIS-2017 evaluation's boundary extraction and tolerance, as mean / recall / decay.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""TODO docstring (hyperfeat.eval.metrics.pck)."""
+"""TAP-Vid point-tracking metrics (Doersch et al. 2022): occlusion accuracy, position accuracy
+δ_avg over thresholds 1-16 px and average Jaccard, computed in a 256 × 256 frame on the frames
+the query mode evaluates (``first``: after the query, ``strided``: all but the query frame).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from torchmetrics.utilities import dim_zero_cat
 
 from hyperfeat.errors import ConfigError, DataError
 from hyperfeat.eval.metrics.common import _as_numpy, _scalar
+from hyperfeat.geometry import rescale_points
 
 # ============================================================================ TAP-Vid
 
@@ -116,8 +120,9 @@ class TapVidMetrics(Metric):
         w, h = frame_size_wh
         if not (w > 0 and h > 0):
             raise DataError(f"frame_size_wh must be positive (W, H); got {tuple(frame_size_wh)}")
-        scale = np.array([TAPVID_SIZE / w, TAPVID_SIZE / h])
-        video = tapvid_video_metrics(q, gt * scale, gt_occ, pred * scale, pred_occ, self.query_mode)
+        to_256 = (TAPVID_SIZE, TAPVID_SIZE)
+        video = tapvid_video_metrics(q, rescale_points(gt, (w, h), to_256), gt_occ,
+                                     rescale_points(pred, (w, h), to_256), pred_occ, self.query_mode)
         row = torch.tensor([[video[k] for k in TAPVID_KEYS]], dtype=torch.float64)
         self.video_stats.append(row.to(self.device))
 
