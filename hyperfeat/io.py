@@ -20,6 +20,23 @@ from PIL import Image
 from hyperfeat.errors import DataError, HyperfeatError, ImageError
 from hyperfeat.images import load_image
 
+# ---------------------------------------------------------------------------- paths and suffixes
+
+PathLike = Union[str, os.PathLike]
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+READABLE_VIDEO_SUFFIXES = (".mp4", ".avi", ".gif", ".mov", ".mkv", ".webm")
+
+
+WRITABLE_VIDEO_SUFFIXES = (".gif", ".mp4")
+
+# ---------------------------------------------------------------------------- atomic writes
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     """``write(tmp)`` a temporary file beside ``path``, then rename it into place: a crash or a
@@ -36,13 +53,66 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
             os.remove(tmp)
 
 
-
-
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """torch.save ``obj`` to ``path`` atomically (see :func:`atomic_write`)."""
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
+# ---------------------------------------------------------------------------- listing files
 
+def natural_key(path: Path) -> list:
+    """Sort key comparing digit runs as numbers: frame2 < frame10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
+
+
+def list_files(folder: Path, suffixes: Sequence[str], recursive: bool = False,
+               natural: bool = False) -> list[Path]:
+    """The files of ``folder`` (below it, when ``recursive``) whose suffix is one of ``suffixes``,
+    sorted by path (digit runs by value when ``natural``: frame2 < frame10). The one lister of the
+    project: callers say what an empty or missing folder means for them."""
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    files = [p for p in found if p.is_file() and p.suffix.lower() in suffixes]
+    return sorted(files, key=natural_key) if natural else sorted(files)
+
+
+def list_images(folder: Union[str, Path]) -> list[Path]:
+    """Image files directly inside ``folder``, sorted by name; errors on a missing or empty folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ImageError(f"image folder not found: {folder}")
+    files = list_files(folder, IMAGE_SUFFIXES)
+    if not files:
+        raise ImageError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {folder}")
+    return files
+
+
+def list_frames(folder: PathLike) -> list[Path]:
+    """Frame files (jpg/png) directly inside ``folder``, sorted by name (numbers by value)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"frame folder not found: {folder}")
+    files = list_files(folder, FRAME_SUFFIXES, natural=True)
+    if not files:
+        raise DataError(f"empty video: no frames ({', '.join(FRAME_SUFFIXES)}) in folder {folder}")
+    return files
+
+
+def list_image_files(source: Union[PathLike, Sequence[PathLike]]) -> list[Path]:
+    """Image files of a folder (recursively, sorted) or an explicit list of paths."""
+    if isinstance(source, (str, Path)):
+        folder = Path(source)
+        if not folder.is_dir():
+            raise DataError(f"synthetic pairs: image folder not found: {folder}")
+        files = list_files(folder, IMAGE_SUFFIXES, recursive=True)
+        if not files:
+            raise DataError(f"synthetic pairs: no images ({', '.join(IMAGE_SUFFIXES)}) below {folder}")
+        return files
+    files = [Path(p) for p in source]
+    if not files:
+        raise DataError("synthetic pairs: the image list is empty; expected at least one image path")
+    absent = [str(p) for p in files if not p.is_file()]
+    if absent:
+        raise DataError(f"synthetic pairs: {len(absent)} listed image(s) not found: {', '.join(absent[:5])}")
+    return files
 
 
 def gather_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
@@ -65,33 +135,9 @@ def gather_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
         stems[f.stem] = f
     return files
 
-
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-
-
-
-
-def list_images(folder: Union[str, Path]) -> list[Path]:
-    """Image files directly inside ``folder``, sorted by name; errors on a missing or empty folder."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ImageError(f"image folder not found: {folder}")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise ImageError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {folder}")
-    return files
-
-
-PathLike = Union[str, Path]
-
-
-WRITABLE_VIDEO_SUFFIXES = (".gif", ".mp4")
-
+# ---------------------------------------------------------------------------- writing videos
 
 MP4_CODECS = ("libx264", "h264", "mpeg4")  # first one this PyAV build can encode wins
-
-
 
 
 def even_size(image: Image.Image) -> Image.Image:
@@ -102,8 +148,6 @@ def even_size(image: Image.Image) -> Image.Image:
     array = np.asarray(image)
     array = np.pad(array, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
     return Image.fromarray(array)
-
-
 
 
 def pick_mp4_codec() -> str:
@@ -117,8 +161,6 @@ def pick_mp4_codec() -> str:
         except Exception:  # noqa: BLE001 - PyAV raises different types across versions
             continue
     raise HyperfeatError(f"no MP4 encoder available in PyAV (tried {', '.join(MP4_CODECS)}); write a .gif instead")
-
-
 
 
 def write_mp4(frames: list[Image.Image], path: Path, fps: float) -> None:
@@ -141,14 +183,10 @@ def write_mp4(frames: list[Image.Image], path: Path, fps: float) -> None:
         container.mux(stream.encode())  # flush
 
 
-
-
 def write_gif(frames: list[Image.Image], path: Path, fps: float) -> None:
     """Looping GIF; note PIL merges identical consecutive frames into one longer frame."""
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=int(round(1000 / fps)),
                    loop=0, disposal=1)
-
-
 
 
 def write_video(frames: Sequence[Image.Image], out_path: PathLike, fps: float = 10) -> Path:
@@ -171,51 +209,3 @@ def write_video(frames: Sequence[Image.Image], out_path: PathLike, fps: float = 
     path.parent.mkdir(parents=True, exist_ok=True)
     (write_gif if suffix == ".gif" else write_mp4)(images, path, fps)
     return path
-
-
-
-
-def list_image_files(source: Union[PathLike, Sequence[PathLike]]) -> list[Path]:
-    """Image files of a folder (recursively, sorted) or an explicit list of paths."""
-    if isinstance(source, (str, Path)):
-        folder = Path(source)
-        if not folder.is_dir():
-            raise DataError(f"synthetic pairs: image folder not found: {folder}")
-        files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise DataError(f"synthetic pairs: no images ({', '.join(IMAGE_SUFFIXES)}) below {folder}")
-        return files
-    files = [Path(p) for p in source]
-    if not files:
-        raise DataError("synthetic pairs: the image list is empty; expected at least one image path")
-    absent = [str(p) for p in files if not p.is_file()]
-    if absent:
-        raise DataError(f"synthetic pairs: {len(absent)} listed image(s) not found: {', '.join(absent[:5])}")
-    return files
-
-
-
-FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
-
-
-READABLE_VIDEO_SUFFIXES = (".mp4", ".avi", ".gif", ".mov", ".mkv", ".webm")
-
-
-
-
-def natural_key(path: Path) -> list:
-    """Sort key comparing digit runs as numbers: frame2 < frame10."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
-
-
-
-
-def list_frames(folder: PathLike) -> list[Path]:
-    """Frame files (jpg/png) directly inside ``folder``, sorted by name (numbers by value)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(f"frame folder not found: {folder}")
-    files = sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in FRAME_SUFFIXES), key=natural_key)
-    if not files:
-        raise DataError(f"empty video: no frames ({', '.join(FRAME_SUFFIXES)}) in folder {folder}")
-    return files
