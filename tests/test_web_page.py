@@ -29,7 +29,7 @@ from hyperfeat.io import write_video
 from hyperfeat.model.checkpoint import CheckpointMeta, build_network, save_checkpoint
 from hyperfeat.model.features import FeatureExtractor
 
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
+CHROMEDRIVER = Path(os.environ.get("HYPERFEAT_CHROMEDRIVER", "/usr/bin/chromedriver"))  # the system driver
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 DOCS_IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"
 SRC_WH, TGT_WH = (160, 96), (72, 120)
@@ -38,8 +38,8 @@ CLIP_WH, CLIP_FRAMES = (64, 48), 4
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")
 if not CHROMEDRIVER.exists() or not any(shutil.which(b) for b in BROWSERS):
-    pytest.skip("chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)",
-                allow_module_level=True)
+    pytest.skip(f"chromium and chromium-driver are not installed ({CHROMEDRIVER} or the chromium browser is "
+                f"missing; apt-get install chromium chromium-driver)", allow_module_level=True)
 
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -73,12 +73,17 @@ def files(tmp_path_factory):
     frames = [base.transform(CLIP_WH, Image.AFFINE, (1, 0, -2 * t, 0, 1, 0), resample=Image.BILINEAR)
               for t in range(CLIP_FRAMES)]
     write_video(frames, folder / "clip.gif", fps=5)
+    examples = folder / "examples" / "pair"
+    examples.mkdir(parents=True)
+    picture(SRC_WH, 1).save(examples / "a.png")
+    picture(TGT_WH, 2).save(examples / "b.jpg")
     return folder
 
 
 @pytest.fixture(scope="module")
-def server(hf, tmp_path_factory):
-    app = WebApp(hf, title="tiny.ckpt", work_dir=tmp_path_factory.mktemp("web-work"))
+def server(hf, files, tmp_path_factory):
+    app = WebApp(hf, title="tiny.ckpt", work_dir=tmp_path_factory.mktemp("web-work"),
+                 examples=files / "examples")
     httpd = make_server(app, "127.0.0.1", 0)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -95,7 +100,7 @@ def browser(tmp_path_factory):
     options = webdriver.ChromeOptions()
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1000,760", f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+                 "--window-size=1120,800", f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
         options.add_argument(flag)
     binary = next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
     options.binary_location = binary
@@ -195,6 +200,18 @@ def test_match_bad_input_shows_a_readable_message(page, server, files):
     text = message(page, "match")
     assert "outside the 160×96 source image" in text and "Traceback" not in text
     assert page.find_element(By.ID, "match-result").text == ""
+
+
+def test_match_examples_from_the_examples_folder(page):
+    from selenium.webdriver.support.ui import Select
+
+    for side, name, size in [("src", "pair/a.png", SRC_WH), ("tgt", "pair/b.jpg", TGT_WH)]:
+        select = page.find_element(By.ID, f"{side}-example")
+        assert select.is_displayed()
+        Select(select).select_by_value(name)
+        wait_for(page, lambda d: d.find_element(By.ID, f"{side}-canvas").get_attribute("data-ready") == "1")
+        assert f"{name} ({size[0]}×{size[1]})" in page.find_element(By.ID, f"{side}-caption").text
+    assert message(page, "match") == ""
 
 
 # ---------------------------------------------------------------------------- Track

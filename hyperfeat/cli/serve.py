@@ -13,6 +13,8 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="aggregation checkpoint (.ckpt)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (0: any free port)")
+    p.add_argument("--examples", default=None, metavar="DIR",
+                   help="a folder of images (searched recursively) offered as examples in Match")
     # trailing key=value overrides apply to the checkpoint's config (e.g. backbone.device=cuda)
 
 
@@ -21,7 +23,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from hyperfeat.web import WebApp, serve_forever
 
     hf = Hyperfeatures.from_checkpoint(args.checkpoint, overrides=args.late_overrides)
-    serve_forever(WebApp(hf, title=Path(args.checkpoint).name), host=args.host, port=args.port)
+    serve_forever(WebApp(hf, title=Path(args.checkpoint).name, examples=args.examples), host=args.host, port=args.port)
     return 0
 
 

@@ -3,7 +3,9 @@
 Routes (JSON unless said otherwise):
 
 * ``GET /`` the page; ``GET /static/<file>`` its script and style.
-* ``GET /api/info``: checkpoint, backbone, match methods.
+* ``GET /api/info``: checkpoint, backbone, match methods; ``GET /api/examples`` the example
+  images (``hyperfeat serve --examples DIR``), ``POST /api/example {name}`` picks one as an
+  upload; ``GET /api/image/<id>`` an image upload's bytes.
 * ``POST /api/upload?kind=image|video`` (multipart ``file`` fields): an image is decoded at
   once and refused with a readable message when it is not one; a video is one video file or
   several frame images, decoded with :func:`hyperfeat.video.frames.load_frames`. Returns an
@@ -41,6 +43,7 @@ from hyperfeat.web.jobs import JobRunner
 log = logging.getLogger(__name__)
 
 MAX_UPLOAD_BYTES = 512 * 1024 * 1024
+MAX_EXAMPLES = 500
 METHODS = ("nn", "mutual_nn", "soft_argmax")
 STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                 ".css": "text/css; charset=utf-8"}
@@ -60,9 +63,11 @@ def safe_name(name: str, fallback: str) -> str:
 class WebApp:
     """State of one served page: the loaded model, the uploads and the jobs."""
 
-    def __init__(self, hf, title: str = "hyperfeat", work_dir: Optional[Path] = None):
+    def __init__(self, hf, title: str = "hyperfeat", work_dir: Optional[Path] = None,
+                 examples: Optional[Path] = None):
         self.hf = hf
         self.title = title
+        self.examples = self._list_examples(examples) if examples else {}
         self._own_dir = work_dir is None
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="hyperfeat-web-"))
         self.uploads: dict[str, dict] = {}
@@ -73,6 +78,30 @@ class WebApp:
         self._mixing: Optional[bytes] = None
 
     # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _list_examples(folder: Path) -> dict[str, Path]:
+        """Images below ``folder`` (recursively, sorted, the first MAX_EXAMPLES), by relative name."""
+        from hyperfeat.io import list_image_files
+
+        root = Path(folder)
+        files = list_image_files(root)[:MAX_EXAMPLES]  # ImageError names a missing or empty folder
+        return {str(f.relative_to(root)): f for f in files}
+
+    def use_example(self, name: str) -> dict:
+        from hyperfeat.images import load_image
+
+        path = self.examples.get(str(name))
+        if path is None:
+            raise BadRequest(f"no example image {name!r}")
+        image = load_image(path)
+        upload_id, _ = self._new_upload_dir()
+        self.uploads[upload_id] = {"kind": "image", "path": path, "size": image.size}
+        return {"id": upload_id, "name": str(name), "width": image.size[0], "height": image.size[1]}
+
+    def image_file(self, upload_id: str) -> Optional[Path]:
+        item = self.uploads.get(upload_id)
+        return item["path"] if item is not None and item["kind"] == "image" else None
+
     def clean(self, message: str) -> str:
         """Drop the server's folders from a message, so it names the uploaded file alone."""
         text = str(message).replace(str(self.work_dir) + "/", "").replace(str(self.work_dir), "")
@@ -286,6 +315,14 @@ def make_handler(app: WebApp) -> type[BaseHTTPRequestHandler]:
                 return self._error(f"no such page: {path}", 404)
             if path == "/api/info":
                 return self._json(app.info())
+            if path == "/api/examples":
+                return self._json({"examples": list(app.examples)})
+            if path.startswith("/api/image/"):
+                file = app.image_file(path[len("/api/image/"):])
+                if file is None:
+                    return self._error(f"no such image: {path}", 404)
+                kind = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+                return self._send(200, file.read_bytes(), kind)
             if path == "/api/mixing.png":
                 return self._send(200, app.mixing_png(), "image/png")
             if path.startswith("/api/jobs/"):
@@ -321,6 +358,8 @@ def make_handler(app: WebApp) -> type[BaseHTTPRequestHandler]:
                 payload = json.loads(body or b"{}")
             except json.JSONDecodeError as err:
                 raise BadRequest(f"the request body must be JSON: {err}") from err
+            if url.path == "/api/example":
+                return self._json(app.use_example(payload.get("name", "")))
             if url.path == "/api/match":
                 return self._json(app.start_match(payload))
             if url.path == "/api/track":

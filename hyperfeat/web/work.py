@@ -33,17 +33,18 @@ def png_data_url(image: Image.Image) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def heat_map_image(similarity: torch.Tensor, size_wh: tuple[int, int]) -> Image.Image:
-    """(h, w) cosine similarities → an RGBA picture of ``size_wh`` (viridis, opaque where high)."""
+def heat_map_image(similarity: torch.Tensor, target: Image.Image, strength: float = 0.65) -> Image.Image:
+    """(h, w) cosine similarities over the target → the target in grey with the similarity in
+    viridis (low: dark blue, high: yellow) blended over it, at the target's size."""
     from matplotlib import colormaps
 
     sim = similarity.float().cpu().numpy()
     lo, hi = float(sim.min()), float(sim.max())
     norm = (sim - lo) / (hi - lo) if hi > lo else np.zeros_like(sim)
-    rgba = colormaps["viridis"](norm)  # (h, w, 4) in [0, 1]
-    rgba[..., 3] = 0.25 + 0.6 * norm
-    image = Image.fromarray((rgba * 255).round().astype(np.uint8), mode="RGBA")
-    return image.resize(size_wh, Image.BILINEAR)
+    rgb = (colormaps["viridis"](norm)[..., :3] * 255).round().astype(np.uint8)  # (h, w, 3)
+    heat = Image.fromarray(rgb).resize(target.size, Image.BILINEAR)
+    grey = target.convert("L").convert("RGB")
+    return Image.blend(grey, heat, strength)
 
 
 def similarity_to_point(desc: torch.Tensor, point_xy: Sequence[float], src_wh: tuple[int, int]) -> torch.Tensor:
@@ -75,9 +76,9 @@ def match_point(hf, source: Path, target: Path, point_xy: Sequence[float], metho
         if key not in cache:
             cache.clear()  # one pair kept: the next click on the same pair is cheap
             cache[key] = hf.describe([source, target])  # (2, D, h, w)
-        src_wh, tgt_wh = load_image(source).size, load_image(target).size
-        sim = similarity_to_point(cache[key], point_xy, src_wh)
-        result["heat_map"] = png_data_url(heat_map_image(sim, tgt_wh))
+        target_image = load_image(target)
+        sim = similarity_to_point(cache[key], point_xy, load_image(source).size)
+        result["heat_map"] = png_data_url(heat_map_image(sim, target_image))
         result["similarity_range"] = [float(sim.min()), float(sim.max())]
     return result
 

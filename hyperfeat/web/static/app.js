@@ -95,16 +95,16 @@ function loadImage(src) {
 // ---------------------------------------------------------------- Match
 const match = { src: new View($("src-canvas")), tgt: new View($("tgt-canvas")), ids: {}, busy: false };
 
-async function pickImage(side, input) {
+// an uploaded file (``file``) or an example image of the server (``example``, its name)
+async function pickImage(side, file, example) {
   const message = $("match-message");
   showMessage(message, "");
   $("match-result").textContent = "";
-  const file = input.files[0];
-  if (!file) return;
+  if (!file && !example) return;
   const view = match[side];
   try {
-    const info = await upload("image", [file]);
-    view.image = await loadImage(URL.createObjectURL(file));
+    const info = file ? await upload("image", [file]) : await post("/api/example", { name: example });
+    view.image = await loadImage(file ? URL.createObjectURL(file) : "/api/image/" + info.id);
     view.overlay = null; view.marks = [];
     match.ids[side] = info.id;
     $(side + "-caption").textContent = `${side === "src" ? "source" : "target"}: ${info.name} (${info.width}×${info.height})`;
@@ -118,8 +118,10 @@ async function pickImage(side, input) {
     showMessage(message, err.message);
   }
 }
-$("src-file").addEventListener("change", (e) => pickImage("src", e.target));
-$("tgt-file").addEventListener("change", (e) => pickImage("tgt", e.target));
+for (const side of ["src", "tgt"]) {
+  $(side + "-file").addEventListener("change", (e) => { $(side + "-example").value = ""; pickImage(side, e.target.files[0], null); });
+  $(side + "-example").addEventListener("change", (e) => { $(side + "-file").value = ""; pickImage(side, null, e.target.value); });
+}
 
 $("src-canvas").addEventListener("click", async (event) => {
   const message = $("match-message"), result = $("match-result");
@@ -236,6 +238,11 @@ $("track-run").addEventListener("click", async () => {
     $("info").textContent = `${info.checkpoint} · ${info.backbone} · ${info.timesteps} timesteps × ${info.layers} layers · ${info.load_size} px`;
     for (const m of info.methods) { const o = document.createElement("option"); o.value = m; o.textContent = m; $("method").appendChild(o); }
     match.src.draw(); match.tgt.draw();
+    const { examples } = await asJson(await fetch("/api/examples"));
+    for (const side of ["src", "tgt"]) {
+      for (const name of examples) { const o = document.createElement("option"); o.value = name; o.textContent = name; $(side + "-example").appendChild(o); }
+      $(side + "-example").hidden = examples.length === 0;
+    }
   } catch (err) {
     $("info").textContent = "cannot reach the server: " + err.message;
   }
