@@ -78,6 +78,8 @@ class JobRunner:
             self._finish(job, result=result)
 
     def _finish(self, job: Job, result: Optional[dict] = None, error: Optional[str] = None) -> None:
+        if error is not None:  # the page shows one line
+            error = (error.strip().splitlines() or ["failed"])[0]
         with job.lock:
             job.result, job.error = result, error
             job.state = "error" if error is not None else "done"
