@@ -19,6 +19,7 @@ from hyperfeat.cli import (  # noqa: F401  (register)
     match,
     plot_mixing,
     propagate,
+    serve,
     track,
     train,
 )
