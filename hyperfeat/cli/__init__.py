@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 from hyperfeat.cli import (  # noqa: F401  (register)
     convert,
     evaluate,
+    export,
     extract,
     match,
     plot_mixing,
