@@ -41,6 +41,12 @@ def tiny_hf(tmp_path_factory, tiny_cfg, tiny_backbone):
 
 
 @pytest.fixture(scope="module")
+def expected(tiny_hf):
+    """The descriptors of IMAGES by the original network."""
+    return tiny_hf[0].describe(IMAGES)
+
+
+@pytest.fixture(scope="module")
 def saved(tmp_path_factory, tiny_hf):
     hf, _ = tiny_hf
     folder = tmp_path_factory.mktemp("export") / "model"
@@ -48,12 +54,12 @@ def saved(tmp_path_factory, tiny_hf):
     return folder
 
 
-def test_round_trip_gives_identical_descriptors(tiny_hf, saved, tiny_backbone):
+def test_round_trip_gives_identical_descriptors(tiny_hf, saved, tiny_backbone, expected):
     hf, _ = tiny_hf
     assert sorted(p.name for p in saved.iterdir()) == ["README.md", "config.json", "mixing_weights.png",
                                                        "model.safetensors"]
     again = Hyperfeatures.from_pretrained(saved, backbone=tiny_backbone)
-    assert torch.equal(hf.describe(IMAGES), again.describe(IMAGES))
+    assert torch.equal(expected, again.describe(IMAGES))
     # the weights are the network's own parameters, stored under their own names
     state = load_file(str(saved / "model.safetensors"))
     assert state.keys() == hf.network.state_dict().keys()
@@ -178,12 +184,11 @@ def test_published_name_missing_from_cache_offline_says_how_to_download(tmp_path
     assert "`hf download g-luo/diffusion-hyperfeatures weights/aggregation_network_sdv2-1.pt`" in message
 
 
-def test_hub_id_from_prefilled_cache(saved, tiny_hf, tiny_backbone, tmp_path):
-    hf, _ = tiny_hf
+def test_hub_id_from_prefilled_cache(saved, tiny_backbone, tmp_path, expected):
     files = {name: (saved / name).read_bytes() for name in ("config.json", "model.safetensors", "README.md")}
     fill_hf_cache(tmp_path, "someone/tiny-dhf", files)
     loaded = Hyperfeatures.from_pretrained("someone/tiny-dhf", cache_dir=tmp_path, backbone=tiny_backbone)
-    assert torch.equal(loaded.describe(IMAGES), hf.describe(IMAGES))
+    assert torch.equal(loaded.describe(IMAGES), expected)
 
 
 @pytest.fixture()
@@ -229,7 +234,7 @@ def test_cuda_on_cpu_only_build_says_how_to_install(monkeypatch):
     assert resolve_device("cpu").type == "cpu"
 
 
-def test_push_to_hub_uploads_a_loadable_folder(tiny_hf, monkeypatch, tiny_backbone):
+def test_push_to_hub_uploads_a_loadable_folder(tiny_hf, monkeypatch, tiny_backbone, expected):
     hf, _ = tiny_hf
     calls = {}
 
@@ -246,16 +251,16 @@ def test_push_to_hub_uploads_a_loadable_folder(tiny_hf, monkeypatch, tiny_backbo
     assert hf.push_to_hub("someone/tiny-dhf", private=True) == "commit"
     assert calls["create"][0] == "someone/tiny-dhf" and calls["create"][1]["private"] is True
     assert calls["files"] == ["README.md", "config.json", "mixing_weights.png", "model.safetensors"]
-    assert torch.equal(calls["loaded"], hf.describe(IMAGES))
+    assert torch.equal(calls["loaded"], expected)
 
 
-def test_export_command(tiny_hf, tmp_path, tiny_backbone, capsys):
+def test_export_command(tiny_hf, tmp_path, tiny_backbone, capsys, expected):
     from hyperfeat.cli import main
 
     hf, ckpt = tiny_hf
     assert main(["export", str(ckpt), str(tmp_path / "out")]) == 0
     assert "wrote" in capsys.readouterr().out
     again = Hyperfeatures.from_pretrained(tmp_path / "out", backbone=tiny_backbone)
-    assert torch.equal(again.describe(IMAGES), hf.describe(IMAGES))
+    assert torch.equal(again.describe(IMAGES), expected)
     assert main(["export", str(tmp_path / "missing.ckpt"), str(tmp_path / "x")]) == 2
 

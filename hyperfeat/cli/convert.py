@@ -13,7 +13,7 @@ from hyperfeat.cli.common import (
 def _convert_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("official", help="published checkpoint (.pt with 'aggregation_network')")
     p.add_argument("out", help="hyperfeat checkpoint to write")
-    p.add_argument("overrides", nargs="*", help="key=value config overrides")
+    p.add_argument("overrides", nargs="*", help="key=value config overrides (features.save_steps=[...] …)")
     add_config_args(p)
 
 
