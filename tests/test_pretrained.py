@@ -103,6 +103,8 @@ def test_bad_folders_and_names_are_clear_errors(tmp_path, saved):
         load_checkpoint(broken)
     with pytest.raises(CheckpointError, match="not a published name .*dhf-sd15"):
         load_checkpoint("no-such-model")
+    with pytest.raises(CheckpointError, match="checkpoint not found: checkpoints/missing.ckpt"):
+        load_checkpoint("checkpoints/missing.ckpt")  # a missing file, not a hub repo
 
 
 # ---------------------------------------------------------------------------- published networks by name

@@ -256,8 +256,13 @@ def load_folder(folder: Spec) -> tuple[AggregationNetwork, CheckpointMeta]:
     return _network_from(weights, meta), meta
 
 
+FILE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".safetensors", ".json")
+
+
 def _is_hub_id(text: str) -> bool:
-    return text.count("/") == 1 and not text.startswith((".", "/", "~")) and all(text.split("/"))
+    """owner/name, and not a missing file such as checkpoints/last.ckpt."""
+    return (text.count("/") == 1 and not text.startswith((".", "/", "~")) and all(text.split("/"))
+            and not text.lower().endswith(FILE_SUFFIXES))
 
 
 def load_pretrained(spec: Spec, revision: Optional[str] = None, cache_dir: Optional[Spec] = None,
