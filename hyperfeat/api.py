@@ -1,6 +1,7 @@
 """``Hyperfeatures``: the public inference object.
 
     hf = Hyperfeatures.from_checkpoint("checkpoints/last.ckpt", device="cuda")
+    hf = Hyperfeatures.from_pretrained("dhf-sd15")         # or a saved folder, or a hub id
     desc = hf.describe(["cat1.jpg", "cat2.jpg"])          # (2, D, R, R)
     pts = hf.match("cat1.jpg", "cat2.jpg", [[120, 80]])    # (1, 2) xy in target pixels
     tracks, visible = hf.track("clip.mp4", [[0, 120, 80]])  # (1, T, 2), (1, T)

@@ -250,3 +250,27 @@ def feature_config_dict(cfg: DictConfig) -> dict:
 
 def to_yaml(cfg: DictConfig) -> str:
     return OmegaConf.to_yaml(cfg)
+
+
+def config_file_overrides(config_file: str | os.PathLike) -> list[str]:
+    """A ``--config FILE`` as ``key=value`` overrides, for commands whose base config comes from a
+    checkpoint: ``defaults:`` entries become ``group=name``, a ``data.name`` that is a preset
+    becomes ``data=name``, every other leaf ``dotted.key=value`` (values as JSON, which YAML reads)."""
+    import json
+
+    file_cfg = _load_yaml(Path(config_file))
+    items: list[str] = [f"{group}={name}" for group, name in (file_cfg.pop("defaults", None) or {}).items()]
+    data = file_cfg.get("data")
+    if isinstance(data, DictConfig) and str(data.get("name")) in preset_names("data"):
+        items.append(f"data={data.name}")
+    container = OmegaConf.to_container(file_cfg, resolve=False)
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and value:
+            for key, item in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), item)
+        else:
+            items.append(f"{prefix}={json.dumps(value)}")
+
+    walk("", container)
+    return items

@@ -13,8 +13,10 @@ import sys
 from typing import Optional, Sequence
 
 from hyperfeat.cli import (  # noqa: F401  (register)
+    config,
     convert,
     evaluate,
+    export,
     extract,
     match,
     plot_mixing,
@@ -23,19 +25,26 @@ from hyperfeat.cli import (  # noqa: F401  (register)
     track,
     train,
 )
-from hyperfeat.cli.common import COMMANDS
+from hyperfeat.cli.common import COMMANDS, DefaultsHelpFormatter
 from hyperfeat.errors import HyperfeatError
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from hyperfeat import __version__
+
     parser = argparse.ArgumentParser(prog="hyperfeat", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"hyperfeat {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (help_text, configure, _) in COMMANDS.items():
-        configure(sub.add_parser(name, help=help_text, description=help_text))
+        configure(sub.add_parser(name, help=help_text, description=help_text,
+                                 formatter_class=DefaultsHelpFormatter))
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    from hyperfeat.quiet import quiet_third_party
+
+    quiet_third_party()
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     # key=value overrides may come anywhere on the line, also after options

@@ -25,8 +25,40 @@ def split_overrides(items: Sequence[str]) -> tuple[list[str], list[str]]:
     rest = [a for a in items if a not in overrides]
     return rest, overrides
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every argument's help ends with its default, except where there is none to tell (None,
+    an off flag, a required option)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False, argparse.SUPPRESS) or action.required:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+CHECKPOINT_HELP = "trained weights: a .ckpt, a saved folder or .safetensors, a published name (dhf-sd15, " \
+                  "dhf-sd15-onestep, dhf-sd21) or a hub id owner/name"
+
+
 def add_config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default=None, help="a YAML file merged over the defaults")
+    parser.add_argument("--config", default=None, metavar="FILE",
+                        help="a YAML file merged over the defaults (before key=value overrides)")
+
+
+def with_config_file(config_file, overrides: Sequence[str]) -> list[str]:
+    """For commands whose config comes from a checkpoint: ``--config FILE`` as overrides, then ``overrides``."""
+    from hyperfeat.config import config_file_overrides
+
+    return (config_file_overrides(config_file) if config_file else []) + list(overrides)
+
+
+def require_extra(modules: Sequence[str], what: str, extra: str = "train") -> None:
+    """Raise a one-line error naming the pip extra when ``modules`` are not installed."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise HyperfeatError(f"{what} needs {', '.join(missing)}, which the slim install leaves out: "
+                             f"pip install 'hyperfeat[{extra}]'")
 
 def one_source(inputs: Sequence[str], late: Sequence[str], what: str) -> tuple[str, list[str]]:
     """The one video path among the positionals, and every key=value override."""

@@ -13,25 +13,17 @@ from hyperfeat.cli.common import (
 def _convert_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("official", help="published checkpoint (.pt with 'aggregation_network')")
     p.add_argument("out", help="hyperfeat checkpoint to write")
-    p.add_argument("overrides", nargs="*", help="key=value config overrides")
+    p.add_argument("overrides", nargs="*", help="key=value config overrides (features.save_steps=[...] …)")
     add_config_args(p)
 
 
 @command("convert-official", "import a published aggregation checkpoint", _convert_args)
 def run_convert(args: argparse.Namespace) -> int:
     from hyperfeat.config import load_config
-    from hyperfeat.model.convert import convert_official, read_official
+    from hyperfeat.model.convert import convert_official, implied_overrides, read_official
 
     _, saved = read_official(args.official)
-    implied = []  # what the published file's own config says, before the user's overrides
-    if "save_timestep" in saved:
-        implied.append(f"features.save_steps={list(saved['save_timestep'])}")
-    if "num_timesteps" in saved:
-        implied.append(f"features.num_steps={int(saved['num_timesteps'])}")
-    if "projection_dim" in saved:
-        implied.append(f"aggregation.projection_dim={int(saved['projection_dim'])}")
-    if "output_resolution" in saved:
-        implied.append(f"features.output_resolution={int(saved['output_resolution'])}")
+    implied = implied_overrides(saved)  # the published file's own config, before the user's overrides
     cfg = load_config(args.config, implied + list(args.overrides) + args.late_overrides)
     meta = convert_official(args.official, args.out, cfg)
     print(f"wrote {args.out}: {len(meta.layers)} layers × {len(meta.save_steps)} timesteps {meta.save_steps}, "

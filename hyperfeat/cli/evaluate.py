@@ -5,22 +5,28 @@ from __future__ import annotations
 import argparse
 
 from hyperfeat.cli.common import (
+    CHECKPOINT_HELP,
+    add_config_args,
     command,
+    require_extra,
+    with_config_file,
 )
 
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", help="key=value overrides: data=spair|cub|pf_willow, task=davis|jhmdb|tapvid …")
-    p.add_argument("--checkpoint", required=True, help="aggregation checkpoint (.ckpt)")
+    p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     p.add_argument("--save-vis", type=int, default=None, help="write N pictures of predictions")
-    p.add_argument("--out", default=None, help="JSON file for all numbers (default: <output_dir>/eval_<data>.json)")
+    p.add_argument("--out", default=None, help="JSON file for all numbers (None: <output_dir>/eval_<data>.json)")
+    add_config_args(p)
 
 
 @command("eval", "evaluate a checkpoint (semantic PCK or video tasks)", _eval_args)
 def run_eval(args: argparse.Namespace) -> int:
+    require_extra(["torchmetrics", "scipy"], "evaluation")
     from hyperfeat.eval.runner import evaluate
 
-    overrides = list(args.overrides) + args.late_overrides
+    overrides = with_config_file(args.config, list(args.overrides) + args.late_overrides)
     if args.save_vis is not None:
         overrides.append(f"eval.save_vis={args.save_vis}")
     evaluate(args.checkpoint, overrides, out_json=args.out)

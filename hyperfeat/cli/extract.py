@@ -11,6 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from hyperfeat.cli.common import (
+    CHECKPOINT_HELP,
     add_config_args,
     command,
     split_overrides,
@@ -40,10 +41,10 @@ def extract_to_folder(
     if checkpoint is not None:
         from hyperfeat.api import Hyperfeatures
 
-        if config_file is not None:
-            raise HyperfeatError("--config cannot be combined with --checkpoint: the checkpoint holds the config; "
-                                 "use key=value overrides")
-        hf = Hyperfeatures.from_checkpoint(checkpoint, overrides=overrides)
+        from hyperfeat.cli.common import with_config_file
+
+        # the checkpoint holds the config: a --config file is applied over it like overrides
+        hf = Hyperfeatures.from_checkpoint(checkpoint, overrides=with_config_file(config_file, overrides))
         cfg, extractor, network = hf.cfg, hf.extractor, hf.network
     else:
         from hyperfeat.config import load_config
@@ -86,7 +87,7 @@ def _extract_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", help="image files or folders, then key=value overrides")
     p.add_argument("--out", required=True, help="output folder: one <image stem>.pt per image")
     p.add_argument("--raw", action="store_true", help="save raw maps (S, C, R, R)")
-    p.add_argument("--checkpoint", default=None, help="aggregation checkpoint: save hyperfeatures (D, R, R)")
+    p.add_argument("--checkpoint", default=None, help="save hyperfeatures (D, R, R) of these weights: " + CHECKPOINT_HELP)
     add_config_args(p)
 
 

@@ -6,13 +6,14 @@ import argparse
 from pathlib import Path
 
 from hyperfeat.cli.common import (
+    CHECKPOINT_HELP,
     command,
 )
 
 
 def _plot_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint")
-    p.add_argument("--out", default="mixing.png")
+    p.add_argument("checkpoint", help=CHECKPOINT_HELP)
+    p.add_argument("--out", default="mixing.png", help="the picture (PNG)")
 
 
 @command("plot-mixing", "heat map of the learned mixing weights (layers × timesteps)", _plot_args)

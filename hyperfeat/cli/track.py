@@ -8,7 +8,10 @@ from pathlib import Path
 from typing import Sequence
 
 from hyperfeat.cli.common import (
+    CHECKPOINT_HELP,
+    add_config_args,
     command,
+    with_config_file,
     one_source,
     parse_queries,
 )
@@ -78,18 +81,20 @@ def run_track_command(
 
 def _track_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="VIDEO", help="a video file or a folder of frames, then key=value overrides")
-    p.add_argument("--checkpoint", required=True, help="aggregation checkpoint (.ckpt)")
+    p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     p.add_argument("--points", required=True,
                    help='queries "t,x,y;t,x,y": frame index t, (x, y) pixels of the original frames')
     p.add_argument("--out", default="tracks.mp4", help="picture video (.mp4 or .gif); tracks also go to <out>.json")
-    p.add_argument("--fps", type=float, default=10.0)
+    p.add_argument("--fps", type=float, default=10.0, help="frames per second of the written video")
     p.add_argument("--tail-length", type=int, default=10, help="frames of fading tail behind each point")
+    add_config_args(p)
 
 
 @command("track", "track points through a video and draw them (dot: visible, ring: occluded)", _track_args)
 def run_track(args: argparse.Namespace) -> int:
 
     video, overrides = one_source(args.inputs, args.late_overrides, "video (file or folder of frames)")
+    overrides = with_config_file(args.config, overrides)
     result = run_track_command(args.checkpoint, video, args.points, args.out, overrides=overrides,
                                fps=args.fps, tail_length=args.tail_length)
     tracks, visible = result["tracks"], result["visible"]

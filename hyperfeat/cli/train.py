@@ -7,6 +7,7 @@ import argparse
 from hyperfeat.cli.common import (
     add_config_args,
     command,
+    require_extra,
 )
 
 
@@ -18,8 +19,11 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 @command("train", "train the aggregation network (Lightning)", _train_args)
 def run_train(args: argparse.Namespace) -> int:
     from hyperfeat.config import load_config
-    from hyperfeat.train.trainer import train
 
     cfg = load_config(args.config, list(args.overrides) + args.late_overrides)
+    require_extra(["lightning", "torchmetrics"] + (["wandb"] if str(cfg.logger.backend) == "wandb" else [])
+                  + ["scipy"], "training")
+    from hyperfeat.train.trainer import train
+
     train(cfg)
     return 0

@@ -56,6 +56,48 @@ class HyperfeatureDescriber(Describer):
         backbone = backbone or load_backbone(cfg)
         return cls(cfg, backbone, network, meta)
 
+    @classmethod
+    def from_pretrained(cls, name_or_path: Union[str, os.PathLike], device: Optional[str] = None,
+                        overrides: Sequence[str] = (), backbone: Optional[Backbone] = None,
+                        revision: Optional[str] = None, cache_dir: Optional[Union[str, os.PathLike]] = None,
+                        local_files_only: bool = False):
+        """Load trained weights by any name: a folder written by :meth:`save_pretrained`, a
+        ``.safetensors`` or ``.ckpt`` file, a published reference network (``dhf-sd15``,
+        ``dhf-sd15-onestep``, ``dhf-sd21``: downloaded once, converted, cached) or a hub repo id
+        (``owner/name``). ``revision``, ``cache_dir`` (the Hugging Face cache) and
+        ``local_files_only`` go to the hub download."""
+        from hyperfeat.model.pretrained import load_pretrained
+
+        network, meta = load_pretrained(name_or_path, revision=revision, cache_dir=cache_dir,
+                                        local_files_only=local_files_only)
+        extra = list(overrides) + ([f"backbone.device={device}"] if device else [])
+        cfg = inference_config(meta, extra)
+        return cls(cfg, backbone or load_backbone(cfg), network, meta)
+
+    def _meta(self) -> CheckpointMeta:
+        return self.meta or CheckpointMeta(self.cfg, list(self.network.feature_dims), self.extractor.layers,
+                                           list(self.extractor.save_steps))
+
+    def save_pretrained(self, folder: Union[str, os.PathLike], metrics: Optional[dict] = None) -> str:
+        """Write ``model.safetensors`` + ``config.json`` + a model card (README.md with the
+        mixing-weight picture) into ``folder``; :meth:`from_pretrained` loads it back. ``metrics``
+        (name → value) go into the card and the config. Returns the folder."""
+        from hyperfeat.model.pretrained import save_pretrained
+
+        return str(save_pretrained(folder, self.network, self._meta(), metrics=metrics))
+
+    def push_to_hub(self, repo_id: str, private: Optional[bool] = None, token: Optional[str] = None,
+                    metrics: Optional[dict] = None, commit_message: str = "Upload hyperfeat model"):
+        """Save (as :meth:`save_pretrained`) and upload to the hub repo ``repo_id`` (created if
+        needed; log in first with ``hf auth login`` or pass ``token``). Returns the commit info."""
+        import tempfile
+
+        from hyperfeat.model.pretrained import push_to_hub
+
+        with tempfile.TemporaryDirectory(prefix="hyperfeat-push-") as folder:
+            self.save_pretrained(folder, metrics=metrics)
+            return push_to_hub(folder, repo_id, private=private, token=token, commit_message=commit_message)
+
     @property
     def device(self) -> torch.device:
         return torch.device(getattr(self.backbone, "device", "cpu"))

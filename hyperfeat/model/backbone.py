@@ -75,7 +75,23 @@ class Backbone:
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise BackboneError(f"backbone.device={name!r} is not a device (cpu, cuda, cuda:1, mps, auto): {err}") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BackboneError(cuda_missing_message(f"backbone.device={name}"))
+    return device
+
+
+def cuda_missing_message(what: str) -> str:
+    """One line saying why CUDA cannot be used here and what to do."""
+    if torch.version.cuda is None:
+        return (f"{what} but this PyTorch ({torch.__version__}) is a CPU-only build: install the CUDA build, e.g. "
+                "`pip install torch --index-url https://download.pytorch.org/whl/cu126` (pick your CUDA version "
+                "on pytorch.org), or use device=cpu")
+    return (f"{what} but no CUDA device is visible to PyTorch {torch.__version__} (CUDA {torch.version.cuda}): "
+            "check the driver with `nvidia-smi` and CUDA_VISIBLE_DEVICES, or use device=cpu")
 
 
 
@@ -177,6 +193,12 @@ def load_pretrained_components(
         )
     else:
         source = model
+    why = None
+    if source == model:  # a hub id: probe the hub once instead of retrying against a dead network
+        from hyperfeat import hub
+
+        cache_only, why = hub.should_use_cache_only(local_files_only)
+        local_files_only = local_files_only or cache_only
     kwargs = dict(torch_dtype=dtype, local_files_only=local_files_only, revision=revision)
     try:
         unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", variant=variant, **kwargs)
@@ -184,12 +206,20 @@ def load_pretrained_components(
         text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", variant=variant, **kwargs)
         tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", local_files_only=local_files_only, revision=revision)
     except (OSError, ValueError) as err:
+        if why is not None:
+            from hyperfeat import hub
+
+            raise BackboneError(f"cannot load the diffusion model {model!r}: it is not (completely) in the Hugging "
+                                f"Face cache and {why}; {hub.offline_advice(model)}; or use backbone=tiny for a "
+                                "quick run without weights") from err
+        from hyperfeat.hub import download_command
+
         raise BackboneError(
             f"cannot load the diffusion model {model!r}: {err}\n"
             "How to get it: (1) with network access, give a hub id such as "
             f"backbone.model={PRESET_MODELS['sd15']} (downloaded once into the Hugging Face cache); "
-            "(2) offline, download it elsewhere (e.g. `huggingface-cli download "
-            f"{PRESET_MODELS['sd15']}`) and pass the folder: backbone.model=/path/to/folder; "
+            f"(2) offline, download it elsewhere (e.g. `{download_command(PRESET_MODELS['sd15'])}`) and "
+            "pass the folder: backbone.model=/path/to/folder; "
             "(3) with a filled cache and no network, set backbone.local_files_only=true or HF_HUB_OFFLINE=1; "
             "(4) for a quick offline run without weights, use backbone=tiny."
         ) from err

@@ -92,7 +92,14 @@ def _read(path: str | os.PathLike) -> dict:
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[AggregationNetwork, CheckpointMeta]:
-    """Read a checkpoint into a network (eval mode, CPU) and its metadata."""
+    """Read a checkpoint into a network (eval mode, CPU) and its metadata.
+
+    Also takes a saved safetensors folder or file, a published name or a hub id (see
+    :func:`hyperfeat.model.pretrained.load_pretrained`)."""
+    from hyperfeat.model.pretrained import is_pretrained_spec, load_pretrained
+
+    if is_pretrained_spec(path):
+        return load_pretrained(path)
     ckpt = _read(path)
     info = ckpt["hyperfeat"]
     meta = CheckpointMeta(

@@ -114,3 +114,17 @@ def convert_official(
     meta = CheckpointMeta(config=cfg, feature_dims=dims, layers=list(layers), save_steps=save_steps)
     save_checkpoint(out_path, network, meta)
     return meta
+
+
+def implied_overrides(saved: dict) -> list[str]:
+    """Config overrides that a published file's own saved config implies (before the user's)."""
+    implied = []
+    if "save_timestep" in saved:
+        implied.append(f"features.save_steps={list(saved['save_timestep'])}")
+    if "num_timesteps" in saved:
+        implied.append(f"features.num_steps={int(saved['num_timesteps'])}")
+    if "projection_dim" in saved:
+        implied.append(f"aggregation.projection_dim={int(saved['projection_dim'])}")
+    if "output_resolution" in saved:
+        implied.append(f"features.output_resolution={int(saved['output_resolution'])}")
+    return implied

@@ -42,8 +42,12 @@ def make_logger(cfg: DictConfig):
         if mode not in ("offline", "online", "disabled"):
             raise ConfigError(f"logger.wandb_mode must be offline, online or disabled; got {mode!r}")
         os.environ.setdefault("WANDB_SILENT", "true")
-        return WandbLogger(project=str(cfg.logger.project), name=cfg.logger.run_name, save_dir=str(save_dir),
-                           offline=mode == "offline", mode=mode)
+        logger = WandbLogger(project=str(cfg.logger.project), name=cfg.logger.run_name, save_dir=str(save_dir),
+                             offline=mode == "offline", mode=mode)
+        init = getattr(logger, "_wandb_init", None)
+        if isinstance(init, dict) and init.get("anonymous") is None:
+            init.pop("anonymous", None)  # WandbLogger passes anonymous=None, which wandb warns about
+        return logger
     if backend == "csv":
         from lightning.pytorch.loggers import CSVLogger
 
@@ -100,9 +104,11 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = (), backbone: Any = N
     for how the feature cache is shared. ``backbone``: an already loaded
     :class:`hyperfeat.backbone.Backbone` for ``cfg`` (default: loaded from ``cfg.backbone``).
     """
+    from hyperfeat.quiet import quiet_third_party
     from hyperfeat.train.datamodule import PairDataModule
     from hyperfeat.train.module import HyperfeatModule
 
+    quiet_third_party()
     L.seed_everything(int(cfg.train.seed), workers=True)
     trainer, checkpoint = build_trainer(cfg, callbacks=callbacks, **trainer_overrides)
     root = trainer.strategy.root_device
@@ -118,7 +124,8 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = (), backbone: Any = N
         elif last.is_file():
             print(f"train.resume is false: training from scratch; {last} will be overwritten")
     with warnings.catch_warnings():
-        if resume:  # expected when resuming
+        ckpt_dir = Path(cfg.paths.checkpoint_dir)
+        if resume or not any(ckpt_dir.glob("*.ckpt")):  # expected when resuming; a fresh clone has only .gitkeep
             warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
         trainer.fit(module, datamodule=data, ckpt_path=resume)
     if not trainer.interrupted:
@@ -129,4 +136,28 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = (), backbone: Any = N
             score = float(checkpoint.best_model_score)
             print(f"best checkpoint: {checkpoint.best_model_path} ({MONITOR} = {score:.4f})")
         print(f"last checkpoint: {last}")
+        folder = logger_folder(trainer.logger)
+        if folder is not None:
+            print(folder)
     return last
+
+
+def logger_folder(logger) -> Optional[str]:
+    """A line naming where the run's logs are (the wandb run folder and how to upload it)."""
+    if logger is None or logger is False:
+        return None
+    try:
+        from lightning.pytorch.loggers import CSVLogger, WandbLogger
+
+        if isinstance(logger, WandbLogger):
+            run = logger.experiment
+            folder = Path(run.dir).parent if getattr(run, "dir", None) else None
+            if folder is None:
+                return None
+            offline = getattr(getattr(run, "settings", None), "mode", "") == "offline" or "offline-run" in folder.name
+            return f"wandb run: {folder}" + (f" (upload with `wandb sync {folder}`)" if offline else "")
+        if isinstance(logger, CSVLogger):
+            return f"csv log: {logger.log_dir}"
+    except Exception:  # a log folder is worth a line, never a crash at the end of training
+        return None
+    return None

@@ -1,0 +1,226 @@
+"""``Hyperfeatures``: the public inference object.
+
+    hf = Hyperfeatures.from_checkpoint("checkpoints/last.ckpt", device="cuda")
+    hf = Hyperfeatures.from_pretrained("dhf-sd15")         # or a saved folder, or a hub id
+    desc = hf.describe(["cat1.jpg", "cat2.jpg"])          # (2, D, R, R)
+    pts = hf.match("cat1.jpg", "cat2.jpg", [[120, 80]])    # (1, 2) xy in target pixels
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence, Union
+
+import torch
+from omegaconf import DictConfig
+from tqdm.auto import tqdm
+
+from hyperfeat.images import ImageLike, load_batch
+from hyperfeat.model.aggregation import AggregationNetwork, StreamingAggregator
+from hyperfeat.model.backbone import Backbone, load_backbone
+from hyperfeat.model.checkpoint import (
+    CheckpointMeta,
+    check_compatible,
+    inference_config,
+    load_checkpoint,
+)
+from hyperfeat.model.features import FeatureExtractor
+
+Images = Union[ImageLike, Sequence[ImageLike]]
+
+
+def _as_list(images: Images) -> list:
+    if isinstance(images, torch.Tensor) and images.ndim == 4:
+        return list(images)
+    if isinstance(images, (list, tuple)):
+        return list(images)
+    return [images]
+
+
+class Hyperfeatures:
+    """A frozen backbone, its feature extractor and a trained aggregation network."""
+
+    def __init__(self, cfg: DictConfig, backbone: Backbone, network: AggregationNetwork,
+                 meta: Optional[CheckpointMeta] = None):
+        self.cfg = cfg
+        self.backbone = backbone
+        self.extractor = FeatureExtractor(backbone, cfg.features)
+        check_compatible(
+            meta or CheckpointMeta(cfg, network.feature_dims, self.extractor.layers, list(cfg.features.save_steps)),
+            self.extractor.layers, self.extractor.channels, backbone.model_id,
+            save_steps=self.extractor.save_steps,
+        )
+        self.network = network.to(backbone.device).eval()
+        self.meta = meta
+
+    @classmethod
+    def from_checkpoint(cls, path: Union[str, os.PathLike], device: Optional[str] = None,
+                        overrides: Sequence[str] = (), backbone: Optional[Backbone] = None) -> "Hyperfeatures":
+        """Load a checkpoint with the backbone it names (or ``backbone``, already loaded)."""
+        network, meta = load_checkpoint(path)
+        extra = list(overrides) + ([f"backbone.device={device}"] if device else [])
+        cfg = inference_config(meta, extra)
+        backbone = backbone or load_backbone(cfg)
+        return cls(cfg, backbone, network, meta)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: Union[str, os.PathLike], device: Optional[str] = None,
+                        overrides: Sequence[str] = (), backbone: Optional[Backbone] = None,
+                        revision: Optional[str] = None, cache_dir: Optional[Union[str, os.PathLike]] = None,
+                        local_files_only: bool = False) -> "Hyperfeatures":
+        """Load trained weights by any name: a folder written by :meth:`save_pretrained`, a
+        ``.safetensors`` or ``.ckpt`` file, a published reference network (``dhf-sd15``,
+        ``dhf-sd15-onestep``, ``dhf-sd21``: downloaded once, converted, cached) or a hub repo id
+        (``owner/name``). ``revision``, ``cache_dir`` (the Hugging Face cache) and
+        ``local_files_only`` go to the hub download."""
+        from hyperfeat.model.pretrained import load_pretrained
+
+        network, meta = load_pretrained(name_or_path, revision=revision, cache_dir=cache_dir,
+                                        local_files_only=local_files_only)
+        extra = list(overrides) + ([f"backbone.device={device}"] if device else [])
+        cfg = inference_config(meta, extra)
+        return cls(cfg, backbone or load_backbone(cfg), network, meta)
+
+    def _meta(self) -> CheckpointMeta:
+        return self.meta or CheckpointMeta(self.cfg, list(self.network.feature_dims), self.extractor.layers,
+                                           list(self.extractor.save_steps))
+
+    def save_pretrained(self, folder: Union[str, os.PathLike], metrics: Optional[dict] = None) -> str:
+        """Write ``model.safetensors`` + ``config.json`` + a model card (README.md with the
+        mixing-weight picture) into ``folder``; :meth:`from_pretrained` loads it back. ``metrics``
+        (name → value) go into the card and the config. Returns the folder."""
+        from hyperfeat.model.pretrained import save_pretrained
+
+        return str(save_pretrained(folder, self.network, self._meta(), metrics=metrics))
+
+    def push_to_hub(self, repo_id: str, private: Optional[bool] = None, token: Optional[str] = None,
+                    metrics: Optional[dict] = None, commit_message: str = "Upload hyperfeat model"):
+        """Save (as :meth:`save_pretrained`) and upload to the hub repo ``repo_id`` (created if
+        needed; log in first with ``hf auth login`` or pass ``token``). Returns the commit info."""
+        import tempfile
+
+        from hyperfeat.model.pretrained import push_to_hub
+
+        with tempfile.TemporaryDirectory(prefix="hyperfeat-push-") as folder:
+            self.save_pretrained(folder, metrics=metrics)
+            return push_to_hub(folder, repo_id, private=private, token=token, commit_message=commit_message)
+
+    # ------------------------------------------------------------------ descriptors
+    @property
+    def load_size(self) -> int:
+        return int(self.cfg.features.load_size)
+
+    def raw_features(self, images: Images) -> torch.Tensor:
+        """(B, S, C, R, R) float32 raw decoder maps (see FeatureExtractor.run)."""
+        batch, _ = load_batch(_as_list(images), self.load_size)
+        return self.extractor.run(batch)
+
+    @torch.no_grad()
+    def describe_batch(self, batch: torch.Tensor) -> torch.Tensor:
+        """Preprocessed images (B, 3, L, L) in [-1, 1] → hyperfeatures (B, D, R, R) float32."""
+        if bool(self.cfg.features.streaming):
+            accumulator = StreamingAggregator(self.network)
+            self.extractor.run(batch, consumer=accumulator.add)
+            return accumulator.result().float()
+        return self.network(self.extractor.run(batch).to(self.backbone.device)).float()
+
+    def describe(self, images: Images, batch_size: Optional[int] = None, progress: bool = False) -> torch.Tensor:
+        """Images (paths, PIL, tensors (3, H, W) in [0, 1], or a (B, 3, H, W) tensor) → (B, D, R, R)."""
+        items = _as_list(images)
+        size = int(batch_size or self.cfg.features.batch_size)
+        out = []
+        chunks = range(0, len(items), size)
+        for start in tqdm(chunks, desc="describing", disable=not progress or len(chunks) < 2):
+            batch, _ = load_batch(items[start:start + size], self.load_size)
+            out.append(self.describe_batch(batch).cpu())
+        return torch.cat(out)
+
+    # ------------------------------------------------------------------ correspondence
+    def match(self, source: ImageLike, target: ImageLike, source_points, method: str = "nn",
+              temperature: Optional[float] = None) -> torch.Tensor:
+        """Source points (N, 2) xy in source pixels → target points (N, 2) xy in target pixels.
+
+        method: ``nn`` (nearest neighbour), ``mutual_nn`` (nearest neighbour; see
+        :meth:`match_mutual` for the mutual flags) or ``soft_argmax``.
+        """
+        return self.match_mutual(source, target, source_points, method, temperature)[0]
+
+    def match_mutual(self, source: ImageLike, target: ImageLike, source_points, method: str = "nn",
+                     temperature: Optional[float] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Like :meth:`match`, also returning (N,) bool: whether each match is a mutual nearest neighbour."""
+        from hyperfeat.correspond.matching import is_mutual, match_points
+        from hyperfeat.geometry import rescale_points
+        from hyperfeat.images import load_image
+
+        src_img, tgt_img = load_image(source), load_image(target)
+        points = torch.as_tensor(source_points, dtype=torch.float32).reshape(-1, 2)  # (N, 2)
+        _check_points_inside(points, src_img.size)
+        desc = self.describe([src_img, tgt_img])  # (2, D, R, R)
+        frame = (self.load_size, self.load_size)
+        in_load = rescale_points(points, src_img.size, frame)
+        temp = float(self.cfg.eval.softmax_temperature if temperature is None else temperature)
+        pred = match_points(desc[0], desc[1], in_load, frame, frame, method=method, upsample=True, temperature=temp)
+        if isinstance(pred, tuple):  # mutual_nn: the flags come with the matches
+            pred, mutual = pred
+        else:
+            mutual = is_mutual(desc[0], desc[1], in_load, frame, frame)
+        return rescale_points(pred, frame, tgt_img.size), mutual
+
+    # ------------------------------------------------------------------ video (thin wrappers of hyperfeat.video_api)
+    # ``frames``: a video file, a folder of frames (sorted by name), a list of frames (paths, PIL
+    # images, uint8 arrays, (3, H, W) tensors), or a (T, 3, H, W) tensor in [0, 1]. Files, folders and
+    # lists are read with the longer side at ``video.frame_size``; every point given or returned is
+    # in pixels of the frames' own (original) size: x right, y down, pixel centres at integers, a
+    # (W, H) frame covering x in [-0.5, W - 0.5], y in [-0.5, H - 0.5]. ``descriptors`` (T, D, h, w)
+    # from :meth:`describe_video` skips describing the frames again.
+    def describe_video(self, frames, cache_dir=None, progress: bool = False) -> torch.Tensor:
+        """Per-frame descriptors (T, D, R, R) on the CPU; each frame is stretched to the square
+        ``features.load_size``, so cell (u, v) = (x · R / W, y · R / H). ``cache_dir`` (default
+        ``video.cache_dir``) caches them per video and checkpoint."""
+        from hyperfeat.video.run import describe_frames
+
+        return describe_frames(self, frames, cache_dir=cache_dir, progress=progress)
+
+    def track(self, frames, query_points, descriptors: Optional[torch.Tensor] = None,
+              progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Track points through a video.
+
+        ``query_points`` (N, 3) rows of (t, x, y): t an integer frame index in [0, T), (x, y)
+        pixels of that frame. Returns tracks (N, T, 2) xy pixels and visible (N, T) bool (CPU);
+        at its own frame a query is returned exactly and visible. Settings: ``video.track_radius``
+        … ``video.reacquire_margin``. A query outside the frame or past the end raises DataError
+        before any descriptor is computed. See :func:`hyperfeat.video_api.track`.
+        """
+        from hyperfeat.video.run import track
+
+        return track(self, frames, query_points, descriptors=descriptors, progress=progress)
+
+    def propagate(self, frames, first_mask, descriptors: Optional[torch.Tensor] = None,
+                  progress: bool = False) -> torch.Tensor:
+        """Propagate a first-frame mask of object ids (H, W) (0 = background; the frames' own
+        size, e.g. a DAVIS annotation PNG read with ``hyperfeat.data.davis.read_mask``) →
+        masks (T, H, W) int64, frame 0 being the given mask. Settings: ``video.queue_length``,
+        ``radius``, ``topk``, ``temperature``. See :func:`hyperfeat.video_api.propagate`.
+        """
+        from hyperfeat.video.run import propagate
+
+        return propagate(self, frames, first_mask, descriptors=descriptors, progress=progress)
+
+    def propagate_joints(self, frames, joints, descriptors: Optional[torch.Tensor] = None,
+                         progress: bool = False) -> torch.Tensor:
+        """Propagate keypoints (J, 2) xy of frame 0 (pixels) → (T, J, 2) xy pixels, frame 0 being
+        the given points. Heat maps of std ``video.keypoint_sigma`` cells with the propagation
+        settings. See :func:`hyperfeat.video_api.propagate_joints`.
+        """
+        from hyperfeat.video.run import propagate_joints
+
+        return propagate_joints(self, frames, joints, descriptors=descriptors, progress=progress)
+
+
+def _check_points_inside(points: torch.Tensor, size_wh: tuple[int, int]) -> None:
+    from hyperfeat.errors import HyperfeatError
+
+    w, h = size_wh
+    outside = [(i, tuple(p)) for i, p in enumerate(points.tolist()) if not (0 <= p[0] <= w - 1 and 0 <= p[1] <= h - 1)]
+    if outside:
+        raise HyperfeatError(f"points outside the {w}×{h} source image (index, (x, y)): {outside[:5]}")

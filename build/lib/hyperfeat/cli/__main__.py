@@ -1,0 +1,7 @@
+"""``python -m hyperfeat.cli``."""
+
+import sys
+
+from hyperfeat.cli import main
+
+sys.exit(main())

@@ -1,0 +1,92 @@
+"""What every command shares: the command registry, overrides on the line, point parsing."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from hyperfeat.errors import HyperfeatError
+
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+
+def command(name: str, help_text: str, configure: Callable[[argparse.ArgumentParser], None]):
+    def register(run: Callable[[argparse.Namespace], int]):
+        COMMANDS[name] = (help_text, configure, run)
+        return run
+
+    return register
+
+def split_overrides(items: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Separate ``key=value`` overrides from plain arguments (paths)."""
+    overrides = [a for a in items if "=" in a and not Path(a).exists()]
+    rest = [a for a in items if a not in overrides]
+    return rest, overrides
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every argument's help ends with its default, except where there is none to tell (None,
+    an off flag, a required option)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False, argparse.SUPPRESS) or action.required:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+CHECKPOINT_HELP = "trained weights: a .ckpt, a saved folder or .safetensors, a published name (dhf-sd15, " \
+                  "dhf-sd15-onestep, dhf-sd21) or a hub id owner/name"
+
+
+def add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=None, metavar="FILE",
+                        help="a YAML file merged over the defaults (before key=value overrides)")
+
+
+def with_config_file(config_file, overrides: Sequence[str]) -> list[str]:
+    """For commands whose config comes from a checkpoint: ``--config FILE`` as overrides, then ``overrides``."""
+    from hyperfeat.config import config_file_overrides
+
+    return (config_file_overrides(config_file) if config_file else []) + list(overrides)
+
+
+def require_extra(modules: Sequence[str], what: str, extra: str = "train") -> None:
+    """Raise a one-line error naming the pip extra when ``modules`` are not installed."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise HyperfeatError(f"{what} needs {', '.join(missing)}, which the slim install leaves out: "
+                             f"pip install 'hyperfeat[{extra}]'")
+
+def one_source(inputs: Sequence[str], late: Sequence[str], what: str) -> tuple[str, list[str]]:
+    """The one video path among the positionals, and every key=value override."""
+    sources, overrides = split_overrides(inputs)
+    if len(sources) != 1:
+        raise HyperfeatError(f"give exactly one {what} (then key=value overrides); got {sources or 'none'}")
+    return sources[0], overrides + list(late)
+
+def parse_points(text: str) -> torch.Tensor:
+    """'x1,y1;x2,y2' → (N, 2) float tensor."""
+    try:
+        points = [[float(v) for v in item.split(",")] for item in text.replace(" ", "").split(";") if item]
+    except ValueError as err:
+        raise HyperfeatError(f"points must look like 'x1,y1;x2,y2'; got {text!r}") from err
+    if not points or any(len(p) != 2 for p in points):
+        raise HyperfeatError(f"points must look like 'x1,y1;x2,y2'; got {text!r}")
+    return torch.tensor(points)
+
+def parse_queries(text: str) -> torch.Tensor:
+    """'t,x,y;t,x,y' → (N, 3) float tensor (t a frame index, x and y pixels)."""
+    items = [item for item in str(text).replace(" ", "").split(";") if item]
+    try:
+        rows = [[float(v) for v in item.split(",")] for item in items]
+    except ValueError as err:
+        raise HyperfeatError(f"points must look like 't,x,y;t,x,y' (frame, x, y in pixels); got {text!r}") from err
+    if not rows or any(len(r) != 3 for r in rows):
+        raise HyperfeatError(f"points must look like 't,x,y;t,x,y' (frame, x, y in pixels); got {text!r}")
+    bad = [r for r in rows if r[0] != int(r[0])]
+    if bad:
+        raise HyperfeatError(f"the frame index t of a point must be an integer; got {bad[0]}")
+    return torch.tensor(rows, dtype=torch.float32)

@@ -1,0 +1,127 @@
+"""Temporal correspondence from per-frame descriptors: label propagation, keypoint
+propagation and point tracking.
+
+Coordinate convention (as in :mod:`hyperfeat.video.frames`):
+
+* Points are (x, y) in pixels of the frame (x right, y down, pixel centres at integers; a frame
+  of size (W, H) covers x in [-0.5, W - 0.5], y in [-0.5, H - 0.5]).
+* Queries are (t, x, y), t a frame index. Tracks are (N, T, 2) xy; visibility (N, T) bool,
+  True = visible.
+* Image ↔ descriptor grid is plain scaling: a point (x, y) of a (W, H) frame lies at cell
+  coordinates (u, v) = (x · w / W, y · h / H) of the (h, w) grid, cell (i, j) centred at
+  (u, v) = (j, i); back, x = u · W / w. Sizes are (W, H); tensors (…, H, W).
+
+Descriptors are (T, D, h, w); they are L2-normalised over D here (cosine similarity).
+
+Typical use (``describe``: frames (B, 3, H, W) in [0, 1] → (B, D, h, w))::
+
+    seq = DavisDataset(root).load("judo", frame_size=512)
+    desc = compute_descriptors(seq.frames, describe, batch_size=4)           # (T, D, h, w)
+    masks = propagate_mask(desc, seq.masks[0], seq.original_size)            # (T, H, W) ids
+    joints = propagate_keypoints(desc, clip.joints[0], clip.original_size)   # (T, 15, 2)
+    tracks, visible = track_points(desc, queries, video.size)                # (N, T, 2), (N, T)
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from hyperfeat.errors import DataError
+
+# Chunking bound: similarity entries held at once by propagate_labels (floats).
+_MAX_SIM_ELEMENTS = 1 << 24
+
+
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def _check_descriptors(desc: torch.Tensor) -> torch.Tensor:
+    """Validate (T, D, h, w) and L2-normalise over D (float32)."""
+    if not isinstance(desc, torch.Tensor) or desc.ndim != 4:
+        shape = tuple(desc.shape) if isinstance(desc, torch.Tensor) else type(desc).__name__
+        raise DataError(f"descriptors must be a (T, D, h, w) tensor; got {shape}")
+    if desc.shape[0] == 0:
+        raise DataError("empty video: descriptors have T = 0 frames")
+    if min(desc.shape[1:]) == 0:
+        raise DataError(f"descriptors have an empty dimension: {tuple(desc.shape)} (T, D, h, w)")
+    return F.normalize(desc.float(), dim=1)
+
+
+
+
+def _check_image_size(image_size: Sequence[int]) -> tuple[int, int]:
+    if len(image_size) != 2 or min(int(image_size[0]), int(image_size[1])) < 1:
+        raise DataError(f"image_size must be (W, H) with positive sides; got {tuple(image_size)}")
+    return int(image_size[0]), int(image_size[1])
+
+
+
+
+def sample_descriptors(desc: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+    """Bilinear samples of one frame's (D, h, w) descriptors at (n, 2) cell xy → (n, D), L2-normalised."""
+    _, h, w = desc.shape
+    scale = cells.new_tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)])
+    grid = (cells * scale - 1.0).view(1, 1, -1, 2)  # align_corners=True: -1 is cell 0's centre
+    out = F.grid_sample(desc[None], grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return F.normalize(out[0, :, 0].T, dim=1)  # (n, D)
+
+
+
+
+def _window_mask(centres: torch.Tensor, grid: tuple[int, int], radius: int) -> torch.Tensor:
+    """(n, 2) integer cell xy → (n, h, w) bool: cells within ``radius`` (Chebyshev) of each centre."""
+    h, w = grid
+    rows = torch.arange(h, device=centres.device)
+    cols = torch.arange(w, device=centres.device)
+    near_rows = (rows[None, :] - centres[:, 1:2]).abs() <= radius  # (n, h)
+    near_cols = (cols[None, :] - centres[:, 0:1]).abs() <= radius  # (n, w)
+    return near_rows[:, :, None] & near_cols[:, None, :]
+
+
+
+
+def _argmax_cell(scores: torch.Tensor) -> torch.Tensor:
+    """(n, h, w) → (n, 2) integer cell xy of each maximum."""
+    flat = scores.flatten(1).argmax(dim=1)
+    w = scores.shape[-1]
+    return torch.stack([flat % w, flat // w], dim=1)
+
+
+
+
+def _refine(
+    scores: torch.Tensor, cells: torch.Tensor, radius: int, temperature: Optional[float]
+) -> torch.Tensor:
+    """Sub-cell position: weighted mean of the cells within ``radius`` of each integer cell
+    (the window shrinks near a border to stay symmetric).
+
+    scores (n, h, w), cells (n, 2) integer xy. Weights are softmax(score / temperature), or the
+    scores themselves (clamped at 0) when ``temperature`` is None. Returns (n, 2) float xy.
+    """
+    if radius <= 0:
+        return cells.float()
+    h, w = scores.shape[-2:]
+    offsets = torch.arange(-radius, radius + 1, device=scores.device)
+    oy, ox = torch.meshgrid(offsets, offsets, indexing="ij")
+    ox, oy = ox.flatten()[None], oy.flatten()[None]  # (1, M)
+    xs, ys = cells[:, 0:1] + ox, cells[:, 1:2] + oy  # (n, M)
+    # a window symmetric about the cell (narrowed at the borders), so borders pull no position
+    reach_x = torch.minimum(cells[:, 0:1], w - 1 - cells[:, 0:1]).clamp(max=radius)
+    reach_y = torch.minimum(cells[:, 1:2], h - 1 - cells[:, 1:2]).clamp(max=radius)
+    valid = (ox.abs() <= reach_x) & (oy.abs() <= reach_y)
+    index = ys.clamp(0, h - 1) * w + xs.clamp(0, w - 1)
+    values = scores.flatten(1).gather(1, index)  # (n, M)
+    if temperature is None:
+        weights = values.clamp(min=0).masked_fill(~valid, 0)
+        total = weights.sum(dim=1, keepdim=True)
+        centre = ((ox == 0) & (oy == 0)).float()
+        weights = torch.where(total > 0, weights / total.clamp(min=1e-12), centre)
+    else:
+        weights = torch.softmax((values / temperature).masked_fill(~valid, float("-inf")), dim=1)
+    return torch.stack([(weights * xs).sum(1), (weights * ys).sum(1)], dim=1)

@@ -1,0 +1,110 @@
+"""TODO docstring (hyperfeat.correspond.common)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from hyperfeat.correspond.common import (
+    _argmax_cell,
+    _check_descriptors,
+    _check_image_size,
+    _refine,
+    _window_mask,
+    sample_descriptors,
+)
+from hyperfeat.errors import DataError
+from hyperfeat.geometry import cells_to_pixels, pixels_to_cells
+
+# ---------------------------------------------------------------------------------------------
+# point tracking
+
+
+def _check_queries(queries: torch.Tensor, num_frames: int, image_size: tuple[int, int]) -> None:
+    if queries.ndim != 2 or queries.shape[-1] != 3:
+        raise DataError(f"queries must be (N, 3) rows of (t, x, y); got shape {tuple(queries.shape)}")
+    width, height = image_size
+    bad = ~torch.isfinite(queries).all(dim=1)
+    if bad.any():
+        n = int(bad.nonzero()[0])
+        raise DataError(f"query {n} has a non-finite value: {queries[n].tolist()}")
+    for n, (t, x, y) in enumerate(queries.tolist()):
+        if t != int(t) or not 0 <= t < num_frames:
+            raise DataError(f"query {n} is at t={t}, past the video: t must be an integer in [0, {num_frames - 1}] (T={num_frames})")
+        if not -0.5 <= x <= width - 0.5 or not -0.5 <= y <= height - 0.5:
+            raise DataError(
+                f"query {n} at (x, y)=({x:g}, {y:g}) is outside the frame: x must be in [-0.5, {width - 0.5:g}], "
+                f"y in [-0.5, {height - 0.5:g}] for frames of (W, H)={image_size}"
+            )
+
+
+
+
+@torch.no_grad()
+def track_points(
+    desc: torch.Tensor,
+    queries: torch.Tensor,
+    image_size: Sequence[int],
+    track_radius: int = 8,
+    cycle_threshold: float = 2.0,
+    min_similarity: float = 0.5,
+    refine_radius: int = 2,
+    refine_temperature: float = 0.02,
+    reacquire_margin: float = 0.1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Track query points through the video.
+
+    desc (T, D, h, w); queries (N, 3) (t, x, y) in pixels of an ``image_size`` (W, H) frame.
+    Each query's descriptor (bilinear sample at the query) is matched in every frame, going
+    forward and backward from the query frame: the best cell within ``track_radius`` cells of
+    the previous position, unless the global nearest neighbour beats it by more than
+    ``reacquire_margin`` in cosine similarity; then a sub-cell soft-argmax (softmax(sim /
+    ``refine_temperature``) over ``refine_radius`` cells around it). A position is visible
+    when its cosine similarity is ≥ ``min_similarity`` and its cycle — its own descriptor
+    matched back into the query frame (global nearest neighbour, soft-argmax) — lands within
+    ``cycle_threshold`` cells of the query. At the query frame the track is the query, visible.
+    Returns tracks (N, T, 2) xy pixels and visible (N, T) bool.
+    """
+    desc = _check_descriptors(desc)
+    size = _check_image_size(image_size)
+    num_frames, _, h, w = desc.shape
+    queries = torch.as_tensor(queries, dtype=torch.float32).to(desc.device)
+    _check_queries(queries, num_frames, size)
+    num_queries = queries.shape[0]
+    tracks = torch.zeros(num_queries, num_frames, 2, device=desc.device)  # cells
+    visible = torch.zeros(num_queries, num_frames, dtype=torch.bool, device=desc.device)
+    feats = desc.flatten(2)  # (T, D, h·w)
+    query_cells = pixels_to_cells(queries[:, 1:], size, (h, w))  # (N, 2)
+
+    for t_query in queries[:, 0].long().unique().tolist():
+        members = (queries[:, 0].long() == t_query).nonzero().flatten()
+        start = query_cells[members]  # (n, 2)
+        query_feat = sample_descriptors(desc[t_query], start)  # (n, D)
+        tracks[members, t_query] = start
+        visible[members, t_query] = True
+        for frames in (range(t_query + 1, num_frames), range(t_query - 1, -1, -1)):
+            previous = start
+            for t in frames:
+                scores = (query_feat @ feats[t]).view(-1, h, w)  # (n, h, w)
+                best_global = _argmax_cell(scores)
+                window = _window_mask(previous.round().long(), (h, w), int(track_radius))  # (n, h, w)
+                local = scores.masked_fill(~window, float("-inf"))
+                best_local = _argmax_cell(local)
+                s_global = scores.flatten(1).amax(1)
+                s_local = local.flatten(1).amax(1)
+                chosen = torch.where((s_global > s_local + reacquire_margin)[:, None], best_global, best_local)
+                position = _refine(scores, chosen, int(refine_radius), refine_temperature)  # (n, 2)
+                # visibility: similarity floor and cycle back to the query frame
+                found_feat = sample_descriptors(desc[t], position)  # (n, D)
+                similarity = (found_feat * query_feat).sum(1)
+                back = (found_feat @ feats[t_query]).view(-1, h, w)
+                back_pos = _refine(back, _argmax_cell(back), int(refine_radius), refine_temperature)
+                cycle_ok = (back_pos - start).norm(dim=1) <= cycle_threshold
+                tracks[members, t] = position
+                visible[members, t] = cycle_ok & (similarity >= min_similarity)
+                previous = position
+    tracks = cells_to_pixels(tracks, size, (h, w))
+    at_query = queries[:, 0].long()
+    tracks[torch.arange(num_queries, device=desc.device), at_query] = queries[:, 1:]  # exact, no round trip
+    return tracks, visible

@@ -1,0 +1,127 @@
+"""Semantic-correspondence pair data sets and the factory that builds one from the config.
+
+``build_pair_dataset(cfg.data, "train" | "val" | "test", load_size)`` reads the ``data`` block:
+
+common keys (every preset)
+    name          spair | cub | pf_willow | synthetic
+    root          the data set's folder (synthetic: a folder of images, or ``generated``;
+                  a synthetic root that does not exist falls back to generated images, with
+                  one DataWarning naming it)
+    train_split, val_split, test_split
+                  what each role reads (null: the role has no data here; asking for it is a
+                  ConfigError). spair/dhf: a pair-list JSON relative to root; spair/native:
+                  trn | val | test; cub: train | test | all; pf_willow: test;
+                  synthetic: train | val | test | all
+    max_pairs     cap on pairs per split (null: all)
+    max_points    pad/truncate every item to this many points (null: as annotated)
+spair           format (dhf | native), image_dir (dhf: images; native: JPEGImages),
+                layout (native: large | small), strict
+cub             num_pairs, seed, min_common_parts, strict
+pf_willow       strict
+synthetic       images (explicit list of paths, or null to read root), seed, val_fraction,
+                pairs_per_image, num_points, point_mode (grid | random), rotation, scale,
+                translation, perspective, brightness, contrast, color, generated_images,
+                generated_size (the procedural fallback: how many images, their side)
+
+``strict``: a point outside its image is a DataError (true) or is marked invalid with one
+warning (false, the default).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from omegaconf import OmegaConf
+
+from hyperfeat.data.pairs.base import (
+    PAIR_KEYS,
+    DataWarning,
+    PairDataset,
+    PairRecord,
+    RecordPairDataset,
+    collate_pairs,
+)
+from hyperfeat.data.pairs.cub import CUBPairs
+from hyperfeat.data.pairs.pf_willow import PFWillowPairs
+from hyperfeat.data.pairs.spair import SPairDataset
+from hyperfeat.data.pairs.synthetic import SyntheticPairs
+from hyperfeat.errors import ConfigError
+
+DATASET_NAMES = ("spair", "cub", "pf_willow", "synthetic")
+
+
+ROLES = ("train", "val", "test")
+
+
+
+__all__ = [
+    "PAIR_KEYS",
+    "DATASET_NAMES",
+    "CUBPairs",
+    "DataWarning",
+    "PFWillowPairs",
+    "PairDataset",
+    "PairRecord",
+    "RecordPairDataset",
+    "SPairDataset",
+    "SyntheticPairs",
+    "build_pair_dataset",
+    "collate_pairs",
+]
+
+
+
+
+def _get(cfg: Any, key: str, default: Any = None) -> Any:
+    """cfg[key] for a DictConfig or dict, ``default`` when the key is absent."""
+    value = cfg.get(key, default) if key in cfg else default
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+
+
+def build_pair_dataset(data_cfg: Any, split: str, load_size: int) -> PairDataset:
+    """The pair data set of the config's ``data`` block for role ``split`` (train | val | test).
+
+    The role picks the key ``<split>_split`` of the block; see the module docstring for the keys.
+    """
+    if split not in ROLES:
+        raise ConfigError(f"split must be one of {', '.join(ROLES)} (the role; the block's <role>_split names the data); got {split!r}")
+    name = _get(data_cfg, "name")
+    if name not in DATASET_NAMES:
+        raise ConfigError(f"data.name must be one of {', '.join(DATASET_NAMES)}; got {name!r}")
+    root = _get(data_cfg, "root")
+    which: Optional[str] = _get(data_cfg, f"{split}_split")
+    if which is None:
+        raise ConfigError(
+            f"data.{split}_split is null for data set {name!r} (root {root}): it has no {split} data here; "
+            f"set data.{split}_split or pick another data preset"
+        )
+    if root is None and not (name == "synthetic" and _get(data_cfg, "images")):
+        raise ConfigError(f"data.root is null for data set {name!r}; expected the data set's folder")
+    common = dict(max_pairs=_get(data_cfg, "max_pairs"), max_points=_get(data_cfg, "max_points"))
+    strict = bool(_get(data_cfg, "strict", False))
+    if name == "spair":
+        return SPairDataset(
+            root, str(which), load_size,
+            format=_get(data_cfg, "format", "dhf"), image_dir=_get(data_cfg, "image_dir"),
+            layout=_get(data_cfg, "layout") or "large", strict=strict, **common,
+        )
+    if name == "cub":
+        return CUBPairs(
+            root, load_size, str(which),
+            num_pairs=_get(data_cfg, "num_pairs", 1000), seed=int(_get(data_cfg, "seed", 0)),
+            min_common_parts=int(_get(data_cfg, "min_common_parts", 1)), strict=strict, **common,
+        )
+    if name == "pf_willow":
+        return PFWillowPairs(root, load_size, str(which), strict=strict, **common)
+    options = {
+        key: _get(data_cfg, key)
+        for key in (
+            "seed", "val_fraction", "pairs_per_image", "num_points", "point_mode", "rotation",
+            "scale", "translation", "perspective", "brightness", "contrast", "color",
+            "generated_images", "generated_size",
+        )
+        if _get(data_cfg, key) is not None
+    }
+    return SyntheticPairs(_get(data_cfg, "images") or root, load_size, str(which), **options, **common)

@@ -1,0 +1,217 @@
+"""TODO docstring (hyperfeat.checkpoint, hyperfeat.extract, hyperfeat.images, hyperfeat.viz, hyperfeat.data.synthetic, hyperfeat.data.video)."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Callable, Sequence, Union
+
+import numpy as np
+import torch
+from PIL import Image
+
+from hyperfeat.errors import DataError, HyperfeatError, ImageError
+from hyperfeat.images import load_image
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
+    """``write(tmp)`` a temporary file beside ``path``, then rename it into place: a crash or a
+    reader never sees half a file. Creates the parent folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """torch.save ``obj`` to ``path`` atomically (see :func:`atomic_write`)."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+
+
+def gather_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
+    """Files and folders → image paths, checked to exist and to have distinct stems."""
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files.extend(list_images(path))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise ImageError(f"input not found: {path}")
+    if not files:
+        raise ImageError("no input images given")
+    stems: dict[str, Path] = {}
+    for f in files:
+        if f.stem in stems:
+            raise ImageError(f"two inputs would write the same output {f.stem}.pt: {stems[f.stem]} and {f}")
+        stems[f.stem] = f
+    return files
+
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+
+
+def list_images(folder: Union[str, Path]) -> list[Path]:
+    """Image files directly inside ``folder``, sorted by name; errors on a missing or empty folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ImageError(f"image folder not found: {folder}")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ImageError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {folder}")
+    return files
+
+
+PathLike = Union[str, Path]
+
+
+WRITABLE_VIDEO_SUFFIXES = (".gif", ".mp4")
+
+
+MP4_CODECS = ("libx264", "h264", "mpeg4")  # first one this PyAV build can encode wins
+
+
+
+
+def even_size(image: Image.Image) -> Image.Image:
+    """Pad one column/row (copying the edge) so width and height are even, as yuv420p needs."""
+    w, h = image.size
+    if w % 2 == 0 and h % 2 == 0:
+        return image
+    array = np.asarray(image)
+    array = np.pad(array, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    return Image.fromarray(array)
+
+
+
+
+def pick_mp4_codec() -> str:
+    """The first encoder of ``MP4_CODECS`` this PyAV build has."""
+    import av
+
+    for name in MP4_CODECS:
+        try:
+            av.codec.Codec(name, "w")
+            return name
+        except Exception:  # noqa: BLE001 - PyAV raises different types across versions
+            continue
+    raise HyperfeatError(f"no MP4 encoder available in PyAV (tried {', '.join(MP4_CODECS)}); write a .gif instead")
+
+
+
+
+def write_mp4(frames: list[Image.Image], path: Path, fps: float) -> None:
+    """Encode RGB frames as H.264 (or MPEG-4 part 2) yuv420p with PyAV."""
+    import av
+
+    codec = pick_mp4_codec()
+    first = even_size(frames[0])
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        stream.width, stream.height = first.size
+        stream.pix_fmt = "yuv420p"
+        if codec == "mpeg4":
+            stream.bit_rate = 8_000_000
+        else:
+            stream.options = {"crf": "18"}
+        for frame in frames:
+            video_frame = av.VideoFrame.from_ndarray(np.asarray(even_size(frame)), format="rgb24")
+            container.mux(stream.encode(video_frame))
+        container.mux(stream.encode())  # flush
+
+
+
+
+def write_gif(frames: list[Image.Image], path: Path, fps: float) -> None:
+    """Looping GIF; note PIL merges identical consecutive frames into one longer frame."""
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=int(round(1000 / fps)),
+                   loop=0, disposal=1)
+
+
+
+
+def write_video(frames: Sequence[Image.Image], out_path: PathLike, fps: float = 10) -> Path:
+    """Write frames as ``.gif`` (PIL) or ``.mp4`` (PyAV) by the suffix; returns the path.
+
+    All frames must share one size; MP4 frames are padded to even width/height.
+    """
+    path = Path(out_path)
+    suffix = path.suffix.lower()
+    if suffix not in WRITABLE_VIDEO_SUFFIXES:
+        raise HyperfeatError(f"cannot write video {path}: suffix {path.suffix!r} is not one of {', '.join(WRITABLE_VIDEO_SUFFIXES)}")
+    images = [load_image(f) for f in frames]
+    if not images:
+        raise HyperfeatError(f"cannot write video {path}: no frames")
+    if fps <= 0:
+        raise HyperfeatError(f"fps must be positive; got {fps}")
+    sizes = {im.size for im in images}
+    if len(sizes) > 1:
+        raise HyperfeatError(f"cannot write video {path}: frames differ in size {sorted(sizes)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    (write_gif if suffix == ".gif" else write_mp4)(images, path, fps)
+    return path
+
+
+
+
+def list_image_files(source: Union[PathLike, Sequence[PathLike]]) -> list[Path]:
+    """Image files of a folder (recursively, sorted) or an explicit list of paths."""
+    if isinstance(source, (str, Path)):
+        folder = Path(source)
+        if not folder.is_dir():
+            raise DataError(f"synthetic pairs: image folder not found: {folder}")
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise DataError(f"synthetic pairs: no images ({', '.join(IMAGE_SUFFIXES)}) below {folder}")
+        return files
+    files = [Path(p) for p in source]
+    if not files:
+        raise DataError("synthetic pairs: the image list is empty; expected at least one image path")
+    absent = [str(p) for p in files if not p.is_file()]
+    if absent:
+        raise DataError(f"synthetic pairs: {len(absent)} listed image(s) not found: {', '.join(absent[:5])}")
+    return files
+
+
+
+FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+READABLE_VIDEO_SUFFIXES = (".mp4", ".avi", ".gif", ".mov", ".mkv", ".webm")
+
+
+
+
+def natural_key(path: Path) -> list:
+    """Sort key comparing digit runs as numbers: frame2 < frame10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
+
+
+
+
+def list_frames(folder: PathLike) -> list[Path]:
+    """Frame files (jpg/png) directly inside ``folder``, sorted by name (numbers by value)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"frame folder not found: {folder}")
+    files = sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in FRAME_SUFFIXES), key=natural_key)
+    if not files:
+        raise DataError(f"empty video: no frames ({', '.join(FRAME_SUFFIXES)}) in folder {folder}")
+    return files

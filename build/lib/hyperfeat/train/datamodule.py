@@ -1,0 +1,162 @@
+"""The LightningDataModule: pair datasets of the ``data`` config block, batched pairs.
+
+With ``train.cache_features`` the train and val splits are wrapped in a
+:class:`hyperfeat.cache.CachedPairDataset`: in :meth:`PairDataModule.setup` every image of
+those splits goes through the frozen backbone once (:func:`hyperfeat.cache.precompute`, on
+the training device) and its raw maps are stored under ``train.cache_dir``; the loaders then
+yield ``source_raw``/``target_raw`` instead of images. The cache is keyed by image *content*
+(and the feature config), so it fits data sets whose item ``i`` is the same every time it is
+read (the synthetic pairs draw item ``i``'s warp from ``rng([seed, split, i])``).
+
+Several processes (DDP): every rank reads every item but computes only the images whose key
+falls to it (see :func:`hyperfeat.cache.precompute`), then all ranks wait at a barrier and read
+each other's entries, so ``train.cache_dir`` must be on a
+file system every rank sees. An entry that is still missing is computed where it is read,
+when the loader runs in the training process (``train.num_workers: 0``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Optional
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from hyperfeat.errors import DataError
+
+CACHED_SPLITS = ("train", "val")
+
+
+STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ()}
+
+
+
+
+class PairDataModule(L.LightningDataModule):
+    """Train/val/test pair loaders; several pairs per step (``train.pairs_per_step``).
+
+    ``extractor``: the feature extractor that fills the feature cache when no trainer with a
+    :class:`hyperfeat.module.HyperfeatModule` is attached (e.g. the loaders used by hand). Under
+    ``trainer.fit`` the module's own extractor is used, on the trainer's device.
+    """
+
+    def __init__(self, cfg: DictConfig, extractor: Any = None):
+        super().__init__()
+        self.cfg = cfg
+        self.extractor = extractor
+        self.datasets: dict[str, Dataset] = {}  # the pair data sets (images)
+        self.loader_datasets: dict[str, Dataset] = {}  # what the loaders read (cached or not)
+        self.cache_stats: dict[str, Any] = {}  # split → CacheStats of this process's precompute
+
+    # ------------------------------------------------------------------ data sets
+    def dataset(self, split: str) -> Dataset:
+        """The pair data set of ``split`` (items hold images), built once."""
+        from hyperfeat.data.pairs import build_pair_dataset
+
+        if split not in self.datasets:
+            try:
+                dataset = build_pair_dataset(self.cfg.data, split, int(self.cfg.features.load_size))
+            except DataError as err:  # say which role of which data set failed
+                which = self.cfg.data.get(f"{split}_split")
+                raise DataError(f"{split} split (data.{split}_split={which!r}) of data set "
+                                f"{self.cfg.data.name!r}: {err}") from err
+            limit = self.cfg.train.val_max_pairs if split == "val" else None
+            if limit is not None and len(dataset) > int(limit):
+                dataset = Subset(dataset, range(int(limit)))
+            if len(dataset) == 0:
+                raise DataError(f"the {split} split of data set {self.cfg.data.name!r} ({self.cfg.data.root}) is empty")
+            self.datasets[split] = dataset
+        return self.datasets[split]
+
+    def uses_cache(self, split: str) -> bool:
+        return split in CACHED_SPLITS and bool(self.cfg.train.cache_features)
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        """Build the splits of ``stage`` (so bad data fails before training) and fill the feature cache."""
+        for split in STAGE_SPLITS.get(stage, CACHED_SPLITS):  # stage None: the fit splits
+            self.loader_dataset(split, final=False)
+
+    def _cache_context(self) -> Optional[tuple[Any, Optional[torch.device], int, int, Any]]:
+        """(extractor, device, rank, world_size, barrier) to fill the cache with, or None when
+        neither a trainer with a module nor an ``extractor`` is at hand."""
+        trainer = getattr(self, "trainer", None)
+        module = None
+        if trainer is not None:
+            try:
+                module = trainer.lightning_module
+            except (AttributeError, RuntimeError):
+                module = None
+        if module is not None and hasattr(module, "extractor"):
+            device = trainer.strategy.root_device
+            if hasattr(module, "_move_backbone"):
+                module._move_backbone(device)
+            return module.extractor, device, int(trainer.global_rank), int(trainer.world_size), trainer.strategy.barrier
+        if self.extractor is not None:
+            return self.extractor, None, 0, 1, None
+        return None
+
+    def loader_dataset(self, split: str, final: bool = True) -> Dataset:
+        """What the ``split`` loader reads: the pair data set, or it wrapped in the feature cache.
+
+        ``final=False`` (from :meth:`setup`): when the cache cannot be filled yet (no trainer
+        module, no extractor), leave the decision to the loader call.
+        """
+        if split in self.loader_datasets:
+            return self.loader_datasets[split]
+        dataset = self.dataset(split)
+        if self.uses_cache(split):
+            context = self._cache_context()
+            if context is None:
+                if not final:
+                    return dataset
+                warnings.warn(
+                    f"train.cache_features is true but the {split} loader was asked for without a trainer "
+                    "running a HyperfeatModule and without an extractor (PairDataModule(cfg, extractor=...)); "
+                    f"the {split} split is read uncached (images, features computed in every step)",
+                    UserWarning, stacklevel=2,
+                )
+            else:
+                dataset = self._cached(split, dataset, *context)
+        self.loader_datasets[split] = dataset
+        return dataset
+
+    def _cached(self, split: str, dataset: Dataset, extractor, device, rank: int, world_size: int, barrier) -> Dataset:
+        from hyperfeat.train.cache import CachedPairDataset, FeatureCache
+
+        cache = FeatureCache(self.cfg.train.cache_dir, self.cfg)
+        cached = CachedPairDataset(dataset, cache, extractor)
+        with torch.no_grad():
+            stats = cached.precompute(rank=rank, world_size=world_size, progress=rank == 0)
+        if barrier is not None:
+            barrier(f"hyperfeat_feature_cache_{split}")  # every rank's share is on disk before reading
+        self.cache_stats[split] = stats
+        where = f" on {device}" if device is not None else ""
+        share = f" (rank {rank} of {world_size}: its share of the images)" if world_size > 1 else ""
+        computed = stats.misses + stats.recomputed
+        rank_zero_info(f"feature cache, {split} split{share}: {computed} images computed{where}, "
+                       f"{stats.hits} already cached in {cache.dir}")
+        return cached
+
+    # ------------------------------------------------------------------ loaders
+    def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
+        from hyperfeat.data.pairs.base import collate_pairs
+        from hyperfeat.train.cache import collate_cached_pairs
+
+        dataset = self.loader_dataset(split)
+        collate = collate_cached_pairs if self.uses_cache(split) else collate_pairs
+        workers = int(self.cfg.train.num_workers)
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
+                          collate_fn=collate, persistent_workers=workers > 0, drop_last=False)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True, int(self.cfg.train.pairs_per_step))
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", False, int(self.cfg.eval.batch_size))
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False, int(self.cfg.eval.batch_size))

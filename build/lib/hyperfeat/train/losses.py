@@ -1,0 +1,102 @@
+"""The correspondence loss of the reference: symmetric cross-entropy over cosine similarities.
+
+For each annotated point of image A, the logits are the cosine similarities of A's descriptor at
+that point with every cell of B's map, times 1/temperature; the label is the cell of the matching
+point in B. The same from B to A; the loss is the mean of the two directions. Points are given in
+the ``load_size`` frame and reach the descriptor grid by plain scaling, rounding and clipping
+(:func:`hyperfeat.matching.points_to_indices`), as the reference does.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from hyperfeat.correspond.matching import EPS
+from hyperfeat.errors import DataError, HyperfeatError
+from hyperfeat.geometry import points_to_indices
+
+
+def _check_inputs(
+    desc_a: torch.Tensor, desc_b: torch.Tensor, points_a: torch.Tensor, points_b: torch.Tensor,
+    valid: torch.Tensor,
+) -> None:
+    if desc_a.dim() != 4 or desc_b.dim() != 4 or desc_a.shape[:2] != desc_b.shape[:2]:
+        raise DataError(
+            f"desc_a and desc_b must be (B, D, h, w) with the same B and D; "
+            f"got {tuple(desc_a.shape)} and {tuple(desc_b.shape)}"
+        )
+    b = desc_a.shape[0]
+    for name, pts in (("points_a", points_a), ("points_b", points_b)):
+        if pts.dim() != 3 or pts.shape[0] != b or pts.shape[2] != 2:
+            raise DataError(f"{name} must be (B={b}, N, 2) (x, y) points; got {tuple(pts.shape)}")
+    if points_a.shape != points_b.shape or valid.shape != points_a.shape[:2]:
+        raise DataError(
+            f"points_a {tuple(points_a.shape)}, points_b {tuple(points_b.shape)} and valid "
+            f"{tuple(valid.shape)} must be (B, N, 2), (B, N, 2) and (B, N)"
+        )
+
+
+
+
+def _grid_indices(points: torch.Tensor, valid: torch.Tensor, load_size: int, size_hw: tuple[int, int]) -> torch.Tensor:
+    """Flat cell indices (B, N) of load-frame points (B, N, 2); invalid points (may be NaN) → 0."""
+    h, w = size_hw
+    points = torch.where(valid[..., None], points.float(), torch.zeros((), device=points.device))
+    scaled = points * points.new_tensor([w / load_size, h / load_size])
+    return points_to_indices(scaled, (h, w))
+
+
+
+
+def _directional_ce(
+    query: torch.Tensor, keys: torch.Tensor, query_idx: torch.Tensor, key_idx: torch.Tensor,
+    valid: torch.Tensor, temperature: float,
+) -> torch.Tensor:
+    """Cross-entropy from the query cells to the key cells, over the valid points of the batch.
+
+    query, keys: (B, h·w, D) unit vectors; query_idx, key_idx, valid: (B, N).
+    """
+    d = query.shape[2]
+    vectors = torch.gather(query, 1, query_idx[..., None].expand(-1, -1, d))  # (B, N, D)
+    logits = vectors @ keys.transpose(1, 2) / temperature  # (B, N, h'·w')
+    return F.cross_entropy(logits[valid], key_idx[valid])
+
+
+
+
+def _unit_cells(desc: torch.Tensor) -> torch.Tensor:
+    return F.normalize(desc.flatten(2), dim=1, eps=EPS).transpose(1, 2)  # (B, h·w, D)
+
+
+
+
+def correspondence_loss(
+    desc_a: torch.Tensor,
+    desc_b: torch.Tensor,
+    points_a: torch.Tensor,
+    points_b: torch.Tensor,
+    valid: torch.Tensor,
+    load_size: int,
+    temperature: float = 0.07,
+) -> torch.Tensor:
+    """Symmetric correspondence cross-entropy, pooled over all valid points of the batch.
+
+    desc_a, desc_b: (B, D, h, w) descriptor maps (the two grids may differ in size);
+    points_a[i, k] ↔ points_b[i, k]: (B, N, 2) (x, y) in the load_size × load_size frame;
+    valid: (B, N) bool, False for padding (those points may hold anything, NaN included).
+    A batch without a valid point gives a zero that keeps the graph.
+    """
+    _check_inputs(desc_a, desc_b, points_a, points_b, valid)
+    if not temperature > 0 or not load_size > 0:
+        raise HyperfeatError(f"temperature and load_size must be > 0; got {temperature} and {load_size}")
+    device = desc_a.device
+    points_a, points_b, valid = points_a.to(device), points_b.to(device), valid.to(device).bool()
+    if not valid.any():
+        return (desc_a.sum() + desc_b.sum()) * 0.0
+    idx_a = _grid_indices(points_a, valid, load_size, tuple(desc_a.shape[2:]))
+    idx_b = _grid_indices(points_b, valid, load_size, tuple(desc_b.shape[2:]))
+    cells_a, cells_b = _unit_cells(desc_a), _unit_cells(desc_b)
+    loss_ab = _directional_ce(cells_a, cells_b, idx_a, idx_b, valid, temperature)
+    loss_ba = _directional_ce(cells_b, cells_a, idx_b, idx_a, valid, temperature)
+    return (loss_ab + loss_ba) / 2

@@ -1,0 +1,154 @@
+"""TODO docstring (hyperfeat.viz)."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from hyperfeat.errors import HyperfeatError
+from hyperfeat.io import PathLike
+from hyperfeat.viz.common import ArrayLike, save_figure, to_numpy
+
+ANNOTATE_MAX_CELLS = 15  # annotate heat-map cells with percentages up to this many per side
+
+
+MAX_CELL_GID = "max_cell"  # gid of the rectangle outlining the largest mixing weight
+
+
+
+
+# ---------------------------------------------------------------------------- mixing weights
+
+
+def noisy_to_clean_order(timestep_labels: Sequence[int]) -> np.ndarray:
+    """Indices that sort timestep labels from the noisiest to the cleanest UNet call.
+
+    A label k is the inversion step at t = seq_next[N-1-k] (see ``schedule.py``): label 0 is the
+    noisiest call and the largest label the cleanest (t = -1), so this is ascending label order.
+    """
+    return np.argsort(np.asarray(timestep_labels), kind="stable")
+
+
+
+
+def layer_tick_labels(layer_names: Sequence[str], channels: Optional[Sequence[int]]) -> list[str]:
+    """``up_blocks.0.resnets.2`` or, with channel counts, ``up_blocks.0.resnets.2 (1280)``."""
+    if channels is None:
+        return list(layer_names)
+    if len(channels) != len(layer_names):
+        raise HyperfeatError(f"got {len(channels)} channel counts for {len(layer_names)} layers")
+    return [f"{name} ({c})" for name, c in zip(layer_names, channels)]
+
+
+
+
+def check_weights(weights: np.ndarray, timestep_labels: Sequence[int], layer_names: Sequence[str]) -> None:
+    """Raise unless ``weights`` is (S, L) for S timestep labels and L layer names."""
+    expected = (len(timestep_labels), len(layer_names))
+    if weights.ndim != 2 or weights.shape != expected:
+        raise HyperfeatError(
+            f"mixing weights must be (timesteps, layers) = {expected}; got shape {weights.shape}"
+        )
+
+
+
+
+def annotate_cells(ax, grid: np.ndarray, norm, cmap) -> None:
+    """Write each cell's value (percent) in a colour that reads on the cell's colour."""
+    fontsize = 8 if max(grid.shape) > 8 else 10
+    for (row, col), value in np.ndenumerate(grid):  # grid (L, S)
+        r, g, b, _ = cmap(norm(value))
+        dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5
+        ax.text(col, row, f"{value:.1f}", ha="center", va="center", fontsize=fontsize,
+                color="white" if dark else "black")
+
+
+
+
+def outline_max_cell(ax, grid: np.ndarray) -> tuple[int, int]:
+    """Outline the largest cell of ``grid`` (L, S); returns its (row, col)."""
+    row, col = np.unravel_index(int(np.argmax(grid)), grid.shape)
+    ax.add_patch(Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="red",
+                           linewidth=2.5, gid=MAX_CELL_GID, zorder=3))
+    return int(row), int(col)
+
+
+
+
+def plot_mixing_weights(
+    weights: ArrayLike,
+    timestep_labels: Sequence[int],
+    layer_names: Sequence[str],
+    out_path: Optional[PathLike] = None,
+    title: Optional[str] = None,
+    channels: Optional[Sequence[int]] = None,
+    timestep_values: Optional[Sequence[int]] = None,
+) -> Figure:
+    """Heat map of softmax mixing weights (S, L): layers down the y axis, timesteps across x.
+
+    Columns are ordered from the noisiest to the cleanest timestep (ascending label), cells show
+    the weight in percent when the grid is at most 15 × 15, and the largest cell is outlined in
+    red (its rectangle has gid ``"max_cell"``). ``channels`` (one per layer) is added to the
+    layer labels; ``timestep_values`` (the diffusion timestep t of each label, −1 for the clean
+    latent; see :func:`label_timestep_values`) is written under the labels. The title (``title``
+    or "Mixing weights") is followed by the largest weight, where it is, and the uniform weight.
+    Writes the figure to ``out_path`` (PNG by suffix) when given.
+    """
+    w = to_numpy(weights)  # (S, L)
+    check_weights(w, timestep_labels, layer_names)
+    if timestep_values is not None and len(timestep_values) != len(timestep_labels):
+        raise HyperfeatError(f"got {len(timestep_values)} timestep values for {len(timestep_labels)} labels")
+    order = noisy_to_clean_order(timestep_labels)
+    grid = 100.0 * w[order].T  # (L, S) percent, columns noisy → clean
+    n_layers, n_steps = grid.shape
+    cell = 0.55 if max(grid.shape) <= ANNOTATE_MAX_CELLS else 0.3
+    fig = Figure(figsize=(4.2 + cell * n_steps, 1.9 + cell * n_layers), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    cmap = colormaps["viridis"]
+    image = ax.imshow(grid, cmap=cmap, aspect="auto", interpolation="nearest")
+    ax.set_xticks(range(n_steps), labels=step_tick_labels(timestep_labels, timestep_values, order))
+    ylabels = layer_tick_labels(layer_names, channels)
+    ax.set_yticks(range(n_layers), labels=ylabels)
+    ax.tick_params(labelsize=8)
+    ax.set_xlabel("timestep label" + (" and t" if timestep_values is not None else "") + " (noisiest → cleanest)")
+    ax.set_ylabel("decoder layer" + (" (channels)" if channels is not None else ""))
+    if max(grid.shape) <= ANNOTATE_MAX_CELLS:
+        annotate_cells(ax, grid, image.norm, cmap)
+    row, col = outline_max_cell(ax, grid)
+    fig.colorbar(image, ax=ax, label="mixing weight (%)", shrink=0.9, aspect=30)
+    summary = (f"max {grid.max():.1f}% (red: {layer_names[row]}, label {timestep_labels[order[col]]}), "
+               f"uniform {100 / grid.size:.1f}%")
+    ax.set_title(f"{title or 'Mixing weights'}\n{summary}", fontsize=9)
+    save_figure(fig, out_path)
+    return fig
+
+
+
+
+def step_tick_labels(labels: Sequence[int], values: Optional[Sequence[int]], order: np.ndarray) -> list[str]:
+    """Column labels in ``order``: the label, with timestep values a second line ``t=180`` (``clean`` for t = −1)."""
+    if values is None:
+        return [str(labels[i]) for i in order]
+    return [f"{labels[i]}\n" + ("clean" if int(values[i]) < 0 else f"t={int(values[i])}") for i in order]
+
+
+
+
+def label_timestep_values(mode: str, num_steps: int, labels: Sequence[int]) -> list[int]:
+    """The diffusion timestep t of each label for feature ``mode`` (−1: the clean latent).
+
+    Inversion and noise modes call the UNet at the inversion's timesteps; generation labels
+    its step i, at t = seq[N−1−i] (see ``schedule.py``).
+    """
+    from hyperfeat.model import schedule
+
+    if mode == "generation":
+        by_label = {s.label: s.t for s in schedule.generation_steps(int(num_steps))}
+        return [by_label[int(k)] for k in labels]
+    return schedule.label_timesteps(int(num_steps), [int(k) for k in labels])

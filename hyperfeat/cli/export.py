@@ -1,0 +1,55 @@
+"""``hyperfeat export``: a training checkpoint → a shareable folder (safetensors + config + model card)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from hyperfeat.cli.common import command
+from hyperfeat.errors import HyperfeatError
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="a training checkpoint (.ckpt), a saved folder, or a published name (dhf-sd15 …)")
+    p.add_argument("folder", help="folder to write: model.safetensors, config.json, README.md, mixing_weights.png")
+    p.add_argument("--metrics", default=None,
+                   help="a JSON file of numbers for the model card (e.g. the one `hyperfeat eval` writes)")
+    p.add_argument("--push", default=None, metavar="REPO_ID",
+                   help="also upload the folder to this hub repo (log in first with `hf auth login`)")
+
+
+def _read_metrics(path: str) -> dict:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise HyperfeatError(f"cannot read metrics file {path}: {err}") from err
+    flat: dict = {}
+
+    def walk(prefix: str, value) -> None:  # nested JSON → "a/b" keys, numbers only
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{prefix}/{key}" if prefix else str(key), item)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            flat[prefix] = float(value)
+
+    walk("", data)
+    return flat
+
+
+@command("export", "a checkpoint → a shareable folder: model.safetensors + config.json + model card", _export_args)
+def run_export(args: argparse.Namespace) -> int:
+    from hyperfeat.model.checkpoint import load_checkpoint
+    from hyperfeat.model.pretrained import push_to_hub, save_pretrained
+
+    if args.late_overrides:
+        raise HyperfeatError(f"export takes no overrides; got {' '.join(args.late_overrides)}")
+    network, meta = load_checkpoint(args.checkpoint)
+    metrics = _read_metrics(args.metrics) if args.metrics else None
+    folder = save_pretrained(args.folder, network, meta, metrics=metrics, source=f"exported from {Path(args.checkpoint).name}")
+    print(f"wrote {folder}: {len(meta.layers)} layers × {len(meta.save_steps)} timesteps; "
+          f"load with Hyperfeatures.from_pretrained({str(folder)!r})")
+    if args.push:
+        push_to_hub(folder, args.push)
+        print(f"uploaded to {args.push}")
+    return 0
