@@ -18,8 +18,12 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 @command("train", "train the aggregation network (Lightning)", _train_args)
 def run_train(args: argparse.Namespace) -> int:
     from hyperfeat.config import load_config
+    from hyperfeat.errors import TrainingInterrupted
     from hyperfeat.train.trainer import train
 
     cfg = load_config(args.config, list(args.overrides) + args.late_overrides)
-    train(cfg)
+    try:
+        train(cfg)
+    except TrainingInterrupted as stop:  # last.ckpt was saved; the message is already printed
+        return stop.exit_code
     return 0
