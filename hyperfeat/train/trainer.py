@@ -268,8 +268,8 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = (), backbone: Any = N
             elif last.is_file():
                 print(f"train.resume is false: training from scratch; {last} will be overwritten")
         with warnings.catch_warnings(), policy.signals():
-            if resume:  # expected when resuming
-                warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+            # expected: the folder holds the lock (and last.ckpt when resuming)
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
             trainer.fit(module, datamodule=data, ckpt_path=resume)
             if not trainer.interrupted and policy.saved_step != trainer.global_step:
                 # make last.ckpt hold the final step (unless the policy just wrote it)
