@@ -15,6 +15,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from hyperfeat.errors import CheckpointError, ConfigError, NumericsError, TrainingInterrupted
@@ -270,7 +271,14 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = (), backbone: Any = N
         with warnings.catch_warnings(), policy.signals():
             # expected: the folder holds the lock (and last.ckpt when resuming)
             warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-            trainer.fit(module, datamodule=data, ckpt_path=resume)
+            try:
+                trainer.fit(module, datamodule=data, ckpt_path=resume)
+            except SIGTERMException:  # Lightning's own SIGTERM stop, after our handler saw the signal
+                if policy.signum is None:
+                    raise
+            if policy.signum is not None and policy.saved_step != trainer.global_step:
+                trainer.save_checkpoint(str(last), weights_only=False)  # the signal came after the step's save point
+                policy.saved_step = trainer.global_step
             if not trainer.interrupted and policy.saved_step != trainer.global_step:
                 # make last.ckpt hold the final step (unless the policy just wrote it)
                 trainer.save_checkpoint(str(last), weights_only=False)
