@@ -232,7 +232,11 @@ def inference_config(meta: CheckpointMeta, overrides: Optional[Sequence[str]] = 
 
     overrides = list(overrides or [])
     saved = OmegaConf.to_container(meta.config, resolve=True)
-    identity = {key: saved[key] for key in ("backbone", "features", "aggregation") if key in saved}
+    identity = {key: dict(saved[key]) for key in ("backbone", "features", "aggregation") if key in saved}
+    for key in RUNTIME_KEYS:  # where and how fast it runs comes from here, not from the training machine
+        block, _, leaf = key.partition(".")
+        if block in identity and leaf:
+            identity[block].pop(leaf, None)
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
         handle.write(OmegaConf.to_yaml(OmegaConf.create(identity)))
         tmp = handle.name
