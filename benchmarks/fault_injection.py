@@ -144,8 +144,11 @@ def main() -> int:
             target = rng.randint(1, args.steps - 2)
             killed_at, during_write = None, False
             deadline = time.time() + 300
+            size, steps = -1, []
             while proc.poll() is None and time.time() < deadline:
-                _, steps = read_log(log)
+                if log.is_file() and log.stat().st_size != size:  # re-read only when it grew
+                    size = log.stat().st_size
+                    _, steps = read_log(log)
                 current = steps[-1][0] if len(steps) > seen_before else None
                 tmp_files = list((work / "ckpt").glob(".*.tmp")) if (work / "ckpt").is_dir() else []
                 if moment == "write" and tmp_files and current is not None:
@@ -153,7 +156,7 @@ def main() -> int:
                 elif moment == "step" and current is not None and current >= target:
                     time.sleep(rng.random() * 0.1)  # somewhere inside or between steps
                 else:
-                    time.sleep(0.002)
+                    time.sleep(0.003)
                     continue
                 killed_at = read_log(log)[1][-1][0]
                 proc.send_signal(getattr(signal, sig_name))
