@@ -22,6 +22,12 @@ from hyperfeat.errors import DataError, HyperfeatError, ImageError
 from hyperfeat.images import load_image
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     """``write(tmp)`` a temporary file beside ``path``, then rename it into place: a crash or a
     reader never sees half a file. Creates the parent folder."""
@@ -31,6 +37,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600: give the file the mode any new file gets
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

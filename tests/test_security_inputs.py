@@ -191,3 +191,30 @@ def test_cuda_without_cuda_is_one_line(monkeypatch, capsys):
     assert main(["train", "backbone=tiny", "backbone.device=cuda"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: backbone.device=cuda but CUDA is not available") and err.count("\n") == 1
+
+
+# ---------------------------------------------------------------------------- smaller items
+
+
+def test_written_files_get_the_umask_mode_not_0600(tmp_path):
+    import os
+
+    from hyperfeat.io import atomic_save
+
+    old = os.umask(0o022)
+    try:
+        atomic_save({"x": torch.zeros(1)}, tmp_path / "a.pt")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.pt").stat().st_mode & 0o777 == 0o644
+
+
+def test_negative_point_values_and_bad_out_suffix_fail_before_any_work(tmp_path, capsys):
+    image = tmp_path / "i.png"
+    Image.new("RGB", (16, 16)).save(image)
+    missing = tmp_path / "none.ckpt"
+    # "--points -5,10" reaches the point parser (argparse used to say "expected one argument")
+    assert main(["match", str(image), str(image), "--checkpoint", str(missing), "--points", "-5,10",
+                 "--out", str(tmp_path / "m.xyz")]) == 2
+    err = capsys.readouterr().err
+    assert "--out" in err and ".png" in err and err.count("\n") == 1  # before the checkpoint is even read
