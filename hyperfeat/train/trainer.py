@@ -162,7 +162,7 @@ def make_logger(cfg: DictConfig, resume: bool = False):
         # a resumed run logs into the same wandb run: its id is kept beside the checkpoints
         id_file = Path(cfg.paths.checkpoint_dir) / "wandb_run_id"
         run_id = id_file.read_text().strip() if resume and id_file.is_file() else None
-        if run_id is None:
+        if run_id is None and _launching_process():
             import uuid
 
             run_id = uuid.uuid4().hex[:12]
@@ -247,10 +247,10 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = (), backbone: Any = N
 
     ckpt_dir = Path(cfg.paths.checkpoint_dir)
     last = ckpt_dir / "last.ckpt"
-    with (folder_lock(ckpt_dir) if int(os.environ.get("LOCAL_RANK", "0")) == 0 and
-          int(os.environ.get("NODE_RANK", "0")) == 0 else _nothing()):
-        for stale in ckpt_dir.glob(".*.tmp"):  # left by a kill during a write: never a checkpoint
-            stale.unlink(missing_ok=True)
+    with folder_lock(ckpt_dir) if _launching_process() else _nothing():
+        if _launching_process():
+            for stale in ckpt_dir.glob(".*.tmp"):  # left by a kill during a write: never a checkpoint
+                stale.unlink(missing_ok=True)
         resume = str(last) if bool(cfg.train.resume) and last.is_file() else None
         if resume:
             check_resume(cfg, last)  # before anything is built or written
@@ -295,6 +295,11 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = (), backbone: Any = N
                 print(f"best checkpoint: {checkpoint.best_model_path} ({MONITOR} = {score:.4f})")
             print(f"last checkpoint: {last}")
     return last
+
+
+def _launching_process() -> bool:
+    """True in the process that owns the run (not in the other DDP ranks Lightning or torchrun start)."""
+    return all(int(os.environ.get(k, "0") or 0) == 0 for k in ("LOCAL_RANK", "NODE_RANK", "RANK"))
 
 
 @contextmanager
