@@ -72,14 +72,14 @@ def snapshot(work: Path) -> dict:
          f"paths.checkpoint_dir={ckpt_dir}", f"paths.output_dir={out_dir}", "logger.backend=none",
          f"data.root={DATA_ROOT / 'spair_dhf' / 'images'}"], ROOT)
     ckpt = ckpt_dir / "last.ckpt"
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     result["train/weights"] = {k: sha(v.numpy()) for k, v in sorted(state.items())}
 
     images = sorted((DATA_ROOT / "spair_dhf" / "images").glob("*.jpg"))[:2]
     extract_dir = work / "extract"
     run(hf + ["extract", *map(str, images), "--out", str(extract_dir), "--raw", "--checkpoint", str(ckpt), *TINY], ROOT)
     for path in sorted(extract_dir.glob("*.pt")):
-        saved = torch.load(path, map_location="cpu", weights_only=False)
+        saved = torch.load(path, map_location="cpu", weights_only=True)
         for key in sorted(k for k in saved if isinstance(saved[k], torch.Tensor)):
             result[f"extract/{path.stem}/{key}"] = sha(saved[key].float().numpy())
 

@@ -44,7 +44,9 @@ class Hyperfeatures(HyperfeatureDescriber):
                      temperature: Optional[float] = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Like :meth:`match`, also returning (N,) bool: whether each match is a mutual nearest neighbour."""
         src_img, tgt_img = load_image(source), load_image(target)
-        points = torch.as_tensor(source_points, dtype=torch.float32).reshape(-1, 2)  # (N, 2)
+        from hyperfeat.geometry import as_points
+
+        points = as_points(source_points, "source points")  # (N, 2); (N, 3), empty or NaN: one line
         _check_points_inside(points, src_img.size)
         desc = self.describe([src_img, tgt_img])  # (2, D, R, R)
         frame = (self.load_size, self.load_size)

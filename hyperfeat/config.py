@@ -235,8 +235,49 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(f"aggregation.projection_dim must be a positive multiple of 4; got {cfg.aggregation.projection_dim}")
     if cfg.backbone.dtype not in ("auto", "float32", "float16", "bfloat16"):
         raise ConfigError(f"backbone.dtype must be auto, float32, float16 or bfloat16; got {cfg.backbone.dtype!r}")
+    _check_number(cfg, "train.lr", float, low=0.0, strict=True)
+    _check_number(cfg, "train.weight_decay", float, low=0.0)
+    for key in ("train.max_steps", "train.pairs_per_step", "train.val_every_n_steps", "train.val_max_pairs",
+                "train.log_every_n_steps", "eval.batch_size", "video.batch_size"):
+        _check_number(cfg, key, int, low=1)
+    for key in ("train.num_workers", "train.seed", "train.checkpoint_every_n_steps", "features.seed",
+                "backbone.tiny_seed"):
+        _check_number(cfg, key, int, low=0)
+    _check_number(cfg, "aggregation.temperature", float, low=0.0, strict=True)
+    _check_number(cfg, "features.guidance_scale", float, low=0.0)
+    groups, dim = cfg.aggregation.num_norm_groups, cfg.aggregation.projection_dim
+    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1 or (dim // 4) % groups:
+        raise ConfigError(f"aggregation.num_norm_groups must be a positive integer dividing projection_dim/4 = "
+                          f"{dim // 4} (group norm over D/4 and D channels); got {groups!r}")
+    device = str(cfg.backbone.device)
+    if not (device in ("auto", "cpu", "mps") or device == "cuda" or device.startswith("cuda:")):
+        raise ConfigError(f"backbone.device must be auto, cpu, cuda or cuda:N; got {device!r}")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"backbone.device={device} but CUDA is not available here; use backbone.device=cpu "
+                              f"or auto")
+        if ":" in device and int(device.split(":", 1)[1] or 0) >= torch.cuda.device_count():
+            raise ConfigError(f"backbone.device={device} but only {torch.cuda.device_count()} CUDA devices exist")
+    allow = OmegaConf.select(cfg, "checkpoint.allow_mismatch")
+    if allow is not None and not isinstance(allow, ListConfig):
+        raise ConfigError(f"checkpoint.allow_mismatch must be a list of config keys; got {allow!r}")
     if cfg.task not in ("semantic",) + VIDEO_TASKS:
         raise ConfigError(f"task must be semantic, davis, jhmdb or tapvid; got {cfg.task!r}")
+
+
+def _check_number(cfg: DictConfig, key: str, kind: type, low: float, strict: bool = False) -> None:
+    """``key`` must be a ``kind`` (int, or float where ints are fine too) >= ``low`` (> when strict)."""
+    value = OmegaConf.select(cfg, key)
+    if value is None and key not in ("train.lr", "train.max_steps"):
+        return
+    ok_type = isinstance(value, (int, float)) if kind is float else isinstance(value, int)
+    if isinstance(value, bool) or not ok_type or value != value:
+        what = "a number" if kind is float else "an integer"
+        raise ConfigError(f"{key} must be {what}; got {value!r}")
+    if value < low or (strict and value == low):
+        raise ConfigError(f"{key} must be {'>' if strict else '>='} {low:g}; got {value!r}")
 
 
 def feature_config_dict(cfg: DictConfig) -> dict:

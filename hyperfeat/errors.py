@@ -23,3 +23,17 @@ class CheckpointError(HyperfeatError):
 
 class BackboneError(HyperfeatError):
     """A diffusion model that cannot be found or loaded."""
+
+
+class NumericsError(HyperfeatError):
+    """NaN or inf in cached maps, a loss or weights: training stops before writing them."""
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped by SIGINT/SIGTERM after saving ``last.ckpt``; ``exit_code`` is 128 + the
+    signal number, as a shell reports a process killed by it."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + int(signum)

@@ -35,6 +35,22 @@ def _check_points(points: torch.Tensor, name: str) -> torch.Tensor:
     return points
 
 
+def as_points(points, name: str = "points") -> torch.Tensor:
+    """Anything point-like (tensor, array, nested lists) → a checked (N, 2) float32 tensor of
+    (x, y): one clear line for another shape (e.g. (N, 3)), no points, or NaN/inf."""
+    try:
+        tensor = torch.as_tensor(np.asarray(points, dtype=np.float32) if not torch.is_tensor(points) else points)
+    except (TypeError, ValueError) as err:
+        raise DataError(f"{name} must be an (N, 2) array of (x, y) numbers; got {type(points).__name__}: {err}") from None
+    if tensor.ndim == 1 and tensor.numel() == 2:
+        tensor = tensor[None]
+    if tensor.ndim != 2 or tensor.shape[1] != 2:
+        raise DataError(f"{name} must be an (N, 2) array of (x, y) points; got shape {tuple(tensor.shape)}")
+    if tensor.shape[0] == 0:
+        raise DataError(f"{name} is empty: give at least one (x, y) point")
+    return _check_points(tensor.float(), name)
+
+
 def _check_size(size: Sequence[Union[int, float]], name: str) -> tuple[int, int]:
     if len(size) != 2 or any(int(s) != s or s < 1 for s in size):
         raise DataError(f"{name} must be two positive integers; got {tuple(size)!r}")

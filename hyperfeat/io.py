@@ -1,12 +1,16 @@
 """File input and output that several stages share: atomic writes (a file appears whole or not
-at all), video and GIF encoding, and the listing of images and frames with the suffixes the
-project reads (``IMAGE_SUFFIXES``, ``FRAME_SUFFIXES``, ``READABLE_VIDEO_SUFFIXES``) and writes
-(``WRITABLE_VIDEO_SUFFIXES``).
+at all), the safe readers of every file the project loads (:func:`safe_torch_load`,
+:func:`safe_unpickle`: neither can run code from a file), video and GIF encoding, and the listing
+of images and frames with the suffixes the project reads (``IMAGE_SUFFIXES``, ``FRAME_SUFFIXES``,
+``READABLE_VIDEO_SUFFIXES``) and writes (``WRITABLE_VIDEO_SUFFIXES``).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+import pathlib
+import pickle
 import re
 import tempfile
 from fractions import Fraction
@@ -38,6 +42,12 @@ WRITABLE_VIDEO_SUFFIXES = (".gif", ".mp4")
 
 # ---------------------------------------------------------------------------- atomic writes
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     """``write(tmp)`` a temporary file beside ``path``, then rename it into place: a crash or a
     reader never sees half a file. Creates the parent folder."""
@@ -47,6 +57,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600: give the file the mode any new file gets
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -113,6 +124,102 @@ def list_image_files(source: Union[PathLike, Sequence[PathLike]]) -> list[Path]:
     if absent:
         raise DataError(f"synthetic pairs: {len(absent)} listed image(s) not found: {', '.join(absent[:5])}")
     return files
+
+
+class UnsafeFileError(HyperfeatError):
+    """A file whose loading would run code, or build objects outside the safe set."""
+
+
+def _numpy_allowed() -> dict[tuple[str, str], Any]:
+    """numpy's array/scalar/dtype rebuilders by (module, name), under both spellings of numpy's
+    core module (numpy 1 writes ``numpy.core``, numpy 2 ``numpy._core``)."""
+    import warnings
+
+    allowed: dict[tuple[str, str], Any] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+    for module in ("numpy._core.multiarray", "numpy.core.multiarray"):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                mod = importlib.import_module(module)
+        except ImportError:
+            continue
+        for name in ("_reconstruct", "scalar"):
+            if hasattr(mod, name):
+                allowed[(module, name)] = getattr(mod, name)
+    dtypes = getattr(np, "dtypes", None)
+    for name in dir(dtypes) if dtypes is not None else ():
+        if name.endswith("DType"):
+            allowed[("numpy.dtypes", name)] = getattr(dtypes, name)
+    return allowed
+
+
+def _numpy_safe_globals() -> list:
+    return list({id(v): v for v in _numpy_allowed().values()}.values())
+
+
+# The only globals a torch file may name beyond tensors and plain containers: paths and numpy
+# values (older Lightning/numpy code stored them in checkpoints). Nothing here runs code.
+SAFE_TORCH_GLOBALS = [pathlib.PosixPath, pathlib.PurePosixPath, pathlib.WindowsPath, pathlib.PureWindowsPath]
+
+
+def _unsafe_name(err: BaseException) -> str:
+    """The global a refused file named, out of torch's long weights-only message."""
+    match = re.search(r"GLOBAL ([\w.]+)", str(err)) or re.search(r"global ([\w.]+)", str(err))
+    return match.group(1) if match else type(err).__name__
+
+
+def safe_torch_load(path: str | os.PathLike, what: str = "file", error: type = UnsafeFileError,
+                    mmap: bool = False) -> Any:
+    """``torch.load`` of ``path`` that cannot run code: ``weights_only=True`` with the small
+    allowlist :data:`SAFE_TORCH_GLOBALS` (+ numpy values). A file that names anything else
+    (an object whose unpickling would call a function) raises ``error`` with one line naming
+    it; a corrupt file raises ``error`` too. Every torch file the project reads goes through here."""
+    path = Path(path)
+    safe = SAFE_TORCH_GLOBALS + _numpy_safe_globals()
+    try:
+        with torch.serialization.safe_globals(safe):
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as err:
+        if "weights only" in str(err).lower() or "weights_only" in str(err):
+            raise error(
+                f"refusing to load {what} {path}: it names {_unsafe_name(err)!s}, which a safe load does not "
+                f"build (a file that runs code when loaded, or one written by other software; only tensors, "
+                f"numbers, strings, lists and dicts are read)"
+            ) from None
+        raise error(f"cannot read {what} {path}: {err} (corrupt or not a torch file?)") from None
+    except FileNotFoundError:
+        raise error(f"{what} not found: {path}") from None
+    except Exception as err:  # zip/format errors
+        raise error(f"cannot read {what} {path}: {str(err).splitlines()[0] if str(err) else type(err).__name__} "
+                    f"(corrupt or not a torch file?)") from None
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Builds only numpy arrays, dtypes and scalars besides plain Python containers and numbers."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        allowed = _numpy_allowed()
+        if (module, name) in allowed:
+            return allowed[(module, name)]
+        raise pickle.UnpicklingError(f"global {module}.{name} is not allowed")
+
+
+def safe_unpickle(path: str | os.PathLike, what: str = "pickle", error: type = UnsafeFileError) -> Any:
+    """A pickle of numpy arrays in dicts/lists/tuples (e.g. the TAP-Vid data files), read by an
+    unpickler that refuses every other global, so a crafted file cannot run code."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            return _NumpyOnlyUnpickler(handle).load()
+    except FileNotFoundError:
+        raise error(f"{what} not found: {path}") from None
+    except pickle.UnpicklingError as err:
+        if "is not allowed" in str(err):
+            raise error(f"refusing to load {what} {path}: it names {_unsafe_name(err)}; only numpy arrays and "
+                        f"plain containers are read (a file that runs code when loaded?)") from None
+        raise error(f"cannot read {what} {path}: {err}") from None
+    except Exception as err:  # truncated files raise EOFError, odd ones many types
+        raise error(f"cannot read {what} {path}: {type(err).__name__}: {err}") from None
 
 
 def gather_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:

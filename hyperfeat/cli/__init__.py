@@ -9,6 +9,7 @@ only in this package.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from typing import Optional, Sequence
 
@@ -46,6 +47,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     quiet_third_party()
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for i in range(len(argv) - 1, 0, -1):  # "--points -5,10": a value that starts with a minus sign
+        if argv[i - 1].startswith("--") and "=" not in argv[i - 1] and re.match(r"^-\.?\d", argv[i]):
+            argv[i - 1:i + 1] = [f"{argv[i - 1]}={argv[i]}"]
     args, unknown = parser.parse_known_args(argv)
     # key=value overrides may come anywhere on the line, also after options
     bad = [item for item in unknown if item.startswith("-") or "=" not in item]

@@ -75,6 +75,8 @@ def parse_points(text: str) -> torch.Tensor:
         raise HyperfeatError(f"points must look like 'x1,y1;x2,y2'; got {text!r}") from err
     if not points or any(len(p) != 2 for p in points):
         raise HyperfeatError(f"points must look like 'x1,y1;x2,y2'; got {text!r}")
+    if any(v != v or v in (float("inf"), float("-inf")) for p in points for v in p):
+        raise HyperfeatError(f"points must be finite numbers; got {text!r}")
     return torch.tensor(points)
 
 def parse_queries(text: str) -> torch.Tensor:
@@ -86,6 +88,8 @@ def parse_queries(text: str) -> torch.Tensor:
         raise HyperfeatError(f"points must look like 't,x,y;t,x,y' (frame, x, y in pixels); got {text!r}") from err
     if not rows or any(len(r) != 3 for r in rows):
         raise HyperfeatError(f"points must look like 't,x,y;t,x,y' (frame, x, y in pixels); got {text!r}")
+    if any(v != v or v in (float("inf"), float("-inf")) for r in rows for v in r):
+        raise HyperfeatError(f"points must be finite numbers (t a frame index, x and y pixels); got {text!r}")
     bad = [r for r in rows if r[0] != int(r[0])]
     if bad:
         raise HyperfeatError(f"the frame index t of a point must be an integer; got {bad[0]}")

@@ -24,7 +24,13 @@ def run_convert(args: argparse.Namespace) -> int:
 
     _, saved = read_official(args.official)
     implied = implied_overrides(saved)  # the published file's own config, before the user's overrides
-    cfg = load_config(args.config, implied + list(args.overrides) + args.late_overrides)
+    given = list(args.overrides) + args.late_overrides
+    if "num_timesteps" not in saved and not any(o.startswith("features.num_steps=") for o in given):
+        import sys
+
+        print(f"warning: {args.official} does not say its number of DDIM steps; assuming the config's "
+              f"features.num_steps (give features.num_steps=N if it was trained with another)", file=sys.stderr)
+    cfg = load_config(args.config, implied + given)
     meta = convert_official(args.official, args.out, cfg)
     print(f"wrote {args.out}: {len(meta.layers)} layers × {len(meta.save_steps)} timesteps {meta.save_steps}, "
           f"channels {meta.feature_dims}")

@@ -24,6 +24,16 @@ def run_match(args: argparse.Namespace) -> int:
     from hyperfeat.viz.correspondences import draw_correspondences
 
     points = parse_points(args.points)  # a typo fails before the model loads
+    from pathlib import Path
+
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    from hyperfeat.errors import HyperfeatError
+
+    kinds = FigureCanvasBase.get_supported_filetypes()
+    if Path(args.out).suffix.lower().lstrip(".") not in kinds:  # fail before the work, not after
+        raise HyperfeatError(f"--out {args.out}: the picture must end in one of "
+                             f"{', '.join('.' + k for k in sorted(kinds))}")
     hf = Hyperfeatures.from_checkpoint(args.checkpoint, overrides=with_config_file(args.config, args.late_overrides))
     pred = hf.match(args.source, args.target, points, method=args.method)
     draw_correspondences(args.source, args.target, points, pred, None, None, None, out_path=args.out,

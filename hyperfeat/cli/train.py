@@ -23,7 +23,11 @@ def run_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, list(args.overrides) + args.late_overrides)
     require_extra(["lightning", "torchmetrics"] + (["wandb"] if str(cfg.logger.backend) == "wandb" else [])
                   + ["scipy"], "training")
+    from hyperfeat.errors import TrainingInterrupted
     from hyperfeat.train.trainer import train
 
-    train(cfg)
+    try:
+        train(cfg)
+    except TrainingInterrupted as stop:  # last.ckpt was saved; the message is already printed
+        return stop.exit_code
     return 0

@@ -18,6 +18,7 @@ import torch
 from omegaconf import DictConfig
 
 from hyperfeat.errors import CheckpointError
+from hyperfeat.io import safe_torch_load
 from hyperfeat.model.checkpoint import CheckpointMeta, build_network, save_checkpoint
 
 SD_DECODER_LAYERS = [(i, j) for i in range(4) for j in range(3)]
@@ -33,10 +34,7 @@ def read_official(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dic
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"published checkpoint not found: {path}")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:
-        raise CheckpointError(f"cannot read {path}: {err} (corrupt or not a torch file?)") from err
+    blob = safe_torch_load(path, "published checkpoint", CheckpointError)  # never runs code from the file
     if not isinstance(blob, dict) or "aggregation_network" not in blob:
         found = list(blob)[:10] if isinstance(blob, dict) else type(blob).__name__
         raise CheckpointError(f"{path} has no 'aggregation_network' entry (found {found}); is it a published checkpoint?")

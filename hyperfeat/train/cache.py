@@ -31,7 +31,7 @@ from omegaconf import DictConfig
 from torch.utils.data import Dataset
 
 from hyperfeat.errors import ConfigError
-from hyperfeat.io import atomic_save, atomic_write
+from hyperfeat.io import atomic_save, atomic_write, safe_torch_load
 from hyperfeat.model.identity import (
     _features_identity,
     digest,
@@ -135,7 +135,7 @@ class FeatureCache:
 
     # ------------------------------------------------------------------ read and write
     def _read(self, path: Path, key: str) -> torch.Tensor:
-        entry = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+        entry = safe_torch_load(path, "feature cache entry", ValueError, mmap=True)
         if not isinstance(entry, dict) or "raw" not in entry:
             raise ValueError("not a feature cache entry")
         if entry.get("key") != key or entry.get("fingerprint") != self.fingerprint:

@@ -24,11 +24,63 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from hyperfeat.errors import DataError
 
 CACHED_SPLITS = ("train", "val")
+
+
+class EpochSampler(Sampler[int]):
+    """A shuffled order drawn from ``(seed, epoch)`` alone, that can start part-way through an
+    epoch: a run resumed mid-epoch sees exactly the items the killed run had not yet seen."""
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed = int(size), int(seed)
+        self.epoch, self.skip = 0, 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.size, generator=generator).tolist()
+        skip, self.skip = self.skip, 0
+        yield from order[skip:]
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader whose position (epoch, batches served) is saved in Lightning checkpoints and
+    restored on resume (Lightning calls ``state_dict``/``load_state_dict`` of stateful loaders)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._served = 0
+        self._iterated = False
+
+    def __iter__(self):
+        sampler = self.sampler
+        if self._iterated:  # every new pass is the next epoch (Lightning stops at len without exhausting)
+            sampler.epoch += 1
+        self._iterated = True
+        self._served = sampler.skip // max(1, int(self.batch_size or 1))
+        for batch in super().__iter__():
+            self._served += 1
+            yield batch
+
+    def __len__(self) -> int:
+        return super().__len__()
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": int(self.sampler.epoch), "batches": int(self._served)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        epoch, batches = int(state.get("epoch", 0)), int(state.get("batches", 0))
+        if batches >= len(self):  # saved after the last batch of an epoch: the next one starts
+            epoch, batches = epoch + 1, 0
+        self.sampler.epoch = epoch
+        self.sampler.skip = batches * int(self.batch_size or 1)
+        self._served, self._iterated = batches, False
 
 
 STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ()}
@@ -153,7 +205,18 @@ class PairDataModule(L.LightningDataModule):
                           collate_fn=collate, persistent_workers=workers > 0, drop_last=False)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True, int(self.cfg.train.pairs_per_step))
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and trainer.world_size > 1:  # Lightning's distributed sampler
+            return self._loader("train", True, int(self.cfg.train.pairs_per_step))
+        from hyperfeat.data.pairs.base import collate_pairs
+        from hyperfeat.train.cache import collate_cached_pairs
+
+        dataset = self.loader_dataset("train")
+        workers = int(self.cfg.train.num_workers)
+        return ResumableLoader(dataset, batch_size=int(self.cfg.train.pairs_per_step),
+                               sampler=EpochSampler(len(dataset), int(self.cfg.train.seed)), num_workers=workers,
+                               collate_fn=collate_cached_pairs if self.uses_cache("train") else collate_pairs,
+                               persistent_workers=workers > 0, drop_last=False)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", False, int(self.cfg.eval.batch_size))

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
+import sys
+import threading
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -11,10 +15,12 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
-from hyperfeat.errors import ConfigError
-from hyperfeat.io import atomic_save
+from hyperfeat.errors import CheckpointError, ConfigError, NumericsError, TrainingInterrupted
+from hyperfeat.io import atomic_save, safe_torch_load
+from hyperfeat.model.checkpoint import check_identity
 
 MONITOR = "val/pck@0.1"
 
@@ -26,12 +32,123 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     leaves the previous checkpoint intact."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
+        bad = non_finite(checkpoint.get("state_dict", {}))
+        if bad:
+            raise NumericsError(f"step {checkpoint.get('global_step')}: not writing {path}: weights {bad[:3]} "
+                                f"hold NaN/inf")
         atomic_save(checkpoint, path)
 
+    def load_checkpoint(self, path, map_location: Any = None, weights_only: Optional[bool] = None) -> dict[str, Any]:
+        """Resume reads go through the safe loader too (tensors and plain containers only)."""
+        return safe_torch_load(path, "checkpoint", CheckpointError)
+
+
+def non_finite(tensors: dict[str, Any]) -> list[str]:
+    """Names of the floating-point tensors of ``tensors`` that hold NaN or inf."""
+    return [k for k, v in tensors.items()
+            if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+class FiniteGuard(Callback):
+    """Stops training at the first NaN/inf, naming the step and where it came from: the batch's
+    cached raw maps (before the step), the loss or the weights (after it). Listed before the
+    checkpoint callbacks, so a non-finite state is never written."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        for side in ("source", "target"):
+            raw = batch.get(f"{side}_raw") if isinstance(batch, dict) else None
+            if torch.is_tensor(raw) and not bool(torch.isfinite(raw).all()):
+                where = getattr(trainer.datamodule, "cfg", None)
+                folder = f" (feature cache {where.train.cache_dir}: delete it to recompute)" if where is not None else ""
+                raise NumericsError(f"step {trainer.global_step}: the cached raw maps of the {side} images of batch "
+                                    f"{batch_idx} hold NaN/inf{folder}; nothing was trained on them")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if torch.is_tensor(loss) and not bool(torch.isfinite(loss).all()):
+            raise NumericsError(f"step {trainer.global_step}: the training loss is {float(loss)}; stopping "
+                                f"without writing a checkpoint (lower train.lr, or check the inputs)")
+        bad = non_finite(dict(pl_module.aggregation.named_parameters()))
+        if bad:
+            raise NumericsError(f"step {trainer.global_step}: weights {bad[:3]} hold NaN/inf after the optimiser "
+                                f"step; stopping without writing a checkpoint")
+
+
+class CheckpointPolicy(Callback):
+    """``last.ckpt`` every ``every`` optimiser steps, and at the end of the step during which
+    SIGINT or SIGTERM arrived (then training stops; a second signal stops at once)."""
+
+    def __init__(self, last: Path, every: int):
+        self.last = last
+        self.every = int(every)
+        self.signum: Optional[int] = None
+        self.saved_step: Optional[int] = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if self.signum is not None or (self.every > 0 and step % self.every == 0):
+            trainer.save_checkpoint(str(self.last), weights_only=False)
+            self.saved_step = step
+        if self.signum is not None:
+            trainer.should_stop = True
+
+    @contextmanager
+    def signals(self):
+        """Install the SIGINT/SIGTERM handlers for the duration of the block (main thread only)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):
+            if self.signum is not None:  # second signal: stop now
+                signal.signal(signum, signal.SIG_DFL)
+                raise KeyboardInterrupt
+            self.signum = signum
+            print(f"\n{signal.Signals(signum).name} received: saving {self.last} after this step, then stopping "
+                  f"(send it again to stop at once)", file=sys.stderr, flush=True)
+
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+
+@contextmanager
+def folder_lock(folder: Path):
+    """An exclusive lock on ``folder/train.lock`` for one training at a time; the OS drops it when
+    the process ends, however it ends, so a killed run never leaves a stale lock."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "train.lock"
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): no lock
+        yield
+        return
+    handle = open(path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        owner = handle.read().strip() or "?"
+        handle.close()
+        raise CheckpointError(f"checkpoint folder {folder} is in use by another training (pid {owner}, lock "
+                              f"{path}); wait for it to end or give another paths.checkpoint_dir") from None
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
 
 
 
-def make_logger(cfg: DictConfig):
+
+def make_logger(cfg: DictConfig, resume: bool = False):
     backend = str(cfg.logger.backend)
     save_dir = Path(cfg.paths.output_dir)
     save_dir.mkdir(parents=True, exist_ok=True)
@@ -42,8 +159,17 @@ def make_logger(cfg: DictConfig):
         if mode not in ("offline", "online", "disabled"):
             raise ConfigError(f"logger.wandb_mode must be offline, online or disabled; got {mode!r}")
         os.environ.setdefault("WANDB_SILENT", "true")
+        # a resumed run logs into the same wandb run: its id is kept beside the checkpoints
+        id_file = Path(cfg.paths.checkpoint_dir) / "wandb_run_id"
+        run_id = id_file.read_text().strip() if resume and id_file.is_file() else None
+        if run_id is None and _launching_process():
+            import uuid
+
+            run_id = uuid.uuid4().hex[:12]
+            id_file.parent.mkdir(parents=True, exist_ok=True)
+            id_file.write_text(run_id)
         logger = WandbLogger(project=str(cfg.logger.project), name=cfg.logger.run_name, save_dir=str(save_dir),
-                             offline=mode == "offline", mode=mode)
+                             offline=mode == "offline", mode=mode, id=run_id, resume="allow")
         init = getattr(logger, "_wandb_init", None)
         if isinstance(init, dict) and init.get("anonymous") is None:
             init.pop("anonymous", None)  # WandbLogger passes anonymous=None, which wandb warns about
@@ -59,7 +185,7 @@ def make_logger(cfg: DictConfig):
 
 
 
-def build_trainer(cfg: DictConfig, callbacks: Sequence[Callback] = (),
+def build_trainer(cfg: DictConfig, callbacks: Sequence[Callback] = (), resume: bool = False,
                   **overrides) -> tuple[L.Trainer, ModelCheckpoint]:
     """The Trainer of ``cfg.train`` with the checkpoint callback (``best-{step}.ckpt`` by
     ``val/pck@0.1``, and ``last.ckpt``); ``callbacks`` are added to it, ``overrides`` replace
@@ -82,8 +208,8 @@ def build_trainer(cfg: DictConfig, callbacks: Sequence[Callback] = (),
         strategy=str(t.strategy),
         precision=str(t.precision),
         log_every_n_steps=int(t.log_every_n_steps),
-        logger=make_logger(cfg),
-        callbacks=[checkpoint, *bar, *callbacks],
+        logger=make_logger(cfg, resume),
+        callbacks=[FiniteGuard(), *callbacks, checkpoint, *bar],
         plugins=[AtomicCheckpointIO()],
         num_sanity_val_steps=0,
         enable_model_summary=False,
@@ -94,11 +220,27 @@ def build_trainer(cfg: DictConfig, callbacks: Sequence[Callback] = (),
 
 
 
+def check_resume(cfg: DictConfig, last: Path) -> None:
+    """Refuse to resume ``last`` under a config whose identity differs from the one it was made with."""
+    ckpt = safe_torch_load(last, "checkpoint", CheckpointError)
+    saved = ckpt.get("hyperfeat", {}).get("config") if isinstance(ckpt.get("hyperfeat"), dict) else None
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{last} has no hyperfeat config to check a resume against; start a fresh run with "
+                              f"train.resume=false (overwrites it) or another paths.checkpoint_dir")
+    hint = (f"resuming would mix two runs under one label: start a fresh run with another paths.checkpoint_dir "
+            f"(or train.resume=false, which overwrites {last.name}), or restore the old values")
+    check_identity(saved, cfg, str(last), hint)
+
+
 def train(cfg: DictConfig, callbacks: Sequence[Callback] = (), backbone: Any = None, **trainer_overrides) -> Path:
     """Train; returns the path of ``last.ckpt``. Resumes from it when ``train.resume`` and it exists.
 
-    ``last.ckpt`` is written at every validation and at the end (the final step); a run killed
-    in between resumes from the last validation. Several devices or nodes
+    ``last.ckpt`` is written every ``train.checkpoint_every_n_steps`` steps, at every validation,
+    at the end, and at the end of the step during which SIGINT/SIGTERM arrived (then
+    :class:`TrainingInterrupted` is raised). A resume is refused when the config's identity
+    (:func:`hyperfeat.model.checkpoint.check_identity`) differs from the checkpoint's. One training
+    at a time per checkpoint folder (a lock file). NaN/inf in cached maps, the loss or the weights
+    stop training with a :class:`NumericsError` and are never written. Several devices or nodes
     (``train.devices``, ``train.num_nodes``, ``train.strategy=ddp``): launch as usual (Lightning
     starts the other local processes) or with torchrun/SLURM; see :mod:`hyperfeat.data.datamodule`
     for how the feature cache is shared. ``backbone``: an already loaded
@@ -108,37 +250,59 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = (), backbone: Any = N
     from hyperfeat.train.datamodule import PairDataModule
     from hyperfeat.train.module import HyperfeatModule
 
-    quiet_third_party()
-    L.seed_everything(int(cfg.train.seed), workers=True)
-    trainer, checkpoint = build_trainer(cfg, callbacks=callbacks, **trainer_overrides)
-    root = trainer.strategy.root_device
-    if root.type == "cuda" and str(cfg.backbone.device) in ("auto", "cuda"):
-        torch.cuda.set_device(root)  # the backbone loads on this process's GPU, not on GPU 0 in every process
-    module = HyperfeatModule.from_config(cfg, backbone=backbone)
-    data = PairDataModule(cfg)
-    last = Path(cfg.paths.checkpoint_dir) / "last.ckpt"
-    resume = str(last) if bool(cfg.train.resume) and last.is_file() else None
-    if trainer.is_global_zero:
+    ckpt_dir = Path(cfg.paths.checkpoint_dir)
+    last = ckpt_dir / "last.ckpt"
+    with folder_lock(ckpt_dir) if _launching_process() else _nothing():
+        if _launching_process():
+            for stale in ckpt_dir.glob(".*.tmp"):  # left by a kill during a write: never a checkpoint
+                stale.unlink(missing_ok=True)
+        resume = str(last) if bool(cfg.train.resume) and last.is_file() else None
         if resume:
-            print(f"resuming from {resume}")
-        elif last.is_file():
-            print(f"train.resume is false: training from scratch; {last} will be overwritten")
-    with warnings.catch_warnings():
-        ckpt_dir = Path(cfg.paths.checkpoint_dir)
-        if resume or not any(ckpt_dir.glob("*.ckpt")):  # expected when resuming; a fresh clone has only .gitkeep
+            check_resume(cfg, last)  # before anything is built or written
+        quiet_third_party()
+        L.seed_everything(int(cfg.train.seed), workers=True)
+        policy = CheckpointPolicy(last, int(cfg.train.get("checkpoint_every_n_steps", 0) or 0))
+        trainer, checkpoint = build_trainer(cfg, callbacks=[*callbacks, policy], resume=bool(resume),
+                                            **trainer_overrides)
+        root = trainer.strategy.root_device
+        if root.type == "cuda" and str(cfg.backbone.device) in ("auto", "cuda"):
+            torch.cuda.set_device(root)  # the backbone loads on this process's GPU, not on GPU 0 in every process
+        module = HyperfeatModule.from_config(cfg, backbone=backbone)
+        data = PairDataModule(cfg)
+        if trainer.is_global_zero:
+            if resume:
+                print(f"resuming from {resume}")
+            elif last.is_file():
+                print(f"train.resume is false: training from scratch; {last} will be overwritten")
+        with warnings.catch_warnings(), policy.signals():
+            # expected: the folder holds the lock (and last.ckpt when resuming)
             warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-        trainer.fit(module, datamodule=data, ckpt_path=resume)
-    if not trainer.interrupted:
-        # Lightning writes last.ckpt at validations only: make it hold the final step
-        trainer.save_checkpoint(str(last), weights_only=False)
-    if trainer.is_global_zero:
-        if checkpoint.best_model_path:
-            score = float(checkpoint.best_model_score)
-            print(f"best checkpoint: {checkpoint.best_model_path} ({MONITOR} = {score:.4f})")
-        print(f"last checkpoint: {last}")
-        folder = logger_folder(trainer.logger)
-        if folder is not None:
-            print(folder)
+            try:
+                trainer.fit(module, datamodule=data, ckpt_path=resume)
+            except SIGTERMException:  # Lightning's own SIGTERM stop, after our handler saw the signal
+                if policy.signum is None:
+                    raise
+            if policy.signum is not None and policy.saved_step != trainer.global_step:
+                trainer.save_checkpoint(str(last), weights_only=False)  # the signal came after the step's save point
+                policy.saved_step = trainer.global_step
+            if not trainer.interrupted and policy.saved_step != trainer.global_step:
+                # make last.ckpt hold the final step (unless the policy just wrote it)
+                trainer.save_checkpoint(str(last), weights_only=False)
+        if policy.signum is not None:
+            name = signal.Signals(policy.signum).name
+            message = (f"stopped by {name} at step {trainer.global_step}; {last} holds that step: run the same "
+                       f"command again to resume")
+            if trainer.is_global_zero:
+                print(message, file=sys.stderr)
+            raise TrainingInterrupted(message, policy.signum)
+        if trainer.is_global_zero:
+            if checkpoint.best_model_path:
+                score = float(checkpoint.best_model_score)
+                print(f"best checkpoint: {checkpoint.best_model_path} ({MONITOR} = {score:.4f})")
+            print(f"last checkpoint: {last}")
+            folder = logger_folder(trainer.logger)
+            if folder is not None:
+                print(folder)
     return last
 
 
@@ -161,3 +325,13 @@ def logger_folder(logger) -> Optional[str]:
     except Exception:  # a log folder is worth a line, never a crash at the end of training
         return None
     return None
+
+
+def _launching_process() -> bool:
+    """True in the process that owns the run (not in the other DDP ranks Lightning or torchrun start)."""
+    return all(int(os.environ.get(k, "0") or 0) == 0 for k in ("LOCAL_RANK", "NODE_RANK", "RANK"))
+
+
+@contextmanager
+def _nothing():
+    yield

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence
 import torch
 
 from hyperfeat.errors import DataError
-from hyperfeat.io import PathLike, atomic_save
+from hyperfeat.io import PathLike, atomic_save, safe_torch_load
 from hyperfeat.video.frames import FRAME_TRANSFORM, VideoFrames
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ def _load_cache(path: Path, digest: str, num_frames: int) -> Optional[torch.Tens
     if not path.is_file():
         return None
     try:
-        entry = torch.load(path, map_location="cpu", weights_only=True)
+        entry = safe_torch_load(path, "descriptor cache file", ValueError)
         descriptors = entry["descriptors"]
         if entry.get("key") != digest or not isinstance(descriptors, torch.Tensor):
             raise ValueError("key mismatch or no descriptor tensor")

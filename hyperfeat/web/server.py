@@ -28,7 +28,6 @@ import tempfile
 import threading
 from email.parser import BytesParser
 from email.policy import HTTP
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path

@@ -23,7 +23,6 @@ where it is visible.
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -34,7 +33,7 @@ import torch
 from hyperfeat.data.videos.base import VideoDataset
 from hyperfeat.errors import DataError
 from hyperfeat.images import load_image
-from hyperfeat.io import PathLike
+from hyperfeat.io import PathLike, safe_unpickle
 
 QUERY_MODES = ("first", "strided")
 
@@ -191,11 +190,8 @@ class TapVidDavis(VideoDataset):
     def _load_pickle(self) -> Any:
         if not self.pickle_path.is_file():
             raise DataError(f"TAP-Vid pickle not found: {self.pickle_path}")
-        try:
-            with open(self.pickle_path, "rb") as handle:
-                return pickle.load(handle)
-        except Exception as err:  # unpickling raises many types
-            raise DataError(f"cannot read TAP-Vid pickle {self.pickle_path}: {err}") from err
+        # numpy arrays and plain containers only: a crafted pickle cannot run code
+        return safe_unpickle(self.pickle_path, "TAP-Vid pickle", DataError)
 
     def _index(self) -> dict[int, str]:
         if self._index_file is not None:
