@@ -144,6 +144,7 @@ class SPairDataset(RecordPairDataset):
         image_dir: Optional[str] = None,
         layout: str = "large",
         max_pairs: Optional[int] = None,
+        sample_seed: int = 0,
         max_points: Optional[int] = None,
         strict: bool = False,
     ) -> None:
@@ -158,6 +159,7 @@ class SPairDataset(RecordPairDataset):
         else:
             raise DataError(f"SPair format must be dhf or native; got {format!r}")
         records = finalize_records(
-            records, dataset="SPair-71k", split=str(split), root=root, strict=strict, max_pairs=max_pairs
+            records, dataset="SPair-71k", split=str(split), root=root, strict=strict, max_pairs=max_pairs,
+            sample_seed=sample_seed
         )
         super().__init__(records, load_size, max_points)
