@@ -4,7 +4,6 @@ partial record. Tiny random backbone and a checkpoint built here; real PF-WILLOW
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 
@@ -50,15 +49,15 @@ def test_store_describes_each_unique_image_once_and_keys_on_the_network(ckpt, ti
         return hf.describe_batch(batch)
 
     g = torch.Generator().manual_seed(0)
-    images = torch.rand(3, 3, 128, 128, generator=g) * 2 - 1  # (3, 3, L, L)
-    batch = images[[0, 1, 0, 2, 1, 0]]
+    images = torch.rand(2, 3, 128, 128, generator=g) * 2 - 1  # (2, 3, L, L)
+    batch = images[[0, 1, 0, 1, 1, 0]]
     store = DescriptorStore(describe, describer_identity(hf), batch_size=2)
     desc = store.describe_all(batch)  # (6, D, R, R)
-    assert store.described == 3 and store.reused == 3 and sum(calls) == 3 and max(calls) <= 2
-    torch.testing.assert_close(desc, hf.describe_batch(batch), rtol=1e-5, atol=1e-5)
+    assert store.described == 2 and store.reused == 4 and sum(calls) == 2
+    torch.testing.assert_close(desc, hf.describe_batch(batch), rtol=1e-4, atol=1e-4)  # batch composition
     assert torch.equal(desc[0], desc[2]) and torch.equal(desc[0], desc[5])
     store.describe_all(images[:1])
-    assert store.described == 3  # already there
+    assert store.described == 2  # already there
 
     # on disk: a second store reads what the first wrote, and another network is another key
     disk = DescriptorStore(describe, describer_identity(hf), store_dir=tmp_path)
@@ -76,15 +75,27 @@ def test_store_describes_each_unique_image_once_and_keys_on_the_network(ckpt, ti
 # ---------------------------------------------------------------------------- PF-WILLOW
 
 
+def small_willow(tmp_path, classes=("car(G)", "duck(S)"), per_class: int = 2):
+    """A PF-WILLOW root of ``per_class`` real images of each class (links): 2·2·1 = 4 pairs, 4 images."""
+    source = data_dir("pf_willow") / "PF-dataset-WILLOW"
+    root = tmp_path / "willow"
+    for name in classes:
+        (root / name).mkdir(parents=True)
+        for png in sorted((source / name).glob("*.png"))[:per_class]:
+            for path in (png, png.with_suffix(".mat")):
+                (root / name / path.name).symlink_to(path)
+    return root
+
+
 def test_eval_pck_equals_the_per_pair_computation(ckpt, tiny_backbone, tmp_path, monkeypatch):
     """The store path gives the numbers of describing both images of every pair on their own."""
-    data_dir("pf_willow")
     from hyperfeat.data.pairs import build_pair_dataset
     from hyperfeat.data.pairs.base import collate_pairs
     from hyperfeat.eval.metrics.pck import PCK
     from hyperfeat.eval.runner import evaluate
     from hyperfeat.eval.semantic import update_pck
 
+    overrides = _overrides(tmp_path, f"data.root={small_willow(tmp_path)}", "eval.batch_size=4")
     described = []
     original = Hyperfeatures.describe_batch
 
@@ -93,29 +104,25 @@ def test_eval_pck_equals_the_per_pair_computation(ckpt, tiny_backbone, tmp_path,
         return original(self, batch)
 
     monkeypatch.setattr(Hyperfeatures, "describe_batch", spy)
-    record = evaluate(str(ckpt), _overrides(tmp_path, "data.max_pairs=20"), backbone=tiny_backbone)
+    record = evaluate(str(ckpt), overrides, backbone=tiny_backbone)
     monkeypatch.setattr(Hyperfeatures, "describe_batch", original)
     results = record["results"]
-    assert results["num_pairs"] == 20 and results["pairs_evaluated"] == 20
+    assert results["num_pairs"] == 4 and results["pairs_evaluated"] == 4
+    # each unique image once: 4 descriptions instead of the 8 of describing per pair
+    assert sum(described) == results["images_described"] == 4 and results["images_reused"] == 4
 
     # per pair, by the old path: both images of the pair in one describer call
-    hf = Hyperfeatures.from_checkpoint(ckpt, device="cpu", backbone=tiny_backbone,
-                                       overrides=_overrides(tmp_path, "data.max_pairs=20"))
+    hf = Hyperfeatures.from_checkpoint(ckpt, device="cpu", backbone=tiny_backbone, overrides=overrides)
     dataset = build_pair_dataset(hf.cfg.data, "test", 128)
     metric = PCK(alphas=(0.05, 0.1, 0.15))
-    images = set()
     for i in range(len(dataset)):
         batch = collate_pairs([dataset[i]])
-        # by content: PF-WILLOW holds 30 byte-identical files under two class names
-        images.update(hashlib.sha256(p.read_bytes()).hexdigest()
-                      for p in (dataset.records[i].source_path, dataset.records[i].target_path))
         src, tgt = hf.describe_batch(torch.cat([batch["source_image"], batch["target_image"]])).chunk(2)
         update_pck(metric, batch, src, tgt, 128)
     expected = metric.compute()
+    assert len([k for k in expected if k.startswith("cat/")]) > 10  # two categories
     for key, value in expected.items():
         assert results[key] == pytest.approx(float(value), abs=1e-9), key
-    # each unique image once: fewer descriptions than the 40 of describing per pair
-    assert sum(described) == results["images_described"] == len(images) < 40
 
 
 def test_max_pairs_samples_across_categories_seeded(tmp_path):
@@ -181,9 +188,12 @@ def test_ctrl_c_writes_a_partial_record_and_one_line(ckpt, tiny_backbone, tmp_pa
         return original(*args, **kwargs)
 
     monkeypatch.setattr(semantic, "update_pck", interrupt_on_third)
-    code = main(["eval", "--checkpoint", str(ckpt), *_overrides(tmp_path, "data.max_pairs=12", "eval.batch_size=2")])
+    root = small_willow(tmp_path, classes=("car(G)",), per_class=4)  # 12 pairs of 4 images
+    code = main(["eval", "--checkpoint", str(ckpt), *_overrides(tmp_path, f"data.root={root}", "eval.batch_size=2")])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 130 and len(err) == 1 and "after 4 of 12 pairs" in err[0], err
+    messages = [line for line in err if not line.startswith("evaluating ")]  # the progress bar aside
+    assert code == 130 and len(messages) == 1 and "after 4 of 12 pairs" in messages[0], err
+    assert "Traceback" not in "\n".join(err)
     saved = json.loads((tmp_path / "eval_pf_willow.json").read_text())
     assert saved["partial"] is True and saved["progress"] == {"done": 4, "total": 12}
     assert saved["results"]["num_pairs"] == 4 and saved["results"]["pairs_evaluated"] == 4
