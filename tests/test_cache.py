@@ -299,3 +299,50 @@ def test_module_gives_the_same_descriptors_from_the_cache(tmp_path, tiny_cfg, ti
         from_cache = module.describe_pair(collate_cached_pairs([cached[0]]))
     for a, b in zip(from_images, from_cache):
         torch.testing.assert_close(a, b, rtol=2e-2, atol=2e-2)
+
+
+def _loss_curve(module, batches, start_state, steps: int = 3) -> list[float]:
+    """AdamW steps of the aggregation network from ``start_state`` over ``batches`` (cycled)."""
+    module.aggregation.load_state_dict(start_state)
+    opt = torch.optim.AdamW(module.aggregation.parameters(), lr=1e-2)
+    losses = []
+    for step in range(steps):
+        loss, _, _ = module._loss(batches[step % len(batches)])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+def test_cached_training_gives_the_loss_curve_of_the_resized_cache(tmp_path, tiny_cfg, tiny_backbone):
+    """Training on the native cache follows the curve of the former cache, which stored
+    ``extractor.run`` (maps resized at extraction) at the cache dtype: the same at float32,
+    within float16 rounding at float16."""
+    from hyperfeat.train.module import HyperfeatModule
+
+    g = torch.Generator().manual_seed(3)
+    imgs = torch.rand(2, 3, 128, 128, generator=g) * 2 - 1
+    pairs = [pair_item(imgs, 0, 1), pair_item(imgs, 1, 0)]
+    module = HyperfeatModule(tiny_cfg, tiny_backbone)
+    start = {k: v.clone() for k, v in module.aggregation.state_dict().items()}
+    # (S, C, R, R) float32 as the former cache got them: one backbone batch of the 2 images, as precompute makes
+    resized = dict(enumerate(module.extractor.run(imgs)))
+
+    def former(dtype):
+        items = [{**{k: v for k, v in it.items() if not k.endswith("_image")},
+                  "source_raw": resized[int(it["pair_id"][0])].to(dtype),
+                  "target_raw": resized[int(it["pair_id"][2])].to(dtype)} for it in pairs]
+        return [collate_cached_pairs([it]) for it in items]
+
+    for name, dtype, tol in (("float32", torch.float32, 1e-6), ("float16", torch.float16, 2e-3)):
+        cache = FeatureCache(tmp_path / name, cfg_with(f"train.cache_dtype={name}"))
+        dataset = CachedPairDataset(pairs, cache, module.extractor)
+        dataset.precompute(progress=False)
+        native = [collate_cached_pairs([dataset[i]]) for i in range(len(pairs))]
+        for a, b in zip(native, former(dtype)):
+            if name == "float32":
+                assert torch.equal(a["source_raw"], b["source_raw"]) and torch.equal(a["target_raw"], b["target_raw"])
+        now, before = _loss_curve(module, native, start), _loss_curve(module, former(dtype), start)
+        assert now[-1] < now[0], now  # it learns
+        assert now == pytest.approx(before, rel=tol, abs=tol), (name, now, before)
