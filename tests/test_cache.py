@@ -343,6 +343,6 @@ def test_cached_training_gives_the_loss_curve_of_the_resized_cache(tmp_path, tin
         for a, b in zip(native, former(dtype)):
             if name == "float32":
                 assert torch.equal(a["source_raw"], b["source_raw"]) and torch.equal(a["target_raw"], b["target_raw"])
-        now, before = _loss_curve(module, native, start), _loss_curve(module, former(dtype), start)
+        now, before = _loss_curve(module, native[:1], start), _loss_curve(module, former(dtype)[:1], start)
         assert now[-1] < now[0], now  # it learns
         assert now == pytest.approx(before, rel=tol, abs=tol), (name, now, before)
