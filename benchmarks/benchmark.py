@@ -471,6 +471,10 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="small sizes and few timesteps: a smoke run")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results.json"))
     args = p.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.exit(2, f"error: --device cuda, but this PyTorch ({torch.__version__}) "
+                  f"{'is a CPU-only build' if torch.version.cuda is None else 'sees no CUDA device'}: "
+                  "install PyTorch's CUDA build on a machine with a GPU, or use --device cpu\n")
     cpu = args.device == "cpu"
     if args.quick:
         args.sizes = args.sizes or [64 if cpu else 256]

@@ -163,3 +163,17 @@ class SPairDataset(RecordPairDataset):
             sample_seed=sample_seed
         )
         super().__init__(records, load_size, max_points)
+
+
+
+
+SPAIR_RELEASE_FOLDER = "SPair-71k"  # the folder SPair-71k.tar.gz unpacks to
+
+
+def spair_release_missing(root: PathLike) -> list[str]:
+    """What of the SPair-71k release layout is absent under ``root`` (empty: it is all there)."""
+    root = Path(root)
+    wanted = ["JPEGImages"] + [f"PairAnnotation/{s}" for s in ("trn", "val", "test")] + [
+        f"Layout/large/{s}.txt" for s in ("trn", "val", "test")]
+    return [w for w in wanted if not (root / w).exists()]
+
