@@ -351,7 +351,8 @@ def measure_training(backbone: Backbone, name: str, size: int, pairs: int, num_t
         "backbone": name, "size": size, "resolution": size // 8, "timesteps": num_timesteps, "pairs_per_step": pairs,
         "fill_s_per_image": t_fill / len(images), "read_s": t_read, "cached_step_s": t_cached,
         "cached_pairs_per_s": pairs / t_cached,
-        "cache_mb_per_image": torch.Size(cache.entry_shape).numel() * cache.dtype.itemsize / MB,
+        # the file on disk (native-resolution maps); a read hands out (S, C, R, R) at read_dtype
+        "cache_mb_per_image": sum(cache.path(cache.key(img)).stat().st_size for img in images) / len(images) / MB,
         "recompute": {},
     }
     for plan, features in plans.items():
