@@ -351,7 +351,8 @@ def measure_training(backbone: Backbone, name: str, size: int, pairs: int, num_t
         "backbone": name, "size": size, "resolution": size // 8, "timesteps": num_timesteps, "pairs_per_step": pairs,
         "fill_s_per_image": t_fill / len(images), "read_s": t_read, "cached_step_s": t_cached,
         "cached_pairs_per_s": pairs / t_cached,
-        "cache_mb_per_image": torch.Size(cache.entry_shape).numel() * cache.dtype.itemsize / MB,
+        # the file on disk (native-resolution maps); a read hands out (S, C, R, R) at read_dtype
+        "cache_mb_per_image": sum(cache.path(cache.key(img)).stat().st_size for img in images) / len(images) / MB,
         "recompute": {},
     }
     for plan, features in plans.items():
@@ -471,6 +472,10 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="small sizes and few timesteps: a smoke run")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results.json"))
     args = p.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.exit(2, f"error: --device cuda, but this PyTorch ({torch.__version__}) "
+                  f"{'is a CPU-only build' if torch.version.cuda is None else 'sees no CUDA device'}: "
+                  "install PyTorch's CUDA build on a machine with a GPU, or use --device cpu\n")
     cpu = args.device == "cpu"
     if args.quick:
         args.sizes = args.sizes or [64 if cpu else 256]

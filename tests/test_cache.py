@@ -37,6 +37,11 @@ class CountingExtractor:
         self.images += images.shape[0]
         return self.inner.run(images, consumer)
 
+    def run_native(self, images):
+        self.calls += 1
+        self.images += images.shape[0]
+        return self.inner.run_native(images)
+
 
 def cfg_with(*overrides):
     return load_config(overrides=TINY_OVERRIDES + list(overrides))
@@ -79,14 +84,41 @@ def test_hit_skips_extractor_and_equals_its_output(tmp_path, tiny_cfg, extractor
     assert FeatureCache(tmp_path, tiny_cfg).get_or_compute(images).shape == first.shape, "hits need no extractor"
 
 
-@pytest.mark.parametrize("name, dtype, tol", [("float16", torch.float16, 1e-3), ("float32", torch.float32, 1e-6)])
+@pytest.mark.parametrize("name, dtype, tol", [("float16", torch.float16, 1e-3), ("float32", torch.float32, 0.0),
+                                             ("int8", torch.int8, None)])
 def test_stored_dtype_follows_config(tmp_path, extractor, images, reference, name, dtype, tol):
     cfg = cfg_with(f"train.cache_dtype={name}")
     cache = FeatureCache(tmp_path, cfg)
     out = cache.get_or_compute(images, extractor)
     entry = torch.load(cache.path(cache.key(images[0])), weights_only=True)
-    assert entry["raw"].dtype == dtype and tuple(entry["raw"].shape) == entry_shape(extractor)
-    torch.testing.assert_close(out, reference, rtol=tol, atol=tol)
+    assert all(maps.dtype == dtype for maps in entry["layers"])
+    if tol == 0.0:  # float32: the native maps resized at read are bit for bit the extractor's output
+        assert torch.equal(out, reference)
+    elif tol is not None:
+        torch.testing.assert_close(out, reference, rtol=tol, atol=tol)
+    else:  # int8: within half a quantisation step of each (timestep, channel) plane (resizing only averages)
+        step = torch.cat([sc for sc in entry["scales"]], dim=1)  # (S, C)
+        assert (out[0].float() - reference[0]).abs().amax(dim=(-2, -1)).le(0.5 * step + 2e-3).all()
+        assert [tuple(sc.shape) for sc in entry["scales"]] == [tuple(m.shape[:2]) for m in entry["layers"]]
+
+
+def test_entries_hold_each_layer_at_its_native_resolution(tmp_path, tiny_cfg, extractor, images):
+    """The UNet makes up_blocks 0-3 at 1/8, 1/4, 1/2, 1/1 of the latent side (tiny at 128 px:
+    2², 4², 8², 16²; R = 32): an entry holds them so, and its bytes are what ``entry_bytes`` says."""
+    from hyperfeat.train.cache import entry_bytes
+
+    cache = FeatureCache(tmp_path, tiny_cfg)
+    cache.get_or_compute(images[:1], extractor)
+    entry = torch.load(cache.path(cache.key(images[0])), weights_only=True)
+    latent = int(tiny_cfg.features.image_size) // 8
+    sizes = [tuple(m.shape[-2:]) for m in entry["layers"]]
+    expected = [(latent // 2 ** (len(set(i for i, _ in extractor.layers)) - 1 - i),) * 2 for i, _ in extractor.layers]
+    assert sizes == expected, sizes
+    assert [m.shape[1] for m in entry["layers"]] == list(extractor.channels)
+    stored = sum(m.numel() * m.element_size() for m in entry["layers"])
+    assert stored == entry_bytes(extractor.num_timesteps, extractor.channels, sizes, "float16")
+    resized = torch.Size(entry_shape(extractor)).numel() * 2
+    assert stored < resized / 2, (stored, resized)  # the old (S, C, R, R) entry
 
 
 def test_feature_config_decides_the_key(tmp_path, tiny_cfg, images):
@@ -140,23 +172,38 @@ def _garbage(path, cache, key, shape):
     path.write_bytes(b"not a torch file")
 
 
-def _entry(path, key, fingerprint, raw):
-    torch.save({"format": 1, "key": key, "fingerprint": fingerprint, "raw": raw}, path)
+def _entry(path, key, fingerprint, layers, fmt=2):
+    torch.save({"format": fmt, "key": key, "fingerprint": fingerprint, "layers": layers}, path)
+
+
+def _good_layers(path):
+    return torch.load(path, weights_only=True)["layers"]
 
 
 def _wrong_shape(path, cache, key, shape):
-    _entry(path, key, cache.fingerprint, torch.zeros((shape[0] - 1,) + shape[1:], dtype=torch.float16))
+    layers = _good_layers(path)
+    _entry(path, key, cache.fingerprint, [m[:-1] for m in layers])  # a timestep short
 
 
 def _wrong_dtype(path, cache, key, shape):
-    _entry(path, key, cache.fingerprint, torch.zeros(shape, dtype=torch.float32))
+    _entry(path, key, cache.fingerprint, [m.float() for m in _good_layers(path)])
 
 
 def _wrong_key(path, cache, key, shape):
-    _entry(path, "0" * len(key), cache.fingerprint, torch.zeros(shape, dtype=torch.float16))
+    _entry(path, "0" * len(key), cache.fingerprint, _good_layers(path))
 
 
-@pytest.mark.parametrize("damage", [_truncate, _garbage, _wrong_shape, _wrong_dtype, _wrong_key])
+def _missing_layer(path, cache, key, shape):
+    _entry(path, key, cache.fingerprint, _good_layers(path)[:-1])
+
+
+def _old_format(path, cache, key, shape):
+    torch.save({"format": 1, "key": key, "fingerprint": cache.fingerprint, "raw": torch.zeros(shape, dtype=torch.float16)},
+               path)
+
+
+@pytest.mark.parametrize("damage", [_truncate, _garbage, _wrong_shape, _wrong_dtype, _wrong_key, _missing_layer,
+                                    _old_format])
 def test_bad_file_is_recomputed_with_a_warning(tmp_path, tiny_cfg, extractor, images, damage):
     cache = FeatureCache(tmp_path, tiny_cfg)
     counting = CountingExtractor(extractor)
@@ -181,7 +228,7 @@ def test_bad_file_is_recomputed_with_a_warning(tmp_path, tiny_cfg, extractor, im
 def test_writes_are_atomic(tmp_path, tiny_cfg, extractor, images, monkeypatch):
     cache = FeatureCache(tmp_path, tiny_cfg)
     cache.bind(extractor)
-    raw = torch.zeros(entry_shape(extractor))
+    raw = [torch.zeros(extractor.num_timesteps, c, 4, 4) for c in extractor.channels]
     key = cache.key(images[0])
 
     def dies_halfway(obj, f, *args, **kwargs):
@@ -252,3 +299,50 @@ def test_module_gives_the_same_descriptors_from_the_cache(tmp_path, tiny_cfg, ti
         from_cache = module.describe_pair(collate_cached_pairs([cached[0]]))
     for a, b in zip(from_images, from_cache):
         torch.testing.assert_close(a, b, rtol=2e-2, atol=2e-2)
+
+
+def _loss_curve(module, batches, start_state, steps: int = 3) -> list[float]:
+    """AdamW steps of the aggregation network from ``start_state`` over ``batches`` (cycled)."""
+    module.aggregation.load_state_dict(start_state)
+    opt = torch.optim.AdamW(module.aggregation.parameters(), lr=1e-2)
+    losses = []
+    for step in range(steps):
+        loss, _, _ = module._loss(batches[step % len(batches)])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+def test_cached_training_gives_the_loss_curve_of_the_resized_cache(tmp_path, tiny_cfg, tiny_backbone):
+    """Training on the native cache follows the curve of the former cache, which stored
+    ``extractor.run`` (maps resized at extraction) at the cache dtype: the same at float32,
+    within float16 rounding at float16."""
+    from hyperfeat.train.module import HyperfeatModule
+
+    g = torch.Generator().manual_seed(3)
+    imgs = torch.rand(2, 3, 128, 128, generator=g) * 2 - 1
+    pairs = [pair_item(imgs, 0, 1), pair_item(imgs, 1, 0)]
+    module = HyperfeatModule(tiny_cfg, tiny_backbone)
+    start = {k: v.clone() for k, v in module.aggregation.state_dict().items()}
+    # (S, C, R, R) float32 as the former cache got them: one backbone batch of the 2 images, as precompute makes
+    resized = dict(enumerate(module.extractor.run(imgs)))
+
+    def former(dtype):
+        items = [{**{k: v for k, v in it.items() if not k.endswith("_image")},
+                  "source_raw": resized[int(it["pair_id"][0])].to(dtype),
+                  "target_raw": resized[int(it["pair_id"][2])].to(dtype)} for it in pairs]
+        return [collate_cached_pairs([it]) for it in items]
+
+    for name, dtype, tol in (("float32", torch.float32, 1e-6), ("float16", torch.float16, 2e-3)):
+        cache = FeatureCache(tmp_path / name, cfg_with(f"train.cache_dtype={name}"))
+        dataset = CachedPairDataset(pairs, cache, module.extractor)
+        dataset.precompute(progress=False)
+        native = [collate_cached_pairs([dataset[i]]) for i in range(len(pairs))]
+        for a, b in zip(native, former(dtype)):
+            if name == "float32":
+                assert torch.equal(a["source_raw"], b["source_raw"]) and torch.equal(a["target_raw"], b["target_raw"])
+        now, before = _loss_curve(module, native[:1], start), _loss_curve(module, former(dtype)[:1], start)
+        assert now[-1] < now[0], now  # it learns
+        assert now == pytest.approx(before, rel=tol, abs=tol), (name, now, before)

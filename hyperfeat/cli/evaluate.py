@@ -24,10 +24,21 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
 @command("eval", "evaluate a checkpoint (semantic PCK or video tasks)", _eval_args)
 def run_eval(args: argparse.Namespace) -> int:
     require_extra(["torchmetrics", "scipy"], "evaluation")
+    import sys
+
     from hyperfeat.eval.runner import evaluate
+    from hyperfeat.eval.semantic import EvaluationInterrupted
 
     overrides = with_config_file(args.config, list(args.overrides) + args.late_overrides)
     if args.save_vis is not None:
         overrides.append(f"eval.save_vis={args.save_vis}")
-    evaluate(args.checkpoint, overrides, out_json=args.out)
+    try:
+        evaluate(args.checkpoint, overrides, out_json=args.out)
+    except EvaluationInterrupted as stop:
+        done = f"after {stop.done} of {stop.total} pairs" if stop.total else "before any result"
+        print(f"interrupted {done}: partial record written to {getattr(stop, 'path', '?')}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # while loading, before any pair
+        print("interrupted before the evaluation started: nothing written", file=sys.stderr)
+        return 130
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -12,7 +13,7 @@ from hyperfeat.api import Hyperfeatures
 from hyperfeat.errors import ConfigError
 from hyperfeat.eval.davis import evaluate_davis
 from hyperfeat.eval.jhmdb import evaluate_jhmdb
-from hyperfeat.eval.semantic import evaluate_semantic
+from hyperfeat.eval.semantic import EvaluationInterrupted, evaluate_semantic
 from hyperfeat.eval.tapvid import evaluate_tapvid
 from hyperfeat.model.backbone import Backbone
 
@@ -37,28 +38,117 @@ def _jsonable(value):
 def evaluate(checkpoint: str, overrides: Sequence[str] = (), out_json: Optional[str] = None,
              backbone: Optional[Backbone] = None) -> dict:
     """Evaluate ``checkpoint`` on ``cfg.task`` (and ``cfg.data`` for semantic pairs), print the
-    table and write the JSON record; ``backbone`` reuses an already loaded backbone."""
+    table and write the JSON record; ``backbone`` reuses an already loaded backbone.
+
+    The record (:func:`evaluation_record`) names the checkpoint (path and sha256), every
+    override, the data preset and subset, and the software versions. Its default path is
+    ``<paths.output_dir>/eval_<preset>.json``, the preset being the ``data=`` (or ``task=``) chosen,
+    so ``data=spair`` and ``data=spair_native`` do not overwrite each other. Ctrl-C writes the
+    results so far, marked ``"partial": true``, and raises :class:`EvaluationInterrupted`.
+    """
     hf = Hyperfeatures.from_checkpoint(checkpoint, overrides=overrides, backbone=backbone)
     cfg = hf.cfg
     random_backbone = str(cfg.backbone.model) == "tiny"
     if random_backbone:  # said before the progress bars too, so nobody waits for numbers that mean nothing
         print(RANDOM_BACKBONE_NOTE)
-    if cfg.task == "semantic":
-        results, table = evaluate_semantic(hf)
-    else:
-
-        results, table = evaluate_video(hf)
-    name = cfg.data.name if cfg.task == "semantic" else cfg.task
+    name = output_name(cfg, overrides)
+    path = Path(out_json) if out_json else Path(cfg.paths.output_dir) / f"eval_{name}.json"
+    try:
+        if cfg.task == "semantic":
+            results, table = evaluate_semantic(hf)
+        else:
+            try:
+                results, table = evaluate_video(hf)
+            except KeyboardInterrupt:  # the video loops keep no running metric: nothing to keep but the fact
+                raise EvaluationInterrupted({}, "", 0, 0) from None
+    except EvaluationInterrupted as stop:
+        record = evaluation_record(checkpoint, overrides, cfg, name, stop.results, partial=True)
+        record["progress"] = {"done": stop.done, "total": stop.total}
+        _write_record(path, record)
+        stop.path = path
+        raise
     print(table)
     if random_backbone:
         print(RANDOM_BACKBONE_NOTE)
-    path = Path(out_json) if out_json else Path(cfg.paths.output_dir) / f"eval_{name}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    record = {"checkpoint": str(checkpoint), "task": str(cfg.task), "data": str(cfg.data.name),
-              "backbone": str(cfg.backbone.model), "random_backbone": random_backbone, "results": _jsonable(results)}
-    path.write_text(json.dumps(record, indent=2))
+    record = evaluation_record(checkpoint, overrides, cfg, name, results, partial=False)
+    _write_record(path, record)
     print(f"wrote {path}")
     return record
+
+
+def _write_record(path: Path, record: dict) -> None:
+    from hyperfeat.io import atomic_write
+
+    text = json.dumps(record, indent=2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def output_name(cfg, overrides: Sequence[str] = ()) -> str:
+    """The data preset picked on the line (``data=spair_native``), else the task or data name."""
+    preset = None
+    for item in overrides:
+        key, _, value = str(item).partition("=")
+        if key.strip().lstrip("+") == "data" and value.strip():
+            preset = value.strip()
+    if preset is None:
+        preset = str(cfg.data.name) if cfg.task == "semantic" else str(cfg.task)
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", preset)
+
+
+SOFTWARE = ("torch", "diffusers", "transformers", "lightning", "torchmetrics", "omegaconf", "numpy", "pillow")
+
+
+def software_versions() -> dict:
+    """Python, hyperfeat and the versions of the libraries the numbers depend on."""
+    import platform
+    from importlib import metadata
+
+    versions = {"python": platform.python_version(), "platform": platform.platform()}
+    for name in ("hyperfeat",) + SOFTWARE:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    versions["cuda"] = torch.version.cuda
+    return versions
+
+
+def _file_sha256(path: str) -> Optional[str]:
+    import hashlib
+
+    try:
+        hasher = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                hasher.update(block)
+        return hasher.hexdigest()
+    except OSError:
+        return None
+
+
+def evaluation_record(checkpoint: str, overrides: Sequence[str], cfg, name: str, results: dict,
+                      partial: bool) -> dict:
+    """The JSON record of one evaluation: what was run on what, with which software, and the numbers."""
+    from omegaconf import OmegaConf
+
+    results = dict(results)
+    subset = results.pop("subset", None)
+    return {
+        "checkpoint": str(checkpoint),
+        "checkpoint_sha256": _file_sha256(str(checkpoint)),
+        "task": str(cfg.task),
+        "data": str(cfg.data.name),
+        "data_preset": name,
+        "backbone": str(cfg.backbone.model),
+        "random_backbone": str(cfg.backbone.model) == "tiny",
+        "partial": bool(partial),
+        "overrides": [str(o) for o in overrides],
+        "data_subset": subset,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "software": software_versions(),
+        "results": _jsonable(results),
+    }
 
 
 

@@ -29,37 +29,110 @@ VIS_ALPHA = 0.1  # pictures mark a prediction correct within this fraction of th
 
 
 
-def evaluate_semantic(hf: Hyperfeatures) -> tuple[dict, str]:
-    """PCK on the test split of ``cfg.data`` (pairs), with optional pictures."""
+class EvaluationInterrupted(Exception):
+    """Ctrl-C during an evaluation: ``results`` holds the metrics of the ``done`` items so far."""
+
+    def __init__(self, results: dict, table: str, done: int, total: int):
+        super().__init__(f"interrupted after {done} of {total} items")
+        self.results, self.table, self.done, self.total = results, table, done, total
+
+
+def _rank_and_world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def evaluate_semantic(hf: Hyperfeatures, progress: bool = True) -> tuple[dict, str]:
+    """PCK on the test split of ``cfg.data`` (pairs), with optional pictures.
+
+    Every unique image is described once (:class:`~hyperfeat.eval.store.DescriptorStore`, in
+    memory or under ``eval.store_dir``); pairs then only match. Under DDP each rank evaluates
+    the pairs ``i % world_size == rank`` and describes only their images; the PCK metric gathers
+    every rank's pairs. Ctrl-C raises :class:`EvaluationInterrupted` carrying the results so far.
+    """
     from hyperfeat.data.pairs import build_pair_dataset
     from hyperfeat.data.pairs.base import collate_pairs
     from hyperfeat.eval.metrics.pck import PCK
+    from hyperfeat.eval.store import DescriptorStore, describer_identity
     from hyperfeat.eval.table import format_pck
 
     cfg = hf.cfg
     dataset = build_pair_dataset(cfg.data, "test", hf.load_size)
+    rank, world = _rank_and_world()
+    indices = list(range(rank, len(dataset), world))
+    shard = torch.utils.data.Subset(dataset, indices) if world > 1 else dataset
     batch_size = int(cfg.eval.batch_size)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate_pairs,
+    loader = torch.utils.data.DataLoader(shard, batch_size=batch_size, collate_fn=collate_pairs,
                                          num_workers=int(cfg.train.num_workers))  # in order: item = step·B + b
+    store_dir = cfg.eval.get("store_dir")
+    store = DescriptorStore(hf.describe_batch, describer_identity(hf), batch_size=int(cfg.features.batch_size),
+                            store_dir=None if store_dir in (None, "") else str(store_dir))
     metric = PCK(alphas=tuple(float(a) for a in cfg.eval.alphas))
     vis_left = int(cfg.eval.save_vis)
     vis_dir = Path(cfg.paths.output_dir) / f"vis_{cfg.data.name}"
-    for step, batch in enumerate(tqdm(loader, desc=f"evaluating {cfg.data.name}", unit="batch")):
-        images = torch.cat([batch["source_image"], batch["target_image"]])
-        desc = hf.describe_batch(images)
-        src, tgt = desc.chunk(2)
+    done = 0
+    bar = tqdm(loader, desc=f"evaluating {cfg.data.name}", unit="batch", disable=not progress)
+    try:
+        for step, batch in enumerate(bar):
+            b_count = batch["source_image"].shape[0]
+            src = store.describe_all(batch["source_image"])  # (B, D, R, R)
+            tgt = store.describe_all(batch["target_image"])  # (B, D, R, R)
 
-        def save_picture(b: int, pred: torch.Tensor) -> None:
-            nonlocal vis_left
-            if vis_left > 0:
-                vis_left -= 1
-                originals = _original_images(dataset, step * batch_size + b)
-                _save_pair_picture(batch, b, pred, hf.load_size, vis_dir, originals)
+            def save_picture(b: int, pred: torch.Tensor) -> None:
+                nonlocal vis_left
+                if vis_left > 0:
+                    vis_left -= 1
+                    originals = _original_images(dataset, indices[step * batch_size + b])
+                    _save_pair_picture(batch, b, pred, hf.load_size, vis_dir, originals)
 
-        update_pck(metric, batch, src, tgt, hf.load_size, method=str(cfg.eval.matcher),
-                   temperature=float(cfg.eval.softmax_temperature), on_pair=save_picture)
-    results = metric.compute()
+            update_pck(metric, batch, src, tgt, hf.load_size, method=str(cfg.eval.matcher),
+                       temperature=float(cfg.eval.softmax_temperature), on_pair=save_picture)
+            done += b_count
+            bar.set_postfix(described=store.described, reused=store.reused)
+    except KeyboardInterrupt:
+        bar.close()
+        results = _results(metric, store, done, len(shard), len(dataset))
+        raise EvaluationInterrupted(results, format_pck(results) if done else "", done, len(shard)) from None
+    results = _results(metric, store, done, len(shard), len(dataset))
+    results["subset"] = subset_record(dataset, cfg.data)
     return results, format_pck(results)
+
+
+PAIR_IDS_LISTED = 2000  # the JSON lists the pair ids of subsets up to this size (always their digest)
+
+
+def subset_record(dataset, data_cfg) -> dict:
+    """What was evaluated: the split, the size options, the pair count and ids (or their digest)."""
+    from omegaconf import OmegaConf
+
+    from hyperfeat.model.identity import digest
+
+    records = getattr(dataset, "records", None)
+    ids = [str(r.pair_id) for r in records] if records is not None else None
+    out = {
+        "split": OmegaConf.select(data_cfg, "test_split"),
+        "max_pairs": OmegaConf.select(data_cfg, "max_pairs"),
+        "sample_seed": OmegaConf.select(data_cfg, "sample_seed", default=None),
+        "num_pairs": len(dataset),
+    }
+    if ids is not None:
+        out["pair_ids_digest"] = digest("\n".join(ids))
+        if len(ids) <= PAIR_IDS_LISTED:
+            out["pair_ids"] = ids
+    return out
+
+
+def _results(metric, store, done: int, shard_size: int, total: int) -> dict:
+    """The metric's numbers (empty before the first pair) and the store's counters."""
+    results = dict(metric.compute()) if done else {}
+    results["images_described"] = store.described
+    results["images_reused"] = store.reused
+    results["pairs_evaluated"] = done
+    results["pairs_in_split"] = total
+    return results
 
 
 

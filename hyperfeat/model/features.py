@@ -65,25 +65,33 @@ def layer_name(layer: Layer) -> str:
 
 
 
+def resize_map(fmap: torch.Tensor, resolution: int) -> torch.Tensor:
+    """(N, C, h, w) → (N, C, R, R): the one resize of kept maps (bilinear, align_corners=False)."""
+    return F.interpolate(fmap, size=(resolution, resolution), mode="bilinear", align_corners=False)
+
+
+
+
 class FeatureBank:
     """Forward hooks on the chosen layers' conv2, keeping maps only while a label is active.
 
     Use as a context manager: hooks are removed on exit, also after an exception. Each kept
     map is resized bilinearly (align_corners=False) to ``output_resolution`` and handed to
     ``consumer(label, layer index, map)``: the extractor's store of all maps, or a streaming
-    aggregator.
+    aggregator. ``output_resolution=None`` hands the maps over at the size the UNet made them
+    (the native-resolution feature cache resizes them when it reads them).
     """
 
     def __init__(
         self,
         unet: torch.nn.Module,
         layers: Sequence[Layer],
-        output_resolution: int,
+        output_resolution: Optional[int],
         consumer: Callable[[int, int, torch.Tensor], None],
     ):
         self.unet = unet
         self.layers = list(layers)
-        self.output_resolution = int(output_resolution)
+        self.output_resolution = None if output_resolution is None else int(output_resolution)
         self.consumer = consumer
         self.active_labels: Optional[list[int]] = None  # one label per equal chunk of the batch
         self._handles: list = []
@@ -106,9 +114,7 @@ class FeatureBank:
         def hook(module, inputs, output):  # output: (n·B, C, h, w)
             if self.active_labels is None:
                 return
-            resized = F.interpolate(
-                output, size=(self.output_resolution, self.output_resolution), mode="bilinear", align_corners=False
-            )
+            resized = output if self.output_resolution is None else resize_map(output, self.output_resolution)
             for label, chunk in zip(self.active_labels, resized.chunk(len(self.active_labels))):
                 self.consumer(label, layer_index, chunk)
 
@@ -238,6 +244,26 @@ class FeatureExtractor:
         return self._collect(lambda bank: self._run_inversion(latents, bank) if self.cfg.mode == "inversion"
                              else self._run_noise(latents, bank), consumer)
 
+    def run_native(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Run the plan on images (B, 3, H, W) in [-1, 1]; the maps at the size the UNet made them.
+
+        Returns one tensor per layer, (B, S, C_l, h_l, w_l) float32 (timesteps in save_steps
+        order); ``resize_map`` of each to ``output_resolution``, concatenated over layers, is
+        what :meth:`run` returns.
+        """
+        if self.cfg.mode == "generation":
+            raise ConfigError("features.mode=generation makes images from a prompt; use generate(), not run(images)")
+        latents = self.encode(images)
+        maps: dict[tuple[int, int], torch.Tensor] = {}
+
+        def keep(s: int, layer: int, fmap: torch.Tensor) -> None:  # fmap: (B, C_l, h, w)
+            maps[(s, layer)] = fmap
+
+        self._collect(lambda bank: self._run_inversion(latents, bank) if self.cfg.mode == "inversion"
+                      else self._run_noise(latents, bank), keep, resolution=None)
+        return [torch.stack([maps[(s, layer)] for s in range(self.num_timesteps)], dim=1)
+                for layer in range(len(self.layers))]
+
     def generate(self, num_images: int, prompt: Optional[str] = None,
                  consumer: Optional[MapConsumer] = None) -> tuple[Optional[torch.Tensor], torch.Tensor]:
         """Sample images from noise with DDIM; returns (raw maps or None, images (B, 3, H, W) in [0, 1])."""
@@ -257,12 +283,14 @@ class FeatureExtractor:
             decoded = self.backbone.vae.decode((final["x"] / self.backbone.latent_scale).to(self.backbone.dtype)).sample
         return raw, (decoded.float() / 2 + 0.5).clamp(0, 1)
 
-    def _collect(self, plan: Callable[[FeatureBank], None], consumer: Optional[MapConsumer]) -> Optional[torch.Tensor]:
+    def _collect(self, plan: Callable[[FeatureBank], None], consumer: Optional[MapConsumer],
+                 resolution: Optional[int] | str = "output") -> Optional[torch.Tensor]:
         grad_wanted = torch.is_grad_enabled()
+        resolution = int(self.cfg.output_resolution) if resolution == "output" else resolution
         with torch.no_grad():
-            return self._collect_no_grad(plan, consumer, grad_wanted)
+            return self._collect_no_grad(plan, consumer, grad_wanted, resolution)
 
-    def _collect_no_grad(self, plan, consumer, grad_wanted: bool) -> Optional[torch.Tensor]:
+    def _collect_no_grad(self, plan, consumer, grad_wanted: bool, resolution: Optional[int]) -> Optional[torch.Tensor]:
         index_of = {label: s for s, label in enumerate(self.save_steps)}
         if consumer is not None:
             def hook_consumer(label: int, layer: int, fmap: torch.Tensor) -> None:
@@ -273,7 +301,7 @@ class FeatureExtractor:
         else:
             store = _RawStore(self.channels, len(self.save_steps))
             hook_consumer = lambda label, layer, fmap: store.write(index_of[label], layer, fmap)  # noqa: E731
-        with FeatureBank(self.backbone.unet, self.layers, int(self.cfg.output_resolution), hook_consumer) as bank:
+        with FeatureBank(self.backbone.unet, self.layers, resolution, hook_consumer) as bank:
             plan(bank)
         return None if consumer is not None else store.result()
 

@@ -1,8 +1,16 @@
 """Raw-feature cache for training: the backbone is frozen, so each image's maps are made once.
 
 One file per image, ``<cache_dir>/<fingerprint>/<key[:2]>/<key>.pt``, holding the raw maps
-(S, C, R, R) at ``train.cache_dtype`` and the key they were made for. Files are read
-memory-mapped (``torch.load(..., mmap=True)``), so a read touches only the pages it uses.
+at ``train.cache_dtype`` and the key they were made for. Each layer's maps are kept at the
+resolution the UNet made them, ``(S, C_l, h_l, w_l)`` (SD 1.5 at 512 px: 8², 16², 32², 64² for
+up_blocks 0-3), not resized to ``output_resolution``: about 6× fewer bytes at the paper's
+settings (157 MB instead of 951 MB per image in float16). A read resizes them exactly as the
+extractor does (:func:`hyperfeat.model.features.resize_map`, bilinear, align_corners=False) and
+returns the familiar ``(S, C, R, R)``; with ``train.cache_dtype=float32`` on a float32 backbone
+that is bit for bit the extractor's output. ``train.cache_dtype=int8`` (opt-in) stores each
+(timestep, channel) plane as int8 with one float32 scale (its absolute maximum / 127), half the
+bytes of float16 again; benchmarks/README.md gives its measured effect on the loss. Files are
+read memory-mapped (``torch.load(..., mmap=True)``), so a read touches only the pages it uses.
 
 The key is a hash of the preprocessed image (its (3, L, L) float32 bytes) and the
 *fingerprint*: every config value that decides the raw maps (:func:`feature_identity`). A
@@ -39,10 +47,38 @@ from hyperfeat.model.identity import (
     image_digest,
 )
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 1: (S, C, R, R) resized maps; 2: per-layer native maps (+ int8 scales)
 
 
-CACHE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+CACHE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "int8": torch.int8}
+
+
+INT8_READ_DTYPE = torch.float16  # what an int8 cache hands out after dequantising and resizing
+
+
+def quantize_int8(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(S, C, h, w) float → int8 values and (S, C) float32 scales, one per (timestep, channel) plane."""
+    scale = maps.float().abs().amax(dim=(-2, -1)) / 127.0  # (S, C)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    q = torch.round(maps.float() / scale[..., None, None]).clamp(-127, 127).to(torch.int8)
+    return q, scale
+
+
+def dequantize_int8(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """int8 (S, C, h, w) and (S, C) scales → float32 (S, C, h, w)."""
+    return q.float() * scale.float()[..., None, None]
+
+
+def entry_bytes(num_timesteps: int, channels: Sequence[int], sizes: Sequence[tuple[int, int]],
+                dtype_name: str) -> int:
+    """Bytes of one cache entry's tensors: Σ_l S·C_l·h_l·w_l values (+ S·C_l float32 scales for int8)."""
+    itemsize = CACHE_DTYPES[dtype_name].itemsize
+    total = 0
+    for c, (h, w) in zip(channels, sizes):
+        total += num_timesteps * c * h * w * itemsize
+        if dtype_name == "int8":
+            total += num_timesteps * c * 4
+    return total
 
 
 SIDES = ("source", "target")
@@ -110,9 +146,12 @@ class FeatureCache:
         self.fingerprint = digest(json.dumps(self.identity, sort_keys=True), size=8)
         root = cache_dir if cache_dir is not None else cfg.train.cache_dir
         self.dir = Path(root) / self.fingerprint
-        self.dtype = _cache_dtype(cfg)
+        self.dtype = _cache_dtype(cfg)  # how the maps are stored
+        self.read_dtype = INT8_READ_DTYPE if self.dtype == torch.int8 else self.dtype  # how they are handed out
+        self.resolution = int(cfg.features.output_resolution)
         self.batch_size = int(cfg.features.batch_size)
         self.entry_shape: Optional[tuple[int, int, int, int]] = None  # (S, C, R, R), set by bind()
+        self.channels: Optional[list[int]] = None  # C_l per layer, set by bind()
         self.stats = CacheStats()
 
     # ------------------------------------------------------------------ keys and files
@@ -132,25 +171,49 @@ class FeatureCache:
         shape = (extractor.num_timesteps, extractor.total_channels,
                  int(extractor.cfg.output_resolution), int(extractor.cfg.output_resolution))
         self.entry_shape = shape
+        self.channels = [int(c) for c in extractor.channels]
 
     # ------------------------------------------------------------------ read and write
     def _read(self, path: Path, key: str) -> torch.Tensor:
         entry = safe_torch_load(path, "feature cache entry", ValueError, mmap=True)
-        if not isinstance(entry, dict) or "raw" not in entry:
-            raise ValueError("not a feature cache entry")
+        if not isinstance(entry, dict) or "layers" not in entry or entry.get("format") != CACHE_FORMAT:
+            raise ValueError(f"not a feature cache entry of format {CACHE_FORMAT}")
         if entry.get("key") != key or entry.get("fingerprint") != self.fingerprint:
             raise ValueError(f"holds key {entry.get('key')!r}, expected {key!r}")
-        raw = entry["raw"]
-        if not torch.is_tensor(raw) or raw.dtype != self.dtype:
-            raise ValueError(f"holds dtype {getattr(raw, 'dtype', type(raw).__name__)}, expected {self.dtype}")
-        if self.entry_shape is not None and tuple(raw.shape) != self.entry_shape:
-            raise ValueError(f"holds shape {tuple(raw.shape)}, expected {self.entry_shape}")
-        if self.entry_shape is None and raw.ndim != 4:
-            raise ValueError(f"holds shape {tuple(raw.shape)}, expected (S, C, R, R)")
-        return raw  # (S, C, R, R), memory-mapped
+        layers, scales = entry["layers"], entry.get("scales")
+        if not isinstance(layers, (list, tuple)) or not layers:
+            raise ValueError("holds no layer maps")
+        if self.channels is not None and len(layers) != len(self.channels):
+            raise ValueError(f"holds {len(layers)} layers, expected {len(self.channels)}")
+        num_timesteps = self.entry_shape[0] if self.entry_shape is not None else layers[0].shape[0]
+        for i, maps in enumerate(layers):
+            if not torch.is_tensor(maps) or maps.dtype != self.dtype:
+                raise ValueError(f"layer {i} holds dtype {getattr(maps, 'dtype', type(maps).__name__)}, "
+                                 f"expected {self.dtype}")
+            want_c = self.channels[i] if self.channels is not None else maps.shape[1] if maps.ndim == 4 else -1
+            if maps.ndim != 4 or maps.shape[0] != num_timesteps or maps.shape[1] != want_c:
+                raise ValueError(f"layer {i} holds shape {tuple(maps.shape)}, expected ({num_timesteps}, {want_c}, h, w)")
+        if self.dtype == torch.int8:
+            if not isinstance(scales, (list, tuple)) or len(scales) != len(layers) or any(
+                    not torch.is_tensor(sc) or tuple(sc.shape) != tuple(m.shape[:2]) for sc, m in zip(scales, layers)):
+                raise ValueError("int8 entry without one (S, C_l) scale per layer")
+        return self.assemble(layers, scales)  # (S, C, R, R)
+
+    def assemble(self, layers: Sequence[torch.Tensor], scales: Optional[Sequence[torch.Tensor]] = None) -> torch.Tensor:
+        """Per-layer native maps (S, C_l, h_l, w_l) → (S, C, R, R) at ``read_dtype``: each resized
+        exactly as the extractor resizes (float32 arithmetic), layers concatenated in order."""
+        from hyperfeat.model.features import resize_map
+
+        out = []
+        for i, maps in enumerate(layers):
+            values = dequantize_int8(maps, scales[i]) if self.dtype == torch.int8 else maps.float()
+            if tuple(values.shape[-2:]) != (self.resolution, self.resolution):
+                values = resize_map(values, self.resolution)
+            out.append(values.to(self.read_dtype))
+        return torch.cat(out, dim=1)
 
     def lookup(self, key: str) -> Optional[torch.Tensor]:
-        """The stored maps (S, C, R, R) at the cache dtype (memory-mapped), or None.
+        """The stored maps (S, C, R, R) at ``read_dtype`` (resized from the native maps), or None.
 
         Counts a hit, a miss (no file) or a recompute (bad file: warns naming it).
         """
@@ -168,14 +231,25 @@ class FeatureCache:
         self.stats.hits += 1
         return raw
 
-    def store(self, key: str, raw: torch.Tensor) -> torch.Tensor:
-        """Write one image's maps (S, C, R, R) atomically; returns them at the cache dtype."""
-        # a copy, so that a view of a batch does not save the whole batch's storage
-        stored = raw.detach().to("cpu", self.dtype, copy=True).contiguous()
+    def store(self, key: str, layers: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Write one image's native maps, one (S, C_l, h_l, w_l) per layer, atomically; returns
+        what a read gives back, (S, C, R, R) at ``read_dtype``."""
+        stored, scales = [], []
+        for maps in layers:
+            # a copy, so that a view of a batch does not save the whole batch's storage
+            maps = maps.detach().to("cpu", torch.float32, copy=True).contiguous()
+            if self.dtype == torch.int8:
+                q, scale = quantize_int8(maps)
+                stored.append(q.contiguous())
+                scales.append(scale.contiguous())
+            else:
+                stored.append(maps.to(self.dtype).contiguous())
+        entry = {"format": CACHE_FORMAT, "key": key, "fingerprint": self.fingerprint, "layers": stored}
+        if scales:
+            entry["scales"] = scales
         self._write_identity()
-        atomic_save({"format": CACHE_FORMAT, "key": key, "fingerprint": self.fingerprint, "raw": stored},
-                    self.path(key))
-        return stored
+        atomic_save(entry, self.path(key))
+        return self.assemble(stored, scales or None)
 
     def _write_identity(self) -> None:
         """``config.json`` beside the entries: what their fingerprint stands for (once)."""
@@ -190,12 +264,13 @@ class FeatureCache:
         self.bind(extractor)
         out = []
         for start in range(0, len(keys), self.batch_size):
-            raw = extractor.run(images[start:start + self.batch_size])  # (b, S, C, R, R)
-            out.extend(self.store(k, r) for k, r in zip(keys[start:start + self.batch_size], raw))
+            layers = extractor.run_native(images[start:start + self.batch_size])  # per layer (b, S, C_l, h, w)
+            for b, k in enumerate(keys[start:start + self.batch_size]):
+                out.append(self.store(k, [maps[b] for maps in layers]))
         return out
 
     def fetch(self, images: torch.Tensor, extractor=None) -> list[torch.Tensor]:
-        """Maps of each image (S, C, R, R) at the cache dtype: read, or computed and stored."""
+        """Maps of each image (S, C, R, R) at ``read_dtype``: read, or computed and stored."""
         keys = [self.key(img) for img in images]
         found: dict[str, torch.Tensor] = {}
         pending: dict[str, int] = {}  # key → index of its first image
@@ -225,7 +300,7 @@ class FeatureCache:
         return torch.stack(self.fetch(images, extractor)).float()  # (B, S, C, R, R)
 
     def get(self, image: torch.Tensor, extractor=None) -> torch.Tensor:
-        """Maps (S, C, R, R) of one image (3, L, L) at the cache dtype."""
+        """Maps (S, C, R, R) of one image (3, L, L) at ``read_dtype`` (the cache dtype; float16 for int8)."""
         return self.fetch(image[None], extractor)[0]
 
 
@@ -236,7 +311,7 @@ class FeatureCache:
 class CachedPairDataset(Dataset):
     """A pair data set whose items carry ``source_raw``/``target_raw`` (S, C, R, R) instead of images.
 
-    The maps are at the cache dtype; :class:`hyperfeat.module.HyperfeatModule` casts them to
+    The maps are at the cache's ``read_dtype``; :class:`hyperfeat.module.HyperfeatModule` casts them to
     float. Fill the cache with :meth:`precompute` first: a miss computes the maps in
     ``__getitem__`` only when an extractor is at hand, which DataLoader workers never have.
     """

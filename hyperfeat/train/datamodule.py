@@ -118,7 +118,7 @@ class PairDataModule(L.LightningDataModule):
                                 f"{self.cfg.data.name!r}: {err}") from err
             limit = self.cfg.train.val_max_pairs if split == "val" else None
             if limit is not None and len(dataset) > int(limit):
-                dataset = Subset(dataset, range(int(limit)))
+                dataset = Subset(dataset, representative_indices(dataset, int(limit), self.cfg.data.get("sample_seed", 0)))
             if len(dataset) == 0:
                 raise DataError(f"the {split} split of data set {self.cfg.data.name!r} ({self.cfg.data.root}) is empty")
             self.datasets[split] = dataset
@@ -223,3 +223,15 @@ class PairDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", False, int(self.cfg.eval.batch_size))
+
+
+def representative_indices(dataset, n: int, seed=0) -> list[int]:
+    """``n`` item indices spread over the categories (seeded) when the data set has records, else the first ``n``."""
+    from hyperfeat.data.pairs.base import sample_across_categories
+
+    records = getattr(dataset, "records", None)
+    if not records:
+        return list(range(n))
+    position = {id(r): i for i, r in enumerate(records)}
+    return [position[id(r)] for r in sample_across_categories(records, n, int(seed or 0))]
+

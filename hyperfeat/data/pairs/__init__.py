@@ -12,7 +12,9 @@ common keys (every preset)
                   ConfigError). spair/dhf: a pair-list JSON relative to root; spair/native:
                   trn | val | test; cub: train | test | all; pf_willow: test;
                   synthetic: train | val | test | all
-    max_pairs     cap on pairs per split (null: all)
+    max_pairs     cap on pairs per split (null: all); spair, cub and pf_willow sample them
+                  across categories (stratified, seeded by ``sample_seed``), not the first N
+    sample_seed   the seed of that sample (default 0)
     max_points    pad/truncate every item to this many points (null: as annotated)
 spair           format (dhf | native), image_dir (dhf: images; native: JPEGImages),
                 layout (native: large | small), strict
@@ -100,21 +102,22 @@ def build_pair_dataset(data_cfg: Any, split: str, load_size: int) -> PairDataset
     if root is None and not (name == "synthetic" and _get(data_cfg, "images")):
         raise ConfigError(f"data.root is null for data set {name!r}; expected the data set's folder")
     common = dict(max_pairs=_get(data_cfg, "max_pairs"), max_points=_get(data_cfg, "max_points"))
+    sampled = dict(common, sample_seed=int(_get(data_cfg, "sample_seed", 0) or 0))
     strict = bool(_get(data_cfg, "strict", False))
     if name == "spair":
         return SPairDataset(
             root, str(which), load_size,
             format=_get(data_cfg, "format", "dhf"), image_dir=_get(data_cfg, "image_dir"),
-            layout=_get(data_cfg, "layout") or "large", strict=strict, **common,
+            layout=_get(data_cfg, "layout") or "large", strict=strict, **sampled,
         )
     if name == "cub":
         return CUBPairs(
             root, load_size, str(which),
             num_pairs=_get(data_cfg, "num_pairs", 1000), seed=int(_get(data_cfg, "seed", 0)),
-            min_common_parts=int(_get(data_cfg, "min_common_parts", 1)), strict=strict, **common,
+            min_common_parts=int(_get(data_cfg, "min_common_parts", 1)), strict=strict, **sampled,
         )
     if name == "pf_willow":
-        return PFWillowPairs(root, load_size, str(which), strict=strict, **common)
+        return PFWillowPairs(root, load_size, str(which), strict=strict, **sampled)
     options = {
         key: _get(data_cfg, key)
         for key in (

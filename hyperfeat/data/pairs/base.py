@@ -173,6 +173,33 @@ def _inside(points: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 
+def sample_across_categories(records: Sequence[PairRecord], n: int, seed: int = 0) -> list[PairRecord]:
+    """``n`` of ``records`` spread over their categories as evenly as they allow, in their original order.
+
+    Stratified and seeded: each category's pairs are shuffled with ``seed``, then the categories
+    (in a seeded order) give one pair each in turn until ``n`` are taken; a category that runs out
+    leaves its turns to the others. ``n >= len(records)`` keeps them all. The same records, ``n``
+    and ``seed`` always give the same subset.
+    """
+    if n >= len(records):
+        return list(records)
+    rng = np.random.default_rng(int(seed))
+    by_category: dict[str, list[int]] = {}
+    for i, rec in enumerate(records):
+        by_category.setdefault(str(rec.category), []).append(i)
+    queues = [list(np.asarray(idx)[rng.permutation(len(idx))]) for idx in by_category.values()]
+    queues = [queues[i] for i in rng.permutation(len(queues))]
+    chosen: list[int] = []
+    while len(chosen) < n:
+        for queue in queues:
+            if queue and len(chosen) < n:
+                chosen.append(int(queue.pop(0)))
+        queues = [q for q in queues if q]
+    return [records[i] for i in sorted(chosen)]
+
+
+
+
 def finalize_records(
     records: Sequence[PairRecord],
     *,
@@ -181,8 +208,10 @@ def finalize_records(
     root: PathLike,
     strict: bool = False,
     max_pairs: Optional[int] = None,
+    sample_seed: int = 0,
 ) -> list[PairRecord]:
-    """Drop pairs with missing images (one warning), cap at ``max_pairs``, read image sizes,
+    """Drop pairs with missing images (one warning), keep ``max_pairs`` of them sampled across
+    categories (:func:`sample_across_categories`, seeded by ``sample_seed``), read image sizes,
     and check every point lies inside its image (strict: DataError; else one warning + invalid).
 
     Raises DataError naming the split and root when no pair is left.
@@ -207,7 +236,7 @@ def finalize_records(
     if max_pairs is not None:
         if int(max_pairs) < 1:
             raise DataError(f"{dataset}: max_pairs must be a positive integer or null; got {max_pairs!r}")
-        kept = kept[: int(max_pairs)]
+        kept = sample_across_categories(kept, int(max_pairs), sample_seed)
 
     sizes: dict[Path, tuple[int, int]] = {}
     outside: list[str] = []

@@ -147,6 +147,7 @@ class CUBPairs(RecordPairDataset):
         seed: int = 0,
         min_common_parts: int = 1,
         max_pairs: Optional[int] = None,
+        sample_seed: int = 0,
         max_points: Optional[int] = None,
         strict: bool = False,
     ) -> None:
@@ -187,6 +188,7 @@ class CUBPairs(RecordPairDataset):
                 f"shares at least min_common_parts={min_common_parts} visible parts"
             )
         records = finalize_records(
-            records, dataset="CUB-200-2011", split=split, root=tables.folder, strict=strict, max_pairs=max_pairs
+            records, dataset="CUB-200-2011", split=split, root=tables.folder, strict=strict, max_pairs=max_pairs,
+            sample_seed=sample_seed
         )
         super().__init__(records, load_size, max_points)

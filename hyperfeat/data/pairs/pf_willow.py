@@ -70,6 +70,7 @@ class PFWillowPairs(RecordPairDataset):
         split: str = "test",
         *,
         max_pairs: Optional[int] = None,
+        sample_seed: int = 0,
         max_points: Optional[int] = None,
         strict: bool = False,
     ) -> None:
@@ -95,5 +96,6 @@ class PFWillowPairs(RecordPairDataset):
                             where=f"{class_dir / src}.mat / {trg}.mat", target_bbox=keypoint_box(points[trg]),
                         )
                     )
-        records = finalize_records(records, dataset="PF-WILLOW", split=split, root=folder, strict=strict, max_pairs=max_pairs)
+        records = finalize_records(records, dataset="PF-WILLOW", split=split, root=folder, strict=strict, max_pairs=max_pairs,
+            sample_seed=sample_seed)
         super().__init__(records, load_size, max_points)

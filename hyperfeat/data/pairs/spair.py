@@ -144,6 +144,7 @@ class SPairDataset(RecordPairDataset):
         image_dir: Optional[str] = None,
         layout: str = "large",
         max_pairs: Optional[int] = None,
+        sample_seed: int = 0,
         max_points: Optional[int] = None,
         strict: bool = False,
     ) -> None:
@@ -158,6 +159,21 @@ class SPairDataset(RecordPairDataset):
         else:
             raise DataError(f"SPair format must be dhf or native; got {format!r}")
         records = finalize_records(
-            records, dataset="SPair-71k", split=str(split), root=root, strict=strict, max_pairs=max_pairs
+            records, dataset="SPair-71k", split=str(split), root=root, strict=strict, max_pairs=max_pairs,
+            sample_seed=sample_seed
         )
         super().__init__(records, load_size, max_points)
+
+
+
+
+SPAIR_RELEASE_FOLDER = "SPair-71k"  # the folder SPair-71k.tar.gz unpacks to
+
+
+def spair_release_missing(root: PathLike) -> list[str]:
+    """What of the SPair-71k release layout is absent under ``root`` (empty: it is all there)."""
+    root = Path(root)
+    wanted = ["JPEGImages"] + [f"PairAnnotation/{s}" for s in ("trn", "val", "test")] + [
+        f"Layout/large/{s}.txt" for s in ("trn", "val", "test")]
+    return [w for w in wanted if not (root / w).exists()]
+
