@@ -135,8 +135,8 @@ def compare(overrides: Sequence[str] = (), checkpoint: Optional[str] = None, met
     if not methods:
         raise ConfigError(f"nothing to compare: {', '.join(skipped)} need a checkpoint or dense descriptors")
     random_backbone = str(cfg.backbone.model) == "tiny"
-    notes = [f"skipped: {', '.join(skipped)} ({'need --checkpoint' if checkpoint is None else 'no dense descriptors'})"] \
-        if skipped else []
+    reasons = {m: "no dense descriptors for a video task" if m == "ldm" else "needs --checkpoint" for m in skipped}
+    notes = [f"skipped: {', '.join(f'{m} ({why})' for m, why in reasons.items())}"] if skipped else []
     if random_backbone:
         print(RANDOM_NOTE)
         notes.append(RANDOM_NOTE)
