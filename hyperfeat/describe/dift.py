@@ -15,7 +15,8 @@ For each image (B, 3, L, L) in [-1, 1]:
    forward hook on the block (not the conv2 residual maps the hyperfeatures keep); the UNet
    stops there (the later blocks do not change it);
 5. the mean over the E members → (B, C_i, h_i, w_i) float32 at the block's own resolution
-   (h_i = image_size / 8 / 2^(3-i) for SD, e.g. 48 for up_ft_index 1 at 768).
+   (for SD, with latent side r = image_size / 8: r / 2^(2-i) for i ≤ 2 and r for the last
+   block, which has no upsampler — e.g. 48 for up_ft_index 1 at 768).
 
 Defaults (DIFT's): t = 261, up_ft_index = 1, E = 8 for semantic correspondence; t = 51,
 up_ft_index = 2 for the video tasks.
