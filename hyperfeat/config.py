@@ -265,6 +265,62 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(f"checkpoint.allow_mismatch must be a list of config keys; got {allow!r}")
     if cfg.task not in ("semantic",) + VIDEO_TASKS:
         raise ConfigError(f"task must be semantic, davis, jhmdb or tapvid; got {cfg.task!r}")
+    validate_method_config(cfg)
+
+
+METHODS = ("hyperfeatures", "dift", "raw", "pruned", "ldm")
+CHECKPOINT_METHODS = ("hyperfeatures", "pruned")
+
+
+def _check_timestep(value, key: str, allow_null: bool = False) -> None:
+    if value is None and allow_null:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 999:
+        raise ConfigError(f"{key} must be an integer timestep in [0, 999]{' or null' if allow_null else ''}; got {value!r}")
+
+
+def _check_positive(value, key: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{key} must be an integer >= 1; got {value!r}")
+
+
+def validate_method_config(cfg: DictConfig) -> None:
+    """The ``method``, ``features.ensemble_size``, ``dift``, ``ldm`` and ``compare`` values."""
+    if cfg.method not in METHODS:
+        raise ConfigError(f"method must be one of {', '.join(METHODS)}; got {cfg.method!r}")
+    _check_positive(cfg.features.ensemble_size, "features.ensemble_size")
+    if cfg.features.ensemble_size > 1 and cfg.features.mode != "noise":
+        raise ConfigError(f"features.ensemble_size > 1 averages noise draws, so it needs features.mode=noise; "
+                          f"got mode {cfg.features.mode!r} (valid: ensemble_size 1 with any mode)")
+    d = cfg.dift
+    _check_timestep(d.timestep, "dift.timestep", allow_null=True)
+    if d.up_ft_index is not None and (isinstance(d.up_ft_index, bool) or not isinstance(d.up_ft_index, int)):
+        raise ConfigError(f"dift.up_ft_index must be an integer index of unet.up_blocks or null; got {d.up_ft_index!r}")
+    _check_positive(d.ensemble_size, "dift.ensemble_size")
+    _check_positive(d.image_size, "dift.image_size")
+    if d.image_size % 8:
+        raise ConfigError(f"dift.image_size must be a multiple of 8 (the VAE's factor); got {d.image_size}")
+    if d.latent not in ("sample", "mean"):
+        raise ConfigError(f"dift.latent must be sample or mean; got {d.latent!r}")
+    maps = cfg.raw.maps
+    if not (maps == "all" or (isinstance(maps, ListConfig) and len(maps) > 0 and all(
+            isinstance(m, ListConfig) and len(m) == 3 and all(isinstance(v, int) for v in m) for m in maps))):
+        raise ConfigError(f"raw.maps must be 'all' or a non-empty list of [label, i, j] integer triples; got {maps!r}")
+    m = cfg.ldm
+    _check_timestep(m.optimize_timestep, "ldm.optimize_timestep")
+    _check_timestep(m.inference_timestep, "ldm.inference_timestep")
+    for key in ("steps", "num_embeddings", "num_crops", "batch_size"):
+        _check_positive(m[key], f"ldm.{key}")
+    if not 0 < float(m.crop_fraction) <= 1:
+        raise ConfigError(f"ldm.crop_fraction must be in (0, 1]; got {m.crop_fraction!r}")
+    if not (isinstance(m.layers, ListConfig) and len(m.layers) > 0 and all(
+            isinstance(l, ListConfig) and len(l) == 2 and all(isinstance(v, int) for v in l) for l in m.layers)):
+        raise ConfigError(f"ldm.layers must be a non-empty list of [i, j] (up_blocks.<i>.attentions.<j>); got {m.layers!r}")
+    bad = [name for name in cfg.compare.methods if name not in METHODS]
+    if bad:
+        raise ConfigError(f"compare.methods {bad} are not methods; valid: {', '.join(METHODS)}")
+    if cfg.compare.pairs_per_category is not None:
+        _check_positive(cfg.compare.pairs_per_category, "compare.pairs_per_category")
 
 
 def _check_number(cfg: DictConfig, key: str, kind: type, low: float, strict: bool = False) -> None:

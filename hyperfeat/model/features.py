@@ -197,18 +197,38 @@ class FeatureExtractor:
         bank.active_labels = None
 
     def _run_noise(self, latents: torch.Tensor, bank: FeatureBank) -> None:
+        """All labels in one UNet batch. With ``features.ensemble_size`` E > 1 this runs E times,
+        member k drawing its noise from per-image generators seeded ``seed + 1 + k`` (member 0 is
+        the single draw of E = 1), and each (label, layer) map handed on is the mean over the E
+        draws (so the maps are held until the last draw, whatever the consumer)."""
         batch = latents.shape[0]
-        noise = torch.cat([
-            torch.randn(latents.shape[1:], generator=g, device=latents.device)[None]
-            for g in self._generators(batch, offset=1)
-        ])  # (B, 4, h, w)
+        ensemble = int(self.cfg.get("ensemble_size", 1))
         timesteps = schedule.label_timesteps(self.num_steps, self.save_steps)
-        x_t = schedule.add_noise(latents, noise, self.alphas, timesteps)  # (S·B, 4, h, w)
         t = torch.tensor(timesteps, dtype=torch.float32, device=latents.device).repeat_interleave(batch)
-        cond = self.condition(x_t.shape[0])
-        bank.active_labels = list(self.save_steps)
-        self.backbone.unet(x_t.to(self.backbone.dtype), t, encoder_hidden_states=cond)
-        bank.active_labels = None
+        consumer = bank.consumer
+        sums: dict[tuple[int, int], torch.Tensor] = {}
+        if ensemble > 1:
+            def accumulate(label: int, layer: int, fmap: torch.Tensor) -> None:
+                key = (label, layer)
+                sums[key] = fmap.float().clone() if key not in sums else sums[key].add_(fmap.float())
+
+            bank.consumer = accumulate
+        try:
+            for member in range(ensemble):
+                noise = torch.cat([
+                    torch.randn(latents.shape[1:], generator=g, device=latents.device)[None]
+                    for g in self._generators(batch, offset=1 + member)
+                ])  # (B, 4, h, w)
+                x_t = schedule.add_noise(latents, noise, self.alphas, timesteps)  # (S·B, 4, h, w)
+                cond = self.condition(x_t.shape[0])
+                bank.active_labels = list(self.save_steps)
+                self.backbone.unet(x_t.to(self.backbone.dtype), t, encoder_hidden_states=cond)
+                bank.active_labels = None
+        finally:
+            bank.consumer = consumer
+            bank.active_labels = None
+        for (label, layer), total in sums.items():
+            consumer(label, layer, total / ensemble)
 
     def _run_generation(self, latents: torch.Tensor, bank: FeatureBank, prompt: Optional[str]) -> torch.Tensor:
         wanted = set(self.save_steps)

@@ -36,7 +36,10 @@ def image_digest(image: torch.Tensor) -> str:
 
 def _features_identity(features: Any) -> dict:
     features = OmegaConf.to_container(features, resolve=True) if OmegaConf.is_config(features) else dict(features)
-    return {k: v for k, v in features.items() if k not in RUNTIME_FEATURE_KEYS}
+    ident = {k: v for k, v in features.items() if k not in RUNTIME_FEATURE_KEYS}
+    if ident.get("ensemble_size", 1) == 1:  # one draw is what every earlier key meant: keys stay as they were
+        ident.pop("ensemble_size", None)
+    return ident
 
 
 def feature_identity(cfg: DictConfig) -> dict:
