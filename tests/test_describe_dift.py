@@ -89,3 +89,22 @@ def test_dift_bad_values_list_valid_ones(tiny_backbone):
         DiftDescriber(load_config(overrides=["backbone=tiny", "dift.up_ft_index=4"]), tiny_backbone)
     with pytest.raises(ConfigError, match="0 … 3"):
         DiftDescriber(load_config(overrides=["backbone=tiny", "dift.up_ft_index=-1"]), tiny_backbone)
+
+
+def test_dift_and_raw_go_where_hyperfeatures_go(tiny_backbone, tmp_path):
+    from hyperfeat import describers
+    from hyperfeat.video.run import describe_frames, track
+
+    frames = torch.rand(3, 3, 64, 80, generator=torch.Generator().manual_seed(1))  # (T, 3, H, W) in [0, 1]
+    d = describers.dift(["backbone=tiny", "task=davis"], ensemble_size=1, backbone=tiny_backbone)
+    assert (d.timestep, d.up_ft_index) == (51, 2)
+    tracks, visible = track(d, frames, [[0, 40.0, 30.0]], progress=False)
+    assert tracks.shape == (1, 3, 2) and visible.shape == (1, 3)
+    assert torch.allclose(tracks[0, 0], torch.tensor([40.0, 30.0]))
+    # the descriptor store keys on the describer's identity: DIFT and a raw map never share files
+    first = describe_frames(d, frames, cache_dir=tmp_path, progress=False)
+    r = describers.raw(maps=[(4, (2, 0))], overrides=["backbone=tiny", "features.num_steps=5", "features.save_steps=[4]"],
+                       backbone=tiny_backbone)
+    other = describe_frames(r, frames, cache_dir=tmp_path, progress=False)
+    assert len(list(tmp_path.rglob("*.pt"))) == 2 and first.shape != other.shape
+    assert torch.equal(describe_frames(d, frames, cache_dir=tmp_path, progress=False), first)
