@@ -238,7 +238,8 @@ def validate_config(cfg: DictConfig) -> None:
     _check_number(cfg, "train.lr", float, low=0.0, strict=True)
     _check_number(cfg, "train.weight_decay", float, low=0.0)
     for key in ("train.max_steps", "train.pairs_per_step", "train.val_every_n_steps", "train.val_max_pairs",
-                "train.log_every_n_steps", "eval.batch_size", "video.batch_size"):
+                "train.log_every_n_steps", "eval.batch_size", "video.batch_size",
+                "video.frame_size"):  # null frame_size: the frames' own size; 0 is not a size
         _check_number(cfg, key, int, low=1)
     for key in ("train.num_workers", "train.seed", "train.checkpoint_every_n_steps", "features.seed",
                 "backbone.tiny_seed"):

@@ -178,6 +178,7 @@ def test_non_finite_points_on_the_command_line_are_one_line():
     ("train.pairs_per_step=0", "train.pairs_per_step must be >= 1"),
     ("backbone.device=gpu", "backbone.device must be auto, cpu, cuda"),
     ("checkpoint.allow_mismatch=train.lr", "must be a list"),
+    ("video.frame_size=0", "video.frame_size must be >= 1"),
 ])
 def test_config_values_are_checked_by_type_and_range(override, match):
     with pytest.raises(ConfigError, match=match):
