@@ -30,52 +30,34 @@ from omegaconf import DictConfig, OmegaConf
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from hyperfeat.config import load_config  # noqa: E402
-from hyperfeat.model.aggregation import AggregationNetwork, StreamingAggregator
-from hyperfeat.model.backbone import Backbone, assemble_backbone
-from hyperfeat.model.features import FeatureBank, FeatureExtractor
-from hyperfeat.model.tiny import _tiny_tokenizer, build_tiny_components
-from hyperfeat.train.cache import FeatureCache
-from hyperfeat.train.losses import correspondence_loss
+from hyperfeat.model.aggregation import AggregationNetwork, StreamingAggregator  # noqa: E402
+from hyperfeat.model.backbone import Backbone  # noqa: E402
+from hyperfeat.model.features import FeatureBank, FeatureExtractor  # noqa: E402
+from hyperfeat.testing import random_sd15_backbone, tiny_backbone  # noqa: E402
+from hyperfeat.train.cache import FeatureCache  # noqa: E402
+from hyperfeat.train.losses import correspondence_loss  # noqa: E402
 
-PAPER_STEPS = [49, 45, 40, 35, 30, 25, 20, 15, 10, 5, 0]
-PAPER_NUM_STEPS = 50
-NOISE_NUM_STEPS = 50
+# the paper's settings are the config defaults: read them there, never copy them
+PAPER = load_config()
+PAPER_STEPS = [int(s) for s in PAPER.features.save_steps]  # the 11 labels 49, 45, …, 0
+PAPER_NUM_STEPS = int(PAPER.features.num_steps)  # N = 50
+PAPER_S = len(PAPER_STEPS)
+NOISE_NUM_STEPS = PAPER_NUM_STEPS  # noise mode spreads its labels over the same N
+PAPER_SIZE = int(PAPER.features.image_size)  # 512
+RESOLUTION_DIVISOR = PAPER_SIZE // int(PAPER.features.output_resolution)  # 512 px → R = 64: size / 8
+PROJECTION_DIM = int(PAPER.aggregation.projection_dim)  # 384
 MB = 2 ** 20
 
 
 # ----------------------------------------------------------------------------- backbones
+# sd15: SD 1.5's sizes with random weights (hyperfeat.testing.random_sd15_backbone); tiny: the test model
 
 def sd15_random(device: torch.device, dtype: torch.dtype) -> Backbone:
-    """SD 1.5's UNet, VAE and text encoder sizes with random weights (the tiny tokenizer)."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
-        block_out_channels=(320, 640, 1280, 1280),
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=768, attention_head_dim=8,
-    )
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, sample_size=512,
-        block_out_channels=(128, 256, 512, 512),
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-        scaling_factor=0.18215,
-    )
-    with tempfile.TemporaryDirectory() as tmp:
-        tokenizer = _tiny_tokenizer(Path(tmp))
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-        num_attention_heads=12, max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    ))
-    return assemble_backbone(unet, vae, text_encoder, tokenizer, "random-sd15", device, dtype)
+    return random_sd15_backbone(device, dtype, seed=0)
 
 
 def tiny(device: torch.device, dtype: torch.dtype) -> Backbone:
-    return assemble_backbone(*build_tiny_components(seed=0), "tiny", device, dtype)
+    return tiny_backbone(device, dtype, seed=0)
 
 
 BACKBONES: dict[str, Callable[[torch.device, torch.dtype], Backbone]] = {"sd15": sd15_random, "tiny": tiny}
@@ -207,8 +189,8 @@ def timed(fn: Callable[[], object], device: torch.device) -> tuple[object, float
 
 
 def save_steps_for(num_timesteps: int, num_steps: int) -> list[int]:
-    """S labels spread over 0 … N-1, highest first; the paper's 11 labels for S=11, N=50."""
-    if num_timesteps == 11 and num_steps == PAPER_NUM_STEPS:
+    """S labels spread over 0 … N-1, highest first; the paper's labels (the config default) for its S and N."""
+    if num_timesteps == PAPER_S and num_steps == PAPER_NUM_STEPS:
         return list(PAPER_STEPS)
     if num_timesteps == 1:
         return [0]
@@ -222,13 +204,13 @@ def features_cfg(size: int, mode: str, num_steps: int, save_steps: list[int], ba
     features = load_config().features
     return OmegaConf.merge(features, {
         "mode": mode, "num_steps": num_steps, "save_steps": save_steps, "load_size": size, "image_size": size,
-        "output_resolution": size // 8, "batch_size": batch,
+        "output_resolution": size // RESOLUTION_DIVISOR, "batch_size": batch,
     })
 
 
 def make_network(extractor: FeatureExtractor, device: torch.device) -> AggregationNetwork:
     torch.manual_seed(0)
-    return AggregationNetwork(extractor.channels, extractor.num_timesteps, 384).to(device)
+    return AggregationNetwork(extractor.channels, extractor.num_timesteps, PROJECTION_DIM).to(device)
 
 
 # ----------------------------------------------------------------------------- extraction
@@ -348,7 +330,8 @@ def measure_training(backbone: Backbone, name: str, size: int, pairs: int, num_t
     t_cached = min(timed(lambda: aggregation_step(read()), device)[1] for _ in range(cached_steps))
 
     result = {
-        "backbone": name, "size": size, "resolution": size // 8, "timesteps": num_timesteps, "pairs_per_step": pairs,
+        "backbone": name, "size": size, "resolution": size // RESOLUTION_DIVISOR, "timesteps": num_timesteps,
+        "pairs_per_step": pairs,
         "fill_s_per_image": t_fill / len(images), "read_s": t_read, "cached_step_s": t_cached,
         "cached_pairs_per_s": pairs / t_cached,
         # the file on disk (native-resolution maps); a read hands out (S, C, R, R) at read_dtype
@@ -425,7 +408,7 @@ def goals(rows: list[dict], training: list[dict]) -> list[dict]:
         out.append({"goal": "streaming feature memory flat in S (growth per timestep ≤ 10% of store-all's)",
                     "value": f"{stream_growth:.1f} vs {store_growth:.1f} MB per added timestep (S {lo}→{hi})",
                     "met": stream_growth <= 0.1 * store_growth})
-    s = 11 if 11 in stream else (max(stream) if stream else None)
+    s = PAPER_S if PAPER_S in stream else (max(stream) if stream else None)
     if s is not None:
         ratio = stream[s] / store[s] if store[s] else float("nan")
         out.append({"goal": f"streaming feature memory ≤ 1/4 of store-all's at S={s}",
@@ -436,7 +419,7 @@ def goals(rows: list[dict], training: list[dict]) -> list[dict]:
             out.append({"goal": f"cached training ≥ 20× recompute ({plan}, N={e['num_steps']}, S={t['timesteps']})",
                         "value": f"{e['speedup']:.1f}×", "met": e["speedup"] >= 20})
     for r in rows:
-        if r["backbone"] == "sd15" and r["path"] == "store-all" and r["timesteps"] in (11, max(stream or [0])):
+        if r["backbone"] == "sd15" and r["path"] == "store-all" and r["timesteps"] in (PAPER_S, max(stream or [0])):
             out.append({"goal": f"outside-UNet share ≤ 10% ({r['mode']}, N={r['num_steps']}, S={r['timesteps']})",
                         "value": f"{100 * r['outside_unet_share']:.1f}% (VAE encode {100 * r['vae_share']:.1f}%)",
                         "met": r["outside_unet_share"] <= 0.10})
@@ -461,12 +444,12 @@ def machine() -> dict:
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--sizes", type=int, nargs="+", help="image sizes in px (default: 128 on cpu, 512 on cuda)")
-    p.add_argument("--timesteps", type=int, nargs="+", help="saved timesteps S of the sweep (default: 1 11 25)")
+    p.add_argument("--sizes", type=int, nargs="+", help=f"image sizes in px (default: 128 on cpu, {PAPER_SIZE} on cuda)")
+    p.add_argument("--timesteps", type=int, nargs="+", help=f"saved timesteps S of the sweep (default: 1 {PAPER_S} 25)")
     p.add_argument("--batch", type=int, help="images per extraction (default: 1)")
     p.add_argument("--pairs", type=int, help="pairs per training step (default: 1 on cpu, 2 on cuda)")
     p.add_argument("--inversion-steps", type=int,
-                   help=f"N of the inversion plan (default: 11 on cpu, {PAPER_NUM_STEPS} on cuda)")
+                   help=f"N of the inversion plan (default: {PAPER_S} on cpu, {PAPER_NUM_STEPS} on cuda)")
     p.add_argument("--backbones", nargs="+", choices=sorted(BACKBONES), default=["sd15", "tiny"])
     p.add_argument("--threads", type=int, help="CPU threads (default: 1 on cpu, torch's default on cuda)")
     p.add_argument("--quick", action="store_true", help="small sizes and few timesteps: a smoke run")
@@ -481,11 +464,11 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         args.sizes = args.sizes or [64 if cpu else 256]
         args.timesteps = args.timesteps or [1, 3]
         args.inversion_steps = args.inversion_steps or 5
-    args.sizes = args.sizes or [128 if cpu else 512]
-    args.timesteps = args.timesteps or [1, 11, 25]
+    args.sizes = args.sizes or [128 if cpu else PAPER_SIZE]
+    args.timesteps = args.timesteps or [1, PAPER_S, 25]
     args.batch = args.batch or 1
     args.pairs = args.pairs or (1 if cpu else 2)
-    args.inversion_steps = args.inversion_steps or (11 if cpu else PAPER_NUM_STEPS)
+    args.inversion_steps = args.inversion_steps or (PAPER_S if cpu else PAPER_NUM_STEPS)
     args.threads = args.threads or (1 if cpu else None)
     return args
 
@@ -497,7 +480,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     device = torch.device(args.device)
     exact = exact_cpu_peaks() if device.type == "cpu" else None
     dtype = torch.float32 if device.type == "cpu" else torch.float16
-    train_s = 11 if 11 in args.timesteps else max(args.timesteps)
+    train_s = PAPER_S if PAPER_S in args.timesteps else max(args.timesteps)
     inversion_s = min(train_s, args.inversion_steps)
     rows: list[dict] = []
     training: list[dict] = []

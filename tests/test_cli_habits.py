@@ -87,7 +87,11 @@ def test_checkpoint_commands_take_config_files(tmp_path, capsys):
     """`config show --checkpoint`: the checkpoint's features, then the file, then overrides."""
     import torch
 
-    from hyperfeat.model.checkpoint import CheckpointMeta, build_network, save_checkpoint
+    from hyperfeat.model.checkpoint import (
+        CheckpointMeta,
+        build_network,
+        save_checkpoint,
+    )
 
     cfg = load_config(overrides=TINY_OVERRIDES)
     dims = [64] * 9 + [32] * 3

@@ -15,6 +15,7 @@ from hyperfeat.cli import build_parser, main
 from hyperfeat.model.checkpoint import CheckpointMeta, build_network, save_checkpoint
 from hyperfeat.model.features import FeatureExtractor
 
+
 def test_serve_and_demo_are_commands():
     parser = build_parser()
     for name in ("serve", "demo"):

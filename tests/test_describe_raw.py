@@ -53,7 +53,11 @@ def test_concatenated_maps_are_normalised_slices(extracted, tiny_backbone):
 
 
 def test_pruned_takes_the_largest_mixing_weight(extracted, tiny_backbone, tiny_cfg, tmp_path):
-    from hyperfeat.model.checkpoint import CheckpointMeta, build_network, save_checkpoint
+    from hyperfeat.model.checkpoint import (
+        CheckpointMeta,
+        build_network,
+        save_checkpoint,
+    )
     from hyperfeat.model.features import FeatureExtractor
 
     images, records = extracted

@@ -16,7 +16,11 @@ FAST = TINY_OVERRIDES + ["data=pf_willow", f"paths.data_root={DATA_ROOT}", "comp
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory, tiny_cfg, tiny_backbone):
-    from hyperfeat.model.checkpoint import CheckpointMeta, build_network, save_checkpoint
+    from hyperfeat.model.checkpoint import (
+        CheckpointMeta,
+        build_network,
+        save_checkpoint,
+    )
     from hyperfeat.model.features import FeatureExtractor
 
     extractor = FeatureExtractor(tiny_backbone, tiny_cfg.features)

@@ -19,7 +19,12 @@ from hyperfeat.api import Hyperfeatures
 from hyperfeat.config import load_config
 from hyperfeat.errors import BackboneError, CheckpointError
 from hyperfeat.model import pretrained
-from hyperfeat.model.checkpoint import CheckpointMeta, build_network, load_checkpoint, save_checkpoint
+from hyperfeat.model.checkpoint import (
+    CheckpointMeta,
+    build_network,
+    load_checkpoint,
+    save_checkpoint,
+)
 from hyperfeat.model.features import FeatureExtractor
 
 SD15_DIMS = [1280] * 6 + [640] * 3 + [320] * 3

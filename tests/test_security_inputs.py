@@ -12,10 +12,21 @@ from hyperfeat.api import Hyperfeatures
 from hyperfeat.cli import main
 from hyperfeat.cli.common import parse_points, parse_queries
 from hyperfeat.config import load_config
-from hyperfeat.errors import CheckpointError, ConfigError, DataError, HyperfeatError, ImageError
+from hyperfeat.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    HyperfeatError,
+    ImageError,
+)
 from hyperfeat.geometry import as_points
 from hyperfeat.images import load_image
-from hyperfeat.model.checkpoint import CheckpointMeta, build_network, load_checkpoint, save_checkpoint
+from hyperfeat.model.checkpoint import (
+    CheckpointMeta,
+    build_network,
+    load_checkpoint,
+    save_checkpoint,
+)
 from hyperfeat.model.features import FeatureExtractor
 
 

@@ -33,7 +33,7 @@ def _byte_level_alphabet() -> list[str]:
 
 
 
-def _tiny_tokenizer(folder: Path):
+def tiny_tokenizer(folder: Path):
     """A byte-level CLIP tokenizer with no merges (one token per character), written offline."""
     from transformers import CLIPTokenizer
 
@@ -93,7 +93,7 @@ def build_tiny_components(seed: int = 0):
             scaling_factor=0.18215,
         )
         with tempfile.TemporaryDirectory() as tmp:
-            tokenizer = _tiny_tokenizer(Path(tmp))
+            tokenizer = tiny_tokenizer(Path(tmp))
         text_encoder = CLIPTextModel(
             CLIPTextConfig(
                 vocab_size=len(tokenizer),

@@ -2,28 +2,17 @@
 
 import pytest
 import torch
-from conftest import TINY_OVERRIDES, data_dir
 from PIL import Image
 
 from hyperfeat.cli import main
 from hyperfeat.cli.extract import extract_to_folder
 from hyperfeat.errors import ImageError
+from tests.helpers import TINY_OVERRIDES, data_dir
 
 
 @pytest.fixture()
-def checkpoint(tmp_path, tiny_backbone, tiny_cfg):
-    from hyperfeat.model.checkpoint import (
-        CheckpointMeta,
-        build_network,
-        save_checkpoint,
-    )
-    from hyperfeat.model.features import FeatureExtractor
-
-    extractor = FeatureExtractor(tiny_backbone, tiny_cfg.features)
-    path = tmp_path / "agg.ckpt"
-    meta = CheckpointMeta(tiny_cfg, extractor.channels, extractor.layers, list(tiny_cfg.features.save_steps))
-    save_checkpoint(path, build_network(tiny_cfg, extractor.channels), meta)
-    return path
+def checkpoint(tmp_path, make_tiny_checkpoint):
+    return make_tiny_checkpoint(tmp_path / "agg.ckpt")  # untrained, built after manual_seed(0)
 
 
 def test_extract_real_spair_images(tmp_path, checkpoint, tiny_cfg):

@@ -40,7 +40,6 @@ import time
 import warnings
 
 import torch
-from conftest import data_dir
 
 from hyperfeat.config import load_config
 from hyperfeat.data.pairs.base import collate_pairs
@@ -50,6 +49,7 @@ from hyperfeat.eval.semantic import update_pck
 from hyperfeat.io import list_image_files
 from hyperfeat.model.backbone import load_backbone
 from hyperfeat.train.module import HyperfeatModule
+from tests.helpers import data_dir
 
 DATA_SEED = 0
 TRAIN_SEED = 0

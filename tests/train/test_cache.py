@@ -6,7 +6,6 @@ import warnings
 
 import pytest
 import torch
-from conftest import TINY_OVERRIDES
 
 from hyperfeat.config import load_config
 from hyperfeat.errors import ConfigError
@@ -19,6 +18,7 @@ from hyperfeat.train.cache import (
     collate_cached_pairs,
     precompute,
 )
+from tests.helpers import TINY_OVERRIDES
 
 
 class CountingExtractor:

@@ -1,9 +1,9 @@
 """The aggregation network against a functional re-implementation of docs/ARCHITECTURE.md."""
 
 import torch
-from reference import functional_aggregation, functional_block
 
 from hyperfeat.model.aggregation import AggregationNetwork, StreamingAggregator
+from tests.reference import functional_aggregation, functional_block
 
 DIMS = [64, 32, 48]
 S, D = 2, 128

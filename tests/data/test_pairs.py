@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import data_dir
 from PIL import Image
 from scipy.io import loadmat, savemat
 
@@ -29,6 +28,7 @@ from hyperfeat.data.pairs.synthetic import (
     warp_image,
 )
 from hyperfeat.errors import ConfigError, DataError
+from tests.helpers import data_dir
 
 L = 64
 TEST6 = "annotations/spair_71k_test-6.json"

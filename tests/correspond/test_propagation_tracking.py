@@ -11,7 +11,6 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import data_dir
 
 from hyperfeat.correspond.propagation import (
     heatmap_peaks,
@@ -25,6 +24,7 @@ from hyperfeat.correspond.propagation import (
 from hyperfeat.correspond.tracking import track_points
 from hyperfeat.errors import DataError, HyperfeatError
 from hyperfeat.geometry import cells_to_pixels, pixels_to_cells
+from tests.helpers import data_dir
 
 
 def texture(height: int, width: int, sigma: float = 3.5, seed: int = 0) -> torch.Tensor:

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 HERE = Path(__file__).resolve()
-REPO = HERE.parents[1]
+REPO = HERE.parents[2]
 WORLD = 2
 
 # 8 procedural images: 6 train, 2 val (even counts, so no image is shared by the ranks'

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from reference import functional_aggregation
 
 from hyperfeat.api import Hyperfeatures
 from hyperfeat.cli import main
@@ -10,6 +9,7 @@ from hyperfeat.config import load_config
 from hyperfeat.errors import CheckpointError
 from hyperfeat.model.checkpoint import check_compatible, load_checkpoint
 from hyperfeat.model.convert import convert_official
+from tests.reference import functional_aggregation
 
 DIMS = [64] * 9 + [32] * 3  # the tiny backbone's decoder channels
 SAVE = [4, 2, 0]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import data_dir
 from matplotlib.figure import Figure
 from PIL import Image
 
@@ -15,6 +14,7 @@ from hyperfeat.viz.correspondences import draw_correspondences
 from hyperfeat.viz.masks import davis_palette, overlay_masks, palette_mask
 from hyperfeat.viz.mixing import MAX_CELL_GID, plot_mixing_weights
 from hyperfeat.viz.tracks import draw_tracks, marker_radius
+from tests.helpers import data_dir
 
 LABELS = [49, 45, 40, 35, 30, 25, 20, 15, 10, 5, 0]  # the paper's save order: cleanest first
 LAYERS = [f"up_blocks.{i}.resnets.{j}" for i in range(4) for j in range(3)]

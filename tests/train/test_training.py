@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_OVERRIDES
 from lightning.pytorch.callbacks import Callback
 
 from hyperfeat.config import load_config
 from hyperfeat.errors import DataError
 from hyperfeat.train.trainer import AtomicCheckpointIO, train
+from tests.helpers import TINY_OVERRIDES
 
 # 64-pixel images, 16×16 maps, 4 procedural images (3 train, 1 val) × 2 warps
 SMALL = TINY_OVERRIDES + [
