@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_OVERRIDES
+from tests.helpers import TINY_OVERRIDES
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]

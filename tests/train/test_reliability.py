@@ -11,7 +11,7 @@ import signal
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
-from test_training import QUIET, SMALL, SYNTHETIC, Killer, small_cfg
+from tests.train.test_training import QUIET, SMALL, SYNTHETIC, Killer, small_cfg
 
 from hyperfeat.cli import main
 from hyperfeat.errors import CheckpointError, NumericsError, TrainingInterrupted

@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from conftest import DATA_ROOT, TINY_OVERRIDES, data_dir
+from tests.helpers import DATA_ROOT, TINY_OVERRIDES, data_dir
 
 from hyperfeat.cli import main
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from reference import functional_aggregation
+from tests.reference import functional_aggregation
 from safetensors.torch import load_file
 
 from hyperfeat import hub

@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY_OVERRIDES, data_dir
+from tests.helpers import TINY_OVERRIDES, data_dir
 
 from hyperfeat import describers
 from hyperfeat.cli import main

@@ -7,7 +7,7 @@ import argparse
 
 import pytest
 import yaml
-from conftest import TINY_OVERRIDES
+from tests.helpers import TINY_OVERRIDES
 
 import hyperfeat
 from hyperfeat.cli import build_parser, main

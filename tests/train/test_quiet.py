@@ -8,7 +8,7 @@ import logging
 import warnings
 
 import pytest
-from test_training import QUIET, small_cfg
+from tests.train.test_training import QUIET, small_cfg
 
 from hyperfeat.quiet import quiet_third_party
 from hyperfeat.train.trainer import train

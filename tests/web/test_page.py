@@ -31,7 +31,7 @@ from hyperfeat.model.features import FeatureExtractor
 
 CHROMEDRIVER = Path(os.environ.get("HYPERFEAT_CHROMEDRIVER", "/usr/bin/chromedriver"))  # the system driver
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
-DOCS_IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"
+DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
 SRC_WH, TGT_WH = (160, 96), (72, 120)
 CANVAS_WH = (420, 340)  # the page's canvases (index.html)
 CLIP_WH, CLIP_FRAMES = (64, 48), 4
@@ -44,7 +44,7 @@ if not CHROMEDRIVER.exists() or not any(shutil.which(b) for b in BROWSERS):
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
-from test_api_cli import picture  # noqa: E402
+from tests.helpers import picture  # noqa: E402
 
 from hyperfeat.web import WebApp, make_server  # noqa: E402
 

@@ -4,7 +4,7 @@ under the data root, else one message saying what to get and where to put it."""
 from __future__ import annotations
 
 import pytest
-from conftest import data_dir
+from tests.helpers import data_dir
 
 from hyperfeat.cli.train import PAPER_EXPERIMENT, plain_train_overrides
 from hyperfeat.config import load_config

@@ -5,7 +5,7 @@ known shift the matched points move towards the truth (measured: mean error 65 â
 
 import pytest
 import torch
-from conftest import data_dir
+from tests.helpers import data_dir
 
 from hyperfeat.config import load_config
 from hyperfeat.correspond.ldm import LdmMatcher, capture_cross_attention

@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 import torch
-from conftest import DATA_ROOT, data_dir
+from tests.helpers import DATA_ROOT, data_dir
 
 from hyperfeat.api import Hyperfeatures
 from hyperfeat.config import load_config
