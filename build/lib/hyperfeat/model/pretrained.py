@@ -168,8 +168,8 @@ def model_card(record: dict, picture: Optional[str] = None) -> str:
         f"{', '.join('(%d, %d)' % tuple(l) for l in record['layers'])} |",
         f"| layer channels | {record['feature_dims']} |",
         f"| descriptor | D = {agg.get('projection_dim')}, {feats.get('output_resolution')}² from {feats.get('load_size')} px input |",
-        f"| training data | {data.get('name')} ({data.get('train_split') or 'no train split recorded'}), "
-        f"{train.get('max_steps')} steps, lr {train.get('lr')} |",
+        f"| training config | data {data.get('name')} ({data.get('train_split') or 'no train split recorded'}), "
+        f"train.max_steps {train.get('max_steps')}, lr {train.get('lr')} |",
     ]
     if record.get("source"):
         lines.append(f"| source | {record['source']} |")
@@ -256,8 +256,13 @@ def load_folder(folder: Spec) -> tuple[AggregationNetwork, CheckpointMeta]:
     return _network_from(weights, meta), meta
 
 
+FILE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".safetensors", ".json")
+
+
 def _is_hub_id(text: str) -> bool:
-    return text.count("/") == 1 and not text.startswith((".", "/", "~")) and all(text.split("/"))
+    """owner/name, and not a missing file such as checkpoints/last.ckpt."""
+    return (text.count("/") == 1 and not text.startswith((".", "/", "~")) and all(text.split("/"))
+            and not text.lower().endswith(FILE_SUFFIXES))
 
 
 def load_pretrained(spec: Spec, revision: Optional[str] = None, cache_dir: Optional[Spec] = None,
