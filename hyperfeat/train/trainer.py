@@ -303,7 +303,21 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = (), backbone: Any = N
             folder = logger_folder(trainer.logger)
             if folder is not None:
                 print(folder)
+        _finish_wandb(trainer.logger)
     return last
+
+
+def _finish_wandb(logger) -> None:
+    """Close the wandb run, so that a second ``train`` in the same process starts its own."""
+    try:
+        from lightning.pytorch.loggers import WandbLogger
+    except ImportError:
+        return
+    if isinstance(logger, WandbLogger):
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
 
 
 def logger_folder(logger) -> Optional[str]:
