@@ -7,7 +7,7 @@ import re
 import tempfile
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Callable, Iterable, Sequence, Union
 
 import numpy as np
 import torch
@@ -139,12 +139,44 @@ def write_mp4(frames: list[Image.Image], path: Path, fps: float) -> None:
 
 
 
-def write_gif(frames: list[Image.Image], path: Path, fps: float) -> None:
-    """Looping GIF; note PIL merges identical consecutive frames into one longer frame."""
-    frames[0].save(path, save_all=True, append_images=frames[1:], duration=int(round(1000 / fps)),
-                   loop=0, disposal=1)
+def gif_frame(image: Image.Image) -> Image.Image:
+    """One RGB frame → a palette ("P") frame whose palette keeps small, saturated marks.
+
+    PIL's own conversion builds one 256-colour median-cut palette per frame, which spends the
+    colours on the large areas of a photo: a few pixels of pure green or blue (a track's dot)
+    get no entry and come out as the nearest grey. Here the frame's 64 most frequent exact
+    colours (the drawn marks, legends and text) are kept as they are and the other 192
+    entries are median-cut from the rest."""
+    rgb = np.asarray(image.convert("RGB"))
+    flat = rgb.reshape(-1, 3)
+    codes = (flat[:, 0].astype(np.int64) << 16) | (flat[:, 1].astype(np.int64) << 8) | flat[:, 2]
+    # the drawn colours are saturated: far from grey, and repeated exactly
+    saturation = flat.max(1).astype(np.int64) - flat.min(1)
+    values, counts = np.unique(codes[saturation >= 96], return_counts=True)
+    keep = values[np.argsort(-counts)[:64]]
+    reserved = np.stack([(keep >> 16) & 255, (keep >> 8) & 255, keep & 255], 1).astype(np.uint8)
+    photo = image.convert("RGB").quantize(colors=256 - len(reserved), method=Image.Quantize.MEDIANCUT,
+                                          dither=Image.Dither.NONE)
+    palette = np.asarray(photo.getpalette()[: 3 * (256 - len(reserved))], np.uint8).reshape(-1, 3)
+    full = np.concatenate([palette, reserved]) if len(reserved) else palette
+    index = np.asarray(photo, np.uint8).copy()
+    if len(reserved):
+        lookup = {int(c): len(palette) + i for i, c in enumerate(keep)}
+        hit = np.isin(codes, keep)
+        index.reshape(-1)[hit] = np.vectorize(lookup.get, otypes=[np.uint8])(codes[hit])
+    out = Image.fromarray(index, "P")
+    out.putpalette(full.reshape(-1).tolist() + [0] * (768 - full.size))
+    return out
 
 
+def write_gif(frames, path: Path, fps: float) -> None:
+    """Looping GIF with one palette per frame that keeps the drawn colours (:func:`gif_frame`);
+    ``frames`` may be any iterable (PIL holds the encoded frames, not the RGB ones). Note PIL
+    merges identical consecutive frames into one longer frame."""
+    frames = iter(frames)
+    first = gif_frame(next(frames))
+    first.save(path, save_all=True, append_images=(gif_frame(f) for f in frames),
+               duration=int(round(1000 / fps)), loop=0, disposal=1, optimize=False)
 
 
 def write_video(frames: Sequence[Image.Image], out_path: PathLike, fps: float = 10) -> Path:
@@ -215,3 +247,63 @@ def list_frames(folder: PathLike) -> list[Path]:
     if not files:
         raise DataError(f"empty video: no frames ({', '.join(FRAME_SUFFIXES)}) in folder {folder}")
     return files
+
+
+def write_video_stream(frames: Iterable[Image.Image], out_path: PathLike, fps: float = 10) -> Path:
+    """Like :func:`write_video`, but ``frames`` is consumed one at a time (an MP4 holds no frame
+    longer than it takes to encode it) and the file appears only once it is complete: it is
+    written beside ``out_path`` and renamed into place, so an error mid-stream (a frame of
+    another size, a bad input) leaves nothing behind."""
+    path = Path(out_path)
+    suffix = path.suffix.lower()
+    if suffix not in WRITABLE_VIDEO_SUFFIXES:
+        raise HyperfeatError(f"cannot write video {path}: suffix {path.suffix!r} is not one of {', '.join(WRITABLE_VIDEO_SUFFIXES)}")
+    if fps <= 0:
+        raise HyperfeatError(f"fps must be positive; got {fps}")
+    iterator = iter(frames)
+    first = next(iterator, None)
+    if first is None:
+        raise HyperfeatError(f"cannot write video {path}: no frames")
+    first = load_image(first)
+
+    def checked():
+        yield first
+        for index, frame in enumerate(iterator, 1):
+            image = load_image(frame)
+            if image.size != first.size:
+                raise HyperfeatError(f"cannot write video {path}: frame {index} is {image.size}, frame 0 {first.size}")
+            yield image
+
+    def write(tmp: str) -> None:
+        target = Path(tmp).with_suffix(suffix)
+        try:
+            if suffix == ".gif":
+                write_gif(checked(), target, fps)
+            else:
+                _write_mp4_stream(checked(), target, fps)
+            os.replace(target, tmp)
+        finally:
+            target.unlink(missing_ok=True)
+
+    atomic_write(path, write)
+    return path
+
+
+def _write_mp4_stream(frames: Iterable[Image.Image], path: Path, fps: float) -> None:
+    import av
+
+    codec = pick_mp4_codec()
+    with av.open(str(path), mode="w") as container:
+        stream = None
+        for frame in frames:
+            frame = even_size(frame)
+            if stream is None:
+                stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+                stream.width, stream.height = frame.size
+                stream.pix_fmt = "yuv420p"
+                if codec == "mpeg4":
+                    stream.bit_rate = 8_000_000
+                else:
+                    stream.options = {"crf": "18"}
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.asarray(frame), format="rgb24")))
+        container.mux(stream.encode())  # flush
