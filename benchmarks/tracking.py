@@ -45,7 +45,9 @@ def variants():
     out["  − calibration (cosine ≥ min_similarity)"] = ("memory", replace(new, calibrate=False))
     out["  − cycle check"] = ("memory", replace(new, cycle_check=False))
     out["  − sub-cell refinement"] = ("memory", replace(new, refine_radius=0))
-    for thr in (0.2, 0.4, 0.5):
+    out["  + template memory (4)"] = ("memory", replace(new, memory_size=4))
+    out["  fb_threshold 2 (the old cycle_threshold)"] = ("memory", replace(new, fb_threshold=2.0))
+    for thr in (0.3, 0.5):
         out[f"  visibility_threshold {thr}"] = ("memory", replace(new, visibility_threshold=thr))
     for q in (0.95, 0.999):
         out[f"  visibility_quantile {q}"] = ("memory", replace(new, visibility_quantile=q))

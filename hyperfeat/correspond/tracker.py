@@ -16,7 +16,7 @@ Cheap ideas from the learned trackers, each one a switch (``video.*`` keys, see
   "not me" level ``b``. A found similarity ``s`` becomes confidence ``(s − b) / (1 − b)``
   clipped to [0, 1], and the point is visible when the confidence reaches
   ``visibility_threshold`` and (``cycle_check``) its descriptor matched back into the query
-  frame lands within ``cycle_threshold`` cells of the query (forward–backward agreement).
+  frame lands within ``fb_threshold`` cells of the query (forward–backward agreement).
 * **Sub-cell refinement**: a soft-argmax over ``refine_radius`` cells around the chosen cell.
 
 Everything a step needs is the current frame's descriptors and the state of the points, so the
@@ -45,15 +45,15 @@ class TrackerSettings:
     refine_temperature: float = 0.02
     redetect: bool = True               # global search in every frame, always after an occlusion
     redetect_margin: float = 0.05       # take the global best when it beats the local one by this
-    memory_size: int = 4                # template memory: recent confident appearances (0 = query only)
+    memory_size: int = 0                # template memory: recent confident appearances (0 = query only)
     memory_weight: float = 0.5          # weight of the memory's mean in the score map
     memory_min_confidence: float = 0.6  # an appearance enters the memory at this confidence or more
     calibrate: bool = True              # visibility relative to the query's distractor similarities
     visibility_quantile: float = 0.99   # the distractor level b: this quantile of the query frame's other cells
-    visibility_threshold: float = 0.3   # visible when the confidence reaches this
+    visibility_threshold: float = 0.1   # visible when the confidence reaches this
     min_similarity: float = 0.5         # calibrate=false: the fixed cosine floor
     cycle_check: bool = True            # visible only when the forward–backward match returns
-    cycle_threshold: float = 2.0        # … within this many cells of the query
+    fb_threshold: float = 6.0           # … within this many cells of the query
     exclude_radius: int = 2             # cells around the query left out of the distractors
 
     @classmethod
@@ -140,7 +140,7 @@ class PointGroup:
         if s.cycle_check:
             back = (found @ self.query_flat).view(-1, h, w)
             back_pos = _refine(back, _argmax_cell(back), int(s.refine_radius), s.refine_temperature)
-            cycle_ok = (back_pos - self.start).norm(dim=1) <= s.cycle_threshold
+            cycle_ok = (back_pos - self.start).norm(dim=1) <= s.fb_threshold
             visible = visible & cycle_ok
             confidence = torch.where(cycle_ok, confidence, confidence * 0.5)
         if s.memory_size > 0:
