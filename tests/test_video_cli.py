@@ -138,7 +138,9 @@ def test_track_follows_a_translation_and_equals_video_api(checkpoint, backbone, 
     write_frames(frames, tmp_path / "frames")
     for source in (as_pil(frames), sorted((tmp_path / "frames").glob("*.png")), tmp_path / "frames"):
         other_tracks, other_visible = hf.track(source, queries)  # read at frame_size = their size: no resize
-        assert torch.equal(other_tracks, tracks) and torch.equal(other_visible, visible)
+        # a folder goes through the fp16 descriptor store: equal up to fp16 rounding
+        torch.testing.assert_close(other_tracks, tracks, atol=0.05, rtol=0)
+        assert (other_visible == visible).float().mean() >= 0.95
 
 
 def test_propagate_wrappers_equal_video_api(checkpoint, backbone):
@@ -174,7 +176,7 @@ def test_track_command_writes_gif_mp4_and_json(checkpoint, tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
     pictures = gif_frames(tmp_path / "out" / "tracks.gif")
     assert len(pictures) == 4 and pictures[0].size == (128, 75)  # the frames as read: longer side 128
-    record = json.loads((tmp_path / "out" / "tracks.json").read_text())
+    record = json.loads((tmp_path / "out" / "tracks.gif.json").read_text())
     assert record["num_frames"] == 4 and record["frame_size_wh"] == list(CROP)
     assert record["queries"] == [[0, 40, 30], [0, 150, 90], [3, 100, 56]]
     tracks, visible = torch.tensor(record["tracks"]), torch.tensor(record["visible"])

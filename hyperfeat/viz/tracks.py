@@ -142,6 +142,7 @@ def draw_tracks(
     of the frame size.
     """
     images = frames_to_pil(frames)
+    check_tracks(tracks, visible, len(images))  # one position per frame
     return list(iter_draw_tracks(images, tracks, visible, tail_length, show_occluded, counter, legend, title))
 
 
