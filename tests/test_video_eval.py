@@ -254,7 +254,7 @@ def test_run_track_command_writes_a_video_and_json(parts, checkpoint, tmp_path):
                                overrides=["video.frame_size=200"])
     assert out.is_file() and result["video"] == out
     assert len(read_video(out)) == 3
-    record = json.loads(out.with_suffix(".json").read_text())
+    record = json.loads(out.with_name(out.name + ".json").read_text())
     assert record["num_frames"] == 3 and record["frame_size_wh"] == [256, 144]
     assert record["queries"] == [[0, 60, 40], [0, 128, 72], [2, 200, 100]]
     tracks, visible = torch.tensor(record["tracks"]), torch.tensor(record["visible"])
