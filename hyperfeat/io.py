@@ -290,10 +290,46 @@ def write_mp4(frames: list[Image.Image], path: Path, fps: float) -> None:
         container.mux(stream.encode())  # flush
 
 
-def write_gif(frames: list[Image.Image], path: Path, fps: float) -> None:
-    """Looping GIF; note PIL merges identical consecutive frames into one longer frame."""
-    frames[0].save(path, save_all=True, append_images=frames[1:], duration=int(round(1000 / fps)),
-                   loop=0, disposal=1)
+
+
+def gif_frame(image: Image.Image) -> Image.Image:
+    """One RGB frame → a palette ("P") frame whose palette keeps small, saturated marks.
+
+    PIL's own conversion builds one 256-colour median-cut palette per frame, which spends the
+    colours on the large areas of a photo: a few pixels of pure green or blue (a track's dot)
+    get no entry and come out as the nearest grey. Here the frame's 64 most frequent exact
+    colours (the drawn marks, legends and text) are kept as they are and the other 192
+    entries are median-cut from the rest."""
+    rgb = np.asarray(image.convert("RGB"))
+    flat = rgb.reshape(-1, 3)
+    codes = (flat[:, 0].astype(np.int64) << 16) | (flat[:, 1].astype(np.int64) << 8) | flat[:, 2]
+    # the drawn colours are saturated: far from grey, and repeated exactly
+    saturation = flat.max(1).astype(np.int64) - flat.min(1)
+    values, counts = np.unique(codes[saturation >= 96], return_counts=True)
+    keep = values[np.argsort(-counts)[:64]]
+    reserved = np.stack([(keep >> 16) & 255, (keep >> 8) & 255, keep & 255], 1).astype(np.uint8)
+    photo = image.convert("RGB").quantize(colors=256 - len(reserved), method=Image.Quantize.MEDIANCUT,
+                                          dither=Image.Dither.NONE)
+    palette = np.asarray(photo.getpalette()[: 3 * (256 - len(reserved))], np.uint8).reshape(-1, 3)
+    full = np.concatenate([palette, reserved]) if len(reserved) else palette
+    index = np.asarray(photo, np.uint8).copy()
+    if len(reserved):
+        lookup = {int(c): len(palette) + i for i, c in enumerate(keep)}
+        hit = np.isin(codes, keep)
+        index.reshape(-1)[hit] = np.vectorize(lookup.get, otypes=[np.uint8])(codes[hit])
+    out = Image.fromarray(index, "P")
+    out.putpalette(full.reshape(-1).tolist() + [0] * (768 - full.size))
+    return out
+
+
+def write_gif(frames, path: Path, fps: float) -> None:
+    """Looping GIF with one palette per frame that keeps the drawn colours (:func:`gif_frame`);
+    ``frames`` may be any iterable (PIL holds the encoded frames, not the RGB ones). Note PIL
+    merges identical consecutive frames into one longer frame."""
+    frames = iter(frames)
+    first = gif_frame(next(frames))
+    first.save(path, save_all=True, append_images=(gif_frame(f) for f in frames),
+               duration=int(round(1000 / fps)), loop=0, disposal=1, optimize=False)
 
 
 def write_video(frames: Sequence[Image.Image], out_path: PathLike, fps: float = 10) -> Path:

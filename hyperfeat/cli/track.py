@@ -1,11 +1,10 @@
-"""``hyperfeat track``: track points through a video and draw them (dot: visible, ring: occluded)."""
+"""``hyperfeat track``: track points through a video and draw them (dot: visible, cross: occluded)."""
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 from hyperfeat.cli.common import (
     CHECKPOINT_HELP,
@@ -17,9 +16,6 @@ from hyperfeat.cli.common import (
 )
 from hyperfeat.errors import HyperfeatError
 from hyperfeat.io import PathLike
-from hyperfeat.video.frames import load_frames, precheck_source
-from hyperfeat.video.run import track
-from hyperfeat.viz.tracks import draw_video_tracks
 
 
 def _check_out_video(out: PathLike) -> Path:
@@ -31,75 +27,133 @@ def _check_out_video(out: PathLike) -> Path:
     return path
 
 
+def tracks_json_path(out: PathLike) -> Path:
+    """The tracks file of a picture video: its name with ``.json`` added (``a.mp4`` → ``a.mp4.json``),
+    so the GIF and the MP4 of one stem never share it."""
+    out = Path(out)
+    return out.with_name(out.name + ".json")
+
+
+def build_queries(points_text: Optional[str], grid: Optional[int], mask_png: Optional[PathLike],
+                  size: tuple[int, int], grid_frame: int = 0, num_points: Optional[int] = None):
+    """The query set of the command: ``--points`` rows, a ``--grid`` over the frame, points inside
+    ``--mask`` (its grid points with ``--grid``, else ``num_points`` drawn inside it), or several of
+    these together."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from hyperfeat.errors import DataError
+    from hyperfeat.video.queries import grid_queries, mask_queries
+
+    parts = []
+    if points_text:
+        parts.append(parse_queries(points_text))
+    if mask_png is not None:
+        path = Path(mask_png)
+        if not path.is_file():
+            raise DataError(f"segmentation mask not found: {path}")
+        with Image.open(path) as image:
+            mask = np.asarray(image)
+        parts.append(mask_queries(mask, size, grid_size=grid, num_points=num_points, grid_query_frame=grid_frame))
+    elif grid is not None:
+        parts.append(grid_queries(grid, size, grid_frame))
+    if not parts:
+        raise HyperfeatError("give the points to track: --points 't,x,y;…', --grid N and/or --mask PNG")
+    return torch.cat(parts)
 
 
 def run_track_command(
     checkpoint: PathLike,
     video: PathLike,
-    points_text: str,
+    points_text: Optional[str],
     out: PathLike,
     overrides: Sequence[str] = (),
     fps: float = 10,
     tail_length: int = 10,
     hf=None,
+    grid: Optional[int] = None,
+    mask: Optional[PathLike] = None,
+    grid_frame: int = 0,
+    num_points: Optional[int] = None,
+    exports: Sequence[PathLike] = (),
+    full_resolution: bool = False,
 ) -> dict:
-    """``hyperfeat track``: track the points ``'t,x,y;…'`` (original pixels) through ``video``
-    (folder of frames or a video file) and write ``out`` (.mp4 or .gif): every point in its own
-    colour with a fading tail, a filled dot where visible, a ring where occluded. Also writes
-    ``out`` with suffix ``.json``: the queries, tracks (N, T, 2) xy and visible (N, T) in pixels
-    of the original frames. Returns {"video": path, "json": path, "tracks", "visible"}.
-
-    ``hf``: an already loaded :class:`Hyperfeatures` (then ``checkpoint`` and ``overrides`` are
-    only recorded).
+    """``hyperfeat track``: track the queries (``points_text`` ``'t,x,y;…'`` in original pixels,
+    a ``grid`` × ``grid`` grid at frame ``grid_frame``, points inside the ``mask`` PNG) through
+    ``video`` (folder of frames or a video file) and write ``out`` (.mp4 or .gif): every point in
+    its own colour with a fading tail, a filled dot where visible, a cross where occluded, a frame
+    counter and a legend. Also writes ``<out>.json`` (see :func:`tracks_json_path`) and each of
+    ``exports`` (.json, .csv, .npz). The video is read lazily and described in chunks; every file
+    appears only when complete, and bad input fails before anything is written.
+    Returns {"video", "json", "exports", "tracks", "visible", "confidence"}.
     """
-    from hyperfeat.io import write_video
+    from hyperfeat.geometry import rescale_points
+    from hyperfeat.io import write_video_stream
+    from hyperfeat.video.frames import precheck_source
+    from hyperfeat.video.queries import TRACK_SUFFIXES, save_tracks
+    from hyperfeat.video.run import frame_stream, track_video
+    from hyperfeat.video.stream import FrameStream
+    from hyperfeat.viz.tracks import iter_draw_tracks
 
     out_path = _check_out_video(out)
-    queries = parse_queries(points_text)
+    for path in exports:
+        if Path(path).suffix.lower() not in TRACK_SUFFIXES:
+            raise HyperfeatError(f"export {path} must end in one of {', '.join(TRACK_SUFFIXES)}")
+    if points_text:
+        parse_queries(points_text)  # malformed points fail before the backbone loads
     precheck_source(video)  # a missing or empty video fails before the backbone loads
     if hf is None:
         from hyperfeat.api import Hyperfeatures
 
         hf = Hyperfeatures.from_checkpoint(checkpoint, overrides=list(overrides))
-    frames = load_frames(hf, video)
-    tracks, visible = track(hf, frames, queries)  # checks the queries before describing the frames
-    written = write_video(draw_video_tracks(frames, tracks, visible, tail_length), out_path, fps=fps)
-    json_path = out_path.with_suffix(".json")
-    record = {
-        "video": str(video),
-        "checkpoint": str(checkpoint),
-        "frame_size_wh": list(frames.original_size),
-        "num_frames": len(frames),
-        "coordinates": "(x, y) pixels of the original frames, pixel centres at integers",
-        "queries": queries.tolist(),
-        "tracks": tracks.tolist(),
-        "visible": visible.tolist(),
-    }
-    json_path.write_text(json.dumps(record))
-    return {"video": written, "json": json_path, "tracks": tracks, "visible": visible}
+    stream = frame_stream(hf, video)
+    queries = build_queries(points_text, grid, mask, stream.original_size, grid_frame, num_points)
+    result = track_video(hf, video, queries)  # checks the queries before describing the frames
+    pictures = FrameStream(video, None) if full_resolution else stream
+    xy = rescale_points(result.tracks, result.size, pictures.size)
+    written = write_video_stream(iter_draw_tracks(iter(pictures), xy, result.visible, tail_length), out_path, fps=fps)
+    meta = {"video": str(video), "checkpoint": str(checkpoint), "tracker": str(hf.cfg.video.get("tracker", "memory"))}
+    json_path = save_tracks(tracks_json_path(out_path), result.queries, result.tracks, result.visible,
+                            result.confidence, result.size, meta)
+    exported = [save_tracks(p, result.queries, result.tracks, result.visible, result.confidence, result.size, meta)
+                for p in exports]
+    return {"video": written, "json": json_path, "exports": exported, "tracks": result.tracks,
+            "visible": result.visible, "confidence": result.confidence}
 
 
 def _track_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="VIDEO", help="a video file or a folder of frames, then key=value overrides")
     p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
-    p.add_argument("--points", required=True,
+    p.add_argument("--points", default=None,
                    help='queries "t,x,y;t,x,y": frame index t, (x, y) pixels of the original frames')
+    p.add_argument("--grid", type=int, default=None, help="track an N×N grid of points (inside --mask when given)")
+    p.add_argument("--grid-frame", type=int, default=0, help="the frame the grid / mask points start at")
+    p.add_argument("--mask", default=None, help="segmentation mask PNG (the frames' size): track points inside it")
+    p.add_argument("--num-points", type=int, default=None, help="with --mask and no --grid: points drawn inside (64)")
     p.add_argument("--out", default="tracks.mp4", help="picture video (.mp4 or .gif); tracks also go to <out>.json")
+    p.add_argument("--export", action="append", default=[], help="also write the tracks to this .json, .csv or .npz")
+    p.add_argument("--full-resolution", action="store_true", help="draw on the frames at their source resolution")
     p.add_argument("--fps", type=float, default=10.0, help="frames per second of the written video")
     p.add_argument("--tail-length", type=int, default=10, help="frames of fading tail behind each point")
     add_config_args(p)
 
 
-@command("track", "track points through a video and draw them (dot: visible, ring: occluded)", _track_args)
+@command("track", "track points through a video and draw them (dot: visible, cross: occluded)", _track_args)
 def run_track(args: argparse.Namespace) -> int:
 
     video, overrides = one_source(args.inputs, args.late_overrides, "video (file or folder of frames)")
     overrides = with_config_file(args.config, overrides)
     result = run_track_command(args.checkpoint, video, args.points, args.out, overrides=overrides,
-                               fps=args.fps, tail_length=args.tail_length)
+                               fps=args.fps, tail_length=args.tail_length, grid=args.grid, mask=args.mask,
+                               grid_frame=args.grid_frame, num_points=args.num_points, exports=args.export,
+                               full_resolution=args.full_resolution)
     tracks, visible = result["tracks"], result["visible"]
-    for n in range(tracks.shape[0]):
+    shown = range(min(tracks.shape[0], 10))
+    for n in shown:
         print(f"point {n}: visible in {int(visible[n].sum())}/{visible.shape[1]} frames, "
               f"last at ({tracks[n, -1, 0]:.1f}, {tracks[n, -1, 1]:.1f})")
-    print(f"wrote {result['video']} and {result['json']}")
+    if tracks.shape[0] > len(shown):
+        print(f"… and {tracks.shape[0] - len(shown)} more points")
+    print(f"wrote {result['video']} and {result['json']}" + "".join(f", {p}" for p in result["exports"]))
     return 0

@@ -1,8 +1,5 @@
-"""Point tracking from per-frame descriptors: each query (t, x, y) is followed forwards and
-backwards from its own frame by local search around its last position, with a global
-re-detection when the best match elsewhere is clearly better, sub-cell soft-argmax refinement,
-and visibility from a similarity floor and a cycle back to the query frame.
-"""
+"""The window tracker (the original point tracker): a local search with a fixed cosine floor
+and a cycle check. :mod:`hyperfeat.correspond.tracker` holds the memory tracker."""
 
 from __future__ import annotations
 
@@ -59,7 +56,8 @@ def track_points(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Track query points through the video.
 
-    desc (T, D, h, w); queries (N, 3) (t, x, y) in pixels of an ``image_size`` (W, H) frame.
+    desc (T, D, h, w), or a :class:`~hyperfeat.video.stream.DescriptorStore` read one frame at a
+    time; queries (N, 3) (t, x, y) in pixels of an ``image_size`` (W, H) frame.
     Each query's descriptor (bilinear sample at the query) is matched in every frame, going
     forward and backward from the query frame: the best cell within ``track_radius`` cells of
     the previous position, unless the global nearest neighbour beats it by more than
@@ -70,27 +68,38 @@ def track_points(
     ``cycle_threshold`` cells of the query. At the query frame the track is the query, visible.
     Returns tracks (N, T, 2) xy pixels and visible (N, T) bool.
     """
-    desc = _check_descriptors(desc)
+    from hyperfeat.video.stream import DescriptorStore
+
+    if isinstance(desc, DescriptorStore):  # frames read one at a time (L2-normalised by the store)
+        frame_of = desc.__getitem__
+        num_frames, _, h, w = desc.shape
+        device = desc.device
+    else:
+        desc = _check_descriptors(desc)
+        frame_of = desc.__getitem__
+        num_frames, _, h, w = desc.shape
+        device = desc.device
     size = _check_image_size(image_size)
-    num_frames, _, h, w = desc.shape
-    queries = torch.as_tensor(queries, dtype=torch.float32).to(desc.device)
+    queries = torch.as_tensor(queries, dtype=torch.float32).to(device)
     _check_queries(queries, num_frames, size)
     num_queries = queries.shape[0]
-    tracks = torch.zeros(num_queries, num_frames, 2, device=desc.device)  # cells
-    visible = torch.zeros(num_queries, num_frames, dtype=torch.bool, device=desc.device)
-    feats = desc.flatten(2)  # (T, D, h·w)
+    tracks = torch.zeros(num_queries, num_frames, 2, device=device)  # cells
+    visible = torch.zeros(num_queries, num_frames, dtype=torch.bool, device=device)
     query_cells = pixels_to_cells(queries[:, 1:], size, (h, w))  # (N, 2)
 
     for t_query in queries[:, 0].long().unique().tolist():
         members = (queries[:, 0].long() == t_query).nonzero().flatten()
         start = query_cells[members]  # (n, 2)
-        query_feat = sample_descriptors(desc[t_query], start)  # (n, D)
+        query_desc = frame_of(t_query)  # (D, h, w)
+        query_feats = query_desc.flatten(1)  # (D, h·w)
+        query_feat = sample_descriptors(query_desc, start)  # (n, D)
         tracks[members, t_query] = start
         visible[members, t_query] = True
         for frames in (range(t_query + 1, num_frames), range(t_query - 1, -1, -1)):
             previous = start
             for t in frames:
-                scores = (query_feat @ feats[t]).view(-1, h, w)  # (n, h, w)
+                frame = frame_of(t)  # (D, h, w)
+                scores = (query_feat @ frame.flatten(1)).view(-1, h, w)  # (n, h, w)
                 best_global = _argmax_cell(scores)
                 window = _window_mask(previous.round().long(), (h, w), int(track_radius))  # (n, h, w)
                 local = scores.masked_fill(~window, float("-inf"))
@@ -100,9 +109,9 @@ def track_points(
                 chosen = torch.where((s_global > s_local + reacquire_margin)[:, None], best_global, best_local)
                 position = _refine(scores, chosen, int(refine_radius), refine_temperature)  # (n, 2)
                 # visibility: similarity floor and cycle back to the query frame
-                found_feat = sample_descriptors(desc[t], position)  # (n, D)
+                found_feat = sample_descriptors(frame, position)  # (n, D)
                 similarity = (found_feat * query_feat).sum(1)
-                back = (found_feat @ feats[t_query]).view(-1, h, w)
+                back = (found_feat @ query_feats).view(-1, h, w)
                 back_pos = _refine(back, _argmax_cell(back), int(refine_radius), refine_temperature)
                 cycle_ok = (back_pos - start).norm(dim=1) <= cycle_threshold
                 tracks[members, t] = position
@@ -110,5 +119,5 @@ def track_points(
                 previous = position
     tracks = cells_to_pixels(tracks, size, (h, w))
     at_query = queries[:, 0].long()
-    tracks[torch.arange(num_queries, device=desc.device), at_query] = queries[:, 1:]  # exact, no round trip
+    tracks[torch.arange(num_queries, device=device), at_query] = queries[:, 1:]  # exact, no round trip
     return tracks, visible

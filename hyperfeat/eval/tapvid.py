@@ -20,7 +20,7 @@ from hyperfeat.eval.common import (
 from hyperfeat.eval.table import _pct, format_table
 from hyperfeat.video.frames import VideoFrames, frames_from_uint8, resize_frames
 from hyperfeat.video.run import track
-from hyperfeat.viz.tracks import draw_video_tracks
+from hyperfeat.viz.tracks import draw_tracks_vs_truth
 
 # ---------------------------------------------------------------------------------------------
 # TAP-Vid
@@ -72,7 +72,8 @@ def evaluate_tapvid(hf, progress: bool = True) -> tuple[dict, str]:
         if vis_left > 0:
             vis_left -= 1
             keep = torch.linspace(0, len(queries) - 1, min(VIS_MAX_TRACKS, len(queries))).round().long().unique()
-            write_video(draw_video_tracks(video, tracks[keep], visible[keep]),
+            score = f"AJ {100 * float(results[f'video/{name}/average_jaccard']):.1f}"
+            write_video(draw_tracks_vs_truth(video, tracks[keep], visible[keep], gt_points[keep], ~gt_occluded[keep], score),
                         _vis_dir(cfg, "tapvid") / f"{_safe_name(name)}.mp4", fps=VIS_FPS)
     if not evaluated:
         raise DataError(f"no TAP-Vid video could be evaluated; skipped: {skipped}")

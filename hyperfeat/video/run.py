@@ -27,6 +27,7 @@ the describer's identity and the frame transform (:func:`hyperfeat.video.store.d
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -151,19 +152,13 @@ def track(
     """Track query points through a video.
 
     ``queries`` (N, 3) rows of (t, x, y): frame index and pixels of the original frames.
-    Returns tracks (N, T, 2) xy in those pixels and visible (N, T) bool (CPU), with the
-    ``video.track_radius`` … ``video.reacquire_margin`` settings. Queries are checked before
-    any descriptor is computed. ``descriptors`` (T, D, h, w) skips describing the frames.
+    Returns tracks (N, T, 2) xy in those pixels and visible (N, T) bool (CPU), with the tracker
+    ``video.tracker`` and its settings. Queries are checked before any descriptor is computed.
+    ``descriptors`` (T, D, h, w) skips describing the frames. See :func:`track_video` for the
+    per-point confidence too.
     """
-    from hyperfeat.correspond.tracking import track_points
-
-    video = load_frames(describer, frames)
-    queries = check_queries(queries, len(video), video.original_size)
-    desc = _descriptors(describer, video, descriptors, progress)
-    tracks, visible = track_points(desc, queries, video.original_size, **tracking_kwargs(describer.cfg))
-    return tracks.cpu(), visible.cpu()
-
-
+    result = track_video(describer, frames, queries, descriptors=descriptors, progress=progress)
+    return result.tracks, result.visible
 
 
 def check_mask(first_mask, size: tuple[int, int]) -> torch.Tensor:
@@ -231,3 +226,142 @@ def propagate_joints(
         sigma=float(describer.cfg.video.get("keypoint_sigma", 1.0)), **propagation_kwargs(describer.cfg),
     )
     return joints.cpu()
+
+
+# ---------------------------------------------------------------------------------------------
+# long videos: frames read lazily, descriptors in a store, the tracker chosen by video.tracker
+
+
+TRACKERS = ("memory", "window")
+
+
+def frame_stream(describer: Describer, source, max_frames: Optional[int] = None):
+    """A lazy :class:`~hyperfeat.video.stream.FrameStream` of a path (longer side at
+    ``video.frame_size``) or of frames already in memory (taken as they are)."""
+    from hyperfeat.video.stream import FrameStream
+
+    if isinstance(source, (list, tuple)):
+        source = load_frames(describer, source, max_frames)
+    frame_size = int(describer.cfg.video.frame_size) if describer.cfg.video.get("frame_size") else None
+    return FrameStream(source, frame_size, max_frames)
+
+
+def describe_store(describer: Describer, stream, progress: bool = True):
+    """Descriptors of every frame of ``stream`` in a :class:`~hyperfeat.video.stream.DescriptorStore`,
+    described in chunks of ``video.batch_size`` frames (only one chunk of frames is held).
+
+    The store is ``video.store_dtype`` on the CPU while it needs at most
+    ``video.store_max_memory_mb``; beyond that it is a memory-mapped file: in ``video.cache_dir``
+    (named by the frames and the describer, reused by a later call) or a temporary file.
+    """
+    from pathlib import Path
+
+    from hyperfeat.video.stream import DescriptorStore, describe_stream, temporary_store_path
+
+    v = describer.cfg.video
+    dtype = str(v.get("store_dtype", "float16"))
+    num_frames = len(stream)
+    cache_dir = v.get("cache_dir")
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / f"{stream.key(descriptor_key(describer))}.{dtype}.npy"
+        if path.is_file():
+            try:
+                store = DescriptorStore.open(path, describer.device)
+                if len(store) == num_frames:
+                    return store
+            except (OSError, ValueError):
+                pass
+            path.unlink(missing_ok=True)
+    else:
+        # one frame's descriptors: describe the first frame's shape from the grid the describer makes
+        probe = next(iter(stream.chunks(1)))
+        out_shape = frame_describer(describer)(probe).shape  # (1, D, h, w)
+        per_frame = int(np.prod(out_shape[1:])) * (2 if dtype == "float16" else 4)
+        if per_frame * num_frames > float(v.get("store_max_memory_mb", 1024)) * 2**20:
+            path = temporary_store_path()
+    return describe_stream(stream, frame_describer(describer), num_frames, int(v.batch_size), dtype, path,
+                           describer.device, progress)
+
+
+@dataclass
+class TrackResult:
+    """Tracks (N, T, 2) xy pixels of the original frames, visible (N, T) bool, confidence (N, T)
+    in [0, 1], the queries (N, 3) (t, x, y), the original frame size (W, H) and T."""
+
+    tracks: torch.Tensor
+    visible: torch.Tensor
+    confidence: torch.Tensor
+    queries: torch.Tensor
+    size: tuple[int, int]
+    num_frames: int
+
+
+def tracker_settings(cfg):
+    from hyperfeat.correspond.tracker import TrackerSettings
+
+    return TrackerSettings.from_config(cfg.video)
+
+
+def track_store(cfg, store, queries: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The tracker ``video.tracker`` over a store or (T, D, h, w) descriptors → tracks, visible, confidence."""
+    from hyperfeat.correspond.tracker import track_memory
+    from hyperfeat.correspond.tracking import track_points
+
+    name = str(cfg.video.get("tracker", "memory"))
+    if name == "memory":
+        return track_memory(store, queries, size, tracker_settings(cfg))
+    if name == "window":
+        tracks, visible = track_points(store, queries, size, **tracking_kwargs(cfg))
+        return tracks, visible, visible.float()
+    raise DataError(f"video.tracker must be one of {', '.join(TRACKERS)}; got {name!r}")
+
+
+def track_video(
+    describer: Describer,
+    frames: FrameSource,
+    queries,
+    descriptors=None,
+    progress: bool = True,
+) -> TrackResult:
+    """Track ``queries`` (N, 3) (t, x, y) through a video with bounded memory: a path is read
+    lazily and described in chunks into a store (see :func:`describe_store`); frames already in
+    memory are described as by :func:`describe_frames`. ``descriptors``: a (T, D, h, w) tensor or
+    a store, skipping the describing. Queries are checked before any descriptor is computed."""
+    from hyperfeat.video.stream import as_store
+
+    if isinstance(frames, (VideoFrames, torch.Tensor, list, tuple)):
+        video = load_frames(describer, frames)
+        num_frames, size = len(video), video.original_size
+        queries = check_queries(queries, num_frames, size)
+        if descriptors is None:
+            descriptors = describe_frames(describer, video, progress=progress)
+        store = as_store(descriptors, describer.device)
+    else:
+        stream = frame_stream(describer, frames)
+        num_frames, size = len(stream), stream.original_size
+        queries = check_queries(queries, num_frames, size)
+        store = as_store(descriptors, describer.device) if descriptors is not None else describe_store(describer, stream, progress)
+    if len(store) != num_frames:
+        raise DataError(f"descriptors of {len(store)} frames do not fit a video of {num_frames} frames (T, D, h, w)")
+    tracks, visible, confidence = track_store(describer.cfg, store, queries, size)
+    return TrackResult(tracks.cpu(), visible.cpu(), confidence.cpu(), queries.cpu(), tuple(size), num_frames)
+
+
+def track_many(describer: Describer, videos, queries, progress: bool = True) -> list[TrackResult]:
+    """:func:`track_video` over several videos: ``queries`` one (N_i, 3) set per video (or one set
+    for all)."""
+    videos = list(videos)
+    per_video = list(queries) if isinstance(queries, (list, tuple)) and len(queries) == len(videos) and \
+        all(torch.as_tensor(q).ndim == 2 for q in queries) else [queries] * len(videos)
+    return [track_video(describer, video, q, progress=progress) for video, q in zip(videos, per_video)]
+
+
+def track_online(describer: Describer, frames, queries, progress: bool = False):
+    """Yield (positions (N, 2) xy, visible (N,), confidence (N,)) for each frame of the iterable
+    ``frames`` as it arrives; see :class:`hyperfeat.video.online.Tracker`."""
+    from hyperfeat.video.online import Tracker
+
+    tracker = Tracker(describer, queries)
+    for frame in frames:
+        yield tracker.step(frame)

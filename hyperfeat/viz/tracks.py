@@ -1,6 +1,5 @@
-"""Track pictures: each point in its own colour with a fading tail, a filled dot where visible
-and a ring where occluded.
-"""
+"""Track pictures: every point in its own colour with a fading tail; a filled dot where
+visible, a cross where occluded; a frame counter and a legend; ground truth beside prediction."""
 
 from __future__ import annotations
 
@@ -66,18 +65,47 @@ def draw_tail(draw: ImageDraw.ImageDraw, path: np.ndarray, vis: np.ndarray, colo
 
 
 def draw_marker(draw: ImageDraw.ImageDraw, xy: np.ndarray, visible: bool, colour: tuple, radius: int) -> None:
-    """Filled dot (visible) or hollow ring (occluded) at ``xy``, with a dark rim for contrast."""
+    """Filled dot (visible) or a cross (occluded) at ``xy``, each with a dark rim for contrast."""
     x, y = float(xy[0]), float(xy[1])
-    outer = [x - radius - 1, y - radius - 1, x + radius + 1, y + radius + 1]
-    inner = [x - radius, y - radius, x + radius, y + radius]
     if visible:
-        draw.ellipse(outer, fill=(0, 0, 0, 255))
-        draw.ellipse(inner, fill=(*colour, 255))
+        draw.ellipse([x - radius - 1, y - radius - 1, x + radius + 1, y + radius + 1], fill=(0, 0, 0, 255))
+        draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=(*colour, 255))
     else:
-        draw.ellipse(outer, outline=(0, 0, 0, 255), width=1)
-        draw.ellipse(inner, outline=(*colour, 255), width=max(2, radius // 2))
+        width = max(2, radius // 2)
+        for (ax, ay), (bx, by) in (((-1, -1), (1, 1)), ((-1, 1), (1, -1))):
+            line = [(x + ax * radius, y + ay * radius), (x + bx * radius, y + by * radius)]
+            draw.line(line, fill=(0, 0, 0, 255), width=width + 2)
+            draw.line(line, fill=(*colour, 255), width=width)
 
 
+def draw_caption(canvas: Image.Image, text: str, corner: str = "top") -> None:
+    """White text on a dark band at the top or bottom left of ``canvas`` (in place)."""
+    from PIL import ImageFont
+
+    draw = ImageDraw.Draw(canvas, "RGBA")
+    font = ImageFont.load_default()
+    box = draw.textbbox((0, 0), text, font=font)
+    tw, th = box[2] - box[0], box[3] - box[1]
+    y = 2 if corner == "top" else canvas.size[1] - th - 6
+    draw.rectangle([0, y - 2, tw + 8, y + th + 4], fill=(0, 0, 0, 170))
+    draw.text((4, y - box[1]), text, fill=(255, 255, 255, 255), font=font)
+
+
+def draw_legend(canvas: Image.Image, radius: int) -> None:
+    """"● visible  ✕ occluded" at the bottom left, drawn with the real markers (in place)."""
+    from PIL import ImageFont
+
+    draw = ImageDraw.Draw(canvas, "RGBA")
+    font = ImageFont.load_default()
+    h = canvas.size[1]
+    height = 2 * radius + 8
+    draw.rectangle([0, h - height, 150 + 4 * radius, h], fill=(0, 0, 0, 170))
+    cy = h - height / 2
+    draw_marker(draw, np.array([radius + 4, cy]), True, (255, 255, 255), radius)
+    draw.text((2 * radius + 10, cy - 6), "visible", fill=(255, 255, 255, 255), font=font)
+    x2 = 2 * radius + 70
+    draw_marker(draw, np.array([x2 + radius, cy]), False, (255, 255, 255), radius)
+    draw.text((x2 + 2 * radius + 6, cy - 6), "occluded", fill=(255, 255, 255, 255), font=font)
 
 
 def check_tracks(tracks: ArrayLike, visible: Optional[ArrayLike], num_frames: int) -> tuple[np.ndarray, np.ndarray]:
@@ -99,24 +127,41 @@ def draw_tracks(
     visible: Optional[ArrayLike] = None,
     tail_length: int = 10,
     show_occluded: bool = True,
+    counter: bool = True,
+    legend: bool = True,
+    title: str = "",
 ) -> list[Image.Image]:
     """One RGB picture per frame: every point in its own colour with a fading tail.
 
     ``tracks`` (N, T, 2) xy pixels, ``visible`` (N, T) bool (all visible if None). The tail
     joins the last ``tail_length`` positions, alpha falling with age (halved over occluded
-    steps). Visible points are filled dots, occluded ones hollow rings at the predicted place.
+    steps). Visible points are filled dots, occluded ones crosses at the predicted place.
     Non-finite positions are skipped; ``show_occluded=False`` drops occluded positions too
-    (for ground truth, whose occluded positions are placeholders). Returns T images of the
-    frame size.
+    (for ground truth, whose occluded positions are placeholders). ``counter`` writes
+    "title  frame t+1/T" at the top, ``legend`` the marker legend at the bottom. Returns T images
+    of the frame size.
     """
     images = frames_to_pil(frames)
-    xy, vis = check_tracks(tracks, visible, len(images))
+    check_tracks(tracks, visible, len(images))  # one position per frame
+    return list(iter_draw_tracks(images, tracks, visible, tail_length, show_occluded, counter, legend, title))
+
+
+def iter_draw_tracks(images, tracks: ArrayLike, visible: Optional[ArrayLike] = None, tail_length: int = 10,
+                     show_occluded: bool = True, counter: bool = True, legend: bool = True, title: str = ""):
+    """:func:`draw_tracks` over an iterable of frames (PIL images, (3, H, W) tensors in [0, 1] or
+    (H, W, 3) arrays), one picture at a time; ``tracks`` (N, T, 2) sets T."""
+    xy = to_numpy(tracks)
+    if xy.ndim != 3 or xy.shape[2] != 2:
+        raise HyperfeatError(f"tracks must be (N, T, 2); got shape {xy.shape}")
+    xy, vis = check_tracks(xy, visible, xy.shape[1])
     if not show_occluded:
         xy = np.where(vis[..., None], xy, np.nan)  # (N, T, 2)
     colours = [tuple(int(v) for v in c) for c in distinct_colours(xy.shape[0])]
-    out = []
+    num_frames = xy.shape[1]
     for t, frame in enumerate(images):
-        canvas = frame.copy()
+        if isinstance(frame, torch.Tensor) and frame.ndim == 3 and frame.shape[0] == 3:
+            frame = Image.fromarray(frames_as_uint8(frame[None])[0])
+        canvas = load_image(frame).copy()
         draw = ImageDraw.Draw(canvas, "RGBA")  # RGBA fills blend into the RGB frame
         radius = marker_radius(canvas.size)
         start = max(0, t - max(0, tail_length))
@@ -125,5 +170,29 @@ def draw_tracks(
         for n, colour in enumerate(colours):
             if np.isfinite(xy[n, t]).all():
                 draw_marker(draw, xy[n, t], bool(vis[n, t]), colour, radius)
-        out.append(canvas)
+        if counter:
+            draw_caption(canvas, f"{title}  frame {t + 1}/{num_frames}".strip())
+        if legend:
+            draw_legend(canvas, radius)
+        yield canvas
+
+
+def side_by_side(left: Image.Image, right: Image.Image, gap: int = 4) -> Image.Image:
+    """Two pictures of one height next to each other, a dark gap between them."""
+    out = Image.new("RGB", (left.size[0] + gap + right.size[0], max(left.size[1], right.size[1])), (20, 20, 20))
+    out.paste(left, (0, 0))
+    out.paste(right, (left.size[0] + gap, 0))
     return out
+
+
+def draw_tracks_vs_truth(video: VideoFrames, tracks, visible, gt_tracks, gt_visible, score: str,
+                         tail_length: int = 10) -> list[Image.Image]:
+    """Ground truth (left) beside prediction (right), in original pixels scaled to the frames."""
+    from hyperfeat.geometry import rescale_points
+
+    frames = frames_as_uint8(video.frames)
+    gt = rescale_points(torch.as_tensor(gt_tracks).float(), video.original_size, video.size)
+    pred = rescale_points(torch.as_tensor(tracks).float(), video.original_size, video.size)
+    left = draw_tracks(frames, gt, gt_visible, tail_length, show_occluded=False, legend=False, title="ground truth")
+    right = draw_tracks(frames, pred, visible, tail_length, title=f"prediction ({score})")
+    return [side_by_side(a, b) for a, b in zip(left, right)]

@@ -61,7 +61,7 @@ def test_track_command_writes_gif_mp4_and_json(checkpoint, tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
     pictures = gif_frames(tmp_path / "out" / "tracks.gif")
     assert len(pictures) == 4 and pictures[0].size == (128, 75)  # the frames as read: longer side 128
-    record = json.loads((tmp_path / "out" / "tracks.json").read_text())
+    record = json.loads((tmp_path / "out" / "tracks.gif.json").read_text())
     assert record["num_frames"] == 4 and record["frame_size_wh"] == list(CROP)
     assert record["queries"] == [[0, 40, 30], [0, 150, 90], [3, 100, 56]]
     tracks, visible = torch.tensor(record["tracks"]), torch.tensor(record["visible"])
@@ -180,7 +180,7 @@ def test_run_track_command_writes_a_video_and_json(parts, checkpoint, tmp_path):
                                overrides=["video.frame_size=200"])
     assert out.is_file() and result["video"] == out
     assert len(read_video(out)) == 3
-    record = json.loads(out.with_suffix(".json").read_text())
+    record = json.loads(out.with_name(out.name + ".json").read_text())
     assert record["num_frames"] == 3 and record["frame_size_wh"] == [256, 144]
     assert record["queries"] == [[0, 60, 40], [0, 128, 72], [2, 200, 100]]
     tracks, visible = torch.tensor(record["tracks"]), torch.tensor(record["visible"])

@@ -139,10 +139,13 @@ def test_draw_tracks_sizes_and_dots():
     for t, im in enumerate(out):
         pixels = np.asarray(im)
         assert tuple(pixels[20, 10 + 5 * t]) == tuple(colours[0])
-        centre = tuple(pixels[40, 70])
-        assert centre == (tuple(colours[1]) if visible[1, t] else GREY)  # occluded: no filled dot
-    ring = np.asarray(out[3])[40, 70 - marker_radius((96, 64)) : 70].reshape(-1, 3)
-    assert any(tuple(p) == tuple(colours[1]) for p in ring)  # but a hollow ring in its colour
+        assert tuple(pixels[40, 70]) == tuple(colours[1])  # a dot or a cross: both cover the centre
+    r = marker_radius((96, 64)) + 1
+    dot = np.asarray(out[0])[40 - r : 41 + r, 70 - r : 71 + r]
+    cross = np.asarray(out[3])[40 - r : 41 + r, 70 - r : 71 + r]
+    in_colour = lambda w: (w == colours[1]).all(-1)
+    assert (in_colour(cross) != in_colour(dot)).any()  # the occluded marker is another shape
+    assert (cross == GREY).all(-1).any()  # with the frame showing between its arms
 
 
 def test_draw_tracks_tail_fades():

@@ -1,0 +1,201 @@
+"""The memory tracker: a descriptor-based point tracker that follows each query frame by frame.
+
+Cheap ideas from the learned trackers, each one a switch (``video.*`` keys, see
+:class:`TrackerSettings`):
+
+* **Global re-detection** (TAPIR's global matching stage): every frame is searched everywhere as
+  well as in a window around the previous position; the global best is taken when it beats the
+  local one by ``redetect_margin`` in similarity, or whenever the point was occluded in the
+  frame before, so a point that comes out from behind an occluder is found again wherever it is.
+* **Template memory** (CoTracker's track features / DINO-Tracker's refined query): the score map
+  mixes the query's own descriptor with the mean of the last ``memory_size`` confident
+  appearances of the point (weight ``memory_weight``), so slow appearance change is followed.
+* **Calibrated visibility**: a similarity means nothing on its own (cosines of one describer
+  crowd near 1, of another near 0). At the query frame each query is compared with every cell
+  away from it; the ``visibility_quantile`` of those distractor similarities is the query's own
+  "not me" level ``b``. A found similarity ``s`` becomes confidence ``(s − b) / (1 − b)``
+  clipped to [0, 1], and the point is visible when the confidence reaches
+  ``visibility_threshold`` and (``cycle_check``) its descriptor matched back into the query
+  frame lands within ``fb_threshold`` cells of the query (forward–backward agreement).
+* **Sub-cell refinement**: a soft-argmax over ``refine_radius`` cells around the chosen cell.
+
+Everything a step needs is the current frame's descriptors and the state of the points, so the
+same :class:`PointGroup` serves offline tracking (:func:`track_memory`) and online tracking
+(:class:`hyperfeat.video.online.Tracker`): the two agree exactly on the frames both see.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Sequence, Union
+
+import torch
+
+from hyperfeat.correspond.common import _argmax_cell, _check_image_size, _refine, _window_mask, sample_descriptors
+from hyperfeat.errors import DataError
+from hyperfeat.geometry import cells_to_pixels, pixels_to_cells
+
+
+@dataclass
+class TrackerSettings:
+    """Settings of the memory tracker (the ``video.*`` keys of the same names)."""
+
+    track_radius: int = 8               # local search window around the previous position, cells
+    refine_radius: int = 2              # sub-cell soft-argmax window, cells
+    refine_temperature: float = 0.02
+    redetect: bool = True               # global search in every frame, always after an occlusion
+    redetect_margin: float = 0.05       # take the global best when it beats the local one by this
+    memory_size: int = 0                # template memory: recent confident appearances (0 = query only)
+    memory_weight: float = 0.5          # weight of the memory's mean in the score map
+    memory_min_confidence: float = 0.6  # an appearance enters the memory at this confidence or more
+    calibrate: bool = True              # visibility relative to the query's distractor similarities
+    visibility_quantile: float = 0.99   # the distractor level b: this quantile of the query frame's other cells
+    visibility_threshold: float = 0.1   # visible when the confidence reaches this
+    min_similarity: float = 0.5         # calibrate=false: the fixed cosine floor
+    cycle_check: bool = True            # visible only when the forward–backward match returns
+    fb_threshold: float = 6.0           # … within this many cells of the query
+    exclude_radius: int = 2             # cells around the query left out of the distractors
+
+    @classmethod
+    def from_config(cls, video_cfg) -> "TrackerSettings":
+        values = {}
+        for f in fields(cls):
+            if video_cfg.get(f.name) is not None:
+                values[f.name] = type(f.default)(video_cfg.get(f.name))
+        return cls(**values)
+
+
+class PointGroup:
+    """Points that start in one frame, followed one frame at a time in one direction.
+
+    ``query_desc`` (D, h, w) L2-normalised descriptors of the query frame; ``cells`` (n, 2) the
+    queries in cell xy. :meth:`step` takes the next frame's (D, h, w) normalised descriptors and
+    returns its positions (n, 2) cell xy, visible (n,) bool and confidence (n,) in [0, 1].
+    """
+
+    def __init__(self, query_desc: torch.Tensor, cells: torch.Tensor, settings: TrackerSettings):
+        self.settings = settings
+        _, h, w = query_desc.shape
+        self.grid = (h, w)
+        self.query_flat = query_desc.flatten(1)  # (D, h·w)
+        self.start = cells.float()
+        self.query_feat = sample_descriptors(query_desc, self.start)  # (n, D)
+        self.previous = self.start.clone()
+        self.lost = torch.zeros(len(cells), dtype=torch.bool, device=cells.device)
+        n, dim = self.query_feat.shape
+        self.memory = torch.zeros(n, max(settings.memory_size, 0), dim, device=cells.device)
+        self.memory_count = torch.zeros(n, dtype=torch.long, device=cells.device)
+        self.memory_next = 0
+        # the query's distractor level b: similarities to the query frame's cells away from it
+        scores = self.query_feat @ self.query_flat  # (n, h·w)
+        near = _window_mask(self.start.round().long(), self.grid, int(settings.exclude_radius)).flatten(1)
+        others = scores.masked_fill(near, float("nan"))
+        self.background = torch.nanquantile(others, float(settings.visibility_quantile), dim=1)  # (n,)
+        self.background = torch.nan_to_num(self.background, nan=0.0).clamp(max=0.999)
+
+    def _score_map(self, feats: torch.Tensor) -> torch.Tensor:
+        s = self.settings
+        scores = self.query_feat @ feats  # (n, h·w)
+        if s.memory_size > 0 and s.memory_weight > 0:
+            filled = self.memory_count.clamp(max=self.memory.shape[1])  # (n,)
+            has = filled > 0
+            if has.any():
+                mean = self.memory.sum(1) / filled.clamp(min=1)[:, None]  # (n, D)
+                mem_scores = torch.nn.functional.normalize(mean, dim=1) @ feats
+                mixed = (1 - s.memory_weight) * scores + s.memory_weight * mem_scores
+                scores = torch.where(has[:, None], mixed, scores)
+        return scores
+
+    def confidence_of(self, similarity: torch.Tensor) -> torch.Tensor:
+        if not self.settings.calibrate:
+            return similarity.clamp(0, 1)
+        b = self.background
+        return ((similarity - b) / (1 - b)).clamp(0, 1)
+
+    @torch.no_grad()
+    def step(self, desc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        s = self.settings
+        h, w = self.grid
+        if tuple(desc.shape[-2:]) != self.grid:
+            raise DataError(f"descriptors of {tuple(desc.shape[-2:])} cells after {self.grid}: one grid per video")
+        feats = desc.flatten(1)  # (D, h·w)
+        scores = self._score_map(feats).view(-1, h, w)  # (n, h, w)
+        window = _window_mask(self.previous.round().long(), self.grid, int(s.track_radius))
+        local = scores.masked_fill(~window, float("-inf"))
+        chosen = _argmax_cell(local)
+        if s.redetect:
+            best_global = _argmax_cell(scores)
+            jump = (scores.flatten(1).amax(1) > local.flatten(1).amax(1) + s.redetect_margin) | self.lost
+            chosen = torch.where(jump[:, None], best_global, chosen)
+        position = _refine(scores, chosen, int(s.refine_radius), s.refine_temperature)  # (n, 2)
+        found = sample_descriptors(desc, position)  # (n, D)
+        similarity = (found * self.query_feat).sum(1)
+        if s.memory_size > 0 and s.memory_weight > 0 and bool((self.memory_count > 0).any()):
+            filled = self.memory_count.clamp(max=self.memory.shape[1])
+            mean = torch.nn.functional.normalize(self.memory.sum(1) / filled.clamp(min=1)[:, None], dim=1)
+            mixed = (1 - s.memory_weight) * similarity + s.memory_weight * (found * mean).sum(1)
+            similarity = torch.where(filled > 0, mixed, similarity)
+        confidence = self.confidence_of(similarity)
+        visible = confidence >= s.visibility_threshold if s.calibrate else similarity >= s.min_similarity
+        if s.cycle_check:
+            back = (found @ self.query_flat).view(-1, h, w)
+            back_pos = _refine(back, _argmax_cell(back), int(s.refine_radius), s.refine_temperature)
+            cycle_ok = (back_pos - self.start).norm(dim=1) <= s.fb_threshold
+            visible = visible & cycle_ok
+            confidence = torch.where(cycle_ok, confidence, confidence * 0.5)
+        if s.memory_size > 0:
+            keep = visible & (confidence >= s.memory_min_confidence)
+            slot = self.memory_next % self.memory.shape[1]
+            self.memory[keep, slot] = found[keep]
+            self.memory_count[keep] += 1
+            self.memory_next += 1
+        self.lost = ~visible
+        self.previous = position
+        return position, visible, confidence
+
+
+def query_groups(queries: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
+    """(N, 3) queries → [(t, member indices)] by query frame, in frame order."""
+    frames = queries[:, 0].long()
+    return [(int(t), (frames == t).nonzero().flatten()) for t in frames.unique().tolist()]
+
+
+@torch.no_grad()
+def track_memory(
+    store,
+    queries: torch.Tensor,
+    image_size: Sequence[int],
+    settings: Union[TrackerSettings, None] = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Track queries (N, 3) (t, x, y) pixels of an ``image_size`` (W, H) frame through the
+    descriptors ``store`` (a :class:`~hyperfeat.video.stream.DescriptorStore` or a (T, D, h, w)
+    tensor), forward from each query frame and then backward. Returns tracks (N, T, 2) xy
+    pixels, visible (N, T) bool and confidence (N, T) in [0, 1]; at its own frame a query is
+    itself, visible, confidence 1. Frames are read from the store one at a time."""
+    from hyperfeat.correspond.tracking import _check_queries
+    from hyperfeat.video.stream import as_store
+
+    settings = settings or TrackerSettings()
+    store = as_store(store)
+    size = _check_image_size(image_size)
+    num_frames = len(store)
+    queries = torch.as_tensor(queries, dtype=torch.float32).to(store.device)
+    _check_queries(queries, num_frames, size)
+    h, w = store.shape[-2:]
+    n = queries.shape[0]
+    tracks = torch.zeros(n, num_frames, 2, device=store.device)
+    visible = torch.zeros(n, num_frames, dtype=torch.bool, device=store.device)
+    confidence = torch.zeros(n, num_frames, device=store.device)
+    cells = pixels_to_cells(queries[:, 1:], size, (h, w))  # (N, 2)
+    for t_query, members in query_groups(queries):
+        query_desc = store[t_query]
+        tracks[members, t_query] = cells[members]
+        visible[members, t_query] = True
+        confidence[members, t_query] = 1.0
+        for frames in (range(t_query + 1, num_frames), range(t_query - 1, -1, -1)):
+            group = PointGroup(query_desc, cells[members], settings)
+            for t in frames:
+                tracks[members, t], visible[members, t], confidence[members, t] = group.step(store[t])
+    tracks = cells_to_pixels(tracks, size, (h, w))
+    tracks[torch.arange(n, device=store.device), queries[:, 0].long()] = queries[:, 1:]
+    return tracks, visible, confidence
