@@ -86,6 +86,8 @@ class CheckpointPolicy(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
+        if trainer.max_steps > 0 and step >= trainer.max_steps:
+            return  # the final step: train() writes last.ckpt after fit, as a finished run's state
         if self.signum is not None or (self.every > 0 and step % self.every == 0):
             trainer.save_checkpoint(str(self.last), weights_only=False)
             self.saved_step = step
@@ -285,8 +287,8 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = (), backbone: Any = N
             if policy.signum is not None and policy.saved_step != trainer.global_step:
                 trainer.save_checkpoint(str(last), weights_only=False)  # the signal came after the step's save point
                 policy.saved_step = trainer.global_step
-            if not trainer.interrupted and policy.saved_step != trainer.global_step:
-                # make last.ckpt hold the final step (unless the policy just wrote it)
+            if not trainer.interrupted and (policy.signum is None or policy.saved_step != trainer.global_step):
+                # make last.ckpt hold the final step, saved after fit: a rerun finds the run finished
                 trainer.save_checkpoint(str(last), weights_only=False)
         if policy.signum is not None:
             name = signal.Signals(policy.signum).name

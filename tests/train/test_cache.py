@@ -132,7 +132,7 @@ def test_feature_config_decides_the_key(tmp_path, tiny_cfg, images):
     assert base not in keys.values()
     assert len(set(keys.values())) == len(changed), "every change must give its own key"
     # what does not change the raw maps keeps the key
-    for item in ("aggregation.projection_dim=64", "features.batch_size=1", "features.streaming=true", "train.lr=0.1"):
+    for item in ("aggregation.projection_dim=256", "features.batch_size=1", "features.streaming=true", "train.lr=0.1"):
         assert FeatureCache(tmp_path, cfg_with(item)).key(images[0]) == base, item
 
 
