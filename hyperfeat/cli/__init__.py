@@ -13,6 +13,7 @@ import sys
 from typing import Optional, Sequence
 
 from hyperfeat.cli import (  # noqa: F401  (register)
+    changes,
     convert,
     evaluate,
     extract,
