@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from hyperfeat.correspond.changes import ChangeSettings, analyse_changes
 from hyperfeat.errors import DataError
-from tests.conftest import data_dir
+from conftest import data_dir
 
 T, D, H, W = 14, 8, 8, 8
 K = 7

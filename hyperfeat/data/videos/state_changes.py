@@ -51,12 +51,24 @@ def _resize_masks(masks: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor
 
 
 def _blurred_fill(frame: torch.Tensor, hole: torch.Tensor, radius: int) -> torch.Tensor:
-    """Normalised box blur of the frame (3, H, W) outside ``hole`` (H, W): a smooth background fill."""
+    """Normalised box blur of the frame (3, H, W) outside ``hole`` (H, W): a smooth background
+    fill. The window doubles until every hole pixel has background around it (at last: the mean
+    background colour)."""
     keep = (~hole).float()[None, None]  # (1, 1, H, W)
-    k = 2 * radius + 1
-    num = F.avg_pool2d(frame[None] * keep, k, stride=1, padding=radius, count_include_pad=False)
-    den = F.avg_pool2d(keep, k, stride=1, padding=radius, count_include_pad=False)
-    return (num / den.clamp_min(1e-3))[0].clamp(0, 1)
+    fill = frame.mean(dim=(1, 2), keepdim=True).expand_as(frame).clone()
+    if keep.sum() > 0:
+        fill[:] = (frame * keep[0]).sum(dim=(1, 2), keepdim=True) / keep.sum()
+    todo = torch.ones_like(hole)
+    r = radius
+    while todo.any() and r < 4 * max(frame.shape[-2:]):
+        k = 2 * r + 1
+        num = F.avg_pool2d(frame[None] * keep, k, stride=1, padding=r, count_include_pad=False)[0]
+        den = F.avg_pool2d(keep, k, stride=1, padding=r, count_include_pad=False)[0]
+        ready = todo & (den[0] > 0.05)
+        fill = torch.where(ready[None], num / den.clamp_min(1e-6), fill)
+        todo &= ~ready
+        r = min(2 * r, max(frame.shape[-2:]) // 2) if 2 * r <= max(frame.shape[-2:]) // 2 else 4 * max(frame.shape[-2:])
+    return fill.clamp(0, 1)
 
 
 def apply_state_change(frames: torch.Tensor, masks: torch.Tensor, change_frame: int, kind: str,
