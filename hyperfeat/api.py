@@ -102,8 +102,27 @@ class Hyperfeatures(HyperfeatureDescriber):
         return video_run.propagate_joints(self, frames, joints, descriptors=descriptors, progress=progress)
 
 
+    # ------------------------------------------------------------------ state changes
+    def changes(self, frames, queries=None, grid: Optional[int] = None, mask=None, tracks=None, visible=None,
+                descriptors: Optional[torch.Tensor] = None, progress: bool = False):
+        """Changes of state of points of a video (see :func:`hyperfeat.video.changes.video_changes`).
+
+        Exactly one of ``queries`` (N, 3) rows of (t, x, y), ``grid`` (n × n points on frame 0) or
+        ``mask`` (H, W) of frame 0 (object points inside, ``grid`` — default 16 — background
+        references outside). ``tracks``/``visible``: use these tracks instead of tracking. Returns a
+        :class:`hyperfeat.correspond.changes.StateChanges`: drift curves, events, regions, state
+        segments and prototypes; ``result.found`` is False (with ``result.message`` saying why) when
+        no change was found. Settings: the config's ``changes`` block.
+        """
+        from hyperfeat.video.changes import video_changes
+
+        return video_changes(self, frames, queries=queries, grid=grid, mask=mask, tracks=tracks, visible=visible,
+                             descriptors=descriptors, progress=progress)
+
+
 def _check_points_inside(points: torch.Tensor, size_wh: tuple[int, int]) -> None:
     w, h = size_wh
     outside = [(i, tuple(p)) for i, p in enumerate(points.tolist()) if not (0 <= p[0] <= w - 1 and 0 <= p[1] <= h - 1)]
     if outside:
         raise HyperfeatError(f"points outside the {w}×{h} source image (index, (x, y)): {outside[:5]}")
+

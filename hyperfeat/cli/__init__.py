@@ -14,6 +14,7 @@ import sys
 from typing import Optional, Sequence
 
 from hyperfeat.cli import (  # noqa: F401  (register)
+    changes,
     config,
     convert,
     evaluate,

@@ -1,0 +1,135 @@
+"""``hyperfeat changes``: find changes of state of tracked points in a video and draw them."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+from typing import Optional, Sequence
+
+from hyperfeat.cli.common import command, one_source, parse_queries
+from hyperfeat.errors import HyperfeatError
+from hyperfeat.io import PathLike, atomic_write
+
+DESCRIBERS = ("hyperfeatures", "local-stats")
+
+
+def build_describer(describer: str, checkpoint: Optional[PathLike], overrides: Sequence[str]):
+    """The describer named on the command line: a trained checkpoint (``hyperfeatures``) or the
+    training-free local colour/texture statistics (``local-stats``)."""
+    if describer == "hyperfeatures":
+        if checkpoint is None:
+            raise HyperfeatError("--checkpoint is required with --describer hyperfeatures "
+                                 "(or use --describer local-stats, which needs no model)")
+        from hyperfeat.api import Hyperfeatures
+
+        return Hyperfeatures.from_checkpoint(checkpoint, overrides=list(overrides))
+    if describer == "local-stats":
+        from hyperfeat.config import load_config
+        from hyperfeat.describe.stats import LocalStatsDescriber
+
+        cfg = load_config(overrides=["features.load_size=128"] + list(overrides))
+        return LocalStatsDescriber(cfg, resolution=min(32, int(cfg.features.load_size)))
+    raise HyperfeatError(f"--describer must be one of {', '.join(DESCRIBERS)}; got {describer!r}")
+
+
+def read_object_mask(path: PathLike):
+    """A PNG mask of frame 0 → (H, W) int64 (nonzero: the object): palette/gray indices, or for
+    colour PNGs any non-black pixel."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from hyperfeat.data.videos.davis import read_mask
+
+    path = Path(path)
+    if not path.is_file():
+        raise HyperfeatError(f"mask file not found: {path}")
+    with Image.open(path) as image:
+        mode = image.mode
+        if mode not in ("P", "L", "I", "I;16"):
+            return torch.from_numpy((np.array(image.convert("L")) > 0).astype(np.int64))
+    return read_mask(path)
+
+
+def run_changes_command(
+    video: PathLike,
+    out_dir: PathLike,
+    checkpoint: Optional[PathLike] = None,
+    describer: str = "hyperfeatures",
+    grid: Optional[int] = None,
+    points_text: Optional[str] = None,
+    mask_path: Optional[PathLike] = None,
+    overrides: Sequence[str] = (),
+    fps: float = 10,
+    hf=None,
+) -> dict:
+    """Analyse ``video`` and write into ``out_dir``: ``drift.png`` (drift curves, events, region
+    colours), ``timeline.png`` (state per point and frame), ``overlay.mp4`` (points coloured by
+    state), ``events.json`` / ``events.csv`` (one row per event) and ``changes.json`` (every curve,
+    region and segment). Returns the paths and the result."""
+    from hyperfeat.io import write_video
+    from hyperfeat.video.changes import video_changes
+    from hyperfeat.video.frames import frames_as_uint8, load_frames, precheck_source
+    from hyperfeat.viz.changes import draw_state_overlay, plot_drift, plot_timeline
+
+    chosen = [n for n, v in (("--grid", grid if mask_path is None else None), ("--points", points_text),
+                             ("--mask", mask_path)) if v is not None]
+    if len(chosen) != 1:
+        raise HyperfeatError(f"give exactly one of --grid N, --points 't,x,y;…' or --mask PNG "
+                             f"(--grid may come with --mask as its density); got {chosen or 'none'}")
+    queries = parse_queries(points_text) if points_text is not None else None
+    mask = read_object_mask(mask_path) if mask_path is not None else None
+    precheck_source(video)
+    desc = hf if hf is not None else build_describer(describer, checkpoint, overrides)
+    frames = load_frames(desc, video)
+    result = video_changes(desc, frames, queries=queries, grid=grid, mask=mask, progress=True)
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"drift": out / "drift.png", "timeline": out / "timeline.png", "events_json": out / "events.json",
+             "events_csv": out / "events.csv", "changes_json": out / "changes.json"}
+    plot_drift(result, paths["drift"], title=f"{Path(video).name}: drift of each point from its query appearance")
+    plot_timeline(result, paths["timeline"])
+    scale = (frames.size[0] / frames.original_size[0], frames.size[1] / frames.original_size[1])
+    paths["overlay"] = write_video(draw_state_overlay(frames_as_uint8(frames.frames), result, scale),
+                                   out / "overlay.mp4", fps=fps)
+    header = {"video": str(video), "describer": describer, "checkpoint": None if checkpoint is None else str(checkpoint),
+              "frame_size_wh": list(frames.original_size), "num_frames": len(frames),
+              "coordinates": "(x, y) pixels of the original frames, pixel centres at integers"}
+    events = {**header, "message": result.message, "found": result.found, "events": [e.to_dict() for e in result.events]}
+    atomic_write(paths["events_json"], lambda p: Path(p).write_text(json.dumps(events, indent=1)))
+    atomic_write(paths["changes_json"], lambda p: Path(p).write_text(json.dumps({**header, **result.to_dict()})))
+
+    def write_csv(p: str) -> None:
+        with open(p, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["event", "frame", "num_points", "strength", "region", "points"])
+            writer.writeheader()
+            writer.writerows(result.events_table())
+
+    atomic_write(paths["events_csv"], write_csv)
+    return {**paths, "result": result}
+
+
+def _changes_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", metavar="VIDEO", help="a video file or a folder of frames, then key=value overrides")
+    p.add_argument("--checkpoint", default=None, help="aggregation checkpoint (.ckpt); needed by --describer hyperfeatures")
+    p.add_argument("--describer", default="hyperfeatures", choices=DESCRIBERS,
+                   help="hyperfeatures (a checkpoint) or local-stats (local colour/texture statistics, no model)")
+    p.add_argument("--grid", type=int, default=None, help="an N × N grid of points on frame 0 (with --mask: its density)")
+    p.add_argument("--points", default=None, help='queries "t,x,y;t,x,y" in pixels of the original frames')
+    p.add_argument("--mask", default=None, help="PNG mask of frame 0: object points inside, background references outside")
+    p.add_argument("--out", default="changes", help="output folder")
+    p.add_argument("--fps", type=float, default=10.0)
+
+
+@command("changes", "find changes of state of tracked points (drift plot, timeline, overlay video, events)", _changes_args)
+def run_changes(args: argparse.Namespace) -> int:
+    video, overrides = one_source(args.inputs, args.late_overrides, "video (file or folder of frames)")
+    result = run_changes_command(video, args.out, checkpoint=args.checkpoint, describer=args.describer,
+                                 grid=args.grid, points_text=args.points, mask_path=args.mask,
+                                 overrides=overrides, fps=args.fps)
+    print(result["result"].message)
+    print("wrote " + ", ".join(str(result[k]) for k in ("drift", "timeline", "overlay", "events_json", "events_csv")))
+    return 0

@@ -1,0 +1,498 @@
+"""Changes of state along point tracks.
+
+Tracking says where a point went; its descriptor along the track says what happened to it.
+Given per-frame descriptors (T, D, h, w) and tracks (N, T, 2) with visibility (N, T), this
+module
+
+1. samples each point's descriptor along its track (bilinear, L2-normalised) → (N, T, D);
+2. measures its **drift**: ``1 − cos`` to its *query appearance* (the mean descriptor of its
+   first ``query_window`` visible frames from the query frame on) and to a *running reference*
+   (an exponential moving average of its past descriptors, momentum ``running_momentum``);
+3. **normalises** against reference points (background points when a mask says what the object
+   is, else every point), so that a change that hits the whole frame — lighting, exposure,
+   white balance, camera shake, motion blur — is not read as a change of state of a point. With
+   ``correction: affine`` (default) each frame's descriptors first get the per-channel gain and
+   offset that best maps the reference points' descriptors at that frame back onto their query
+   appearances (least squares, refitted once without the 25 % worst-fitting references, so an
+   object that really changes does not steer it); then, as with ``median``, the median drift of
+   the visible references at that frame is subtracted from every point's drift;
+4. finds **change points** in each point's normalised drift with PELT (``ruptures``, an L2 cost:
+   a change in the mean), penalty ``penalty · σ² · log T`` where σ is the point's own noise
+   (median absolute first difference); a change point counts when the mean drift jumps by at
+   least ``min_strength`` across it;
+5. groups change points of different points that fall within ``tolerance`` frames of each other
+   into **events** (frame, points involved, strength) with at least ``min_points`` points;
+6. clusters points into **regions** by the events they take part in (region 0: points that never
+   change), cuts each region's frames into **state segments** at its events, and averages the
+   descriptors of each (region, state) into **prototypes** that can label new frames.
+
+Nothing here runs a model: it sees only descriptor tensors. Invisible samples are left out
+(NaN drift) and bridged by linear interpolation for the change-point search — unless
+``use_occluded`` (the default): a tracker that matches appearance calls a point whose appearance
+changed "occluded", so its estimated positions are read too; a point still needs
+``min_visible`` visible frames to be analysed at all.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from hyperfeat.correspond.common import _check_descriptors, _check_image_size
+from hyperfeat.errors import DataError
+from hyperfeat.geometry import pixels_to_cells
+
+MIN_FRAMES = 3  # fewer frames have no before and after
+
+
+@dataclass
+class ChangeSettings:
+    """Settings of :func:`analyse_changes` (the ``changes`` block of the config)."""
+
+    query_window: int = 3          # frames averaged into a point's query appearance
+    running_momentum: float = 0.7  # EMA momentum of the running reference
+    reference: str = "auto"        # auto | all | background | none: who normalises the drift
+    correction: str = "affine"     # affine | median: how the reference points normalise (see module doc)
+    penalty: float = 4.0           # PELT penalty factor (× σ² · log T)
+    noise_floor: float = 0.01      # lower bound of σ, in drift units
+    min_strength: float = 0.1      # smallest jump of mean normalised drift that counts
+    min_segment: int = 3           # shortest state segment, frames
+    tolerance: int = 2             # change points within this many frames form one event
+    min_points: int = 3            # an event needs this many points (or all of them, if fewer)
+    min_visible: int = 3           # a point is analysed when visible in at least this many frames
+    reacquire: bool = False        # let the tracker jump to a far better match (video.reacquire_margin)
+    use_occluded: bool = True      # also read descriptors where the tracker says occluded (see module doc)
+
+    @classmethod
+    def from_config(cls, block) -> "ChangeSettings":
+        values = dict(block) if block is not None else {}
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise DataError(f"unknown changes settings {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+
+@dataclass
+class ChangeEvent:
+    """One change of state: at ``frame`` (the first frame of the new state) the points
+    ``points`` (indices into the tracks) changed; ``strength``: mean jump of their normalised
+    drift (positive: away from the query appearance); ``region``: the region it defines."""
+
+    index: int
+    frame: int
+    points: list[int]
+    strength: float
+    region: int = -1
+    point_frames: list[int] = field(default_factory=list)  # each point's own change frame
+
+    def to_dict(self) -> dict:
+        return {"event": self.index, "frame": self.frame, "num_points": len(self.points),
+                "strength": round(self.strength, 5), "region": self.region, "points": self.points,
+                "point_frames": self.point_frames}
+
+
+@dataclass
+class StateSegment:
+    """Frames [start, end) of ``region`` spent in state ``state`` (0: as at the query)."""
+
+    region: int
+    state: int
+    start: int
+    end: int
+    prototype: int  # index into StatePrototypes
+
+
+@dataclass
+class StatePrototypes:
+    """Mean descriptors (S, D) (L2-normalised) of each (region, state); ``names`` "region r / state s"."""
+
+    descriptors: torch.Tensor
+    region: list[int]
+    state: list[int]
+
+    @property
+    def names(self) -> list[str]:
+        return [f"region {r} / state {s}" for r, s in zip(self.region, self.state)]
+
+    def label(self, descriptors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Descriptors (..., D) or one frame's map (D, h, w) → nearest prototype index and its
+        cosine similarity, each (...) or (h, w)."""
+        desc = descriptors.float()
+        if desc.ndim == 3 and desc.shape[0] == self.descriptors.shape[1]:
+            desc = desc.permute(1, 2, 0)  # (h, w, D)
+        if desc.shape[-1] != self.descriptors.shape[1]:
+            raise DataError(f"descriptors of dimension {desc.shape[-1]} cannot be labelled by prototypes of "
+                            f"dimension {self.descriptors.shape[1]}")
+        sim = F.normalize(desc, dim=-1) @ self.descriptors.T.to(desc.device)  # (..., S)
+        best, index = sim.max(dim=-1)
+        return index, best
+
+
+@dataclass
+class StateChanges:
+    """The result of :func:`analyse_changes`. Per point n and frame t (NaN where occluded):
+
+    ``drift_query`` (N, T): 1 − cos to the query appearance; ``drift_running`` (N, T): 1 − cos to
+    the running reference; ``drift`` (N, T): the query drift after the global correction by the
+    reference points (``is_reference`` (N,)) minus ``baseline`` (T,), their median. ``analysed`` (N,): points
+    visible in enough frames to be judged. ``events``: the changes found (empty: none);
+    ``regions`` (N,) int: 0 never changed, r ≥ 1 changed at the events of region r;
+    ``point_states`` (N, T) int: prototype index per point and frame; ``segments`` per region;
+    ``message``: a one-line account (e.g. why no change was found).
+    """
+
+    queries: torch.Tensor
+    tracks: torch.Tensor
+    visible: torch.Tensor
+    is_reference: torch.Tensor
+    analysed: torch.Tensor
+    drift_query: torch.Tensor
+    drift_running: torch.Tensor
+    drift: torch.Tensor
+    baseline: torch.Tensor
+    events: list[ChangeEvent]
+    regions: torch.Tensor
+    point_states: torch.Tensor
+    segments: list[StateSegment]
+    prototypes: Optional[StatePrototypes]
+    settings: ChangeSettings
+    message: str
+
+    @property
+    def found(self) -> bool:
+        return bool(self.events)
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.tracks.shape[1])
+
+    def events_table(self) -> list[dict]:
+        """One row per event (frame, number of points, strength, region)."""
+        return [{"event": e.index, "frame": e.frame, "num_points": len(e.points),
+                 "strength": round(e.strength, 5), "region": e.region,
+                 "points": " ".join(str(p) for p in e.points)} for e in self.events]
+
+    def to_dict(self) -> dict:
+        """JSON-able record (NaN → None)."""
+        def rows(x: torch.Tensor) -> list:
+            arr = x.detach().cpu().numpy().astype(float)
+            return [[None if not math.isfinite(v) else round(v, 5) for v in r] for r in arr]
+
+        return {
+            "message": self.message,
+            "num_points": int(self.tracks.shape[0]),
+            "num_frames": self.num_frames,
+            "events": [e.to_dict() for e in self.events],
+            "regions": self.regions.tolist(),
+            "segments": [vars(s) for s in self.segments],
+            "prototypes": self.prototypes.names if self.prototypes is not None else [],
+            "queries": self.queries.tolist(),
+            "is_reference": self.is_reference.tolist(),
+            "analysed": self.analysed.tolist(),
+            "baseline": [None if not math.isfinite(v) else round(v, 5) for v in self.baseline.tolist()],
+            "drift": rows(self.drift),
+            "drift_query": rows(self.drift_query),
+            "drift_running": rows(self.drift_running),
+            "point_states": self.point_states.tolist(),
+            "settings": vars(self.settings),
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# pieces
+
+
+def sample_along_tracks(desc: torch.Tensor, tracks: torch.Tensor, image_size: Sequence[int],
+                        normalise: bool = True) -> torch.Tensor:
+    """desc (T, D, h, w), tracks (N, T, 2) xy pixels of ``image_size`` (W, H) → (N, T, D)
+    bilinear samples (L2-normalised when ``normalise``)."""
+    num_frames, _, h, w = desc.shape
+    cells = pixels_to_cells(tracks.float(), tuple(image_size), (h, w))  # (N, T, 2)
+    scale = cells.new_tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)])
+    grid = (cells * scale - 1.0).permute(1, 0, 2)[:, :, None, :]  # (T, N, 1, 2)
+    out = F.grid_sample(desc, grid, mode="bilinear", padding_mode="border", align_corners=True)  # (T, D, N, 1)
+    out = out[..., 0].permute(2, 0, 1)  # (N, T, D)
+    return F.normalize(out, dim=-1) if normalise else out
+
+
+def drift_curves(feats: torch.Tensor, visible: torch.Tensor, query_frames: torch.Tensor,
+                 query_window: int, momentum: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """feats (N, T, D), visible (N, T), query_frames (N,) → drift to the query appearance and to
+    the running reference, each (N, T) with NaN where occluded."""
+    num_points, num_frames, _ = feats.shape
+    vis = visible.float()
+    frames = torch.arange(num_frames, device=feats.device)
+    after = frames[None, :] >= query_frames[:, None]  # (N, T)
+    order = torch.cumsum((vis * after).long(), dim=1)
+    window = after & visible & (order <= max(1, query_window))
+    window[torch.arange(num_points), query_frames] = True  # the query frame always counts
+    query_app = F.normalize((feats * window[..., None]).sum(dim=1), dim=-1)  # (N, D)
+    drift_q = 1.0 - (feats * query_app[:, None]).sum(-1)  # (N, T)
+
+    drift_r = torch.full((num_points, num_frames), float("nan"), device=feats.device)
+    ref = feats[:, 0].clone()
+    seen = visible[:, 0].clone()
+    for t in range(1, num_frames):
+        cos = (feats[:, t] * ref).sum(-1)
+        drift_r[:, t] = torch.where(seen & visible[:, t], 1.0 - cos, torch.full_like(cos, float("nan")))
+        upd = visible[:, t]
+        blended = F.normalize(momentum * ref + (1 - momentum) * feats[:, t], dim=-1)
+        ref = torch.where((upd & seen)[:, None], blended, torch.where(upd[:, None], feats[:, t], ref))
+        seen = seen | upd
+    nan = torch.full_like(drift_q, float("nan"))
+    return torch.where(visible, drift_q, nan), drift_r
+
+
+def global_correction(feats: torch.Tensor, readable: torch.Tensor, is_reference: torch.Tensor,
+                      query_frames: torch.Tensor) -> torch.Tensor:
+    """feats (N, T, D) (not normalised: a gain must stay a gain) → (N, T, D) with, per frame t, the per-channel affine map a_t ⊙ f + b_t
+    fitted on the reference points (their frame-t descriptor → their query-frame descriptor)
+    applied to every point, then L2-normalised. Frames with fewer than 4 readable references
+    are left as they are."""
+    num_points, num_frames, _ = feats.shape
+    target = feats[torch.arange(num_points), query_frames]  # (N, D)
+    out = feats.clone()
+    # (descriptor maps of a describer are compared by cosine: scale-free, so fitting the raw
+    # values is right, and the result is normalised at the end)
+    for t in range(num_frames):
+        use = readable[:, t] & is_reference
+        for _ in range(2):
+            if int(use.sum()) < 4:
+                break
+            x, y = feats[use, t], target[use]  # (M, D)
+            mx, my = x.mean(0), y.mean(0)
+            var = ((x - mx) ** 2).mean(0)
+            gain = ((x - mx) * (y - my)).mean(0) / var.clamp_min(1e-8)
+            gain = torch.where(var > 1e-8, gain, torch.ones_like(gain))
+            offset = my - gain * mx
+            fitted = feats[:, t] * gain + offset  # (N, D)
+            resid = ((fitted - target) ** 2).sum(-1)  # (N,)
+            cut = torch.quantile(resid[use], 0.75)
+            out[:, t] = fitted
+            use = use & (resid <= cut)
+    return F.normalize(out, dim=-1)
+
+
+def reference_baseline(drift: torch.Tensor, is_reference: torch.Tensor) -> torch.Tensor:
+    """(N, T) drift, (N,) bool → (T,) median over the visible reference points (0 where none)."""
+    ref = drift[is_reference]  # (M, T)
+    if ref.shape[0] == 0:
+        return torch.zeros(drift.shape[1], device=drift.device)
+    base = torch.nanmedian(ref, dim=0).values
+    return torch.nan_to_num(base, nan=0.0)
+
+
+def _interpolate_nans(signal: np.ndarray) -> np.ndarray:
+    good = np.isfinite(signal)
+    if good.all():
+        return signal
+    idx = np.arange(len(signal))
+    return np.interp(idx, idx[good], signal[good])
+
+
+def change_points(signal: np.ndarray, settings: ChangeSettings) -> list[tuple[int, float]]:
+    """Change points of a 1-D drift signal (T,) (NaN: missing) → [(frame, jump)], ``frame`` the
+    first frame of the new segment, ``jump`` the mean after minus the mean before (neighbouring
+    segments); only jumps of at least ``min_strength`` in size."""
+    import ruptures
+
+    x = _interpolate_nans(signal.astype(np.float64))
+    num = len(x)
+    min_size = max(1, int(settings.min_segment))
+    if num < 2 * min_size:
+        return []
+    diffs = np.diff(x)
+    sigma = max(float(np.median(np.abs(diffs - np.median(diffs)))) / 0.6745 / math.sqrt(2), settings.noise_floor)
+    pen = settings.penalty * sigma ** 2 * math.log(num)
+    bkps = ruptures.Pelt(model="l2", min_size=min_size, jump=1).fit(x[:, None]).predict(pen=pen)
+    edges = [0] + [int(b) for b in bkps]  # the last is num
+    out = []
+    for i in range(1, len(edges) - 1):
+        before = x[edges[i - 1]:edges[i]].mean()
+        after = x[edges[i]:edges[i + 1]].mean()
+        jump = float(after - before)
+        if abs(jump) >= settings.min_strength:
+            out.append((edges[i], jump))
+    return out
+
+
+def group_events(point_changes: dict[int, list[tuple[int, float]]], num_analysed: int,
+                 settings: ChangeSettings) -> list[ChangeEvent]:
+    """Change points of many points → events: repeatedly the frame with most change points within
+    ``tolerance`` becomes an event holding every change point within ``tolerance`` of it (one per
+    point, the strongest); kept when it has ``min(min_points, num_analysed)`` points and their
+    mean jump is at least ``min_strength`` in size."""
+    items = [(f, n, s) for n, lst in point_changes.items() for f, s in lst]
+    need = max(1, min(int(settings.min_points), num_analysed))
+    tol = int(settings.tolerance)
+    events: list[ChangeEvent] = []
+    while items:
+        frames = np.array([f for f, _, _ in items])
+        counts = [(np.abs(frames - f) <= tol).sum() for f in frames]
+        best = int(np.argmax(counts))
+        centre = int(frames[best])
+        members = [it for it in items if abs(it[0] - centre) <= tol]
+        items = [it for it in items if abs(it[0] - centre) > tol]
+        per_point: dict[int, tuple[int, float]] = {}
+        for f, n, s in members:
+            if n not in per_point or abs(s) > abs(per_point[n][1]):
+                per_point[n] = (f, s)
+        if len(per_point) < need:
+            continue
+        pts = sorted(per_point)
+        frame = int(np.median([per_point[n][0] for n in pts]))
+        strength = float(np.mean([per_point[n][1] for n in pts]))
+        if abs(strength) < settings.min_strength:  # points jumping every which way: noise, not a state
+            continue
+        events.append(ChangeEvent(0, frame, pts, strength, point_frames=[int(per_point[n][0]) for n in pts]))
+    events.sort(key=lambda e: e.frame)
+    for i, e in enumerate(events):
+        e.index = i
+    return events
+
+
+def _regions_and_states(events: list[ChangeEvent], feats: torch.Tensor, visible: torch.Tensor,
+                        analysed: torch.Tensor):
+    num_points, num_frames, _ = feats.shape
+    signature: list[tuple[int, ...]] = [() for _ in range(num_points)]
+    for e in events:
+        for n in e.points:
+            signature[n] = signature[n] + (e.index,)
+    keys = sorted({s for n, s in enumerate(signature) if analysed[n] and s},
+                  key=lambda s: (-sum(1 for x in signature if x == s), s))
+    region_of = {s: r + 1 for r, s in enumerate(keys)}
+    regions = torch.tensor([region_of.get(s, 0) for s in signature], dtype=torch.long)
+    regions[~analysed.cpu()] = -1
+    for e in events:  # an event's region: where most of its points ended up
+        votes = regions[e.points]
+        votes = votes[votes > 0]
+        e.region = int(torch.mode(votes).values) if len(votes) else 0
+
+    segments: list[StateSegment] = []
+    protos: list[torch.Tensor] = []
+    proto_region: list[int] = []
+    proto_state: list[int] = []
+    point_states = torch.full((num_points, num_frames), -1, dtype=torch.long)
+    for r in range(0, len(keys) + 1):
+        members = (regions == r).nonzero()[:, 0]
+        if len(members) == 0:
+            continue
+        cuts = [0] + sorted({events[i].frame for i in (keys[r - 1] if r > 0 else ())}) + [num_frames]
+        for s in range(len(cuts) - 1):
+            start, end = cuts[s], cuts[s + 1]
+            if end <= start:
+                continue
+            sel = visible[members, start:end]  # (m, L)
+            block = feats[members, start:end]  # (m, L, D)
+            if sel.any():
+                proto = F.normalize((block * sel[..., None]).sum(dim=(0, 1)), dim=-1)
+            else:
+                proto = F.normalize(block.sum(dim=(0, 1)), dim=-1)
+            index = len(protos)
+            protos.append(proto.cpu())
+            proto_region.append(r)
+            proto_state.append(s)
+            segments.append(StateSegment(region=r, state=s, start=start, end=end, prototype=index))
+            point_states[members, start:end] = index
+    prototypes = StatePrototypes(torch.stack(protos), proto_region, proto_state) if protos else None
+    return regions, point_states, segments, prototypes
+
+
+# ---------------------------------------------------------------------------------------------
+# the analysis
+
+
+@torch.no_grad()
+def analyse_changes(
+    desc: torch.Tensor,
+    queries: torch.Tensor,
+    tracks: torch.Tensor,
+    visible: torch.Tensor,
+    image_size: Sequence[int],
+    is_reference: Optional[torch.Tensor] = None,
+    settings: Optional[ChangeSettings] = None,
+) -> StateChanges:
+    """States and changes of state of tracked points.
+
+    desc (T, D, h, w) per-frame descriptors; queries (N, 3) (t, x, y); tracks (N, T, 2) xy and
+    visible (N, T) in pixels of an ``image_size`` (W, H) frame (as :func:`track_points` returns
+    them); ``is_reference`` (N,) bool: the points whose median drift is subtracted (default, with
+    ``settings.reference`` auto or all: every point; none: no normalisation). Fewer than 3 frames
+    raise :class:`DataError`; when no point is visible long enough the result says so and holds
+    no event.
+    """
+    settings = settings or ChangeSettings()
+    raw = desc
+    desc = _check_descriptors(desc)
+    size = _check_image_size(image_size)
+    num_frames = desc.shape[0]
+    if num_frames < MIN_FRAMES:
+        raise DataError(f"a change of state needs at least {MIN_FRAMES} frames (a before and an after); "
+                        f"got {num_frames}")
+    tracks = torch.as_tensor(tracks, dtype=torch.float32).to(desc.device)
+    visible = torch.as_tensor(visible, dtype=torch.bool).to(desc.device)
+    queries = torch.as_tensor(queries, dtype=torch.float32).to(desc.device)
+    if tracks.ndim != 3 or tracks.shape[1:] != (num_frames, 2):
+        raise DataError(f"tracks must be (N, {num_frames}, 2) xy; got {tuple(tracks.shape)}")
+    num_points = tracks.shape[0]
+    if num_points == 0:
+        raise DataError("no point to analyse: the tracks are empty")
+    if visible.shape != tracks.shape[:2]:
+        raise DataError(f"visible must be {tuple(tracks.shape[:2])} (N, T); got {tuple(visible.shape)}")
+    if queries.shape != (num_points, 3):
+        raise DataError(f"queries must be ({num_points}, 3) rows of (t, x, y); got {tuple(queries.shape)}")
+    if settings.reference not in ("auto", "all", "background", "none"):
+        raise DataError(f"changes.reference must be auto, all, background or none; got {settings.reference!r}")
+    if is_reference is None or settings.reference == "all":
+        is_reference = torch.ones(num_points, dtype=torch.bool)
+    is_reference = torch.as_tensor(is_reference, dtype=torch.bool).to(desc.device)
+    if settings.reference == "none":
+        is_reference = torch.zeros(num_points, dtype=torch.bool, device=desc.device)
+
+    feats = sample_along_tracks(desc, tracks, size)  # (N, T, D)
+    query_frames = queries[:, 0].long()
+    analysed = visible.sum(dim=1) >= max(MIN_FRAMES, int(settings.min_visible))
+    readable = (visible | analysed[:, None]) if settings.use_occluded else visible
+    drift_q, drift_r = drift_curves(feats, readable, query_frames, settings.query_window, settings.running_momentum)
+    if settings.correction not in ("affine", "median"):
+        raise DataError(f"changes.correction must be affine or median; got {settings.correction!r}")
+    corrected = drift_q
+    if settings.correction == "affine" and bool(is_reference.any()):
+        raw_feats = sample_along_tracks(raw.float().to(desc.device), tracks, size, normalise=False)
+        fixed = global_correction(raw_feats, readable & analysed[:, None], is_reference & analysed, query_frames)
+        corrected, _ = drift_curves(fixed, readable, query_frames, settings.query_window, settings.running_momentum)
+    baseline = reference_baseline(corrected, is_reference & analysed)  # (T,)
+    drift = corrected - baseline[None]
+
+    events: list[ChangeEvent] = []
+    if not analysed.any():
+        message = (f"no change found: every point is occluded in all but at most {int(visible.sum(1).max())} "
+                   f"frame(s); at least {max(MIN_FRAMES, int(settings.min_visible))} visible frames are needed")
+    else:
+        point_changes = {}
+        drift_np = drift.cpu().numpy()
+        for n in analysed.nonzero()[:, 0].tolist():
+            found = change_points(drift_np[n], settings)
+            if found:
+                point_changes[n] = found
+        events = group_events(point_changes, int(analysed.sum()), settings)
+        if events:
+            message = f"{len(events)} change event(s) in {num_frames} frames: " + ", ".join(
+                f"frame {e.frame} ({len(e.points)} points, strength {e.strength:+.3f})" for e in events)
+        else:
+            message = (f"no change found: {int(analysed.sum())} points analysed over {num_frames} frames; "
+                       f"no jump of normalised drift ≥ {settings.min_strength} shared by "
+                       f"{min(settings.min_points, int(analysed.sum()))} points")
+    regions, point_states, segments, prototypes = _regions_and_states(events, feats, readable, analysed)
+    return StateChanges(
+        queries=queries.cpu(), tracks=tracks.cpu(), visible=visible.cpu(), is_reference=is_reference.cpu(),
+        analysed=analysed.cpu(), drift_query=drift_q.cpu(), drift_running=drift_r.cpu(), drift=drift.cpu(),
+        baseline=baseline.cpu(), events=events, regions=regions, point_states=point_states,
+        segments=segments, prototypes=prototypes, settings=settings, message=message,
+    )

@@ -1,0 +1,119 @@
+"""State-change analysis of a video over any describer: pick points (queries, a grid or a
+mask), track them, and read their descriptors along the tracks
+(:func:`hyperfeat.correspond.changes.analyse_changes`).
+
+    from hyperfeat.video.changes import video_changes
+    result = video_changes(hf, "clip.mp4", grid=12)
+    for e in result.events:
+        print(e.frame, len(e.points), e.strength)
+
+Points given or returned are in pixels of the original frames (:mod:`hyperfeat.geometry`).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+
+from hyperfeat.correspond.changes import MIN_FRAMES, ChangeSettings, StateChanges, analyse_changes
+from hyperfeat.describe.base import Describer
+from hyperfeat.errors import DataError
+from hyperfeat.video.frames import FrameSource, load_frames
+
+
+def grid_points(size: tuple[int, int], n: int) -> torch.Tensor:
+    """An n × n grid of (x, y) pixel points (cell centres) over a (W, H) frame → (n², 2)."""
+    if not isinstance(n, int) or n < 1:
+        raise DataError(f"grid must be a positive number of points per side; got {n!r}")
+    w, h = size
+    xs = (torch.arange(n, dtype=torch.float32) + 0.5) * w / n - 0.5
+    ys = (torch.arange(n, dtype=torch.float32) + 0.5) * h / n - 0.5
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([xx.flatten(), yy.flatten()], dim=1)
+
+
+def mask_queries(mask, size: tuple[int, int], grid: int, frame: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Points of a ``grid`` × ``grid`` lattice, split by a (H, W) mask of the frame size (nonzero:
+    the object) → queries (N, 3) at ``frame`` and is_reference (N,) (True: outside the mask, the
+    background points that normalise the drift). Grid points inside the mask come first; when the
+    lattice misses the mask, its pixels are sampled directly."""
+    m = torch.as_tensor(np.asarray(mask)) if not isinstance(mask, torch.Tensor) else mask
+    if m.ndim != 2:
+        raise DataError(f"mask must be (H, W); got shape {tuple(m.shape)}")
+    if (int(m.shape[1]), int(m.shape[0])) != tuple(size):
+        raise DataError(f"mask is {m.shape[1]}×{m.shape[0]} (W×H) but the frames are {size[0]}×{size[1]}")
+    fg = m != 0
+    if not fg.any():
+        raise DataError("the mask has no foreground pixel: no trackable point inside it")
+    pts = grid_points(size, grid)
+    ij = pts.round().long()
+    inside = fg[ij[:, 1].clamp(0, size[1] - 1), ij[:, 0].clamp(0, size[0] - 1)]
+    obj = pts[inside]
+    if obj.shape[0] < 3:  # a small object: take up to 9 of its own pixels, evenly spread
+        ys, xs = fg.nonzero(as_tuple=True)
+        pick = torch.linspace(0, len(xs) - 1, min(9, len(xs))).round().long()
+        obj = torch.stack([xs[pick], ys[pick]], dim=1).float()
+    bg = pts[~inside]
+    xy = torch.cat([obj, bg])
+    queries = torch.cat([torch.full((len(xy), 1), float(frame)), xy], dim=1)
+    is_ref = torch.cat([torch.zeros(len(obj), dtype=torch.bool), torch.ones(len(bg), dtype=torch.bool)])
+    return queries, is_ref
+
+
+def video_changes(
+    describer: Describer,
+    frames: FrameSource,
+    queries=None,
+    grid: Optional[int] = None,
+    mask=None,
+    tracks: Optional[torch.Tensor] = None,
+    visible: Optional[torch.Tensor] = None,
+    descriptors: Optional[torch.Tensor] = None,
+    settings: Optional[ChangeSettings] = None,
+    progress: bool = False,
+) -> StateChanges:
+    """Changes of state of points of a video.
+
+    Exactly one of ``queries`` (N, 3) rows of (t, x, y), ``grid`` (an n × n lattice on frame 0,
+    every point also a reference) or ``mask`` (H, W) of frame 0 (object points inside it, the
+    lattice of ``grid`` points — default 16 — outside it as background references). ``tracks``
+    (N, T, 2) and ``visible`` (N, T): skip tracking (e.g. ground truth); otherwise the points are
+    tracked with :func:`hyperfeat.video.run.track` on the same descriptors. ``settings``: default
+    from the config's ``changes`` block.
+    """
+    from hyperfeat.video.run import _descriptors, check_queries, tracking_kwargs
+    from hyperfeat.correspond.tracking import track_points
+
+    video = load_frames(describer, frames)
+    if len(video) < MIN_FRAMES:
+        raise DataError(f"a change of state needs at least {MIN_FRAMES} frames (a before and an after); "
+                        f"the video has {len(video)}")
+    given = [name for name, v in (("queries", queries), ("grid", None if mask is not None else grid),
+                                  ("mask", mask)) if v is not None]
+    if len(given) != 1:
+        raise DataError(f"give exactly one of queries, grid or mask; got {given or 'none'}")
+    is_reference = None
+    if mask is not None:
+        queries, is_reference = mask_queries(mask, video.original_size, int(grid or 16))
+    elif grid is not None:
+        xy = grid_points(video.original_size, int(grid))
+        queries = torch.cat([torch.zeros(len(xy), 1), xy], dim=1)
+    queries = check_queries(queries, len(video), video.original_size)
+    if settings is None:
+        block = describer.cfg.get("changes")
+        settings = ChangeSettings.from_config(block) if block is not None else ChangeSettings()
+    if mask is not None and settings.reference == "auto":
+        pass  # background points are the references
+    elif settings.reference in ("auto", "all"):
+        is_reference = None
+    desc = _descriptors(describer, video, descriptors, progress)
+    if tracks is None:
+        kwargs = tracking_kwargs(describer.cfg)
+        if not settings.reacquire:  # a changed point no longer looks like its query: stay local
+            kwargs["reacquire_margin"] = 2.0  # cosines differ by at most 2: never jump
+        tracks, visible = track_points(desc, queries, video.original_size, **kwargs)
+    elif visible is None:
+        visible = torch.ones(tracks.shape[:2], dtype=torch.bool)
+    return analyse_changes(desc, queries, tracks, visible, video.original_size, is_reference, settings)

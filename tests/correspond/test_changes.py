@@ -1,0 +1,200 @@
+"""State-change analysis: hand-made descriptors with a known change, global changes that must
+not count, bad input, and real DAVIS clips whose object changes at a known frame."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hyperfeat.correspond.changes import ChangeSettings, analyse_changes
+from hyperfeat.errors import DataError
+from tests.helpers import data_dir
+
+T, D, H, W = 14, 8, 8, 8
+K = 7
+
+
+def _scene(seed: int = 0, change: bool = True):
+    """Descriptors (T, D, 8, 8) of a static scene; cells of rows 2-4, cols 2-4 (the object)
+    switch to a new shared descriptor from frame K on. One point per cell, tracked in place."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(D, H, W, generator=g) + 1.0  # positive-mean, like most feature maps
+    # the new state is one material: a shared descriptor with a little variation per cell
+    after = torch.randn(D, 1, 1, generator=g) * 2.0 + 2.0 + 0.3 * torch.randn(D, H, W, generator=g)
+    noise = 0.05 * torch.randn(T, D, H, W, generator=g)
+    desc = base[None].repeat(T, 1, 1, 1) + noise
+    obj = torch.zeros(H, W, dtype=torch.bool)
+    obj[2:5, 2:5] = True
+    if change:
+        desc[K:, :, obj] = after[:, obj][None] + noise[K:, :, obj]
+    ys, xs = torch.meshgrid(torch.arange(H).float(), torch.arange(W).float(), indexing="ij")
+    xy = torch.stack([xs.flatten(), ys.flatten()], 1)  # image = grid: 8 × 8 pixels
+    queries = torch.cat([torch.zeros(len(xy), 1), xy], 1)
+    tracks = xy[:, None].repeat(1, T, 1)
+    visible = torch.ones(len(xy), T, dtype=torch.bool)
+    return desc, queries, tracks, visible, obj.flatten()
+
+
+def test_known_change_is_found_at_its_frame_on_the_object_points():
+    desc, q, tr, vis, obj = _scene()
+    # the smallest object cell's jump here is 0.08 (1 − cos), the noise ≈ 0.002
+    r = analyse_changes(desc, q, tr, vis, (W, H), settings=ChangeSettings(min_strength=0.05))
+    assert r.found and len(r.events) == 1, r.message
+    e = r.events[0]
+    assert e.frame == K
+    assert set(e.points) == set(obj.nonzero()[:, 0].tolist())
+    assert e.strength > 0.1
+    assert (r.regions[obj] == e.region).all() and (r.regions[~obj] == 0).all()
+    # drift to the query appearance, computed independently for one object point (mean of its
+    # first 3 frames is the query appearance)
+    n = int(obj.nonzero()[0])
+    f = F.normalize(desc[:, :, n // W, n % W], dim=1)  # (T, D)
+    ref = F.normalize(f[:3].sum(0), dim=0)
+    assert torch.allclose(r.drift_query[n], 1 - f @ ref, atol=1e-4)
+    # states: before/after prototypes of the region; the after one labels the object's cells late on
+    assert r.point_states[n, K - 1] != r.point_states[n, K]
+    labels, _ = r.prototypes.label(desc[-1])  # (h, w)
+    after, before = r.point_states[n, -1], r.point_states[n, 0]
+    assert (labels[2:5, 2:5] == after).float().mean() > 0.5
+    assert not (labels[2:5, 2:5] == before).any()
+    # background cells are individual random vectors, only loosely near their region's mean
+    background_after = (labels[~obj.view(H, W)] == after).float().mean()
+    assert background_after < 0.25 and (labels[2:5, 2:5] == after).float().mean() > 3 * background_after
+
+
+def test_a_global_change_is_not_a_change_of_state():
+    desc, q, tr, vis, _ = _scene(change=False)
+    ramp = torch.linspace(0, 1, T)[:, None, None, None]
+    gain = 1 + ramp * torch.linspace(-0.9, 2.0, D)[None, :, None, None]  # per channel, like lighting
+    changed = desc * gain + 4.0 * ramp * torch.linspace(-1, 1, D)[None, :, None, None]
+    # raw drift does rise over the whole frame ...
+    plain = analyse_changes(changed, q, tr, vis, (W, H), settings=ChangeSettings(reference="none"))
+    assert plain.drift_query[:, -1].median() > 0.02 and plain.found
+    # ... and the reference correction takes it away
+    r = analyse_changes(changed, q, tr, vis, (W, H))
+    assert not r.found, r.message
+    assert r.message.startswith("no change found")
+    assert (r.regions == 0).all()
+
+
+def test_bad_input_errors_and_no_change_found():
+    desc, q, tr, vis, _ = _scene()
+    with pytest.raises(DataError, match="at least 3 frames"):
+        analyse_changes(desc[:2], q, tr[:, :2], vis[:, :2], (W, H))
+    with pytest.raises(DataError, match="tracks are empty"):
+        analyse_changes(desc, q[:0], tr[:0], vis[:0], (W, H))
+    with pytest.raises(DataError, match="tracks must be"):
+        analyse_changes(desc, q, tr[:, :3], vis, (W, H))
+    hidden = torch.zeros_like(vis)
+    hidden[:, 0] = True  # only the query frame: every point occluded afterwards
+    r = analyse_changes(desc, q, tr, hidden, (W, H))
+    assert not r.found and "occluded" in r.message and (r.regions == -1).all()
+    json.dumps(r.to_dict())  # NaN-free record
+
+
+def test_video_level_bad_input():
+    from hyperfeat.describe.stats import LocalStatsDescriber
+    from hyperfeat.video.changes import video_changes
+
+    d = LocalStatsDescriber(resolution=8, load_size=32)
+    frames = torch.rand(5, 3, 32, 32)
+    with pytest.raises(DataError, match="at least 3 frames"):
+        video_changes(d, frames[:2], grid=4)
+    with pytest.raises(DataError, match="positive"):
+        video_changes(d, frames, grid=0)
+    with pytest.raises(DataError, match="no foreground"):
+        video_changes(d, frames, mask=torch.zeros(32, 32))
+    with pytest.raises(DataError, match="exactly one"):
+        video_changes(d, frames)
+    r = video_changes(d, frames, grid=3)  # random frames: runs, says what it found
+    assert r.tracks.shape == (9, 5, 2) and r.message
+
+
+SEQUENCES = ["camel", "cows"]
+
+
+@pytest.fixture(scope="module")
+def davis_tracks():
+    """Per sequence: the unchanged clip and tracks of its mask/grid points, tracked on it."""
+    from hyperfeat.data.videos.state_changes import davis_state_change_clip
+    from hyperfeat.describe.stats import LocalStatsDescriber
+    from hyperfeat.video.changes import mask_queries
+    from hyperfeat.video.run import track
+
+    root = data_dir("davis2017")
+    d = LocalStatsDescriber()
+    out = {}
+    for seq in SEQUENCES:
+        base = davis_state_change_clip(root, seq, None, num_frames=16, frame_size=160)
+        size = (int(base.frames.shape[-1]), int(base.frames.shape[-2]))
+        q, ref = mask_queries(base.object[0], size, 10)
+        tracks, visible = track(d, base.frames, q, progress=False)
+        out[seq] = (base, tracks, visible, int((~ref).sum()))
+    return root, d, out
+
+
+@pytest.mark.parametrize("seq", SEQUENCES)
+@pytest.mark.parametrize("kind", ["colour", "texture", "removed"])
+def test_davis_object_change_is_found_at_k_on_the_object(davis_tracks, seq, kind):
+    from hyperfeat.data.videos.state_changes import apply_state_change
+    from hyperfeat.video.changes import video_changes
+
+    root, d, clips = davis_tracks
+    base, tracks, visible, num_obj = clips[seq]
+    k = 8
+    clip = apply_state_change(base.frames, base.object, k, kind, name=seq)
+    r = video_changes(d, clip.frames, mask=clip.object[0], grid=10, tracks=tracks, visible=visible)
+    assert r.found, r.message
+    best = max(r.events, key=lambda e: len(e.points))
+    assert abs(best.frame - k) <= 2, r.message
+    on_object = sum(1 for p in best.points if p < num_obj)
+    background = len(r.is_reference) - num_obj
+    object_rate, background_rate = on_object / num_obj, (len(best.points) - on_object) / background
+    assert object_rate >= 0.25  # the object's points, ...
+    assert background_rate < 0.1 and object_rate > 4 * background_rate  # ... hardly any of the background's
+    assert best.strength > 0
+
+
+@pytest.mark.parametrize("seq", SEQUENCES)
+def test_davis_brightness_ramp_gives_no_event(davis_tracks, seq):
+    from hyperfeat.data.videos.state_changes import brightness_ramp
+    from hyperfeat.video.changes import video_changes
+
+    root, d, clips = davis_tracks
+    base, tracks, visible, _ = clips[seq]
+    frames = brightness_ramp(base.frames)
+    assert (frames[-1].mean() / base.frames[-1].mean()) < 0.75  # the ramp is strong
+    r = video_changes(d, frames, mask=base.object[0], grid=10, tracks=tracks, visible=visible)
+    assert not r.found, r.message
+    unchanged = video_changes(d, base.frames, mask=base.object[0], grid=10, tracks=tracks, visible=visible)
+    assert not unchanged.found, unchanged.message
+
+
+def test_changes_command_end_to_end_on_davis(tmp_path):
+    from PIL import Image
+
+    from hyperfeat.cli import main
+
+    root = data_dir("davis2017")
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for f in sorted((root / "JPEGImages" / "480p" / "cows").glob("*.jpg"))[:8]:
+        Image.open(f).resize((160, 90)).save(frames / f.name)
+    mask = Image.open(root / "Annotations" / "480p" / "cows" / "00000.png").resize((160, 90), Image.NEAREST)
+    mask.save(tmp_path / "mask.png")
+    out = tmp_path / "out"
+    code = main(["changes", str(frames), "--describer", "local-stats", "--mask", str(tmp_path / "mask.png"),
+                 "--grid", "6", "--out", str(out), "video.frame_size=160"])
+    assert code == 0
+    for name in ("drift.png", "timeline.png", "overlay.mp4", "events.json", "events.csv", "changes.json"):
+        assert (out / name).stat().st_size > 0, name
+    events = json.loads((out / "events.json").read_text())
+    assert events["num_frames"] == 8 and isinstance(events["events"], list)
+    full = json.loads((out / "changes.json").read_text())
+    assert len(full["drift"]) == len(full["queries"]) and len(full["drift"][0]) == 8
+    assert (out / "events.csv").read_text().splitlines()[0].startswith("event,frame,num_points")
+    assert main(["changes", str(frames), "--describer", "local-stats", "--out", str(out)]) == 2  # no points
