@@ -6,7 +6,8 @@ that ``import hyperfeat`` stays light (no diffusers import until it is used).
 
 from typing import Any
 
-__version__ = "0.1.0"
+from hyperfeat.version import __version__
+
 __all__ = ["Hyperfeatures", "__version__"]
 
 

@@ -55,7 +55,11 @@ def write_tiny_checkpoint(
     restored afterwards. ``backbone`` (the tiny model of ``overrides``) only supplies the channel
     counts and layers; it is built when not given.
     """
-    from hyperfeat.model.checkpoint import CheckpointMeta, build_network, save_checkpoint
+    from hyperfeat.model.checkpoint import (
+        CheckpointMeta,
+        build_network,
+        save_checkpoint,
+    )
     from hyperfeat.model.features import FeatureExtractor
 
     cfg = load_config(overrides=list(overrides))

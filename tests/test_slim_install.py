@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tests.helpers import TINY_OVERRIDES
 from PIL import Image
+
+from tests.helpers import TINY_OVERRIDES
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_EXTRA = ("lightning", "pytorch_lightning", "lightning_fabric", "lightning_utilities", "torchmetrics", "wandb",

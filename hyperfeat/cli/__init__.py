@@ -32,7 +32,7 @@ from hyperfeat.errors import HyperfeatError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from hyperfeat import __version__
+    from hyperfeat.version import __version__
 
     parser = argparse.ArgumentParser(prog="hyperfeat", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"hyperfeat {__version__}")

@@ -54,9 +54,10 @@ def run_config(args: argparse.Namespace) -> int:
         print(presets_text())
         return 0
     if args.checkpoint:
-        from hyperfeat.model.checkpoint import inference_config, load_checkpoint
+        from hyperfeat.model.checkpoint import inference_config
+        from hyperfeat.model.pretrained import load_pretrained
 
-        _, meta = load_checkpoint(args.checkpoint)
+        _, meta = load_pretrained(args.checkpoint)
         cfg = inference_config(meta, with_config_file(args.config, overrides))
     else:
         from hyperfeat.config import load_config

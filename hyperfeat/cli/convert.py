@@ -20,7 +20,11 @@ def _convert_args(p: argparse.ArgumentParser) -> None:
 @command("convert-official", "import a published aggregation checkpoint", _convert_args)
 def run_convert(args: argparse.Namespace) -> int:
     from hyperfeat.config import load_config
-    from hyperfeat.model.convert import convert_official, implied_overrides, read_official
+    from hyperfeat.model.convert import (
+        convert_official,
+        implied_overrides,
+        read_official,
+    )
 
     _, saved = read_official(args.official)
     implied = implied_overrides(saved)  # the published file's own config, before the user's overrides

@@ -39,12 +39,11 @@ def _read_metrics(path: str) -> dict:
 
 @command("export", "a checkpoint → a shareable folder: model.safetensors + config.json + model card", _export_args)
 def run_export(args: argparse.Namespace) -> int:
-    from hyperfeat.model.checkpoint import load_checkpoint
-    from hyperfeat.model.pretrained import push_to_hub, save_pretrained
+    from hyperfeat.model.pretrained import load_pretrained, push_to_hub, save_pretrained
 
     if args.late_overrides:
         raise HyperfeatError(f"export takes no overrides; got {' '.join(args.late_overrides)}")
-    network, meta = load_checkpoint(args.checkpoint)
+    network, meta = load_pretrained(args.checkpoint)
     metrics = _read_metrics(args.metrics) if args.metrics else None
     folder = save_pretrained(args.folder, network, meta, metrics=metrics, source=f"exported from {Path(args.checkpoint).name}")
     print(f"wrote {folder}: {len(meta.layers)} layers × {len(meta.save_steps)} timesteps; "

@@ -40,7 +40,6 @@ def extract_to_folder(
 
     if checkpoint is not None:
         from hyperfeat.api import Hyperfeatures
-
         from hyperfeat.cli.common import with_config_file
 
         # the checkpoint holds the config: a --config file is applied over it like overrides

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from hyperfeat.cli.common import CHECKPOINT_HELP, add_config_args, command, parse_points, with_config_file
+from hyperfeat.cli.common import (
+    CHECKPOINT_HELP,
+    add_config_args,
+    command,
+    parse_points,
+    with_config_file,
+)
 
 
 def _match_args(p: argparse.ArgumentParser) -> None:

@@ -18,11 +18,11 @@ def _plot_args(p: argparse.ArgumentParser) -> None:
 
 @command("plot-mixing", "heat map of the learned mixing weights (layers × timesteps)", _plot_args)
 def run_plot_mixing(args: argparse.Namespace) -> int:
-    from hyperfeat.model.checkpoint import load_checkpoint
     from hyperfeat.model.features import layer_name
+    from hyperfeat.model.pretrained import load_pretrained
     from hyperfeat.viz.mixing import label_timestep_values, plot_mixing_weights
 
-    network, meta = load_checkpoint(args.checkpoint)
+    network, meta = load_pretrained(args.checkpoint)
     names = [layer_name(ij) for ij in meta.layers]
     feats = meta.config.features
     values = label_timestep_values(str(feats.mode), int(feats.num_steps), meta.save_steps)

@@ -10,8 +10,8 @@ from hyperfeat.cli.common import (
     CHECKPOINT_HELP,
     add_config_args,
     command,
-    with_config_file,
     one_source,
+    with_config_file,
 )
 from hyperfeat.io import PathLike
 from hyperfeat.video.frames import load_frames, precheck_source

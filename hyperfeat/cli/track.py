@@ -10,9 +10,9 @@ from hyperfeat.cli.common import (
     CHECKPOINT_HELP,
     add_config_args,
     command,
-    with_config_file,
     one_source,
     parse_queries,
+    with_config_file,
 )
 from hyperfeat.errors import HyperfeatError
 from hyperfeat.io import PathLike

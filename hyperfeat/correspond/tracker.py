@@ -31,7 +31,13 @@ from typing import Sequence, Union
 
 import torch
 
-from hyperfeat.correspond.common import _argmax_cell, _check_image_size, _refine, _window_mask, sample_descriptors
+from hyperfeat.correspond.common import (
+    _argmax_cell,
+    _check_image_size,
+    _refine,
+    _window_mask,
+    sample_descriptors,
+)
 from hyperfeat.errors import DataError
 from hyperfeat.geometry import cells_to_pixels, pixels_to_cells
 

@@ -24,10 +24,10 @@ from hyperfeat.model.checkpoint import (
     CheckpointMeta,
     check_compatible,
     inference_config,
-    load_checkpoint,
 )
 from hyperfeat.model.features import FeatureExtractor
 from hyperfeat.model.identity import feature_identity, network_digest
+from hyperfeat.model.pretrained import load_pretrained
 
 
 class HyperfeatureDescriber(Describer):
@@ -50,7 +50,7 @@ class HyperfeatureDescriber(Describer):
     def from_checkpoint(cls, path: Union[str, os.PathLike], device: Optional[str] = None,
                         overrides: Sequence[str] = (), backbone: Optional[Backbone] = None):
         """Load a checkpoint with the backbone it names (or ``backbone``, already loaded)."""
-        network, meta = load_checkpoint(path)
+        network, meta = load_pretrained(path)
         extra = list(overrides) + ([f"backbone.device={device}"] if device else [])
         cfg = inference_config(meta, extra)
         backbone = backbone or load_backbone(cfg)
@@ -66,7 +66,6 @@ class HyperfeatureDescriber(Describer):
         ``dhf-sd15-onestep``, ``dhf-sd21``: downloaded once, converted, cached) or a hub repo id
         (``owner/name``). ``revision``, ``cache_dir`` (the Hugging Face cache) and
         ``local_files_only`` go to the hub download."""
-        from hyperfeat.model.pretrained import load_pretrained
 
         network, meta = load_pretrained(name_or_path, revision=revision, cache_dir=cache_dir,
                                         local_files_only=local_files_only)

@@ -103,8 +103,9 @@ def pruned_from_checkpoint(path: Union[str, os.PathLike], overrides: Sequence[st
                            backbone: Optional[Backbone] = None) -> RawDescriber:
     """The checkpoint's single map with the largest mixing weight, with its backbone and plan."""
     from hyperfeat.model.backbone import load_backbone
-    from hyperfeat.model.checkpoint import inference_config, load_checkpoint
+    from hyperfeat.model.checkpoint import inference_config
+    from hyperfeat.model.pretrained import load_pretrained
 
-    network, meta = load_checkpoint(path)
+    network, meta = load_pretrained(path)
     cfg = inference_config(meta, list(overrides))
     return RawDescriber(cfg, backbone or load_backbone(cfg), [pruned_map(network, meta)], name="pruned")

@@ -92,13 +92,9 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[AggregationNetwork, Checkp
     """Read a checkpoint into a network (eval mode, CPU) and its metadata.
 
     The file is read with :func:`hyperfeat.io.safe_torch_load` (tensors and plain containers
-    only): a crafted file cannot run code, whichever command loads it. Also takes a saved
-    safetensors folder or file, a published name or a hub id (see
-    :func:`hyperfeat.model.pretrained.load_pretrained`)."""
-    from hyperfeat.model.pretrained import is_pretrained_spec, load_pretrained
-
-    if is_pretrained_spec(path):
-        return load_pretrained(path)
+    only): a crafted file cannot run code, whichever command loads it. Commands load weights
+    through :func:`hyperfeat.model.pretrained.load_pretrained`, which also takes a saved
+    safetensors folder or file, a published name or a hub id, and calls this for a ``.ckpt``."""
     ckpt = _read(path)
     info = ckpt["hyperfeat"]
     missing = [k for k in ("config", "feature_dims", "layers", "save_steps") if not isinstance(info, dict) or k not in info]

@@ -93,7 +93,7 @@ def _shareable_config(meta: CheckpointMeta) -> dict:
 
 def config_record(meta: CheckpointMeta, metrics: Optional[dict] = None, source: Optional[str] = None) -> dict:
     """The content of ``config.json``."""
-    from hyperfeat import __version__
+    from hyperfeat.version import __version__
 
     record = {"format": FORMAT, **meta.to_dict(), "config": _shareable_config(meta), "hyperfeat_version": __version__}
     if metrics:
@@ -392,8 +392,3 @@ def push_to_hub(folder: Spec, repo_id: str, private: Optional[bool] = None, toke
     return upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message,
                          token=token, revision=revision)
 
-
-def is_pretrained_spec(spec: Spec) -> bool:
-    """Whether :func:`load_pretrained` rather than the ``.ckpt`` reader handles ``spec``."""
-    path = Path(os.fspath(spec)).expanduser()
-    return not path.is_file() or path.suffix == ".safetensors"

@@ -18,7 +18,12 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
-from hyperfeat.errors import CheckpointError, ConfigError, NumericsError, TrainingInterrupted
+from hyperfeat.errors import (
+    CheckpointError,
+    ConfigError,
+    NumericsError,
+    TrainingInterrupted,
+)
 from hyperfeat.io import atomic_save, safe_torch_load
 from hyperfeat.model.checkpoint import check_identity
 

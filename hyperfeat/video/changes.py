@@ -17,7 +17,12 @@ from typing import Optional
 import numpy as np
 import torch
 
-from hyperfeat.correspond.changes import MIN_FRAMES, ChangeSettings, StateChanges, analyse_changes
+from hyperfeat.correspond.changes import (
+    MIN_FRAMES,
+    ChangeSettings,
+    StateChanges,
+    analyse_changes,
+)
 from hyperfeat.describe.base import Describer
 from hyperfeat.errors import DataError
 from hyperfeat.video.frames import FrameSource, load_frames
@@ -83,8 +88,8 @@ def video_changes(
     tracked with :func:`hyperfeat.video.run.track` on the same descriptors. ``settings``: default
     from the config's ``changes`` block.
     """
-    from hyperfeat.video.run import _descriptors, check_queries, tracking_kwargs
     from hyperfeat.correspond.tracking import track_points
+    from hyperfeat.video.run import _descriptors, check_queries, tracking_kwargs
 
     video = load_frames(describer, frames)
     if len(video) < MIN_FRAMES:

@@ -54,11 +54,9 @@ class Tracker:
 
     def __init__(self, describer, queries=None, window: Optional[int] = None,
                  settings: Optional[TrackerSettings] = None):
-        from hyperfeat.video.run import tracker_settings
-
         self.describer = describer
         self.describe = frame_describer(describer)
-        self.settings = settings or tracker_settings(describer.cfg)
+        self.settings = settings or TrackerSettings.from_config(describer.cfg.video)
         self.window = int(window if window is not None else describer.cfg.video.get("online_window", 30))
         if self.window < 1:
             raise DataError(f"video.online_window must be ≥ 1; got {self.window}")

@@ -256,7 +256,11 @@ def describe_store(describer: Describer, stream, progress: bool = True):
     """
     from pathlib import Path
 
-    from hyperfeat.video.stream import DescriptorStore, describe_stream, temporary_store_path
+    from hyperfeat.video.stream import (
+        DescriptorStore,
+        describe_stream,
+        temporary_store_path,
+    )
 
     v = describer.cfg.video
     dtype = str(v.get("store_dtype", "float16"))
@@ -297,20 +301,14 @@ class TrackResult:
     num_frames: int
 
 
-def tracker_settings(cfg):
-    from hyperfeat.correspond.tracker import TrackerSettings
-
-    return TrackerSettings.from_config(cfg.video)
-
-
 def track_store(cfg, store, queries: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The tracker ``video.tracker`` over a store or (T, D, h, w) descriptors → tracks, visible, confidence."""
-    from hyperfeat.correspond.tracker import track_memory
+    from hyperfeat.correspond.tracker import TrackerSettings, track_memory
     from hyperfeat.correspond.tracking import track_points
 
     name = str(cfg.video.get("tracker", "memory"))
     if name == "memory":
-        return track_memory(store, queries, size, tracker_settings(cfg))
+        return track_memory(store, queries, size, TrackerSettings.from_config(cfg.video))
     if name == "window":
         tracks, visible = track_points(store, queries, size, **tracking_kwargs(cfg))
         return tracks, visible, visible.float()

@@ -7,11 +7,11 @@ import argparse
 
 import pytest
 import yaml
-from tests.helpers import TINY_OVERRIDES
 
 import hyperfeat
 from hyperfeat.cli import build_parser, main
 from hyperfeat.config import config_file_overrides, load_config, preset_names
+from tests.helpers import TINY_OVERRIDES
 
 OVERRIDE_COMMANDS = ("extract", "convert-official", "train", "eval", "match", "track", "propagate", "config")
 

@@ -5,12 +5,12 @@ known shift the matched points move towards the truth (measured: mean error 65 â
 
 import pytest
 import torch
-from tests.helpers import data_dir
 
 from hyperfeat.config import load_config
 from hyperfeat.correspond.ldm import LdmMatcher, capture_cross_attention
 from hyperfeat.errors import ConfigError
 from hyperfeat.images import load_batch
+from tests.helpers import data_dir
 
 SHIFT = 12
 

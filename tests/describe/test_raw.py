@@ -3,11 +3,11 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.helpers import TINY_OVERRIDES, data_dir
 
 from hyperfeat import describers
 from hyperfeat.cli import main
 from hyperfeat.errors import ConfigError
+from tests.helpers import TINY_OVERRIDES, data_dir
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ import json
 
 import pytest
 import torch
-from tests.helpers import DATA_ROOT, TINY_OVERRIDES, data_dir
 
 from hyperfeat.cli import main
+from tests.helpers import DATA_ROOT, TINY_OVERRIDES, data_dir
 
 FAST = TINY_OVERRIDES + ["data=pf_willow", f"paths.data_root={DATA_ROOT}", "compare.pairs_per_category=1",
                          "data.max_points=2", "dift.ensemble_size=2", "raw.maps=[[4,1,0]]", "ldm.steps=2",

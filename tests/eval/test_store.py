@@ -9,13 +9,13 @@ from collections import Counter
 
 import pytest
 import torch
-from tests.helpers import DATA_ROOT, data_dir
 
 from hyperfeat.api import Hyperfeatures
 from hyperfeat.config import load_config
 from hyperfeat.eval.store import DescriptorStore, describer_identity
 from hyperfeat.model.checkpoint import CheckpointMeta, build_network, save_checkpoint
 from hyperfeat.model.features import FeatureExtractor
+from tests.helpers import DATA_ROOT, data_dir
 
 BASE = ["features.load_size=128", "features.image_size=128"]
 

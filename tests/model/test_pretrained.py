@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.reference import functional_aggregation
 from safetensors.torch import load_file
 
 from hyperfeat import hub
@@ -22,10 +21,10 @@ from hyperfeat.model import pretrained
 from hyperfeat.model.checkpoint import (
     CheckpointMeta,
     build_network,
-    load_checkpoint,
     save_checkpoint,
 )
 from hyperfeat.model.features import FeatureExtractor
+from tests.reference import functional_aggregation
 
 SD15_DIMS = [1280] * 6 + [640] * 3 + [320] * 3
 SD15_LABELS = [49, 45, 40, 35, 30, 25, 20, 15, 10, 5, 0]
@@ -92,24 +91,24 @@ def test_lone_safetensors_file_and_every_checkpoint_form(saved, tiny_hf, tmp_pat
     lone.write_bytes((saved / "model.safetensors").read_bytes())  # no config.json beside it: the header has it
     expected = hf.network.state_dict()
     for spec in (ckpt, saved, saved / "model.safetensors", lone):
-        network, meta = load_checkpoint(spec)  # the one reader every command uses
+        network, meta = pretrained.load_pretrained(spec)  # the one reader every command uses
         assert meta.save_steps == [4, 2, 0]
         assert all(torch.equal(network.state_dict()[k], v) for k, v in expected.items()), spec
 
 
 def test_bad_folders_and_names_are_clear_errors(tmp_path, saved):
     with pytest.raises(CheckpointError, match="missing config.json, model.safetensors"):
-        load_checkpoint(tmp_path)
+        pretrained.load_pretrained(tmp_path)
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text((saved / "config.json").read_text())
     (broken / "model.safetensors").write_bytes((saved / "model.safetensors").read_bytes()[:1000])
     with pytest.raises(CheckpointError, match="corrupt or not a safetensors file"):
-        load_checkpoint(broken)
+        pretrained.load_pretrained(broken)
     with pytest.raises(CheckpointError, match="not a published name .*dhf-sd15"):
-        load_checkpoint("no-such-model")
+        pretrained.load_pretrained("no-such-model")
     with pytest.raises(CheckpointError, match="checkpoint not found: checkpoints/missing.ckpt"):
-        load_checkpoint("checkpoints/missing.ckpt")  # a missing file, not a hub repo
+        pretrained.load_pretrained("checkpoints/missing.ckpt")  # a missing file, not a hub repo
 
 
 # ---------------------------------------------------------------------------- published networks by name

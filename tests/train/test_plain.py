@@ -4,11 +4,11 @@ under the data root, else one message saying what to get and where to put it."""
 from __future__ import annotations
 
 import pytest
-from tests.helpers import data_dir
 
 from hyperfeat.cli.train import PAPER_EXPERIMENT, plain_train_overrides
 from hyperfeat.config import load_config
 from hyperfeat.errors import ConfigError
+from tests.helpers import data_dir
 
 
 def fake_release(root):

@@ -8,10 +8,10 @@ import logging
 import warnings
 
 import pytest
-from tests.train.test_training import QUIET, small_cfg
 
 from hyperfeat.quiet import quiet_third_party
 from hyperfeat.train.trainer import train
+from tests.train.test_training import QUIET, small_cfg
 
 NOISE = ("💡 Tip", "GPU available: ", "TPU available: ", "anonymous setting", "LeafSpec", "exists and is not empty")
 

@@ -11,12 +11,12 @@ import signal
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
-from tests.train.test_training import QUIET, SMALL, SYNTHETIC, Killer, small_cfg
 
 from hyperfeat.cli import main
 from hyperfeat.errors import CheckpointError, NumericsError, TrainingInterrupted
 from hyperfeat.io import safe_torch_load
 from hyperfeat.train.trainer import AtomicCheckpointIO, folder_lock, make_logger, train
+from tests.train.test_training import QUIET, SMALL, SYNTHETIC, Killer, small_cfg
 
 
 @pytest.fixture(scope="module")

@@ -44,9 +44,9 @@ if not CHROMEDRIVER.exists() or not any(shutil.which(b) for b in BROWSERS):
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
-from tests.helpers import picture  # noqa: E402
 
 from hyperfeat.web import WebApp, make_server  # noqa: E402
+from tests.helpers import picture  # noqa: E402
 
 
 @pytest.fixture(scope="module")
