@@ -58,3 +58,19 @@ def make_tiny_checkpoint(tmp_path_factory, tiny_backbone) -> Callable[..., Path]
         return written
 
     return make
+
+
+@pytest.fixture(scope="module")
+def checkpoint(make_tiny_checkpoint) -> Path:
+    """An untrained tiny checkpoint of the one-step plan (built after manual_seed(0)): the video tests' model."""
+    from tests.helpers import ONE_STEP_OVERRIDES
+
+    return make_tiny_checkpoint(overrides=ONE_STEP_OVERRIDES)
+
+
+@pytest.fixture(scope="module")
+def parts():
+    """(cfg, backbone, network, channels) of the one-step tiny plan with an untrained network."""
+    from tests.helpers import make_parts
+
+    return make_parts()

@@ -30,11 +30,6 @@ from tests.helpers import (
 
 
 @pytest.fixture(scope="module")
-def checkpoint(make_tiny_checkpoint):
-    return make_tiny_checkpoint(overrides=ONE_STEP_OVERRIDES)  # untrained, built after manual_seed(0)
-
-
-@pytest.fixture(scope="module")
 def backbone():
     return load_backbone(load_config(overrides=ONE_STEP_OVERRIDES))
 

@@ -14,13 +14,16 @@ caches key on it, so two describers that could give different descriptors never 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Optional, Sequence, Union
+from typing import TYPE_CHECKING, Optional, Sequence, Union
 
 import torch
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from hyperfeat.images import ImageLike, load_batch
+
+if TYPE_CHECKING:
+    from hyperfeat.model.backbone import Backbone
 
 Images = Union[ImageLike, Sequence[ImageLike]]
 
@@ -69,3 +72,23 @@ class Describer(ABC):
             batch, _ = load_batch(items[start:start + size], self.load_size)  # (b, 3, L, L)
             out.append(self.describe_batch(batch).cpu())
         return torch.cat(out)
+
+
+class BackboneDescriber(Describer):
+    """A describer built on a frozen diffusion backbone (``self.backbone``): it computes where the
+    backbone lives, and its identity starts from everything that decides the backbone's maps."""
+
+    backbone: "Backbone"
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device(getattr(self.backbone, "device", "cpu"))
+
+    def backbone_identity(self) -> dict:
+        """:func:`hyperfeat.model.identity.feature_identity` of the config, with the backbone's
+        actual compute dtype."""
+        from hyperfeat.model.identity import feature_identity
+
+        identity = feature_identity(self.cfg)
+        identity["backbone"]["compute_dtype"] = str(getattr(self.backbone, "dtype", identity["backbone"]["compute_dtype"]))
+        return identity

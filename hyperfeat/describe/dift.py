@@ -30,11 +30,10 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-from hyperfeat.describe.base import Describer
+from hyperfeat.describe.base import BackboneDescriber
 from hyperfeat.errors import ConfigError
 from hyperfeat.model import schedule
 from hyperfeat.model.backbone import Backbone
-from hyperfeat.model.identity import feature_identity
 
 SEMANTIC_DEFAULTS = {"timestep": 261, "up_ft_index": 1}
 VIDEO_DEFAULTS = {"timestep": 51, "up_ft_index": 2}
@@ -54,7 +53,7 @@ class _Stop(Exception):
     """Raised by the block hook once its output is kept: the rest of the UNet is not needed."""
 
 
-class DiftDescriber(Describer):
+class DiftDescriber(BackboneDescriber):
     """DIFT features of one decoder block at one noise level (see the module docstring)."""
 
     def __init__(self, cfg: DictConfig, backbone: Backbone):
@@ -79,13 +78,8 @@ class DiftDescriber(Describer):
         self.alphas = schedule.alphas_cumprod()
         self._cond: Optional[torch.Tensor] = None
 
-    @property
-    def device(self) -> torch.device:
-        return torch.device(self.backbone.device)
-
     def identity(self) -> dict:
-        ident = feature_identity(self.cfg)
-        ident["backbone"]["compute_dtype"] = str(self.backbone.dtype)
+        ident = self.backbone_identity()
         ident.pop("features")
         ident["method"] = "dift"
         ident["dift"] = {"timestep": self.timestep, "up_ft_index": self.up_ft_index, "ensemble_size": self.ensemble_size,

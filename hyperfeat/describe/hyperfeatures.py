@@ -16,7 +16,7 @@ from typing import Optional, Sequence, Union
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from hyperfeat.describe.base import Describer, Images, as_image_list
+from hyperfeat.describe.base import BackboneDescriber, Images, as_image_list
 from hyperfeat.images import load_batch
 from hyperfeat.model.aggregation import AggregationNetwork, StreamingAggregator
 from hyperfeat.model.backbone import Backbone, load_backbone
@@ -26,11 +26,11 @@ from hyperfeat.model.checkpoint import (
     inference_config,
 )
 from hyperfeat.model.features import FeatureExtractor
-from hyperfeat.model.identity import feature_identity, network_digest
+from hyperfeat.model.identity import network_digest
 from hyperfeat.model.pretrained import load_pretrained
 
 
-class HyperfeatureDescriber(Describer):
+class HyperfeatureDescriber(BackboneDescriber):
     """A frozen backbone, its feature extractor and a trained aggregation network."""
 
     def __init__(self, cfg: DictConfig, backbone: Backbone, network: AggregationNetwork,
@@ -97,15 +97,10 @@ class HyperfeatureDescriber(Describer):
             self.save_pretrained(folder, metrics=metrics)
             return push_to_hub(folder, repo_id, private=private, token=token, commit_message=commit_message)
 
-    @property
-    def device(self) -> torch.device:
-        return torch.device(getattr(self.backbone, "device", "cpu"))
-
     def identity(self) -> dict:
         """Every value that decides the raw maps (with the backbone's actual compute dtype), the
         ``aggregation`` block and the sha256 of the network's weights."""
-        identity = feature_identity(self.cfg)
-        identity["backbone"]["compute_dtype"] = str(getattr(self.backbone, "dtype", identity["backbone"]["compute_dtype"]))
+        identity = self.backbone_identity()
         identity["aggregation"] = OmegaConf.to_container(self.cfg.aggregation, resolve=True)
         identity["network"] = network_digest(self.network)
         return identity

@@ -20,11 +20,10 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-from hyperfeat.describe.base import Describer
+from hyperfeat.describe.base import BackboneDescriber
 from hyperfeat.errors import ConfigError
 from hyperfeat.model.backbone import Backbone
 from hyperfeat.model.features import FeatureExtractor, all_layers
-from hyperfeat.model.identity import feature_identity
 
 RawMap = tuple[int, tuple[int, int]]  # (timestep label, (i, j))
 
@@ -38,7 +37,7 @@ def maps_from_config(cfg: DictConfig, unet: torch.nn.Module) -> list[RawMap]:
     return [(int(label), (int(i), int(j))) for label, i, j in maps]
 
 
-class RawDescriber(Describer):
+class RawDescriber(BackboneDescriber):
     """Raw decoder maps of the ``features`` plan (see the module docstring)."""
 
     def __init__(self, cfg: DictConfig, backbone: Backbone, maps: Optional[Sequence[RawMap]] = None,
@@ -69,13 +68,8 @@ class RawDescriber(Describer):
         self._slices = [(labels.index(label), offsets[layers.index(ij)], self.extractor.channels[layers.index(ij)])
                         for label, ij in self.maps]
 
-    @property
-    def device(self) -> torch.device:
-        return torch.device(self.backbone.device)
-
     def identity(self) -> dict:
-        ident = feature_identity(self.cfg)
-        ident["backbone"]["compute_dtype"] = str(self.backbone.dtype)
+        ident = self.backbone_identity()
         features = OmegaConf.to_container(self.features, resolve=True)
         ident["features"] = {k: v for k, v in features.items() if k not in ("streaming", "batch_size")}
         ident["method"] = self.name

@@ -19,26 +19,14 @@ from hyperfeat.cli import main
 from hyperfeat.errors import DataError, HyperfeatError, ImageError
 from tests.helpers import (
     CROP,
-    ONE_STEP_OVERRIDES,
     conv_stand_in,
     data_dir,
     iou,
     make_hf,
-    make_parts,
     translated_sequence,
     translated_video,
     write_frames,
 )
-
-
-@pytest.fixture(scope="module")
-def checkpoint(make_tiny_checkpoint):
-    return make_tiny_checkpoint(overrides=ONE_STEP_OVERRIDES)  # untrained, built after manual_seed(0)
-
-
-@pytest.fixture(scope="module")
-def parts():
-    return make_parts()  # (cfg, backbone, network, channels): one-step tiny plan, untrained network
 
 
 def gif_frames(path) -> list[Image.Image]:

@@ -13,24 +13,14 @@ import torch
 from hyperfeat.api import Hyperfeatures
 from hyperfeat.config import load_config
 from hyperfeat.eval.store import DescriptorStore, describer_identity
-from hyperfeat.model.checkpoint import CheckpointMeta, build_network, save_checkpoint
-from hyperfeat.model.features import FeatureExtractor
 from tests.helpers import DATA_ROOT, data_dir
 
 BASE = ["features.load_size=128", "features.image_size=128"]
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory, tiny_cfg, tiny_backbone):
-    extractor = FeatureExtractor(tiny_backbone, tiny_cfg.features)
-    torch.manual_seed(0)
-    network = build_network(tiny_cfg, extractor.channels)
-    with torch.no_grad():
-        network.mixing_weights.normal_()
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"
-    save_checkpoint(path, network, CheckpointMeta(tiny_cfg, extractor.channels, extractor.layers,
-                                                  list(extractor.save_steps)))
-    return path
+def ckpt(make_tiny_checkpoint):
+    return make_tiny_checkpoint(seed=0, randomise_mixing=True)
 
 
 def _overrides(out_dir, *extra: str) -> list[str]:

@@ -10,13 +10,7 @@ from hyperfeat.errors import ConfigError
 from tests.helpers import (
     data_dir,
     make_hf,
-    make_parts,
 )
-
-
-@pytest.fixture(scope="module")
-def parts():
-    return make_parts()  # (cfg, backbone, network, channels): one-step tiny plan, untrained network
 
 
 def in_unit(value) -> bool:

@@ -18,12 +18,6 @@ from hyperfeat.api import Hyperfeatures
 from hyperfeat.config import load_config
 from hyperfeat.errors import BackboneError, CheckpointError
 from hyperfeat.model import pretrained
-from hyperfeat.model.checkpoint import (
-    CheckpointMeta,
-    build_network,
-    save_checkpoint,
-)
-from hyperfeat.model.features import FeatureExtractor
 from tests.reference import functional_aggregation
 
 SD15_DIMS = [1280] * 6 + [640] * 3 + [320] * 3
@@ -32,15 +26,8 @@ IMAGES = torch.rand(2, 3, 90, 120, generator=torch.Generator().manual_seed(3))  
 
 
 @pytest.fixture(scope="module")
-def tiny_hf(tmp_path_factory, tiny_cfg, tiny_backbone):
-    extractor = FeatureExtractor(tiny_backbone, tiny_cfg.features)
-    torch.manual_seed(1)
-    network = build_network(tiny_cfg, extractor.channels)
-    with torch.no_grad():
-        network.mixing_weights.normal_()
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"
-    save_checkpoint(path, network, CheckpointMeta(tiny_cfg, extractor.channels, extractor.layers,
-                                                  list(extractor.save_steps)))
+def tiny_hf(make_tiny_checkpoint, tiny_backbone):
+    path = make_tiny_checkpoint(seed=1, randomise_mixing=True)
     return Hyperfeatures.from_checkpoint(path, backbone=tiny_backbone), path
 
 

@@ -26,15 +26,8 @@ from tests.helpers import (
     conv_stand_in,
     iou,
     make_hf,
-    make_parts,
     translated_sequence,
 )
-
-
-@pytest.fixture(scope="module")
-def parts():
-    return make_parts()  # (cfg, backbone, network, channels): one-step tiny plan, untrained network
-
 
 # ---------------------------------------------------------------------------------------------
 # frames → descriptors

@@ -26,8 +26,6 @@ from PIL import Image
 
 from hyperfeat.api import Hyperfeatures
 from hyperfeat.io import write_video
-from hyperfeat.model.checkpoint import CheckpointMeta, build_network, save_checkpoint
-from hyperfeat.model.features import FeatureExtractor
 
 CHROMEDRIVER = Path(os.environ.get("HYPERFEAT_CHROMEDRIVER", "/usr/bin/chromedriver"))  # the system driver
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
@@ -50,15 +48,8 @@ from tests.helpers import picture  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def hf(tmp_path_factory, tiny_cfg, tiny_backbone):
-    extractor = FeatureExtractor(tiny_backbone, tiny_cfg.features)
-    torch.manual_seed(0)
-    network = build_network(tiny_cfg, extractor.channels)
-    with torch.no_grad():
-        network.mixing_weights.normal_()  # not uniform: the mixing tab has something to show
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"
-    save_checkpoint(path, network, CheckpointMeta(tiny_cfg, extractor.channels, extractor.layers,
-                                                  list(extractor.save_steps)))
+def hf(make_tiny_checkpoint, tiny_backbone):
+    path = make_tiny_checkpoint(seed=0, randomise_mixing=True)  # not uniform: the mixing tab has something to show
     return Hyperfeatures.from_checkpoint(path, device="cpu", backbone=tiny_backbone)
 
 
