@@ -66,18 +66,24 @@ def rescale_points(points_xy: Points, from_size_wh: Sequence[int], to_size_wh: S
     (w0, h0), (w1, h1) = _check_size(from_size_wh, "from_size_wh"), _check_size(to_size_wh, "to_size_wh")
     if isinstance(points_xy, np.ndarray):
         return points_xy * np.array([w1 / w0, h1 / h0])
-    points_xy = _check_points(points_xy, "points_xy")
-    return points_xy * points_xy.new_tensor([w1 / w0, h1 / h0])
+    return _scale(_check_points(points_xy, "points_xy"), (w0, h0), (w1, h1))
+
+
+def _scale(points: torch.Tensor, from_size_wh: Sequence[int], to_size_wh: Sequence[int]) -> torch.Tensor:
+    """The scaling of :func:`rescale_points` without the checks of the points: the trackers carry
+    NaN for points that have no position yet."""
+    (w0, h0), (w1, h1) = _check_size(from_size_wh, "from_size_wh"), _check_size(to_size_wh, "to_size_wh")
+    return points * points.new_tensor([w1 / w0, h1 / h0])
 
 
 def pixels_to_cells(points: torch.Tensor, image_size_wh: Sequence[int], grid_hw: Sequence[int]) -> torch.Tensor:
-    """(..., 2) xy pixels of a (W, H) frame → cell coordinates of an (h, w) grid."""
-    return rescale_points(points, image_size_wh, (grid_hw[1], grid_hw[0]))
+    """(..., 2) xy pixels of a (W, H) frame → cell coordinates of an (h, w) grid (NaN stays NaN)."""
+    return _scale(points, image_size_wh, (grid_hw[1], grid_hw[0]))
 
 
 def cells_to_pixels(cells: torch.Tensor, image_size_wh: Sequence[int], grid_hw: Sequence[int]) -> torch.Tensor:
-    """(..., 2) cell coordinates of an (h, w) grid → xy pixels of a (W, H) frame."""
-    return rescale_points(cells, (grid_hw[1], grid_hw[0]), image_size_wh)
+    """(..., 2) cell coordinates of an (h, w) grid → xy pixels of a (W, H) frame (NaN stays NaN)."""
+    return _scale(cells, (grid_hw[1], grid_hw[0]), image_size_wh)
 
 
 def points_to_indices(points_xy: torch.Tensor, size_hw: Sequence[int]) -> torch.Tensor:

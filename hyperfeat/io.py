@@ -15,7 +15,7 @@ import re
 import tempfile
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Callable, Iterable, Sequence, Union
 
 import numpy as np
 import torch
@@ -352,3 +352,61 @@ def write_video(frames: Sequence[Image.Image], out_path: PathLike, fps: float = 
     path.parent.mkdir(parents=True, exist_ok=True)
     (write_gif if suffix == ".gif" else write_mp4)(images, path, fps)
     return path
+def write_video_stream(frames: Iterable[Image.Image], out_path: PathLike, fps: float = 10) -> Path:
+    """Like :func:`write_video`, but ``frames`` is consumed one at a time (an MP4 holds no frame
+    longer than it takes to encode it) and the file appears only once it is complete: it is
+    written beside ``out_path`` and renamed into place, so an error mid-stream (a frame of
+    another size, a bad input) leaves nothing behind."""
+    path = Path(out_path)
+    suffix = path.suffix.lower()
+    if suffix not in WRITABLE_VIDEO_SUFFIXES:
+        raise HyperfeatError(f"cannot write video {path}: suffix {path.suffix!r} is not one of {', '.join(WRITABLE_VIDEO_SUFFIXES)}")
+    if fps <= 0:
+        raise HyperfeatError(f"fps must be positive; got {fps}")
+    iterator = iter(frames)
+    first = next(iterator, None)
+    if first is None:
+        raise HyperfeatError(f"cannot write video {path}: no frames")
+    first = load_image(first)
+
+    def checked():
+        yield first
+        for index, frame in enumerate(iterator, 1):
+            image = load_image(frame)
+            if image.size != first.size:
+                raise HyperfeatError(f"cannot write video {path}: frame {index} is {image.size}, frame 0 {first.size}")
+            yield image
+
+    def write(tmp: str) -> None:
+        target = Path(tmp).with_suffix(suffix)
+        try:
+            if suffix == ".gif":
+                write_gif(checked(), target, fps)
+            else:
+                _write_mp4_stream(checked(), target, fps)
+            os.replace(target, tmp)
+        finally:
+            target.unlink(missing_ok=True)
+
+    atomic_write(path, write)
+    return path
+
+
+def _write_mp4_stream(frames: Iterable[Image.Image], path: Path, fps: float) -> None:
+    import av
+
+    codec = pick_mp4_codec()
+    with av.open(str(path), mode="w") as container:
+        stream = None
+        for frame in frames:
+            frame = even_size(frame)
+            if stream is None:
+                stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+                stream.width, stream.height = frame.size
+                stream.pix_fmt = "yuv420p"
+                if codec == "mpeg4":
+                    stream.bit_rate = 8_000_000
+                else:
+                    stream.options = {"crf": "18"}
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.asarray(frame), format="rgb24")))
+        container.mux(stream.encode())  # flush

@@ -121,7 +121,7 @@ def _changes_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--points", default=None, help='queries "t,x,y;t,x,y" in pixels of the original frames')
     p.add_argument("--mask", default=None, help="PNG mask of frame 0: object points inside, background references outside")
     p.add_argument("--out", default="changes", help="output folder")
-    p.add_argument("--fps", type=float, default=10.0)
+    p.add_argument("--fps", type=float, default=10.0, help="frames per second of the overlay video")
 
 
 @command("changes", "find changes of state of tracked points (drift plot, timeline, overlay video, events)", _changes_args)

@@ -65,10 +65,10 @@ def test_config_presets_lists_every_preset(capsys):
 def test_config_show_composes_overrides_and_file(tmp_path, capsys):
     extra = tmp_path / "extra.yaml"
     extra.write_text("features:\n  output_resolution: 16\n")
-    assert main(["config", "show", *TINY_OVERRIDES, "aggregation.projection_dim=64", "--config", str(extra)]) == 0
+    assert main(["config", "show", *TINY_OVERRIDES, "aggregation.projection_dim=256", "--config", str(extra)]) == 0
     shown = yaml.safe_load(capsys.readouterr().out)
-    expected = load_config(extra, [*TINY_OVERRIDES, "aggregation.projection_dim=64"])
-    assert shown["backbone"]["model"] == "tiny" and shown["aggregation"]["projection_dim"] == 64
+    expected = load_config(extra, [*TINY_OVERRIDES, "aggregation.projection_dim=256"])
+    assert shown["backbone"]["model"] == "tiny" and shown["aggregation"]["projection_dim"] == 256
     assert shown["features"]["output_resolution"] == 16
     assert shown["features"]["save_steps"] == list(expected.features.save_steps)
     assert main(["config", "show", "features.no_such_key=1"]) == 2

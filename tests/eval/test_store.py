@@ -165,9 +165,9 @@ def test_ctrl_c_writes_a_partial_record_and_one_line(ckpt, tiny_backbone, tmp_pa
     from hyperfeat.model import backbone as backbone_module
 
     monkeypatch.setattr(backbone_module, "load_backbone", lambda cfg: tiny_backbone)
-    import hyperfeat.api as api
+    import hyperfeat.describe.hyperfeatures as describe_hyperfeatures
 
-    monkeypatch.setattr(api, "load_backbone", lambda cfg: tiny_backbone)
+    monkeypatch.setattr(describe_hyperfeatures, "load_backbone", lambda cfg: tiny_backbone)
     calls = {"n": 0}
     original = semantic.update_pck
 

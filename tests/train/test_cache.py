@@ -324,7 +324,7 @@ def test_cached_training_gives_the_loss_curve_of_the_resized_cache(tmp_path, tin
     g = torch.Generator().manual_seed(3)
     imgs = torch.rand(2, 3, 128, 128, generator=g) * 2 - 1
     pairs = [pair_item(imgs, 0, 1), pair_item(imgs, 1, 0)]
-    module = HyperfeatModule(tiny_cfg, tiny_backbone)
+    module = HyperfeatModule.from_config(tiny_cfg, tiny_backbone)
     start = {k: v.clone() for k, v in module.aggregation.state_dict().items()}
     # (S, C, R, R) float32 as the former cache got them: one backbone batch of the 2 images, as precompute makes
     resized = dict(enumerate(module.extractor.run(imgs)))

@@ -120,7 +120,7 @@ def test_nan_in_cached_maps_stops_training_before_any_checkpoint(tmp_path, backb
     train(cfg, backbone=backbone, **QUIET)
     for entry in (tmp_path / "out" / "feature_cache").rglob("*.pt"):
         saved = torch.load(entry, weights_only=True)
-        saved["raw"] = torch.full_like(saved["raw"], float("nan"))
+        saved["layers"] = [torch.full_like(layer, float("nan")) for layer in saved["layers"]]
         torch.save(saved, entry)
     fresh = small_cfg(tmp_path, "train.max_steps=3", "train.cache_features=true",
                       f"paths.checkpoint_dir={tmp_path}/ckpt2")
