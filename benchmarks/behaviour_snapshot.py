@@ -106,7 +106,9 @@ def snapshot(work: Path) -> dict:
         (clip / frame.name).symlink_to(frame)
     run(hf + ["track", str(clip), "--checkpoint", str(ckpt), "--points", "0,400,240;2,300,200",
               "--out", str(work / "tracks.mp4"), *TINY], ROOT)
-    tracks = json.loads((work / "tracks.json").read_text())
+    # the tracks JSON is <out>.json (tracks.mp4.json); versions before that wrote tracks.json
+    record = work / "tracks.mp4.json" if (work / "tracks.mp4.json").is_file() else work / "tracks.json"
+    tracks = json.loads(record.read_text())
     result["track/tracks"] = np.round(np.asarray(tracks["tracks"]), 4).tolist()
     result["track/visible"] = tracks["visible"]
 
