@@ -75,48 +75,39 @@ def natural_key(path: Path) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
 
 
-def list_files(folder: Path, suffixes: Sequence[str], recursive: bool = False,
-               natural: bool = False) -> list[Path]:
+def list_files(folder: PathLike, suffixes: Sequence[str], error: type, missing: str, empty: str,
+               recursive: bool = False, natural: bool = False) -> list[Path]:
     """The files of ``folder`` (below it, when ``recursive``) whose suffix is one of ``suffixes``,
     sorted by path (digit runs by value when ``natural``: frame2 < frame10). The one lister of the
-    project: callers say what an empty or missing folder means for them."""
+    project: a missing folder raises ``error(missing + folder)``, an empty one
+    ``error(empty.format(suffixes=..., folder=...))``, so each caller keeps its own words."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise error(f"{missing}{folder}")
     found = folder.rglob("*") if recursive else folder.iterdir()
     files = [p for p in found if p.is_file() and p.suffix.lower() in suffixes]
+    if not files:
+        raise error(empty.format(suffixes=", ".join(suffixes), folder=folder))
     return sorted(files, key=natural_key) if natural else sorted(files)
 
 
 def list_images(folder: Union[str, Path]) -> list[Path]:
     """Image files directly inside ``folder``, sorted by name; errors on a missing or empty folder."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ImageError(f"image folder not found: {folder}")
-    files = list_files(folder, IMAGE_SUFFIXES)
-    if not files:
-        raise ImageError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {folder}")
-    return files
+    return list_files(folder, IMAGE_SUFFIXES, ImageError, "image folder not found: ",
+                      "no images ({suffixes}) in folder {folder}")
 
 
 def list_frames(folder: PathLike) -> list[Path]:
     """Frame files (jpg/png) directly inside ``folder``, sorted by name (numbers by value)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(f"frame folder not found: {folder}")
-    files = list_files(folder, FRAME_SUFFIXES, natural=True)
-    if not files:
-        raise DataError(f"empty video: no frames ({', '.join(FRAME_SUFFIXES)}) in folder {folder}")
-    return files
+    return list_files(folder, FRAME_SUFFIXES, DataError, "frame folder not found: ",
+                      "empty video: no frames ({suffixes}) in folder {folder}", natural=True)
 
 
 def list_image_files(source: Union[PathLike, Sequence[PathLike]]) -> list[Path]:
     """Image files of a folder (recursively, sorted) or an explicit list of paths."""
     if isinstance(source, (str, Path)):
-        folder = Path(source)
-        if not folder.is_dir():
-            raise DataError(f"synthetic pairs: image folder not found: {folder}")
-        files = list_files(folder, IMAGE_SUFFIXES, recursive=True)
-        if not files:
-            raise DataError(f"synthetic pairs: no images ({', '.join(IMAGE_SUFFIXES)}) below {folder}")
-        return files
+        return list_files(source, IMAGE_SUFFIXES, DataError, "synthetic pairs: image folder not found: ",
+                          "synthetic pairs: no images ({suffixes}) below {folder}", recursive=True)
     files = [Path(p) for p in source]
     if not files:
         raise DataError("synthetic pairs: the image list is empty; expected at least one image path")
