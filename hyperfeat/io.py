@@ -262,25 +262,8 @@ def pick_mp4_codec() -> str:
 
 
 def write_mp4(frames: list[Image.Image], path: Path, fps: float) -> None:
-    """Encode RGB frames as H.264 (or MPEG-4 part 2) yuv420p with PyAV."""
-    import av
-
-    codec = pick_mp4_codec()
-    first = even_size(frames[0])
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
-        stream.width, stream.height = first.size
-        stream.pix_fmt = "yuv420p"
-        if codec == "mpeg4":
-            stream.bit_rate = 8_000_000
-        else:
-            stream.options = {"crf": "18"}
-        for frame in frames:
-            video_frame = av.VideoFrame.from_ndarray(np.asarray(even_size(frame)), format="rgb24")
-            container.mux(stream.encode(video_frame))
-        container.mux(stream.encode())  # flush
-
-
+    """Encode RGB frames as H.264 (or MPEG-4 part 2) yuv420p with PyAV (the streamed writer on a list)."""
+    _write_mp4_stream(frames, path, fps)
 
 
 def gif_frame(image: Image.Image) -> Image.Image:

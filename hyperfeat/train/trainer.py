@@ -94,7 +94,7 @@ class CheckpointPolicy(Callback):
         if trainer.max_steps > 0 and step >= trainer.max_steps:
             return  # the final step: train() writes last.ckpt after fit, as a finished run's state
         if self.signum is not None or (self.every > 0 and step % self.every == 0):
-            trainer.save_checkpoint(str(self.last), weights_only=False)
+            trainer.save_checkpoint(str(self.last))
             self.saved_step = step
         if self.signum is not None:
             trainer.should_stop = True
@@ -290,11 +290,11 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = (), backbone: Any = N
                 if policy.signum is None:
                     raise
             if policy.signum is not None and policy.saved_step != trainer.global_step:
-                trainer.save_checkpoint(str(last), weights_only=False)  # the signal came after the step's save point
+                trainer.save_checkpoint(str(last))  # the signal came after the step's save point
                 policy.saved_step = trainer.global_step
             if not trainer.interrupted and (policy.signum is None or policy.saved_step != trainer.global_step):
                 # make last.ckpt hold the final step, saved after fit: a rerun finds the run finished
-                trainer.save_checkpoint(str(last), weights_only=False)
+                trainer.save_checkpoint(str(last))
         if policy.signum is not None:
             name = signal.Signals(policy.signum).name
             message = (f"stopped by {name} at step {trainer.global_step}; {last} holds that step: run the same "
