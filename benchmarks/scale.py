@@ -29,6 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from hyperfeat.config import load_config  # noqa: E402
+from hyperfeat.testing import loss_curve  # noqa: E402
 from hyperfeat.train.cache import FeatureCache, entry_bytes  # noqa: E402
 
 MB = 1e6
@@ -108,16 +109,7 @@ def int8_effect(pairs: int, steps: int, tmp: Path) -> dict:
         data = CachedPairDataset(items, cache)
         batches = [collate_cached_pairs([data[j] for j in range(i, min(i + 4, len(items)))])
                    for i in range(0, len(items), 4)]
-        module.aggregation.load_state_dict(start)
-        opt = torch.optim.AdamW(module.aggregation.parameters(), lr=float(cfg.train.lr))
-        losses = []
-        for step in range(steps):
-            loss, _, _ = module._loss(batches[step % len(batches)])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
-        curves[dtype] = losses
+        curves[dtype] = loss_curve(module, batches, steps, float(cfg.train.lr), start)
         error[dtype] = [float((cache.get(native[k]).float() - caches["float32"].get(native[k])).abs().max())
                         for k in keys]  # largest error of any value, per image
     ref = curves["float32"]

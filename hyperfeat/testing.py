@@ -121,3 +121,20 @@ def random_sd15_backbone(device: str | torch.device = "cpu", dtype: torch.dtype 
     finally:
         torch.random.set_rng_state(rng_state)
     return assemble_backbone(unet, vae, text_encoder, tokenizer, "random-sd15", torch.device(device), dtype)
+
+
+def loss_curve(module, batches: Sequence[dict], steps: int, lr: float, start_state: Optional[dict] = None) -> list[float]:
+    """Losses of ``steps`` plain AdamW steps of ``module.aggregation`` (a HyperfeatModule's
+    network) over ``batches`` in turn, from ``start_state`` when given: a loss curve measured
+    outside Lightning, to compare two feature sources on the same start."""
+    if start_state is not None:
+        module.aggregation.load_state_dict(start_state)
+    optimizer = torch.optim.AdamW(module.aggregation.parameters(), lr=lr)
+    losses = []
+    for step in range(steps):
+        loss, _, _ = module._loss(batches[step % len(batches)])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    return losses

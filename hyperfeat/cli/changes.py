@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Optional, Sequence
 
-from hyperfeat.cli.common import command, one_source, parse_queries
+from hyperfeat.cli.common import CHECKPOINT_HELP, add_video_args, command, parse_queries, video_source
 from hyperfeat.errors import HyperfeatError
 from hyperfeat.io import PathLike, atomic_write
 
@@ -113,20 +113,19 @@ def run_changes_command(
 
 
 def _changes_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("inputs", nargs="+", metavar="VIDEO", help="a video file or a folder of frames, then key=value overrides")
-    p.add_argument("--checkpoint", default=None, help="aggregation checkpoint (.ckpt); needed by --describer hyperfeatures")
+    add_video_args(p, fps_of="overlay video", checkpoint_required=False,
+                   checkpoint_help="trained weights, needed by --describer hyperfeatures: " + CHECKPOINT_HELP)
     p.add_argument("--describer", default="hyperfeatures", choices=DESCRIBERS,
                    help="hyperfeatures (a checkpoint) or local-stats (local colour/texture statistics, no model)")
     p.add_argument("--grid", type=int, default=None, help="an N × N grid of points on frame 0 (with --mask: its density)")
     p.add_argument("--points", default=None, help='queries "t,x,y;t,x,y" in pixels of the original frames')
     p.add_argument("--mask", default=None, help="PNG mask of frame 0: object points inside, background references outside")
     p.add_argument("--out", default="changes", help="output folder")
-    p.add_argument("--fps", type=float, default=10.0, help="frames per second of the overlay video")
 
 
 @command("changes", "find changes of state of tracked points (drift plot, timeline, overlay video, events)", _changes_args)
 def run_changes(args: argparse.Namespace) -> int:
-    video, overrides = one_source(args.inputs, args.late_overrides, "video (file or folder of frames)")
+    video, overrides = video_source(args)
     result = run_changes_command(video, args.out, checkpoint=args.checkpoint, describer=args.describer,
                                  grid=args.grid, points_text=args.points, mask_path=args.mask,
                                  overrides=overrides, fps=args.fps)

@@ -44,6 +44,22 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
                         help="a YAML file merged over the defaults (before key=value overrides)")
 
 
+def add_video_args(parser: argparse.ArgumentParser, *, fps_of: str, checkpoint_help: str = CHECKPOINT_HELP,
+                   checkpoint_required: bool = True) -> None:
+    """The arguments every video command (track, propagate, changes) takes: the video then
+    key=value overrides, the weights, --fps of what it writes, --config."""
+    parser.add_argument("inputs", nargs="+", metavar="VIDEO", help="a video file or a folder of frames, then key=value overrides")
+    parser.add_argument("--checkpoint", required=checkpoint_required, default=None, help=checkpoint_help)
+    parser.add_argument("--fps", type=float, default=10.0, help=f"frames per second of the {fps_of}")
+    add_config_args(parser)
+
+
+def video_source(args: argparse.Namespace) -> tuple[str, list[str]]:
+    """A video command's one video path and its overrides (``--config FILE`` first, then key=value)."""
+    video, overrides = one_source(args.inputs, args.late_overrides, "video (file or folder of frames)")
+    return video, with_config_file(args.config, overrides)
+
+
 def with_config_file(config_file, overrides: Sequence[str]) -> list[str]:
     """For commands whose config comes from a checkpoint: ``--config FILE`` as overrides, then ``overrides``."""
     from hyperfeat.config import config_file_overrides

@@ -6,13 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
-from hyperfeat.cli.common import (
-    CHECKPOINT_HELP,
-    add_config_args,
-    command,
-    one_source,
-    with_config_file,
-)
+from hyperfeat.cli.common import add_video_args, command, video_source
 from hyperfeat.io import PathLike
 from hyperfeat.video.frames import load_frames, precheck_source
 from hyperfeat.video.run import propagate
@@ -61,19 +55,14 @@ def run_propagate_command(
 
 
 def _propagate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("inputs", nargs="+", metavar="FRAMES", help="a folder of frames or a video file, then key=value overrides")
-    p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
+    add_video_args(p, fps_of="overlay video")
     p.add_argument("--mask", required=True, help="first-frame mask PNG of object ids (DAVIS palette), the frames' size")
     p.add_argument("--out", required=True, help="output folder: one palette PNG per frame and overlay.mp4")
-    p.add_argument("--fps", type=float, default=10.0, help="frames per second of the written video")
-    add_config_args(p)
 
 
 @command("propagate", "propagate a first-frame object mask through a video", _propagate_args)
 def run_propagate(args: argparse.Namespace) -> int:
-
-    frames, overrides = one_source(args.inputs, args.late_overrides, "video (folder of frames or file)")
-    overrides = with_config_file(args.config, overrides)
+    frames, overrides = video_source(args)
     result = run_propagate_command(args.checkpoint, frames, args.mask, args.out, overrides=overrides, fps=args.fps)
     print(f"wrote {len(result['masks'])} masks to {args.out} and {result['overlay']}")
     return 0

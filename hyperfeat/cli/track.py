@@ -6,14 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
-from hyperfeat.cli.common import (
-    CHECKPOINT_HELP,
-    add_config_args,
-    command,
-    one_source,
-    parse_queries,
-    with_config_file,
-)
+from hyperfeat.cli.common import add_video_args, command, parse_queries, video_source
 from hyperfeat.errors import HyperfeatError
 from hyperfeat.io import PathLike
 
@@ -123,8 +116,7 @@ def run_track_command(
 
 
 def _track_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("inputs", nargs="+", metavar="VIDEO", help="a video file or a folder of frames, then key=value overrides")
-    p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
+    add_video_args(p, fps_of="picture video")
     p.add_argument("--points", default=None,
                    help='queries "t,x,y;t,x,y": frame index t, (x, y) pixels of the original frames')
     p.add_argument("--grid", type=int, default=None, help="track an N×N grid of points (inside --mask when given)")
@@ -134,16 +126,12 @@ def _track_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="tracks.mp4", help="picture video (.mp4 or .gif); tracks also go to <out>.json")
     p.add_argument("--export", action="append", default=[], help="also write the tracks to this .json, .csv or .npz")
     p.add_argument("--full-resolution", action="store_true", help="draw on the frames at their source resolution")
-    p.add_argument("--fps", type=float, default=10.0, help="frames per second of the written video")
     p.add_argument("--tail-length", type=int, default=10, help="frames of fading tail behind each point")
-    add_config_args(p)
 
 
 @command("track", "track points through a video and draw them (dot: visible, cross: occluded)", _track_args)
 def run_track(args: argparse.Namespace) -> int:
-
-    video, overrides = one_source(args.inputs, args.late_overrides, "video (file or folder of frames)")
-    overrides = with_config_file(args.config, overrides)
+    video, overrides = video_source(args)
     result = run_track_command(args.checkpoint, video, args.points, args.out, overrides=overrides,
                                fps=args.fps, tail_length=args.tail_length, grid=args.grid, mask=args.mask,
                                grid_frame=args.grid_frame, num_points=args.num_points, exports=args.export,

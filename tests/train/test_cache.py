@@ -10,6 +10,7 @@ import torch
 from hyperfeat.config import load_config
 from hyperfeat.errors import ConfigError
 from hyperfeat.model.features import FeatureExtractor
+from hyperfeat.testing import loss_curve
 from hyperfeat.train.cache import (
     CachedPairDataset,
     CacheMissError,
@@ -301,20 +302,6 @@ def test_module_gives_the_same_descriptors_from_the_cache(tmp_path, tiny_cfg, ti
         torch.testing.assert_close(a, b, rtol=2e-2, atol=2e-2)
 
 
-def _loss_curve(module, batches, start_state, steps: int = 3) -> list[float]:
-    """AdamW steps of the aggregation network from ``start_state`` over ``batches`` (cycled)."""
-    module.aggregation.load_state_dict(start_state)
-    opt = torch.optim.AdamW(module.aggregation.parameters(), lr=1e-2)
-    losses = []
-    for step in range(steps):
-        loss, _, _ = module._loss(batches[step % len(batches)])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-    return losses
-
-
 def test_cached_training_gives_the_loss_curve_of_the_resized_cache(tmp_path, tiny_cfg, tiny_backbone):
     """Training on the native cache follows the curve of the former cache, which stored
     ``extractor.run`` (maps resized at extraction) at the cache dtype: the same at float32,
@@ -343,6 +330,6 @@ def test_cached_training_gives_the_loss_curve_of_the_resized_cache(tmp_path, tin
         for a, b in zip(native, former(dtype)):
             if name == "float32":
                 assert torch.equal(a["source_raw"], b["source_raw"]) and torch.equal(a["target_raw"], b["target_raw"])
-        now, before = _loss_curve(module, native[:1], start), _loss_curve(module, former(dtype)[:1], start)
+        now, before = (loss_curve(module, native[:1], 3, 1e-2, start), loss_curve(module, former(dtype)[:1], 3, 1e-2, start))
         assert now[-1] < now[0], now  # it learns
         assert now == pytest.approx(before, rel=tol, abs=tol), (name, now, before)

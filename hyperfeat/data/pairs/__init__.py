@@ -31,7 +31,7 @@ warning (false, the default).
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from omegaconf import OmegaConf
 
@@ -40,6 +40,7 @@ from hyperfeat.data.pairs.base import (
     DataWarning,
     PairDataset,
     PairRecord,
+    RecordOptions,
     RecordPairDataset,
     collate_pairs,
 )
@@ -49,7 +50,6 @@ from hyperfeat.data.pairs.spair import SPairDataset
 from hyperfeat.data.pairs.synthetic import SyntheticPairs
 from hyperfeat.errors import ConfigError
 
-DATASET_NAMES = ("spair", "cub", "pf_willow", "synthetic")
 
 
 ROLES = ("train", "val", "test")
@@ -64,6 +64,7 @@ __all__ = [
     "PFWillowPairs",
     "PairDataset",
     "PairRecord",
+    "RecordOptions",
     "RecordPairDataset",
     "SPairDataset",
     "SyntheticPairs",
@@ -101,30 +102,44 @@ def build_pair_dataset(data_cfg: Any, split: str, load_size: int) -> PairDataset
         )
     if root is None and not (name == "synthetic" and _get(data_cfg, "images")):
         raise ConfigError(f"data.root is null for data set {name!r}; expected the data set's folder")
-    common = dict(max_pairs=_get(data_cfg, "max_pairs"), max_points=_get(data_cfg, "max_points"))
-    sampled = dict(common, sample_seed=int(_get(data_cfg, "sample_seed", 0) or 0))
-    strict = bool(_get(data_cfg, "strict", False))
-    if name == "spair":
-        return SPairDataset(
-            root, str(which), load_size,
-            format=_get(data_cfg, "format", "dhf"), image_dir=_get(data_cfg, "image_dir"),
-            layout=_get(data_cfg, "layout") or "large", strict=strict, **sampled,
-        )
-    if name == "cub":
-        return CUBPairs(
-            root, load_size, str(which),
-            num_pairs=_get(data_cfg, "num_pairs", 1000), seed=int(_get(data_cfg, "seed", 0)),
-            min_common_parts=int(_get(data_cfg, "min_common_parts", 1)), strict=strict, **sampled,
-        )
-    if name == "pf_willow":
-        return PFWillowPairs(root, load_size, str(which), strict=strict, **sampled)
-    options = {
-        key: _get(data_cfg, key)
-        for key in (
-            "seed", "val_fraction", "pairs_per_image", "num_points", "point_mode", "rotation",
-            "scale", "translation", "perspective", "brightness", "contrast", "color",
-            "generated_images", "generated_size",
-        )
-        if _get(data_cfg, key) is not None
-    }
-    return SyntheticPairs(_get(data_cfg, "images") or root, load_size, str(which), **options, **common)
+    return PAIR_DATASETS[name](data_cfg, str(which), load_size)
+
+
+def _record_options(data_cfg: Any) -> dict[str, Any]:
+    """The :class:`RecordOptions` keys of the block (SPair, CUB, PF-WILLOW)."""
+    return dict(max_pairs=_get(data_cfg, "max_pairs"), max_points=_get(data_cfg, "max_points"),
+                sample_seed=int(_get(data_cfg, "sample_seed", 0) or 0), strict=bool(_get(data_cfg, "strict", False)))
+
+
+def _spair(data_cfg: Any, which: str, load_size: int) -> PairDataset:
+    return SPairDataset(_get(data_cfg, "root"), which, load_size, format=_get(data_cfg, "format", "dhf"),
+                        image_dir=_get(data_cfg, "image_dir"), layout=_get(data_cfg, "layout") or "large",
+                        **_record_options(data_cfg))
+
+
+def _cub(data_cfg: Any, which: str, load_size: int) -> PairDataset:
+    return CUBPairs(_get(data_cfg, "root"), load_size, which, num_pairs=_get(data_cfg, "num_pairs", 1000),
+                    seed=int(_get(data_cfg, "seed", 0)), min_common_parts=int(_get(data_cfg, "min_common_parts", 1)),
+                    **_record_options(data_cfg))
+
+
+def _pf_willow(data_cfg: Any, which: str, load_size: int) -> PairDataset:
+    return PFWillowPairs(_get(data_cfg, "root"), load_size, which, **_record_options(data_cfg))
+
+
+SYNTHETIC_KEYS = (
+    "seed", "val_fraction", "pairs_per_image", "num_points", "point_mode", "rotation", "scale", "translation",
+    "perspective", "brightness", "contrast", "color", "generated_images", "generated_size", "max_pairs", "max_points",
+)
+
+
+def _synthetic(data_cfg: Any, which: str, load_size: int) -> PairDataset:
+    options = {key: _get(data_cfg, key) for key in SYNTHETIC_KEYS if _get(data_cfg, key) is not None}
+    return SyntheticPairs(_get(data_cfg, "images") or _get(data_cfg, "root"), load_size, which, **options)
+
+
+# data.name → the builder of that data set from the ``data`` block, one role's split and load_size
+PAIR_DATASETS: dict[str, Callable[[Any, str, int], PairDataset]] = {
+    "spair": _spair, "cub": _cub, "pf_willow": _pf_willow, "synthetic": _synthetic,
+}
+DATASET_NAMES = tuple(PAIR_DATASETS)

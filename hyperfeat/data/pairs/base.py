@@ -322,12 +322,33 @@ class PairDataset(Dataset):
 
 
 
-class RecordPairDataset(PairDataset):
-    """A pair data set backed by validated :class:`PairRecord` s (SPair, CUB, PF-WILLOW)."""
+@dataclass(frozen=True)
+class RecordOptions:
+    """The keys every annotated pair data set (SPair, CUB, PF-WILLOW) takes beside its own:
+    ``max_pairs`` (cap per split, sampled across categories with ``sample_seed``; None: all),
+    ``max_points`` (pad/truncate each item to this many points), ``strict`` (a point outside its
+    image is a DataError instead of a warning)."""
 
-    def __init__(self, records: Sequence[PairRecord], load_size: int, max_points: Optional[int] = None) -> None:
-        super().__init__(load_size, max_points)
-        self.records = list(records)
+    max_pairs: Optional[int] = None
+    sample_seed: int = 0
+    max_points: Optional[int] = None
+    strict: bool = False
+
+
+class RecordPairDataset(PairDataset):
+    """A pair data set backed by validated :class:`PairRecord` s (SPair, CUB, PF-WILLOW).
+
+    A subclass reads its annotations into records and hands them here with its name, split and
+    root; ``options`` are the :class:`RecordOptions` keys. The records then go through
+    :func:`finalize_records` (missing images, the ``max_pairs`` sample, points outside).
+    """
+
+    def __init__(self, records: Sequence[PairRecord], load_size: int, *, dataset: str, split: str, root: PathLike,
+                 **options: Any) -> None:
+        opts = RecordOptions(**options)
+        super().__init__(load_size, opts.max_points)
+        self.records = finalize_records(records, dataset=dataset, split=split, root=root, strict=opts.strict,
+                                        max_pairs=opts.max_pairs, sample_seed=opts.sample_seed)
 
     def __len__(self) -> int:
         return len(self.records)

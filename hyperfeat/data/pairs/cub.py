@@ -16,13 +16,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
 from hyperfeat.data.pairs.base import (
     RecordPairDataset,
-    finalize_records,
     make_record,
     warn_missing_images,
 )
@@ -146,11 +145,9 @@ class CUBPairs(RecordPairDataset):
         num_pairs: Optional[int] = 1000,
         seed: int = 0,
         min_common_parts: int = 1,
-        max_pairs: Optional[int] = None,
-        sample_seed: int = 0,
-        max_points: Optional[int] = None,
-        strict: bool = False,
+        **options: Any,
     ) -> None:
+        """``options``: :class:`~hyperfeat.data.pairs.base.RecordOptions` keys."""
         if split not in SPLITS:
             raise DataError(f"CUB split must be one of {', '.join(SPLITS)}; got {split!r} (root {root})")
         tables = read_cub(root)
@@ -187,8 +184,4 @@ class CUBPairs(RecordPairDataset):
                 f"CUB-200-2011 split {split!r} under {tables.folder}: no intra-class pair of its {len(ids)} images "
                 f"shares at least min_common_parts={min_common_parts} visible parts"
             )
-        records = finalize_records(
-            records, dataset="CUB-200-2011", split=split, root=tables.folder, strict=strict, max_pairs=max_pairs,
-            sample_seed=sample_seed
-        )
-        super().__init__(records, load_size, max_points)
+        super().__init__(records, load_size, dataset="CUB-200-2011", split=split, root=tables.folder, **options)

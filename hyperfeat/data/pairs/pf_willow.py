@@ -13,12 +13,12 @@ usual bbox threshold computed from ``target_bbox`` gives exactly that protocol.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any
 
 import numpy as np
 
 from hyperfeat.data.mat import read_mat_field
-from hyperfeat.data.pairs.base import RecordPairDataset, finalize_records, make_record
+from hyperfeat.data.pairs.base import RecordPairDataset, make_record
 from hyperfeat.errors import DataError
 from hyperfeat.io import PathLike
 
@@ -68,12 +68,9 @@ class PFWillowPairs(RecordPairDataset):
         root: PathLike,
         load_size: int,
         split: str = "test",
-        *,
-        max_pairs: Optional[int] = None,
-        sample_seed: int = 0,
-        max_points: Optional[int] = None,
-        strict: bool = False,
+        **options: Any,
     ) -> None:
+        """``options``: :class:`~hyperfeat.data.pairs.base.RecordOptions` keys."""
         if split not in SPLITS:
             raise DataError(f"PF-WILLOW split must be one of {', '.join(SPLITS)}; got {split!r} (root {root})")
         folder = willow_folder(root)
@@ -96,6 +93,4 @@ class PFWillowPairs(RecordPairDataset):
                             where=f"{class_dir / src}.mat / {trg}.mat", target_bbox=keypoint_box(points[trg]),
                         )
                     )
-        records = finalize_records(records, dataset="PF-WILLOW", split=split, root=folder, strict=strict, max_pairs=max_pairs,
-            sample_seed=sample_seed)
-        super().__init__(records, load_size, max_points)
+        super().__init__(records, load_size, dataset="PF-WILLOW", split=split, root=folder, **options)

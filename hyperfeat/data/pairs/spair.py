@@ -28,7 +28,6 @@ from typing import Any, Optional
 from hyperfeat.data.pairs.base import (
     PairRecord,
     RecordPairDataset,
-    finalize_records,
     make_record,
 )
 from hyperfeat.errors import DataError
@@ -143,11 +142,9 @@ class SPairDataset(RecordPairDataset):
         format: str = "dhf",
         image_dir: Optional[str] = None,
         layout: str = "large",
-        max_pairs: Optional[int] = None,
-        sample_seed: int = 0,
-        max_points: Optional[int] = None,
-        strict: bool = False,
+        **options: Any,
     ) -> None:
+        """``options``: :class:`~hyperfeat.data.pairs.base.RecordOptions` keys."""
         root = Path(root)
         if not root.is_dir():
             raise DataError(f"SPair root folder not found: {root}")
@@ -158,11 +155,7 @@ class SPairDataset(RecordPairDataset):
             records = read_native_pairs(root, str(split), layout, image_dir or "JPEGImages")
         else:
             raise DataError(f"SPair format must be dhf or native; got {format!r}")
-        records = finalize_records(
-            records, dataset="SPair-71k", split=str(split), root=root, strict=strict, max_pairs=max_pairs,
-            sample_seed=sample_seed
-        )
-        super().__init__(records, load_size, max_points)
+        super().__init__(records, load_size, dataset="SPair-71k", split=str(split), root=root, **options)
 
 
 

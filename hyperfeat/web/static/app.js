@@ -4,6 +4,15 @@
 
 const $ = (id) => document.getElementById(id);
 
+// Every panel's outcome area, built once: <name>-progress with <name>-stage, <name>-message
+// (errors, one line), <name>-result (links and numbers).
+document.querySelectorAll("[data-outcome]").forEach((box) => {
+  const name = box.dataset.outcome;
+  box.innerHTML = `<div class="status"><progress id="${name}-progress" max="1" value="0" hidden></progress> ` +
+    `<span id="${name}-stage"></span></div><div id="${name}-message" class="message" role="alert"></div>` +
+    `<div id="${name}-result" class="result"></div>`;
+});
+
 // ---------------------------------------------------------------- tabs
 document.querySelectorAll(".tab").forEach((button) => {
   button.addEventListener("click", () => {
