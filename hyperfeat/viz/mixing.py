@@ -4,11 +4,13 @@ timesteps ordered from noisy to clean, the largest cell outlined.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
@@ -18,6 +20,8 @@ from hyperfeat.viz.common import ArrayLike, save_figure, to_numpy
 
 ANNOTATE_MAX_CELLS = 15  # annotate heat-map cells with percentages up to this many per side
 
+
+PANEL_MIN_WIDTH = 3.9  # inches: room for a panel's two-line title
 
 MAX_CELL_GID = "max_cell"  # gid of the rectangle outlining the largest mixing weight
 
@@ -82,6 +86,52 @@ def outline_max_cell(ax, grid: np.ndarray) -> tuple[int, int]:
 
 
 
+@dataclass
+class MixingPanel:
+    """One checkpoint's mixing weights (S, L) with what labels them (see :func:`plot_mixing_weights`)."""
+
+    weights: ArrayLike
+    timestep_labels: Sequence[int]
+    layer_names: Sequence[str]
+    title: Optional[str] = None
+    channels: Optional[Sequence[int]] = None
+    timestep_values: Optional[Sequence[int]] = None
+
+    def grid(self) -> tuple[np.ndarray, np.ndarray]:
+        """(L, S) percent with columns noisy → clean, and that column order of the labels."""
+        w = to_numpy(self.weights)  # (S, L)
+        check_weights(w, self.timestep_labels, self.layer_names)
+        if self.timestep_values is not None and len(self.timestep_values) != len(self.timestep_labels):
+            raise HyperfeatError(f"got {len(self.timestep_values)} timestep values for {len(self.timestep_labels)} labels")
+        order = noisy_to_clean_order(self.timestep_labels)
+        return 100.0 * w[order].T, order
+
+
+def draw_mixing(ax, panel: MixingPanel, norm, cmap, *, layer_labels: bool = True, step_label: bool = True):
+    """Draw ``panel`` into ``ax`` on the colour scale ``norm``; returns the image."""
+    grid, order = panel.grid()  # (L, S)
+    n_layers, n_steps = grid.shape
+    image = ax.imshow(grid, cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")
+    ax.set_xticks(range(n_steps), labels=step_tick_labels(panel.timestep_labels, panel.timestep_values, order))
+    ax.set_yticks(range(n_layers), labels=layer_tick_labels(panel.layer_names, panel.channels) if layer_labels else [])
+    ax.tick_params(labelsize=8)
+    if step_label:
+        ax.set_xlabel(step_axis_label(panel))
+    if layer_labels:
+        ax.set_ylabel("decoder layer" + (" (channels)" if panel.channels is not None else ""))
+    if max(grid.shape) <= ANNOTATE_MAX_CELLS:
+        annotate_cells(ax, grid, image.norm, cmap)
+    row, col = outline_max_cell(ax, grid)
+    summary = (f"max {grid.max():.1f}% (red: {panel.layer_names[row]}, label {panel.timestep_labels[order[col]]})\n"
+               f"uniform {100 / grid.size:.1f}%")
+    ax.set_title(f"{panel.title or 'Mixing weights'}\n{summary}", fontsize=9)
+    return image
+
+
+def step_axis_label(panel: MixingPanel) -> str:
+    return "timestep label" + (" and t" if panel.timestep_values is not None else "") + " (noisiest → cleanest)"
+
+
 def plot_mixing_weights(
     weights: ArrayLike,
     timestep_labels: Sequence[int],
@@ -101,32 +151,46 @@ def plot_mixing_weights(
     or "Mixing weights") is followed by the largest weight, where it is, and the uniform weight.
     Writes the figure to ``out_path`` (PNG by suffix) when given.
     """
-    w = to_numpy(weights)  # (S, L)
-    check_weights(w, timestep_labels, layer_names)
-    if timestep_values is not None and len(timestep_values) != len(timestep_labels):
-        raise HyperfeatError(f"got {len(timestep_values)} timestep values for {len(timestep_labels)} labels")
-    order = noisy_to_clean_order(timestep_labels)
-    grid = 100.0 * w[order].T  # (L, S) percent, columns noisy → clean
-    n_layers, n_steps = grid.shape
-    cell = 0.55 if max(grid.shape) <= ANNOTATE_MAX_CELLS else 0.3
-    fig = Figure(figsize=(4.2 + cell * n_steps, 1.9 + cell * n_layers), dpi=100, layout="constrained")
+    panel = MixingPanel(weights, timestep_labels, layer_names, title, channels, timestep_values)
+    return plot_mixing_comparison([panel], out_path)
+
+
+def plot_mixing_comparison(panels: Sequence[MixingPanel], out_path: Optional[PathLike] = None) -> Figure:
+    """Several checkpoints' heat maps side by side on ONE colour scale (e.g. semantic vs
+    temporal training), each as :func:`plot_mixing_weights` draws it. Two panels of the same
+    layers and timesteps get a third: their difference (second − first, percentage points,
+    red where the second puts more weight)."""
+    if not panels:
+        raise HyperfeatError("plot_mixing_comparison needs at least one set of mixing weights")
+    grids = [panel.grid()[0] for panel in panels]  # each (L, S)
+    same_plan = len(panels) == 2 and grids[0].shape == grids[1].shape and \
+        list(panels[0].timestep_labels) == list(panels[1].timestep_labels) and \
+        list(panels[0].layer_names) == list(panels[1].layer_names)
+    n_layers = max(g.shape[0] for g in grids)
+    cell = 0.55 if max(max(g.shape) for g in grids) <= ANNOTATE_MAX_CELLS else 0.3
+    widths = [max(PANEL_MIN_WIDTH, 1.2 + cell * g.shape[1]) for g in grids]
+    widths += [widths[0]] if same_plan else []
+    fig = Figure(figsize=(3.0 + sum(widths), 1.9 + cell * n_layers), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    axes = fig.subplots(1, len(widths), squeeze=False, width_ratios=widths)[0]
     cmap = colormaps["viridis"]
-    image = ax.imshow(grid, cmap=cmap, aspect="auto", interpolation="nearest")
-    ax.set_xticks(range(n_steps), labels=step_tick_labels(timestep_labels, timestep_values, order))
-    ylabels = layer_tick_labels(layer_names, channels)
-    ax.set_yticks(range(n_layers), labels=ylabels)
-    ax.tick_params(labelsize=8)
-    ax.set_xlabel("timestep label" + (" and t" if timestep_values is not None else "") + " (noisiest → cleanest)")
-    ax.set_ylabel("decoder layer" + (" (channels)" if channels is not None else ""))
-    if max(grid.shape) <= ANNOTATE_MAX_CELLS:
-        annotate_cells(ax, grid, image.norm, cmap)
-    row, col = outline_max_cell(ax, grid)
-    fig.colorbar(image, ax=ax, label="mixing weight (%)", shrink=0.9, aspect=30)
-    summary = (f"max {grid.max():.1f}% (red: {layer_names[row]}, label {timestep_labels[order[col]]}), "
-               f"uniform {100 / grid.size:.1f}%")
-    ax.set_title(f"{title or 'Mixing weights'}\n{summary}", fontsize=9)
+    norm = Normalize(vmin=min(float(g.min()) for g in grids), vmax=max(float(g.max()) for g in grids))
+    for i, (ax, panel) in enumerate(zip(axes, panels)):
+        image = draw_mixing(ax, panel, norm, cmap, layer_labels=i == 0, step_label=len(widths) == 1)
+    if len(widths) > 1:
+        fig.supxlabel(step_axis_label(panels[0]), fontsize=10)
+    fig.colorbar(image, ax=list(axes[: len(panels)]), label="mixing weight (%)", shrink=0.9, aspect=30)
+    if same_plan:
+        ax, diff = axes[-1], grids[1] - grids[0]  # (L, S)
+        bound = max(float(np.abs(diff).max()), 1e-6)
+        shown = ax.imshow(diff, cmap=colormaps["RdBu_r"], norm=Normalize(-bound, bound), aspect="auto",
+                          interpolation="nearest")
+        ax.set_xticks(range(diff.shape[1]), labels=[t.get_text() for t in axes[1].get_xticklabels()])
+        ax.set_yticks(range(diff.shape[0]), labels=[])
+        ax.tick_params(labelsize=8)
+        ax.set_title(f"difference: right − left\nlargest change {diff.flat[np.abs(diff).argmax()]:+.1f} points",
+                     fontsize=9)
+        fig.colorbar(shown, ax=ax, label="percentage points", shrink=0.9, aspect=30)
     save_figure(fig, out_path)
     return fig
 

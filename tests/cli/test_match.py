@@ -40,3 +40,15 @@ def test_match_and_plot_mixing_commands_write_pngs(ckpt, pair, tmp_path, capsys)
     assert heat.read_bytes()[:8] == PNG
     with Image.open(heat) as img:
         assert img.width >= 300 and img.height >= 300
+
+
+def test_plot_mixing_draws_two_checkpoints_side_by_side(ckpt, make_tiny_checkpoint, tmp_path, capsys):
+    other = make_tiny_checkpoint(seed=1, randomise_mixing=True)
+    both = tmp_path / "both.png"
+    assert main(["plot-mixing", str(ckpt), str(other), "--out", str(both)]) == 0
+    alone = tmp_path / "alone.png"
+    assert main(["plot-mixing", str(ckpt), "--out", str(alone)]) == 0
+    with Image.open(both) as two, Image.open(alone) as one:
+        assert two.width > 2 * one.width  # two heat maps and their difference
+    assert main(["plot-mixing", *[str(ckpt)] * 5, "--out", str(tmp_path / "many.png")]) == 2
+    assert "at most 4 checkpoints" in capsys.readouterr().err and not (tmp_path / "many.png").exists()

@@ -12,7 +12,7 @@ from hyperfeat.io import write_video
 from hyperfeat.viz.common import distinct_colours, figure_to_array
 from hyperfeat.viz.correspondences import draw_correspondences
 from hyperfeat.viz.masks import davis_palette, overlay_masks, palette_mask
-from hyperfeat.viz.mixing import MAX_CELL_GID, plot_mixing_weights
+from hyperfeat.viz.mixing import MAX_CELL_GID, MixingPanel, plot_mixing_comparison, plot_mixing_weights
 from hyperfeat.viz.tracks import draw_tracks, marker_radius
 from tests.helpers import data_dir
 
@@ -83,6 +83,32 @@ def test_heat_map_large_grid_not_annotated():
 def test_heat_map_shape_mismatch():
     with pytest.raises(ValueError, match=r"\(11, 12\)"):
         plot_mixing_weights(torch.ones(12, 11) / 132, LABELS, LAYERS)
+
+
+def test_two_checkpoints_side_by_side_share_one_scale_and_show_their_difference():
+    first, second = peaked_weights(0, 0), peaked_weights(10, 4)
+    fig = plot_mixing_comparison([MixingPanel(first, LABELS, LAYERS, "semantic"),
+                                  MixingPanel(second, LABELS, LAYERS, "temporal")])
+    heat_axes = [ax for ax in fig.axes if ax.images and ax.get_title()]
+    assert [ax.get_title().split("\n")[0] for ax in heat_axes] == ["semantic", "temporal", "difference: right − left"]
+    left, right, diff = (ax.images[0] for ax in heat_axes)
+    assert (left.norm.vmin, left.norm.vmax) == (right.norm.vmin, right.norm.vmax)  # one colour scale
+    assert right.norm.vmax == pytest.approx(100 * float(max(first.max(), second.max())))
+    order = np.argsort(LABELS)  # columns noisy → clean
+    expected = 100 * (second.numpy()[order] - first.numpy()[order]).T  # (L, S)
+    np.testing.assert_allclose(np.asarray(diff.get_array()), expected, atol=1e-5)
+    columns = [sorted(LABELS).index(LABELS[s]) for s in (0, 10)]  # each panel outlines its own largest cell
+    outlined = [[p for p in ax.patches if p.get_gid() == MAX_CELL_GID][0].get_xy() for ax in heat_axes[:2]]
+    assert outlined == [(columns[0] - 0.5, -0.5), (columns[1] - 0.5, 3.5)]
+
+
+def test_checkpoints_of_other_plans_side_by_side_without_difference():
+    fig = plot_mixing_comparison([MixingPanel(peaked_weights(0, 0), LABELS, LAYERS),
+                                  MixingPanel(np.full((2, 3), 1 / 6), [1, 0], LAYERS[:3])])
+    assert sum(1 for ax in fig.axes if ax.get_title().startswith("difference")) == 0
+    assert sum(1 for ax in fig.axes if ax.images and ax.get_title()) == 2
+    with pytest.raises(ValueError, match="at least one"):
+        plot_mixing_comparison([])
 
 
 def test_figure_to_array():
