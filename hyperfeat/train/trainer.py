@@ -295,7 +295,12 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = (), backbone: Any = N
             if not trainer.interrupted and (policy.signum is None or policy.saved_step != trainer.global_step):
                 # make last.ckpt hold the final step, saved after fit: a rerun finds the run finished
                 trainer.save_checkpoint(str(last))
-        if policy.signum is not None:
+        finished = trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps
+        if policy.signum is not None and finished:  # the signal came during the last step: nothing is left to do
+            if trainer.is_global_zero:
+                print(f"{signal.Signals(policy.signum).name} came during the last step: the run finished; "
+                      f"{last} holds step {trainer.global_step}", file=sys.stderr)
+        elif policy.signum is not None:
             name = signal.Signals(policy.signum).name
             message = (f"stopped by {name} at step {trainer.global_step}; {last} holds that step: run the same "
                        f"command again to resume")
