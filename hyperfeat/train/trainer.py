@@ -48,6 +48,30 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return safe_torch_load(path, "checkpoint", CheckpointError)
 
 
+class FolderCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint that follows its folder: resumed from a checkpoint folder that was moved or
+    renamed, it restores the best score and paths rebased into the folder it now writes to (the
+    files moved with it), where Lightning keeps the old best path but drops its score."""
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved = state_dict.get("dirpath")
+        if saved is None or self.dirpath is None or Path(saved) == Path(self.dirpath):
+            return super().load_state_dict(state_dict)
+
+        def here(path: Any) -> str:
+            moved = Path(self.dirpath) / Path(str(path)).name if path else None
+            return str(moved) if moved is not None and moved.is_file() else ""
+
+        best = here(state_dict.get("best_model_path"))
+        kept = {here(k): v for k, v in (state_dict.get("best_k_models") or {}).items() if here(k)}
+        super().load_state_dict({
+            **state_dict, "dirpath": self.dirpath, "best_model_path": best,
+            "best_model_score": state_dict.get("best_model_score") if best else None,
+            "kth_best_model_path": here(state_dict.get("kth_best_model_path")), "best_k_models": kept,
+            "last_model_path": here(state_dict.get("last_model_path")),
+        })
+
+
 def non_finite(tensors: dict[str, Any]) -> list[str]:
     """Names of the floating-point tensors of ``tensors`` that hold NaN or inf."""
     return [k for k, v in tensors.items()
@@ -200,7 +224,7 @@ def build_trainer(cfg: DictConfig, callbacks: Sequence[Callback] = (), resume: b
     ckpt_dir = Path(cfg.paths.checkpoint_dir)
     # no version counter: a fresh run (train.resume=false) overwrites last.ckpt instead of
     # writing last-v1.ckpt beside a stale last.ckpt
-    checkpoint = ModelCheckpoint(dirpath=str(ckpt_dir), filename="best-{step}", monitor=MONITOR, mode="max",
+    checkpoint = FolderCheckpoint(dirpath=str(ckpt_dir), filename="best-{step}", monitor=MONITOR, mode="max",
                                  save_last=True, save_top_k=1, auto_insert_metric_name=False,
                                  enable_version_counter=False)
     bar = [TQDMProgressBar(refresh_rate=1)] if overrides.get("enable_progress_bar", True) else []

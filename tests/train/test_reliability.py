@@ -116,6 +116,23 @@ def test_resumes_that_stop_at_an_epoch_end_keep_the_reference_batch_order(tmp_pa
     assert runs[0] + runs[1] + rest.seen == full.seen, "no batch repeated, skipped or reordered"
 
 
+def test_a_moved_checkpoint_folder_resumes_with_its_best_checkpoint(tmp_path, backbone, capsys):
+    import shutil
+
+    extra = ("train.val_every_n_steps=2", "train.checkpoint_every_n_steps=0")
+    train(small_cfg(tmp_path / "a", "train.max_steps=2", *extra), backbone=backbone, **QUIET)
+    shutil.move(tmp_path / "a" / "ckpt", tmp_path / "moved")
+    cfg = small_cfg(tmp_path / "b", "train.max_steps=3", *extra, f"paths.checkpoint_dir={tmp_path}/moved")
+    capsys.readouterr()
+    last = train(cfg, backbone=backbone, **QUIET)  # used to end in a TypeError after training
+    assert step_of(last) == 3  # no validation since the move: the best is still the moved step-2 file
+    out = capsys.readouterr().out
+    best = [line for line in out.splitlines() if line.startswith("best checkpoint: ")]
+    assert best and str(tmp_path / "moved") in best[0], out
+    path = best[0].split(": ", 1)[1].split(" (")[0]
+    assert os.path.isfile(path) and not (tmp_path / "a" / "ckpt").exists()
+
+
 def test_a_signal_during_the_last_step_reports_a_finished_run(tmp_path, backbone, capsys):
     cfg = small_cfg(tmp_path, "train.max_steps=3", "train.val_every_n_steps=100", "train.checkpoint_every_n_steps=0")
     last = train(cfg, callbacks=[SendSignal(at=2, signum=signal.SIGINT)], backbone=backbone, **QUIET)  # no raise
