@@ -258,7 +258,7 @@ def test_bad_inputs_raise_clear_errors(parts, checkpoint, tmp_path):
 
 def test_mask_ids_and_joints_outside_the_frame_fail_before_any_description(parts, checkpoint, tmp_path):
     from hyperfeat.cli.propagate import run_propagate_command
-    from hyperfeat.video.run import propagate, propagate_joints
+    from hyperfeat.video.run import propagate, propagate_joints, track
 
     hf = make_hf(parts)
     frames, masks = translated_sequence("india", steps=3)
@@ -277,6 +277,9 @@ def test_mask_ids_and_joints_outside_the_frame_fail_before_any_description(parts
         propagate(hf, frames, negative)
     with pytest.raises(DataError, match=r"points outside the 256×144 frame 0 .*\(1, \(5000\.0, 5000\.0\)\)"):
         propagate_joints(hf, frames, [[10.0, 10.0], [5000.0, 5000.0]])
+    wrong = torch.zeros(len(frames) + 1, 8, 4, 4)  # descriptors of another video
+    with pytest.raises(DataError, match=rf"descriptors of {len(frames) + 1} frames do not fit a video of {len(frames)} frames"):
+        track(hf, frames, [[0, 10.0, 10.0]], descriptors=wrong)
     assert not (tmp_path / "o").exists()
 
 
