@@ -80,14 +80,17 @@ def child(work: Path, max_steps: int, every: int, log: Path) -> int:
     return 0
 
 
-def read_log(log: Path) -> tuple[list[int], list[tuple[int, str]]]:
+def read_log(log: Path, runs: bool = False) -> tuple[list[int], list[tuple]]:
+    """The start step of every run and (step, fingerprint) of every step (with ``runs``: (run, step,
+    fingerprint), the run counted from 0)."""
     starts, steps = [], []
     for line in log.read_text().splitlines() if log.is_file() else []:
         parts = line.split()
         if parts[0] == "start":
             starts.append(int(parts[1]))
         elif parts[0] == "step" and len(parts) == 3:
-            steps.append((int(parts[1]), parts[2]))
+            row = (int(parts[1]), parts[2])
+            steps.append((len(starts) - 1, *row) if runs else row)
     return starts, steps
 
 
@@ -137,6 +140,8 @@ def main() -> int:
         work, log = tmp / "faulty", tmp / "faulty.log"
         plan = [("SIGKILL", "step"), ("SIGINT", "step"), ("SIGKILL", "write")]
         rows, failures = [], []
+        pending_tmp: list[Path] = []
+        cleaned = 0
         for k in range(args.kills):
             sig_name, moment = plan[k % len(plan)]
             seen_before = len(read_log(log)[1])
@@ -162,7 +167,12 @@ def main() -> int:
                 proc.send_signal(getattr(signal, sig_name))
                 break
             _, err = proc.communicate()
-            left_tmp = len(list((work / "ckpt").glob(".*.tmp"))) if (work / "ckpt").is_dir() else 0
+            survived = [p.name for p in pending_tmp if p.exists()]  # left by the previous kill: this run removes them
+            if survived:
+                failures.append(f"kill {k + 1}: the run did not remove the temporary files {survived} of the last kill")
+            cleaned += len(pending_tmp) - len(survived)
+            pending_tmp = list((work / "ckpt").glob(".*.tmp")) if (work / "ckpt").is_dir() else []
+            left_tmp = len(pending_tmp)
             state = check_last(work / "ckpt")
             row = {"kill": k + 1, "signal": sig_name, "moment": moment, "last_step_seen": killed_at,
                    "exit": proc.returncode, "during_write": during_write, "tmp_left": left_tmp, **state}
@@ -172,6 +182,10 @@ def main() -> int:
                 if state.get("exists") and state["step"] < killed_at - args.every:
                     failures.append(f"kill {k + 1}: last.ckpt at step {state['step']}, more than "
                                     f"{args.every} steps before {killed_at}")
+            elif proc.returncode == 0 and state.get("step") == args.steps:  # it came during the last step
+                row["note"] = "finished during the signal"
+                if "the run finished" not in err:
+                    failures.append(f"kill {k + 1}: SIGINT in the last step without saying the run finished")
             else:
                 if proc.returncode != 130 or "SIGINT received" not in err:
                     failures.append(f"kill {k + 1}: SIGINT exit {proc.returncode}, stderr {err[-300:]!r}")
@@ -191,14 +205,18 @@ def main() -> int:
             failures.append(f"final rerun exit {final.returncode}: {err[-300:]!r}")
         if starts[-1] != saved_before:
             failures.append(f"final rerun started at {starts[-1]}, last.ckpt held {saved_before}")
-        if list((work / "ckpt").glob(".*.tmp")):
+        after_final = len(list((work / "ckpt").glob(".*.tmp")))
+        if after_final:
             failures.append("a temporary file outlived the final run")
-        wrong = [(s, f) for s, f in steps if reference.get(s) != f]
+        cleaned += sum(not p.exists() for p in pending_tmp)
+        wrong = [(run, s, f, reference.get(s)) for run, s, f in read_log(log, runs=True)[1] if reference.get(s) != f]
         if wrong:
-            failures.append(f"{len(wrong)} steps saw another batch than the reference, e.g. {wrong[:3]}")
+            failures.append(f"{len(wrong)} steps saw another batch than the reference, e.g. (run, step, seen, "
+                            f"reference) {wrong[:4]}; runs started at {starts}")
         covered = sorted({s for s, _ in steps})
-        if covered != list(range(args.steps)):
-            failures.append(f"steps skipped: {sorted(set(range(args.steps)) - set(covered))}")
+        skipped = sorted(set(range(args.steps)) - set(covered))
+        if skipped:
+            failures.append(f"steps skipped: {skipped}")
         if check_last(work / "ckpt").get("step") != args.steps:
             failures.append("last.ckpt does not hold the final step")
         redone = len(steps) - len(covered)
@@ -211,7 +229,11 @@ def main() -> int:
         "finished_before_kill": sum(r.get("note") == "finished first" for r in rows),
         "reruns": len(starts) - 1,
         "steps_redone_after_sigkill": redone,
+        "steps_with_another_batch_than_the_reference": len(wrong),  # repeated, skipped or reordered data
+        "steps_never_trained": len(skipped),
         "temporary_files_left_by_kills": sum(r["tmp_left"] for r in rows),
+        "temporary_files_removed_by_reruns": cleaned,
+        "temporary_files_after_final_run": after_final,
         "corrupt_checkpoints": 0,  # check_last raises on one
         "failures": len(failures),
     }

@@ -20,7 +20,6 @@ import torch
 
 from hyperfeat.correspond.matching import is_mutual, match_points
 from hyperfeat.describe.hyperfeatures import HyperfeatureDescriber
-from hyperfeat.errors import HyperfeatError
 from hyperfeat.geometry import rescale_points
 from hyperfeat.images import ImageLike, load_image
 from hyperfeat.video import run as video_run
@@ -44,10 +43,10 @@ class Hyperfeatures(HyperfeatureDescriber):
                      temperature: Optional[float] = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Like :meth:`match`, also returning (N,) bool: whether each match is a mutual nearest neighbour."""
         src_img, tgt_img = load_image(source), load_image(target)
-        from hyperfeat.geometry import as_points
+        from hyperfeat.geometry import as_points, check_inside
 
         points = as_points(source_points, "source points")  # (N, 2); (N, 3), empty or NaN: one line
-        _check_points_inside(points, src_img.size)
+        check_inside(points, src_img.size, "source image")
         desc = self.describe([src_img, tgt_img])  # (2, D, R, R)
         frame = (self.load_size, self.load_size)
         in_load = rescale_points(points, src_img.size, frame)
@@ -120,9 +119,4 @@ class Hyperfeatures(HyperfeatureDescriber):
                              descriptors=descriptors, progress=progress)
 
 
-def _check_points_inside(points: torch.Tensor, size_wh: tuple[int, int]) -> None:
-    w, h = size_wh
-    outside = [(i, tuple(p)) for i, p in enumerate(points.tolist()) if not (0 <= p[0] <= w - 1 and 0 <= p[1] <= h - 1)]
-    if outside:
-        raise HyperfeatError(f"points outside the {w}×{h} source image (index, (x, y)): {outside[:5]}")
 

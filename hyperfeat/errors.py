@@ -25,6 +25,10 @@ class BackboneError(HyperfeatError):
     """A diffusion model that cannot be found or loaded."""
 
 
+class StorageError(HyperfeatError):
+    """A file that cannot be written: no space left on the device (or quota reached)."""
+
+
 class NumericsError(HyperfeatError):
     """NaN or inf in cached maps, a loss or weights: training stops before writing them."""
 

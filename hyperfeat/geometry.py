@@ -51,6 +51,18 @@ def as_points(points, name: str = "points") -> torch.Tensor:
     return _check_points(tensor.float(), name)
 
 
+def check_inside(points: torch.Tensor, size_wh: Sequence[int], where: str = "image") -> torch.Tensor:
+    """``points`` (N, 2) xy, unchanged, when every one lies on the (W, H) image (x in [-0.5, W - 0.5],
+    y in [-0.5, H - 0.5]); else a DataError listing the first ones outside (index, (x, y))."""
+    w, h = int(size_wh[0]), int(size_wh[1])
+    xy = points.reshape(-1, 2).tolist()
+    outside = [(i, (x, y)) for i, (x, y) in enumerate(xy) if not (-0.5 <= x <= w - 0.5 and -0.5 <= y <= h - 0.5)]
+    if outside:
+        raise DataError(f"points outside the {w}×{h} {where} (x in [-0.5, {w - 0.5:g}], y in [-0.5, {h - 0.5:g}]; "
+                        f"index, (x, y)): {outside[:5]}" + (f" … ({len(outside) - 5} more)" if len(outside) > 5 else ""))
+    return points
+
+
 def _check_size(size: Sequence[Union[int, float]], name: str) -> tuple[int, int]:
     if len(size) != 2 or any(int(s) != s or s < 1 for s in size):
         raise DataError(f"{name} must be two positive integers; got {tuple(size)!r}")

@@ -7,11 +7,13 @@ of images and frames with the suffixes the project reads (``IMAGE_SUFFIXES``, ``
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import pathlib
 import pickle
 import re
+import shutil
 import tempfile
 from fractions import Fraction
 from pathlib import Path
@@ -21,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from hyperfeat.errors import DataError, HyperfeatError, ImageError
+from hyperfeat.errors import DataError, HyperfeatError, ImageError, StorageError
 from hyperfeat.images import load_image
 
 # ---------------------------------------------------------------------------- paths and suffixes
@@ -52,16 +54,40 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     """``write(tmp)`` a temporary file beside ``path``, then rename it into place: a crash or a
     reader never sees half a file. Creates the parent folder."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
         write(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600: give the file the mode any new file gets
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:
+        if _out_of_space(err, path.parent):
+            raise StorageError(f"no space left on the device to write {path} ({_free(path.parent)} free): "
+                               f"free some space or write elsewhere") from None
+        raise
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _out_of_space(err: BaseException, folder: Path) -> bool:
+    """Whether a failed write ran out of space: ENOSPC/EDQUOT, or (torch's stream writer reports a
+    full disk as a RuntimeError without an errno) under 1 MiB left on the device."""
+    if isinstance(err, OSError) and err.errno is not None:
+        return err.errno in (errno.ENOSPC, errno.EDQUOT)
+    try:
+        return shutil.disk_usage(folder).free < 2**20
+    except OSError:
+        return False
+
+
+def _free(folder: Path) -> str:
+    try:
+        return f"{shutil.disk_usage(folder).free / 2**20:.1f} MiB"
+    except OSError:
+        return "? MiB"
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:

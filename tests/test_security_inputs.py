@@ -221,6 +221,61 @@ def test_written_files_get_the_umask_mode_not_0600(tmp_path):
     assert (tmp_path / "a.pt").stat().st_mode & 0o777 == 0o644
 
 
+def test_a_full_disk_is_one_line_about_space_and_keeps_the_old_file(tmp_path, monkeypatch, ckpt, capsys):
+    import errno
+    import shutil
+
+    import hyperfeat.io as hio
+    from hyperfeat.errors import StorageError
+
+    target = tmp_path / "a.pt"
+    hio.atomic_save({"x": torch.zeros(1)}, target)
+    before = target.read_bytes()
+
+    def full(obj, path, *args, **kwargs):
+        with open(path, "wb") as handle:
+            handle.write(b"half")  # the write got this far
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(hio.torch, "save", full)
+    with pytest.raises(StorageError, match=rf"no space left on the device to write {target} \(.* MiB free\)"):
+        hio.atomic_save({"x": torch.ones(1)}, target)
+    assert target.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["a.pt"]
+
+    # torch's stream writer says "basic_ios::clear: iostream error" without an errno: the free space decides
+    def iostream(obj, path, *args, **kwargs):
+        raise RuntimeError("basic_ios::clear: iostream error")
+
+    monkeypatch.setattr(hio.torch, "save", iostream)
+    usage, real_usage = shutil.disk_usage(tmp_path), shutil.disk_usage
+    monkeypatch.setattr(hio.shutil, "disk_usage", lambda p: usage._replace(free=4096))
+    with pytest.raises(StorageError, match="no space left"):
+        hio.atomic_save({}, target)
+    monkeypatch.setattr(hio.shutil, "disk_usage", lambda p: usage._replace(free=2**40))
+    with pytest.raises(RuntimeError, match="iostream error"):  # space left: not our message
+        hio.atomic_save({}, target)
+
+    # through a command: `extract` writes its .pt through atomic_save, `match` its picture directly
+    image = tmp_path / "i.png"
+    Image.new("RGB", (32, 32), (120, 30, 200)).save(image)
+    monkeypatch.setattr(hio.torch, "save", full)
+    monkeypatch.setattr(hio.shutil, "disk_usage", real_usage)
+    capsys.readouterr()
+    assert main(["extract", str(image), "--out", str(tmp_path / "ex"), "--checkpoint", str(ckpt)]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]  # after the progress bar
+    assert err.startswith(f"error: no space left on the device to write {tmp_path / 'ex' / 'i.pt'}"), err
+    import hyperfeat.viz.correspondences as corr
+
+    def no_room(fig, path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(corr, "save_figure", no_room)
+    assert main(["match", str(image), str(image), "--checkpoint", str(ckpt), "--points", "3,4",
+                 "--out", str(tmp_path / "m.png")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: no space left on the device to write {tmp_path / 'm.png'}: free some space or write elsewhere\n"
+
+
 def test_negative_point_values_and_bad_out_suffix_fail_before_any_work(tmp_path, capsys):
     image = tmp_path / "i.png"
     Image.new("RGB", (16, 16)).save(image)

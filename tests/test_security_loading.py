@@ -80,6 +80,8 @@ def test_every_command_refuses_a_crafted_checkpoint(tmp_path, evil_ckpt, marker,
     frames.mkdir()
     for t in range(2):
         Image.open(image).save(frames / f"{t:05d}.png")
+    mask = tmp_path / "mask.png"
+    Image.new("P", (32, 32)).save(mask)
     official = tmp_path / "official.pt"
     torch.save({"aggregation_network": Payload(marker)}, official)
     runs = {
@@ -91,6 +93,10 @@ def test_every_command_refuses_a_crafted_checkpoint(tmp_path, evil_ckpt, marker,
         "extract": ["extract", str(image), "--out", str(tmp_path / "ex"), "--checkpoint", str(evil_ckpt)],
         "track": ["track", str(frames), "--checkpoint", str(evil_ckpt), "--points", "0,4,4",
                   "--out", str(tmp_path / "t.gif")],
+        "propagate": ["propagate", str(frames), "--checkpoint", str(evil_ckpt), "--mask", str(mask),
+                      "--out", str(tmp_path / "p")],
+        "changes": ["changes", str(frames), "--checkpoint", str(evil_ckpt), "--grid", "2", "--out", str(tmp_path / "c")],
+        "export": ["export", str(evil_ckpt), str(tmp_path / "exported")],
     }
     for name, argv in runs.items():
         capsys.readouterr()
@@ -98,6 +104,19 @@ def test_every_command_refuses_a_crafted_checkpoint(tmp_path, evil_ckpt, marker,
         err = capsys.readouterr().err
         assert err.startswith("error: refusing to load") and err.count("\n") == 1, (name, err)
         assert not marker.exists(), f"{name} ran code from the file"
+    # the `python eval.py --checkpoint` script itself (a wrapper of `hyperfeat eval`)
+    import runpy
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    argv, sys.argv = sys.argv, [str(root / "eval.py"), "--checkpoint", str(evil_ckpt), "data=synthetic"]
+    try:
+        with pytest.raises(SystemExit) as stop:
+            runpy.run_path(str(root / "eval.py"), run_name="__main__")
+    finally:
+        sys.argv = argv
+    assert stop.value.code == 2 and not marker.exists()
+    assert capsys.readouterr().err.startswith("error: refusing to load")
 
 
 def test_training_refuses_a_crafted_last_ckpt(tmp_path, marker):

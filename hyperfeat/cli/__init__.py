@@ -9,6 +9,7 @@ only in this package.
 from __future__ import annotations
 
 import argparse
+import errno
 import re
 import sys
 from typing import Optional, Sequence
@@ -63,4 +64,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return run(args)
     except HyperfeatError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a write outside io.atomic_write (a picture, a video) that ran out of space
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" to write {err.filename}" if err.filename else ""
+        print(f"error: no space left on the device{where}: free some space or write elsewhere", file=sys.stderr)
         return 2

@@ -33,7 +33,9 @@ def evaluate_davis(hf, progress: bool = True) -> tuple[dict, str]:
     for name in tqdm(dataset.sequences, desc="DAVIS", unit="seq", disable=not progress):
         seq = dataset.load(name, frame_size=_frame_size(cfg))
         if seq.masks.shape[0] != len(seq):
-            skipped.append(f"{name} (ground truth only for frame 0)")
+            missing = seq.missing_masks
+            skipped.append(f"{name} (ground truth only for frame 0: {len(missing)} of {len(seq)} annotation files "
+                           f"missing, e.g. {missing[0] if missing else '?'})")
             continue
         if len(seq) < 3:
             skipped.append(f"{name} ({len(seq)} frames; J&F needs 3: the first and last are not scored)")

@@ -18,7 +18,7 @@ when the loader runs in the training process (``train.num_workers: 0``).
 from __future__ import annotations
 
 import warnings
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import lightning as L
 import torch
@@ -50,37 +50,38 @@ class EpochSampler(Sampler[int]):
 
 
 class ResumableLoader(DataLoader):
-    """A DataLoader whose position (epoch, batches served) is saved in Lightning checkpoints and
-    restored on resume (Lightning calls ``state_dict``/``load_state_dict`` of stateful loaders)."""
+    """A DataLoader that starts every pass where the run stands: at batch ``position()`` of the
+    whole run (the trainer's global step: one batch per optimiser step), i.e. epoch
+    ``position // len`` from batch ``position % len``.
 
-    def __init__(self, *args, **kwargs):
+    The position comes from the step the checkpoint restored, not from Lightning's own per-epoch
+    batch counter: after a resume that counter can disagree with the batches served (a run resumed
+    mid-epoch and saved at that epoch's last batch was restored as a finished epoch plus one batch,
+    which skipped the next epoch's remaining batches). Each pass ends at its epoch's end; the next
+    pass (Lightning's next epoch) starts at the next position, so every step sees the batch an
+    uninterrupted run sees, however Lightning cuts the epochs.
+    """
+
+    def __init__(self, *args, position: Optional[Callable[[], int]] = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self._served = 0
-        self._iterated = False
+        self._served = 0  # batches served, the position when none is given (a loader used by hand)
+        self.position = position if position is not None else (lambda: self._served)
 
     def __iter__(self):
-        sampler = self.sampler
-        if self._iterated:  # every new pass is the next epoch (Lightning stops at len without exhausting)
-            sampler.epoch += 1
-        self._iterated = True
-        self._served = sampler.skip // max(1, int(self.batch_size or 1))
+        sampler, batches = self.sampler, len(self)
+        sampler.epoch, skip = divmod(int(self.position()), max(1, batches))
+        sampler.skip = skip * int(self.batch_size or 1)
         for batch in super().__iter__():
             self._served += 1
             yield batch
 
-    def __len__(self) -> int:
-        return super().__len__()
-
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": int(self.sampler.epoch), "batches": int(self._served)}
+        """Where the run stands (for reading a checkpoint; a resume takes it from the global step)."""
+        epoch, batches = divmod(int(self.position()), max(1, len(self)))
+        return {"epoch": epoch, "batches": batches}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        epoch, batches = int(state.get("epoch", 0)), int(state.get("batches", 0))
-        if batches >= len(self):  # saved after the last batch of an epoch: the next one starts
-            epoch, batches = epoch + 1, 0
-        self.sampler.epoch = epoch
-        self.sampler.skip = batches * int(self.batch_size or 1)
-        self._served, self._iterated = batches, False
+        """Nothing to restore: the position is the restored global step."""
 
 
 STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ()}
@@ -215,6 +216,7 @@ class PairDataModule(L.LightningDataModule):
         workers = int(self.cfg.train.num_workers)
         return ResumableLoader(dataset, batch_size=int(self.cfg.train.pairs_per_step),
                                sampler=EpochSampler(len(dataset), int(self.cfg.train.seed)), num_workers=workers,
+                               position=lambda: trainer.global_step if trainer is not None else 0,
                                collate_fn=collate_cached_pairs if self.uses_cache("train") else collate_pairs,
                                persistent_workers=workers > 0, drop_last=False)
 

@@ -48,6 +48,30 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return safe_torch_load(path, "checkpoint", CheckpointError)
 
 
+class FolderCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint that follows its folder: resumed from a checkpoint folder that was moved or
+    renamed, it restores the best score and paths rebased into the folder it now writes to (the
+    files moved with it), where Lightning keeps the old best path but drops its score."""
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved = state_dict.get("dirpath")
+        if saved is None or self.dirpath is None or Path(saved) == Path(self.dirpath):
+            return super().load_state_dict(state_dict)
+
+        def here(path: Any) -> str:
+            moved = Path(self.dirpath) / Path(str(path)).name if path else None
+            return str(moved) if moved is not None and moved.is_file() else ""
+
+        best = here(state_dict.get("best_model_path"))
+        kept = {here(k): v for k, v in (state_dict.get("best_k_models") or {}).items() if here(k)}
+        super().load_state_dict({
+            **state_dict, "dirpath": self.dirpath, "best_model_path": best,
+            "best_model_score": state_dict.get("best_model_score") if best else None,
+            "kth_best_model_path": here(state_dict.get("kth_best_model_path")), "best_k_models": kept,
+            "last_model_path": here(state_dict.get("last_model_path")),
+        })
+
+
 def non_finite(tensors: dict[str, Any]) -> list[str]:
     """Names of the floating-point tensors of ``tensors`` that hold NaN or inf."""
     return [k for k, v in tensors.items()
@@ -200,7 +224,7 @@ def build_trainer(cfg: DictConfig, callbacks: Sequence[Callback] = (), resume: b
     ckpt_dir = Path(cfg.paths.checkpoint_dir)
     # no version counter: a fresh run (train.resume=false) overwrites last.ckpt instead of
     # writing last-v1.ckpt beside a stale last.ckpt
-    checkpoint = ModelCheckpoint(dirpath=str(ckpt_dir), filename="best-{step}", monitor=MONITOR, mode="max",
+    checkpoint = FolderCheckpoint(dirpath=str(ckpt_dir), filename="best-{step}", monitor=MONITOR, mode="max",
                                  save_last=True, save_top_k=1, auto_insert_metric_name=False,
                                  enable_version_counter=False)
     bar = [TQDMProgressBar(refresh_rate=1)] if overrides.get("enable_progress_bar", True) else []
@@ -295,7 +319,12 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = (), backbone: Any = N
             if not trainer.interrupted and (policy.signum is None or policy.saved_step != trainer.global_step):
                 # make last.ckpt hold the final step, saved after fit: a rerun finds the run finished
                 trainer.save_checkpoint(str(last))
-        if policy.signum is not None:
+        finished = trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps
+        if policy.signum is not None and finished:  # the signal came during the last step: nothing is left to do
+            if trainer.is_global_zero:
+                print(f"{signal.Signals(policy.signum).name} came during the last step: the run finished; "
+                      f"{last} holds step {trainer.global_step}", file=sys.stderr)
+        elif policy.signum is not None:
             name = signal.Signals(policy.signum).name
             message = (f"stopped by {name} at step {trainer.global_step}; {last} holds that step: run the same "
                        f"command again to resume")

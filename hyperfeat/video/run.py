@@ -35,6 +35,7 @@ import torch
 
 from hyperfeat.describe.base import Describer
 from hyperfeat.errors import DataError
+from hyperfeat.geometry import check_inside
 from hyperfeat.io import PathLike
 from hyperfeat.video.frames import (
     FrameSource,
@@ -168,6 +169,10 @@ def check_mask(first_mask, size: tuple[int, int]) -> torch.Tensor:
         raise DataError(f"first-frame mask must be (H, W) object ids; got shape {tuple(mask.shape)}")
     if mask.is_floating_point() and not torch.equal(mask, mask.round()):
         raise DataError("first-frame mask must hold integer object ids; got fractional values")
+    if mask.numel() and (int(mask.min()) < 0 or int(mask.max()) > 255):
+        bad = sorted({int(v) for v in torch.unique(mask).tolist() if not 0 <= v <= 255})
+        raise DataError(f"first-frame mask holds object ids {bad[:5]}{' …' if len(bad) > 5 else ''} outside "
+                        f"0…255 (0 = background, 255 = void, as in a DAVIS palette PNG); renumber the objects")
     found = (int(mask.shape[1]), int(mask.shape[0]))
     if found != tuple(size):
         raise DataError(f"first-frame mask is {found[0]}×{found[1]} (W×H) but the video frames are "
@@ -220,6 +225,7 @@ def propagate_joints(
         raise DataError(f"first_points must be (J, 2) xy with J ≥ 1; got shape {tuple(points.shape)}")
     if not torch.isfinite(points).all():
         raise DataError("first_points has non-finite values")
+    check_inside(points, video.original_size, "frame 0 (first_points)")
     desc = _descriptors(describer, video, descriptors, progress)
     joints = propagate_keypoints(
         desc, points.to(desc.device), video.original_size,

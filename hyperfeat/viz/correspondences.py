@@ -14,6 +14,7 @@ from matplotlib.lines import Line2D
 from PIL import Image
 
 from hyperfeat.errors import HyperfeatError
+from hyperfeat.geometry import rescale_points
 from hyperfeat.images import ImageLike, load_image
 from hyperfeat.io import PathLike
 from hyperfeat.viz.common import ArrayLike, distinct_colours, save_figure, to_numpy
@@ -25,6 +26,18 @@ CORRECT_COLOUR = "#2bd13a"  # line of a prediction within the threshold
 
 
 WRONG_COLOUR = "#ff2a2a"  # line of a prediction beyond it
+
+
+MAX_DRAW_SIDE = 2048  # longer side of each image as drawn: a figure is ~1400 px wide, a huge photo need not be copied whole
+
+
+def drawing_size(image: Image.Image, max_side: Optional[int] = None) -> Image.Image:
+    """``image`` itself, or a copy whose longer side is ``max_side`` (default :data:`MAX_DRAW_SIDE`,
+    same aspect) when it is larger."""
+    scale = (MAX_DRAW_SIDE if max_side is None else max_side) / max(image.size)
+    if scale >= 1:
+        return image
+    return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR)
 
 
 
@@ -123,8 +136,14 @@ def draw_correspondences(
     keep = np.ones(n, bool) if valid is None else to_numpy(valid, bool).reshape(n)
     src, pred = src[keep], pred[keep]
     tgt = None if tgt is None else tgt[keep]
-    correct = correct_mask(pred, tgt, threshold_px)
+    correct = correct_mask(pred, tgt, threshold_px)  # judged in the images' own pixels
 
+    # drawn at reduced size: points follow their image (geometry's one scaling rule)
+    small_src, small_tgt = drawing_size(src_img), drawing_size(tgt_img)
+    src = rescale_points(src, src_img.size, small_src.size)
+    pred = rescale_points(pred, tgt_img.size, small_tgt.size)
+    tgt = None if tgt is None else rescale_points(tgt, tgt_img.size, small_tgt.size)
+    src_img, tgt_img = small_src, small_tgt
     gap = max(8, src_img.width // 50)
     canvas, offset = side_by_side(src_img, tgt_img, gap)
     width_in = min(14.0, max(8.0, canvas.shape[1] / 100))

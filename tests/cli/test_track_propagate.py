@@ -256,6 +256,33 @@ def test_bad_inputs_raise_clear_errors(parts, checkpoint, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_mask_ids_and_joints_outside_the_frame_fail_before_any_description(parts, checkpoint, tmp_path):
+    from hyperfeat.cli.propagate import run_propagate_command
+    from hyperfeat.video.run import propagate, propagate_joints, track
+
+    hf = make_hf(parts)
+    frames, masks = translated_sequence("india", steps=3)
+    folder = tmp_path / "frames"
+    write_frames(frames, folder)
+    hf.describe_batch = lambda batch: pytest.fail("described before checking the mask / points")
+    big = masks[0].clone()
+    big[:10, :10] = 300  # a 16-bit PNG can hold it; a palette PNG (and the output masks) cannot
+    png16 = tmp_path / "ids16.png"
+    Image.fromarray(big.numpy().astype(np.uint16)).save(png16)
+    with pytest.raises(DataError, match=r"object ids \[300\] outside 0…255"):
+        run_propagate_command(checkpoint, folder, png16, tmp_path / "o", hf=hf)
+    negative = masks[0].clone()
+    negative[0, 0] = -2
+    with pytest.raises(DataError, match=r"object ids \[-2\] outside 0…255"):
+        propagate(hf, frames, negative)
+    with pytest.raises(DataError, match=r"points outside the 256×144 frame 0 .*\(1, \(5000\.0, 5000\.0\)\)"):
+        propagate_joints(hf, frames, [[10.0, 10.0], [5000.0, 5000.0]])
+    wrong = torch.zeros(len(frames) + 1, 8, 4, 4)  # descriptors of another video
+    with pytest.raises(DataError, match=rf"descriptors of {len(frames) + 1} frames do not fit a video of {len(frames)} frames"):
+        track(hf, frames, [[0, 10.0, 10.0]], descriptors=wrong)
+    assert not (tmp_path / "o").exists()
+
+
 def _write_mask(mask: torch.Tensor, folder) -> str:
     from hyperfeat.viz.masks import palette_mask
 

@@ -78,6 +78,36 @@ def test_davis_errors_and_config(tmp_path):
     assert dataset.sequences == ["judo"] and len(dataset[0]) == 2
 
 
+def test_a_davis_sequence_missing_masks_names_the_files(tmp_path):
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from hyperfeat.eval.davis import evaluate_davis
+    from hyperfeat.viz.masks import palette_mask
+
+    root = tmp_path / "davis"
+    frames, masks = root / "JPEGImages" / "480p" / "cut", root / "Annotations" / "480p" / "cut"
+    frames.mkdir(parents=True)
+    masks.mkdir(parents=True)
+    (root / "ImageSets" / "2017").mkdir(parents=True)
+    (root / "ImageSets" / "2017" / "val.txt").write_text("cut\n")
+    for t in range(4):
+        Image.new("RGB", (24, 16), (40 * t, 90, 120)).save(frames / f"{t:05d}.jpg")
+    mask = np.zeros((16, 24), np.int64)
+    mask[4:10, 6:14] = 1
+    for t in (0, 1):  # frames 2 and 3 lost their annotations
+        palette_mask(mask).save(masks / f"{t:05d}.png")
+    with pytest.warns(UserWarning, match=r"'cut': 2 of 4 annotation files are missing \(e\.g\. .*00002\.png\)"):
+        seq = DavisDataset(root, "val").load("cut")
+    assert seq.masks.shape[0] == 1 and [p.name for p in seq.missing_masks] == ["00002.png", "00003.png"]
+    cfg = load_config(overrides=["data=davis", f"data.root={root}"])
+    with pytest.warns(UserWarning, match="00002.png"), \
+            pytest.raises(DataError, match=r"skipped: \['cut \(ground truth only for frame 0: 2 of 4 annotation files "
+                                           r"missing, e\.g\. .*00002\.png\)'\]"):
+        evaluate_davis(SimpleNamespace(cfg=cfg), progress=False)  # fails before any description
+
+
 # ---------------------------------------------------------------------------------------------
 # JHMDB
 

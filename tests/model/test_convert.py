@@ -51,6 +51,18 @@ def test_imported_network_gives_the_published_output(official, tmp_path, tiny_cf
         torch.testing.assert_close(network(raw), functional_aggregation(state, DIMS, raw), rtol=1e-4, atol=1e-4)
 
 
+def test_a_file_that_does_not_say_its_ddim_steps_is_converted_with_a_warning(tmp_path, capsys):
+    path = tmp_path / "official.pt"
+    torch.save({"aggregation_network": published_state(), "config": {"save_timestep": SAVE}}, path)
+    out = tmp_path / "converted.ckpt"
+    assert main(["convert-official", str(path), str(out), "backbone=tiny", "features.num_steps=5"]) == 0
+    assert "does not say" not in capsys.readouterr().err, "the number was given: nothing assumed"
+    assert main(["convert-official", str(path), str(out), "backbone=tiny"]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {path} does not say its number of DDIM steps" in err and "features.num_steps=N" in err
+    assert load_checkpoint(out)[1].config.features.num_steps == load_config(overrides=["backbone=tiny"]).features.num_steps
+
+
 def test_converted_checkpoint_fits_the_tiny_backbone(official, tmp_path, tiny_backbone):
     path, _ = official
     out = tmp_path / "converted.ckpt"

@@ -92,6 +92,56 @@ def test_last_ckpt_every_n_steps_and_resume_sees_the_remaining_batches(tmp_path,
     assert step_of(last) == 7
 
 
+def test_resumes_that_stop_at_an_epoch_end_keep_the_reference_batch_order(tmp_path, backbone):
+    """A run resumed mid-epoch and stopped at that epoch's last batch, resumed again: Lightning restored
+    it as a finished epoch plus one batch and the loader skipped the next epoch's remaining batches."""
+    extra = ("train.max_steps=8", "train.checkpoint_every_n_steps=0", "train.val_every_n_steps=100",
+             "train.cache_features=true")
+    full = Batches()
+    train(small_cfg(tmp_path / "full", *extra), callbacks=[full], backbone=backbone, **QUIET)
+    assert len({f for _, f in full.seen[3:6]}) > 1, "3 batches an epoch, each another pair of items"
+
+    cfg = small_cfg(tmp_path / "stopped", *extra)
+    last = tmp_path / "stopped" / "ckpt" / "last.ckpt"
+    runs = []
+    for at in (1, 2):  # SIGINT during step 1 (mid-epoch), then, resumed, during step 2 (the epoch's last)
+        seen = Batches()
+        with pytest.raises(TrainingInterrupted):
+            train(cfg, callbacks=[seen, SendSignal(at=at, signum=signal.SIGINT)], backbone=backbone, **QUIET)
+        assert step_of(last) == at + 1
+        runs.append(seen.seen)
+    rest = Batches()
+    train(cfg, callbacks=[rest], backbone=backbone, **QUIET)
+    assert [s for s, _ in runs[1]] == [2] and rest.seen[0][0] == 3
+    assert runs[0] + runs[1] + rest.seen == full.seen, "no batch repeated, skipped or reordered"
+
+
+def test_a_moved_checkpoint_folder_resumes_with_its_best_checkpoint(tmp_path, backbone, capsys):
+    import shutil
+
+    extra = ("train.val_every_n_steps=2", "train.checkpoint_every_n_steps=0")
+    train(small_cfg(tmp_path / "a", "train.max_steps=2", *extra), backbone=backbone, **QUIET)
+    shutil.move(tmp_path / "a" / "ckpt", tmp_path / "moved")
+    cfg = small_cfg(tmp_path / "b", "train.max_steps=3", *extra, f"paths.checkpoint_dir={tmp_path}/moved")
+    capsys.readouterr()
+    last = train(cfg, backbone=backbone, **QUIET)  # used to end in a TypeError after training
+    assert step_of(last) == 3  # no validation since the move: the best is still the moved step-2 file
+    out = capsys.readouterr().out
+    best = [line for line in out.splitlines() if line.startswith("best checkpoint: ")]
+    assert best and str(tmp_path / "moved") in best[0], out
+    path = best[0].split(": ", 1)[1].split(" (")[0]
+    assert os.path.isfile(path) and not (tmp_path / "a" / "ckpt").exists()
+
+
+def test_a_signal_during_the_last_step_reports_a_finished_run(tmp_path, backbone, capsys):
+    cfg = small_cfg(tmp_path, "train.max_steps=3", "train.val_every_n_steps=100", "train.checkpoint_every_n_steps=0")
+    last = train(cfg, callbacks=[SendSignal(at=2, signum=signal.SIGINT)], backbone=backbone, **QUIET)  # no raise
+    assert step_of(last) == 3
+    err = capsys.readouterr().err
+    assert "SIGINT came during the last step: the run finished" in err and "holds step 3" in err
+    assert "stopped by" not in err
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_saves_last_ckpt_and_exits_with_its_status(tmp_path, backbone, signum, capsys):
     cfg = small_cfg(tmp_path, "train.max_steps=6", "train.val_every_n_steps=100", "train.checkpoint_every_n_steps=0")

@@ -143,6 +143,25 @@ def test_correspondences_without_ground_truth():
         draw_correspondences(img, img, [[1, 2]], [[3, 4], [5, 6]])
 
 
+def test_a_huge_pair_is_drawn_at_reduced_size_with_its_points_scaled(monkeypatch):
+    import hyperfeat.viz.correspondences as corr
+
+    monkeypatch.setattr(corr, "MAX_DRAW_SIDE", 100)  # stands for 2048 on a 10000-pixel photo
+    src = Image.new("RGB", (400, 200))  # drawn at 100×50
+    tgt = Image.new("RGB", (80, 60))  # small enough: drawn as it is
+    points, pred = np.array([[200.0, 100.0], [0.0, 199.0]]), np.array([[40.0, 30.0], [79.0, 0.0]])
+    truth = pred + np.array([[2.0, 0.0], [8.0, 0.0]])  # PCK judged in the images' own pixels: 1 of 2 within 4 px
+    fig = corr.draw_correspondences(src, tgt, points, pred, truth, threshold_px=4.0)
+    ax = fig.axes[0]
+    canvas = ax.get_images()[0].get_array()
+    gap = max(8, 100 // 50)
+    assert canvas.shape[:2] == (60, 100 + gap + 80), "the source at 100×50, the target unchanged"
+    lines = [line.get_xydata() for line in ax.get_lines() if line.get_gid() == corr.LINE_GID]
+    expected = [[[50.0, 25.0], [100 + gap + 40.0, 30.0]], [[0.0, 49.75], [100 + gap + 79.0, 0.0]]]
+    np.testing.assert_allclose(np.array(lines), expected)
+    assert "(1/2)" in ax.get_title()
+
+
 # ---------------------------------------------------------------------------- tracks
 
 

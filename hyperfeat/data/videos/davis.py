@@ -10,6 +10,7 @@ sizes (W, H), masks (T, H, W) int64 object ids.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -105,6 +106,7 @@ class DavisSequence:
     size: tuple[int, int]
     frame_files: list[Path] = field(default_factory=list)
     multi_object_exact: bool = True
+    missing_masks: list[Path] = field(default_factory=list)  # annotation files of frames that have none
 
     def __len__(self) -> int:
         return int(self.frames.shape[0])
@@ -193,6 +195,11 @@ class DavisDataset(VideoDataset):
         present = [p.is_file() for p in mask_files]
         if not present[0]:
             raise DataError(f"first-frame annotation of DAVIS sequence {sequence!r} not found: {mask_files[0]}")
+        missing = [p for p, here in zip(mask_files, present) if not here]
+        if missing and any(present[1:]):  # some annotations past frame 0 but not all: a damaged copy
+            warnings.warn(f"DAVIS sequence {sequence!r}: {len(missing)} of {len(mask_files)} annotation files are "
+                          f"missing (e.g. {missing[0]}); only the first frame's mask is used, the sequence "
+                          f"cannot be scored", UserWarning, stacklevel=2)
         use = mask_files if all(present) else mask_files[:1]
         masks = torch.stack([read_mask(p) for p in use])  # (T, H, W)
         mask_size = (int(masks.shape[-1]), int(masks.shape[-2]))
@@ -211,6 +218,7 @@ class DavisDataset(VideoDataset):
             size=video.size,
             frame_files=files,
             multi_object_exact=multi_object_exact(sequence),
+            missing_masks=missing,
         )
 
 
