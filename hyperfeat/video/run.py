@@ -28,7 +28,7 @@ the describer's identity and the frame transform (:func:`hyperfeat.video.store.d
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -182,56 +182,54 @@ def check_mask(first_mask, size: tuple[int, int]) -> torch.Tensor:
 
 
 
-def propagate(
-    describer: Describer,
-    frames: FrameSource,
-    first_mask,
-    descriptors: Optional[torch.Tensor] = None,
-    progress: bool = True,
-) -> torch.Tensor:
-    """Propagate a first-frame object-id mask (H, W) (original frame size) → masks (T, H, W) int64.
-
-    Label propagation with the ``video.queue_length/radius/topk/temperature`` settings; frame 0
-    is the given mask. The mask size is checked before any descriptor is computed.
-    """
-    from hyperfeat.correspond.propagation import propagate_mask
-
-    video = load_frames(describer, frames)
-    mask = check_mask(first_mask, video.original_size)
-    desc = _descriptors(describer, video, descriptors, progress)
-    masks = propagate_mask(desc, mask.to(desc.device), video.original_size, **propagation_kwargs(describer.cfg))
-    return masks.cpu()
-
-
-
-
-def propagate_joints(
-    describer: Describer,
-    frames: FrameSource,
-    first_points,
-    descriptors: Optional[torch.Tensor] = None,
-    progress: bool = True,
-) -> torch.Tensor:
-    """Propagate keypoints (J, 2) xy of frame 0 (original pixels) → (T, J, 2) xy.
-
-    Heat-map propagation (std ``video.keypoint_sigma`` cells) with the propagation settings and
-    a sub-cell soft-argmax per frame.
-    """
-    from hyperfeat.correspond.propagation import propagate_keypoints
-
-    video = load_frames(describer, frames)
+def check_first_points(first_points, size: tuple[int, int]) -> torch.Tensor:
+    """Keypoints of frame 0 as a (J, 2) float tensor of finite xy inside the frame of ``size`` (W, H)."""
     points = torch.as_tensor(first_points, dtype=torch.float32)
     if points.ndim != 2 or points.shape[-1] != 2 or points.shape[0] == 0:
         raise DataError(f"first_points must be (J, 2) xy with J ≥ 1; got shape {tuple(points.shape)}")
     if not torch.isfinite(points).all():
         raise DataError("first_points has non-finite values")
-    check_inside(points, video.original_size, "frame 0 (first_points)")
-    desc = _descriptors(describer, video, descriptors, progress)
-    joints = propagate_keypoints(
-        desc, points.to(desc.device), video.original_size,
-        sigma=float(describer.cfg.video.get("keypoint_sigma", 1.0)), **propagation_kwargs(describer.cfg),
-    )
-    return joints.cpu()
+    check_inside(points, size, "frame 0 (first_points)")
+    return points
+
+
+def _propagated(describer: Describer, frames: FrameSource, first, check: Callable, run: Callable,
+                descriptors: Optional[torch.Tensor], progress: bool) -> torch.Tensor:
+    """``run(descriptors, checked first-frame labels, original size)`` on the CPU; ``check``
+    (labels, original size) runs before any descriptor is computed."""
+    video = load_frames(describer, frames)
+    checked = check(first, video.original_size)
+    desc = _descriptors(describer, video, descriptors, progress)  # (T, D, h, w)
+    return run(desc, checked.to(desc.device), video.original_size).cpu()
+
+
+def propagate(describer: Describer, frames: FrameSource, first_mask, descriptors: Optional[torch.Tensor] = None,
+              progress: bool = True) -> torch.Tensor:
+    """Propagate a first-frame object-id mask (H, W) (original frame size) → masks (T, H, W) int64.
+
+    Label propagation with the ``video.queue_length/radius/topk/temperature`` settings; frame 0
+    is the given mask. The mask is checked before any descriptor is computed.
+    """
+    from hyperfeat.correspond.propagation import propagate_mask
+
+    settings = propagation_kwargs(describer.cfg)
+    return _propagated(describer, frames, first_mask, check_mask,
+                       lambda desc, mask, size: propagate_mask(desc, mask, size, **settings), descriptors, progress)
+
+
+def propagate_joints(describer: Describer, frames: FrameSource, first_points,
+                     descriptors: Optional[torch.Tensor] = None, progress: bool = True) -> torch.Tensor:
+    """Propagate keypoints (J, 2) xy of frame 0 (original pixels) → (T, J, 2) xy.
+
+    Heat-map propagation (std ``video.keypoint_sigma`` cells) with the propagation settings and
+    a sub-cell soft-argmax per frame. The points are checked before any descriptor is computed.
+    """
+    from hyperfeat.correspond.propagation import propagate_keypoints
+
+    settings = dict(propagation_kwargs(describer.cfg), sigma=float(describer.cfg.video.get("keypoint_sigma", 1.0)))
+    return _propagated(describer, frames, first_points, check_first_points,
+                       lambda desc, points, size: propagate_keypoints(desc, points, size, **settings),
+                       descriptors, progress)
 
 
 # ---------------------------------------------------------------------------------------------
