@@ -67,7 +67,7 @@ class TrackerSettings:
     track_radius: int = 8               # local search window around the previous position, cells
     refine_radius: int = 2              # sub-cell soft-argmax window, cells
     refine_temperature: float = 0.02
-    redetect: bool = True               # global search in every frame, always after an occlusion
+    redetect: bool = True               # global search in every frame, always after the point was lost
     redetect_margin: float = 0.2        # take the global best when it beats the local one by this
     cycle_select: bool = True           # of the local and global best, take the one whose cycle returns
     memory_size: int = 0                # template memory: recent confident appearances (0 = query only)
