@@ -5,18 +5,36 @@ Cheap ideas from the learned trackers, each one a switch (``video.*`` keys, see
 
 * **Global re-detection** (TAPIR's global matching stage): every frame is searched everywhere as
   well as in a window around the previous position; the global best is taken when it beats the
-  local one by ``redetect_margin`` in similarity, or whenever the point was occluded in the
-  frame before, so a point that comes out from behind an occluder is found again wherever it is.
+  local one by ``redetect_margin`` in similarity, or whenever the point was lost in the frame
+  before (see below), so a point that comes out from behind an occluder is found again wherever
+  it is.
+  With ``cycle_select``, when exactly one of the two (local best, global best) matches back into
+  the query frame within ``fb_threshold`` cells of the query, that one is taken.
 * **Template memory** (CoTracker's track features / DINO-Tracker's refined query): the score map
   mixes the query's own descriptor with the mean of the last ``memory_size`` confident
   appearances of the point (weight ``memory_weight``), so slow appearance change is followed.
-* **Calibrated visibility**: a similarity means nothing on its own (cosines of one describer
-  crowd near 1, of another near 0). At the query frame each query is compared with every cell
-  away from it; the ``visibility_quantile`` of those distractor similarities is the query's own
-  "not me" level ``b``. A found similarity ``s`` becomes confidence ``(s − b) / (1 − b)``
-  clipped to [0, 1], and the point is visible when the confidence reaches
-  ``visibility_threshold`` and (``cycle_check``) its descriptor matched back into the query
-  frame lands within ``fb_threshold`` cells of the query (forward–backward agreement).
+* **Fused visibility**: three cues each vote, and a point is visible when at least the fraction
+  ``visibility_vote`` of the cues switched on agree (0.5: a majority; 1.0: all of them, an AND,
+  which on the benchmark called most visible points occluded):
+
+  - *cosine floor*: the found similarity ``s`` reaches ``min_similarity``;
+  - *calibrated margin* (``calibrate``): a similarity means nothing on its own (cosines of one
+    describer crowd near 1, of another near 0), so it is read against the query's own levels.
+    At the query frame the query is compared with every cell away from it; the
+    ``visibility_quantile`` of those distractor similarities is its "not me" level ``b``. The
+    similarity found in the first tracked frame (next to the query, where the point is almost
+    always in view) is its "me" level ``v``. The cue is ``(s − b) / (v − b) ≥
+    visibility_threshold``. When ``v − b ≤ min_margin`` the descriptor does not tell this point
+    from its distractors at all (uninformative descriptors: a random backbone, a flat region)
+    and the cue abstains by voting visible, so such points are trusted visible instead of all
+    being called occluded;
+  - *forward–backward agreement* (``cycle_check``): the found descriptor matched back into the
+    query frame lands within ``fb_threshold`` cells of the query.
+
+  The confidence is the mean of the cues' graded values (margin clipped to [0, 1], cosine
+  clipped to [0, 1], fb ``1 − error / (2 · fb_threshold)`` clipped to [0, 1]).
+  Re-detection follows the strictest cue: a point is *lost* (searched globally in the next
+  frame) when its cycle fails (without the cycle check: when it is called occluded).
 * **Sub-cell refinement**: a soft-argmax over ``refine_radius`` cells around the chosen cell.
 
 Everything a step needs is the current frame's descriptors and the state of the points, so the
@@ -49,17 +67,20 @@ class TrackerSettings:
     track_radius: int = 8               # local search window around the previous position, cells
     refine_radius: int = 2              # sub-cell soft-argmax window, cells
     refine_temperature: float = 0.02
-    redetect: bool = True               # global search in every frame, always after an occlusion
-    redetect_margin: float = 0.05       # take the global best when it beats the local one by this
+    redetect: bool = True               # global search in every frame, always after the point was lost
+    redetect_margin: float = 0.2        # take the global best when it beats the local one by this
+    cycle_select: bool = True           # of the local and global best, take the one whose cycle returns
     memory_size: int = 0                # template memory: recent confident appearances (0 = query only)
     memory_weight: float = 0.5          # weight of the memory's mean in the score map
     memory_min_confidence: float = 0.6  # an appearance enters the memory at this confidence or more
-    calibrate: bool = True              # visibility relative to the query's distractor similarities
+    calibrate: bool = True              # margin cue: s read against the query's own levels b and v
     visibility_quantile: float = 0.99   # the distractor level b: this quantile of the query frame's other cells
-    visibility_threshold: float = 0.1   # visible when the confidence reaches this
-    min_similarity: float = 0.5         # calibrate=false: the fixed cosine floor
-    cycle_check: bool = True            # visible only when the forward–backward match returns
-    fb_threshold: float = 6.0           # … within this many cells of the query
+    visibility_threshold: float = 1.0   # margin cue passes at (s − b) / (v − b) ≥ this
+    min_margin: float = 0.0             # v − b at or below this: uninformative, the margin cue votes visible
+    min_similarity: float = 0.5         # cosine-floor cue: s ≥ this
+    cycle_check: bool = True            # forward–backward cue: the match, matched back, returns …
+    fb_threshold: float = 4.0           # … within this many cells of the query
+    visibility_vote: float = 0.5        # visible when this fraction of the cues switched on pass (1.0: all)
     exclude_radius: int = 2             # cells around the query left out of the distractors
 
     @classmethod
@@ -98,6 +119,7 @@ class PointGroup:
         others = scores.masked_fill(near, float("nan"))
         self.background = torch.nanquantile(others, float(settings.visibility_quantile), dim=1)  # (n,)
         self.background = torch.nan_to_num(self.background, nan=0.0).clamp(max=0.999)
+        self.reference: Union[torch.Tensor, None] = None  # (n,) v, set at the first step
 
     def _score_map(self, feats: torch.Tensor) -> torch.Tensor:
         s = self.settings
@@ -112,16 +134,30 @@ class PointGroup:
                 scores = torch.where(has[:, None], mixed, scores)
         return scores
 
-    def confidence_of(self, similarity: torch.Tensor) -> torch.Tensor:
-        if not self.settings.calibrate:
-            return similarity.clamp(0, 1)
-        b = self.background
-        return ((similarity - b) / (1 - b)).clamp(0, 1)
+    def _cycle_error(self, feats: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+        """(n,) cells' descriptors matched back into the query frame (nearest cell): distance to the
+        query, in cells. ``feats`` (D, h·w) of the current frame, ``cells`` (n, 2) integer xy."""
+        w = self.grid[1]
+        back = feats[:, cells[:, 1] * w + cells[:, 0]].T @ self.query_flat  # (n, h·w)
+        return (_argmax_cell(back.view(-1, *self.grid)).float() - self.start).norm(dim=1)
+
+    def margin_of(self, similarity: torch.Tensor) -> torch.Tensor:
+        """(n,) found similarities → the calibrated margin (s − b) / (v − b); ∞ (votes visible)
+        where v − b ≤ ``min_margin`` (the descriptor tells this point from nothing)."""
+        b, v = self.background, self.reference
+        gap = v - b
+        informative = gap > self.settings.min_margin
+        margin = (similarity - b) / gap.clamp(min=1e-6)
+        return torch.where(informative, margin, torch.full_like(margin, float("inf")))
 
     @torch.no_grad()
     def step(self, desc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         s = self.settings
         h, w = self.grid
+        dim = self.query_flat.shape[0]
+        if desc.ndim != 3 or desc.shape[0] != dim:
+            raise DataError(f"frame descriptors must be (D, h, w) with D = {dim} like the query frame's; "
+                            f"got shape {tuple(desc.shape)}")
         if tuple(desc.shape[-2:]) != self.grid:
             raise DataError(f"descriptors of {tuple(desc.shape[-2:])} cells after {self.grid}: one grid per video")
         feats = desc.flatten(1)  # (D, h·w)
@@ -132,6 +168,10 @@ class PointGroup:
         if s.redetect:
             best_global = _argmax_cell(scores)
             jump = (scores.flatten(1).amax(1) > local.flatten(1).amax(1) + s.redetect_margin) | self.lost
+            if s.cycle_select:  # of the local and the global best, the one whose cycle returns
+                local_ok = self._cycle_error(feats, chosen) <= s.fb_threshold
+                global_ok = self._cycle_error(feats, best_global) <= s.fb_threshold
+                jump = torch.where(local_ok != global_ok, global_ok, jump)
             chosen = torch.where(jump[:, None], best_global, chosen)
         position = _refine(scores, chosen, int(s.refine_radius), s.refine_temperature)  # (n, 2)
         found = sample_descriptors(desc, position)  # (n, D)
@@ -141,21 +181,31 @@ class PointGroup:
             mean = torch.nn.functional.normalize(self.memory.sum(1) / filled.clamp(min=1)[:, None], dim=1)
             mixed = (1 - s.memory_weight) * similarity + s.memory_weight * (found * mean).sum(1)
             similarity = torch.where(filled > 0, mixed, similarity)
-        confidence = self.confidence_of(similarity)
-        visible = confidence >= s.visibility_threshold if s.calibrate else similarity >= s.min_similarity
+        if self.reference is None:  # the first tracked frame: the point's own "me" level v
+            self.reference = similarity.clone()
+        votes, grades = [(similarity >= s.min_similarity)], [similarity.clamp(0, 1)]
+        if s.calibrate:
+            margin = self.margin_of(similarity)
+            votes.append(margin >= s.visibility_threshold)
+            grades.append(margin.clamp(0, 1))
+        cycle_ok = None
         if s.cycle_check:
             back = (found @ self.query_flat).view(-1, h, w)
             back_pos = _refine(back, _argmax_cell(back), int(s.refine_radius), s.refine_temperature)
-            cycle_ok = (back_pos - self.start).norm(dim=1) <= s.fb_threshold
-            visible = visible & cycle_ok
-            confidence = torch.where(cycle_ok, confidence, confidence * 0.5)
+            error = (back_pos - self.start).norm(dim=1)
+            cycle_ok = error <= s.fb_threshold
+            votes.append(cycle_ok)
+            grades.append((1 - error / (2 * max(s.fb_threshold, 1e-6))).clamp(0, 1))
+        agree = torch.stack(votes).float().mean(0)  # (n,) fraction of cues that call it visible
+        visible = agree >= s.visibility_vote - 1e-6
+        confidence = torch.stack(grades).mean(0)
         if s.memory_size > 0:
             keep = visible & (confidence >= s.memory_min_confidence)
             slot = self.memory_next % self.memory.shape[1]
             self.memory[keep, slot] = found[keep]
             self.memory_count[keep] += 1
             self.memory_next += 1
-        self.lost = ~visible
+        self.lost = ~cycle_ok if cycle_ok is not None else ~visible
         self.previous = position
         return position, visible, confidence
 

@@ -12,7 +12,7 @@ from hyperfeat.eval.common import VIS_FPS, _frame_size, _prefixed, _safe_name, _
 from hyperfeat.eval.table import _pct, format_table
 from hyperfeat.video.frames import VideoFrames
 from hyperfeat.video.run import propagate
-from hyperfeat.viz.masks import overlay_video_frames
+from hyperfeat.viz.masks import draw_masks_vs_truth
 
 # ---------------------------------------------------------------------------------------------
 # DAVIS
@@ -54,7 +54,11 @@ def evaluate_davis(hf, progress: bool = True) -> tuple[dict, str]:
         evaluated.append((name, len(seq), len(seq.object_ids), seq.multi_object_exact))
         if vis_left > 0:
             vis_left -= 1
-            write_video(overlay_video_frames(video, pred), _vis_dir(cfg, "davis") / f"{_safe_name(name)}.mp4", fps=VIS_FPS)
+            one = JandF(foreground_only=not seq.multi_object_exact)  # this sequence alone, for the title
+            one.update(pred, gt, name)
+            score = f"J&F {100 * float(one.compute()['J&F']):.1f}" + ("" if seq.multi_object_exact else " foreground")
+            write_video(draw_masks_vs_truth(video, pred, gt, score), _vis_dir(cfg, "davis") / f"{_safe_name(name)}.mp4",
+                        fps=VIS_FPS)
     if not evaluated:
         raise DataError(f"no DAVIS sequence could be evaluated; skipped: {skipped}")
     for item in skipped:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import warnings
 from typing import Sequence
 
-import torch
 from tqdm.auto import tqdm
 
 from hyperfeat.errors import DataError
@@ -13,7 +12,7 @@ from hyperfeat.eval.common import VIS_FPS, _frame_size, _safe_name, _vis_dir
 from hyperfeat.eval.table import _pct, format_table
 from hyperfeat.video.frames import VideoFrames
 from hyperfeat.video.run import propagate_joints
-from hyperfeat.viz.tracks import draw_video_tracks
+from hyperfeat.viz.tracks import draw_joints_vs_truth
 
 # ---------------------------------------------------------------------------------------------
 # JHMDB
@@ -44,7 +43,13 @@ def evaluate_jhmdb(hf, progress: bool = True) -> tuple[dict, str]:
         evaluated.append(name)
         if vis_left > 0:
             vis_left -= 1
-            pictures = draw_video_tracks(video, pred.transpose(0, 1), torch.ones(pred.shape[1], pred.shape[0], dtype=torch.bool))
+            one = PCK(alphas=alphas)  # this clip alone, for the title
+            for t in range(1, len(clip)):
+                one.update(pred[t], clip.joints[t], clip.boxes[t], clip.original_size, name, valid=clip.in_frame[t])
+            scores = one.compute()
+            score = ", ".join(f"PCK@{a:g} {100 * float(scores[f'pck_bbox@{a:g}']):.1f}" for a in alphas
+                              if f"pck_bbox@{a:g}" in scores)
+            pictures = draw_joints_vs_truth(video, pred, clip.joints, clip.in_frame, score)
             write_video(pictures, _vis_dir(cfg, "jhmdb") / f"{_safe_name(name)}.mp4", fps=VIS_FPS)
     if not evaluated:
         raise DataError(f"no JHMDB clip could be evaluated; skipped: {skipped}")

@@ -106,3 +106,21 @@ def overlay_masks(frame: ImageLike, mask: ArrayLike, alpha: float = 0.5, edges: 
         blended[object_edges(ids)] = colour[object_edges(ids)]
     out = np.where((ids > 0)[..., None], blended, rgb)
     return Image.fromarray(out.round().clip(0, 255).astype(np.uint8))
+
+
+def draw_masks_vs_truth(video: VideoFrames, masks: torch.Tensor, gt_masks: torch.Tensor, score: str,
+                        alpha: float = 0.5) -> list[Image.Image]:
+    """Ground truth (left) beside the propagated masks (right), both (T, H, W) object ids at the
+    original size, blended into the frames as read; "ground truth  frame t/T" and "prediction
+    (``score``)" written on them. Void (255) in the ground truth is drawn as background."""
+    from hyperfeat.viz.tracks import draw_caption, side_by_side
+
+    gt = torch.as_tensor(gt_masks).clone()
+    gt[gt == 255] = 0
+    left = overlay_video_frames(video, gt, alpha=alpha)
+    right = overlay_video_frames(video, torch.as_tensor(masks), alpha=alpha)
+    num_frames = len(left)
+    for t, (a, b) in enumerate(zip(left, right)):
+        draw_caption(a, f"ground truth  frame {t + 1}/{num_frames}")
+        draw_caption(b, f"prediction ({score})")
+    return [side_by_side(a, b) for a, b in zip(left, right)]

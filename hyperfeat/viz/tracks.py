@@ -196,3 +196,55 @@ def draw_tracks_vs_truth(video: VideoFrames, tracks, visible, gt_tracks, gt_visi
     left = draw_tracks(frames, gt, gt_visible, tail_length, show_occluded=False, legend=False, title="ground truth")
     right = draw_tracks(frames, pred, visible, tail_length, title=f"prediction ({score})")
     return [side_by_side(a, b) for a, b in zip(left, right)]
+
+
+# ---------------------------------------------------------------------------- skeletons
+
+# JHMDB's 15 joints (0-based): neck, belly, face, shoulders R/L, hips R/L, elbows R/L, knees R/L,
+# wrists R/L, ankles R/L; the limbs joining them
+JHMDB_SKELETON = ((2, 0), (0, 1), (0, 3), (0, 4), (3, 7), (7, 11), (4, 8), (8, 12),
+                  (1, 5), (1, 6), (5, 9), (9, 13), (6, 10), (10, 14))
+
+
+def draw_skeleton(frame: ImageLike, joints: np.ndarray, valid: np.ndarray, limbs: Sequence[tuple[int, int]],
+                  colours: Sequence[tuple], caption: str = "") -> Image.Image:
+    """One frame with joints (J, 2) xy pixels as dots in their own colours and the ``limbs``
+    between valid joints as white lines; joints with ``valid`` (J,) False or non-finite are left
+    out. ``caption`` is written at the top."""
+    canvas = load_image(frame).copy()
+    draw = ImageDraw.Draw(canvas, "RGBA")
+    radius = marker_radius(canvas.size)
+    ok = valid & np.isfinite(joints).all(axis=1)
+    for a, b in limbs:
+        if ok[a] and ok[b]:
+            draw.line([tuple(joints[a]), tuple(joints[b])], fill=(255, 255, 255, 200), width=max(1, radius // 2))
+    for j in np.nonzero(ok)[0]:
+        draw_marker(draw, joints[j], True, colours[j], radius)
+    if caption:
+        draw_caption(canvas, caption)
+    return canvas
+
+
+def draw_joints_vs_truth(video: VideoFrames, joints, gt_joints, gt_valid, score: str,
+                         limbs: Sequence[tuple[int, int]] = JHMDB_SKELETON) -> list[Image.Image]:
+    """Ground-truth joints (left) beside the propagated ones (right) with their skeleton: joints
+    (T, J, 2) xy in original pixels scaled to the frames; ``gt_valid`` (T, J) bool marks the
+    ground-truth joints to draw (inside the frame). The same joint has the same colour on both
+    sides; the right one is titled "prediction (``score``)"."""
+    from hyperfeat.geometry import rescale_points
+
+    frames = frames_as_uint8(video.frames)
+    gt = rescale_points(torch.as_tensor(gt_joints).float(), video.original_size, video.size).numpy()  # (T, J, 2)
+    pred = rescale_points(torch.as_tensor(joints).float(), video.original_size, video.size).numpy()
+    valid = to_numpy(gt_valid, bool)
+    if gt.shape != pred.shape or valid.shape != gt.shape[:2] or gt.shape[0] != len(frames):
+        raise HyperfeatError(f"joints {pred.shape}, ground truth {gt.shape} and valid {valid.shape} must be "
+                             f"(T, J, 2), (T, J, 2), (T, J) with T = {len(frames)} frames")
+    colours = [tuple(int(v) for v in c) for c in distinct_colours(gt.shape[1])]
+    everywhere = np.ones(pred.shape[1], bool)
+    out = []
+    for t, frame in enumerate(frames):
+        left = draw_skeleton(frame, gt[t], valid[t], limbs, colours, f"ground truth  frame {t + 1}/{len(frames)}")
+        right = draw_skeleton(frame, pred[t], everywhere, limbs, colours, f"prediction ({score})")
+        out.append(side_by_side(left, right))
+    return out

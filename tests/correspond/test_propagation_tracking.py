@@ -265,3 +265,23 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(DataError, match=r"\(J, 2\)"):
         propagate_keypoints(desc, torch.zeros(3), size)
     assert issubclass(DataError, HyperfeatError)
+
+
+def test_trackers_reject_points_outside_the_frame_and_misfit_descriptors():
+    from hyperfeat.correspond.tracker import PointGroup, TrackerSettings, track_memory
+
+    desc = torch.nn.functional.normalize(torch.randn(4, 8, 6, 8), dim=1)  # (T, D, h, w)
+    size = (64, 48)
+    far = torch.tensor([[0, 5.0, 5.0], [1, 5000.0, 5000.0]])
+    for tracker in (track_points, track_memory):
+        with pytest.raises(DataError, match=r"query 1 at \(x, y\)=\(5000, 5000\) is outside the frame.*\(W, H\)=\(64, 48\)"):
+            tracker(desc, far, size)
+        with pytest.raises(DataError, match=r"\(T, D, h, w\).*got \(8, 6, 8\)"):
+            tracker(desc[0], far[:1], size)  # one frame's descriptors, not a video's
+    group = PointGroup(desc[0], torch.tensor([[2.0, 3.0]]), TrackerSettings())
+    with pytest.raises(DataError, match=r"\(D, h, w\) with D = 8.*got shape \(4, 6, 8\)"):
+        group.step(desc[1, :4])  # another describer's channel count
+    with pytest.raises(DataError, match=r"\(5, 8\) cells after \(6, 8\)"):
+        group.step(desc[1, :, :5])  # another grid
+    position, visible, confidence = group.step(desc[1])  # the errors left the group usable
+    assert position.shape == (1, 2) and visible.shape == confidence.shape == (1,)

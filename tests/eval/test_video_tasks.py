@@ -45,14 +45,24 @@ def test_evaluate_davis(parts, tmp_path):
     assert len(next(line for line in lines if line.startswith("soapbox"))) == len(header)
     assert (tmp_path / "vis_davis" / "bike-packing.mp4").is_file()
     assert not (tmp_path / "vis_davis" / "soapbox.mp4").exists()
+    # the pictures (ground truth beside prediction, J&F in the title) leave the numbers as they are
+    plain = make_hf(parts, "task=davis", "data.sequences=[bike-packing,soapbox]", "data.max_frames=3",
+                    "video.frame_size=256", "eval.save_vis=0", f"paths.output_dir={tmp_path / 'plain'}")
+    assert evaluate_video(plain, progress=False)[0] == results
+    assert not (tmp_path / "plain" / "vis_davis").exists()
 
 
-def test_evaluate_jhmdb(parts):
+def test_evaluate_jhmdb(parts, tmp_path):
     data_dir("jhmdb")
     from hyperfeat.eval.runner import evaluate_video
 
     hf = make_hf(parts, "task=jhmdb", "data.max_frames=3", "video.frame_size=160")
     results, table = evaluate_video(hf, progress=False)
+    # the pictures (truth and prediction skeletons, PCK in the title) leave the numbers as they are
+    drawn = make_hf(parts, "task=jhmdb", "data.max_frames=3", "video.frame_size=160", "eval.save_vis=1",
+                    f"paths.output_dir={tmp_path}")
+    assert evaluate_video(drawn, progress=False)[0] == results
+    assert len(list((tmp_path / "vis_jhmdb").glob("*.mp4"))) == 1
     clip = "catch/Goal_Keeping_Tips_catch_f_cm_np1_fr_med_2"
     for key in ("pck_bbox@0.1", "pck_bbox@0.2", f"cat/{clip}/pck_bbox@0.1", f"cat/{clip}/pck_bbox@0.2"):
         assert in_unit(results[key]), key

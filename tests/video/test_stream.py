@@ -127,3 +127,15 @@ def _window_too_old(describer, frames):
     for frame in frames[:4]:
         tracker.step(frame)
     tracker.add_queries([[0, 10, 10]])
+
+
+def test_tracking_rejects_a_query_outside_the_frame_and_descriptors_of_another_video():
+    describer = patch_describer()
+    frames = moving_scene(4)  # 72×56
+    tensor = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255  # (T, 3, H, W)
+    with pytest.raises(DataError, match=r"\(5000.0, 5000.0\) is outside the 72×56 frame"):
+        Tracker(describer, [[0, 5000, 5000]]).step(frames[0])  # the frame size is known at the first frame
+    with pytest.raises(DataError, match=r"query 0 at \(x, y\)=\(5000, 5000\) is outside the frame"):
+        track_video(describer, tensor, [[0, 5000, 5000]], progress=False)
+    with pytest.raises(DataError, match="descriptors of 3 frames do not fit a video of 4 frames"):
+        track_video(describer, tensor, [[0, 5, 5]], descriptors=torch.rand(3, 8, 7, 9), progress=False)

@@ -286,3 +286,58 @@ def test_palette_matches_davis_release():
     with Image.open(root / "Annotations" / "480p" / "bike-packing" / "00000.png") as ann:
         palette = np.array(ann.getpalette()).reshape(-1, 3)
     assert np.array_equal(davis_palette(), palette)
+
+
+def grey_video(t: int, h: int = 64, w: int = 96, original: tuple[int, int] = (192, 128)):
+    from hyperfeat.video.frames import VideoFrames
+
+    frames = torch.full((t, 3, h, w), GREY[0] / 255.0)  # (T, 3, H, W)
+    return VideoFrames(frames, original, (w, h), w / original[0], [])
+
+
+def test_masks_vs_truth_truth_left_prediction_right():
+    from hyperfeat.viz.masks import draw_masks_vs_truth
+
+    video = grey_video(3)
+    gt = torch.zeros(3, 128, 192, dtype=torch.long)  # (T, H, W) at the original size
+    gt[:, 40:80, 0:60] = 1  # the truth's object: frames' rows 20:40, cols 0:30
+    gt[:, 100:128, 150:192] = 255  # void: drawn as background
+    pred = torch.zeros_like(gt)
+    pred[:, 80:100, 120:192] = 2  # the prediction's object: rows 40:50, cols 60:96
+    out = draw_masks_vs_truth(video, pred, gt, "J&F 12.3")
+    assert len(out) == 3 and out[0].size == (2 * 96 + 4, 64)
+    pixels = np.asarray(out[1])
+    left, right = pixels[:, :96], pixels[:, 100:]
+    grey = lambda region: (region == GREY).all(-1)
+    assert not grey(left[24:36, 4:26]).any() and grey(right[24:36, 4:26]).all()
+    assert not grey(right[42:48, 64:92]).any() and grey(left[42:48, 64:92]).all()
+    assert grey(left[52:64, 78:96]).all()  # void left as the frame
+    palette = davis_palette().astype(int)
+    assert np.abs(left[30, 10].astype(int) - palette[1]).sum() < np.abs(np.array(GREY) - palette[1]).sum()
+    assert np.abs(right[45, 80].astype(int) - palette[2]).sum() < np.abs(np.array(GREY) - palette[2]).sum()
+
+
+def test_joints_vs_truth_same_colour_each_side():
+    from hyperfeat.viz.tracks import JHMDB_SKELETON, draw_joints_vs_truth
+
+    video = grey_video(2, h=128, w=192, original=(384, 256))
+    gt = torch.zeros(2, 15, 2)
+    gt[:, :, 0] = torch.linspace(40, 340, 15)  # a row of joints, original pixels (21 px apart)
+    gt[:, :, 1] = 160
+    pred = gt.clone()
+    pred[:, :, 1] = 220  # the prediction lower down
+    valid = torch.ones(2, 15, dtype=torch.bool)
+    valid[:, 14] = False  # a joint outside the frame: not drawn on the truth side
+    out = draw_joints_vs_truth(video, pred, gt, valid, "PCK@0.1 50.0")
+    assert len(out) == 2 and out[0].size == (2 * 192 + 4, 128)
+    pixels = np.asarray(out[1])
+    colours = distinct_colours(15)
+    for j in (0, 7, 13):
+        x = int(round(float(gt[0, j, 0]) / 2))
+        assert tuple(pixels[80, x]) == tuple(colours[j])  # truth at y 160 / 2
+        assert tuple(pixels[110, 196 + x]) == tuple(colours[j])  # prediction at y 220 / 2, right half
+    x14 = int(round(float(gt[0, 14, 0]) / 2))
+    assert tuple(pixels[80, x14]) == GREY and tuple(pixels[110, 196 + x14]) == tuple(colours[14])
+    assert len(JHMDB_SKELETON) == 14 and {j for limb in JHMDB_SKELETON for j in limb} == set(range(15))
+    with pytest.raises(ValueError, match="joints"):
+        draw_joints_vs_truth(video, pred[:1], gt, valid, "")
