@@ -83,7 +83,7 @@ def main() -> None:
     from hyperfeat.eval.table import format_table
     from hyperfeat.video.frames import frames_from_uint8
     from hyperfeat.correspond.tracker import TrackerSettings
-    from hyperfeat.video.stream import DescriptorStore, describe_stream
+    from hyperfeat.video.stream import describe_stream
     from hyperfeat.video.frames import frame_describer
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
