@@ -133,6 +133,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--clips", type=int, default=6, help="held-out synthetic tracking clips")
     parser.add_argument("--frames", type=int, default=24)
+    parser.add_argument("--models", nargs="+", default=list(MODELS[1:]), help="which of the trained networks to train")
     parser.add_argument("--tta-steps", type=int, default=20)
     parser.add_argument("--tta-lr", type=float, default=1e-3)
     parser.add_argument("--tta-models", nargs="*", default=["untrained", "video_selfsup", "video_supervised"])
@@ -176,6 +177,8 @@ def main() -> None:
         runs = {"smoke": ["experiment=smoke", *PLAN], "video_supervised": ["experiment=video_supervised", *args.sup],
                 "video_selfsup": ["experiment=video_selfsup", *args.selfsup]}
         for name, preset in runs.items():
+            if name not in args.models:
+                continue
             over = common_overrides(tmp, seed, name, args.steps, args.lr)
             cfg = load_config(overrides=[preset[0], *over, *preset[1:]])
             t0 = time.time()
@@ -209,13 +212,14 @@ def main() -> None:
 
     seeds = list(record["per_seed"].values())
     rows = []
-    for name in MODELS:
+    shown = [m for m in MODELS if m == "untrained" or m in args.models]
+    for name in shown:
         get = lambda path: [eval_path(s[name], path) for s in seeds]  # noqa: E731
         rows.append([name, mean_std(get("loss.train.supervised")), mean_std(get("loss.val.supervised")),
                      mean_std(get("loss.train.walk")), mean_std(get("loss.val.walk")),
                      *(pct(get(f"tracking.{k}")) for k in TRACK_KEYS)])
     rows.append(None)
-    for name in MODELS:
+    for name in shown:
         if name not in args.tta_models or args.tta_steps <= 0:
             continue
         get = lambda path: [eval_path(s[name], path) for s in seeds]  # noqa: E731
