@@ -103,7 +103,7 @@ class Hyperfeatures(HyperfeatureDescriber):
 
 
     # ------------------------------------------------------------------ test-time adaptation
-    def adapt(self, frames, steps: int = 20, lr: float = 1e-3, progress: bool = False, **settings) -> "Hyperfeatures":
+    def adapt(self, frames, steps: int = 20, lr: float = 3e-3, progress: bool = False, **settings) -> "Hyperfeatures":
         """A copy whose aggregation network took ``steps`` self-supervised steps (the cycle walk,
         AdamW at ``lr``) on this very video; the backbone and ``self`` are unchanged. ``frames``:
         any video form the video methods take. ``settings``: the other fields of

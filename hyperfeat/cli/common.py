@@ -116,4 +116,4 @@ def adapted(hf, video, steps: int, lr: float, name: Optional[str | Path] = None)
 def add_adapt_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adapt-steps", type=int, default=0,
                    help="test-time adaptation: this many self-supervised steps on the video first (0: none)")
-    p.add_argument("--adapt-lr", type=float, default=1e-3, help="learning rate of --adapt-steps")
+    p.add_argument("--adapt-lr", type=float, default=3e-3, help="learning rate of --adapt-steps")

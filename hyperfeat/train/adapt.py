@@ -46,7 +46,7 @@ class AdaptSettings:
     temperature / pool / edge dropout, seed, and ``max_frames`` (None: every frame)."""
 
     steps: int = 20
-    lr: float = 1e-3
+    lr: float = 3e-3
     clip_length: int = 4
     max_stride: int = 4
     clips_per_step: int = 2
