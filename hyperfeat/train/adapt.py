@@ -99,10 +99,11 @@ def _walk(network: torch.nn.Module, raw: torch.Tensor, clips: list[list[int]], s
     return cycle_walk_loss(desc, settings.temperature, settings.pool, dropout, generator)
 
 
-def adapt_network(describer: Any, frames: torch.Tensor, settings: AdaptSettings = AdaptSettings(),
+def adapt_network(describer: Any, frames: Optional[torch.Tensor], settings: AdaptSettings = AdaptSettings(),
                   progress: bool = False, raw: Optional[torch.Tensor] = None) -> AdaptResult:
     """Train a copy of ``describer.network`` on the video ``frames`` (T, 3, H, W) in [0, 1] with
-    the cycle walk; ``raw``: the frames' raw maps from :func:`video_raw_maps`, if already made."""
+    the cycle walk; ``raw``: the frames' raw maps from :func:`video_raw_maps`, if already made
+    (then ``frames`` may be None)."""
     from tqdm.auto import tqdm
 
     settings.check()

@@ -120,6 +120,10 @@ def test_video_folder_errors_name_the_path(tmp_path):
     with pytest.raises(DataError, match="broken.mp4") as err:
         folder.load("broken.mp4")
     assert "\n" not in str(err.value)
+    write_frames(translated_video(steps=2), tmp_path / "short" / "two")
+    clips = FrameClips(VideoFolder(tmp_path / "short"), load_size=32, clip_length=3)
+    with pytest.raises(DataError, match=r"video .*two: a clip of 2 frames is too short for 3 frames"):
+        clips[0]
 
 
 def test_cached_clips_hold_the_extractor_maps(parts, tmp_path):

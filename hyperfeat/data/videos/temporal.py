@@ -229,7 +229,10 @@ class FrameClips(Dataset):
         name = self.videos.names[index // self.clips_per_video]
         frames = self.videos.load(name)
         rng = np.random.default_rng([self.seed, self.split_id, int(index)])
-        start, stride = draw_gap(rng, len(frames), self.max_stride, span=self.clip_length - 1)
+        try:
+            start, stride = draw_gap(rng, len(frames), self.max_stride, span=self.clip_length - 1)
+        except DataError as err:
+            raise DataError(f"video {self.videos.paths[name]}: {err} (data.clip_length={self.clip_length})") from None
         picked = [start + k * stride for k in range(self.clip_length)]
         images = torch.stack([_backbone_frame(frames[i], self.load_size) for i in picked])  # (K, 3, L, L)
         return {"frame_images": images, "frame_indices": torch.tensor(picked), "video": name}
