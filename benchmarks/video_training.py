@@ -118,7 +118,6 @@ def main() -> None:
     from hyperfeat.api import Hyperfeatures
     from hyperfeat.config import load_config
     from hyperfeat.data.videos.temporal import build_temporal_dataset, davis_track_clips
-    from hyperfeat.eval.table import format_table
     from hyperfeat.model.backbone import load_backbone
     from hyperfeat.model.checkpoint import load_checkpoint
     from hyperfeat.train.adapt import AdaptSettings, adapt_network, video_raw_maps
@@ -140,7 +139,11 @@ def main() -> None:
     parser.add_argument("--sup", nargs="*", default=[], help="extra overrides of the supervised preset")
     parser.add_argument("--selfsup", nargs="*", default=[], help="extra overrides of the self-supervised preset")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "video_training.json"))
+    parser.add_argument("--from-json", default=None, help="only print the table and draw the picture of a record")
     args = parser.parse_args()
+    if args.from_json:
+        report(json.loads(Path(args.from_json).read_text()), Path(args.out))
+        return
     torch.set_num_threads(1)
     started = time.time()
 
@@ -209,10 +212,19 @@ def main() -> None:
                      if entry["tta"] else ""), flush=True)
     record["seconds"] = time.time() - started
     Path(args.out).write_text(json.dumps(record, indent=2))
+    print(f"wrote {args.out}")
 
+    report(record, Path(args.out))
+
+
+def report(record: dict, out: Path) -> None:
+    """The table (printed and written beside the JSON as .txt) and the picture (.png) of a record."""
+    from hyperfeat.eval.table import format_table
+
+    cfg = record["settings"]
     seeds = list(record["per_seed"].values())
     rows = []
-    shown = [m for m in MODELS if m == "untrained" or m in args.models]
+    shown = [m for m in MODELS if m == "untrained" or m in cfg["models"]]
     for name in shown:
         get = lambda path: [eval_path(s[name], path) for s in seeds]  # noqa: E731
         rows.append([name, mean_std(get("loss.train.supervised")), mean_std(get("loss.val.supervised")),
@@ -220,22 +232,73 @@ def main() -> None:
                      *(pct(get(f"tracking.{k}")) for k in TRACK_KEYS)])
     rows.append(None)
     for name in shown:
-        if name not in args.tta_models or args.tta_steps <= 0:
+        if name not in cfg["tta_models"] or cfg["tta_steps"] <= 0:
             continue
         get = lambda path: [eval_path(s[name], path) for s in seeds]  # noqa: E731
-        rows.append([f"{name} + TTA ({args.tta_steps} steps)", "", "", mean_std(get("tta.walk_before")) + " →",
+        rows.append([f"{name} + TTA ({cfg['tta_steps']} steps)", "", "", mean_std(get("tta.walk_before")) + " →",
                      mean_std(get("tta.walk_after")), *(pct(get(f"tta.tracking.{k}")) for k in TRACK_KEYS)])
-    print(format_table(
+    table = format_table(
         ["network", "sup loss train", "sup loss held-out", "walk loss train", "walk loss held-out", "AJ", "δ_avg", "OA"],
-        rows, title=f"Temporal training on the tiny backbone: {len(seeds)} seeds, {args.steps} steps each; tracking on "
-                    f"{len(clips)} held-out synthetic clips × {args.frames} frames (TAP-Vid metrics, %)",
+        rows, title=f"Temporal training on the tiny backbone: {len(seeds)} seeds, {cfg['steps']} steps each; tracking on "
+                    f"{len(record['clips'])} held-out synthetic clips × {cfg['frames']} frames (TAP-Vid metrics, %)",
         groups=[("temporal losses (lower is better)", 4), ("held-out tracking", 3)],
-        notes=[f"train sequences: {len(train_names)}, held-out: {len(held_names)} ({', '.join(held_names)})",
+        notes=[f"train sequences: {len(record['train_sequences'])}, held-out: {len(record['held_out_sequences'])} ({', '.join(record['held_out_sequences'])})",
                "sup loss: correspondence cross-entropy of tracked frame pairs (64 per side); walk loss: cycle walk of "
                "16 unlabelled clips per side",
                "TTA rows: walk loss of fixed clips of each held-out clip before → after adapting; tracking after adapting",
-               f"mean ± std over seeds {', '.join(map(str, args.seeds))}; total {record['seconds'] / 60:.1f} min"]))
-    print(f"wrote {args.out}")
+               f"mean ± std over seeds {', '.join(map(str, cfg['seeds']))}; total {record['seconds'] / 60:.1f} min"])
+    print(table)
+    out.with_suffix(".txt").write_text(table + "\n")
+    plot(record, out.with_suffix(".png"))
+    print(f"wrote {out.with_suffix('.txt')} and {out.with_suffix('.png')}")
+
+
+
+
+def plot(record: dict, path: Path) -> None:
+    """Held-out losses, tracking, and tracking after test-time adaptation per network, mean ± std
+    over seeds (headless Matplotlib)."""
+    from matplotlib.figure import Figure
+
+    seeds = list(record["per_seed"].values())
+    cfg = record["settings"]
+    names = [m for m in MODELS if m == "untrained" or m in cfg["models"]]
+    colours = dict(zip(MODELS, ("tab:gray", "tab:orange", "tab:green", "tab:blue")))
+
+    def stats(name: str, key: str, scale: float) -> tuple[float, float]:
+        values = [scale * eval_path(s[name], key) for s in seeds]
+        values = [v for v in values if v == v]
+        return (float(np.mean(values)), float(np.std(values))) if values else (float("nan"), 0.0)
+
+    fig = Figure(figsize=(12, 3.8), dpi=110)
+    panels = [("held-out temporal losses (lower is better)", [("sup loss", "loss.val.supervised"),
+                                                              ("walk loss", "loss.val.walk")], 1.0),
+              ("held-out tracking (%)", [("AJ", "tracking.average_jaccard"),
+                                         ("δ_avg", "tracking.average_pts_within_thresh")], 100.0)]
+    width = 0.8 / len(names)
+    for p, (title, metrics, scale) in enumerate(panels):
+        ax = fig.add_subplot(1, 3, p + 1)
+        for n, name in enumerate(names):
+            got = [stats(name, key, scale) for _, key in metrics]
+            xs = np.arange(len(metrics)) + (n - (len(names) - 1) / 2) * width
+            ax.bar(xs, [g[0] for g in got], width, yerr=[g[1] for g in got], capsize=2, label=name,
+                   color=colours[name])
+        ax.set_xticks(np.arange(len(metrics)), [m for m, _ in metrics])
+        ax.set_title(title, fontsize=9)
+        if p == 0:
+            ax.legend(fontsize=7, loc="lower left")
+    ax = fig.add_subplot(1, 3, 3)
+    adapted = [m for m in names if m in cfg["tta_models"]]
+    for n, name in enumerate(adapted):
+        for k, (label, key) in enumerate((("before", "tracking.average_jaccard"), ("after", "tta.tracking.average_jaccard"))):
+            mean, std = stats(name, key, 100.0)
+            ax.bar(n + (k - 0.5) * 0.38, mean, 0.38, yerr=std, capsize=2, color=colours[name],
+                   hatch="//" if k else None, alpha=1.0 if k else 0.55)
+    ax.set_xticks(np.arange(len(adapted)), adapted, fontsize=7)
+    ax.set_title(f"held-out AJ (%): before (plain) / after (hatched) {cfg['tta_steps']} TTA steps", fontsize=9)
+    fig.suptitle(f"Tiny random backbone, real DAVIS frames, {len(seeds)} seed(s), mean ± std", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
 
 
 def eval_path(entry: dict, path: str) -> float:
