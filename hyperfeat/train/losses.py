@@ -126,6 +126,7 @@ def cycle_walk_loss(
     pool: int = 1,
     edge_dropout: float = 0.0,
     generator: Optional[torch.Generator] = None,
+    across_batch: bool = False,
 ) -> torch.Tensor:
     """The contrastive random walk (Jabri et al., NeurIPS 2020) on a palindrome of frames.
 
@@ -136,7 +137,10 @@ def cycle_walk_loss(
     distinct descriptor found again in the other frames, and log(n) for featureless frames.
     ``pool``: average-pool the maps by this factor first (fewer cells: n² memory);
     ``edge_dropout``: zero this fraction of the forward transitions before renormalising (the
-    paper's edge dropout, drawn from ``generator``).
+    paper's edge dropout, drawn from ``generator``); ``across_batch``: every step may go to the
+    cells of the next frame of *every* clip of the batch (one graph of B·n cells per time step), so
+    descriptors that only encode position cannot find their way home (each clip's cell (i, j)
+    looks alike: at best 1/B of the walk returns), only content tells the clips apart.
     """
     if frames.dim() != 5 or frames.shape[1] < 2:
         raise DataError(f"frames must be (B, K >= 2, D, h, w) descriptors; got {tuple(frames.shape)}")
@@ -148,6 +152,8 @@ def cycle_walk_loss(
     if int(pool) > 1:
         maps = F.avg_pool2d(maps, int(pool), ceil_mode=True)
     maps = maps.unflatten(0, (b, k))  # (B, K, D, h', w')
+    if across_batch:  # one graph per time step: the B clips' cells side by side
+        maps = maps.permute(1, 2, 0, 3, 4).flatten(3)[None]  # (1, K, D, B, h'·w')
     forward = [walk_transitions(maps[:, i], maps[:, i + 1], temperature) for i in range(k - 1)]  # (B, n, n) each
     if edge_dropout > 0:
         dropped = []

@@ -154,17 +154,18 @@ class HyperfeatModule(L.LightningModule):
 @dataclass(frozen=True)
 class WalkSettings:
     """The cycle-walk loss's numbers (``train.walk_*``): logit temperature, pooling of the maps
-    before the walk, edge dropout."""
+    before the walk, edge dropout, and whether the walk goes across the clips of the batch."""
 
     temperature: float
     pool: int
     edge_dropout: float
+    across_batch: bool = False
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> "WalkSettings":
         t = cfg.train
         return cls(float(t.get("walk_temperature", 0.07)), int(t.get("walk_pool", 1)),
-                   float(t.get("walk_edge_dropout", 0.0)))
+                   float(t.get("walk_edge_dropout", 0.0)), bool(t.get("walk_across_batch", False)))
 
 
 class VideoWalkModule(HyperfeatModule):
@@ -194,7 +195,8 @@ class VideoWalkModule(HyperfeatModule):
 
     def _walk_loss(self, batch: dict) -> torch.Tensor:
         return cycle_walk_loss(self.describe_clips(batch), self.walk.temperature, self.walk.pool,
-                               self.walk.edge_dropout if self.training else 0.0)
+                               self.walk.edge_dropout if self.training else 0.0,
+                               across_batch=self.walk.across_batch and self.training)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self._walk_loss(batch)

@@ -158,3 +158,14 @@ def test_selfsup_preset_trains_on_a_video_folder_into_a_checkpoint_that_tracks(t
     hf = Hyperfeatures.from_checkpoint(last)
     tracks, visible = hf.track(translated_video(steps=4), [[0, 50.0, 40.0]])
     assert tracks.shape == (1, 4, 2) and visible.shape == (1, 4)
+
+
+def test_walk_across_the_batch_defeats_position_only_descriptors():
+    cells = torch.eye(6).reshape(6, 2, 3)  # one descriptor per position, the same in every clip
+    position_only = cells.expand(3, 4, -1, -1, -1)  # (B=3, K=4, D=6, 2, 3)
+    assert float(cycle_walk_loss(position_only, temperature=0.05)) < 1e-6  # the plain walk is won by position
+    assert float(cycle_walk_loss(position_only, temperature=0.05, across_batch=True)) == pytest.approx(math.log(3),
+                                                                                                     rel=1e-4)
+    content = torch.eye(18).reshape(18, 3, 2, 3).permute(1, 0, 2, 3)  # (3, D=18, 2, 3): every clip its own cells
+    distinct = content[:, None].expand(-1, 4, -1, -1, -1)
+    assert float(cycle_walk_loss(distinct, temperature=0.05, across_batch=True)) < 1e-6
