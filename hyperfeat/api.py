@@ -101,6 +101,24 @@ class Hyperfeatures(HyperfeatureDescriber):
         return video_run.propagate_joints(self, frames, joints, descriptors=descriptors, progress=progress)
 
 
+    # ------------------------------------------------------------------ test-time adaptation
+    def adapt(self, frames, steps: int = 20, lr: float = 3e-3, progress: bool = False, **settings) -> "Hyperfeatures":
+        """A copy whose aggregation network took ``steps`` self-supervised steps (the cycle walk,
+        AdamW at ``lr``) on this very video; the backbone and ``self`` are unchanged. ``frames``:
+        any video form the video methods take. ``settings``: the other fields of
+        :class:`hyperfeat.train.adapt.AdaptSettings` (clip_length, max_stride, clips_per_step,
+        temperature, pool, edge_dropout, seed, max_frames). The copy's ``adaptation`` holds the
+        per-step losses and the walk loss of fixed clips before and after."""
+        from hyperfeat.train.adapt import AdaptSettings, adapt_network
+        from hyperfeat.video.frames import load_frames
+
+        video = load_frames(self, frames)
+        result = adapt_network(self, video.frames, AdaptSettings(steps=int(steps), lr=float(lr), **settings),
+                               progress=progress)
+        adapted = type(self)(self.cfg, self.backbone, result.network, self.meta)
+        adapted.adaptation = result
+        return adapted
+
     # ------------------------------------------------------------------ state changes
     def changes(self, frames, queries=None, grid: Optional[int] = None, mask=None, tracks=None, visible=None,
                 descriptors: Optional[torch.Tensor] = None, progress: bool = False):

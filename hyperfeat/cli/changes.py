@@ -8,7 +8,15 @@ import json
 from pathlib import Path
 from typing import Optional, Sequence
 
-from hyperfeat.cli.common import CHECKPOINT_HELP, add_video_args, command, parse_queries, video_source
+from hyperfeat.cli.common import (
+    CHECKPOINT_HELP,
+    adapted,
+    add_adapt_args,
+    add_video_args,
+    command,
+    parse_queries,
+    video_source,
+)
 from hyperfeat.errors import HyperfeatError
 from hyperfeat.io import PathLike, atomic_write
 
@@ -64,11 +72,14 @@ def run_changes_command(
     overrides: Sequence[str] = (),
     fps: float = 10,
     hf=None,
+    adapt_steps: int = 0,
+    adapt_lr: float = 3e-3,
 ) -> dict:
     """Analyse ``video`` and write into ``out_dir``: ``drift.png`` (drift curves, events, region
     colours), ``timeline.png`` (state per point and frame), ``overlay.mp4`` (points coloured by
     state), ``events.json`` / ``events.csv`` (one row per event) and ``changes.json`` (every curve,
-    region and segment). Returns the paths and the result."""
+    region and segment). ``adapt_steps`` > 0: adapt the aggregation network to this video first
+    (hyperfeatures only). Returns the paths and the result."""
     from hyperfeat.io import write_video
     from hyperfeat.video.changes import video_changes
     from hyperfeat.video.frames import frames_as_uint8, load_frames, precheck_source
@@ -84,6 +95,7 @@ def run_changes_command(
     precheck_source(video)
     desc = hf if hf is not None else build_describer(describer, checkpoint, overrides)
     frames = load_frames(desc, video)
+    desc = adapted(desc, frames, adapt_steps, adapt_lr, name=video)
     result = video_changes(desc, frames, queries=queries, grid=grid, mask=mask, progress=True)
 
     out = Path(out_dir)
@@ -121,6 +133,7 @@ def _changes_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--points", default=None, help='queries "t,x,y;t,x,y" in pixels of the original frames')
     p.add_argument("--mask", default=None, help="PNG mask of frame 0: object points inside, background references outside")
     p.add_argument("--out", default="changes", help="output folder")
+    add_adapt_args(p)
 
 
 @command("changes", "find changes of state of tracked points (drift plot, timeline, overlay video, events)", _changes_args)
@@ -128,7 +141,8 @@ def run_changes(args: argparse.Namespace) -> int:
     video, overrides = video_source(args)
     result = run_changes_command(video, args.out, checkpoint=args.checkpoint, describer=args.describer,
                                  grid=args.grid, points_text=args.points, mask_path=args.mask,
-                                 overrides=overrides, fps=args.fps)
+                                 overrides=overrides, fps=args.fps, adapt_steps=args.adapt_steps,
+                                 adapt_lr=args.adapt_lr)
     print(result["result"].message)
     print("wrote " + ", ".join(str(result[k]) for k in ("drift", "timeline", "overlay", "events_json", "events_csv")))
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -110,3 +110,26 @@ def parse_queries(text: str) -> torch.Tensor:
     if bad:
         raise HyperfeatError(f"the frame index t of a point must be an integer; got {bad[0]}")
     return torch.tensor(rows, dtype=torch.float32)
+
+
+def adapted(hf, video, steps: int, lr: float, name: Optional[str | Path] = None):
+    """``hf`` adapted to ``video`` (a path or loaded frames; ``name`` names it in the printed
+    line) by ``steps`` self-supervised steps (``--adapt-steps``); ``hf`` itself when 0."""
+    if not steps:
+        return hf
+    if int(steps) < 0:
+        raise HyperfeatError(f"--adapt-steps must be >= 0; got {steps}")
+    if not hasattr(hf, "adapt"):
+        raise HyperfeatError(f"--adapt-steps needs trained hyperfeatures (a checkpoint); {type(hf).__name__} has no "
+                             f"aggregation network to adapt")
+    out = hf.adapt(video, steps=int(steps), lr=float(lr), progress=True)
+    info = out.adaptation
+    print(f"adapted the aggregation network to {name if name is not None else video}: {steps} steps, "
+          f"walk loss {info.loss_before:.3f} → {info.loss_after:.3f}")
+    return out
+
+
+def add_adapt_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--adapt-steps", type=int, default=0,
+                   help="test-time adaptation: this many self-supervised steps on the video first (0: none)")
+    p.add_argument("--adapt-lr", type=float, default=3e-3, help="learning rate of --adapt-steps")

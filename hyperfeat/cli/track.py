@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
-from hyperfeat.cli.common import add_video_args, command, parse_queries, video_source
+from hyperfeat.cli.common import adapted, add_adapt_args, add_video_args, command, parse_queries, video_source
 from hyperfeat.errors import HyperfeatError
 from hyperfeat.io import PathLike
 
@@ -71,13 +71,16 @@ def run_track_command(
     num_points: Optional[int] = None,
     exports: Sequence[PathLike] = (),
     full_resolution: bool = False,
+    adapt_steps: int = 0,
+    adapt_lr: float = 3e-3,
 ) -> dict:
     """``hyperfeat track``: track the queries (``points_text`` ``'t,x,y;…'`` in original pixels,
     a ``grid`` × ``grid`` grid at frame ``grid_frame``, points inside the ``mask`` PNG) through
     ``video`` (folder of frames or a video file) and write ``out`` (.mp4 or .gif): every point in
     its own colour with a fading tail, a filled dot where visible, a cross where occluded, a frame
     counter and a legend. Also writes ``<out>.json`` (see :func:`tracks_json_path`) and each of
-    ``exports`` (.json, .csv, .npz). The video is read lazily and described in chunks; every file
+    ``exports`` (.json, .csv, .npz). ``adapt_steps`` > 0: first adapt the aggregation network to
+    this video (:meth:`hyperfeat.api.Hyperfeatures.adapt`, at ``adapt_lr``). The video is read lazily and described in chunks; every file
     appears only when complete, and bad input fails before anything is written.
     Returns {"video", "json", "exports", "tracks", "visible", "confidence"}.
     """
@@ -100,6 +103,7 @@ def run_track_command(
         from hyperfeat.api import Hyperfeatures
 
         hf = Hyperfeatures.from_checkpoint(checkpoint, overrides=list(overrides))
+    hf = adapted(hf, video, adapt_steps, adapt_lr)
     stream = frame_stream(hf, video)
     queries = build_queries(points_text, grid, mask, stream.original_size, grid_frame, num_points)
     result = track_video(hf, video, queries)  # checks the queries before describing the frames
@@ -127,6 +131,7 @@ def _track_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--export", action="append", default=[], help="also write the tracks to this .json, .csv or .npz")
     p.add_argument("--full-resolution", action="store_true", help="draw on the frames at their source resolution")
     p.add_argument("--tail-length", type=int, default=10, help="frames of fading tail behind each point")
+    add_adapt_args(p)
 
 
 @command("track", "track points through a video and draw them (dot: visible, cross: occluded)", _track_args)
@@ -135,7 +140,8 @@ def run_track(args: argparse.Namespace) -> int:
     result = run_track_command(args.checkpoint, video, args.points, args.out, overrides=overrides,
                                fps=args.fps, tail_length=args.tail_length, grid=args.grid, mask=args.mask,
                                grid_frame=args.grid_frame, num_points=args.num_points, exports=args.export,
-                               full_resolution=args.full_resolution)
+                               full_resolution=args.full_resolution, adapt_steps=args.adapt_steps,
+                               adapt_lr=args.adapt_lr)
     tracks, visible = result["tracks"], result["visible"]
     shown = range(min(tracks.shape[0], 10))
     for n in shown:

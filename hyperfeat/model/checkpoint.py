@@ -133,6 +133,7 @@ RUNTIME_KEYS = (
     "train.max_steps", "train.resume", "train.num_workers", "train.accelerator", "train.devices",
     "train.strategy", "train.num_nodes", "train.log_every_n_steps", "train.val_every_n_steps",
     "train.val_max_pairs", "train.cache_features", "train.cache_dir", "train.checkpoint_every_n_steps",
+    "train.monitor",
 )
 INFERENCE_SCOPE = ("backbone", "features", "aggregation.projection_dim", "aggregation.num_norm_groups")
 

@@ -329,8 +329,12 @@ class CachedPairDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = dict(self.pairs[index])
         for side in SIDES:
-            image = item.pop(f"{side}_image")  # (3, L, L)
-            item[f"{side}_raw"] = self.cache.get(image, self.extractor)  # (S, C, R, R)
+            if f"{side}_image" in item:
+                image = item.pop(f"{side}_image")  # (3, L, L)
+                item[f"{side}_raw"] = self.cache.get(image, self.extractor)  # (S, C, R, R)
+        if "frame_images" in item:  # a clip (hyperfeat.data.videos.temporal.FrameClips)
+            frames = item.pop("frame_images")  # (K, 3, L, L)
+            item["frame_raw"] = torch.stack(self.cache.fetch(frames, self.extractor))  # (K, S, C, R, R)
         return item
 
     def precompute(self, **kwargs) -> CacheStats:
@@ -351,14 +355,15 @@ def precompute(
     cache: FeatureCache,
     extractor,
     batch_size: Optional[int] = None,
-    image_keys: Iterable[str] = ("source_image", "target_image"),
+    image_keys: Iterable[str] = ("source_image", "target_image", "frame_images"),
     rank: int = 0,
     world_size: int = 1,
     progress: bool = True,
 ) -> CacheStats:
     """Fill ``cache`` for every image of ``dataset`` in one pass, ``batch_size`` images per backbone call.
 
-    Items are dicts holding images (3, L, L) under ``image_keys``; an image met twice is done
+    Items are dicts holding images (3, L, L) (or clips of them, (K, 3, L, L)) under those of
+    ``image_keys`` they have; an image met twice is done
     once. With several processes, every rank reads every item (cheap: decoding and warping) but
     computes only the images whose key falls to it (``int(key[:8], 16) % world_size == rank``), so
     an image shared by pairs on different ranks is still computed once in all. Returns this
@@ -383,8 +388,9 @@ def precompute(
 
     for index in tqdm(range(len(dataset)), desc="caching raw features", unit="pair", disable=not progress):
         item = dataset[index]
-        for name in image_keys:
-            image = item[name]  # (3, L, L)
+        images = [item[name] for name in image_keys if name in item]
+        images = [img for group in images for img in (group if group.dim() == 4 else [group])]  # clips: (K, 3, L, L)
+        for image in images:  # (3, L, L)
             key = cache.key(image)
             if key in seen or int(key[:8], 16) % world_size != rank:
                 continue

@@ -109,10 +109,12 @@ class PairDataModule(L.LightningDataModule):
     def dataset(self, split: str) -> Dataset:
         """The pair data set of ``split`` (items hold images), built once."""
         from hyperfeat.data.pairs import build_pair_dataset
+        from hyperfeat.data.videos.temporal import TEMPORAL_DATASETS, build_temporal_dataset
 
         if split not in self.datasets:
+            build = build_temporal_dataset if str(self.cfg.data.name) in TEMPORAL_DATASETS else build_pair_dataset
             try:
-                dataset = build_pair_dataset(self.cfg.data, split, int(self.cfg.features.load_size))
+                dataset = build(self.cfg.data, split, int(self.cfg.features.load_size))
             except DataError as err:  # say which role of which data set failed
                 which = self.cfg.data.get(f"{split}_split")
                 raise DataError(f"{split} split (data.{split}_split={which!r}) of data set "
@@ -195,12 +197,19 @@ class PairDataModule(L.LightningDataModule):
         return cached
 
     # ------------------------------------------------------------------ loaders
-    def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
+    def _collate(self, split: str):
+        """How items of ``split`` are batched: clips (unlabelled video) or pairs, cached or not."""
         from hyperfeat.data.pairs.base import collate_pairs
+        from hyperfeat.data.videos.temporal import CLIP_DATASETS, collate_clips
         from hyperfeat.train.cache import collate_cached_pairs
 
+        if str(self.cfg.data.name) in CLIP_DATASETS:
+            return collate_clips
+        return collate_cached_pairs if self.uses_cache(split) else collate_pairs
+
+    def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
         dataset = self.loader_dataset(split)
-        collate = collate_cached_pairs if self.uses_cache(split) else collate_pairs
+        collate = self._collate(split)
         workers = int(self.cfg.train.num_workers)
         return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
                           collate_fn=collate, persistent_workers=workers > 0, drop_last=False)
@@ -209,15 +218,12 @@ class PairDataModule(L.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         if trainer is not None and trainer.world_size > 1:  # Lightning's distributed sampler
             return self._loader("train", True, int(self.cfg.train.pairs_per_step))
-        from hyperfeat.data.pairs.base import collate_pairs
-        from hyperfeat.train.cache import collate_cached_pairs
-
         dataset = self.loader_dataset("train")
         workers = int(self.cfg.train.num_workers)
         return ResumableLoader(dataset, batch_size=int(self.cfg.train.pairs_per_step),
                                sampler=EpochSampler(len(dataset), int(self.cfg.train.seed)), num_workers=workers,
                                position=lambda: trainer.global_step if trainer is not None else 0,
-                               collate_fn=collate_cached_pairs if self.uses_cache("train") else collate_pairs,
+                               collate_fn=self._collate("train"),
                                persistent_workers=workers > 0, drop_last=False)
 
     def val_dataloader(self) -> DataLoader:

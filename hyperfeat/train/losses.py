@@ -1,13 +1,21 @@
-"""The correspondence loss of the reference: symmetric cross-entropy over cosine similarities.
+"""Training losses: the reference's correspondence loss and the temporal cycle-walk loss.
+
+:func:`correspondence_loss` is the reference's symmetric cross-entropy over cosine similarities.
 
 For each annotated point of image A, the logits are the cosine similarities of A's descriptor at
 that point with every cell of B's map, times 1/temperature; the label is the cell of the matching
 point in B. The same from B to A; the loss is the mean of the two directions. Points are given in
 the ``load_size`` frame and reach the descriptor grid by plain scaling, rounding and clipping
-(:func:`hyperfeat.matching.points_to_indices`), as the reference does.
+(:func:`hyperfeat.matching.points_to_indices`), as the reference does. Video frame pairs with
+exact tracks train with the same loss (occluded points are ``valid=False``).
+
+:func:`cycle_walk_loss` needs no labels: the contrastive random walk over a palindrome of frames
+of a clip (Jabri et al. 2020), for training on unlabelled video and for test-time adaptation.
 """
 
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -100,3 +108,70 @@ def correspondence_loss(
     loss_ab = _directional_ce(cells_a, cells_b, idx_a, idx_b, valid, temperature)
     loss_ba = _directional_ce(cells_b, cells_a, idx_b, idx_a, valid, temperature)
     return (loss_ab + loss_ba) / 2
+
+
+def walk_transitions(desc_from: torch.Tensor, desc_to: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Row-stochastic transition matrices (B, n, m) of a walk from the cells of one frame to the
+    cells of the next: softmax over the next frame's cells of cosine similarity / temperature.
+
+    desc_from: (B, D, h, w), desc_to: (B, D, h', w').
+    """
+    logits = _unit_cells(desc_from) @ _unit_cells(desc_to).transpose(1, 2) / temperature  # (B, n, m)
+    return logits.softmax(dim=-1)
+
+
+def cycle_walk_loss(
+    frames: torch.Tensor,
+    temperature: float = 0.07,
+    pool: int = 1,
+    edge_dropout: float = 0.0,
+    generator: Optional[torch.Generator] = None,
+    across_batch: bool = False,
+) -> torch.Tensor:
+    """The contrastive random walk (Jabri et al., NeurIPS 2020) on a palindrome of frames.
+
+    frames: (B, K, D, h, w) descriptors of K frames of a clip (K >= 2). Every cell of frame 0
+    starts a walk t0 → t1 → … → tk → … → t1 → t0 (transitions :func:`walk_transitions`, the
+    way back computed from the later frame), for each k = 1 … K-1; the loss is the mean over
+    the cells and the k of −log P(walk returns to its start). It is ≈ 0 when every cell has a
+    distinct descriptor found again in the other frames, and log(n) for featureless frames.
+    ``pool``: average-pool the maps by this factor first (fewer cells: n² memory);
+    ``edge_dropout``: zero this fraction of the forward transitions before renormalising (the
+    paper's edge dropout, drawn from ``generator``); ``across_batch``: every step may go to the
+    cells of the next frame of *every* clip of the batch (one graph of B·n cells per time step), so
+    descriptors that only encode position cannot find their way home (each clip's cell (i, j)
+    looks alike: at best 1/B of the walk returns), only content tells the clips apart.
+    """
+    if frames.dim() != 5 or frames.shape[1] < 2:
+        raise DataError(f"frames must be (B, K >= 2, D, h, w) descriptors; got {tuple(frames.shape)}")
+    if not temperature > 0 or int(pool) < 1 or not 0.0 <= edge_dropout < 1.0:
+        raise HyperfeatError(f"temperature must be > 0, pool >= 1 and edge_dropout in [0, 1); got "
+                             f"{temperature}, {pool} and {edge_dropout}")
+    b, k = frames.shape[:2]
+    maps = frames.flatten(0, 1)  # (B·K, D, h, w)
+    if int(pool) > 1:
+        maps = F.avg_pool2d(maps, int(pool), ceil_mode=True)
+    maps = maps.unflatten(0, (b, k))  # (B, K, D, h', w')
+    if across_batch:  # one graph per time step: the B clips' cells side by side
+        maps = maps.permute(1, 2, 0, 3, 4).flatten(3)[None]  # (1, K, D, B, h'·w')
+    forward = [walk_transitions(maps[:, i], maps[:, i + 1], temperature) for i in range(k - 1)]  # (B, n, n) each
+    if edge_dropout > 0:
+        dropped = []
+        for a in forward:
+            keep = (torch.rand(a.shape, generator=generator).to(a.device) >= edge_dropout).to(a.dtype)
+            a = a * keep
+            dropped.append(a / a.sum(-1, keepdim=True).clamp_min(EPS))
+        forward = dropped
+    backward = [walk_transitions(maps[:, i + 1], maps[:, i], temperature) for i in range(k - 1)]
+    n = forward[0].shape[1]
+    eye = torch.eye(n, device=frames.device, dtype=torch.bool)
+    losses = []
+    there = None
+    for i in range(k - 1):
+        there = forward[i] if there is None else there @ forward[i]  # (B, n, n): frame 0 → frame i+1
+        walk = there
+        for j in range(i, -1, -1):
+            walk = walk @ backward[j]  # … → back to frame 0
+        returned = walk[:, eye].clamp_min(1e-20)  # (B, n): P(back at the start)
+        losses.append(-returned.log().mean())
+    return torch.stack(losses).mean()

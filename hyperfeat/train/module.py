@@ -15,7 +15,7 @@ from hyperfeat.model.aggregation import AggregationNetwork
 from hyperfeat.model.backbone import Backbone, load_backbone
 from hyperfeat.model.checkpoint import CheckpointMeta, build_network
 from hyperfeat.model.features import FeatureExtractor
-from hyperfeat.train.losses import correspondence_loss
+from hyperfeat.train.losses import correspondence_loss, cycle_walk_loss
 
 
 @dataclass(frozen=True)
@@ -149,6 +149,73 @@ class HyperfeatModule(L.LightningModule):
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["hyperfeat"] = self.meta.to_dict()
+
+
+@dataclass(frozen=True)
+class WalkSettings:
+    """The cycle-walk loss's numbers (``train.walk_*``): logit temperature, pooling of the maps
+    before the walk, edge dropout, and whether the walk goes across the clips of the batch."""
+
+    temperature: float
+    pool: int
+    edge_dropout: float
+    across_batch: bool = False
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> "WalkSettings":
+        t = cfg.train
+        return cls(float(t.get("walk_temperature", 0.07)), int(t.get("walk_pool", 1)),
+                   float(t.get("walk_edge_dropout", 0.0)), bool(t.get("walk_across_batch", False)))
+
+
+class VideoWalkModule(HyperfeatModule):
+    """Self-supervised training on clips of unlabelled video: the contrastive random walk
+    (:func:`hyperfeat.train.losses.cycle_walk_loss`) over the clip's frames. Same parts, same
+    checkpoint as :class:`HyperfeatModule`; a batch holds ``frame_images`` (B, K, 3, L, L) or,
+    cached, ``frame_raw`` (B, K, S, C, R, R). Validation logs ``val/loss`` (no points to score)."""
+
+    def __init__(self, extractor: FeatureExtractor, network: AggregationNetwork, settings: "TrainSettings",
+                 meta: CheckpointMeta, walk: Optional[WalkSettings] = None):
+        super().__init__(extractor, network, settings, meta)
+        self.walk = walk or WalkSettings.from_config(meta.config)
+
+    def describe_clips(self, batch: dict) -> torch.Tensor:
+        """Hyperfeatures (B, K, D, R, R) of every frame of the batch's clips."""
+        if "frame_raw" in batch:
+            raw = batch["frame_raw"].float()  # (B, K, S, C, R, R)
+            b, k = raw.shape[:2]
+            raw = raw.flatten(0, 1)
+        else:
+            images = batch["frame_images"]  # (B, K, 3, L, L)
+            b, k = images.shape[:2]
+            self._move_backbone()
+            raw = self.extractor.run(images.flatten(0, 1))
+        desc = self.aggregation(raw.to(self.device))  # (B·K, D, R, R)
+        return desc.unflatten(0, (b, k))
+
+    def _walk_loss(self, batch: dict) -> torch.Tensor:
+        return cycle_walk_loss(self.describe_clips(batch), self.walk.temperature, self.walk.pool,
+                               self.walk.edge_dropout if self.training else 0.0,
+                               across_batch=self.walk.across_batch and self.training)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = self._walk_loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["video"]))
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self.log("val/loss", self._walk_loss(batch), batch_size=len(batch["video"]), sync_dist=True, prog_bar=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_mixing_weights()
+
+
+def module_class(cfg: DictConfig) -> type:
+    """The LightningModule that trains on the data set of ``cfg.data``: clips of unlabelled
+    video → :class:`VideoWalkModule`, pairs (semantic or tracked frames) → :class:`HyperfeatModule`."""
+    from hyperfeat.data.videos.temporal import CLIP_DATASETS
+
+    return VideoWalkModule if str(cfg.data.get("name")) in CLIP_DATASETS else HyperfeatModule
 
 
 

@@ -224,7 +224,9 @@ def build_trainer(cfg: DictConfig, callbacks: Sequence[Callback] = (), resume: b
     ckpt_dir = Path(cfg.paths.checkpoint_dir)
     # no version counter: a fresh run (train.resume=false) overwrites last.ckpt instead of
     # writing last-v1.ckpt beside a stale last.ckpt
-    checkpoint = FolderCheckpoint(dirpath=str(ckpt_dir), filename="best-{step}", monitor=MONITOR, mode="max",
+    monitor = str(cfg.train.get("monitor") or MONITOR)  # a loss is minimised, a score maximised
+    checkpoint = FolderCheckpoint(dirpath=str(ckpt_dir), filename="best-{step}", monitor=monitor,
+                                  mode="min" if monitor.endswith("loss") else "max",
                                  save_last=True, save_top_k=1, auto_insert_metric_name=False,
                                  enable_version_counter=False)
     bar = [TQDMProgressBar(refresh_rate=1)] if overrides.get("enable_progress_bar", True) else []
@@ -279,7 +281,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = (), backbone: Any = N
     """
     from hyperfeat.quiet import quiet_third_party
     from hyperfeat.train.datamodule import PairDataModule
-    from hyperfeat.train.module import HyperfeatModule
+    from hyperfeat.train.module import module_class
 
     ckpt_dir = Path(cfg.paths.checkpoint_dir)
     last = ckpt_dir / "last.ckpt"
@@ -298,7 +300,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = (), backbone: Any = N
         root = trainer.strategy.root_device
         if root.type == "cuda" and str(cfg.backbone.device) in ("auto", "cuda"):
             torch.cuda.set_device(root)  # the backbone loads on this process's GPU, not on GPU 0 in every process
-        module = HyperfeatModule.from_config(cfg, backbone=backbone)
+        module = module_class(cfg).from_config(cfg, backbone=backbone)
         data = PairDataModule(cfg)
         if trainer.is_global_zero:
             if resume:
@@ -334,7 +336,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = (), backbone: Any = N
         if trainer.is_global_zero:
             if checkpoint.best_model_path:
                 score = float(checkpoint.best_model_score)
-                print(f"best checkpoint: {checkpoint.best_model_path} ({MONITOR} = {score:.4f})")
+                print(f"best checkpoint: {checkpoint.best_model_path} ({checkpoint.monitor} = {score:.4f})")
             print(f"last checkpoint: {last}")
             folder = logger_folder(trainer.logger)
             if folder is not None:

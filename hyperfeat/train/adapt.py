@@ -1,0 +1,139 @@
+"""Test-time adaptation: a few self-supervised steps on the very video being analysed.
+
+The frozen backbone runs once over the video's frames; its raw maps stay in memory (float16,
+CPU) and a *copy* of the aggregation network is trained on clips of them with the contrastive
+random walk (:func:`hyperfeat.train.losses.cycle_walk_loss`), as DINO-Tracker adapts its
+features to its one video. Nothing but that copy changes: the backbone and the describer's own
+network are left as they were.
+
+Memory: T frames × S timesteps × C channels × R² floats (2 bytes each). The tiny backbone at
+32² is ~1 MB a frame; SD 1.5 with the paper's 11 timesteps at 64² is ~370 MB a frame, so for
+real backbones adapt on ``max_frames`` frames (spread evenly over the video) or a one-step plan.
+
+Only torch and the loss are imported here (no Lightning): the inference API calls it.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from hyperfeat.data.videos.temporal import draw_gap
+from hyperfeat.errors import HyperfeatError
+from hyperfeat.train.losses import cycle_walk_loss
+
+
+@dataclass
+class AdaptResult:
+    """The adapted network (eval mode), the loss of every step, and the walk loss of a fixed
+    set of clips of the video before and after adapting (``clips``: their frame indices)."""
+
+    network: torch.nn.Module
+    losses: list[float] = field(default_factory=list)
+    loss_before: float = float("nan")
+    loss_after: float = float("nan")
+    clips: list[list[int]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class AdaptSettings:
+    """steps, lr (AdamW), clip_length and max_stride of the clips, clips per step, the walk's
+    temperature / pool / edge dropout, seed, and ``max_frames`` (None: every frame)."""
+
+    steps: int = 20
+    lr: float = 3e-3
+    clip_length: int = 4
+    max_stride: int = 4
+    clips_per_step: int = 2
+    temperature: float = 0.07
+    pool: int = 2
+    edge_dropout: float = 0.0
+    seed: int = 0
+    max_frames: Optional[int] = None
+
+    def check(self) -> None:
+        if int(self.steps) < 0 or not float(self.lr) > 0:
+            raise HyperfeatError(f"adaptation needs steps >= 0 and lr > 0; got steps={self.steps}, lr={self.lr}")
+        if int(self.clip_length) < 2 or int(self.max_stride) < 1 or int(self.clips_per_step) < 1:
+            raise HyperfeatError(f"adaptation needs clip_length >= 2, max_stride >= 1 and clips_per_step >= 1; got "
+                                 f"{self.clip_length}, {self.max_stride} and {self.clips_per_step}")
+
+
+def video_raw_maps(describer: Any, frames: torch.Tensor, max_frames: Optional[int] = None) -> tuple[torch.Tensor, list[int]]:
+    """Raw maps (T', S, C, R, R) float16 on the CPU of frames (T, 3, H, W) in [0, 1] (each
+    resized to L × L like :func:`hyperfeat.video.frames.frame_describer`), and which frames they
+    are (every frame, or ``max_frames`` spread evenly)."""
+    total = int(frames.shape[0])
+    picked = list(range(total))
+    if max_frames and total > int(max_frames):
+        picked = sorted({int(round(v)) for v in np.linspace(0, total - 1, int(max_frames))})
+    size = int(describer.load_size)
+    batch_size = int(describer.cfg.features.batch_size)
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(picked), batch_size):
+            batch = frames[picked[start:start + batch_size]].float()
+            if tuple(batch.shape[-2:]) != (size, size):
+                batch = F.interpolate(batch, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+            batch = batch.clamp(0, 1) * 2.0 - 1.0  # (b, 3, L, L) in [-1, 1]
+            out.append(describer.extractor.run(batch.to(describer.device)).to("cpu", torch.float16))
+    return torch.cat(out), picked
+
+
+def _clip_indices(rng: np.random.Generator, num_frames: int, settings: AdaptSettings) -> list[int]:
+    length = min(int(settings.clip_length), num_frames)
+    start, stride = draw_gap(rng, num_frames, int(settings.max_stride), span=length - 1)
+    return [start + k * stride for k in range(length)]
+
+
+def _walk(network: torch.nn.Module, raw: torch.Tensor, clips: list[list[int]], settings: AdaptSettings,
+          device: torch.device, dropout: float, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    index = torch.tensor(clips)  # (B, K)
+    maps = raw[index.flatten()].to(device).float()  # (B·K, S, C, R, R)
+    desc = network(maps).unflatten(0, tuple(index.shape))  # (B, K, D, R, R)
+    return cycle_walk_loss(desc, settings.temperature, settings.pool, dropout, generator)
+
+
+def adapt_network(describer: Any, frames: Optional[torch.Tensor], settings: AdaptSettings = AdaptSettings(),
+                  progress: bool = False, raw: Optional[torch.Tensor] = None) -> AdaptResult:
+    """Train a copy of ``describer.network`` on the video ``frames`` (T, 3, H, W) in [0, 1] with
+    the cycle walk; ``raw``: the frames' raw maps from :func:`video_raw_maps`, if already made
+    (then ``frames`` may be None)."""
+    from tqdm.auto import tqdm
+
+    settings.check()
+    if raw is None:
+        raw, _ = video_raw_maps(describer, frames, settings.max_frames)
+    if raw.shape[0] < 2:
+        raise HyperfeatError(f"adaptation needs a video of at least 2 frames; got {raw.shape[0]}")
+    device = describer.device
+    network = copy.deepcopy(describer.network).to(device)
+    for p in network.parameters():
+        p.requires_grad_(True)
+    rng = np.random.default_rng([int(settings.seed), 1])
+    held = [_clip_indices(rng, raw.shape[0], settings) for _ in range(8)]  # fixed clips: the before/after loss
+    result = AdaptResult(network, clips=held)
+    network.eval()
+    with torch.no_grad():
+        result.loss_before = float(_walk(network, raw, held, settings, device, 0.0))
+    optimiser = torch.optim.AdamW(network.parameters(), lr=float(settings.lr), weight_decay=0.0)
+    generator = torch.Generator().manual_seed(int(settings.seed))
+    network.train()
+    for step in tqdm(range(int(settings.steps)), desc="adapting to the video", unit="step", disable=not progress):
+        clips = [_clip_indices(rng, raw.shape[0], settings) for _ in range(int(settings.clips_per_step))]
+        loss = _walk(network, raw, clips, settings, device, float(settings.edge_dropout), generator)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        result.losses.append(float(loss.detach()))
+    network.eval()
+    for p in network.parameters():
+        p.requires_grad_(False)
+    with torch.no_grad():
+        result.loss_after = float(_walk(network, raw, held, settings, device, 0.0))
+    return result

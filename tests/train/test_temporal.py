@@ -1,0 +1,171 @@
+"""Temporal training: the cycle-walk loss against a by-hand computation, learning on a tiny video,
+test-time adaptation, the video presets end to end."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hyperfeat.config import load_config
+from hyperfeat.train.losses import cycle_walk_loss
+from tests.helpers import make_hf, translated_video, write_frames
+
+
+def by_hand_walk_loss(frames: np.ndarray, temperature: float) -> float:
+    """The palindrome walk with explicit loops: frames (K, D, n) per cell, float64."""
+    k = frames.shape[0]
+    unit = frames / np.linalg.norm(frames, axis=1, keepdims=True)
+
+    def transition(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        n, m = a.shape[1], b.shape[1]
+        out = np.zeros((n, m))
+        for i in range(n):
+            logits = [float(unit_dot(a[:, i], b[:, j])) / temperature for j in range(m)]
+            top = max(logits)
+            weights = [math.exp(v - top) for v in logits]
+            out[i] = np.array(weights) / sum(weights)
+        return out
+
+    def unit_dot(u: np.ndarray, v: np.ndarray) -> float:
+        return float(sum(x * y for x, y in zip(u, v)))
+
+    losses = []
+    for end in range(1, k):
+        walk = np.eye(unit.shape[2])
+        for t in range(end):
+            walk = walk @ transition(unit[t], unit[t + 1])
+        for t in range(end, 0, -1):
+            walk = walk @ transition(unit[t], unit[t - 1])
+        losses.append(-np.mean([math.log(walk[i, i]) for i in range(walk.shape[0])]))
+    return float(np.mean(losses))
+
+
+def test_walk_loss_matches_by_hand_computation():
+    gen = torch.Generator().manual_seed(3)
+    frames = torch.randn(1, 3, 5, 2, 3, generator=gen, dtype=torch.float64)  # (B, K, D, h, w)
+    got = float(cycle_walk_loss(frames, temperature=0.3))
+    want = by_hand_walk_loss(frames[0].flatten(2).numpy(), 0.3)
+    assert got == pytest.approx(want, rel=1e-6)
+
+
+def test_walk_loss_is_minimal_for_identical_distinct_features_and_higher_when_shuffled():
+    eye = torch.eye(6).reshape(6, 2, 3)  # six cells, each its own one-hot descriptor
+    same = eye.expand(4, -1, -1, -1)[None]  # (1, K=4, D=6, 2, 3): the same frame four times
+    identical = float(cycle_walk_loss(same, temperature=0.05))
+    assert identical < 1e-6
+    gen = torch.Generator().manual_seed(0)
+    shuffled = same.clone()
+    for k in range(1, 4):  # later frames: each cell's descriptor replaced by a random other cell's mix
+        shuffled[0, k] = torch.randn(6, 2, 3, generator=gen)
+    assert float(cycle_walk_loss(shuffled, temperature=0.05)) > identical + 0.5
+    flat = torch.ones(1, 3, 6, 2, 3)  # featureless frames: the walk is uniform, back home with 1/n
+    assert float(cycle_walk_loss(flat, temperature=0.05)) == pytest.approx(math.log(6), rel=1e-5)
+
+
+def test_walk_loss_rejects_bad_shapes():
+    from hyperfeat.errors import DataError
+
+    with pytest.raises(DataError, match=r"\(B, K >= 2, D, h, w\)"):
+        cycle_walk_loss(torch.zeros(1, 1, 4, 2, 2))
+
+
+def _frame_folders(tmp_path, names=("a", "b")):
+    root = tmp_path / "videos"
+    for i, name in enumerate(names):
+        write_frames(translated_video(steps=5, origin=(60 + 10 * i, 40)), root / name)
+    return root
+
+
+def test_training_on_a_tiny_video_lowers_the_walk_loss(parts, tmp_path):
+    from hyperfeat.data.videos.temporal import FrameClips, VideoFolder, collate_clips
+    from hyperfeat.model.checkpoint import CheckpointMeta
+    from hyperfeat.model.features import FeatureExtractor
+    from hyperfeat.train.module import TrainSettings, VideoWalkModule, WalkSettings
+
+    cfg, backbone, network, channels = parts
+    import copy
+
+    extractor = FeatureExtractor(backbone, cfg.features)
+    meta = CheckpointMeta(cfg, channels, extractor.layers, list(cfg.features.save_steps))
+    module = VideoWalkModule(extractor, copy.deepcopy(network), TrainSettings.from_config(cfg), meta,
+                             WalkSettings(temperature=0.07, pool=2, edge_dropout=0.0))
+    clips = FrameClips(VideoFolder(_frame_folders(tmp_path)), int(cfg.features.load_size), clip_length=3,
+                       max_stride=2, clips_per_video=2)
+    batch = collate_clips([clips[i] for i in range(len(clips))])
+    with torch.no_grad():
+        raw = extractor.run(batch.pop("frame_images").flatten(0, 1))
+    batch["frame_raw"] = raw.unflatten(0, (len(clips), 3))  # the cached form: the backbone ran once
+    optimiser = torch.optim.AdamW(module.aggregation.parameters(), lr=3e-3)
+    with torch.no_grad():
+        before = float(module._walk_loss(batch))
+    for _ in range(12):
+        loss = module._walk_loss(batch)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    with torch.no_grad():
+        after = float(module._walk_loss(batch))
+    assert after < before - 0.05
+
+
+def test_adapt_changes_only_a_copy_of_the_aggregation_network_and_lowers_its_walk_loss(parts):
+    hf = make_hf(parts)
+    own = {k: v.clone() for k, v in hf.network.state_dict().items()}
+    unet = {k: v.clone() for k, v in list(hf.backbone.unet.state_dict().items())[:5]}
+    adapted = hf.adapt(translated_video(steps=5), steps=10, lr=3e-3, clip_length=3, max_stride=2)
+    assert adapted.backbone is hf.backbone and adapted.network is not hf.network
+    assert all(torch.equal(v, hf.network.state_dict()[k]) for k, v in own.items())  # the original is untouched
+    assert all(torch.equal(v, hf.backbone.unet.state_dict()[k]) for k, v in unet.items())
+    assert any(not torch.equal(v, adapted.network.state_dict()[k]) for k, v in own.items())
+    info = adapted.adaptation
+    assert len(info.losses) == 10
+    assert info.loss_after < info.loss_before
+    assert adapted.identity()["network"] != hf.identity()["network"]  # descriptor caches keep them apart
+
+
+@pytest.mark.parametrize("name, data, module", [("video_supervised", "davis_tracks", "HyperfeatModule"),
+                                                ("video_selfsup", "video_folder", "VideoWalkModule")])
+def test_video_presets_load(name, data, module):
+    from hyperfeat.train.module import module_class
+
+    cfg = load_config(overrides=[f"experiment={name}"])
+    assert cfg.data.name == data and cfg.backbone.model == "tiny" and cfg.train.cache_features
+    assert module_class(cfg).__name__ == module
+    assert cfg.train.monitor == ("val/loss" if name == "video_selfsup" else "val/pck@0.1")
+
+
+def test_selfsup_preset_trains_on_a_video_folder_into_a_checkpoint_that_tracks(tmp_path):
+    from hyperfeat.api import Hyperfeatures
+    from hyperfeat.train.trainer import train
+
+    root = _frame_folders(tmp_path, ("a", "b", "c"))
+    cfg = load_config(overrides=[
+        "experiment=video_selfsup", f"data.root={root}", "data.val_fraction=0.34", "data.clips_per_video=2",
+        "data.clip_length=3", "data.max_stride=2", "train.max_steps=3", "train.val_every_n_steps=3",
+        "logger.backend=none", f"paths.output_dir={tmp_path / 'out'}", f"paths.checkpoint_dir={tmp_path / 'ckpt'}"])
+    last = train(cfg, enable_progress_bar=False)
+    from hyperfeat.data.videos.temporal import build_temporal_dataset
+
+    frames = set()
+    for split in ("train", "val"):
+        clips = build_temporal_dataset(cfg.data, split, int(cfg.features.load_size))
+        frames |= {(item["video"], int(t)) for item in clips for t in item["frame_indices"]}
+    cached = list((tmp_path / "out" / "feature_cache").rglob("*.pt"))
+    assert len(cached) == len(frames)  # every frame met once, however many clips hold it
+    hf = Hyperfeatures.from_checkpoint(last)
+    tracks, visible = hf.track(translated_video(steps=4), [[0, 50.0, 40.0]])
+    assert tracks.shape == (1, 4, 2) and visible.shape == (1, 4)
+
+
+def test_walk_across_the_batch_defeats_position_only_descriptors():
+    cells = torch.eye(6).reshape(6, 2, 3)  # one descriptor per position, the same in every clip
+    position_only = cells.expand(3, 4, -1, -1, -1)  # (B=3, K=4, D=6, 2, 3)
+    assert float(cycle_walk_loss(position_only, temperature=0.05)) < 1e-6  # the plain walk is won by position
+    assert float(cycle_walk_loss(position_only, temperature=0.05, across_batch=True)) == pytest.approx(math.log(3),
+                                                                                                     rel=1e-4)
+    content = torch.eye(18).reshape(18, 3, 2, 3).permute(1, 0, 2, 3)  # (3, D=18, 2, 3): every clip its own cells
+    distinct = content[:, None].expand(-1, 4, -1, -1, -1)
+    assert float(cycle_walk_loss(distinct, temperature=0.05, across_batch=True)) < 1e-6
