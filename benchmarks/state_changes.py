@@ -131,7 +131,7 @@ def main() -> None:
     rows = [[r["describer"], r["clips"], f"{r['false_events_per_100_frames']:.2f}", f"{r['ramp_events_per_100_frames']:.2f}"]
             + [f"{r['detection_rate'][k]:.2f}" for k in kinds] for r in results]
     print(format_table(header, rows))
-    Path(args.out).write_text(json.dumps({"settings": vars(args), "results": results}, indent=1))
+    Path(args.out).write_text(json.dumps({"settings": {**vars(args), "out": Path(args.out).name}, "results": results}, indent=1))
     print(f"wrote {args.out}")
 
 
