@@ -1,8 +1,11 @@
-"""What the video data sets share: a list of names, each loaded on demand."""
+"""What the video data sets share: a list of names, each loaded on demand, and the one sample
+type of a video with point tracks (TAP-Vid, the synthetic clips), read alike by the tracking
+evaluation and temporal training."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, Iterator, Union
 
 
@@ -25,3 +28,21 @@ class VideoDataset(ABC):
 
     def __getitem__(self, item: Union[int, str]) -> Any:
         return self.load(self.names[item] if isinstance(item, int) else item)
+
+
+@dataclass
+class TrackedVideo:
+    """A video with point tracks, whatever made it: frames (T, H, W, 3) uint8 (an array or a
+    tensor; None when not loaded), points (N, T, 2) float32 xy in pixels of frames of ``size``
+    (W, H), occluded (N, T) bool. Subclasses add what their source also has (TAP-Vid's index,
+    the synthetic clips' queries and object masks)."""
+
+    name: str
+    frames: Any
+    points: Any
+    occluded: Any
+    size: tuple[int, int]
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.points.shape[1])

@@ -32,28 +32,18 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 from PIL import Image
 
+from hyperfeat.data.videos.base import TrackedVideo
 from hyperfeat.errors import DataError
 from hyperfeat.io import PathLike
 
 
 @dataclass
-class SyntheticTrackClip:
-    """One clip: frames (T, H, W, 3) uint8, points (N, T, 2) xy, occluded (N, T), queries (N, 3)."""
+class SyntheticTrackClip(TrackedVideo):
+    """One synthetic clip (numpy arrays) with its queries (N, 3) and where the tracked object is
+    visible, ``object_masks`` (T, H, W) bool."""
 
-    name: str
-    frames: np.ndarray
-    points: np.ndarray
-    occluded: np.ndarray
     queries: np.ndarray
-    object_masks: np.ndarray  # (T, H, W) bool: where the tracked object is visible
-
-    @property
-    def size(self) -> tuple[int, int]:
-        return int(self.frames.shape[2]), int(self.frames.shape[1])
-
-    @property
-    def num_frames(self) -> int:
-        return int(self.frames.shape[0])
+    object_masks: np.ndarray
 
 
 @dataclass
@@ -177,7 +167,9 @@ def make_clip(
     keep = ~occluded[:, 0]  # queries start visible
     points, occluded = points[keep], occluded[keep]
     queries = np.concatenate([np.zeros((len(points), 1)), points[:, 0]], 1)
-    return SyntheticTrackClip(name, frames, points.astype(np.float32), occluded, queries.astype(np.float32), object_masks)
+    size = (int(frames.shape[2]), int(frames.shape[1]))  # (W, H)
+    return SyntheticTrackClip(name, frames, points.astype(np.float32), occluded, size, queries.astype(np.float32),
+                              object_masks)
 
 
 def _first_object(mask_path: Path) -> np.ndarray:

@@ -30,7 +30,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from hyperfeat.data.videos.base import VideoDataset
+from hyperfeat.data.videos.base import TrackedVideo, VideoDataset
 from hyperfeat.errors import DataError
 from hyperfeat.images import load_image
 from hyperfeat.io import PathLike, safe_unpickle
@@ -41,20 +41,10 @@ QUERY_MODES = ("first", "strided")
 
 
 @dataclass
-class TapVidVideo:
-    """One video: frames (T, H, W, 3) uint8 or None (not loaded), points (N, T, 2) float32 xy
-    pixels at ``size`` (W, H), occluded (N, T) bool."""
+class TapVidVideo(TrackedVideo):
+    """One TAP-Vid video (frames as torch tensors) and its place ``index`` in the data file."""
 
-    name: str
-    index: int
-    frames: Optional[torch.Tensor]
-    points: torch.Tensor
-    occluded: torch.Tensor
-    size: tuple[int, int]
-
-    @property
-    def num_frames(self) -> int:
-        return int(self.points.shape[1])
+    index: int = -1
 
 
 

@@ -24,13 +24,14 @@ builds one from the ``data`` block (names in :data:`TEMPORAL_DATASETS`; presets
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional, Protocol, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from hyperfeat.data.videos.base import TrackedVideo
 from hyperfeat.errors import ConfigError, DataError
 from hyperfeat.geometry import rescale_points
 from hyperfeat.images import resize_for_backbone
@@ -39,21 +40,18 @@ from hyperfeat.io import FRAME_SUFFIXES, READABLE_VIDEO_SUFFIXES, PathLike
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2, "all": 3}
 
 
-class TrackClip(Protocol):
-    """What :class:`TrackPairs` reads of a clip: frames (T, H, W, 3) uint8, points (N, T, 2) xy
-    pixels of those frames, occluded (N, T) bool (a :class:`SyntheticTrackClip` or a loaded
-    :class:`TapVidVideo`)."""
-
-    name: str
-    frames: Any
-    points: Any
-    occluded: Any
-
-
 def _split_id(split: str) -> int:
     if split not in SPLIT_IDS:
         raise ConfigError(f"split must be one of {', '.join(SPLIT_IDS)}; got {split!r}")
     return SPLIT_IDS[split]
+
+
+def _at_least(minimum: int, why: str = "", **values: Any) -> list[int]:
+    """The ``values`` as ints in their order; a ConfigError names the first one below ``minimum``."""
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < minimum:
+            raise ConfigError(f"{key} must be an integer >= {minimum}{why}; got {value!r}")
+    return [int(v) for v in values.values()]
 
 
 def _as_numpy(value: Any) -> np.ndarray:
@@ -83,23 +81,17 @@ def draw_gap(rng: np.random.Generator, num_frames: int, max_gap: int, span: int 
 class TrackPairs(Dataset):
     """Pairs of frames (t, t + Δ) of tracked clips with their exact correspondences.
 
-    ``clips``: :class:`TrackClip` objects; ``pairs_per_clip`` items per clip; ``max_delta``: the
+    ``clips``: :class:`~hyperfeat.data.videos.base.TrackedVideo` s; ``pairs_per_clip`` items per clip; ``max_delta``: the
     largest gap Δ; ``max_points``: keep at most this many tracks per item (the first ones).
     Items follow :data:`hyperfeat.data.pairs.PAIR_KEYS` (the target bbox is NaN: PCK by image size).
     """
 
-    def __init__(self, clips: Sequence[TrackClip], load_size: int, pairs_per_clip: int = 16, max_delta: int = 8,
+    def __init__(self, clips: Sequence[TrackedVideo], load_size: int, pairs_per_clip: int = 16, max_delta: int = 8,
                  seed: int = 0, split: str = "train", max_points: Optional[int] = None):
         if not clips:
             raise DataError("TrackPairs: no clips given")
-        if int(max_delta) < 1 or int(pairs_per_clip) < 1:
-            raise ConfigError(f"max_delta and pairs_per_clip must be >= 1; got {max_delta} and {pairs_per_clip}")
-        self.clips = list(clips)
-        self.load_size = int(load_size)
-        self.pairs_per_clip = int(pairs_per_clip)
-        self.max_delta = int(max_delta)
-        self.seed = int(seed)
-        self.split_id = _split_id(split)
+        self.pairs_per_clip, self.max_delta = _at_least(1, pairs_per_clip=pairs_per_clip, max_delta=max_delta)
+        self.clips, self.load_size, self.seed, self.split_id = list(clips), int(load_size), int(seed), _split_id(split)
         self.max_points = int(max_points) if max_points else None
         for clip in self.clips:
             frames, points, occluded = (_as_numpy(clip.frames), _as_numpy(clip.points), _as_numpy(clip.occluded))
@@ -208,17 +200,9 @@ class FrameClips(Dataset):
 
     def __init__(self, videos: VideoFolder, load_size: int, clip_length: int = 4, max_stride: int = 4,
                  clips_per_video: int = 8, seed: int = 0, split: str = "train"):
-        if int(clip_length) < 2:
-            raise ConfigError(f"clip_length must be >= 2 (a walk needs two frames); got {clip_length}")
-        if int(max_stride) < 1 or int(clips_per_video) < 1:
-            raise ConfigError(f"max_stride and clips_per_video must be >= 1; got {max_stride} and {clips_per_video}")
-        self.videos = videos
-        self.load_size = int(load_size)
-        self.clip_length = int(clip_length)
-        self.max_stride = int(max_stride)
-        self.clips_per_video = int(clips_per_video)
-        self.seed = int(seed)
-        self.split_id = _split_id(split)
+        (self.clip_length,) = _at_least(2, why=" (a walk needs two frames)", clip_length=clip_length)
+        self.max_stride, self.clips_per_video = _at_least(1, max_stride=max_stride, clips_per_video=clips_per_video)
+        self.videos, self.load_size, self.seed, self.split_id = videos, int(load_size), int(seed), _split_id(split)
 
     def __len__(self) -> int:
         return len(self.videos) * self.clips_per_video
