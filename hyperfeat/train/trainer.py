@@ -32,6 +32,14 @@ MONITOR = "val/pck@0.1"
 
 
 
+
+def save_full_checkpoint(trainer, path: Path) -> None:
+    """Save everything a resume needs (optimizer, loops, callbacks: Lightning's full checkpoint,
+    said explicitly so that it does not log its "weights_only was not set" notice, which reads as
+    if something were loaded unsafely). Loading always goes through ``safe_torch_load``."""
+    trainer.save_checkpoint(str(path), weights_only=False)
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints go to a temporary file first and are renamed into place: a kill mid-write
     leaves the previous checkpoint intact."""
@@ -118,7 +126,7 @@ class CheckpointPolicy(Callback):
         if trainer.max_steps > 0 and step >= trainer.max_steps:
             return  # the final step: train() writes last.ckpt after fit, as a finished run's state
         if self.signum is not None or (self.every > 0 and step % self.every == 0):
-            trainer.save_checkpoint(str(self.last))
+            save_full_checkpoint(trainer, self.last)
             self.saved_step = step
         if self.signum is not None:
             trainer.should_stop = True
@@ -316,11 +324,11 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = (), backbone: Any = N
                 if policy.signum is None:
                     raise
             if policy.signum is not None and policy.saved_step != trainer.global_step:
-                trainer.save_checkpoint(str(last))  # the signal came after the step's save point
+                save_full_checkpoint(trainer, last)  # the signal came after the step's save point
                 policy.saved_step = trainer.global_step
             if not trainer.interrupted and (policy.signum is None or policy.saved_step != trainer.global_step):
                 # make last.ckpt hold the final step, saved after fit: a rerun finds the run finished
-                trainer.save_checkpoint(str(last))
+                save_full_checkpoint(trainer, last)
         finished = trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps
         if policy.signum is not None and finished:  # the signal came during the last step: nothing is left to do
             if trainer.is_global_zero:
