@@ -32,9 +32,12 @@ module
 
 Nothing here runs a model: it sees only descriptor tensors. Invisible samples are left out
 (NaN drift) and bridged by linear interpolation for the change-point search — unless
-``use_occluded`` (the default): a tracker that matches appearance calls a point whose appearance
-changed "occluded", so its estimated positions are read too; a point still needs
-``min_visible`` visible frames to be analysed at all.
+``use_occluded``: a tracker that matches appearance calls a point whose appearance changed
+"occluded", so its estimated positions are read too; a point still needs ``min_visible``
+visible frames to be analysed at all. It is off by default: measured on DAVIS
+(``benchmarks/state_changes.py``), reading occluded positions — points that left the frame or
+slipped — made more false events than it found changes, once the tracker's motion prior
+(``motion_penalty``) keeps a changed point in place.
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ class ChangeSettings:
     noise_strength: float = 30.0   # > 0: a jump counts at this many pooled noise scales instead (see module doc)
     min_segment: int = 3           # shortest state segment, frames
     tolerance: int = 2             # change points within this many frames form one event
-    min_points: int = 5            # an event needs this many points (or all of them, if fewer)
+    min_points: int = 6            # an event needs this many points (or all of them, if fewer)
     min_visible: int = 3           # a point is analysed when visible in at least this many frames
     motion_penalty: float = 1.0    # tracker motion prior when video_changes tracks (track_points motion_penalty)
     reacquire: bool = False        # let the tracker jump to a far better match (video.reacquire_margin)
@@ -169,6 +172,7 @@ class StateChanges:
     prototypes: Optional[StatePrototypes]
     settings: ChangeSettings
     message: str
+    threshold: float = float("nan")  # the smallest jump that counted (min_strength or noise_strength · σ_pool)
 
     @property
     def found(self) -> bool:
@@ -207,6 +211,7 @@ class StateChanges:
             "drift_running": rows(self.drift_running),
             "point_states": self.point_states.tolist(),
             "settings": vars(self.settings),
+            "threshold": None if not math.isfinite(self.threshold) else round(self.threshold, 6),
         }
 
 
@@ -490,13 +495,13 @@ def analyse_changes(
     drift = corrected - baseline[None]
 
     events: list[ChangeEvent] = []
+    min_jump = settings.min_strength
     if not analysed.any():
         message = (f"no change found: every point is occluded in all but at most {int(visible.sum(1).max())} "
                    f"frame(s); at least {max(MIN_FRAMES, int(settings.min_visible))} visible frames are needed")
     else:
         point_changes = {}
         drift_np = drift.cpu().numpy()
-        min_jump = settings.min_strength
         if settings.noise_strength > 0:
             min_jump = settings.noise_strength * pooled_noise(drift_np[analysed.cpu().numpy()])
         for n in analysed.nonzero()[:, 0].tolist():
@@ -516,5 +521,5 @@ def analyse_changes(
         queries=queries.cpu(), tracks=tracks.cpu(), visible=visible.cpu(), is_reference=is_reference.cpu(),
         analysed=analysed.cpu(), drift_query=drift_q.cpu(), drift_running=drift_r.cpu(), drift=drift.cpu(),
         baseline=baseline.cpu(), events=events, regions=regions, point_states=point_states,
-        segments=segments, prototypes=prototypes, settings=settings, message=message,
+        segments=segments, prototypes=prototypes, settings=settings, message=message, threshold=float(min_jump),
     )
