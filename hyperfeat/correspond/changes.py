@@ -68,10 +68,10 @@ class ChangeSettings:
     penalty: float = 4.0           # PELT penalty factor (× σ² · log T)
     noise_floor: float = 0.01      # lower bound of σ, in drift units
     min_strength: float = 0.1      # smallest jump of mean normalised drift that counts (noise_strength 0)
-    noise_strength: float = 30.0   # > 0: a jump counts at this many pooled noise scales instead (see module doc)
+    noise_strength: float = 25.0   # > 0: a jump counts at this many pooled noise scales instead (see module doc)
     min_segment: int = 3           # shortest state segment, frames
     tolerance: int = 2             # change points within this many frames form one event
-    min_points: int = 6            # an event needs this many points (or all of them, if fewer)
+    min_points: int = 7            # an event needs this many points (or all of them, if fewer)
     min_visible: int = 3           # a point is analysed when visible in at least this many frames
     motion_penalty: float = 1.0    # tracker motion prior when video_changes tracks (track_points motion_penalty)
     reacquire: bool = False        # let the tracker jump to a far better match (video.reacquire_margin)

@@ -140,7 +140,7 @@ def davis_tracks():
     return root, d, out
 
 
-# camel's texture change is found at k on half its object points (11 of 22), but the event also
+# camel's texture change is found at k on 12 of its 22 object points, but the event also
 # takes 9 of the 78 background points (11.5 %, over the 10 % a hit allows) with the noise-relative
 # threshold
 _MISSED = pytest.mark.xfail(strict=True, reason="camel texture: the event takes 11.5 % of the background")
@@ -240,6 +240,10 @@ def test_noise_relative_events_on_descriptors():
     r = analyse_changes(small, q, tr, vis, (W, H), settings=ChangeSettings(noise_strength=10.0))
     jump = float(r.drift[obj][:, K:].mean() - r.drift[obj][:, :K].mean())
     assert 0.01 < jump < 0.1  # below the absolute threshold
+    from hyperfeat.correspond.changes import pooled_noise
+
+    assert r.threshold == pytest.approx(10.0 * pooled_noise(r.drift[r.analysed].numpy()), rel=1e-5)
+    assert r.threshold < jump
     assert r.found and any(abs(e.frame - K) <= 1 and set(e.points) <= set(obj.nonzero()[:, 0].tolist()) for e in r.events), r.message
     assert not analyse_changes(small, q, tr, vis, (W, H), settings=ChangeSettings(noise_strength=0.0)).found
 
