@@ -19,7 +19,11 @@ module
 4. finds **change points** in each point's normalised drift with PELT (``ruptures``, an L2 cost:
    a change in the mean), penalty ``penalty · σ² · log T`` where σ is the point's own noise
    (median absolute first difference); a change point counts when the mean drift jumps by at
-   least ``min_strength`` across it;
+   least ``min_strength`` across it — or, with ``noise_strength`` > 0, by at least
+   ``noise_strength`` pooled noise scales: σ_pool, the robust scale (MAD / 0.6745 / √2) of
+   the frame-to-frame increments of every analysed point's normalised drift, so that the
+   threshold follows the describer's own noise instead of an absolute drift (a describer whose
+   drift moves by a few hundredths at a real change has noise of a few thousandths);
 5. groups change points of different points that fall within ``tolerance`` frames of each other
    into **events** (frame, points involved, strength) with at least ``min_points`` points;
 6. clusters points into **regions** by the events they take part in (region 0: points that never
@@ -28,9 +32,12 @@ module
 
 Nothing here runs a model: it sees only descriptor tensors. Invisible samples are left out
 (NaN drift) and bridged by linear interpolation for the change-point search — unless
-``use_occluded`` (the default): a tracker that matches appearance calls a point whose appearance
-changed "occluded", so its estimated positions are read too; a point still needs
-``min_visible`` visible frames to be analysed at all.
+``use_occluded``: a tracker that matches appearance calls a point whose appearance changed
+"occluded", so its estimated positions are read too; a point still needs ``min_visible``
+visible frames to be analysed at all. It is off by default: measured on DAVIS
+(``benchmarks/state_changes.py``), reading occluded positions — points that left the frame or
+slipped — made more false events than it found changes, once the tracker's motion prior
+(``motion_penalty``) keeps a changed point in place.
 """
 
 from __future__ import annotations
@@ -60,13 +67,15 @@ class ChangeSettings:
     correction: str = "affine"     # affine | median: how the reference points normalise (see module doc)
     penalty: float = 4.0           # PELT penalty factor (× σ² · log T)
     noise_floor: float = 0.01      # lower bound of σ, in drift units
-    min_strength: float = 0.1      # smallest jump of mean normalised drift that counts
+    min_strength: float = 0.1      # smallest jump of mean normalised drift that counts (noise_strength 0)
+    noise_strength: float = 25.0   # > 0: a jump counts at this many pooled noise scales instead (see module doc)
     min_segment: int = 3           # shortest state segment, frames
     tolerance: int = 2             # change points within this many frames form one event
-    min_points: int = 3            # an event needs this many points (or all of them, if fewer)
+    min_points: int = 7            # an event needs this many points (or all of them, if fewer)
     min_visible: int = 3           # a point is analysed when visible in at least this many frames
+    motion_penalty: float = 1.0    # tracker motion prior when video_changes tracks (track_points motion_penalty)
     reacquire: bool = False        # let the tracker jump to a far better match (video.reacquire_margin)
-    use_occluded: bool = True      # also read descriptors where the tracker says occluded (see module doc)
+    use_occluded: bool = False     # also read descriptors where the tracker says occluded (see module doc)
 
     @classmethod
     def from_config(cls, block) -> "ChangeSettings":
@@ -163,6 +172,7 @@ class StateChanges:
     prototypes: Optional[StatePrototypes]
     settings: ChangeSettings
     message: str
+    threshold: float = float("nan")  # the smallest jump that counted (min_strength or noise_strength · σ_pool)
 
     @property
     def found(self) -> bool:
@@ -201,6 +211,7 @@ class StateChanges:
             "drift_running": rows(self.drift_running),
             "point_states": self.point_states.tolist(),
             "settings": vars(self.settings),
+            "threshold": None if not math.isfinite(self.threshold) else round(self.threshold, 6),
         }
 
 
@@ -296,10 +307,22 @@ def _interpolate_nans(signal: np.ndarray) -> np.ndarray:
     return np.interp(idx, idx[good], signal[good])
 
 
-def change_points(signal: np.ndarray, settings: ChangeSettings) -> list[tuple[int, float]]:
+def pooled_noise(drift: np.ndarray) -> float:
+    """(N, T) drift (NaN: missing) → the robust scale of its frame-to-frame increments pooled
+    over every point and frame (MAD / 0.6745 / √2: the σ of i.i.d. noise on a flat signal);
+    0 when no two neighbouring samples are finite."""
+    diffs = np.diff(np.asarray(drift, dtype=np.float64), axis=1).ravel()
+    diffs = diffs[np.isfinite(diffs)]
+    if diffs.size == 0:
+        return 0.0
+    return float(np.median(np.abs(diffs - np.median(diffs)))) / 0.6745 / math.sqrt(2)
+
+
+def change_points(signal: np.ndarray, settings: ChangeSettings,
+                  min_jump: Optional[float] = None) -> list[tuple[int, float]]:
     """Change points of a 1-D drift signal (T,) (NaN: missing) → [(frame, jump)], ``frame`` the
     first frame of the new segment, ``jump`` the mean after minus the mean before (neighbouring
-    segments); only jumps of at least ``min_strength`` in size."""
+    segments); only jumps of at least ``min_jump`` (default ``min_strength``) in size."""
     import ruptures
 
     x = _interpolate_nans(signal.astype(np.float64))
@@ -307,8 +330,8 @@ def change_points(signal: np.ndarray, settings: ChangeSettings) -> list[tuple[in
     min_size = max(1, int(settings.min_segment))
     if num < 2 * min_size:
         return []
-    diffs = np.diff(x)
-    sigma = max(float(np.median(np.abs(diffs - np.median(diffs)))) / 0.6745 / math.sqrt(2), settings.noise_floor)
+    own = pooled_noise(x[None])
+    sigma = max(own, settings.noise_floor)
     pen = settings.penalty * sigma ** 2 * math.log(num)
     bkps = ruptures.Pelt(model="l2", min_size=min_size, jump=1).fit(x[:, None]).predict(pen=pen)
     edges = [0] + [int(b) for b in bkps]  # the last is num
@@ -317,17 +340,18 @@ def change_points(signal: np.ndarray, settings: ChangeSettings) -> list[tuple[in
         before = x[edges[i - 1]:edges[i]].mean()
         after = x[edges[i]:edges[i + 1]].mean()
         jump = float(after - before)
-        if abs(jump) >= settings.min_strength:
+        if abs(jump) >= (settings.min_strength if min_jump is None else min_jump):
             out.append((edges[i], jump))
     return out
 
 
 def group_events(point_changes: dict[int, list[tuple[int, float]]], num_analysed: int,
-                 settings: ChangeSettings) -> list[ChangeEvent]:
+                 settings: ChangeSettings, min_jump: Optional[float] = None) -> list[ChangeEvent]:
     """Change points of many points → events: repeatedly the frame with most change points within
     ``tolerance`` becomes an event holding every change point within ``tolerance`` of it (one per
     point, the strongest); kept when it has ``min(min_points, num_analysed)`` points and their
-    mean jump is at least ``min_strength`` in size."""
+    mean jump is at least ``min_jump`` (default ``min_strength``) in size."""
+    min_jump = settings.min_strength if min_jump is None else min_jump
     items = [(f, n, s) for n, lst in point_changes.items() for f, s in lst]
     need = max(1, min(int(settings.min_points), num_analysed))
     tol = int(settings.tolerance)
@@ -348,7 +372,7 @@ def group_events(point_changes: dict[int, list[tuple[int, float]]], num_analysed
         pts = sorted(per_point)
         frame = int(np.median([per_point[n][0] for n in pts]))
         strength = float(np.mean([per_point[n][1] for n in pts]))
-        if abs(strength) < settings.min_strength:  # points jumping every which way: noise, not a state
+        if abs(strength) < min_jump:  # points jumping every which way: noise, not a state
             continue
         events.append(ChangeEvent(0, frame, pts, strength, point_frames=[int(per_point[n][0]) for n in pts]))
     events.sort(key=lambda e: e.frame)
@@ -471,28 +495,31 @@ def analyse_changes(
     drift = corrected - baseline[None]
 
     events: list[ChangeEvent] = []
+    min_jump = settings.min_strength
     if not analysed.any():
         message = (f"no change found: every point is occluded in all but at most {int(visible.sum(1).max())} "
                    f"frame(s); at least {max(MIN_FRAMES, int(settings.min_visible))} visible frames are needed")
     else:
         point_changes = {}
         drift_np = drift.cpu().numpy()
+        if settings.noise_strength > 0:
+            min_jump = settings.noise_strength * pooled_noise(drift_np[analysed.cpu().numpy()])
         for n in analysed.nonzero()[:, 0].tolist():
-            found = change_points(drift_np[n], settings)
+            found = change_points(drift_np[n], settings, min_jump)
             if found:
                 point_changes[n] = found
-        events = group_events(point_changes, int(analysed.sum()), settings)
+        events = group_events(point_changes, int(analysed.sum()), settings, min_jump)
         if events:
             message = f"{len(events)} change event(s) in {num_frames} frames: " + ", ".join(
                 f"frame {e.frame} ({len(e.points)} points, strength {e.strength:+.3f})" for e in events)
         else:
             message = (f"no change found: {int(analysed.sum())} points analysed over {num_frames} frames; "
-                       f"no jump of normalised drift ≥ {settings.min_strength} shared by "
+                       f"no jump of normalised drift ≥ {min_jump:.4g} shared by "
                        f"{min(settings.min_points, int(analysed.sum()))} points")
     regions, point_states, segments, prototypes = _regions_and_states(events, feats, readable, analysed)
     return StateChanges(
         queries=queries.cpu(), tracks=tracks.cpu(), visible=visible.cpu(), is_reference=is_reference.cpu(),
         analysed=analysed.cpu(), drift_query=drift_q.cpu(), drift_running=drift_r.cpu(), drift=drift.cpu(),
         baseline=baseline.cpu(), events=events, regions=regions, point_states=point_states,
-        segments=segments, prototypes=prototypes, settings=settings, message=message,
+        segments=segments, prototypes=prototypes, settings=settings, message=message, threshold=float(min_jump),
     )

@@ -53,6 +53,7 @@ def track_points(
     refine_radius: int = 2,
     refine_temperature: float = 0.02,
     reacquire_margin: float = 0.1,
+    motion_penalty: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Track query points through the video.
 
@@ -61,7 +62,10 @@ def track_points(
     Each query's descriptor (bilinear sample at the query) is matched in every frame, going
     forward and backward from the query frame: the best cell within ``track_radius`` cells of
     the previous position, unless the global nearest neighbour beats it by more than
-    ``reacquire_margin`` in cosine similarity; then a sub-cell soft-argmax (softmax(sim /
+    ``reacquire_margin`` in cosine similarity (with ``motion_penalty`` > 0 the local choice
+    maximises similarity − ``motion_penalty`` · (d / ``track_radius``)², d the distance in cells
+    from the previous position: a motion prior, so that a point whose appearance changed and
+    that no window cell resembles stays where it was instead of jumping to a look-alike); then a sub-cell soft-argmax (softmax(sim /
     ``refine_temperature``) over ``refine_radius`` cells around it). A position is visible
     when its cosine similarity is ≥ ``min_similarity`` and its cycle — its own descriptor
     matched back into the query frame (global nearest neighbour, soft-argmax) — lands within
@@ -86,6 +90,8 @@ def track_points(
     tracks = torch.zeros(num_queries, num_frames, 2, device=device)  # cells
     visible = torch.zeros(num_queries, num_frames, dtype=torch.bool, device=device)
     query_cells = pixels_to_cells(queries[:, 1:], size, (h, w))  # (N, 2)
+    cell_y, cell_x = torch.meshgrid(torch.arange(h, dtype=torch.float32, device=device),
+                                    torch.arange(w, dtype=torch.float32, device=device), indexing="ij")  # (h, w)
 
     for t_query in queries[:, 0].long().unique().tolist():
         members = (queries[:, 0].long() == t_query).nonzero().flatten()
@@ -103,6 +109,9 @@ def track_points(
                 best_global = _argmax_cell(scores)
                 window = _window_mask(previous.round().long(), (h, w), int(track_radius))  # (n, h, w)
                 local = scores.masked_fill(~window, float("-inf"))
+                if motion_penalty > 0:
+                    dist2 = (cell_x[None] - previous[:, 0, None, None]) ** 2 + (cell_y[None] - previous[:, 1, None, None]) ** 2  # (n, h, w)
+                    local = local - motion_penalty * dist2 / max(float(track_radius), 1.0) ** 2
                 best_local = _argmax_cell(local)
                 s_global = scores.flatten(1).amax(1)
                 s_local = local.flatten(1).amax(1)

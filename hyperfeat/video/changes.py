@@ -118,6 +118,7 @@ def video_changes(
         kwargs = tracking_kwargs(describer.cfg)
         if not settings.reacquire:  # a changed point no longer looks like its query: stay local
             kwargs["reacquire_margin"] = 2.0  # cosines differ by at most 2: never jump
+        kwargs["motion_penalty"] = float(settings.motion_penalty)
         tracks, visible = track_points(desc, queries, video.original_size, **kwargs)
     elif visible is None:
         visible = torch.ones(tracks.shape[:2], dtype=torch.bool)

@@ -8,6 +8,8 @@ a region, each later state is drawn darker/shifted, one colour per prototype
 
 from __future__ import annotations
 
+import math
+
 from typing import Optional, Sequence
 
 import numpy as np
@@ -87,7 +89,7 @@ def plot_drift(result, out_path: Optional[PathLike] = None, title: Optional[str]
             name = "unchanged" if r == 0 else f"region {r}"
             bottom.plot(frames, mean, color=colours[r] if r else (0.3, 0.3, 0.3), lw=2.5,
                         label=f"{name} ({int(sel.sum())} pts)")
-    bottom.axhline(result.settings.min_strength, color="crimson", lw=0.8, alpha=0.5, ls=":")
+    bottom.axhline(result.threshold if math.isfinite(result.threshold) else result.settings.min_strength, color="crimson", lw=0.8, alpha=0.5, ls=":")
     _event_lines(top, result.events, label=False)
     _event_lines(bottom, result.events, label=True)
     top.set_ylabel("1 − cos to query")
