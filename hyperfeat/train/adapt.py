@@ -12,8 +12,8 @@ Learning rate: the default 1e-3 (AdamW, 20 steps) was picked on the video-traini
 worse than without adapting (the walk is partly won by position; larger steps may learn that shortcut);
 at 1e-3 the supervised one tracks better (AJ 3.6 → 3.7, δ_avg 6.9 → 7.2), the self-supervised
 one as before, and an untrained network still gains (AJ 2.4 → 3.0; 3.2 at 3e-3). Pass
-``lr=3e-3`` for the stronger adaptation of an untrained network. Tried and not better there: an
-L2 pull to the initial weights, adapting only the mixing weights.
+``lr=3e-3`` for the stronger adaptation of an untrained network. Tried and not better there: lr
+3e-4 (3 seeds), an L2 pull to the initial weights, adapting only the mixing weights (one seed).
 
 Memory: T frames × S timesteps × C channels × R² floats (2 bytes each). The tiny backbone at
 32² is ~1 MB a frame; SD 1.5 with the paper's 11 timesteps at 64² is ~370 MB a frame, so for
