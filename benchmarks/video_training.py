@@ -197,7 +197,7 @@ def main() -> None:
     probe = Hyperfeatures(hf_cfg, backbone, module_class(cfg_sup).from_config(cfg_sup, backbone=backbone).aggregation)
     clip_raw = [video_raw_maps(probe, frames_from_uint8(c.frames))[0] for c in clips]  # (T, S, C, R, R) each
 
-    record = {"settings": {**vars(args), "out": Path(args.out).name}, "train_sequences": train_names, "held_out_sequences": held_names,
+    record = {"settings": {**vars(args), "out": Path(args.out).name, "reuse": args.reuse and Path(args.reuse).name}, "train_sequences": train_names, "held_out_sequences": held_names,
               "clips": [c.name for c in clips], "per_seed": {}}
     for seed in args.seeds:
         per = record["per_seed"][seed] = {}
