@@ -19,6 +19,8 @@ TAP-Vid AJ, δ_avg, OA, query mode "first"). Test-time adaptation: each held-out
 after ``--tta-steps`` self-supervised steps on that clip alone. Mean ± std over the seeds.
 
     OMP_NUM_THREADS=1 python benchmarks/video_training.py [--seeds 0 1 2] [--steps 150] [--clips 6]
+    # re-measure (e.g. other --tta-lr) on the networks of an earlier run, without training again:
+    OMP_NUM_THREADS=1 python benchmarks/video_training.py --reuse <its hyperfeat-video-training-* folder> --tta-lr 3e-3
 """
 
 from __future__ import annotations
@@ -162,6 +164,8 @@ def main() -> None:
     parser.add_argument("--sup", nargs="*", default=[], help="extra overrides of the supervised preset")
     parser.add_argument("--selfsup", nargs="*", default=[], help="extra overrides of the self-supervised preset")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "video_training.json"))
+    parser.add_argument("--reuse", default=None, help="the work folder of an earlier run: load its checkpoints "
+                        "(<folder>/<network>/<seed>/last.ckpt) instead of training (re-measure, e.g. other TTA settings)")
     parser.add_argument("--from-json", default=None, help="only print the table and draw the picture of a record")
     args = parser.parse_args()
     if args.from_json:
@@ -170,7 +174,7 @@ def main() -> None:
     torch.set_num_threads(1)
     started = time.time()
 
-    tmp = Path(tempfile.mkdtemp(prefix="hyperfeat-video-training-"))
+    tmp = Path(args.reuse) if args.reuse else Path(tempfile.mkdtemp(prefix="hyperfeat-video-training-"))
     base = common_overrides(tmp, 0, "x", args.steps, args.lr)
     cfg_sup = load_config(overrides=["experiment=video_supervised", *base, *args.sup])
     cfg_walk = load_config(overrides=["experiment=video_selfsup", *base, *args.selfsup])
@@ -193,7 +197,7 @@ def main() -> None:
     probe = Hyperfeatures(hf_cfg, backbone, module_class(cfg_sup).from_config(cfg_sup, backbone=backbone).aggregation)
     clip_raw = [video_raw_maps(probe, frames_from_uint8(c.frames))[0] for c in clips]  # (T, S, C, R, R) each
 
-    record = {"settings": {**vars(args), "out": Path(args.out).name}, "train_sequences": train_names, "held_out_sequences": held_names,
+    record = {"settings": {**vars(args), "out": Path(args.out).name, "reuse": args.reuse and Path(args.reuse).name}, "train_sequences": train_names, "held_out_sequences": held_names,
               "clips": [c.name for c in clips], "per_seed": {}}
     for seed in args.seeds:
         per = record["per_seed"][seed] = {}
@@ -208,7 +212,11 @@ def main() -> None:
             over = common_overrides(tmp, seed, name, args.steps, args.lr)
             cfg = load_config(overrides=[preset[0], *over, *preset[1:]])
             t0 = time.time()
-            last = train(cfg, backbone=backbone, enable_progress_bar=False)
+            last = tmp / name / str(seed) / "last.ckpt"
+            if not args.reuse:
+                last = train(cfg, backbone=backbone, enable_progress_bar=False)
+            elif not last.is_file():
+                raise SystemExit(f"--reuse {tmp}: no checkpoint {last}; expected <folder>/{name}/<seed>/last.ckpt of an earlier run")
             networks[name] = load_checkpoint(last)[0]
             per.setdefault("train_seconds", {})[name] = time.time() - t0
         for name, network in networks.items():
@@ -258,7 +266,7 @@ def report(record: dict, out: Path) -> None:
         if name not in cfg["tta_models"] or cfg["tta_steps"] <= 0:
             continue
         get = lambda path: [eval_path(s[name], path) for s in seeds]  # noqa: E731
-        rows.append([f"{name} + TTA ({cfg['tta_steps']} steps)", "", "", mean_std(get("tta.walk_before")) + " →",
+        rows.append([f"{name} + TTA ({cfg['tta_steps']} steps, lr {cfg['tta_lr']:g})", "", "", mean_std(get("tta.walk_before")) + " →",
                      mean_std(get("tta.walk_after")), "", *(pct(get(f"tta.tracking.{k}")) for k in TRACK_KEYS)])
     table = format_table(
         ["network", "sup loss train", "sup loss held-out", "walk loss train", "walk loss held-out",

@@ -102,9 +102,10 @@ class Hyperfeatures(HyperfeatureDescriber):
 
 
     # ------------------------------------------------------------------ test-time adaptation
-    def adapt(self, frames, steps: int = 20, lr: float = 3e-3, progress: bool = False, **settings) -> "Hyperfeatures":
+    def adapt(self, frames, steps: int = 20, lr: Optional[float] = None, progress: bool = False, **settings) -> "Hyperfeatures":
         """A copy whose aggregation network took ``steps`` self-supervised steps (the cycle walk,
-        AdamW at ``lr``) on this very video; the backbone and ``self`` are unchanged. ``frames``:
+        AdamW at ``lr``; None: :class:`hyperfeat.train.adapt.AdaptSettings`' 1e-3, measured best
+        for video-trained networks) on this very video; the backbone and ``self`` are unchanged. ``frames``:
         any video form the video methods take. ``settings``: the other fields of
         :class:`hyperfeat.train.adapt.AdaptSettings` (clip_length, max_stride, clips_per_step,
         temperature, pool, edge_dropout, seed, max_frames). The copy's ``adaptation`` holds the
@@ -113,7 +114,8 @@ class Hyperfeatures(HyperfeatureDescriber):
         from hyperfeat.video.frames import load_frames
 
         video = load_frames(self, frames)
-        result = adapt_network(self, video.frames, AdaptSettings(steps=int(steps), lr=float(lr), **settings),
+        rate = {} if lr is None else {"lr": float(lr)}
+        result = adapt_network(self, video.frames, AdaptSettings(steps=int(steps), **rate, **settings),
                                progress=progress)
         adapted = type(self)(self.cfg, self.backbone, result.network, self.meta)
         adapted.adaptation = result

@@ -126,6 +126,25 @@ def test_adapt_changes_only_a_copy_of_the_aggregation_network_and_lowers_its_wal
     assert adapted.identity()["network"] != hf.identity()["network"]  # descriptor caches keep them apart
 
 
+def test_adapt_default_lr_is_the_settings_one_lowers_the_walk_loss_and_stays_closer_than_3e3(parts):
+    from hyperfeat.train.adapt import AdaptSettings
+
+    hf = make_hf(parts)
+    video = translated_video(steps=5)
+    start = {k: v.clone() for k, v in hf.network.state_dict().items()}
+
+    def moved(adapted) -> float:  # L2 distance of the adapted weights from the start
+        got = adapted.network.state_dict()
+        return float(sum(((got[k].float() - v.float()) ** 2).sum() for k, v in start.items()) ** 0.5)
+
+    plain = hf.adapt(video, steps=10, clip_length=3, max_stride=2)
+    explicit = hf.adapt(video, steps=10, lr=AdaptSettings().lr, clip_length=3, max_stride=2)
+    strong = hf.adapt(video, steps=10, lr=3e-3, clip_length=3, max_stride=2)
+    assert plain.adaptation.losses == pytest.approx(explicit.adaptation.losses)  # None → the settings' lr
+    assert plain.adaptation.loss_after < plain.adaptation.loss_before
+    assert 0 < moved(plain) < moved(strong)
+
+
 @pytest.mark.parametrize("name, data, module", [("video_supervised", "davis_tracks", "HyperfeatModule"),
                                                 ("video_selfsup", "video_folder", "VideoWalkModule")])
 def test_video_presets_load(name, data, module):
