@@ -73,7 +73,7 @@ def run_changes_command(
     fps: float = 10,
     hf=None,
     adapt_steps: int = 0,
-    adapt_lr: float = 3e-3,
+    adapt_lr: Optional[float] = None,
 ) -> dict:
     """Analyse ``video`` and write into ``out_dir``: ``drift.png`` (drift curves, events, region
     colours), ``timeline.png`` (state per point and frame), ``overlay.mp4`` (points coloured by

@@ -112,7 +112,7 @@ def parse_queries(text: str) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.float32)
 
 
-def adapted(hf, video, steps: int, lr: float, name: Optional[str | Path] = None):
+def adapted(hf, video, steps: int, lr: Optional[float], name: Optional[str | Path] = None):
     """``hf`` adapted to ``video`` (a path or loaded frames; ``name`` names it in the printed
     line) by ``steps`` self-supervised steps (``--adapt-steps``); ``hf`` itself when 0."""
     if not steps:
@@ -122,7 +122,7 @@ def adapted(hf, video, steps: int, lr: float, name: Optional[str | Path] = None)
     if not hasattr(hf, "adapt"):
         raise HyperfeatError(f"--adapt-steps needs trained hyperfeatures (a checkpoint); {type(hf).__name__} has no "
                              f"aggregation network to adapt")
-    out = hf.adapt(video, steps=int(steps), lr=float(lr), progress=True)
+    out = hf.adapt(video, steps=int(steps), lr=None if lr is None else float(lr), progress=True)
     info = out.adaptation
     print(f"adapted the aggregation network to {name if name is not None else video}: {steps} steps, "
           f"walk loss {info.loss_before:.3f} → {info.loss_after:.3f}")
@@ -132,4 +132,5 @@ def adapted(hf, video, steps: int, lr: float, name: Optional[str | Path] = None)
 def add_adapt_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adapt-steps", type=int, default=0,
                    help="test-time adaptation: this many self-supervised steps on the video first (0: none)")
-    p.add_argument("--adapt-lr", type=float, default=3e-3, help="learning rate of --adapt-steps")
+    p.add_argument("--adapt-lr", type=float, default=None,
+                   help="learning rate of --adapt-steps (default: the adaptation's own, 1e-3; 3e-3 adapts an untrained network further)")

@@ -72,7 +72,7 @@ def run_track_command(
     exports: Sequence[PathLike] = (),
     full_resolution: bool = False,
     adapt_steps: int = 0,
-    adapt_lr: float = 3e-3,
+    adapt_lr: Optional[float] = None,
 ) -> dict:
     """``hyperfeat track``: track the queries (``points_text`` ``'t,x,y;…'`` in original pixels,
     a ``grid`` × ``grid`` grid at frame ``grid_frame``, points inside the ``mask`` PNG) through
