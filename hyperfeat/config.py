@@ -346,6 +346,13 @@ def feature_config_dict(cfg: DictConfig) -> dict:
     }
 
 
+def block_value(block: Any, key: str, default: Any = None) -> Any:
+    """``block[key]`` of a config block (DictConfig or dict) as plain Python (lists, dicts, resolved),
+    ``default`` when the key is absent: how the data-set builders read their ``data`` block."""
+    value = block.get(key, default) if key in block else default
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
 def to_yaml(cfg: DictConfig) -> str:
     return OmegaConf.to_yaml(cfg)
 

@@ -51,12 +51,21 @@ def as_points(points, name: str = "points") -> torch.Tensor:
     return _check_points(tensor.float(), name)
 
 
-def check_inside(points: torch.Tensor, size_wh: Sequence[int], where: str = "image") -> torch.Tensor:
-    """``points`` (N, 2) xy, unchanged, when every one lies on the (W, H) image (x in [-0.5, W - 0.5],
-    y in [-0.5, H - 0.5]); else a DataError listing the first ones outside (index, (x, y))."""
+def inside_image(points: torch.Tensor, size_wh: Sequence[int]) -> torch.Tensor:
+    """(N,) bool: which of ``points`` (N, 2) xy lie on the (W, H) image, x in [-0.5, W - 0.5] and
+    y in [-0.5, H - 0.5] (the pixel area; NaN is outside)."""
     w, h = int(size_wh[0]), int(size_wh[1])
-    xy = points.reshape(-1, 2).tolist()
-    outside = [(i, (x, y)) for i, (x, y) in enumerate(xy) if not (-0.5 <= x <= w - 0.5 and -0.5 <= y <= h - 0.5)]
+    x, y = points[..., 0], points[..., 1]
+    return (x >= -0.5) & (x <= w - 0.5) & (y >= -0.5) & (y <= h - 0.5)
+
+
+def check_inside(points: torch.Tensor, size_wh: Sequence[int], where: str = "image") -> torch.Tensor:
+    """``points`` (N, 2) xy, unchanged, when every one lies on the (W, H) image (:func:`inside_image`);
+    else a DataError listing the first ones outside (index, (x, y))."""
+    w, h = int(size_wh[0]), int(size_wh[1])
+    xy = torch.as_tensor(points).reshape(-1, 2)
+    bad = (~inside_image(xy, (w, h))).nonzero().flatten().tolist()
+    outside = [(i, tuple(xy[i].tolist())) for i in bad]
     if outside:
         raise DataError(f"points outside the {w}×{h} {where} (x in [-0.5, {w - 0.5:g}], y in [-0.5, {h - 0.5:g}]; "
                         f"index, (x, y)): {outside[:5]}" + (f" … ({len(outside) - 5} more)" if len(outside) > 5 else ""))

@@ -33,8 +33,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-from omegaconf import OmegaConf
-
+from hyperfeat.config import block_value
 from hyperfeat.data.pairs.base import (
     PAIR_KEYS,
     DataWarning,
@@ -75,11 +74,6 @@ __all__ = [
 
 
 
-def _get(cfg: Any, key: str, default: Any = None) -> Any:
-    """cfg[key] for a DictConfig or dict, ``default`` when the key is absent."""
-    value = cfg.get(key, default) if key in cfg else default
-    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-
 
 
 
@@ -90,41 +84,41 @@ def build_pair_dataset(data_cfg: Any, split: str, load_size: int) -> PairDataset
     """
     if split not in ROLES:
         raise ConfigError(f"split must be one of {', '.join(ROLES)} (the role; the block's <role>_split names the data); got {split!r}")
-    name = _get(data_cfg, "name")
+    name = block_value(data_cfg, "name")
     if name not in DATASET_NAMES:
         raise ConfigError(f"data.name must be one of {', '.join(DATASET_NAMES)}; got {name!r}")
-    root = _get(data_cfg, "root")
-    which: Optional[str] = _get(data_cfg, f"{split}_split")
+    root = block_value(data_cfg, "root")
+    which: Optional[str] = block_value(data_cfg, f"{split}_split")
     if which is None:
         raise ConfigError(
             f"data.{split}_split is null for data set {name!r} (root {root}): it has no {split} data here; "
             f"set data.{split}_split or pick another data preset"
         )
-    if root is None and not (name == "synthetic" and _get(data_cfg, "images")):
+    if root is None and not (name == "synthetic" and block_value(data_cfg, "images")):
         raise ConfigError(f"data.root is null for data set {name!r}; expected the data set's folder")
     return PAIR_DATASETS[name](data_cfg, str(which), load_size)
 
 
 def _record_options(data_cfg: Any) -> dict[str, Any]:
     """The :class:`RecordOptions` keys of the block (SPair, CUB, PF-WILLOW)."""
-    return dict(max_pairs=_get(data_cfg, "max_pairs"), max_points=_get(data_cfg, "max_points"),
-                sample_seed=int(_get(data_cfg, "sample_seed", 0) or 0), strict=bool(_get(data_cfg, "strict", False)))
+    return dict(max_pairs=block_value(data_cfg, "max_pairs"), max_points=block_value(data_cfg, "max_points"),
+                sample_seed=int(block_value(data_cfg, "sample_seed", 0) or 0), strict=bool(block_value(data_cfg, "strict", False)))
 
 
 def _spair(data_cfg: Any, which: str, load_size: int) -> PairDataset:
-    return SPairDataset(_get(data_cfg, "root"), which, load_size, format=_get(data_cfg, "format", "dhf"),
-                        image_dir=_get(data_cfg, "image_dir"), layout=_get(data_cfg, "layout") or "large",
+    return SPairDataset(block_value(data_cfg, "root"), which, load_size, format=block_value(data_cfg, "format", "dhf"),
+                        image_dir=block_value(data_cfg, "image_dir"), layout=block_value(data_cfg, "layout") or "large",
                         **_record_options(data_cfg))
 
 
 def _cub(data_cfg: Any, which: str, load_size: int) -> PairDataset:
-    return CUBPairs(_get(data_cfg, "root"), load_size, which, num_pairs=_get(data_cfg, "num_pairs", 1000),
-                    seed=int(_get(data_cfg, "seed", 0)), min_common_parts=int(_get(data_cfg, "min_common_parts", 1)),
+    return CUBPairs(block_value(data_cfg, "root"), load_size, which, num_pairs=block_value(data_cfg, "num_pairs", 1000),
+                    seed=int(block_value(data_cfg, "seed", 0)), min_common_parts=int(block_value(data_cfg, "min_common_parts", 1)),
                     **_record_options(data_cfg))
 
 
 def _pf_willow(data_cfg: Any, which: str, load_size: int) -> PairDataset:
-    return PFWillowPairs(_get(data_cfg, "root"), load_size, which, **_record_options(data_cfg))
+    return PFWillowPairs(block_value(data_cfg, "root"), load_size, which, **_record_options(data_cfg))
 
 
 SYNTHETIC_KEYS = (
@@ -134,8 +128,8 @@ SYNTHETIC_KEYS = (
 
 
 def _synthetic(data_cfg: Any, which: str, load_size: int) -> PairDataset:
-    options = {key: _get(data_cfg, key) for key in SYNTHETIC_KEYS if _get(data_cfg, key) is not None}
-    return SyntheticPairs(_get(data_cfg, "images") or _get(data_cfg, "root"), load_size, which, **options)
+    options = {key: block_value(data_cfg, key) for key in SYNTHETIC_KEYS if block_value(data_cfg, key) is not None}
+    return SyntheticPairs(block_value(data_cfg, "images") or block_value(data_cfg, "root"), load_size, which, **options)
 
 
 # data.name → the builder of that data set from the ``data`` block, one role's split and load_size

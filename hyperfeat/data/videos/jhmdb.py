@@ -25,6 +25,7 @@ import torch
 from hyperfeat.data.mat import read_mat_field
 from hyperfeat.data.videos.base import VideoDataset
 from hyperfeat.errors import DataError
+from hyperfeat.geometry import inside_image
 from hyperfeat.io import PathLike, list_frames
 from hyperfeat.video.frames import read_frame_files
 
@@ -155,11 +156,7 @@ class JhmdbDataset(VideoDataset):
         files = files[: min(len(files), joints.shape[0], self.max_frames or len(files))]
         joints = joints[: len(files)]
         video = read_frame_files(files, frame_size)
-        width, height = video.original_size
-        in_frame = (
-            (joints[..., 0] >= -0.5) & (joints[..., 0] <= width - 0.5)
-            & (joints[..., 1] >= -0.5) & (joints[..., 1] <= height - 0.5)
-        )  # fmt: skip
+        in_frame = inside_image(joints, video.original_size)  # (T, 15)
         return JhmdbClip(
             name=clip,
             frames=video.frames,

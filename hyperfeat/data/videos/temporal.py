@@ -31,19 +31,19 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from hyperfeat.config import block_value
+from hyperfeat.data.pairs.synthetic import SPLIT_CODES
 from hyperfeat.data.videos.base import TrackedVideo
 from hyperfeat.errors import ConfigError, DataError
-from hyperfeat.geometry import rescale_points
+from hyperfeat.geometry import inside_image, rescale_points
 from hyperfeat.images import resize_for_backbone
 from hyperfeat.io import FRAME_SUFFIXES, READABLE_VIDEO_SUFFIXES, PathLike
 
-SPLIT_IDS = {"train": 0, "val": 1, "test": 2, "all": 3}
-
-
 def _split_id(split: str) -> int:
-    if split not in SPLIT_IDS:
-        raise ConfigError(f"split must be one of {', '.join(SPLIT_IDS)}; got {split!r}")
-    return SPLIT_IDS[split]
+    """The split's code in the item seeds, the synthetic pairs' own (``SPLIT_CODES``)."""
+    if split not in SPLIT_CODES:
+        raise ConfigError(f"split must be one of {', '.join(SPLIT_CODES)}; got {split!r}")
+    return SPLIT_CODES[split]
 
 
 def _at_least(minimum: int, why: str = "", **values: Any) -> list[int]:
@@ -122,14 +122,9 @@ class TrackPairs(Dataset):
         if self.max_points is not None:
             points, occluded = points[: self.max_points], occluded[: self.max_points]
         size = (int(frames.shape[2]), int(frames.shape[1]))  # (W, H)
-        w, h = size
-
-        def inside(p: torch.Tensor) -> torch.Tensor:
-            return (p[:, 0] >= -0.5) & (p[:, 0] <= w - 0.5) & (p[:, 1] >= -0.5) & (p[:, 1] <= h - 0.5)
-
         src, tgt = points[:, t], points[:, u]  # (N, 2) original pixels
-        valid = ~occluded[:, t] & ~occluded[:, u] & inside(src) & inside(tgt) & torch.isfinite(src).all(1) \
-            & torch.isfinite(tgt).all(1)
+        valid = ~occluded[:, t] & ~occluded[:, u] & inside_image(src, size) & inside_image(tgt, size) \
+            & torch.isfinite(src).all(1) & torch.isfinite(tgt).all(1)
         frame = (self.load_size, self.load_size)
         return {
             "source_image": _backbone_frame(frames[t], self.load_size),  # (3, L, L)
@@ -255,29 +250,23 @@ def _names_split(names: Sequence[str], split: str, explicit: Optional[Sequence[s
     return [names[i] for i in sorted(chosen)]
 
 
-def _get(data_cfg: Any, key: str, default: Any = None) -> Any:
-    from omegaconf import OmegaConf
-
-    value = data_cfg.get(key, default) if key in data_cfg else default
-    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-
 
 def davis_track_clips(data_cfg: Any, split: str) -> list:
     """The synthetic tracking clips of one split: background, object and occluder all from the
     split's DAVIS sequences (``<split>_sequences``, else a seeded ``val_fraction`` hold-out)."""
     from hyperfeat.data.videos.synthetic_tracks import davis_synthetic_clips
 
-    root = Path(str(_get(data_cfg, "root")))
+    root = Path(str(block_value(data_cfg, "root")))
     frames_dir = root / "JPEGImages" / "480p"
     if not frames_dir.is_dir():
         raise DataError(f"DAVIS frames not found: {frames_dir} (expected a DAVIS-2017 folder as data.root)")
     names = [p.name for p in frames_dir.iterdir() if (root / "Annotations" / "480p" / p.name).is_dir()]
-    seed = int(_get(data_cfg, "seed", 0))
-    chosen = _names_split(names, split, _get(data_cfg, f"{split}_sequences"), float(_get(data_cfg, "val_fraction", 0.3)),
+    seed = int(block_value(data_cfg, "seed", 0))
+    chosen = _names_split(names, split, block_value(data_cfg, f"{split}_sequences"), float(block_value(data_cfg, "val_fraction", 0.3)),
                           seed, f"data.{split}_sequences")
-    size = tuple(int(v) for v in _get(data_cfg, "size", [256, 192]))
-    return list(davis_synthetic_clips(root, int(_get(data_cfg, "num_clips", 8)), int(_get(data_cfg, "num_frames", 24)),
-                                      size, int(_get(data_cfg, "num_points", 64)), seed=seed * 10 + _split_id(split),
+    size = tuple(int(v) for v in block_value(data_cfg, "size", [256, 192]))
+    return list(davis_synthetic_clips(root, int(block_value(data_cfg, "num_clips", 8)), int(block_value(data_cfg, "num_frames", 24)),
+                                      size, int(block_value(data_cfg, "num_points", 64)), seed=seed * 10 + _split_id(split),
                                       sequences=chosen))
 
 
@@ -285,11 +274,11 @@ def tapvid_track_clips(data_cfg: Any, split: str) -> list:
     """TAP-Vid-layout videos (frames loaded) of one split (``<split>_sequences`` or a hold-out)."""
     from hyperfeat.data.videos.tapvid import TapVidDavis
 
-    davis_root = _get(data_cfg, "davis_root")
-    full = TapVidDavis(_get(data_cfg, "root"), pickle_name=str(_get(data_cfg, "pickle", "tapvid_davis_data_strided_32.pkl")),
-                       davis_root=davis_root, max_frames=_get(data_cfg, "max_frames"))
-    chosen = _names_split(full.names, split, _get(data_cfg, f"{split}_sequences"),
-                          float(_get(data_cfg, "val_fraction", 0.3)), int(_get(data_cfg, "seed", 0)),
+    davis_root = block_value(data_cfg, "davis_root")
+    full = TapVidDavis(block_value(data_cfg, "root"), pickle_name=str(block_value(data_cfg, "pickle", "tapvid_davis_data_strided_32.pkl")),
+                       davis_root=davis_root, max_frames=block_value(data_cfg, "max_frames"))
+    chosen = _names_split(full.names, split, block_value(data_cfg, f"{split}_sequences"),
+                          float(block_value(data_cfg, "val_fraction", 0.3)), int(block_value(data_cfg, "seed", 0)),
                           f"data.{split}_sequences")
     return [full.load(name) for name in chosen]
 
@@ -301,26 +290,26 @@ def build_temporal_dataset(data_cfg: Any, split: str, load_size: int) -> Dataset
     :class:`TrackPairs` over TAP-Vid-layout tracks; ``video_folder``: :class:`FrameClips` of a
     folder of videos. ``<split>_split`` null means the role has no data (a ConfigError).
     """
-    name = str(_get(data_cfg, "name"))
+    name = str(block_value(data_cfg, "name"))
     if name not in TEMPORAL_DATASETS:
         raise ConfigError(f"data.name must be one of {', '.join(TEMPORAL_DATASETS)} here; got {name!r}")
-    which = _get(data_cfg, f"{split}_split")
+    which = block_value(data_cfg, f"{split}_split")
     if which is None:
         raise ConfigError(f"data.{split}_split is null for data set {name!r}: it has no {split} data here; "
                           f"set data.{split}_split (train | val | test | all)")
     which = str(which)
-    seed = int(_get(data_cfg, "seed", 0))
+    seed = int(block_value(data_cfg, "seed", 0))
     if name == "video_folder":
-        root = _get(data_cfg, "root")
+        root = block_value(data_cfg, "root")
         everything = VideoFolder(root)
-        chosen = _names_split(everything.names, which, _get(data_cfg, f"{split}_videos"),
-                              float(_get(data_cfg, "val_fraction", 0.2)), seed, f"data.{split}_videos")
-        videos = VideoFolder(root, _get(data_cfg, "frame_size"), _get(data_cfg, "max_frames"), names=chosen)
-        return FrameClips(videos, load_size, int(_get(data_cfg, "clip_length", 4)), int(_get(data_cfg, "max_stride", 4)),
-                          int(_get(data_cfg, "clips_per_video", 8)), seed, which)
+        chosen = _names_split(everything.names, which, block_value(data_cfg, f"{split}_videos"),
+                              float(block_value(data_cfg, "val_fraction", 0.2)), seed, f"data.{split}_videos")
+        videos = VideoFolder(root, block_value(data_cfg, "frame_size"), block_value(data_cfg, "max_frames"), names=chosen)
+        return FrameClips(videos, load_size, int(block_value(data_cfg, "clip_length", 4)), int(block_value(data_cfg, "max_stride", 4)),
+                          int(block_value(data_cfg, "clips_per_video", 8)), seed, which)
     clips = TEMPORAL_DATASETS[name](data_cfg, which)
-    return TrackPairs(clips, load_size, int(_get(data_cfg, "pairs_per_clip", 16)), int(_get(data_cfg, "max_delta", 8)),
-                      seed, which, _get(data_cfg, "max_points"))
+    return TrackPairs(clips, load_size, int(block_value(data_cfg, "pairs_per_clip", 16)), int(block_value(data_cfg, "max_delta", 8)),
+                      seed, which, block_value(data_cfg, "max_points"))
 
 
 TEMPORAL_DATASETS = {"davis_tracks": davis_track_clips, "tapvid_tracks": tapvid_track_clips, "video_folder": None}
