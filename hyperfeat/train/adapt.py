@@ -30,7 +30,6 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from hyperfeat.data.videos.temporal import draw_gap
 from hyperfeat.errors import HyperfeatError
@@ -75,21 +74,20 @@ class AdaptSettings:
 
 def video_raw_maps(describer: Any, frames: torch.Tensor, max_frames: Optional[int] = None) -> tuple[torch.Tensor, list[int]]:
     """Raw maps (T', S, C, R, R) float16 on the CPU of frames (T, 3, H, W) in [0, 1] (each
-    resized to L × L like :func:`hyperfeat.video.frames.frame_describer`), and which frames they
+    resized to L × L by :func:`hyperfeat.video.frames.frames_to_backbone`), and which frames they
     are (every frame, or ``max_frames`` spread evenly)."""
     total = int(frames.shape[0])
     picked = list(range(total))
     if max_frames and total > int(max_frames):
         picked = sorted({int(round(v)) for v in np.linspace(0, total - 1, int(max_frames))})
+    from hyperfeat.video.frames import frames_to_backbone
+
     size = int(describer.load_size)
     batch_size = int(describer.cfg.features.batch_size)
     out = []
     with torch.no_grad():
         for start in range(0, len(picked), batch_size):
-            batch = frames[picked[start:start + batch_size]].float()
-            if tuple(batch.shape[-2:]) != (size, size):
-                batch = F.interpolate(batch, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-            batch = batch.clamp(0, 1) * 2.0 - 1.0  # (b, 3, L, L) in [-1, 1]
+            batch = frames_to_backbone(frames[picked[start:start + batch_size]], size)  # (b, 3, L, L) in [-1, 1]
             out.append(describer.extractor.run(batch.to(describer.device)).to("cpu", torch.float16))
     return torch.cat(out), picked
 

@@ -38,6 +38,15 @@ FRAME_TRANSFORM = "resize-LxL-bilinear-antialias-v1"  # part of the cache key: c
 # frames → descriptors
 
 
+def frames_to_backbone(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """The frame transform (``FRAME_TRANSFORM``): frames (T, 3, H, W) in [0, 1] → (T, 3, L, L) in
+    [-1, 1], resized to L × L = ``size`` (bilinear, antialiased, aspect not kept)."""
+    batch = frames.float()
+    if tuple(batch.shape[-2:]) != (size, size):
+        batch = F.interpolate(batch, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return batch.clamp(0, 1) * 2.0 - 1.0
+
+
 def frame_describer(describer: "Describer") -> Callable[[torch.Tensor], torch.Tensor]:
     """The per-frame descriptor of ``hf``: frames (T, 3, H, W) in [0, 1] → (T, D, R, R) float32.
 
@@ -51,11 +60,7 @@ def frame_describer(describer: "Describer") -> Callable[[torch.Tensor], torch.Te
         if not isinstance(frames, torch.Tensor) or frames.ndim != 4 or frames.shape[1] != 3:
             shape = tuple(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__
             raise DataError(f"frames must be a (T, 3, H, W) tensor in [0, 1]; got {shape}")
-        batch = frames.float()
-        if tuple(batch.shape[-2:]) != (size, size):
-            batch = F.interpolate(batch, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        batch = batch.clamp(0, 1) * 2.0 - 1.0  # (T, 3, L, L) in [-1, 1]
-        return describer.describe_batch(batch)
+        return describer.describe_batch(frames_to_backbone(frames, size))  # from (T, 3, L, L) in [-1, 1]
 
     return describe
 
