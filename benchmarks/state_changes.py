@@ -10,9 +10,13 @@ For each of the 30 val sequences (first ``--frames`` frames, longer side ``--fra
   cover ≥ 25 % of the object's points and < 10 % of the background's (and 4× their rate).
 
 Points: a 10 × 10 lattice split by the frame-0 mask (object points inside, background references
-outside). ``tracks: unchanged`` reads the changed clip along tracks made on the unchanged clip
-(the analysis on its own); ``tracks: self`` tracks the changed clip itself (the whole pipeline:
-an appearance tracker may lose a point whose appearance changed).
+outside). ``unchanged`` reads every clip along tracks made on the unchanged clip by the video
+tracker (the analysis on its own); ``self:appearance`` and ``self:query`` let the analysis track
+each clip itself (the whole pipeline) with ``changes.tracker`` appearance (follows a changed
+point: :func:`hyperfeat.correspond.tracking.track_appearance`) or query (matches the query's own
+look). The analysis settings are the config's ``changes`` block. The table gives all clips and
+each half of the sequence list: the defaults were chosen on the first half, the second is
+held out.
 
 Describers: ``local-stats`` (local colour/texture statistics, no model) and ``tiny`` (the tiny
 random backbone with an untrained aggregation network, whose descriptors mean little).
@@ -28,12 +32,15 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from hyperfeat.config import load_config  # noqa: E402
+from hyperfeat.correspond.changes import ChangeSettings  # noqa: E402
 from hyperfeat.data.videos.davis import DavisDataset  # noqa: E402
 from hyperfeat.data.videos.state_changes import CHANGE_KINDS, apply_state_change, brightness_ramp, davis_state_change_clip  # noqa: E402
 from hyperfeat.eval.table import format_table  # noqa: E402
@@ -71,41 +78,50 @@ def is_hit(result, k: int, num_obj: int) -> bool:
     return False
 
 
-def run(describer_name: str, root: Path, frames: int, frame_size: int, sequences: list[str], self_track: bool) -> dict:
+def run(describer_name: str, root: Path, frames: int, frame_size: int, sequences: list[str], trackers: list[str],
+        settings: ChangeSettings) -> dict:
+    """Per sequence: false events (unchanged clip, brightness ramp) and hits (three changes) along
+    tracks of the unchanged clip, and with each of ``trackers`` tracking every clip itself."""
     d = make_describer(describer_name)
-    rows = {"unchanged_events": 0, "ramp_events": 0, "frames": 0, "clips": 0}
-    hits = {f"{kind}/{mode}": [] for kind in CHANGE_KINDS for mode in (("unchanged", "self") if self_track else ("unchanged",))}
+    modes = ["unchanged"] + [f"self:{t}" for t in trackers]
+    per_seq = {m: [] for m in modes}
     for seq in sequences:
         base = davis_state_change_clip(root, seq, None, num_frames=frames, frame_size=frame_size)
         size = (int(base.frames.shape[-1]), int(base.frames.shape[-2]))
         q, ref = mask_queries(base.object[0], size, 10)
         num_obj = int((~ref).sum())
-        desc = describe_frames(d, base.frames, cache_dir=None, progress=False)
-        tracks, visible = track(d, base.frames, q, descriptors=desc, progress=False)
-        r = video_changes(d, base.frames, mask=base.object[0], grid=10, tracks=tracks, visible=visible, descriptors=desc)
-        rows["unchanged_events"] += len(r.events)
-        ramp = brightness_ramp(base.frames)
-        r = video_changes(d, ramp, mask=base.object[0], grid=10, tracks=tracks, visible=visible)
-        rows["ramp_events"] += len(r.events)
-        rows["frames"] += len(base)
-        rows["clips"] += 1
         k = len(base) // 2
+        clips = {"unchanged": base.frames, "ramp": brightness_ramp(base.frames)}
         for kind in CHANGE_KINDS:
-            clip = apply_state_change(base.frames, base.object, k, kind, name=seq)
-            cdesc = describe_frames(d, clip.frames, cache_dir=None, progress=False)
-            r = video_changes(d, clip.frames, mask=clip.object[0], grid=10, tracks=tracks, visible=visible, descriptors=cdesc)
-            hits[f"{kind}/unchanged"].append(is_hit(r, k, num_obj))
-            if self_track:
-                r = video_changes(d, clip.frames, mask=clip.object[0], grid=10, descriptors=cdesc)
-                hits[f"{kind}/self"].append(is_hit(r, k, num_obj))
+            clips[kind] = apply_state_change(base.frames, base.object, k, kind, name=seq).frames
+        desc = {name: describe_frames(d, f, cache_dir=None, progress=False) for name, f in clips.items()}
+        tracks, visible = track(d, base.frames, q, descriptors=desc["unchanged"], progress=False)
+        for mode in modes:
+            row = {"sequence": seq, "frames": len(base)}
+            for name, f in clips.items():
+                if mode == "unchanged":
+                    r = video_changes(d, f, mask=base.object[0], grid=10, tracks=tracks, visible=visible,
+                                      descriptors=desc[name], settings=settings)
+                else:
+                    own = replace(settings, tracker=mode.split(":")[1])
+                    r = video_changes(d, f, mask=base.object[0], grid=10, descriptors=desc[name], settings=own)
+                row[name] = len(r.events) if name in ("unchanged", "ramp") else is_hit(r, k, num_obj)
+            per_seq[mode].append(row)
         print(f"  {describer_name} {seq}: done", flush=True)
-    per100 = 100.0 / max(rows["frames"], 1)
+
+    def summary(rows: list[dict]) -> dict:
+        num_frames = max(sum(r["frames"] for r in rows), 1)
+        return {"clips": len(rows),
+                "false_events_per_100_frames": 100.0 * sum(r["unchanged"] for r in rows) / num_frames,
+                "ramp_events_per_100_frames": 100.0 * sum(r["ramp"] for r in rows) / num_frames,
+                "detection_rate": {kind: sum(bool(r[kind]) for r in rows) / max(len(rows), 1) for kind in CHANGE_KINDS}}
+
+    half = (len(sequences) + 1) // 2
     return {
-        "describer": describer_name, "clips": rows["clips"], "frames": rows["frames"],
-        "false_events_per_100_frames": rows["unchanged_events"] * per100,
-        "ramp_events_per_100_frames": rows["ramp_events"] * per100,
-        "detection_rate": {key: sum(v) / max(len(v), 1) for key, v in hits.items()},
-        "hits": {key: [s for s, h in zip(sequences, v) if h] for key, v in hits.items()},
+        "describer": describer_name,
+        "modes": {m: {"all": summary(rows), "first_half": summary(rows[:half]), "second_half": summary(rows[half:]),
+                      "hits": {kind: [r["sequence"] for r in rows if r[kind]] for kind in CHANGE_KINDS}}
+                  for m, rows in per_seq.items()},
     }
 
 
@@ -115,23 +131,31 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--frame-size", type=int, default=160)
     parser.add_argument("--sequences", nargs="*", default=None, help="default: all of val")
-    parser.add_argument("--no-self-track", action="store_true")
+    parser.add_argument("--trackers", nargs="*", default=["appearance", "query"],
+                        help="trackers that track each clip themselves (changes.tracker values); none: only along unchanged-clip tracks")
     parser.add_argument("--out", default=str(Path(__file__).with_name("state_changes.json")))
     args = parser.parse_args()
     root = Path(os.environ.get("HYPERFEAT_DATA_ROOT", Path(__file__).resolve().parents[2] / "shared" / "data")) / "davis2017"
     sequences = args.sequences or DavisDataset(root).sequences
+    settings = ChangeSettings.from_config(load_config().changes)
     results = []
     for name in args.describers:
         start = time.time()
-        res = run(name, root, args.frames, args.frame_size, sequences, not args.no_self_track)
+        res = run(name, root, args.frames, args.frame_size, sequences, args.trackers, settings)
         res["seconds"] = round(time.time() - start, 1)
         results.append(res)
-    kinds = sorted(results[0]["detection_rate"])
-    header = ["describer", "clips", "false ev/100 fr", "ramp ev/100 fr"] + [f"hit {k}" for k in kinds]
-    rows = [[r["describer"], r["clips"], f"{r['false_events_per_100_frames']:.2f}", f"{r['ramp_events_per_100_frames']:.2f}"]
-            + [f"{r['detection_rate'][k]:.2f}" for k in kinds] for r in results]
+    header = ["describer", "tracks", "clips", "false ev/100 fr", "ramp ev/100 fr"] + [f"hit {k}" for k in CHANGE_KINDS]
+    rows = []
+    for r in results:
+        for mode, parts in r["modes"].items():
+            for part in ("all", "first_half", "second_half"):
+                m = parts[part]
+                rows.append([r["describer"], f"{mode} ({part.replace('_', ' ')})", m["clips"],
+                             f"{m['false_events_per_100_frames']:.2f}", f"{m['ramp_events_per_100_frames']:.2f}"]
+                            + [f"{m['detection_rate'][k]:.2f}" for k in CHANGE_KINDS])
     print(format_table(header, rows))
-    Path(args.out).write_text(json.dumps({"settings": {**vars(args), "out": Path(args.out).name}, "results": results}, indent=1))
+    Path(args.out).write_text(json.dumps({"settings": {**vars(args), "out": Path(args.out).name},
+                                          "changes": vars(settings), "results": results}, indent=1))
     print(f"wrote {args.out}")
 
 

@@ -30,7 +30,12 @@ module
    change), cuts each region's frames into **state segments** at its events, and averages the
    descriptors of each (region, state) into **prototypes** that can label new frames.
 
-Nothing here runs a model: it sees only descriptor tensors. Invisible samples are left out
+Nothing here runs a model: it sees only descriptor tensors (when :func:`hyperfeat.video.changes.video_changes`
+tracks the points itself it uses, on per-frame standardised descriptors, the window tracker
+(``tracker: query``) or :func:`hyperfeat.correspond.tracking.track_appearance` (``tracker:
+appearance``), which follows a point through its change of state — where a tracker matching
+only the query's look loses it — at the price of more false events, measured in
+``benchmarks/state_changes.py``). Invisible samples are left out
 (NaN drift) and bridged by linear interpolation for the change-point search — unless
 ``use_occluded``: a tracker that matches appearance calls a point whose appearance changed
 "occluded", so its estimated positions are read too; a point still needs ``min_visible``
@@ -73,8 +78,12 @@ class ChangeSettings:
     tolerance: int = 2             # change points within this many frames form one event
     min_points: int = 7            # an event needs this many points (or all of them, if fewer)
     min_visible: int = 3           # a point is analysed when visible in at least this many frames
-    motion_penalty: float = 1.0    # tracker motion prior when video_changes tracks (track_points motion_penalty)
-    reacquire: bool = False        # let the tracker jump to a far better match (video.reacquire_margin)
+    tracker: str = "query"         # query (track_points) | appearance (track_appearance): how video_changes tracks
+    standardise: bool = True       # track on per-frame standardised descriptors (standardise_frames)
+    template_update: float = 0.5   # appearance tracker: weight of the previous frame's look in the template
+    velocity: float = 1.0          # appearance tracker: constant-velocity prediction (0: search around the last position)
+    motion_penalty: float = 1.0    # tracker motion prior when video_changes tracks (similarity − this · (d / radius)²)
+    reacquire: bool = False        # query tracker: let it jump to a far better match (video.reacquire_margin)
     use_occluded: bool = False     # also read descriptors where the tracker says occluded (see module doc)
 
     @classmethod

@@ -40,6 +40,18 @@ def _check_queries(queries: torch.Tensor, num_frames: int, image_size: tuple[int
             )
 
 
+def _local_scores(scores: torch.Tensor, previous: torch.Tensor, radius: int, motion_penalty: float,
+                  cell_x: torch.Tensor, cell_y: torch.Tensor) -> torch.Tensor:
+    """The local search: scores (n, h, w) outside ``radius`` cells of ``previous`` (n, 2) cell xy
+    set to −inf, minus the motion prior ``motion_penalty`` · (d / radius)², d the distance in
+    cells from ``previous`` (cell_x, cell_y (h, w): each cell's coordinates) → (n, h, w)."""
+    h, w = scores.shape[-2:]
+    window = _window_mask(previous.round().long(), (h, w), radius)  # (n, h, w)
+    local = scores.masked_fill(~window, float("-inf"))
+    if motion_penalty > 0:
+        dist2 = (cell_x[None] - previous[:, 0, None, None]) ** 2 + (cell_y[None] - previous[:, 1, None, None]) ** 2  # (n, h, w)
+        local = local - motion_penalty * dist2 / max(float(radius), 1.0) ** 2
+    return local
 
 
 @torch.no_grad()
@@ -107,11 +119,7 @@ def track_points(
                 frame = frame_of(t)  # (D, h, w)
                 scores = (query_feat @ frame.flatten(1)).view(-1, h, w)  # (n, h, w)
                 best_global = _argmax_cell(scores)
-                window = _window_mask(previous.round().long(), (h, w), int(track_radius))  # (n, h, w)
-                local = scores.masked_fill(~window, float("-inf"))
-                if motion_penalty > 0:
-                    dist2 = (cell_x[None] - previous[:, 0, None, None]) ** 2 + (cell_y[None] - previous[:, 1, None, None]) ** 2  # (n, h, w)
-                    local = local - motion_penalty * dist2 / max(float(track_radius), 1.0) ** 2
+                local = _local_scores(scores, previous, int(track_radius), motion_penalty, cell_x, cell_y)
                 best_local = _argmax_cell(local)
                 s_global = scores.flatten(1).amax(1)
                 s_local = local.flatten(1).amax(1)
@@ -126,6 +134,100 @@ def track_points(
                 tracks[members, t] = position
                 visible[members, t] = cycle_ok & (similarity >= min_similarity)
                 previous = position
+    tracks = cells_to_pixels(tracks, size, (h, w))
+    at_query = queries[:, 0].long()
+    tracks[torch.arange(num_queries, device=device), at_query] = queries[:, 1:]  # exact, no round trip
+    return tracks, visible
+
+
+def standardise_frames(desc: torch.Tensor) -> torch.Tensor:
+    """desc (T, D, h, w) → (T, D, h, w): each frame's channels centred and scaled to unit standard
+    deviation over its cells, then L2-normalised over D.
+
+    A change that hits the whole frame — lighting, exposure, white balance — moves every cell's
+    descriptor the same way; cosines between frames then read it as an appearance change of every
+    point. After this per-frame, per-channel standardisation a per-channel gain and offset
+    common to the frame cancels exactly, so a tracker on these descriptors follows points
+    through such changes (what the state-change analysis needs: the global change is not the
+    subject, :mod:`hyperfeat.correspond.changes` normalises it against reference points)."""
+    desc = desc.float()
+    mean = desc.mean(dim=(2, 3), keepdim=True)  # (T, D, 1, 1)
+    std = desc.std(dim=(2, 3), keepdim=True).clamp_min(1e-6)
+    return torch.nn.functional.normalize((desc - mean) / std, dim=1)
+
+
+@torch.no_grad()
+def track_appearance(
+    desc: torch.Tensor,
+    queries: torch.Tensor,
+    image_size: Sequence[int],
+    track_radius: int = 8,
+    template_update: float = 0.5,
+    motion_penalty: float = 1.0,
+    cycle_threshold: float = 2.0,
+    refine_radius: int = 2,
+    refine_temperature: float = 0.02,
+    velocity: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Track points whose appearance may change: the tracker of the state-change analysis.
+
+    :func:`track_points` matches the query's own descriptor in every frame, so a point that
+    changes (painted, cut, re-textured) no longer resembles its query and is lost or called
+    occluded — exactly where the analysis must read it. Here each step's template mixes the
+    query with the point's appearance in the frame before, ``(1 − template_update) · query +
+    template_update · previous``; the local search (``track_radius`` cells, motion prior
+    ``motion_penalty``, no global jump) keeps a point near where it was in the frame of an abrupt
+    change, and from the next frame on the template carries its new appearance. With
+    ``velocity`` v > 0 the search is centred on a prediction, the previous position plus v times
+    the last step (constant velocity at v = 1), so that in the frame of the change — where
+    appearance says nothing — a moving point keeps moving instead of stopping. A position is
+    visible when its frame-to-frame cycle closes: its descriptor, searched back in the previous
+    frame within ``track_radius`` cells (without the motion prior, which would close any cycle), lands within ``cycle_threshold`` cells of the previous position (an abrupt
+    change breaks the cycle in its own frame only; the analysis bridges one frame).
+
+    desc (T, D, h, w) (e.g. :func:`standardise_frames`), queries (N, 3) (t, x, y) in pixels of an
+    ``image_size`` (W, H) frame; tracked forward and backward from each query frame.
+    Returns tracks (N, T, 2) xy pixels and visible (N, T) bool.
+    """
+    desc = _check_descriptors(desc)
+    num_frames, _, h, w = desc.shape
+    size = _check_image_size(image_size)
+    if not 0.0 <= float(template_update) <= 1.0:
+        raise DataError(f"template_update must be in [0, 1]; got {template_update}")
+    device = desc.device
+    queries = torch.as_tensor(queries, dtype=torch.float32).to(device)
+    _check_queries(queries, num_frames, size)
+    num_queries = queries.shape[0]
+    tracks = torch.zeros(num_queries, num_frames, 2, device=device)  # cells
+    visible = torch.zeros(num_queries, num_frames, dtype=torch.bool, device=device)
+    query_cells = pixels_to_cells(queries[:, 1:], size, (h, w))  # (N, 2)
+    cell_y, cell_x = torch.meshgrid(torch.arange(h, dtype=torch.float32, device=device),
+                                    torch.arange(w, dtype=torch.float32, device=device), indexing="ij")  # (h, w)
+    radius, update = int(track_radius), float(template_update)
+    for t_query in queries[:, 0].long().unique().tolist():
+        members = (queries[:, 0].long() == t_query).nonzero().flatten()
+        start = query_cells[members]  # (n, 2)
+        query_feat = sample_descriptors(desc[t_query], start)  # (n, D)
+        tracks[members, t_query] = start
+        visible[members, t_query] = True
+        for step in (1, -1):
+            previous, previous_feat, t_prev = start, query_feat, t_query
+            last_step = torch.zeros_like(start)  # (n, 2) cells
+            for t in range(t_query + step, num_frames if step > 0 else -1, step):
+                template = torch.nn.functional.normalize((1 - update) * query_feat + update * previous_feat, dim=1)
+                scores = (template @ desc[t].flatten(1)).view(-1, h, w)  # (n, h, w)
+                predicted = previous + float(velocity) * last_step
+                predicted = torch.stack([predicted[:, 0].clamp(0, w - 1), predicted[:, 1].clamp(0, h - 1)], dim=1)
+                local = _local_scores(scores, predicted, radius, motion_penalty, cell_x, cell_y)
+                position = _refine(scores, _argmax_cell(local), int(refine_radius), refine_temperature)  # (n, 2)
+                found_feat = sample_descriptors(desc[t], position)  # (n, D)
+                back = (found_feat @ desc[t_prev].flatten(1)).view(-1, h, w)  # (n, h, w)
+                back_local = _local_scores(back, position, radius, 0.0, cell_x, cell_y)  # no prior: an honest cycle
+                back_pos = _refine(back, _argmax_cell(back_local), int(refine_radius), refine_temperature)
+                tracks[members, t] = position
+                visible[members, t] = (back_pos - previous).norm(dim=1) <= cycle_threshold
+                last_step = position - previous
+                previous, previous_feat, t_prev = position, found_feat, t
     tracks = cells_to_pixels(tracks, size, (h, w))
     at_query = queries[:, 0].long()
     tracks[torch.arange(num_queries, device=device), at_query] = queries[:, 1:]  # exact, no round trip

@@ -67,6 +67,29 @@ def mask_queries(mask, size: tuple[int, int], grid: int, frame: int = 0) -> tupl
     return queries, is_ref
 
 
+def track_for_changes(desc: torch.Tensor, queries: torch.Tensor, size: tuple[int, int], cfg,
+                      settings: ChangeSettings) -> tuple[torch.Tensor, torch.Tensor]:
+    """Track points for the state-change analysis (settings ``tracker``, ``standardise``,
+    ``template_update``, ``velocity``, ``motion_penalty``, ``reacquire``; window radius, cycle
+    and refinement from the ``video`` block of ``cfg``). desc (T, D, h, w) → tracks (N, T, 2),
+    visible (N, T)."""
+    from hyperfeat.correspond.tracking import standardise_frames, track_appearance, track_points
+    from hyperfeat.video.run import tracking_kwargs
+
+    if settings.tracker not in ("appearance", "query"):
+        raise DataError(f"changes.tracker must be appearance or query; got {settings.tracker!r}")
+    kwargs = tracking_kwargs(cfg)
+    kwargs["motion_penalty"] = float(settings.motion_penalty)
+    frames = standardise_frames(desc) if settings.standardise else desc
+    if settings.tracker == "appearance":
+        keep = ("track_radius", "cycle_threshold", "refine_radius", "refine_temperature", "motion_penalty")
+        return track_appearance(frames, queries, size, template_update=float(settings.template_update),
+                                velocity=float(settings.velocity), **{k: kwargs[k] for k in keep})
+    if not settings.reacquire:  # a changed point no longer looks like its query: stay local
+        kwargs["reacquire_margin"] = 2.0  # cosines differ by at most 2: never jump
+    return track_points(frames, queries, size, **kwargs)
+
+
 def video_changes(
     describer: Describer,
     frames: FrameSource,
@@ -88,8 +111,7 @@ def video_changes(
     tracked with :func:`hyperfeat.video.run.track` on the same descriptors. ``settings``: default
     from the config's ``changes`` block.
     """
-    from hyperfeat.correspond.tracking import track_points
-    from hyperfeat.video.run import _descriptors, check_queries, tracking_kwargs
+    from hyperfeat.video.run import _descriptors, check_queries
 
     video = load_frames(describer, frames)
     if len(video) < MIN_FRAMES:
@@ -115,11 +137,7 @@ def video_changes(
         is_reference = None
     desc = _descriptors(describer, video, descriptors, progress)
     if tracks is None:
-        kwargs = tracking_kwargs(describer.cfg)
-        if not settings.reacquire:  # a changed point no longer looks like its query: stay local
-            kwargs["reacquire_margin"] = 2.0  # cosines differ by at most 2: never jump
-        kwargs["motion_penalty"] = float(settings.motion_penalty)
-        tracks, visible = track_points(desc, queries, video.original_size, **kwargs)
+        tracks, visible = track_for_changes(desc, queries, video.original_size, describer.cfg, settings)
     elif visible is None:
         visible = torch.ones(tracks.shape[:2], dtype=torch.bool)
     return analyse_changes(desc, queries, tracks, visible, video.original_size, is_reference, settings)

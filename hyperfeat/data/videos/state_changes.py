@@ -4,7 +4,9 @@ A real sequence (frames and per-frame object masks, e.g. DAVIS) is copied, and f
 frame ``k`` on the object's appearance is altered inside its mask while it keeps moving as
 filmed:
 
-* ``colour``: the object's hue is rotated (R, G, B → B, R, G) — paint, ripening, browning;
+* ``colour``: the object is painted a saturated colour, the one of a fixed palette farthest from
+  its own mean colour at ``k``, keeping its shading — paint, ripening, browning (a hue rotation
+  would leave a white, gray or black object as it was: no change to find);
 * ``texture``: its surface is replaced by stripes carrying its own shading — a new texture;
 * ``removed``: the upper half of the object (by its mask's bounding box) is replaced by a blurred
   fill of the surrounding background — a part cut off.
@@ -26,6 +28,9 @@ from hyperfeat.errors import DataError
 from hyperfeat.io import PathLike
 
 CHANGE_KINDS = ("colour", "texture", "removed")
+# saturated paints for the ``colour`` change: red, green, blue, yellow, magenta, cyan
+PAINTS = torch.tensor([[1.0, 0.15, 0.1], [0.1, 0.8, 0.2], [0.15, 0.3, 1.0],
+                       [1.0, 0.9, 0.1], [0.9, 0.2, 0.9], [0.1, 0.9, 0.9]])
 
 
 @dataclass
@@ -86,6 +91,11 @@ def apply_state_change(frames: torch.Tensor, masks: torch.Tensor, change_frame: 
     obj = _resize_masks(masks != 0 if not masks.dtype == torch.bool else masks, (height, width))
     out = frames.clone()
     changed = torch.zeros_like(obj)
+    paint = None
+    if kind == "colour":  # one colour for the whole change, far from the object's own
+        region_k = obj[change_frame] if obj[change_frame].any() else obj.any(dim=0)
+        own = frames[change_frame][:, region_k].mean(dim=1) if region_k.any() else frames[change_frame].mean(dim=(1, 2))
+        paint = PAINTS[int(((PAINTS - own[None]) ** 2).sum(dim=1).argmax())]  # (3,)
     ys = torch.arange(height)[:, None].float()
     xs = torch.arange(width)[None, :].float()
     for t in range(change_frame, num_frames):
@@ -94,7 +104,8 @@ def apply_state_change(frames: torch.Tensor, masks: torch.Tensor, change_frame: 
             continue
         frame = out[t]
         if kind == "colour":
-            new = frame[[2, 0, 1]]
+            shade = frame.mean(dim=0, keepdim=True)  # (1, H, W)
+            new = paint[:, None, None] * (0.35 + 0.65 * shade)
         elif kind == "texture":
             shade = frame.mean(dim=0, keepdim=True)  # (1, H, W)
             period = max(4.0, width / 40.0)
