@@ -40,6 +40,28 @@ def _check_queries(queries: torch.Tensor, num_frames: int, image_size: tuple[int
             )
 
 
+def _start_tracks(queries, num_frames: int, size: tuple[int, int], grid: tuple[int, int], device: torch.device):
+    """Checked queries (N, 3), empty tracks (N, T, 2) in cells and visibility (N, T), the query
+    cells (N, 2) and each cell's x and y (h, w): what every tracker here starts from."""
+    h, w = grid
+    queries = torch.as_tensor(queries, dtype=torch.float32).to(device)
+    _check_queries(queries, num_frames, size)
+    tracks = torch.zeros(queries.shape[0], num_frames, 2, device=device)  # cells
+    visible = torch.zeros(queries.shape[0], num_frames, dtype=torch.bool, device=device)
+    query_cells = pixels_to_cells(queries[:, 1:], size, (h, w))  # (N, 2)
+    cell_y, cell_x = torch.meshgrid(torch.arange(h, dtype=torch.float32, device=device),
+                                    torch.arange(w, dtype=torch.float32, device=device), indexing="ij")  # (h, w)
+    return queries, tracks, visible, query_cells, cell_x, cell_y
+
+
+def _finish_tracks(tracks: torch.Tensor, visible: torch.Tensor, queries: torch.Tensor, size: tuple[int, int],
+                   grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tracks (N, T, 2) cells → pixels, with each query frame's position the query itself (exact, no round trip)."""
+    tracks = cells_to_pixels(tracks, size, grid)
+    tracks[torch.arange(queries.shape[0], device=tracks.device), queries[:, 0].long()] = queries[:, 1:]
+    return tracks, visible
+
+
 def _local_scores(scores: torch.Tensor, previous: torch.Tensor, radius: int, motion_penalty: float,
                   cell_x: torch.Tensor, cell_y: torch.Tensor) -> torch.Tensor:
     """The local search: scores (n, h, w) outside ``radius`` cells of ``previous`` (n, 2) cell xy
@@ -96,14 +118,7 @@ def track_points(
         num_frames, _, h, w = desc.shape
         device = desc.device
     size = _check_image_size(image_size)
-    queries = torch.as_tensor(queries, dtype=torch.float32).to(device)
-    _check_queries(queries, num_frames, size)
-    num_queries = queries.shape[0]
-    tracks = torch.zeros(num_queries, num_frames, 2, device=device)  # cells
-    visible = torch.zeros(num_queries, num_frames, dtype=torch.bool, device=device)
-    query_cells = pixels_to_cells(queries[:, 1:], size, (h, w))  # (N, 2)
-    cell_y, cell_x = torch.meshgrid(torch.arange(h, dtype=torch.float32, device=device),
-                                    torch.arange(w, dtype=torch.float32, device=device), indexing="ij")  # (h, w)
+    queries, tracks, visible, query_cells, cell_x, cell_y = _start_tracks(queries, num_frames, size, (h, w), device)
 
     for t_query in queries[:, 0].long().unique().tolist():
         members = (queries[:, 0].long() == t_query).nonzero().flatten()
@@ -134,10 +149,7 @@ def track_points(
                 tracks[members, t] = position
                 visible[members, t] = cycle_ok & (similarity >= min_similarity)
                 previous = position
-    tracks = cells_to_pixels(tracks, size, (h, w))
-    at_query = queries[:, 0].long()
-    tracks[torch.arange(num_queries, device=device), at_query] = queries[:, 1:]  # exact, no round trip
-    return tracks, visible
+    return _finish_tracks(tracks, visible, queries, size, (h, w))
 
 
 def standardise_frames(desc: torch.Tensor) -> torch.Tensor:
@@ -195,14 +207,7 @@ def track_appearance(
     if not 0.0 <= float(template_update) <= 1.0:
         raise DataError(f"template_update must be in [0, 1]; got {template_update}")
     device = desc.device
-    queries = torch.as_tensor(queries, dtype=torch.float32).to(device)
-    _check_queries(queries, num_frames, size)
-    num_queries = queries.shape[0]
-    tracks = torch.zeros(num_queries, num_frames, 2, device=device)  # cells
-    visible = torch.zeros(num_queries, num_frames, dtype=torch.bool, device=device)
-    query_cells = pixels_to_cells(queries[:, 1:], size, (h, w))  # (N, 2)
-    cell_y, cell_x = torch.meshgrid(torch.arange(h, dtype=torch.float32, device=device),
-                                    torch.arange(w, dtype=torch.float32, device=device), indexing="ij")  # (h, w)
+    queries, tracks, visible, query_cells, cell_x, cell_y = _start_tracks(queries, num_frames, size, (h, w), device)
     radius, update = int(track_radius), float(template_update)
     for t_query in queries[:, 0].long().unique().tolist():
         members = (queries[:, 0].long() == t_query).nonzero().flatten()
@@ -228,7 +233,4 @@ def track_appearance(
                 visible[members, t] = (back_pos - previous).norm(dim=1) <= cycle_threshold
                 last_step = position - previous
                 previous, previous_feat, t_prev = position, found_feat, t
-    tracks = cells_to_pixels(tracks, size, (h, w))
-    at_query = queries[:, 0].long()
-    tracks[torch.arange(num_queries, device=device), at_query] = queries[:, 1:]  # exact, no round trip
-    return tracks, visible
+    return _finish_tracks(tracks, visible, queries, size, (h, w))
