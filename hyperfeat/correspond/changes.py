@@ -79,7 +79,7 @@ class ChangeSettings:
     min_points: int = 7            # an event needs this many points (or all of them, if fewer)
     min_visible: int = 3           # a point is analysed when visible in at least this many frames
     tracker: str = "query"         # query (track_points) | appearance (track_appearance): how video_changes tracks
-    standardise: bool = True       # track on per-frame standardised descriptors (standardise_frames)
+    standardise: bool = False      # track on per-frame standardised descriptors (standardise_frames)
     template_update: float = 0.5   # appearance tracker: weight of the previous frame's look in the template
     velocity: float = 1.0          # appearance tracker: constant-velocity prediction (0: search around the last position)
     motion_penalty: float = 1.0    # tracker motion prior when video_changes tracks (similarity − this · (d / radius)²)

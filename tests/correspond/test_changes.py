@@ -347,7 +347,7 @@ def test_track_for_changes_picks_the_configured_tracker():
     desc, left = _moving_patch()
     queries = torch.tensor([[0.0, left[0] + 1.0, 11.0], [0.0, 20.0, 3.0]])
     lit = desc * torch.linspace(1.0, 0.5, len(left))[:, None, None, None] + 0.3  # a lighting ramp
-    appearance = ChangeSettings(tracker="appearance", template_update=0.3, velocity=0.0)
+    appearance = ChangeSettings(tracker="appearance", standardise=True, template_update=0.3, velocity=0.0)
     got = track_for_changes(lit, queries, (24, 24), cfg, appearance)
     want = track_appearance(standardise_frames(lit), queries, (24, 24), template_update=0.3, velocity=0.0,
                             track_radius=int(cfg.video.track_radius), cycle_threshold=float(cfg.video.cycle_threshold),
