@@ -181,7 +181,7 @@ def track_appearance(
     refine_temperature: float = 0.02,
     velocity: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Track points whose appearance may change: the tracker of the state-change analysis.
+    """Track points whose appearance may change (the state-change analysis' ``tracker: appearance``).
 
     :func:`track_points` matches the query's own descriptor in every frame, so a point that
     changes (painted, cut, re-textured) no longer resembles its query and is lost or called
