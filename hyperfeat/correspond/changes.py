@@ -31,11 +31,11 @@ module
    descriptors of each (region, state) into **prototypes** that can label new frames.
 
 Nothing here runs a model: it sees only descriptor tensors (when :func:`hyperfeat.video.changes.video_changes`
-tracks the points itself it uses, on per-frame standardised descriptors, the window tracker
-(``tracker: query``) or :func:`hyperfeat.correspond.tracking.track_appearance` (``tracker:
+tracks the points itself it uses the window tracker (``tracker: query``) or :func:`hyperfeat.correspond.tracking.track_appearance` (``tracker:
 appearance``), which follows a point through its change of state — where a tracker matching
 only the query's look loses it — at the price of more false events, measured in
-``benchmarks/state_changes.py``). Invisible samples are left out
+``benchmarks/state_changes.py``; ``standardise`` tracks on per-frame standardised descriptors).
+Invisible samples are left out
 (NaN drift) and bridged by linear interpolation for the change-point search — unless
 ``use_occluded``: a tracker that matches appearance calls a point whose appearance changed
 "occluded", so its estimated positions are read too; a point still needs ``min_visible``
@@ -85,6 +85,15 @@ class ChangeSettings:
     motion_penalty: float = 1.0    # tracker motion prior when video_changes tracks (similarity − this · (d / radius)²)
     reacquire: bool = False        # query tracker: let it jump to a far better match (video.reacquire_margin)
     use_occluded: bool = False     # also read descriptors where the tracker says occluded (see module doc)
+
+    def __post_init__(self) -> None:
+        # the choice settings are checked here, before any frame is described or tracked
+        choices = {"reference": ("auto", "all", "background", "none"), "correction": ("affine", "median"),
+                   "tracker": ("appearance", "query")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise DataError(f"changes.{name} must be {', '.join(allowed[:-1])} or {allowed[-1]}; "
+                                f"got {getattr(self, name)!r}")
 
     @classmethod
     def from_config(cls, block) -> "ChangeSettings":
@@ -480,8 +489,6 @@ def analyse_changes(
         raise DataError(f"visible must be {tuple(tracks.shape[:2])} (N, T); got {tuple(visible.shape)}")
     if queries.shape != (num_points, 3):
         raise DataError(f"queries must be ({num_points}, 3) rows of (t, x, y); got {tuple(queries.shape)}")
-    if settings.reference not in ("auto", "all", "background", "none"):
-        raise DataError(f"changes.reference must be auto, all, background or none; got {settings.reference!r}")
     if is_reference is None or settings.reference == "all":
         is_reference = torch.ones(num_points, dtype=torch.bool)
     is_reference = torch.as_tensor(is_reference, dtype=torch.bool).to(desc.device)
@@ -493,8 +500,6 @@ def analyse_changes(
     analysed = visible.sum(dim=1) >= max(MIN_FRAMES, int(settings.min_visible))
     readable = (visible | analysed[:, None]) if settings.use_occluded else visible
     drift_q, drift_r = drift_curves(feats, readable, query_frames, settings.query_window, settings.running_momentum)
-    if settings.correction not in ("affine", "median"):
-        raise DataError(f"changes.correction must be affine or median; got {settings.correction!r}")
     corrected = drift_q
     if settings.correction == "affine" and bool(is_reference.any()):
         raw_feats = sample_along_tracks(raw.float().to(desc.device), tracks, size, normalise=False)

@@ -76,8 +76,6 @@ def track_for_changes(desc: torch.Tensor, queries: torch.Tensor, size: tuple[int
     from hyperfeat.correspond.tracking import standardise_frames, track_appearance, track_points
     from hyperfeat.video.run import tracking_kwargs
 
-    if settings.tracker not in ("appearance", "query"):
-        raise DataError(f"changes.tracker must be appearance or query; got {settings.tracker!r}")
     kwargs = tracking_kwargs(cfg)
     kwargs["motion_penalty"] = float(settings.motion_penalty)
     frames = standardise_frames(desc) if settings.standardise else desc
