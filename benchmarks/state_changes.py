@@ -10,7 +10,9 @@ For each of the 30 val sequences (first ``--frames`` frames, longer side ``--fra
   cover ≥ 25 % of the object's points and < 10 % of the background's (and 4× their rate).
 
 Points: a 10 × 10 lattice split by the frame-0 mask (object points inside, background references
-outside). ``unchanged`` reads every clip along tracks made on the unchanged clip by the video
+outside). ``truth`` replaces the object's lattice points by the TAP-Vid-DAVIS annotated tracks of
+the points visible at frame 0 that lie on the object (exact motion, from the same 30 videos: the
+analysis alone, free of tracking errors), the background points tracked as in ``unchanged``. ``unchanged`` reads every clip along tracks made on the unchanged clip by the video
 tracker (the analysis on its own); ``self:appearance`` and ``self:query`` let the analysis track
 each clip itself (the whole pipeline) with ``changes.tracker`` appearance (follows a changed
 point: :func:`hyperfeat.correspond.tracking.track_appearance`) or query (matches the query's own
@@ -40,7 +42,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hyperfeat.config import load_config  # noqa: E402
-from hyperfeat.correspond.changes import ChangeSettings  # noqa: E402
+from hyperfeat.correspond.changes import ChangeSettings, analyse_changes  # noqa: E402
 from hyperfeat.data.videos.davis import DavisDataset  # noqa: E402
 from hyperfeat.data.videos.state_changes import CHANGE_KINDS, apply_state_change, brightness_ramp, davis_state_change_clip  # noqa: E402
 from hyperfeat.eval.table import format_table  # noqa: E402
@@ -78,12 +80,26 @@ def is_hit(result, k: int, num_obj: int) -> bool:
     return False
 
 
+def truth_points(tapvid_root: Path, seq: str, frames: int, size: tuple[int, int], first_mask: torch.Tensor):
+    """TAP-Vid-DAVIS tracks of ``seq`` visible at frame 0 and on the object → tracks (M, T, 2) in
+    pixels of ``size`` (W, H), visible (M, T)."""
+    from hyperfeat.data.videos.tapvid import TapVidDavis
+    from hyperfeat.geometry import rescale_points
+
+    video = TapVidDavis(tapvid_root).load(seq, frames=False)
+    points = rescale_points(video.points[:, :frames], video.size, size)  # (N, T, 2)
+    visible = ~video.occluded[:, :frames]
+    xy = points[:, 0].round().long()
+    on = first_mask[xy[:, 1].clamp(0, size[1] - 1), xy[:, 0].clamp(0, size[0] - 1)] & visible[:, 0]
+    return points[on], visible[on]
+
+
 def run(describer_name: str, root: Path, frames: int, frame_size: int, sequences: list[str], trackers: list[str],
-        settings: ChangeSettings) -> dict:
+        settings: ChangeSettings, truth: bool = False) -> dict:
     """Per sequence: false events (unchanged clip, brightness ramp) and hits (three changes) along
     tracks of the unchanged clip, and with each of ``trackers`` tracking every clip itself."""
     d = make_describer(describer_name)
-    modes = ["unchanged"] + [f"self:{t}" for t in trackers]
+    modes = ["unchanged"] + (["truth"] if truth else []) + [f"self:{t}" for t in trackers]
     per_seq = {m: [] for m in modes}
     for seq in sequences:
         base = davis_state_change_clip(root, seq, None, num_frames=frames, frame_size=frame_size)
@@ -96,16 +112,25 @@ def run(describer_name: str, root: Path, frames: int, frame_size: int, sequences
             clips[kind] = apply_state_change(base.frames, base.object, k, kind, name=seq).frames
         desc = {name: describe_frames(d, f, cache_dir=None, progress=False) for name, f in clips.items()}
         tracks, visible = track(d, base.frames, q, descriptors=desc["unchanged"], progress=False)
+        if truth:
+            obj_tracks, obj_visible = truth_points(root.parent / "tapvid_davis", seq, len(base), size, base.object[0])
+            truth_tracks = torch.cat([obj_tracks, tracks[ref]])
+            truth_visible = torch.cat([obj_visible, visible[ref]])
+            truth_queries = torch.cat([torch.cat([torch.zeros(len(obj_tracks), 1), obj_tracks[:, 0]], 1), q[ref]])
+            truth_ref = torch.cat([torch.zeros(len(obj_tracks), dtype=torch.bool), ref[ref]])
         for mode in modes:
             row = {"sequence": seq, "frames": len(base)}
             for name, f in clips.items():
-                if mode == "unchanged":
+                if mode == "truth":
+                    r = analyse_changes(desc[name], truth_queries, truth_tracks, truth_visible, size, truth_ref, settings)
+                elif mode == "unchanged":
                     r = video_changes(d, f, mask=base.object[0], grid=10, tracks=tracks, visible=visible,
                                       descriptors=desc[name], settings=settings)
                 else:
                     own = replace(settings, tracker=mode.split(":")[1])
                     r = video_changes(d, f, mask=base.object[0], grid=10, descriptors=desc[name], settings=own)
-                row[name] = len(r.events) if name in ("unchanged", "ramp") else is_hit(r, k, num_obj)
+                objects = len(obj_tracks) if mode == "truth" else num_obj  # object points come first
+                row[name] = len(r.events) if name in ("unchanged", "ramp") else is_hit(r, k, objects)
             per_seq[mode].append(row)
         print(f"  {describer_name} {seq}: done", flush=True)
 
@@ -133,15 +158,19 @@ def main() -> None:
     parser.add_argument("--sequences", nargs="*", default=None, help="default: all of val")
     parser.add_argument("--trackers", nargs="*", default=["appearance", "query"],
                         help="trackers that track each clip themselves (changes.tracker values); none: only along unchanged-clip tracks")
+    parser.add_argument("--truth", action="store_true",
+                        help="also read the object's TAP-Vid-DAVIS annotated tracks (mode truth)")
+    parser.add_argument("--changes", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="override the config's changes settings, e.g. noise_strength=0 member_ratio=0.5")
     parser.add_argument("--out", default=str(Path(__file__).with_name("state_changes.json")))
     args = parser.parse_args()
     root = Path(os.environ.get("HYPERFEAT_DATA_ROOT", Path(__file__).resolve().parents[2] / "shared" / "data")) / "davis2017"
     sequences = args.sequences or DavisDataset(root).sequences
-    settings = ChangeSettings.from_config(load_config().changes)
+    settings = ChangeSettings.from_config(load_config(overrides=[f"changes.{kv}" for kv in args.changes]).changes)
     results = []
     for name in args.describers:
         start = time.time()
-        res = run(name, root, args.frames, args.frame_size, sequences, args.trackers, settings)
+        res = run(name, root, args.frames, args.frame_size, sequences, args.trackers, settings, args.truth)
         res["seconds"] = round(time.time() - start, 1)
         results.append(res)
     header = ["describer", "tracks", "clips", "false ev/100 fr", "ramp ev/100 fr"] + [f"hit {k}" for k in CHANGE_KINDS]

@@ -77,6 +77,7 @@ class ChangeSettings:
     min_segment: int = 3           # shortest state segment, frames
     tolerance: int = 2             # change points within this many frames form one event
     min_points: int = 7            # an event needs this many points (or all of them, if fewer)
+    member_ratio: float = 0.0      # > 0: an event keeps only points jumping ≥ this × its members' upper-quartile jump
     min_visible: int = 3           # a point is analysed when visible in at least this many frames
     tracker: str = "query"         # query (track_points) | appearance (track_appearance): how video_changes tracks
     standardise: bool = False      # track on per-frame standardised descriptors (standardise_frames)
@@ -94,6 +95,9 @@ class ChangeSettings:
             if getattr(self, name) not in allowed:
                 raise DataError(f"changes.{name} must be {', '.join(allowed[:-1])} or {allowed[-1]}; "
                                 f"got {getattr(self, name)!r}")
+        if not 0.0 <= float(self.member_ratio) <= 1.0:
+            raise DataError(f"changes.member_ratio must be in [0, 1] (0: keep every point of an event); "
+                            f"got {self.member_ratio!r}")
 
     @classmethod
     def from_config(cls, block) -> "ChangeSettings":
@@ -368,7 +372,10 @@ def group_events(point_changes: dict[int, list[tuple[int, float]]], num_analysed
     """Change points of many points → events: repeatedly the frame with most change points within
     ``tolerance`` becomes an event holding every change point within ``tolerance`` of it (one per
     point, the strongest); kept when it has ``min(min_points, num_analysed)`` points and their
-    mean jump is at least ``min_jump`` (default ``min_strength``) in size."""
+    mean jump is at least ``min_jump`` (default ``min_strength``) in size. With ``member_ratio`` > 0
+    the members whose jump is under ``member_ratio`` × the upper quartile of the members' jumps are
+    dropped first: points beside a changed object (whose descriptor support overlaps it) or noise
+    that happens to fall in the event's frames jump far less than the object itself."""
     min_jump = settings.min_strength if min_jump is None else min_jump
     items = [(f, n, s) for n, lst in point_changes.items() for f, s in lst]
     need = max(1, min(int(settings.min_points), num_analysed))
@@ -385,6 +392,10 @@ def group_events(point_changes: dict[int, list[tuple[int, float]]], num_analysed
         for f, n, s in members:
             if n not in per_point or abs(s) > abs(per_point[n][1]):
                 per_point[n] = (f, s)
+        if settings.member_ratio > 0 and per_point:
+            mags = np.abs(np.array([s for _, s in per_point.values()]))
+            floor = float(settings.member_ratio) * float(np.quantile(mags, 0.75))
+            per_point = {n: fs for n, fs in per_point.items() if abs(fs[1]) >= floor}
         if len(per_point) < need:
             continue
         pts = sorted(per_point)

@@ -363,3 +363,23 @@ def test_track_for_changes_picks_the_configured_tracker():
     assert torch.equal(query[0], direct[0]) and torch.equal(query[1], direct[1])
     with pytest.raises(DataError, match="changes.tracker"):
         track_for_changes(desc, queries, (24, 24), cfg, ChangeSettings(tracker="magic"))
+
+
+def test_member_ratio_drops_weak_members_of_an_event():
+    from hyperfeat.correspond.changes import group_events
+
+    # eight points jump by 0.4 at frame 10; three others wobble by 0.05 at frame 11
+    changes = {n: [(10, 0.4 + 0.01 * n)] for n in range(8)}
+    changes.update({n: [(11, 0.05)] for n in (20, 21, 22)})
+    every = group_events(changes, 30, ChangeSettings(min_points=7), min_jump=0.04)
+    assert len(every) == 1 and sorted(every[0].points) == list(range(8)) + [20, 21, 22]
+    pruned = group_events(changes, 30, ChangeSettings(min_points=7, member_ratio=0.5), min_jump=0.04)
+    assert len(pruned) == 1 and pruned[0].points == list(range(8))
+    assert pruned[0].strength == pytest.approx(sum(0.4 + 0.01 * n for n in range(8)) / 8)
+    # pruned below min_points: no event at all
+    assert group_events(changes, 30, ChangeSettings(min_points=9, member_ratio=0.5), min_jump=0.04) == []
+
+
+def test_member_ratio_out_of_range_is_one_line():
+    with pytest.raises(DataError, match=r"changes.member_ratio must be in \[0, 1\].*got 1.5"):
+        ChangeSettings(member_ratio=1.5)
