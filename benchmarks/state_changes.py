@@ -12,9 +12,10 @@ For each of the 30 val sequences (first ``--frames`` frames, longer side ``--fra
 Points: a 10 × 10 lattice split by the frame-0 mask (object points inside, background references
 outside). ``truth`` replaces the object's lattice points by the TAP-Vid-DAVIS annotated tracks of
 the points visible at frame 0 that lie on the object (exact motion, from the same 30 videos: the
-analysis alone, free of tracking errors), the background points tracked as in ``unchanged``. ``unchanged`` reads every clip along tracks made on the unchanged clip by the video
-tracker (the analysis on its own); ``self:appearance`` and ``self:query`` let the analysis track
-each clip itself (the whole pipeline) with ``changes.tracker`` appearance (follows a changed
+analysis alone, free of tracking errors), the background points tracked as in ``unchanged``.
+``unchanged`` reads every clip along tracks made on the unchanged clip by the video tracker
+(the analysis on its own); ``self:appearance`` and ``self:query`` let the analysis track each clip
+itself (the whole pipeline) with ``changes.tracker`` appearance (follows a changed
 point: :func:`hyperfeat.correspond.tracking.track_appearance`) or query (matches the query's own
 look). The analysis settings are the config's ``changes`` block. The table gives all clips and
 each half of the sequence list: the defaults were chosen on the first half, the second is
@@ -80,13 +81,12 @@ def is_hit(result, k: int, num_obj: int) -> bool:
     return False
 
 
-def truth_points(tapvid_root: Path, seq: str, frames: int, size: tuple[int, int], first_mask: torch.Tensor):
-    """TAP-Vid-DAVIS tracks of ``seq`` visible at frame 0 and on the object → tracks (M, T, 2) in
-    pixels of ``size`` (W, H), visible (M, T)."""
-    from hyperfeat.data.videos.tapvid import TapVidDavis
+def truth_points(tapvid, seq: str, frames: int, size: tuple[int, int], first_mask: torch.Tensor):
+    """TAP-Vid-DAVIS tracks (``tapvid``: a :class:`TapVidDavis`) of ``seq`` visible at frame 0 and
+    on the object → tracks (M, T, 2) in pixels of ``size`` (W, H), visible (M, T)."""
     from hyperfeat.geometry import rescale_points
 
-    video = TapVidDavis(tapvid_root).load(seq, frames=False)
+    video = tapvid.load(seq, frames=False)
     points = rescale_points(video.points[:, :frames], video.size, size)  # (N, T, 2)
     visible = ~video.occluded[:, :frames]
     xy = points[:, 0].round().long()
@@ -99,6 +99,11 @@ def run(describer_name: str, root: Path, frames: int, frame_size: int, sequences
     """Per sequence: false events (unchanged clip, brightness ramp) and hits (three changes) along
     tracks of the unchanged clip, and with each of ``trackers`` tracking every clip itself."""
     d = make_describer(describer_name)
+    tapvid = None
+    if truth:  # the annotation file is read once, not per sequence
+        from hyperfeat.data.videos.tapvid import TapVidDavis
+
+        tapvid = TapVidDavis(root.parent / "tapvid_davis")
     modes = ["unchanged"] + (["truth"] if truth else []) + [f"self:{t}" for t in trackers]
     per_seq = {m: [] for m in modes}
     for seq in sequences:
@@ -113,13 +118,14 @@ def run(describer_name: str, root: Path, frames: int, frame_size: int, sequences
         desc = {name: describe_frames(d, f, cache_dir=None, progress=False) for name, f in clips.items()}
         tracks, visible = track(d, base.frames, q, descriptors=desc["unchanged"], progress=False)
         if truth:
-            obj_tracks, obj_visible = truth_points(root.parent / "tapvid_davis", seq, len(base), size, base.object[0])
+            obj_tracks, obj_visible = truth_points(tapvid, seq, len(base), size, base.object[0])
             truth_tracks = torch.cat([obj_tracks, tracks[ref]])
             truth_visible = torch.cat([obj_visible, visible[ref]])
             truth_queries = torch.cat([torch.cat([torch.zeros(len(obj_tracks), 1), obj_tracks[:, 0]], 1), q[ref]])
-            truth_ref = torch.cat([torch.zeros(len(obj_tracks), dtype=torch.bool), ref[ref]])
+            truth_ref = torch.cat([torch.zeros(len(obj_tracks), dtype=torch.bool), torch.ones(int(ref.sum()), dtype=torch.bool)])
         for mode in modes:
             row = {"sequence": seq, "frames": len(base)}
+            objects = len(obj_tracks) if mode == "truth" else num_obj  # object points come first
             for name, f in clips.items():
                 if mode == "truth":
                     r = analyse_changes(desc[name], truth_queries, truth_tracks, truth_visible, size, truth_ref, settings)
@@ -129,7 +135,6 @@ def run(describer_name: str, root: Path, frames: int, frame_size: int, sequences
                 else:
                     own = replace(settings, tracker=mode.split(":")[1])
                     r = video_changes(d, f, mask=base.object[0], grid=10, descriptors=desc[name], settings=own)
-                objects = len(obj_tracks) if mode == "truth" else num_obj  # object points come first
                 row[name] = len(r.events) if name in ("unchanged", "ramp") else is_hit(r, k, objects)
             per_seq[mode].append(row)
         print(f"  {describer_name} {seq}: done", flush=True)
