@@ -61,6 +61,29 @@ def read_object_mask(path: PathLike):
     return read_mask(path)
 
 
+def tracked_references(given: dict, mask, frames, tracks_path: PathLike):
+    """Check a loaded track file against the video, and with a frame-0 ``mask`` (H, W) flag
+    its points outside the object as references → (N,) bool, or None without a mask."""
+    import torch
+
+    num_points, num_frames = given["visible"].shape
+    if num_frames != len(frames):
+        raise HyperfeatError(f"track file {tracks_path} has {num_frames} frames but the video has {len(frames)}")
+    size = tuple(frames.original_size)
+    if given.get("size") is not None and tuple(given["size"]) != size:
+        raise HyperfeatError(f"track file {tracks_path} is for {given['size'][0]}×{given['size'][1]} frames "
+                             f"but the video is {size[0]}×{size[1]} (W×H)")
+    if mask is None:
+        return None
+    if (int(mask.shape[1]), int(mask.shape[0])) != size:
+        raise HyperfeatError(f"mask is {mask.shape[1]}×{mask.shape[0]} (W×H) but the frames are {size[0]}×{size[1]}")
+    xy = given["tracks"][:, 0].round().long()  # (N, 2) positions at frame 0, the mask's frame
+    inside = mask[xy[:, 1].clamp(0, size[1] - 1), xy[:, 0].clamp(0, size[0] - 1)] != 0
+    if not bool(inside.any()):
+        raise HyperfeatError(f"no point of track file {tracks_path} lies inside the mask at frame 0")
+    return torch.as_tensor(~inside)
+
+
 def run_changes_command(
     video: PathLike,
     out_dir: PathLike,
@@ -74,29 +97,45 @@ def run_changes_command(
     hf=None,
     adapt_steps: int = 0,
     adapt_lr: Optional[float] = None,
+    tracks_path: Optional[PathLike] = None,
 ) -> dict:
     """Analyse ``video`` and write into ``out_dir``: ``drift.png`` (drift curves, events, region
     colours), ``timeline.png`` (state per point and frame), ``overlay.mp4`` (points coloured by
     state), ``events.json`` / ``events.csv`` (one row per event) and ``changes.json`` (every curve,
     region and segment). ``adapt_steps`` > 0: adapt the aggregation network to this video first
-    (hyperfeatures only). Returns the paths and the result."""
+    (hyperfeatures only). ``tracks_path``: a track file (``hyperfeat track``'s JSON/CSV/NPZ, or a
+    TAP-Vid-layout NPZ from another tracker) read instead of tracking; with ``mask_path`` its
+    points whose frame-0 position lies outside the mask are the background references.
+    Returns the paths and the result."""
     from hyperfeat.io import write_video
     from hyperfeat.video.changes import video_changes
     from hyperfeat.video.frames import frames_as_uint8, load_frames, precheck_source
     from hyperfeat.viz.changes import draw_state_overlay, plot_drift, plot_timeline
 
     chosen = [n for n, v in (("--grid", grid if mask_path is None else None), ("--points", points_text),
-                             ("--mask", mask_path)) if v is not None]
-    if len(chosen) != 1:
-        raise HyperfeatError(f"give exactly one of --grid N, --points 't,x,y;…' or --mask PNG "
-                             f"(--grid may come with --mask as its density); got {chosen or 'none'}")
+                             ("--mask", mask_path if tracks_path is None else None), ("--tracks", tracks_path))
+              if v is not None]
+    if len(chosen) != 1 or (tracks_path is not None and grid is not None):
+        raise HyperfeatError(f"give exactly one of --grid N, --points 't,x,y;…', --mask PNG or --tracks FILE "
+                             f"(--grid may come with --mask as its density, --mask with --tracks to name the "
+                             f"object); got {chosen + (['--grid'] if tracks_path and grid else []) or 'none'}")
     queries = parse_queries(points_text) if points_text is not None else None
     mask = read_object_mask(mask_path) if mask_path is not None else None
+    given = None
+    if tracks_path is not None:
+        from hyperfeat.video.queries import load_tracks
+
+        given = load_tracks(tracks_path)
     precheck_source(video)
     desc = hf if hf is not None else build_describer(describer, checkpoint, overrides)
     frames = load_frames(desc, video)
     desc = adapted(desc, frames, adapt_steps, adapt_lr, name=video)
-    result = video_changes(desc, frames, queries=queries, grid=grid, mask=mask, progress=True)
+    if given is not None:
+        result = video_changes(desc, frames, queries=given["queries"], tracks=given["tracks"],
+                               visible=given["visible"], is_reference=tracked_references(given, mask, frames, tracks_path),
+                               progress=True)
+    else:
+        result = video_changes(desc, frames, queries=queries, grid=grid, mask=mask, progress=True)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -132,6 +171,9 @@ def _changes_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grid", type=int, default=None, help="an N × N grid of points on frame 0 (with --mask: its density)")
     p.add_argument("--points", default=None, help='queries "t,x,y;t,x,y" in pixels of the original frames')
     p.add_argument("--mask", default=None, help="PNG mask of frame 0: object points inside, background references outside")
+    p.add_argument("--tracks", default=None,
+                   help="a track file to analyse along instead of tracking: hyperfeat track's JSON/CSV/NPZ or a "
+                        "TAP-Vid-layout NPZ from another tracker (with --mask: points outside it at frame 0 are references)")
     p.add_argument("--out", default="changes", help="output folder")
     add_adapt_args(p)
 
@@ -142,7 +184,7 @@ def run_changes(args: argparse.Namespace) -> int:
     result = run_changes_command(video, args.out, checkpoint=args.checkpoint, describer=args.describer,
                                  grid=args.grid, points_text=args.points, mask_path=args.mask,
                                  overrides=overrides, fps=args.fps, adapt_steps=args.adapt_steps,
-                                 adapt_lr=args.adapt_lr)
+                                 adapt_lr=args.adapt_lr, tracks_path=args.tracks)
     print(result["result"].message)
     print("wrote " + ", ".join(str(result[k]) for k in ("drift", "timeline", "overlay", "events_json", "events_csv")))
     return 0

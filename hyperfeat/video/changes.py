@@ -68,11 +68,13 @@ def mask_queries(mask, size: tuple[int, int], grid: int, frame: int = 0) -> tupl
 
 
 def track_for_changes(desc: torch.Tensor, queries: torch.Tensor, size: tuple[int, int], cfg,
-                      settings: ChangeSettings) -> tuple[torch.Tensor, torch.Tensor]:
+                      settings: ChangeSettings, is_reference: Optional[torch.Tensor] = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """Track points for the state-change analysis (settings ``tracker``, ``standardise``,
-    ``template_update``, ``velocity``, ``motion_penalty``, ``reacquire``; window radius, cycle
-    and refinement from the ``video`` block of ``cfg``). desc (T, D, h, w) → tracks (N, T, 2),
-    visible (N, T)."""
+    ``template_update``, ``velocity``, ``coherence``, ``motion_penalty``, ``reacquire``; window
+    radius, cycle and refinement from the ``video`` block of ``cfg``). ``is_reference`` (N,):
+    object and background points are coherent only among their own kind. desc (T, D, h, w) →
+    tracks (N, T, 2), visible (N, T)."""
     from hyperfeat.correspond.tracking import standardise_frames, track_appearance, track_points
     from hyperfeat.video.run import tracking_kwargs
 
@@ -82,7 +84,8 @@ def track_for_changes(desc: torch.Tensor, queries: torch.Tensor, size: tuple[int
     if settings.tracker == "appearance":
         keep = ("track_radius", "cycle_threshold", "refine_radius", "refine_temperature", "motion_penalty")
         return track_appearance(frames, queries, size, template_update=float(settings.template_update),
-                                velocity=float(settings.velocity), **{k: kwargs[k] for k in keep})
+                                velocity=float(settings.velocity), coherence=int(settings.coherence),
+                                groups=is_reference, **{k: kwargs[k] for k in keep})
     if not settings.reacquire:  # a changed point no longer looks like its query: stay local
         kwargs["reacquire_margin"] = 2.0  # cosines differ by at most 2: never jump
     return track_points(frames, queries, size, **kwargs)
@@ -99,15 +102,18 @@ def video_changes(
     descriptors: Optional[torch.Tensor] = None,
     settings: Optional[ChangeSettings] = None,
     progress: bool = False,
+    is_reference: Optional[torch.Tensor] = None,
 ) -> StateChanges:
     """Changes of state of points of a video.
 
     Exactly one of ``queries`` (N, 3) rows of (t, x, y), ``grid`` (an n × n lattice on frame 0,
     every point also a reference) or ``mask`` (H, W) of frame 0 (object points inside it, the
     lattice of ``grid`` points — default 16 — outside it as background references). ``tracks``
-    (N, T, 2) and ``visible`` (N, T): skip tracking (e.g. ground truth); otherwise the points are
-    tracked with :func:`hyperfeat.video.run.track` on the same descriptors. ``settings``: default
-    from the config's ``changes`` block.
+    (N, T, 2) and ``visible`` (N, T): skip tracking (ground truth, or another tracker's tracks of
+    the queries: ``hyperfeat changes --tracks``); otherwise the points are tracked with
+    :func:`track_for_changes` on the same descriptors. ``is_reference`` (N,) with ``queries``:
+    which points are background references (e.g. outside an object mask; default: the
+    ``reference`` setting). ``settings``: default from the config's ``changes`` block.
     """
     from hyperfeat.video.run import _descriptors, check_queries
 
@@ -119,23 +125,31 @@ def video_changes(
                                   ("mask", mask)) if v is not None]
     if len(given) != 1:
         raise DataError(f"give exactly one of queries, grid or mask; got {given or 'none'}")
-    is_reference = None
+    if is_reference is not None and queries is None:
+        raise DataError("is_reference goes with queries (a mask or grid sets its own references)")
     if mask is not None:
         queries, is_reference = mask_queries(mask, video.original_size, int(grid or 16))
     elif grid is not None:
         xy = grid_points(video.original_size, int(grid))
         queries = torch.cat([torch.zeros(len(xy), 1), xy], dim=1)
     queries = check_queries(queries, len(video), video.original_size)
+    if tracks is not None and tuple(tracks.shape) != (len(queries), len(video), 2):
+        raise DataError(f"tracks must be (N, T, 2) = ({len(queries)}, {len(video)}, 2) for {len(queries)} queries "
+                        f"and {len(video)} frames; got {tuple(tracks.shape)}")
+    if is_reference is not None:
+        is_reference = torch.as_tensor(is_reference).bool()
+        if tuple(is_reference.shape) != (len(queries),):
+            raise DataError(f"is_reference must be ({len(queries)},), one flag per query; got {tuple(is_reference.shape)}")
     if settings is None:
         block = describer.cfg.get("changes")
         settings = ChangeSettings.from_config(block) if block is not None else ChangeSettings()
-    if mask is not None and settings.reference == "auto":
-        pass  # background points are the references
+    if is_reference is not None and settings.reference == "auto":
+        pass  # background points (outside the mask) are the references
     elif settings.reference in ("auto", "all"):
         is_reference = None
     desc = _descriptors(describer, video, descriptors, progress)
     if tracks is None:
-        tracks, visible = track_for_changes(desc, queries, video.original_size, describer.cfg, settings)
+        tracks, visible = track_for_changes(desc, queries, video.original_size, describer.cfg, settings, is_reference)
     elif visible is None:
         visible = torch.ones(tracks.shape[:2], dtype=torch.bool)
     return analyse_changes(desc, queries, tracks, visible, video.original_size, is_reference, settings)

@@ -133,17 +133,44 @@ def save_tracks(path: PathLike, queries, tracks, visible, confidence=None, size:
 
 
 def load_tracks(path: PathLike) -> dict:
-    """Read a file of :func:`save_tracks` → {"queries" (N, 3) (t, x, y), "tracks" (N, T, 2),
-    "visible" (N, T), "confidence" (N, T)} tensors."""
+    """Read a file of :func:`save_tracks` (or a TAP-Vid-layout ``.npz`` with ``query_points``,
+    ``tracks`` and ``occluded``) → {"queries" (N, 3) (t, x, y), "tracks" (N, T, 2), "visible"
+    (N, T), "confidence" (N, T)} tensors and "size" (W, H) of the frames, or None where the file
+    does not say. A missing or malformed field is one :class:`DataError` naming the file."""
     path = Path(path)
     suffix = path.suffix.lower()
+    if suffix not in TRACK_SUFFIXES:
+        raise DataError(f"track file {path} must end in one of {', '.join(TRACK_SUFFIXES)}")
+    if not path.is_file():
+        raise DataError(f"track file not found: {path}")
+    try:
+        loaded = _read_tracks(path, suffix)
+        _check_result(loaded["queries"], loaded["tracks"], loaded["visible"], loaded["confidence"])
+    except DataError as error:
+        raise DataError(f"track file {path}: {error}") from None
+    except KeyError as error:
+        raise DataError(f"track file {path} has no field {error}; expected queries, tracks and visibility") from None
+    except (ValueError, TypeError, RuntimeError, IndexError, OSError) as error:
+        raise DataError(f"track file {path} is not a readable {suffix[1:].upper()} track file: {error}") from None
+    if not all(bool(torch.isfinite(loaded[k]).all()) for k in ("queries", "tracks")):
+        raise DataError(f"track file {path}: queries or tracks hold NaN/inf")
+    return loaded
+
+
+def _read_tracks(path: Path, suffix: str) -> dict:
     if suffix == ".json":
         record = json.loads(path.read_text())
-        return {"queries": torch.tensor(record["queries"]), "tracks": torch.tensor(record["tracks"]),
-                "visible": torch.tensor(record["visible"]), "confidence": torch.tensor(record["confidence"])}
+        visible = torch.tensor(record["visible"]).bool()
+        confidence = torch.tensor(record["confidence"], dtype=torch.float32) if "confidence" in record else visible.float()
+        size = record.get("frame_size_wh")
+        return {"queries": torch.tensor(record["queries"], dtype=torch.float32),
+                "tracks": torch.tensor(record["tracks"], dtype=torch.float32), "visible": visible,
+                "confidence": confidence, "size": tuple(int(v) for v in size) if size else None}
     if suffix == ".csv":
         with open(path, newline="") as handle:
             rows = list(csv.DictReader(handle))
+        if not rows:
+            raise ValueError("no rows")
         n = max(int(r["point"]) for r in rows) + 1
         t = max(int(r["t"]) for r in rows) + 1
         tracks, visible, confidence, queries = torch.zeros(n, t, 2), torch.zeros(n, t, dtype=torch.bool), torch.zeros(n, t), torch.zeros(n, 3)
@@ -151,12 +178,14 @@ def load_tracks(path: PathLike) -> dict:
             i, j = int(r["point"]), int(r["t"])
             tracks[i, j] = torch.tensor([float(r["x"]), float(r["y"])])
             visible[i, j] = bool(int(r["visible"]))
-            confidence[i, j] = float(r["confidence"])
+            confidence[i, j] = float(r.get("confidence") or int(r["visible"]))
             queries[i] = torch.tensor([float(r["query_t"]), float(r["query_x"]), float(r["query_y"])])
-        return {"queries": queries, "tracks": tracks, "visible": visible, "confidence": confidence}
-    if suffix == ".npz":
-        with np.load(path, allow_pickle=False) as data:
-            q = torch.from_numpy(data["query_points"])
-            return {"queries": q[:, [0, 2, 1]], "tracks": torch.from_numpy(data["tracks"]),
-                    "visible": ~torch.from_numpy(data["occluded"]), "confidence": torch.from_numpy(data["confidence"])}
-    raise DataError(f"track file {path} must end in one of {', '.join(TRACK_SUFFIXES)}")
+        return {"queries": queries, "tracks": tracks, "visible": visible, "confidence": confidence, "size": None}
+    with np.load(path, allow_pickle=False) as data:
+        q = torch.from_numpy(np.asarray(data["query_points"], np.float32))
+        visible = ~torch.from_numpy(np.asarray(data["occluded"], bool))
+        confidence = torch.from_numpy(np.asarray(data["confidence"], np.float32)) if "confidence" in data else visible.float()
+        size = [int(v) for v in data["video_size"]] if "video_size" in data else None
+        return {"queries": q[:, [0, 2, 1]], "tracks": torch.from_numpy(np.asarray(data["tracks"], np.float32)),
+                "visible": visible, "confidence": confidence,
+                "size": tuple(size) if size and min(size) > 0 else None}

@@ -320,6 +320,38 @@ def test_appearance_tracker_follows_a_point_through_an_abrupt_change():
         track_appearance(desc, queries, size, template_update=1.5)
 
 
+def test_coherent_appearance_tracking_outvotes_a_lost_point_and_keeps_kinds_apart():
+    """coherence k: a point whose own match is pulled onto a look-alike moves with its neighbours
+    instead; with groups, background points beside the moving object are not dragged along."""
+    from hyperfeat.correspond.tracking import track_appearance
+
+    desc, left = _moving_patch(change_at=99)  # no change of look: only motion
+    size = (24, 24)
+    obj = [(left[0] + dx, 10 + dy) for dy in range(4) for dx in range(4)]  # the 16 object cells at frame 0
+    bg = [(left[0] + dx, 15.0) for dx in range(4)] + [(2.0, 10 + dy) for dy in range(4)]  # still background
+    queries = torch.tensor([[0.0, x, y] for x, y in obj + bg])
+    groups = torch.tensor([0] * len(obj) + [1] * len(bg))
+    lost = 5  # object cell (5, 11) at frame 0
+    x, y = obj[lost]
+    desc[3, :, int(y), int(x) + 3] = torch.randn(32, generator=torch.Generator().manual_seed(1))  # its true cell at t=3 spoiled
+    desc[3, :, int(y) + 4, int(x) + 3] = desc[0, :, int(y), int(x)]  # a look-alike 4 cells below it (background)
+    kwargs = dict(track_radius=5, template_update=0.0, motion_penalty=0.5, refine_radius=0, velocity=0.0)
+    alone, _ = track_appearance(desc, queries, size, **kwargs)
+    truth = torch.tensor([[x + t, y] for t in range(len(left))], dtype=torch.float32)
+    assert (alone[lost, 3] - truth[3]).norm() > 3, "without coherence it takes the look-alike"
+    together, _ = track_appearance(desc, queries, size, coherence=9, groups=groups, **kwargs)
+    assert torch.allclose(together[lost], truth, atol=0.01), together[lost]
+    object_truth = torch.stack([torch.tensor([[px + t, py] for t in range(len(left))], dtype=torch.float32)
+                                for px, py in obj])
+    assert torch.allclose(together[:len(obj)], object_truth, atol=0.01)
+    assert torch.allclose(together[len(obj):], queries[len(obj):, None, 1:].expand(-1, len(left), -1), atol=0.01)
+    # without groups the two background points under the object are dragged along with it
+    mixed, _ = track_appearance(desc, queries, size, coherence=9, **kwargs)
+    assert (mixed[len(obj):len(obj) + 4, -1] - queries[len(obj):len(obj) + 4, 1:]).norm(dim=1).max() > 1
+    with pytest.raises(DataError, match="changes.coherence"):
+        ChangeSettings(coherence=-2)
+
+
 def test_standardised_frames_cancel_a_global_gain_and_offset():
     """A per-channel gain and offset over the whole frame (lighting) leaves the standardised
     descriptors unchanged; a change of part of the frame does not vanish."""
@@ -383,3 +415,57 @@ def test_member_ratio_drops_weak_members_of_an_event():
 def test_member_ratio_out_of_range_is_one_line():
     with pytest.raises(DataError, match=r"changes.member_ratio must be in \[0, 1\].*got 1.5"):
         ChangeSettings(member_ratio=1.5)
+
+
+def test_changes_command_reads_tracks_from_a_file(tmp_path, capsys):
+    """``hyperfeat changes --tracks FILE --mask PNG``: the analysis along another tracker's tracks
+    (here: tracks of the unchanged DAVIS clip) equals the API's on the same tracks, finds the
+    texture swap at k on the object; a file that does not fit the video is one line."""
+    from PIL import Image
+
+    from hyperfeat.cli import main
+    from hyperfeat.cli.changes import build_describer
+    from hyperfeat.data.videos.state_changes import davis_state_change_clip
+    from hyperfeat.video.changes import mask_queries, video_changes
+    from hyperfeat.video.frames import load_frames
+    from hyperfeat.video.queries import save_tracks
+    from hyperfeat.video.run import track
+
+    root = data_dir("davis2017")
+    k = 8
+    base = davis_state_change_clip(root, "cows", None, num_frames=16, frame_size=160)
+    clip = davis_state_change_clip(root, "cows", "texture", change_frame=k, num_frames=16, frame_size=160)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for t, frame in enumerate(clip.frames):
+        Image.fromarray((frame.permute(1, 2, 0) * 255).round().byte().numpy()).save(folder / f"{t:05d}.png")
+    Image.fromarray(clip.object[0].numpy().astype("uint8") * 255).save(tmp_path / "mask.png")
+    size = (int(base.frames.shape[-1]), int(base.frames.shape[-2]))
+    d = build_describer("local-stats", None, ["video.frame_size=160", "video.tracker=window"])
+    queries, is_ref = mask_queries(base.object[0], size, 10)
+    tracks, visible = track(d, base.frames, queries, progress=False)
+    path = save_tracks(tmp_path / "tracks.json", queries, tracks, visible, size=size)
+
+    out = tmp_path / "out"
+    args = ["changes", str(folder), "--describer", "local-stats", "--tracks", str(path), "--mask",
+            str(tmp_path / "mask.png"), "--out", str(out), "video.frame_size=160", "video.tracker=window"]
+    assert main(args) == 0
+    events = json.loads((out / "events.json").read_text())["events"]
+    direct = video_changes(d, load_frames(d, folder), queries=queries, tracks=tracks, visible=visible,
+                           is_reference=is_ref)
+    assert [(e["frame"], e["points"]) for e in events] == [(e.frame, e.points) for e in direct.events]
+    num_obj = int((~is_ref).sum())
+    best = max(direct.events, key=lambda e: len(e.points))
+    assert abs(best.frame - k) <= 2 and sum(p < num_obj for p in best.points) >= 0.25 * num_obj
+    assert sum(p >= num_obj for p in best.points) < 0.1 * int(is_ref.sum())
+    capsys.readouterr()
+    short = save_tracks(tmp_path / "short.npz", queries, tracks[:, :10], visible[:, :10], size=size)
+    assert main(args[:5] + [str(short)] + args[6:]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "short.npz has 10 frames but the video has 16" in err
+    (tmp_path / "bad.json").write_text(json.dumps({"queries": queries.tolist(), "tracks": [[0, 0]]}))
+    assert main(args[:5] + [str(tmp_path / "bad.json")] + args[6:]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bad.json has no field 'visible'" in err
+    assert main(args + ["--grid", "4"]) == 2
+    assert "exactly one of" in capsys.readouterr().err
