@@ -83,7 +83,6 @@ class ChangeSettings:
     standardise: bool = False      # track on per-frame standardised descriptors (standardise_frames)
     template_update: float = 0.5   # appearance tracker: weight of the previous frame's look in the template
     velocity: float = 1.0          # appearance tracker: constant-velocity prediction (0: search around the last position)
-    coherence: int = 0             # appearance tracker: > 1: each point moves by the median step of its this many nearest points
     motion_penalty: float = 1.0    # tracker motion prior when video_changes tracks (similarity − this · (d / radius)²)
     reacquire: bool = False        # query tracker: let it jump to a far better match (video.reacquire_margin)
     use_occluded: bool = False     # also read descriptors where the tracker says occluded (see module doc)
@@ -96,8 +95,6 @@ class ChangeSettings:
             if getattr(self, name) not in allowed:
                 raise DataError(f"changes.{name} must be {', '.join(allowed[:-1])} or {allowed[-1]}; "
                                 f"got {getattr(self, name)!r}")
-        if not isinstance(self.coherence, int) or isinstance(self.coherence, bool) or self.coherence < 0:
-            raise DataError(f"changes.coherence must be a whole number of neighbours ≥ 0 (0: off); got {self.coherence!r}")
         if not 0.0 <= float(self.member_ratio) <= 1.0:
             raise DataError(f"changes.member_ratio must be in [0, 1] (0: keep every point of an event); "
                             f"got {self.member_ratio!r}")

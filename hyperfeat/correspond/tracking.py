@@ -168,22 +168,6 @@ def standardise_frames(desc: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize((desc - mean) / std, dim=1)
 
 
-def _coherence_neighbours(start: torch.Tensor, groups: torch.Tensor | None, k: int) -> torch.Tensor | None:
-    """Indices (n, k') of each point's k nearest points (itself first) at its query position
-    ``start`` (n, 2), among points with the same ``groups`` label (n,); None when k ≤ 1 (no
-    coherence). k' = min(k, n)."""
-    if k <= 1 or start.shape[0] < 2:
-        return None
-    dist = torch.cdist(start.float(), start.float())  # (n, n)
-    if groups is not None:
-        other = groups.to(start.device)[:, None] != groups.to(start.device)[None, :]
-        dist = dist.masked_fill(other, float("inf"))
-    nearest = dist.topk(min(k, start.shape[0]), dim=1, largest=False)
-    # a point with fewer than k same-group points repeats itself in place of the others
-    self_index = torch.arange(start.shape[0], device=start.device)[:, None].expand_as(nearest.indices)
-    return torch.where(torch.isfinite(nearest.values), nearest.indices, self_index)
-
-
 @torch.no_grad()
 def track_appearance(
     desc: torch.Tensor,
@@ -196,8 +180,6 @@ def track_appearance(
     refine_radius: int = 2,
     refine_temperature: float = 0.02,
     velocity: float = 0.0,
-    coherence: int = 0,
-    groups: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Track points whose appearance may change (the state-change analysis' ``tracker: appearance``).
 
@@ -214,12 +196,6 @@ def track_appearance(
     visible when its frame-to-frame cycle closes: its descriptor, searched back in the previous
     frame within ``track_radius`` cells (without the motion prior, which would close any cycle), lands within ``cycle_threshold`` cells of the previous position (an abrupt
     change breaks the cycle in its own frame only; the analysis bridges one frame).
-
-    With ``coherence`` k > 0 each point moves by the median step of its k nearest neighbours
-    (itself included; nearest at the query frame, among points of the same query frame and the same
-    ``groups`` label (N,), e.g. object vs background): in the frame of a change every point of the
-    object loses its match at once, but single lost points are outvoted by their neighbours, and
-    an object's points keep moving together instead of scattering onto look-alikes.
 
     desc (T, D, h, w) (e.g. :func:`standardise_frames`), queries (N, 3) (t, x, y) in pixels of an
     ``image_size`` (W, H) frame; tracked forward and backward from each query frame.
@@ -239,7 +215,6 @@ def track_appearance(
         query_feat = sample_descriptors(desc[t_query], start)  # (n, D)
         tracks[members, t_query] = start
         visible[members, t_query] = True
-        neighbours = _coherence_neighbours(start, None if groups is None else groups[members.cpu()], int(coherence))
         for step in (1, -1):
             previous, previous_feat, t_prev = start, query_feat, t_query
             last_step = torch.zeros_like(start)  # (n, 2) cells
@@ -250,10 +225,6 @@ def track_appearance(
                 predicted = torch.stack([predicted[:, 0].clamp(0, w - 1), predicted[:, 1].clamp(0, h - 1)], dim=1)
                 local = _local_scores(scores, predicted, radius, motion_penalty, cell_x, cell_y)
                 position = _refine(scores, _argmax_cell(local), int(refine_radius), refine_temperature)  # (n, 2)
-                if neighbours is not None:  # each point moves as its neighbours do (median step)
-                    steps = (position - previous)[neighbours]  # (n, k, 2)
-                    position = previous + steps.median(dim=1).values
-                    position = torch.stack([position[:, 0].clamp(0, w - 1), position[:, 1].clamp(0, h - 1)], dim=1)
                 found_feat = sample_descriptors(desc[t], position)  # (n, D)
                 back = (found_feat @ desc[t_prev].flatten(1)).view(-1, h, w)  # (n, h, w)
                 back_local = _local_scores(back, position, radius, 0.0, cell_x, cell_y)  # no prior: an honest cycle

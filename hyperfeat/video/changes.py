@@ -68,13 +68,11 @@ def mask_queries(mask, size: tuple[int, int], grid: int, frame: int = 0) -> tupl
 
 
 def track_for_changes(desc: torch.Tensor, queries: torch.Tensor, size: tuple[int, int], cfg,
-                      settings: ChangeSettings, is_reference: Optional[torch.Tensor] = None
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
+                      settings: ChangeSettings) -> tuple[torch.Tensor, torch.Tensor]:
     """Track points for the state-change analysis (settings ``tracker``, ``standardise``,
-    ``template_update``, ``velocity``, ``coherence``, ``motion_penalty``, ``reacquire``; window
-    radius, cycle and refinement from the ``video`` block of ``cfg``). ``is_reference`` (N,):
-    object and background points are coherent only among their own kind. desc (T, D, h, w) →
-    tracks (N, T, 2), visible (N, T)."""
+    ``template_update``, ``velocity``, ``motion_penalty``, ``reacquire``; window radius, cycle
+    and refinement from the ``video`` block of ``cfg``). desc (T, D, h, w) → tracks (N, T, 2),
+    visible (N, T)."""
     from hyperfeat.correspond.tracking import standardise_frames, track_appearance, track_points
     from hyperfeat.video.run import tracking_kwargs
 
@@ -84,8 +82,7 @@ def track_for_changes(desc: torch.Tensor, queries: torch.Tensor, size: tuple[int
     if settings.tracker == "appearance":
         keep = ("track_radius", "cycle_threshold", "refine_radius", "refine_temperature", "motion_penalty")
         return track_appearance(frames, queries, size, template_update=float(settings.template_update),
-                                velocity=float(settings.velocity), coherence=int(settings.coherence),
-                                groups=is_reference, **{k: kwargs[k] for k in keep})
+                                velocity=float(settings.velocity), **{k: kwargs[k] for k in keep})
     if not settings.reacquire:  # a changed point no longer looks like its query: stay local
         kwargs["reacquire_margin"] = 2.0  # cosines differ by at most 2: never jump
     return track_points(frames, queries, size, **kwargs)
@@ -149,7 +146,7 @@ def video_changes(
         is_reference = None
     desc = _descriptors(describer, video, descriptors, progress)
     if tracks is None:
-        tracks, visible = track_for_changes(desc, queries, video.original_size, describer.cfg, settings, is_reference)
+        tracks, visible = track_for_changes(desc, queries, video.original_size, describer.cfg, settings)
     elif visible is None:
         visible = torch.ones(tracks.shape[:2], dtype=torch.bool)
     return analyse_changes(desc, queries, tracks, visible, video.original_size, is_reference, settings)

@@ -320,38 +320,6 @@ def test_appearance_tracker_follows_a_point_through_an_abrupt_change():
         track_appearance(desc, queries, size, template_update=1.5)
 
 
-def test_coherent_appearance_tracking_outvotes_a_lost_point_and_keeps_kinds_apart():
-    """coherence k: a point whose own match is pulled onto a look-alike moves with its neighbours
-    instead; with groups, background points beside the moving object are not dragged along."""
-    from hyperfeat.correspond.tracking import track_appearance
-
-    desc, left = _moving_patch(change_at=99)  # no change of look: only motion
-    size = (24, 24)
-    obj = [(left[0] + dx, 10 + dy) for dy in range(4) for dx in range(4)]  # the 16 object cells at frame 0
-    bg = [(left[0] + dx, 15.0) for dx in range(4)] + [(2.0, 10 + dy) for dy in range(4)]  # still background
-    queries = torch.tensor([[0.0, x, y] for x, y in obj + bg])
-    groups = torch.tensor([0] * len(obj) + [1] * len(bg))
-    lost = 5  # object cell (5, 11) at frame 0
-    x, y = obj[lost]
-    desc[3, :, int(y), int(x) + 3] = torch.randn(32, generator=torch.Generator().manual_seed(1))  # its true cell at t=3 spoiled
-    desc[3, :, int(y) + 4, int(x) + 3] = desc[0, :, int(y), int(x)]  # a look-alike 4 cells below it (background)
-    kwargs = dict(track_radius=5, template_update=0.0, motion_penalty=0.5, refine_radius=0, velocity=0.0)
-    alone, _ = track_appearance(desc, queries, size, **kwargs)
-    truth = torch.tensor([[x + t, y] for t in range(len(left))], dtype=torch.float32)
-    assert (alone[lost, 3] - truth[3]).norm() > 3, "without coherence it takes the look-alike"
-    together, _ = track_appearance(desc, queries, size, coherence=9, groups=groups, **kwargs)
-    assert torch.allclose(together[lost], truth, atol=0.01), together[lost]
-    object_truth = torch.stack([torch.tensor([[px + t, py] for t in range(len(left))], dtype=torch.float32)
-                                for px, py in obj])
-    assert torch.allclose(together[:len(obj)], object_truth, atol=0.01)
-    assert torch.allclose(together[len(obj):], queries[len(obj):, None, 1:].expand(-1, len(left), -1), atol=0.01)
-    # without groups the two background points under the object are dragged along with it
-    mixed, _ = track_appearance(desc, queries, size, coherence=9, **kwargs)
-    assert (mixed[len(obj):len(obj) + 4, -1] - queries[len(obj):len(obj) + 4, 1:]).norm(dim=1).max() > 1
-    with pytest.raises(DataError, match="changes.coherence"):
-        ChangeSettings(coherence=-2)
-
-
 def test_standardised_frames_cancel_a_global_gain_and_offset():
     """A per-channel gain and offset over the whole frame (lighting) leaves the standardised
     descriptors unchanged; a change of part of the frame does not vanish."""
