@@ -9,6 +9,7 @@ a region, each later state is drawn darker/shifted, one colour per prototype
 from __future__ import annotations
 
 import math
+import warnings
 
 from typing import Optional, Sequence
 
@@ -78,13 +79,15 @@ def plot_drift(result, out_path: Optional[PathLike] = None, title: Optional[str]
         bottom.plot(frames, norm[n], color=c, lw=0.7, alpha=alpha)
     ref = result.is_reference.numpy() & (regions >= 0)
     if ref.any():
-        with np.errstate(all="ignore"):
+        with warnings.catch_warnings():  # frames where every reference is occluded: a gap, not a warning
+            warnings.simplefilter("ignore", RuntimeWarning)
             top.plot(frames, np.nanmedian(raw[ref], axis=0), color="black", lw=2, ls=":",
                      label="reference points (median)")
     for r in range(num_regions):
         sel = regions == r
         if sel.any():
-            with np.errstate(all="ignore"):
+            with warnings.catch_warnings():  # frames where the whole region is occluded: a gap
+                warnings.simplefilter("ignore", RuntimeWarning)
                 mean = np.nanmean(norm[sel], axis=0)
             name = "unchanged" if r == 0 else f"region {r}"
             bottom.plot(frames, mean, color=colours[r] if r else (0.3, 0.3, 0.3), lw=2.5,
