@@ -123,12 +123,14 @@ class Hyperfeatures(HyperfeatureDescriber):
 
     # ------------------------------------------------------------------ state changes
     def changes(self, frames, queries=None, grid: Optional[int] = None, mask=None, tracks=None, visible=None,
-                descriptors: Optional[torch.Tensor] = None, progress: bool = False):
+                descriptors: Optional[torch.Tensor] = None, progress: bool = False, is_reference=None):
         """Changes of state of points of a video (see :func:`hyperfeat.video.changes.video_changes`).
 
         Exactly one of ``queries`` (N, 3) rows of (t, x, y), ``grid`` (n × n points on frame 0) or
         ``mask`` (H, W) of frame 0 (object points inside, ``grid`` — default 16 — background
-        references outside). ``tracks``/``visible``: use these tracks instead of tracking. Returns a
+        references outside). ``tracks``/``visible``: use these tracks of the queries instead of
+        tracking (e.g. another tracker's, read with :func:`hyperfeat.video.queries.load_tracks`);
+        ``is_reference`` (N,) with ``queries``: the background reference points. Returns a
         :class:`hyperfeat.correspond.changes.StateChanges`: drift curves, events, regions, state
         segments and prototypes; ``result.found`` is False (with ``result.message`` saying why) when
         no change was found. Settings: the config's ``changes`` block.
@@ -136,7 +138,7 @@ class Hyperfeatures(HyperfeatureDescriber):
         from hyperfeat.video.changes import video_changes
 
         return video_changes(self, frames, queries=queries, grid=grid, mask=mask, tracks=tracks, visible=visible,
-                             descriptors=descriptors, progress=progress)
+                             descriptors=descriptors, progress=progress, is_reference=is_reference)
 
 
 

@@ -111,6 +111,16 @@ def test_video_level_bad_input():
         video_changes(d, frames)
     r = video_changes(d, frames, grid=3)  # random frames: runs, says what it found
     assert r.tracks.shape == (9, 5, 2) and r.message
+    queries = r.queries
+    with pytest.raises(DataError, match=r"is_reference must be \(9,\)"):
+        video_changes(d, frames, queries=queries, is_reference=torch.ones(4, dtype=torch.bool))
+    with pytest.raises(DataError, match="is_reference goes with queries"):
+        video_changes(d, frames, grid=3, is_reference=torch.ones(9, dtype=torch.bool))
+    with pytest.raises(DataError, match=r"tracks must be \(N, T, 2\) = \(9, 5, 2\)"):
+        video_changes(d, frames, queries=queries, tracks=r.tracks[:, :4])
+    given = video_changes(d, frames, queries=queries, tracks=r.tracks, visible=r.visible,
+                          is_reference=torch.arange(9) >= 3)
+    assert given.is_reference.tolist() == [False] * 3 + [True] * 6
 
 
 SEQUENCES = ["camel", "cows"]
