@@ -49,13 +49,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hyperfeat.correspond.common import _check_descriptors, _check_image_size
+from hyperfeat.correspond.common import _check_descriptors, _check_image_size, sample_descriptors
 from hyperfeat.errors import DataError
 from hyperfeat.geometry import pixels_to_cells
 
@@ -78,6 +78,8 @@ class ChangeSettings:
     tolerance: int = 2             # change points within this many frames form one event
     min_points: int = 7            # an event needs this many points (or all of them, if fewer)
     member_ratio: float = 0.0      # > 0: an event keeps only points jumping ≥ this × its members' upper-quartile jump
+    novelty: float = 0.0           # > 0: an event keeps only points whose new look was not already nearby (see novelty_of)
+    novelty_radius: int = 2        # cells around the point, in the frame before its change, searched for its new look
     min_visible: int = 3           # a point is analysed when visible in at least this many frames
     tracker: str = "query"         # query (track_points) | appearance (track_appearance): how video_changes tracks
     standardise: bool = False      # track on per-frame standardised descriptors (standardise_frames)
@@ -95,6 +97,10 @@ class ChangeSettings:
             if getattr(self, name) not in allowed:
                 raise DataError(f"changes.{name} must be {', '.join(allowed[:-1])} or {allowed[-1]}; "
                                 f"got {getattr(self, name)!r}")
+        if not 0.0 <= float(self.novelty) <= 2.0:
+            raise DataError(f"changes.novelty must be in [0, 2] (a 1 − cosine; 0: off); got {self.novelty!r}")
+        if not isinstance(self.novelty_radius, int) or isinstance(self.novelty_radius, bool) or self.novelty_radius < 0:
+            raise DataError(f"changes.novelty_radius must be a whole number of cells ≥ 0; got {self.novelty_radius!r}")
         if not 0.0 <= float(self.member_ratio) <= 1.0:
             raise DataError(f"changes.member_ratio must be in [0, 1] (0: keep every point of an event); "
                             f"got {self.member_ratio!r}")
@@ -367,15 +373,41 @@ def change_points(signal: np.ndarray, settings: ChangeSettings,
     return out
 
 
+def novelty_of(desc: torch.Tensor, tracks: torch.Tensor, size: tuple[int, int], point: int, frame: int,
+               settings: ChangeSettings) -> float:
+    """How new a point's look after its change at ``frame`` is: 1 − the best cosine between its
+    descriptor at ``frame`` + 1 and the cells within ``novelty_radius`` of where it was at ``frame``
+    − ``tolerance`` − 1 (before the change, outside the event's frames). desc (T, D, h, w)
+    L2-normalised, tracks (N, T, 2) pixels of a ``size`` (W, H) frame.
+
+    A real change of state brings a look that was not there before (paint, a new texture); a
+    tracker that slips lands on material that was already beside the point, and reads as a
+    change of the same size. The test tells them apart without knowing the truth, at a price: a
+    part removed reveals what was already behind it, and that looks like a slip."""
+    num_frames, _, h, w = desc.shape
+    after, before = min(frame + 1, num_frames - 1), max(frame - int(settings.tolerance) - 1, 0)
+    cells = pixels_to_cells(tracks[point], size, (h, w))  # (T, 2)
+    look = sample_descriptors(desc[after], cells[after][None])[0]  # (D,)
+    cx, cy = cells[before].round().long().tolist()
+    r = int(settings.novelty_radius)
+    window = desc[before][:, max(cy - r, 0):max(cy + r + 1, 1), max(cx - r, 0):max(cx + r + 1, 1)]  # (D, ≤2r+1, ≤2r+1)
+    if window.numel() == 0:  # the point was off the frame: nothing was there
+        return 2.0
+    return 1.0 - float((look @ window.flatten(1)).max())
+
+
 def group_events(point_changes: dict[int, list[tuple[int, float]]], num_analysed: int,
-                 settings: ChangeSettings, min_jump: Optional[float] = None) -> list[ChangeEvent]:
+                 settings: ChangeSettings, min_jump: Optional[float] = None,
+                 novelty: Optional[Callable[[int, int], float]] = None) -> list[ChangeEvent]:
     """Change points of many points → events: repeatedly the frame with most change points within
     ``tolerance`` becomes an event holding every change point within ``tolerance`` of it (one per
     point, the strongest); kept when it has ``min(min_points, num_analysed)`` points and their
     mean jump is at least ``min_jump`` (default ``min_strength``) in size. With ``member_ratio`` > 0
     the members whose jump is under ``member_ratio`` × the upper quartile of the members' jumps are
     dropped first: points beside a changed object (whose descriptor support overlaps it) or noise
-    that happens to fall in the event's frames jump far less than the object itself."""
+    that happens to fall in the event's frames jump far less than the object itself. With
+    ``settings.novelty`` > 0 and ``novelty(point, frame)`` (:func:`novelty_of`), the members whose
+    new look is less new than that are dropped next."""
     min_jump = settings.min_strength if min_jump is None else min_jump
     items = [(f, n, s) for n, lst in point_changes.items() for f, s in lst]
     need = max(1, min(int(settings.min_points), num_analysed))
@@ -396,6 +428,8 @@ def group_events(point_changes: dict[int, list[tuple[int, float]]], num_analysed
             mags = np.abs(np.array([s for _, s in per_point.values()]))
             floor = float(settings.member_ratio) * float(np.quantile(mags, 0.75))
             per_point = {n: fs for n, fs in per_point.items() if abs(fs[1]) >= floor}
+        if settings.novelty > 0 and novelty is not None and len(per_point) >= need:
+            per_point = {n: fs for n, fs in per_point.items() if novelty(n, fs[0]) >= settings.novelty}
         if len(per_point) < need:
             continue
         pts = sorted(per_point)
@@ -533,7 +567,8 @@ def analyse_changes(
             found = change_points(drift_np[n], settings, min_jump)
             if found:
                 point_changes[n] = found
-        events = group_events(point_changes, int(analysed.sum()), settings, min_jump)
+        events = group_events(point_changes, int(analysed.sum()), settings, min_jump,
+                              novelty=lambda n, f: novelty_of(desc, tracks, size, n, f, settings))
         if events:
             message = f"{len(events)} change event(s) in {num_frames} frames: " + ", ".join(
                 f"frame {e.frame} ({len(e.points)} points, strength {e.strength:+.3f})" for e in events)

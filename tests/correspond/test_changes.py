@@ -447,3 +447,35 @@ def test_changes_command_reads_tracks_from_a_file(tmp_path, capsys):
     assert err.count("\n") == 1 and "bad.json has no field 'visible'" in err
     assert main(args + ["--grid", "4"]) == 2
     assert "exactly one of" in capsys.readouterr().err
+
+
+def test_novelty_keeps_a_new_look_and_drops_a_slip_onto_what_was_there():
+    """A real change brings a look that was not there before; a slip (the tracks jump 2 cells
+    sideways at K onto material that was already beside them) reads as a change of the same size
+    without novelty, and is dropped with it."""
+    from hyperfeat.correspond.changes import novelty_of
+
+    desc, q, tr, vis, obj = _scene()
+    kept = analyse_changes(desc, q, tr, vis, (W, H), settings=ChangeSettings(min_strength=0.05, novelty=0.05))
+    assert kept.found and set(kept.events[0].points) == set(obj.nonzero()[:, 0].tolist()), kept.message
+    still, q, tr, vis, obj = _scene(change=False)
+    slipped = tr.clone()
+    slipped[obj, K:, 0] += 2  # the object's points slide onto their neighbours' cells
+    plain = analyse_changes(still, q, slipped, vis, (W, H), settings=ChangeSettings(min_strength=0.05))
+    assert plain.found and abs(plain.events[0].frame - K) <= 1, plain.message
+    novel = analyse_changes(still, q, slipped, vis, (W, H), settings=ChangeSettings(min_strength=0.05, novelty=0.05))
+    assert not novel.found, novel.message
+    # the value for one point, computed directly: its look at K + 1 against the 5 × 5 cells around it at K − 3
+    n = int(obj.nonzero()[0])
+    unit = F.normalize(still, dim=1)
+    x, y = int(slipped[n, K + 1, 0]), int(slipped[n, K + 1, 1])
+    look = unit[K + 1, :, y, x]
+    x0, y0 = int(slipped[n, K - 3, 0]), int(slipped[n, K - 3, 1])
+    best = max(float(look @ unit[K - 3, :, j, i]) for j in range(max(y0 - 2, 0), min(y0 + 3, H))
+               for i in range(max(x0 - 2, 0), min(x0 + 3, W)))
+    got = novelty_of(unit, slipped, (W, H), n, K, ChangeSettings())
+    assert abs(got - (1 - best)) < 1e-5 and got < 0.01
+    with pytest.raises(DataError, match="changes.novelty must be in"):
+        ChangeSettings(novelty=3.0)
+    with pytest.raises(DataError, match="changes.novelty_radius"):
+        ChangeSettings(novelty_radius=-1)
