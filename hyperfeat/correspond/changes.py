@@ -78,10 +78,10 @@ class ChangeSettings:
     tolerance: int = 2             # change points within this many frames form one event
     min_points: int = 7            # an event needs this many points (or all of them, if fewer)
     member_ratio: float = 0.0      # > 0: an event keeps only points jumping ≥ this × its members' upper-quartile jump
-    novelty: float = 0.0           # > 0: an event keeps only points whose new look was not already nearby (see novelty_of)
+    novelty: float = 0.05          # > 0: an event keeps only points whose new look was not already nearby (see novelty_of)
     novelty_radius: int = 2        # cells around the point, in the frame before its change, searched for its new look
     min_visible: int = 3           # a point is analysed when visible in at least this many frames
-    tracker: str = "query"         # query (track_points) | appearance (track_appearance): how video_changes tracks
+    tracker: str = "appearance"    # query (track_points) | appearance (track_appearance): how video_changes tracks
     standardise: bool = False      # track on per-frame standardised descriptors (standardise_frames)
     template_update: float = 0.5   # appearance tracker: weight of the previous frame's look in the template
     velocity: float = 1.0          # appearance tracker: constant-velocity prediction (0: search around the last position)

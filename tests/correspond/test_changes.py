@@ -150,13 +150,12 @@ def davis_tracks():
     return root, d, out
 
 
-# camel's texture change is found at k on 12 of its 22 object points, but the event also
-# takes 9 of the 78 background points (11.5 %, over the 10 % a hit allows) with the noise-relative
-# threshold
-_MISSED = pytest.mark.xfail(strict=True, reason="camel texture: the event takes 11.5 % of the background")
-# camel painted: found at k on its object points, but with 8 of the 78 background points (10.3 %)
-_MISSED_PAINT = pytest.mark.xfail(strict=True, reason="camel colour: the event takes 10.3 % of the background")
-_KNOWN_MISSES = {("camel", "texture"): _MISSED, ("camel", "colour"): _MISSED_PAINT}
+# a removed part reveals the background that was beside it; the novelty test (default 0.05)
+# cannot tell that from a tracker slipping onto the background, so along these tracks both
+# removals are missed (benchmarks/state_changes.py: removed 0.33 → 0.10 along unchanged-clip
+# tracks, colour 0.40 → 0.60; camel's painted and re-textured events no longer take its background)
+_REMOVED = "a removed part reveals what was beside it: novelty reads it as a slip"
+_KNOWN_MISSES = {(s, "removed"): pytest.mark.xfail(strict=True, reason=f"{s} removed: {_REMOVED}") for s in ("camel", "cows")}
 
 
 @pytest.mark.parametrize("seq,kind", [pytest.param(s, k, marks=_KNOWN_MISSES.get((s, k), ()))
@@ -179,6 +178,22 @@ def test_davis_object_change_is_found_at_k_on_the_object(davis_tracks, seq, kind
     assert object_rate >= 0.25  # the object's points, ...
     assert background_rate < 0.1 and object_rate > 4 * background_rate  # ... hardly any of the background's
     assert best.strength > 0
+
+
+@pytest.mark.parametrize("seq", SEQUENCES)
+def test_davis_removal_is_found_with_novelty_off(davis_tracks, seq):
+    """The removals the novelty test drops (the xfails above) are found without it, at k on the object."""
+    from hyperfeat.data.videos.state_changes import apply_state_change
+    from hyperfeat.video.changes import video_changes
+
+    root, d, clips = davis_tracks
+    base, tracks, visible, num_obj = clips[seq]
+    clip = apply_state_change(base.frames, base.object, 8, "removed", name=seq)
+    settings = ChangeSettings(novelty=0.0)
+    r = video_changes(d, clip.frames, mask=clip.object[0], grid=10, tracks=tracks, visible=visible, settings=settings)
+    best = max(r.events, key=lambda e: len(e.points)) if r.events else None
+    assert best is not None and abs(best.frame - 8) <= 2, r.message
+    assert sum(1 for p in best.points if p < num_obj) >= 0.25 * num_obj
 
 
 @pytest.mark.parametrize("seq", SEQUENCES)
@@ -250,7 +265,7 @@ def test_noise_relative_events_on_descriptors():
     desc, q, tr, vis, obj = _scene(change=False)
     small = desc.clone()
     small[K:, :, obj.view(H, W)] += 0.2 * torch.linspace(-3, 3, D)[None, :, None]  # a slight shift of the object
-    r = analyse_changes(small, q, tr, vis, (W, H), settings=ChangeSettings(noise_strength=10.0))
+    r = analyse_changes(small, q, tr, vis, (W, H), settings=ChangeSettings(noise_strength=10.0, novelty=0.0))
     jump = float(r.drift[obj][:, K:].mean() - r.drift[obj][:, :K].mean())
     assert 0.01 < jump < 0.1  # below the absolute threshold
     from hyperfeat.correspond.changes import pooled_noise
@@ -258,7 +273,7 @@ def test_noise_relative_events_on_descriptors():
     assert r.threshold == pytest.approx(10.0 * pooled_noise(r.drift[r.analysed].numpy()), rel=1e-5)
     assert r.threshold < jump
     assert r.found and any(abs(e.frame - K) <= 1 and set(e.points) <= set(obj.nonzero()[:, 0].tolist()) for e in r.events), r.message
-    assert not analyse_changes(small, q, tr, vis, (W, H), settings=ChangeSettings(noise_strength=0.0)).found
+    assert not analyse_changes(small, q, tr, vis, (W, H), settings=ChangeSettings(noise_strength=0.0, novelty=0.0)).found
 
 
 def test_motion_prior_keeps_a_changed_point_in_place():
@@ -461,7 +476,7 @@ def test_novelty_keeps_a_new_look_and_drops_a_slip_onto_what_was_there():
     still, q, tr, vis, obj = _scene(change=False)
     slipped = tr.clone()
     slipped[obj, K:, 0] += 2  # the object's points slide onto their neighbours' cells
-    plain = analyse_changes(still, q, slipped, vis, (W, H), settings=ChangeSettings(min_strength=0.05))
+    plain = analyse_changes(still, q, slipped, vis, (W, H), settings=ChangeSettings(min_strength=0.05, novelty=0.0))
     assert plain.found and abs(plain.events[0].frame - K) <= 1, plain.message
     novel = analyse_changes(still, q, slipped, vis, (W, H), settings=ChangeSettings(min_strength=0.05, novelty=0.05))
     assert not novel.found, novel.message
