@@ -25,15 +25,18 @@ module
    threshold follows the describer's own noise instead of an absolute drift (a describer whose
    drift moves by a few hundredths at a real change has noise of a few thousandths);
 5. groups change points of different points that fall within ``tolerance`` frames of each other
-   into **events** (frame, points involved, strength) with at least ``min_points`` points;
+   into **events** (frame, points involved, strength) with at least ``min_points`` points, after
+   dropping the points whose new look is not new (``novelty``, :func:`novelty_of`: a tracker
+   that slips lands on material that was already beside the point);
 6. clusters points into **regions** by the events they take part in (region 0: points that never
    change), cuts each region's frames into **state segments** at its events, and averages the
    descriptors of each (region, state) into **prototypes** that can label new frames.
 
-Nothing here runs a model: it sees only descriptor tensors (when :func:`hyperfeat.video.changes.video_changes`
-tracks the points itself it uses the window tracker (``tracker: query``) or :func:`hyperfeat.correspond.tracking.track_appearance` (``tracker:
-appearance``), which follows a point through its change of state — where a tracker matching
-only the query's look loses it — at the price of more false events, measured in
+Nothing here runs a model: it sees only descriptor tensors (when
+:func:`hyperfeat.video.changes.video_changes` tracks the points itself it uses
+:func:`hyperfeat.correspond.tracking.track_appearance` (``tracker: appearance``, default), which
+follows a point through its change of state — where a tracker matching only the query's look
+loses it — at the price of more slips, or the window tracker (``tracker: query``); measured in
 ``benchmarks/state_changes.py``; ``standardise`` tracks on per-frame standardised descriptors).
 Invisible samples are left out
 (NaN drift) and bridged by linear interpolation for the change-point search — unless
