@@ -47,7 +47,7 @@ from hyperfeat.correspond.changes import ChangeSettings, analyse_changes  # noqa
 from hyperfeat.data.videos.davis import DavisDataset  # noqa: E402
 from hyperfeat.data.videos.state_changes import CHANGE_KINDS, apply_state_change, brightness_ramp, davis_state_change_clip  # noqa: E402
 from hyperfeat.eval.table import format_table  # noqa: E402
-from hyperfeat.video.changes import mask_queries, video_changes  # noqa: E402
+from hyperfeat.video.changes import in_mask, mask_queries, video_changes  # noqa: E402
 from hyperfeat.video.run import describe_frames, track  # noqa: E402
 
 
@@ -89,8 +89,7 @@ def truth_points(tapvid, seq: str, frames: int, size: tuple[int, int], first_mas
     video = tapvid.load(seq, frames=False)
     points = rescale_points(video.points[:, :frames], video.size, size)  # (N, T, 2)
     visible = ~video.occluded[:, :frames]
-    xy = points[:, 0].round().long()
-    on = first_mask[xy[:, 1].clamp(0, size[1] - 1), xy[:, 0].clamp(0, size[0] - 1)] & visible[:, 0]
+    on = in_mask(first_mask, points[:, 0]) & visible[:, 0]
     return points[on], visible[on]
 
 

@@ -64,9 +64,7 @@ def read_object_mask(path: PathLike):
 def tracked_references(given: dict, mask, frames, tracks_path: PathLike):
     """Check a loaded track file against the video, and with a frame-0 ``mask`` (H, W) flag
     its points outside the object as references → (N,) bool, or None without a mask."""
-    import torch
-
-    num_points, num_frames = given["visible"].shape
+    num_frames = given["visible"].shape[1]
     if num_frames != len(frames):
         raise HyperfeatError(f"track file {tracks_path} has {num_frames} frames but the video has {len(frames)}")
     size = tuple(frames.original_size)
@@ -75,13 +73,12 @@ def tracked_references(given: dict, mask, frames, tracks_path: PathLike):
                              f"but the video is {size[0]}×{size[1]} (W×H)")
     if mask is None:
         return None
-    if (int(mask.shape[1]), int(mask.shape[0])) != size:
-        raise HyperfeatError(f"mask is {mask.shape[1]}×{mask.shape[0]} (W×H) but the frames are {size[0]}×{size[1]}")
-    xy = given["tracks"][:, 0].round().long()  # (N, 2) positions at frame 0, the mask's frame
-    inside = mask[xy[:, 1].clamp(0, size[1] - 1), xy[:, 0].clamp(0, size[0] - 1)] != 0
+    from hyperfeat.video.changes import in_mask, object_pixels
+
+    inside = in_mask(object_pixels(mask, size), given["tracks"][:, 0])  # positions at frame 0, the mask's frame
     if not bool(inside.any()):
         raise HyperfeatError(f"no point of track file {tracks_path} lies inside the mask at frame 0")
-    return torch.as_tensor(~inside)
+    return ~inside
 
 
 def run_changes_command(

@@ -39,22 +39,32 @@ def grid_points(size: tuple[int, int], n: int) -> torch.Tensor:
     return torch.stack([xx.flatten(), yy.flatten()], dim=1)
 
 
-def mask_queries(mask, size: tuple[int, int], grid: int, frame: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Points of a ``grid`` × ``grid`` lattice, split by a (H, W) mask of the frame size (nonzero:
-    the object) → queries (N, 3) at ``frame`` and is_reference (N,) (True: outside the mask, the
-    background points that normalise the drift). Grid points inside the mask come first; when the
-    lattice misses the mask, its pixels are sampled directly."""
+def object_pixels(mask, size: tuple[int, int]) -> torch.Tensor:
+    """A (H, W) mask (nonzero: the object) checked against the (W, H) frame size → (H, W) bool."""
     m = torch.as_tensor(np.asarray(mask)) if not isinstance(mask, torch.Tensor) else mask
     if m.ndim != 2:
         raise DataError(f"mask must be (H, W); got shape {tuple(m.shape)}")
     if (int(m.shape[1]), int(m.shape[0])) != tuple(size):
         raise DataError(f"mask is {m.shape[1]}×{m.shape[0]} (W×H) but the frames are {size[0]}×{size[1]}")
-    fg = m != 0
+    return m != 0
+
+
+def in_mask(fg: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
+    """(N, 2) xy pixel points → (N,) bool: the (H, W) ``fg`` pixel nearest each (clamped to the frame)."""
+    ij = xy.round().long()
+    return fg[ij[:, 1].clamp(0, fg.shape[0] - 1), ij[:, 0].clamp(0, fg.shape[1] - 1)]
+
+
+def mask_queries(mask, size: tuple[int, int], grid: int, frame: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Points of a ``grid`` × ``grid`` lattice, split by a (H, W) mask of the frame size (nonzero:
+    the object) → queries (N, 3) at ``frame`` and is_reference (N,) (True: outside the mask, the
+    background points that normalise the drift). Grid points inside the mask come first; when the
+    lattice misses the mask, its pixels are sampled directly."""
+    fg = object_pixels(mask, size)
     if not fg.any():
         raise DataError("the mask has no foreground pixel: no trackable point inside it")
     pts = grid_points(size, grid)
-    ij = pts.round().long()
-    inside = fg[ij[:, 1].clamp(0, size[1] - 1), ij[:, 0].clamp(0, size[0] - 1)]
+    inside = in_mask(fg, pts)
     obj = pts[inside]
     if obj.shape[0] < 3:  # a small object: take up to 9 of its own pixels, evenly spread
         ys, xs = fg.nonzero(as_tuple=True)
