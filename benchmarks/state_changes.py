@@ -47,7 +47,8 @@ from hyperfeat.correspond.changes import ChangeSettings, analyse_changes  # noqa
 from hyperfeat.data.videos.davis import DavisDataset  # noqa: E402
 from hyperfeat.data.videos.state_changes import CHANGE_KINDS, apply_state_change, brightness_ramp, davis_state_change_clip  # noqa: E402
 from hyperfeat.eval.table import format_table  # noqa: E402
-from hyperfeat.video.changes import in_mask, mask_queries, video_changes  # noqa: E402
+from hyperfeat.video.changes import mask_queries, video_changes  # noqa: E402
+from hyperfeat.video.queries import in_mask  # noqa: E402
 from hyperfeat.video.run import describe_frames, track  # noqa: E402
 
 

@@ -73,7 +73,8 @@ def tracked_references(given: dict, mask, frames, tracks_path: PathLike):
                              f"but the video is {size[0]}×{size[1]} (W×H)")
     if mask is None:
         return None
-    from hyperfeat.video.changes import in_mask, object_pixels
+    from hyperfeat.video.changes import object_pixels
+    from hyperfeat.video.queries import in_mask
 
     inside = in_mask(object_pixels(mask, size), given["tracks"][:, 0])  # positions at frame 0, the mask's frame
     if not bool(inside.any()):

@@ -26,6 +26,7 @@ from hyperfeat.correspond.changes import (
 from hyperfeat.describe.base import Describer
 from hyperfeat.errors import DataError
 from hyperfeat.video.frames import FrameSource, load_frames
+from hyperfeat.video.queries import in_mask
 
 
 def grid_points(size: tuple[int, int], n: int) -> torch.Tensor:
@@ -47,12 +48,6 @@ def object_pixels(mask, size: tuple[int, int]) -> torch.Tensor:
     if (int(m.shape[1]), int(m.shape[0])) != tuple(size):
         raise DataError(f"mask is {m.shape[1]}×{m.shape[0]} (W×H) but the frames are {size[0]}×{size[1]}")
     return m != 0
-
-
-def in_mask(fg: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
-    """(N, 2) xy pixel points → (N,) bool: the (H, W) ``fg`` pixel nearest each (clamped to the frame)."""
-    ij = xy.round().long()
-    return fg[ij[:, 1].clamp(0, fg.shape[0] - 1), ij[:, 0].clamp(0, fg.shape[1] - 1)]
 
 
 def mask_queries(mask, size: tuple[int, int], grid: int, frame: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -44,6 +44,12 @@ def grid_queries(grid_size: int, size: tuple[int, int], grid_query_frame: int = 
     return torch.stack([t, gx.flatten(), gy.flatten()], 1)
 
 
+def in_mask(fg: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
+    """(N, 2) xy pixel points → (N,) bool: the (H, W) ``fg`` pixel nearest each (clamped to the frame)."""
+    ij = xy.round().long()
+    return fg[ij[:, 1].clamp(0, fg.shape[0] - 1), ij[:, 0].clamp(0, fg.shape[1] - 1)]
+
+
 def check_segm_mask(mask, size: tuple[int, int]) -> np.ndarray:
     """A mask (H, W) of the frame size → bool (H, W); an empty mask or another size is a DataError."""
     array = np.asarray(mask.numpy() if isinstance(mask, torch.Tensor) else mask)
@@ -67,9 +73,7 @@ def mask_queries(mask, size: tuple[int, int], grid_size: Optional[int] = None, n
     inside = check_segm_mask(mask, size)
     if grid_size is not None:
         grid = grid_queries(grid_size, size, grid_query_frame)
-        cols = grid[:, 1].round().long().clamp(0, size[0] - 1)
-        rows = grid[:, 2].round().long().clamp(0, size[1] - 1)
-        keep = torch.from_numpy(inside)[rows, cols]
+        keep = in_mask(torch.from_numpy(inside), grid[:, 1:])
         if not keep.any():
             raise DataError(f"no point of the {grid_size}×{grid_size} grid falls inside the mask: use a finer grid")
         return grid[keep]
