@@ -160,6 +160,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS[1:]), help="which of the trained networks to train")
     parser.add_argument("--tta-steps", type=int, default=20)
     parser.add_argument("--tta-lr", type=float, default=1e-3)
+    parser.add_argument("--tta-mirror", action="store_true", help="adapt with the mirrored-home walk (AdaptSettings.mirror)")
     parser.add_argument("--tta-models", nargs="*", default=["untrained", "video_selfsup", "video_supervised"])
     parser.add_argument("--sup", nargs="*", default=[], help="extra overrides of the supervised preset")
     parser.add_argument("--selfsup", nargs="*", default=[], help="extra overrides of the self-supervised preset")
@@ -196,6 +197,8 @@ def main() -> None:
     hf_cfg = load_config(overrides=["backbone=tiny", *PLAN, f"paths.data_root={DATA_ROOT}"])
     probe = Hyperfeatures(hf_cfg, backbone, module_class(cfg_sup).from_config(cfg_sup, backbone=backbone).aggregation)
     clip_raw = [video_raw_maps(probe, frames_from_uint8(c.frames))[0] for c in clips]  # (T, S, C, R, R) each
+    clip_mirrored = [video_raw_maps(probe, frames_from_uint8(c.frames), mirrored=True)[0] if args.tta_mirror else None
+                     for c in clips]
 
     record = {"settings": {**vars(args), "out": Path(args.out).name, "reuse": args.reuse and Path(args.reuse).name}, "train_sequences": train_names, "held_out_sequences": held_names,
               "clips": [c.name for c in clips], "per_seed": {}}
@@ -229,9 +232,9 @@ def main() -> None:
             entry["tracking_per_clip"] = scores
             if name in args.tta_models and args.tta_steps > 0:
                 adapted_scores, before, after = [], [], []
-                for raw, clip in zip(clip_raw, clips):
-                    result = adapt_network(hf, None, AdaptSettings(steps=args.tta_steps, lr=args.tta_lr, seed=seed),
-                                           raw=raw)
+                for raw, mirrored, clip in zip(clip_raw, clip_mirrored, clips):
+                    result = adapt_network(hf, None, AdaptSettings(steps=args.tta_steps, lr=args.tta_lr, seed=seed,
+                                                                   mirror=args.tta_mirror), raw=raw, raw_mirrored=mirrored)
                     adapted_scores.append(track_clip(hf, result.network, raw, clip))
                     before.append(result.loss_before)
                     after.append(result.loss_after)
@@ -266,7 +269,7 @@ def report(record: dict, out: Path) -> None:
         if name not in cfg["tta_models"] or cfg["tta_steps"] <= 0:
             continue
         get = lambda path: [eval_path(s[name], path) for s in seeds]  # noqa: E731
-        rows.append([f"{name} + TTA ({cfg['tta_steps']} steps, lr {cfg['tta_lr']:g})", "", "", mean_std(get("tta.walk_before")) + " →",
+        rows.append([f"{name} + TTA ({cfg['tta_steps']} steps, lr {cfg['tta_lr']:g}{', mirrored home' if cfg.get('tta_mirror') else ''})", "", "", mean_std(get("tta.walk_before")) + " →",
                      mean_std(get("tta.walk_after")), "", *(pct(get(f"tta.tracking.{k}")) for k in TRACK_KEYS)])
     table = format_table(
         ["network", "sup loss train", "sup loss held-out", "walk loss train", "walk loss held-out",

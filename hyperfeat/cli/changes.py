@@ -95,6 +95,7 @@ def run_changes_command(
     hf=None,
     adapt_steps: int = 0,
     adapt_lr: Optional[float] = None,
+    adapt_mirror: Optional[bool] = None,
     tracks_path: Optional[PathLike] = None,
 ) -> dict:
     """Analyse ``video`` and write into ``out_dir``: ``drift.png`` (drift curves, events, region
@@ -127,7 +128,7 @@ def run_changes_command(
     precheck_source(video)
     desc = hf if hf is not None else build_describer(describer, checkpoint, overrides)
     frames = load_frames(desc, video)
-    desc = adapted(desc, frames, adapt_steps, adapt_lr, name=video)
+    desc = adapted(desc, frames, adapt_steps, adapt_lr, name=video, mirror=adapt_mirror)
     if given is not None:
         result = video_changes(desc, frames, queries=given["queries"], tracks=given["tracks"],
                                visible=given["visible"], is_reference=tracked_references(given, mask, frames, tracks_path),
@@ -182,7 +183,7 @@ def run_changes(args: argparse.Namespace) -> int:
     result = run_changes_command(video, args.out, checkpoint=args.checkpoint, describer=args.describer,
                                  grid=args.grid, points_text=args.points, mask_path=args.mask,
                                  overrides=overrides, fps=args.fps, adapt_steps=args.adapt_steps,
-                                 adapt_lr=args.adapt_lr, tracks_path=args.tracks)
+                                 adapt_lr=args.adapt_lr, adapt_mirror=args.adapt_mirror, tracks_path=args.tracks)
     print(result["result"].message)
     print("wrote " + ", ".join(str(result[k]) for k in ("drift", "timeline", "overlay", "events_json", "events_csv")))
     return 0

@@ -112,9 +112,11 @@ def parse_queries(text: str) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.float32)
 
 
-def adapted(hf, video, steps: int, lr: Optional[float], name: Optional[str | Path] = None):
+def adapted(hf, video, steps: int, lr: Optional[float], name: Optional[str | Path] = None,
+            mirror: Optional[bool] = None):
     """``hf`` adapted to ``video`` (a path or loaded frames; ``name`` names it in the printed
-    line) by ``steps`` self-supervised steps (``--adapt-steps``); ``hf`` itself when 0."""
+    line) by ``steps`` self-supervised steps (``--adapt-steps``); ``hf`` itself when 0.
+    ``mirror`` (``--adapt-mirror``): None takes the adaptation's default."""
     if not steps:
         return hf
     if int(steps) < 0:
@@ -122,10 +124,11 @@ def adapted(hf, video, steps: int, lr: Optional[float], name: Optional[str | Pat
     if not hasattr(hf, "adapt"):
         raise HyperfeatError(f"--adapt-steps needs trained hyperfeatures (a checkpoint); {type(hf).__name__} has no "
                              f"aggregation network to adapt")
-    out = hf.adapt(video, steps=int(steps), lr=None if lr is None else float(lr), progress=True)
+    walk = {} if mirror is None else {"mirror": bool(mirror)}
+    out = hf.adapt(video, steps=int(steps), lr=None if lr is None else float(lr), progress=True, **walk)
     info = out.adaptation
     print(f"adapted the aggregation network to {name if name is not None else video}: {steps} steps, "
-          f"walk loss {info.loss_before:.3f} → {info.loss_after:.3f}")
+          f"walk loss{' (mirrored home)' if info.mirror else ''} {info.loss_before:.3f} → {info.loss_after:.3f}")
     return out
 
 
@@ -134,3 +137,6 @@ def add_adapt_args(p: argparse.ArgumentParser) -> None:
                    help="test-time adaptation: this many self-supervised steps on the video first (0: none)")
     p.add_argument("--adapt-lr", type=float, default=None,
                    help="learning rate of --adapt-steps (default: the adaptation's own, 1e-3; 3e-3 adapts an untrained network further)")
+    p.add_argument("--adapt-mirror", action=argparse.BooleanOptionalAction, default=None,
+                   help="end each adaptation walk on the mirrored first frame, so that descriptors of position alone "
+                        "cannot win it (default: the adaptation's own; costs one more backbone pass per frame)")

@@ -73,6 +73,7 @@ def run_track_command(
     full_resolution: bool = False,
     adapt_steps: int = 0,
     adapt_lr: Optional[float] = None,
+    adapt_mirror: Optional[bool] = None,
 ) -> dict:
     """``hyperfeat track``: track the queries (``points_text`` ``'t,x,y;…'`` in original pixels,
     a ``grid`` × ``grid`` grid at frame ``grid_frame``, points inside the ``mask`` PNG) through
@@ -103,7 +104,7 @@ def run_track_command(
         from hyperfeat.api import Hyperfeatures
 
         hf = Hyperfeatures.from_checkpoint(checkpoint, overrides=list(overrides))
-    hf = adapted(hf, video, adapt_steps, adapt_lr)
+    hf = adapted(hf, video, adapt_steps, adapt_lr, mirror=adapt_mirror)
     stream = frame_stream(hf, video)
     queries = build_queries(points_text, grid, mask, stream.original_size, grid_frame, num_points)
     result = track_video(hf, video, queries)  # checks the queries before describing the frames
@@ -141,7 +142,7 @@ def run_track(args: argparse.Namespace) -> int:
                                fps=args.fps, tail_length=args.tail_length, grid=args.grid, mask=args.mask,
                                grid_frame=args.grid_frame, num_points=args.num_points, exports=args.export,
                                full_resolution=args.full_resolution, adapt_steps=args.adapt_steps,
-                               adapt_lr=args.adapt_lr)
+                               adapt_lr=args.adapt_lr, adapt_mirror=args.adapt_mirror)
     tracks, visible = result["tracks"], result["visible"]
     shown = range(min(tracks.shape[0], 10))
     for n in shown:

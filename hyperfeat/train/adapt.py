@@ -46,6 +46,7 @@ class AdaptResult:
     loss_before: float = float("nan")
     loss_after: float = float("nan")
     clips: list[list[int]] = field(default_factory=list)
+    mirror: bool = False  # the walks ended on the mirrored first frame
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class AdaptSettings:
     edge_dropout: float = 0.0
     seed: int = 0
     max_frames: Optional[int] = None
+    mirror: bool = False  # end each walk on the mirrored first frame (see cycle_walk_loss): position cannot win it
 
     def check(self) -> None:
         if int(self.steps) < 0 or not float(self.lr) > 0:
@@ -72,10 +74,12 @@ class AdaptSettings:
                                  f"{self.clip_length}, {self.max_stride} and {self.clips_per_step}")
 
 
-def video_raw_maps(describer: Any, frames: torch.Tensor, max_frames: Optional[int] = None) -> tuple[torch.Tensor, list[int]]:
+def video_raw_maps(describer: Any, frames: torch.Tensor, max_frames: Optional[int] = None,
+                   mirrored: bool = False) -> tuple[torch.Tensor, list[int]]:
     """Raw maps (T', S, C, R, R) float16 on the CPU of frames (T, 3, H, W) in [0, 1] (each
     resized to L × L by :func:`hyperfeat.video.frames.frames_to_backbone`), and which frames they
-    are (every frame, or ``max_frames`` spread evenly)."""
+    are (every frame, or ``max_frames`` spread evenly); ``mirrored``: of the left–right mirrored
+    frames."""
     total = int(frames.shape[0])
     picked = list(range(total))
     if max_frames and total > int(max_frames):
@@ -88,6 +92,8 @@ def video_raw_maps(describer: Any, frames: torch.Tensor, max_frames: Optional[in
     with torch.no_grad():
         for start in range(0, len(picked), batch_size):
             batch = frames_to_backbone(frames[picked[start:start + batch_size]], size)  # (b, 3, L, L) in [-1, 1]
+            if mirrored:
+                batch = batch.flip(-1)
             out.append(describer.extractor.run(batch.to(describer.device)).to("cpu", torch.float16))
     return torch.cat(out), picked
 
@@ -99,23 +105,35 @@ def _clip_indices(rng: np.random.Generator, num_frames: int, settings: AdaptSett
 
 
 def _walk(network: torch.nn.Module, raw: torch.Tensor, clips: list[list[int]], settings: AdaptSettings,
-          device: torch.device, dropout: float, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+          device: torch.device, dropout: float, generator: Optional[torch.Generator] = None,
+          raw_mirrored: Optional[torch.Tensor] = None) -> torch.Tensor:
     index = torch.tensor(clips)  # (B, K)
     maps = raw[index.flatten()].to(device).float()  # (B·K, S, C, R, R)
     desc = network(maps).unflatten(0, tuple(index.shape))  # (B, K, D, R, R)
-    return cycle_walk_loss(desc, settings.temperature, settings.pool, dropout, generator)
+    home = None if raw_mirrored is None else network(raw_mirrored[index[:, 0]].to(device).float())  # (B, D, R, R)
+    return cycle_walk_loss(desc, settings.temperature, settings.pool, dropout, generator, mirrored_home=home)
 
 
 def adapt_network(describer: Any, frames: Optional[torch.Tensor], settings: AdaptSettings = AdaptSettings(),
-                  progress: bool = False, raw: Optional[torch.Tensor] = None) -> AdaptResult:
+                  progress: bool = False, raw: Optional[torch.Tensor] = None,
+                  raw_mirrored: Optional[torch.Tensor] = None) -> AdaptResult:
     """Train a copy of ``describer.network`` on the video ``frames`` (T, 3, H, W) in [0, 1] with
     the cycle walk; ``raw``: the frames' raw maps from :func:`video_raw_maps`, if already made
-    (then ``frames`` may be None)."""
+    (then ``frames`` may be None), and ``raw_mirrored`` those of the mirrored frames (used with
+    ``settings.mirror``)."""
     from tqdm.auto import tqdm
 
     settings.check()
     if raw is None:
         raw, _ = video_raw_maps(describer, frames, settings.max_frames)
+    if not settings.mirror:
+        raw_mirrored = None
+    elif raw_mirrored is None:
+        if frames is None:
+            raise HyperfeatError("adaptation with mirror=True needs the frames or raw_mirrored (the mirrored frames' raw maps)")
+        raw_mirrored, _ = video_raw_maps(describer, frames, settings.max_frames, mirrored=True)
+    if raw_mirrored is not None and raw_mirrored.shape != raw.shape:
+        raise HyperfeatError(f"raw_mirrored must have the raw maps' shape {tuple(raw.shape)}; got {tuple(raw_mirrored.shape)}")
     if raw.shape[0] < 2:
         raise HyperfeatError(f"adaptation needs a video of at least 2 frames; got {raw.shape[0]}")
     device = describer.device
@@ -124,16 +142,16 @@ def adapt_network(describer: Any, frames: Optional[torch.Tensor], settings: Adap
         p.requires_grad_(True)
     rng = np.random.default_rng([int(settings.seed), 1])
     held = [_clip_indices(rng, raw.shape[0], settings) for _ in range(8)]  # fixed clips: the before/after loss
-    result = AdaptResult(network, clips=held)
+    result = AdaptResult(network, clips=held, mirror=raw_mirrored is not None)
     network.eval()
     with torch.no_grad():
-        result.loss_before = float(_walk(network, raw, held, settings, device, 0.0))
+        result.loss_before = float(_walk(network, raw, held, settings, device, 0.0, raw_mirrored=raw_mirrored))
     optimiser = torch.optim.AdamW(network.parameters(), lr=float(settings.lr), weight_decay=0.0)
     generator = torch.Generator().manual_seed(int(settings.seed))
     network.train()
     for step in tqdm(range(int(settings.steps)), desc="adapting to the video", unit="step", disable=not progress):
         clips = [_clip_indices(rng, raw.shape[0], settings) for _ in range(int(settings.clips_per_step))]
-        loss = _walk(network, raw, clips, settings, device, float(settings.edge_dropout), generator)
+        loss = _walk(network, raw, clips, settings, device, float(settings.edge_dropout), generator, raw_mirrored)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -142,5 +160,5 @@ def adapt_network(describer: Any, frames: Optional[torch.Tensor], settings: Adap
     for p in network.parameters():
         p.requires_grad_(False)
     with torch.no_grad():
-        result.loss_after = float(_walk(network, raw, held, settings, device, 0.0))
+        result.loss_after = float(_walk(network, raw, held, settings, device, 0.0, raw_mirrored=raw_mirrored))
     return result

@@ -335,6 +335,8 @@ class CachedPairDataset(Dataset):
         if "frame_images" in item:  # a clip (hyperfeat.data.videos.temporal.FrameClips)
             frames = item.pop("frame_images")  # (K, 3, L, L)
             item["frame_raw"] = torch.stack(self.cache.fetch(frames, self.extractor))  # (K, S, C, R, R)
+        if "mirrored_home_image" in item:
+            item["mirrored_home_raw"] = self.cache.get(item.pop("mirrored_home_image"), self.extractor)  # (S, C, R, R)
         return item
 
     def precompute(self, **kwargs) -> CacheStats:
@@ -355,7 +357,7 @@ def precompute(
     cache: FeatureCache,
     extractor,
     batch_size: Optional[int] = None,
-    image_keys: Iterable[str] = ("source_image", "target_image", "frame_images"),
+    image_keys: Iterable[str] = ("source_image", "target_image", "frame_images", "mirrored_home_image"),
     rank: int = 0,
     world_size: int = 1,
     progress: bool = True,

@@ -127,6 +127,7 @@ def cycle_walk_loss(
     edge_dropout: float = 0.0,
     generator: Optional[torch.Generator] = None,
     across_batch: bool = False,
+    mirrored_home: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """The contrastive random walk (Jabri et al., NeurIPS 2020) on a palindrome of frames.
 
@@ -141,6 +142,12 @@ def cycle_walk_loss(
     cells of the next frame of *every* clip of the batch (one graph of B·n cells per time step), so
     descriptors that only encode position cannot find their way home (each clip's cell (i, j)
     looks alike: at best 1/B of the walk returns), only content tells the clips apart.
+
+    ``mirrored_home``: (B, D, h, w) descriptors of frame 0 of each clip computed from its
+    left–right mirrored image. The last step of every walk then goes to these cells instead of
+    frame 0's own, and "home" is the mirrored cell (row y, column w'−1−x). Descriptors that only
+    encode position come back to the wrong side (the shortcut fails); descriptors of what is
+    there come home.
     """
     if frames.dim() != 5 or frames.shape[1] < 2:
         raise DataError(f"frames must be (B, K >= 2, D, h, w) descriptors; got {tuple(frames.shape)}")
@@ -152,6 +159,18 @@ def cycle_walk_loss(
     if int(pool) > 1:
         maps = F.avg_pool2d(maps, int(pool), ceil_mode=True)
     maps = maps.unflatten(0, (b, k))  # (B, K, D, h', w')
+    home = None
+    if mirrored_home is not None:
+        if tuple(mirrored_home.shape) != (b, *frames.shape[2:]):
+            raise DataError(f"mirrored_home must be (B, D, h, w) = {(b, *frames.shape[2:])}; got "
+                            f"{tuple(mirrored_home.shape)}")
+        home = F.avg_pool2d(mirrored_home, int(pool), ceil_mode=True) if int(pool) > 1 else mirrored_home  # (B, D, h', w')
+        width = maps.shape[-1]
+        cells = torch.arange(maps.shape[-2] * width, device=frames.device)
+        mirror = (cells // width) * width + (width - 1 - cells % width)  # (n,): the mirrored cell of each cell
+        if across_batch:
+            home = home.permute(1, 0, 2, 3).flatten(2)[None]  # (1, D, B, h'·w')
+            mirror = (torch.arange(b, device=frames.device)[:, None] * len(cells) + mirror[None]).flatten()  # (B·n,)
     if across_batch:  # one graph per time step: the B clips' cells side by side
         maps = maps.permute(1, 2, 0, 3, 4).flatten(3)[None]  # (1, K, D, B, h'·w')
     forward = [walk_transitions(maps[:, i], maps[:, i + 1], temperature) for i in range(k - 1)]  # (B, n, n) each
@@ -164,7 +183,11 @@ def cycle_walk_loss(
         forward = dropped
     backward = [walk_transitions(maps[:, i + 1], maps[:, i], temperature) for i in range(k - 1)]
     n = forward[0].shape[1]
-    eye = torch.eye(n, device=frames.device, dtype=torch.bool)
+    start = torch.arange(n, device=frames.device)
+    target = start  # the cell each walk must end on
+    if home is not None:  # the last step lands on the mirrored frame 0
+        backward[0] = walk_transitions(maps[:, 1], home, temperature)
+        target = mirror
     losses = []
     there = None
     for i in range(k - 1):
@@ -172,6 +195,6 @@ def cycle_walk_loss(
         walk = there
         for j in range(i, -1, -1):
             walk = walk @ backward[j]  # … → back to frame 0
-        returned = walk[:, eye].clamp_min(1e-20)  # (B, n): P(back at the start)
+        returned = walk[:, start, target].clamp_min(1e-20)  # (B, n): P(back at the start)
         losses.append(-returned.log().mean())
     return torch.stack(losses).mean()

@@ -172,7 +172,9 @@ class VideoWalkModule(HyperfeatModule):
     """Self-supervised training on clips of unlabelled video: the contrastive random walk
     (:func:`hyperfeat.train.losses.cycle_walk_loss`) over the clip's frames. Same parts, same
     checkpoint as :class:`HyperfeatModule`; a batch holds ``frame_images`` (B, K, 3, L, L) or,
-    cached, ``frame_raw`` (B, K, S, C, R, R). Validation logs ``val/loss`` (no points to score)."""
+    cached, ``frame_raw`` (B, K, S, C, R, R), and with ``data.mirrored_home`` the clips' first frames
+    mirrored (``mirrored_home_image`` / ``_raw``), where the walk then ends. Validation logs
+    ``val/loss`` (no points to score)."""
 
     def __init__(self, extractor: FeatureExtractor, network: AggregationNetwork, settings: "TrainSettings",
                  meta: CheckpointMeta, walk: Optional[WalkSettings] = None):
@@ -193,10 +195,22 @@ class VideoWalkModule(HyperfeatModule):
         desc = self.aggregation(raw.to(self.device))  # (B·K, D, R, R)
         return desc.unflatten(0, (b, k))
 
+    def describe_home(self, batch: dict) -> Optional[torch.Tensor]:
+        """Hyperfeatures (B, D, R, R) of the clips' mirrored first frames; None when the batch has none."""
+        if "mirrored_home_raw" in batch:
+            raw = batch["mirrored_home_raw"].float()  # (B, S, C, R, R)
+        elif "mirrored_home_image" in batch:
+            self._move_backbone()
+            raw = self.extractor.run(batch["mirrored_home_image"])  # (B, 3, L, L) → (B, S, C, R, R)
+        else:
+            return None
+        return self.aggregation(raw.to(self.device))
+
     def _walk_loss(self, batch: dict) -> torch.Tensor:
         return cycle_walk_loss(self.describe_clips(batch), self.walk.temperature, self.walk.pool,
                                self.walk.edge_dropout if self.training else 0.0,
-                               across_batch=self.walk.across_batch and self.training)
+                               across_batch=self.walk.across_batch and self.training,
+                               mirrored_home=self.describe_home(batch))
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self._walk_loss(batch)

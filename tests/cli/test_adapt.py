@@ -17,16 +17,17 @@ def test_track_and_changes_adapt_to_the_video(checkpoint, tmp_path, capsys):
     digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
     code = main(["track", str(tmp_path / "frames"), "--checkpoint", str(checkpoint), "--points", "0,40,30;0,150,90",
                  "--out", str(tmp_path / "tracks.gif"), "--adapt-steps", "3", "--adapt-lr", "0.003",
-                 "video.frame_size=128"])
+                 "--adapt-mirror", "video.frame_size=128"])
     assert code == 0
     out = capsys.readouterr().out
-    assert "adapted the aggregation network to" in out and "3 steps, walk loss" in out
+    assert "adapted the aggregation network to" in out and "3 steps, walk loss (mirrored home)" in out
     assert len(json.loads((tmp_path / "tracks.gif.json").read_text())["tracks"]) == 2
     pytest.importorskip("ruptures")
     code = main(["changes", str(tmp_path / "frames"), "--checkpoint", str(checkpoint), "--grid", "3",
-                 "--out", str(tmp_path / "changes"), "--adapt-steps", "2", "video.frame_size=128"])
+                 "--out", str(tmp_path / "changes"), "--adapt-steps", "2", "--no-adapt-mirror", "video.frame_size=128"])
     assert code == 0
-    assert "2 steps, walk loss" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "2 steps, walk loss " in out and "mirrored home" not in out
     assert hashlib.sha256(checkpoint.read_bytes()).hexdigest() == digest
 
 

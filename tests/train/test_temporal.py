@@ -188,3 +188,119 @@ def test_walk_across_the_batch_defeats_position_only_descriptors():
     content = torch.eye(18).reshape(18, 3, 2, 3).permute(1, 0, 2, 3)  # (3, D=18, 2, 3): every clip its own cells
     distinct = content[:, None].expand(-1, 4, -1, -1, -1)
     assert float(cycle_walk_loss(distinct, temperature=0.05, across_batch=True)) < 1e-6
+
+
+def test_walk_to_the_mirrored_home_matches_by_hand_and_defeats_position_only_descriptors():
+    gen = torch.Generator().manual_seed(5)
+    frames = torch.randn(1, 3, 4, 2, 3, generator=gen, dtype=torch.float64)  # (B, K, D, h, w)
+    home = torch.randn(1, 4, 2, 3, generator=gen, dtype=torch.float64)  # (B, D, h, w)
+    temperature = 0.4
+
+    def softmax_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # a (D, n), b (D, m): cosine / temperature
+        a, b = a / np.linalg.norm(a, axis=0), b / np.linalg.norm(b, axis=0)
+        logits = a.T @ b / temperature
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    cells = frames[0].flatten(2).numpy()  # (K, D, n)
+    home_cells = home[0].flatten(1).numpy()  # (D, n)
+    mirror = [y * 3 + (2 - x) for y in range(2) for x in range(3)]  # cell (y, x) → (y, 2 − x)
+    losses = []
+    for end in (1, 2):
+        walk = np.eye(6)
+        for t in range(end):
+            walk = walk @ softmax_rows(cells[t], cells[t + 1])
+        for t in range(end, 1, -1):
+            walk = walk @ softmax_rows(cells[t], cells[t - 1])
+        walk = walk @ softmax_rows(cells[1], home_cells)
+        losses.append(-np.mean([math.log(walk[i, mirror[i]]) for i in range(6)]))
+    got = float(cycle_walk_loss(frames, temperature=temperature, mirrored_home=home))
+    assert got == pytest.approx(float(np.mean(losses)), rel=1e-9)
+
+    position_only = torch.eye(6).reshape(6, 2, 3).expand(2, 3, -1, -1, -1)  # (B=2, K=3, D=6, 2, 3)
+    assert float(cycle_walk_loss(position_only, temperature=0.05)) < 1e-6  # the plain walk is won by position
+    mirrored_position = position_only[:, 0]  # the mirrored frame's cells encode their own position too
+    assert float(cycle_walk_loss(position_only, temperature=0.05, mirrored_home=mirrored_position)) > 10
+    content = torch.randn(2, 8, 2, 4, generator=gen)  # what is there, the same in every frame
+    clip = content[:, None].expand(-1, 3, -1, -1, -1)
+    for across in (False, True):
+        assert float(cycle_walk_loss(clip, temperature=0.05, mirrored_home=content.flip(-1), across_batch=across)) < 0.1
+    assert float(cycle_walk_loss(clip, temperature=0.05, pool=2, mirrored_home=content.flip(-1))) < 0.1
+    with pytest.raises(Exception, match=r"mirrored_home must be \(B, D, h, w\)"):
+        cycle_walk_loss(clip, mirrored_home=content[:1])
+
+
+def test_adapt_with_the_mirrored_home_lowers_that_walk_and_checks_its_maps(parts):
+    from hyperfeat.errors import HyperfeatError
+    from hyperfeat.train.adapt import AdaptSettings, adapt_network, video_raw_maps
+
+    hf = make_hf(parts)
+    video = translated_video(steps=5)
+    adapted = hf.adapt(video, steps=10, lr=3e-3, clip_length=3, max_stride=2, mirror=True)
+    info = adapted.adaptation
+    assert info.loss_after < info.loss_before
+    plain = hf.adapt(video, steps=10, lr=3e-3, clip_length=3, max_stride=2)
+    assert plain.adaptation.loss_before != pytest.approx(info.loss_before)  # another walk: home is the mirror
+    raw, _ = video_raw_maps(hf, video)
+    mirrored, _ = video_raw_maps(hf, video, mirrored=True)
+    assert not torch.equal(raw, mirrored)
+    direct = adapt_network(hf, None, AdaptSettings(steps=10, lr=3e-3, clip_length=3, max_stride=2, mirror=True),
+                           raw=raw, raw_mirrored=mirrored)
+    assert direct.losses == pytest.approx(info.losses, rel=1e-4)  # the same maps as from the frames
+    with pytest.raises(HyperfeatError, match="mirror=True needs the frames or raw_mirrored"):
+        adapt_network(hf, None, AdaptSettings(steps=1, mirror=True), raw=raw)
+    with pytest.raises(HyperfeatError, match="raw_mirrored must have the raw maps' shape"):
+        adapt_network(hf, None, AdaptSettings(steps=1, mirror=True), raw=raw, raw_mirrored=mirrored[:3])
+
+
+def test_selfsup_with_the_mirrored_home_caches_the_mirrored_frames_and_walks_to_them(parts, tmp_path):
+    from hyperfeat.data.videos.temporal import build_temporal_dataset, collate_clips
+    from hyperfeat.model.checkpoint import load_checkpoint
+    from hyperfeat.train.trainer import train
+
+    root = _frame_folders(tmp_path, ("a", "b", "c"))
+    cfg = load_config(overrides=[
+        "experiment=video_selfsup", f"data.root={root}", "data.val_fraction=0.34", "data.clips_per_video=2",
+        "data.clip_length=3", "data.max_stride=2", "data.mirrored_home=true", "train.max_steps=3",
+        "train.val_every_n_steps=3", "logger.backend=none", f"paths.output_dir={tmp_path / 'out'}",
+        f"paths.checkpoint_dir={tmp_path / 'ckpt'}"])
+    clips = build_temporal_dataset(cfg.data, "train", int(cfg.features.load_size))
+    item = clips[0]
+    assert torch.equal(item["mirrored_home_image"], item["frame_images"][0].flip(-1))
+    batch = collate_clips([clips[0], clips[1]])
+    assert batch["mirrored_home_image"].shape == (2, *item["frame_images"].shape[1:])
+    last = train(cfg, enable_progress_bar=False)
+    frames, homes = set(), set()
+    for split in ("train", "val"):
+        for it in build_temporal_dataset(cfg.data, split, int(cfg.features.load_size)):
+            frames |= {(it["video"], int(t)) for t in it["frame_indices"]}
+            homes.add((it["video"], int(it["frame_indices"][0])))
+    cached = list((tmp_path / "out" / "feature_cache").rglob("*.pt"))
+    assert len(cached) == len(frames) + len(homes)  # the mirrored first frames are cached beside the frames
+    network, meta = load_checkpoint(last)[:2]
+    assert meta.config.data.mirrored_home is True
+
+
+def test_walk_module_ends_the_walk_on_the_batch_mirrored_home(parts, tmp_path):
+    import copy
+
+    from hyperfeat.data.videos.temporal import FrameClips, VideoFolder, collate_clips
+    from hyperfeat.model.checkpoint import CheckpointMeta
+    from hyperfeat.model.features import FeatureExtractor
+    from hyperfeat.train.module import TrainSettings, VideoWalkModule, WalkSettings
+
+    cfg, backbone, network, channels = parts
+    extractor = FeatureExtractor(backbone, cfg.features)
+    meta = CheckpointMeta(cfg, channels, extractor.layers, list(cfg.features.save_steps))
+    module = VideoWalkModule(extractor, copy.deepcopy(network), TrainSettings.from_config(cfg), meta,
+                             WalkSettings(temperature=0.07, pool=2, edge_dropout=0.0)).eval()
+    clips = FrameClips(VideoFolder(_frame_folders(tmp_path)), int(cfg.features.load_size), clip_length=3,
+                       max_stride=2, clips_per_video=2, mirrored_home=True)
+    batch = collate_clips([clips[i] for i in range(len(clips))])
+    with torch.no_grad():
+        desc = module.describe_clips(batch)  # (B, K, D, R, R)
+        home = module.aggregation(extractor.run(batch["mirrored_home_image"]))  # (B, D, R, R)
+        got = float(module._walk_loss(batch))
+        plain = float(module._walk_loss({k: v for k, v in batch.items() if k != "mirrored_home_image"}))
+    assert got == pytest.approx(float(cycle_walk_loss(desc, 0.07, 2, mirrored_home=home)), rel=1e-5)
+    assert got != pytest.approx(plain)

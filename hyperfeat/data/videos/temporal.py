@@ -190,14 +190,17 @@ class FrameClips(Dataset):
     """Clips of ``clip_length`` frames, ``stride`` apart (stride in [1, ``max_stride``]), from
     the videos of a :class:`VideoFolder`, ``clips_per_video`` items per video.
 
-    Items: ``frame_images`` (K, 3, L, L) in [-1, 1], ``frame_indices`` (K,) long, ``video`` str.
+    Items: ``frame_images`` (K, 3, L, L) in [-1, 1], ``frame_indices`` (K,) long, ``video`` str;
+    with ``mirrored_home`` also ``mirrored_home_image`` (3, L, L): the first frame mirrored
+    left–right, where the walk ends (:func:`hyperfeat.train.losses.cycle_walk_loss`).
     """
 
     def __init__(self, videos: VideoFolder, load_size: int, clip_length: int = 4, max_stride: int = 4,
-                 clips_per_video: int = 8, seed: int = 0, split: str = "train"):
+                 clips_per_video: int = 8, seed: int = 0, split: str = "train", mirrored_home: bool = False):
         (self.clip_length,) = _at_least(2, why=" (a walk needs two frames)", clip_length=clip_length)
         self.max_stride, self.clips_per_video = _at_least(1, max_stride=max_stride, clips_per_video=clips_per_video)
         self.videos, self.load_size, self.seed, self.split_id = videos, int(load_size), int(seed), _split_id(split)
+        self.mirrored_home = bool(mirrored_home)
 
     def __len__(self) -> int:
         return len(self.videos) * self.clips_per_video
@@ -214,15 +217,19 @@ class FrameClips(Dataset):
             raise DataError(f"video {self.videos.paths[name]}: {err} (data.clip_length={self.clip_length})") from None
         picked = [start + k * stride for k in range(self.clip_length)]
         images = torch.stack([_backbone_frame(frames[i], self.load_size) for i in picked])  # (K, 3, L, L)
-        return {"frame_images": images, "frame_indices": torch.tensor(picked), "video": name}
+        item = {"frame_images": images, "frame_indices": torch.tensor(picked), "video": name}
+        if self.mirrored_home:
+            item["mirrored_home_image"] = images[0].flip(-1)  # (3, L, L)
+        return item
 
 
 def collate_clips(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Batch clip items: ``frame_images`` (B, K, 3, L, L) or, cached, ``frame_raw`` (B, K, S, C, R, R)."""
+    """Batch clip items: ``frame_images`` (B, K, 3, L, L) or, cached, ``frame_raw`` (B, K, S, C, R, R);
+    and their ``mirrored_home_image`` (B, 3, L, L) / ``mirrored_home_raw`` (B, S, C, R, R) when present."""
     if not items:
         raise DataError("collate_clips got an empty batch")
     batch: dict[str, Any] = {}
-    for key in ("frame_images", "frame_raw", "frame_indices"):
+    for key in ("frame_images", "frame_raw", "frame_indices", "mirrored_home_image", "mirrored_home_raw"):
         if key in items[0]:
             batch[key] = torch.stack([it[key] for it in items])
     batch["video"] = [it["video"] for it in items]
@@ -306,7 +313,8 @@ def build_temporal_dataset(data_cfg: Any, split: str, load_size: int) -> Dataset
                               float(block_value(data_cfg, "val_fraction", 0.2)), seed, f"data.{split}_videos")
         videos = VideoFolder(root, block_value(data_cfg, "frame_size"), block_value(data_cfg, "max_frames"), names=chosen)
         return FrameClips(videos, load_size, int(block_value(data_cfg, "clip_length", 4)), int(block_value(data_cfg, "max_stride", 4)),
-                          int(block_value(data_cfg, "clips_per_video", 8)), seed, which)
+                          int(block_value(data_cfg, "clips_per_video", 8)), seed, which,
+                          bool(block_value(data_cfg, "mirrored_home", False)))
     clips = TEMPORAL_DATASETS[name](data_cfg, which)
     return TrackPairs(clips, load_size, int(block_value(data_cfg, "pairs_per_clip", 16)), int(block_value(data_cfg, "max_delta", 8)),
                       seed, which, block_value(data_cfg, "max_points"))
