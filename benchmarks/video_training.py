@@ -44,6 +44,9 @@ TRACK_KEYS = ("average_jaccard", "average_pts_within_thresh", "occlusion_accurac
 MODELS = ("untrained", "smoke", "video_supervised", "video_selfsup")
 
 
+TTA_WALKS = {"auto": None, "mirrored": True, "plain": False}  # --tta-walk → AdaptSettings.mirror
+
+
 def common_overrides(tmp: Path, seed: int, name: str, steps: int, lr: float) -> list[str]:
     return [f"paths.data_root={DATA_ROOT}", f"paths.output_dir={tmp / 'out'}", f"paths.checkpoint_dir={tmp / name / str(seed)}",
             f"train.cache_dir={tmp / 'cache'}", f"train.seed={seed}", f"train.max_steps={steps}",
@@ -160,7 +163,8 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS[1:]), help="which of the trained networks to train")
     parser.add_argument("--tta-steps", type=int, default=20)
     parser.add_argument("--tta-lr", type=float, default=1e-3)
-    parser.add_argument("--tta-mirror", action="store_true", help="adapt with the mirrored-home walk (AdaptSettings.mirror)")
+    parser.add_argument("--tta-walk", choices=["auto", "mirrored", "plain"], default="auto",
+                        help="the adaptation walk: AdaptSettings.mirror None (auto: hyperfeat.train.adapt.adapt_mirrored), True or False")
     parser.add_argument("--tta-models", nargs="*", default=["untrained", "video_selfsup", "video_supervised"])
     parser.add_argument("--sup", nargs="*", default=[], help="extra overrides of the supervised preset")
     parser.add_argument("--selfsup", nargs="*", default=[], help="extra overrides of the self-supervised preset")
@@ -197,14 +201,14 @@ def main() -> None:
     hf_cfg = load_config(overrides=["backbone=tiny", *PLAN, f"paths.data_root={DATA_ROOT}"])
     probe = Hyperfeatures(hf_cfg, backbone, module_class(cfg_sup).from_config(cfg_sup, backbone=backbone).aggregation)
     clip_raw = [video_raw_maps(probe, frames_from_uint8(c.frames))[0] for c in clips]  # (T, S, C, R, R) each
-    clip_mirrored = [video_raw_maps(probe, frames_from_uint8(c.frames), mirrored=True)[0] if args.tta_mirror else None
+    clip_mirrored = [video_raw_maps(probe, frames_from_uint8(c.frames), mirrored=True)[0] if args.tta_walk != "plain" else None
                      for c in clips]
 
     record = {"settings": {**vars(args), "out": Path(args.out).name, "reuse": args.reuse and Path(args.reuse).name}, "train_sequences": train_names, "held_out_sequences": held_names,
               "clips": [c.name for c in clips], "per_seed": {}}
     for seed in args.seeds:
         per = record["per_seed"][seed] = {}
-        networks = {}
+        networks, metas = {}, {}
         L.seed_everything(seed)
         networks["untrained"] = module_class(cfg_sup).from_config(cfg_sup, backbone=backbone).aggregation
         runs = {"smoke": ["experiment=smoke", *PLAN], "video_supervised": ["experiment=video_supervised", *args.sup],
@@ -220,13 +224,13 @@ def main() -> None:
                 last = train(cfg, backbone=backbone, enable_progress_bar=False)
             elif not last.is_file():
                 raise SystemExit(f"--reuse {tmp}: no checkpoint {last}; expected <folder>/{name}/<seed>/last.ckpt of an earlier run")
-            networks[name] = load_checkpoint(last)[0]
+            networks[name], metas[name] = load_checkpoint(last)
             per.setdefault("train_seconds", {})[name] = time.time() - t0
         for name, network in networks.items():
             entry = per[name] = {"loss": {}, "tracking": {}, "tta": {}}
             for split, (sup_data, walk_data) in loss_sets.items():
                 entry["loss"][split] = temporal_losses(network, extractor, cache, sup_data, walk_data, cfg_walk)
-            hf = Hyperfeatures(hf_cfg, backbone, network)
+            hf = Hyperfeatures(hf_cfg, backbone, network, metas.get(name))  # meta: how it was trained (the auto walk)
             scores = [track_clip(hf, network, raw, clip) for raw, clip in zip(clip_raw, clips)]
             entry["tracking"] = {k: float(np.mean([s[k] for s in scores])) for k in TRACK_KEYS}
             entry["tracking_per_clip"] = scores
@@ -234,13 +238,14 @@ def main() -> None:
                 adapted_scores, before, after = [], [], []
                 for raw, mirrored, clip in zip(clip_raw, clip_mirrored, clips):
                     result = adapt_network(hf, None, AdaptSettings(steps=args.tta_steps, lr=args.tta_lr, seed=seed,
-                                                                   mirror=args.tta_mirror), raw=raw, raw_mirrored=mirrored)
+                                                                   mirror=TTA_WALKS[args.tta_walk]),
+                                           raw=raw, raw_mirrored=mirrored)
                     adapted_scores.append(track_clip(hf, result.network, raw, clip))
                     before.append(result.loss_before)
                     after.append(result.loss_after)
                 entry["tta"] = {"tracking": {k: float(np.mean([s[k] for s in adapted_scores])) for k in TRACK_KEYS},
                                 "tracking_per_clip": adapted_scores, "walk_before": float(np.mean(before)),
-                                "walk_after": float(np.mean(after))}
+                                "walk_after": float(np.mean(after)), "mirrored": bool(result.mirror)}
             print(f"seed {seed} {name}: loss {entry['loss']} tracking {entry['tracking']}"
                   + (f" tta {entry['tta']['tracking']} walk {entry['tta']['walk_before']:.3f}→{entry['tta']['walk_after']:.3f}"
                      if entry["tta"] else ""), flush=True)
@@ -269,7 +274,9 @@ def report(record: dict, out: Path) -> None:
         if name not in cfg["tta_models"] or cfg["tta_steps"] <= 0:
             continue
         get = lambda path: [eval_path(s[name], path) for s in seeds]  # noqa: E731
-        rows.append([f"{name} + TTA ({cfg['tta_steps']} steps, lr {cfg['tta_lr']:g}{', mirrored home' if cfg.get('tta_mirror') else ''})", "", "", mean_std(get("tta.walk_before")) + " →",
+        walks = {"mirrored" if s[name]["tta"].get("mirrored") else "plain" for s in seeds}
+        walk = f", {'/'.join(sorted(walks))} walk" if "mirrored" in walks else ""  # earlier records: plain
+        rows.append([f"{name} + TTA ({cfg['tta_steps']} steps, lr {cfg['tta_lr']:g}{walk})", "", "", mean_std(get("tta.walk_before")) + " →",
                      mean_std(get("tta.walk_after")), "", *(pct(get(f"tta.tracking.{k}")) for k in TRACK_KEYS)])
     table = format_table(
         ["network", "sup loss train", "sup loss held-out", "walk loss train", "walk loss held-out",
@@ -282,7 +289,7 @@ def report(record: dict, out: Path) -> None:
                "16 unlabelled clips per side",
                "walk, mixed videos: the held-out walk with frame k of each clip taken from another video; close to the "
                "real clips' walk loss means the walk is won by position, not content (the shortcut)",
-               "TTA rows: walk loss of fixed clips of each held-out clip before → after adapting; tracking after adapting",
+               "TTA rows: walk loss of fixed clips of each held-out clip before → after adapting (mirrored walk: to the mirrored first frame); tracking after adapting",
                f"mean ± std over seeds {', '.join(map(str, cfg['seeds']))}; total {record['seconds'] / 60:.1f} min"])
     print(table)
     out.with_suffix(".txt").write_text(table + "\n")

@@ -64,7 +64,7 @@ class AdaptSettings:
     edge_dropout: float = 0.0
     seed: int = 0
     max_frames: Optional[int] = None
-    mirror: bool = False  # end each walk on the mirrored first frame (see cycle_walk_loss): position cannot win it
+    mirror: Optional[bool] = None  # end each walk on the mirrored first frame (None: see adapt_mirrored)
 
     def check(self) -> None:
         if int(self.steps) < 0 or not float(self.lr) > 0:
@@ -98,6 +98,25 @@ def video_raw_maps(describer: Any, frames: torch.Tensor, max_frames: Optional[in
     return torch.cat(out), picked
 
 
+def adapt_mirrored(describer: Any, settings: AdaptSettings) -> bool:
+    """Whether the adaptation walk ends on the mirrored first frame (:func:`cycle_walk_loss`'s
+    ``mirrored_home``): ``settings.mirror`` when given; else the walk the network was trained with
+    when it was trained on one (``data=video_folder``: plain, or mirrored with
+    ``data.mirrored_home``), and the mirrored walk for any other network (untrained, semantic,
+    trained on tracks). Measured in ``benchmarks/video_training.py`` (tiny backbone, held-out
+    synthetic DAVIS clips): the mirrored walk lifts an untrained and a track-trained network
+    further than the plain one, and pulls a plain-walk network away from what it learned."""
+    if settings.mirror is not None:
+        return bool(settings.mirror)
+    from hyperfeat.data.videos.temporal import CLIP_DATASETS
+
+    meta = getattr(describer, "meta", None)
+    data = None if meta is None else meta.config.get("data")
+    if data is not None and str(data.get("name")) in CLIP_DATASETS:
+        return bool(data.get("mirrored_home", False))
+    return True
+
+
 def _clip_indices(rng: np.random.Generator, num_frames: int, settings: AdaptSettings) -> list[int]:
     length = min(int(settings.clip_length), num_frames)
     start, stride = draw_gap(rng, num_frames, int(settings.max_stride), span=length - 1)
@@ -119,18 +138,19 @@ def adapt_network(describer: Any, frames: Optional[torch.Tensor], settings: Adap
                   raw_mirrored: Optional[torch.Tensor] = None) -> AdaptResult:
     """Train a copy of ``describer.network`` on the video ``frames`` (T, 3, H, W) in [0, 1] with
     the cycle walk; ``raw``: the frames' raw maps from :func:`video_raw_maps`, if already made
-    (then ``frames`` may be None), and ``raw_mirrored`` those of the mirrored frames (used with
-    ``settings.mirror``)."""
+    (then ``frames`` may be None), and ``raw_mirrored`` those of the mirrored frames (used when
+    :func:`adapt_mirrored` says so)."""
     from tqdm.auto import tqdm
 
     settings.check()
     if raw is None:
         raw, _ = video_raw_maps(describer, frames, settings.max_frames)
-    if not settings.mirror:
+    if not adapt_mirrored(describer, settings):
         raw_mirrored = None
     elif raw_mirrored is None:
         if frames is None:
-            raise HyperfeatError("adaptation with mirror=True needs the frames or raw_mirrored (the mirrored frames' raw maps)")
+            raise HyperfeatError("the mirrored adaptation walk needs the frames or raw_mirrored (the mirrored frames' raw "
+                                 "maps); pass one, or mirror=False")
         raw_mirrored, _ = video_raw_maps(describer, frames, settings.max_frames, mirrored=True)
     if raw_mirrored is not None and raw_mirrored.shape != raw.shape:
         raise HyperfeatError(f"raw_mirrored must have the raw maps' shape {tuple(raw.shape)}; got {tuple(raw_mirrored.shape)}")

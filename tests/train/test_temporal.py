@@ -239,7 +239,8 @@ def test_adapt_with_the_mirrored_home_lowers_that_walk_and_checks_its_maps(parts
     adapted = hf.adapt(video, steps=10, lr=3e-3, clip_length=3, max_stride=2, mirror=True)
     info = adapted.adaptation
     assert info.loss_after < info.loss_before
-    plain = hf.adapt(video, steps=10, lr=3e-3, clip_length=3, max_stride=2)
+    plain = hf.adapt(video, steps=10, lr=3e-3, clip_length=3, max_stride=2, mirror=False)
+    assert not plain.adaptation.mirror and info.mirror
     assert plain.adaptation.loss_before != pytest.approx(info.loss_before)  # another walk: home is the mirror
     raw, _ = video_raw_maps(hf, video)
     mirrored, _ = video_raw_maps(hf, video, mirrored=True)
@@ -247,7 +248,7 @@ def test_adapt_with_the_mirrored_home_lowers_that_walk_and_checks_its_maps(parts
     direct = adapt_network(hf, None, AdaptSettings(steps=10, lr=3e-3, clip_length=3, max_stride=2, mirror=True),
                            raw=raw, raw_mirrored=mirrored)
     assert direct.losses == pytest.approx(info.losses, rel=1e-4)  # the same maps as from the frames
-    with pytest.raises(HyperfeatError, match="mirror=True needs the frames or raw_mirrored"):
+    with pytest.raises(HyperfeatError, match="mirrored adaptation walk needs the frames or raw_mirrored"):
         adapt_network(hf, None, AdaptSettings(steps=1, mirror=True), raw=raw)
     with pytest.raises(HyperfeatError, match="raw_mirrored must have the raw maps' shape"):
         adapt_network(hf, None, AdaptSettings(steps=1, mirror=True), raw=raw, raw_mirrored=mirrored[:3])
@@ -304,3 +305,24 @@ def test_walk_module_ends_the_walk_on_the_batch_mirrored_home(parts, tmp_path):
         plain = float(module._walk_loss({k: v for k, v in batch.items() if k != "mirrored_home_image"}))
     assert got == pytest.approx(float(cycle_walk_loss(desc, 0.07, 2, mirrored_home=home)), rel=1e-5)
     assert got != pytest.approx(plain)
+
+
+def test_adaptation_walk_defaults_to_the_walk_the_network_was_trained_with(parts):
+    from types import SimpleNamespace
+
+    from hyperfeat.train.adapt import AdaptSettings, adapt_mirrored
+
+    def trained_on(*overrides: str) -> SimpleNamespace:
+        return SimpleNamespace(meta=SimpleNamespace(config=load_config(overrides=list(overrides))))
+
+    auto = AdaptSettings()
+    assert adapt_mirrored(SimpleNamespace(meta=None), auto)  # untrained: the mirrored walk
+    assert adapt_mirrored(trained_on("experiment=smoke"), auto)  # semantic pairs
+    assert adapt_mirrored(trained_on("experiment=video_supervised"), auto)  # tracks
+    assert not adapt_mirrored(trained_on("experiment=video_selfsup"), auto)  # the plain walk it learned
+    assert adapt_mirrored(trained_on("experiment=video_selfsup", "data.mirrored_home=true"), auto)
+    assert not adapt_mirrored(SimpleNamespace(meta=None), AdaptSettings(mirror=False))  # asked for: as asked
+    assert adapt_mirrored(trained_on("experiment=video_selfsup"), AdaptSettings(mirror=True))
+    hf = make_hf(parts)
+    assert hf.meta is None or not str(hf.meta.config.data.name) == "video_folder"
+    assert hf.adapt(translated_video(steps=4), steps=1, clip_length=2, max_stride=1).adaptation.mirror
