@@ -275,7 +275,7 @@ def report(record: dict, out: Path) -> None:
             continue
         get = lambda path: [eval_path(s[name], path) for s in seeds]  # noqa: E731
         walks = {"mirrored" if s[name]["tta"].get("mirrored") else "plain" for s in seeds}
-        walk = f", {'/'.join(sorted(walks))} walk" if "mirrored" in walks else ""  # earlier records: plain
+        walk = f", {'/'.join(sorted(walks))} walk" if cfg.get("tta_walk") else ""  # records before the mirrored walk: plain
         rows.append([f"{name} + TTA ({cfg['tta_steps']} steps, lr {cfg['tta_lr']:g}{walk})", "", "", mean_std(get("tta.walk_before")) + " →",
                      mean_std(get("tta.walk_after")), "", *(pct(get(f"tta.tracking.{k}")) for k in TRACK_KEYS)])
     table = format_table(

@@ -108,8 +108,10 @@ class Hyperfeatures(HyperfeatureDescriber):
         for video-trained networks) on this very video; the backbone and ``self`` are unchanged. ``frames``:
         any video form the video methods take. ``settings``: the other fields of
         :class:`hyperfeat.train.adapt.AdaptSettings` (clip_length, max_stride, clips_per_step,
-        temperature, pool, edge_dropout, seed, max_frames). The copy's ``adaptation`` holds the
-        per-step losses and the walk loss of fixed clips before and after."""
+        temperature, pool, edge_dropout, seed, max_frames, and ``mirror``: end each walk on the
+        mirrored first frame; None, the default, takes the walk the network was trained with, else
+        the mirrored one: :func:`hyperfeat.train.adapt.adapt_mirrored`). The copy's ``adaptation``
+        holds the per-step losses, the walk loss of fixed clips before and after, and which walk."""
         from hyperfeat.train.adapt import AdaptSettings, adapt_network
         from hyperfeat.video.frames import load_frames
 

@@ -6,17 +6,22 @@ random walk (:func:`hyperfeat.train.losses.cycle_walk_loss`), as DINO-Tracker ad
 features to its one video. Nothing but that copy changes: the backbone and the describer's own
 network are left as they were.
 
-Learning rate: the default 1e-3 (AdamW, 20 steps) was picked on the video-training benchmark
-(``benchmarks/video_training.py``, tiny backbone, held-out synthetic DAVIS clips, 3 seeds): at
-3e-3 the walk loss falls further but the video-trained networks track no better or slightly
-worse than without adapting (the walk is partly won by position; larger steps may learn that shortcut);
-at 1e-3 the supervised one tracks better (AJ 3.6 → 3.7, δ_avg 6.9 → 7.2), the self-supervised
-one as before, and an untrained network still gains (AJ 2.4 → 3.0; 3.2 at 3e-3). Pass
-``lr=3e-3`` for the stronger adaptation of an untrained network. Tried and not better there: lr
-3e-4 (3 seeds), an L2 pull to the initial weights, adapting only the mixing weights (one seed).
+The walk: plain (t → t+k → t) or mirrored (the last step lands on the first frame computed from
+its left–right mirror image, home being the mirrored cell: descriptors of position alone fail
+it). :func:`adapt_mirrored` picks the walk the network was trained with, or the mirrored one for a
+network not trained on a walk. Measured on the video-training benchmark
+(``benchmarks/video_training.py``, tiny backbone, held-out synthetic DAVIS clips, 3 seeds, 20
+steps at lr 1e-3; AJ %, none → plain → mirrored): untrained 2.4 → 3.0 → 3.4, trained on tracks
+3.6 → 3.7 → 4.2; a network trained on the plain walk 3.83 → 3.84 → 3.6 (one seed): the mirrored
+walk pulls it away from what it learned.
 
-Memory: T frames × S timesteps × C channels × R² floats (2 bytes each). The tiny backbone at
-32² is ~1 MB a frame; SD 1.5 with the paper's 11 timesteps at 64² is ~370 MB a frame, so for
+Learning rate: the default 1e-3 (AdamW, 20 steps). At 3e-3 the walk loss falls further but the
+video-trained networks track no better or slightly worse (plain walk: supervised 3.6, walk-trained
+3.8); an untrained network gains a little more (plain walk 3.2). Tried and not better: lr 3e-4
+(3 seeds), an L2 pull to the initial weights, adapting only the mixing weights (one seed).
+
+Memory: T frames × S timesteps × C channels × R² floats (2 bytes each), twice that with the
+mirrored walk. The tiny backbone at 32² is ~1 MB a frame; SD 1.5 with the paper's 11 timesteps at 64² is ~370 MB a frame, so for
 real backbones adapt on ``max_frames`` frames (spread evenly over the video) or a one-step plan.
 
 Only torch and the loss are imported here (no Lightning): the inference API calls it.
