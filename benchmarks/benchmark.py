@@ -242,7 +242,7 @@ def measure_extraction(backbone: Backbone, name: str, features: DictConfig, imag
 
         with PeakMemory(device) as m_store, UNetTimer(backbone.unet, device) as in_unet, HookTimer(device) as hooks:
             raw, t_extract = timed(lambda: extractor.run(images), device)  # (B, S, C, R, R)
-            desc, t_aggregate = timed(lambda: network(raw), device)  # (B, D, R, R)
+            desc, t_aggregate = timed(lambda maps=raw: network(maps), device)  # (B, D, R, R)
             feature_bytes = raw.numel() * raw.element_size()
             del raw, desc
 
