@@ -36,7 +36,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from hyperfeat.data.videos.temporal import draw_gap
+from hyperfeat.data.videos.temporal import CLIP_DATASETS, draw_gap
 from hyperfeat.errors import HyperfeatError
 from hyperfeat.train.losses import cycle_walk_loss
 
@@ -113,8 +113,6 @@ def adapt_mirrored(describer: Any, settings: AdaptSettings) -> bool:
     further than the plain one, and pulls a plain-walk network away from what it learned."""
     if settings.mirror is not None:
         return bool(settings.mirror)
-    from hyperfeat.data.videos.temporal import CLIP_DATASETS
-
     meta = getattr(describer, "meta", None)
     data = None if meta is None else meta.config.get("data")
     if data is not None and str(data.get("name")) in CLIP_DATASETS:

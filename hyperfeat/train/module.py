@@ -181,30 +181,27 @@ class VideoWalkModule(HyperfeatModule):
         super().__init__(extractor, network, settings, meta)
         self.walk = walk or WalkSettings.from_config(meta.config)
 
+    def _raw_maps(self, batch: dict, cached: str, images: str) -> Optional[torch.Tensor]:
+        """Raw maps (N, S, C, R, R) of the batch's cached maps ``cached`` or, through the backbone,
+        of its images ``images`` (leading dimensions flattened into N); None when it has neither."""
+        if cached in batch:
+            return batch[cached].float().flatten(0, -5)
+        if images in batch:
+            self._move_backbone()
+            return self.extractor.run(batch[images].flatten(0, -4))  # (N, 3, L, L) → (N, S, C, R, R)
+        return None
+
     def describe_clips(self, batch: dict) -> torch.Tensor:
         """Hyperfeatures (B, K, D, R, R) of every frame of the batch's clips."""
-        if "frame_raw" in batch:
-            raw = batch["frame_raw"].float()  # (B, K, S, C, R, R)
-            b, k = raw.shape[:2]
-            raw = raw.flatten(0, 1)
-        else:
-            images = batch["frame_images"]  # (B, K, 3, L, L)
-            b, k = images.shape[:2]
-            self._move_backbone()
-            raw = self.extractor.run(images.flatten(0, 1))
+        b, k = (batch["frame_raw"] if "frame_raw" in batch else batch["frame_images"]).shape[:2]
+        raw = self._raw_maps(batch, "frame_raw", "frame_images")  # (B·K, S, C, R, R)
         desc = self.aggregation(raw.to(self.device))  # (B·K, D, R, R)
         return desc.unflatten(0, (b, k))
 
     def describe_home(self, batch: dict) -> Optional[torch.Tensor]:
         """Hyperfeatures (B, D, R, R) of the clips' mirrored first frames; None when the batch has none."""
-        if "mirrored_home_raw" in batch:
-            raw = batch["mirrored_home_raw"].float()  # (B, S, C, R, R)
-        elif "mirrored_home_image" in batch:
-            self._move_backbone()
-            raw = self.extractor.run(batch["mirrored_home_image"])  # (B, 3, L, L) → (B, S, C, R, R)
-        else:
-            return None
-        return self.aggregation(raw.to(self.device))
+        raw = self._raw_maps(batch, "mirrored_home_raw", "mirrored_home_image")  # (B, S, C, R, R)
+        return None if raw is None else self.aggregation(raw.to(self.device))
 
     def _walk_loss(self, batch: dict) -> torch.Tensor:
         return cycle_walk_loss(self.describe_clips(batch), self.walk.temperature, self.walk.pool,
