@@ -21,11 +21,17 @@ look). The analysis settings are the config's ``changes`` block. The table gives
 each half of the sequence list: the defaults were chosen on the first half, the second is
 held out.
 
-Describers: ``local-stats`` (local colour/texture statistics, no model) and ``tiny`` (the tiny
-random backbone with an untrained aggregation network, whose descriptors mean little).
-Prints a table and writes JSON (default ``benchmarks/state_changes.json``).
+Describers: ``local-stats`` (local colour/texture statistics, no model), ``tiny`` (the tiny
+random backbone with an untrained aggregation network, whose descriptors mean little) and
+``pretrained:NAME`` — trained hyperfeatures, any name ``Hyperfeatures.from_pretrained`` takes (a
+checkpoint, a saved folder, ``dhf-sd15``, a hub id), on the backbone it names; ``--override``
+passes config overrides to it (e.g. ``backbone.device=cuda``; a local copy of the SD weights:
+``backbone.model=<folder> checkpoint.allow_mismatch=[backbone.model]``). Prints a table and writes JSON (default ``benchmarks/state_changes.json``).
 
     HYPERFEAT_DATA_ROOT=... python benchmarks/state_changes.py --describers local-stats tiny
+    # real hyperfeatures, on a GPU with the Stable Diffusion weights at hand:
+    HYPERFEAT_DATA_ROOT=... python benchmarks/state_changes.py --describers pretrained:dhf-sd15 \
+        --override backbone.device=cuda --truth --out benchmarks/state_changes_sd15.json
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -52,7 +59,12 @@ from hyperfeat.video.queries import in_mask  # noqa: E402
 from hyperfeat.video.run import describe_frames, track  # noqa: E402
 
 
-def make_describer(name: str):
+def make_describer(name: str, overrides: Sequence[str] = ()):
+    """The describer a ``--describers`` entry names (see the module doc)."""
+    if name.startswith("pretrained:"):
+        from hyperfeat.api import Hyperfeatures
+
+        return Hyperfeatures.from_pretrained(name.split(":", 1)[1], overrides=list(overrides))
     if name == "local-stats":
         from hyperfeat.describe.stats import LocalStatsDescriber
 
@@ -69,7 +81,7 @@ def make_describer(name: str):
         torch.manual_seed(0)
         network = build_network(cfg, FeatureExtractor(backbone, cfg.features).channels)
         return Hyperfeatures(cfg, backbone, network)
-    raise SystemExit(f"unknown describer {name!r}")
+    raise SystemExit(f"unknown describer {name!r}: local-stats, tiny or pretrained:NAME")
 
 
 def is_hit(result, k: int, num_obj: int) -> bool:
@@ -95,10 +107,10 @@ def truth_points(tapvid, seq: str, frames: int, size: tuple[int, int], first_mas
 
 
 def run(describer_name: str, root: Path, frames: int, frame_size: int, sequences: list[str], trackers: list[str],
-        settings: ChangeSettings, truth: bool = False) -> dict:
+        settings: ChangeSettings, truth: bool = False, overrides: Sequence[str] = ()) -> dict:
     """Per sequence: false events (unchanged clip, brightness ramp) and hits (three changes) along
     tracks of the unchanged clip, and with each of ``trackers`` tracking every clip itself."""
-    d = make_describer(describer_name)
+    d = make_describer(describer_name, overrides)
     tapvid = None
     if truth:  # the annotation file is read once, not per sequence
         from hyperfeat.data.videos.tapvid import TapVidDavis
@@ -167,6 +179,8 @@ def main() -> None:
                         help="also read the object's TAP-Vid-DAVIS annotated tracks (mode truth)")
     parser.add_argument("--changes", nargs="*", default=[], metavar="KEY=VALUE",
                         help="override the config's changes settings, e.g. noise_strength=0 member_ratio=0.5")
+    parser.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config overrides of a pretrained:NAME describer, e.g. backbone.device=cuda")
     parser.add_argument("--out", default=str(Path(__file__).with_name("state_changes.json")))
     args = parser.parse_args()
     root = Path(os.environ.get("HYPERFEAT_DATA_ROOT", Path(__file__).resolve().parents[2] / "shared" / "data")) / "davis2017"
@@ -175,7 +189,7 @@ def main() -> None:
     results = []
     for name in args.describers:
         start = time.time()
-        res = run(name, root, args.frames, args.frame_size, sequences, args.trackers, settings, args.truth)
+        res = run(name, root, args.frames, args.frame_size, sequences, args.trackers, settings, args.truth, args.override)
         res["seconds"] = round(time.time() - start, 1)
         results.append(res)
     header = ["describer", "tracks", "clips", "false ev/100 fr", "ramp ev/100 fr"] + [f"hit {k}" for k in CHANGE_KINDS]
@@ -194,4 +208,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from hyperfeat.errors import HyperfeatError
+
+    try:
+        main()
+    except HyperfeatError as err:  # a bad name, path or override: one line, no traceback
+        raise SystemExit(f"error: {err}") from None
