@@ -19,6 +19,9 @@ TAP-Vid AJ, δ_avg, OA, query mode "first"). Test-time adaptation: each held-out
 after ``--tta-steps`` self-supervised steps on that clip alone. Mean ± std over the seeds.
 
     OMP_NUM_THREADS=1 python benchmarks/video_training.py [--seeds 0 1 2] [--steps 150] [--clips 6]
+    # on a GPU, the real backbone (any backbone and plan: --overrides reach every network's config):
+    python benchmarks/video_training.py --overrides backbone=sd15 backbone.device=cuda features.load_size=512 \
+        --out benchmarks/video_training_sd15.json
     # re-measure (e.g. other --tta-lr) on the networks of an earlier run, without training again:
     OMP_NUM_THREADS=1 python benchmarks/video_training.py --reuse <its hyperfeat-video-training-* folder> --tta-lr 3e-3
 """
@@ -166,6 +169,9 @@ def main() -> None:
     parser.add_argument("--tta-walk", choices=["auto", "mirrored", "plain"], default="auto",
                         help="the adaptation walk: AdaptSettings.mirror None (auto: hyperfeat.train.adapt.adapt_mirrored), True or False")
     parser.add_argument("--tta-models", nargs="*", default=["untrained", "video_selfsup", "video_supervised"])
+    parser.add_argument("--overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="overrides of every network's config, before --sup/--selfsup: the backbone and plan "
+                             "(e.g. backbone=sd15 backbone.device=cuda features.load_size=512 on a GPU; default: the tiny one-step plan)")
     parser.add_argument("--sup", nargs="*", default=[], help="extra overrides of the supervised preset")
     parser.add_argument("--selfsup", nargs="*", default=[], help="extra overrides of the self-supervised preset")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "video_training.json"))
@@ -181,8 +187,8 @@ def main() -> None:
 
     tmp = Path(args.reuse) if args.reuse else Path(tempfile.mkdtemp(prefix="hyperfeat-video-training-"))
     base = common_overrides(tmp, 0, "x", args.steps, args.lr)
-    cfg_sup = load_config(overrides=["experiment=video_supervised", *base, *args.sup])
-    cfg_walk = load_config(overrides=["experiment=video_selfsup", *base, *args.selfsup])
+    cfg_sup = load_config(overrides=["experiment=video_supervised", *base, *args.overrides, *args.sup])
+    cfg_walk = load_config(overrides=["experiment=video_selfsup", *base, *args.overrides, *args.selfsup])
     backbone = load_backbone(cfg_sup)
     L.seed_everything(0)
     extractor = module_class(cfg_sup).from_config(cfg_sup, backbone=backbone).extractor
@@ -192,13 +198,13 @@ def main() -> None:
     loss_sets = {split: (spread(build_temporal_dataset(cfg_sup.data, split, load), 64),
                          spread(build_temporal_dataset(cfg_walk.data, split, load), 16)) for split in ("train", "val")}
     held_cfg = load_config(overrides=["experiment=video_supervised", *base, f"data.num_clips={args.clips}",
-                                      f"data.num_frames={args.frames}", "data.num_points=32"])
+                                      f"data.num_frames={args.frames}", "data.num_points=32", *args.overrides])
     clips = davis_track_clips(held_cfg.data, "val")  # background, object and occluder: held-out sequences only
     train_names = sorted(build_temporal_dataset(cfg_walk.data, "train", load).videos.names)
     held_names = sorted(build_temporal_dataset(cfg_walk.data, "val", load).videos.names)
     assert not set(train_names) & set(held_names)
     assert all(set(c.name.split("+")) <= set(held_names) for c in clips)
-    hf_cfg = load_config(overrides=["backbone=tiny", *PLAN, f"paths.data_root={DATA_ROOT}"])
+    hf_cfg = load_config(overrides=["backbone=tiny", *PLAN, f"paths.data_root={DATA_ROOT}", *args.overrides])
     probe = Hyperfeatures(hf_cfg, backbone, module_class(cfg_sup).from_config(cfg_sup, backbone=backbone).aggregation)
     clip_raw = [video_raw_maps(probe, frames_from_uint8(c.frames))[0] for c in clips]  # (T, S, C, R, R) each
     clip_mirrored = [video_raw_maps(probe, frames_from_uint8(c.frames), mirrored=True)[0] if args.tta_walk != "plain" else None
@@ -211,13 +217,15 @@ def main() -> None:
         networks, metas = {}, {}
         L.seed_everything(seed)
         networks["untrained"] = module_class(cfg_sup).from_config(cfg_sup, backbone=backbone).aggregation
-        runs = {"smoke": ["experiment=smoke", *PLAN], "video_supervised": ["experiment=video_supervised", *args.sup],
-                "video_selfsup": ["experiment=video_selfsup", *args.selfsup]}
+        # (preset, its own defaults, then --overrides, then the preset's extra overrides)
+        runs = {"smoke": ("experiment=smoke", PLAN, []), "video_supervised": ("experiment=video_supervised", [], args.sup),
+                "video_selfsup": ("experiment=video_selfsup", [], args.selfsup)}
         for name, preset in runs.items():
             if name not in args.models:
                 continue
             over = common_overrides(tmp, seed, name, args.steps, args.lr)
-            cfg = load_config(overrides=[preset[0], *over, *preset[1:]])
+            preset_name, preset_defaults, extra = preset
+            cfg = load_config(overrides=[preset_name, *over, *preset_defaults, *args.overrides, *extra])
             t0 = time.time()
             last = tmp / name / str(seed) / "last.ckpt"
             if not args.reuse:
@@ -256,6 +264,12 @@ def main() -> None:
     report(record, Path(args.out))
 
 
+def backbone_name(settings: dict) -> str:
+    """What the networks of a record ran on, from its ``--overrides`` (older records: the tiny backbone)."""
+    chosen = [o.split("=", 1)[1] for o in settings.get("overrides", []) if o.startswith(("backbone=", "backbone.model="))]
+    return f"the {chosen[-1]} backbone" if chosen else "the tiny backbone"
+
+
 def report(record: dict, out: Path) -> None:
     """The table (printed and written beside the JSON as .txt) and the picture (.png) of a record."""
     from hyperfeat.eval.table import format_table
@@ -281,7 +295,7 @@ def report(record: dict, out: Path) -> None:
     table = format_table(
         ["network", "sup loss train", "sup loss held-out", "walk loss train", "walk loss held-out",
          "walk, mixed videos", "AJ", "δ_avg", "OA"],
-        rows, title=f"Temporal training on the tiny backbone: {len(seeds)} seeds, {cfg['steps']} steps each; tracking on "
+        rows, title=f"Temporal training on {backbone_name(cfg)}: {len(seeds)} seeds, {cfg['steps']} steps each; tracking on "
                     f"{len(record['clips'])} held-out synthetic clips × {cfg['frames']} frames (TAP-Vid metrics, %)",
         groups=[("temporal losses (lower is better)", 5), ("held-out tracking", 3)],
         notes=[f"train sequences: {len(record['train_sequences'])}, held-out: {len(record['held_out_sequences'])} ({', '.join(record['held_out_sequences'])})",
