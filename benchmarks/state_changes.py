@@ -25,7 +25,7 @@ Describers: ``local-stats`` (local colour/texture statistics, no model), ``tiny`
 random backbone with an untrained aggregation network, whose descriptors mean little) and
 ``pretrained:NAME`` — trained hyperfeatures, any name ``Hyperfeatures.from_pretrained`` takes (a
 checkpoint, a saved folder, ``dhf-sd15``, a hub id), on the backbone it names; ``--override``
-passes config overrides to it (e.g. ``backbone.device=cuda``; a local copy of the SD weights:
+passes config overrides to each describer (e.g. ``backbone.device=cuda``; a local copy of the SD weights:
 ``backbone.model=<folder> checkpoint.allow_mismatch=[backbone.model]``). Prints a table and writes JSON (default ``benchmarks/state_changes.json``).
 
     HYPERFEAT_DATA_ROOT=... python benchmarks/state_changes.py --describers local-stats tiny
@@ -68,15 +68,14 @@ def make_describer(name: str, overrides: Sequence[str] = ()):
     if name == "local-stats":
         from hyperfeat.describe.stats import LocalStatsDescriber
 
-        return LocalStatsDescriber()
+        return LocalStatsDescriber(load_config(overrides=["features.load_size=128", *overrides]))
     if name == "tiny":
         from hyperfeat.api import Hyperfeatures
-        from hyperfeat.config import load_config
         from hyperfeat.model.backbone import load_backbone
         from hyperfeat.model.features import FeatureExtractor
         from hyperfeat.model.checkpoint import build_network
 
-        cfg = load_config(overrides=["backbone=tiny", "features.num_steps=5", "features.save_steps=[4,2,0]"])
+        cfg = load_config(overrides=["backbone=tiny", "features.num_steps=5", "features.save_steps=[4,2,0]", *overrides])
         backbone = load_backbone(cfg)
         torch.manual_seed(0)
         network = build_network(cfg, FeatureExtractor(backbone, cfg.features).channels)
@@ -180,7 +179,7 @@ def main() -> None:
     parser.add_argument("--changes", nargs="*", default=[], metavar="KEY=VALUE",
                         help="override the config's changes settings, e.g. noise_strength=0 member_ratio=0.5")
     parser.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="config overrides of a pretrained:NAME describer, e.g. backbone.device=cuda")
+                        help="config overrides of every describer, e.g. backbone.device=cuda for pretrained:NAME")
     parser.add_argument("--out", default=str(Path(__file__).with_name("state_changes.json")))
     args = parser.parse_args()
     root = Path(os.environ.get("HYPERFEAT_DATA_ROOT", Path(__file__).resolve().parents[2] / "shared" / "data")) / "davis2017"

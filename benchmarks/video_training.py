@@ -197,8 +197,8 @@ def main() -> None:
     # evaluation data: 64 frame pairs and 16 clips of each side of the split
     loss_sets = {split: (spread(build_temporal_dataset(cfg_sup.data, split, load), 64),
                          spread(build_temporal_dataset(cfg_walk.data, split, load), 16)) for split in ("train", "val")}
-    held_cfg = load_config(overrides=["experiment=video_supervised", *base, f"data.num_clips={args.clips}",
-                                      f"data.num_frames={args.frames}", "data.num_points=32", *args.overrides])
+    held_cfg = load_config(overrides=["experiment=video_supervised", *base, *args.overrides, f"data.num_clips={args.clips}",
+                                      f"data.num_frames={args.frames}", "data.num_points=32"])
     clips = davis_track_clips(held_cfg.data, "val")  # background, object and occluder: held-out sequences only
     train_names = sorted(build_temporal_dataset(cfg_walk.data, "train", load).videos.names)
     held_names = sorted(build_temporal_dataset(cfg_walk.data, "val", load).videos.names)

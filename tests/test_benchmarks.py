@@ -3,7 +3,6 @@ numbers go to benchmarks/*.json, not to timed tests)."""
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -14,18 +13,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load_benchmark(name: str):
-    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_state_change_benchmark_loads_trained_hyperfeatures_by_name(make_tiny_checkpoint):
-    """``pretrained:NAME`` gives the saved network on its backbone, with the overrides applied."""
+    """``pretrained:NAME`` gives the saved network on its backbone; every describer gets the overrides."""
     from hyperfeat.model.checkpoint import load_checkpoint
 
-    bench = _load_benchmark("state_changes")
+    from benchmarks import state_changes as bench
+
     path = make_tiny_checkpoint(seed=3, randomise_mixing=True)
     describer = bench.make_describer(f"pretrained:{path}", ["video.frame_size=96"])
     saved, _ = load_checkpoint(path)
@@ -34,7 +27,8 @@ def test_state_change_benchmark_loads_trained_hyperfeatures_by_name(make_tiny_ch
     for key, value in saved.state_dict().items():
         torch.testing.assert_close(loaded[key], value, rtol=0, atol=0, msg=key)
     assert int(describer.cfg.video.frame_size) == 96
-    assert bench.make_describer("local-stats").__class__.__name__ == "LocalStatsDescriber"
+    stats = bench.make_describer("local-stats", ["video.frame_size=96"])
+    assert stats.__class__.__name__ == "LocalStatsDescriber" and int(stats.cfg.video.frame_size) == 96
     with pytest.raises(SystemExit, match="pretrained:NAME"):
         bench.make_describer("sd15")
 
