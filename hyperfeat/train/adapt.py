@@ -148,6 +148,8 @@ def adapt_network(describer: Any, frames: Optional[torch.Tensor], settings: Adap
     settings.check()
     if raw is None:
         raw, _ = video_raw_maps(describer, frames, settings.max_frames)
+    if raw.shape[0] < 2:
+        raise HyperfeatError(f"adaptation needs a video of at least 2 frames; got {raw.shape[0]}")
     if not adapt_mirrored(describer, settings):
         raw_mirrored = None
     elif raw_mirrored is None:
@@ -157,8 +159,6 @@ def adapt_network(describer: Any, frames: Optional[torch.Tensor], settings: Adap
         raw_mirrored, _ = video_raw_maps(describer, frames, settings.max_frames, mirrored=True)
     if raw_mirrored is not None and raw_mirrored.shape != raw.shape:
         raise HyperfeatError(f"raw_mirrored must have the raw maps' shape {tuple(raw.shape)}; got {tuple(raw_mirrored.shape)}")
-    if raw.shape[0] < 2:
-        raise HyperfeatError(f"adaptation needs a video of at least 2 frames; got {raw.shape[0]}")
     device = describer.device
     network = copy.deepcopy(describer.network).to(device)
     for p in network.parameters():
