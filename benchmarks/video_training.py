@@ -354,7 +354,7 @@ def plot(record: dict, path: Path) -> None:
                    hatch="//" if k else None, alpha=1.0 if k else 0.55)
     ax.set_xticks(np.arange(len(adapted)), adapted, fontsize=7)
     ax.set_title(f"held-out AJ (%): before (plain) / after (hatched) {cfg['tta_steps']} TTA steps", fontsize=9)
-    fig.suptitle(f"Tiny random backbone, real DAVIS frames, {len(seeds)} seed(s), mean ± std", fontsize=10)
+    fig.suptitle(f"{backbone_name(cfg).capitalize()}, real DAVIS frames, {len(seeds)} seed(s), mean ± std", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
 
