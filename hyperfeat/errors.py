@@ -1,4 +1,10 @@
-"""Error types. Every message names the file, field or value at fault and what was expected."""
+"""Error types. Every message names the file, field or value at fault and what was expected.
+Also how an interruption surfaces: :func:`sigterm_as_interrupt` (SIGTERM read as Ctrl-C)."""
+
+import contextlib
+import signal
+import threading
+from typing import Iterator
 
 
 class HyperfeatError(ValueError):
@@ -26,7 +32,8 @@ class BackboneError(HyperfeatError):
 
 
 class StorageError(HyperfeatError):
-    """A file that cannot be written: no space left on the device (or quota reached)."""
+    """A file that cannot be written: no space left on the device (or quota reached), a read-only
+    file system, permission denied, a file where a folder is needed (see :func:`hyperfeat.io.write_error`)."""
 
 
 class NumericsError(HyperfeatError):
@@ -41,3 +48,24 @@ class TrainingInterrupted(Exception):
         super().__init__(message)
         self.signum = signum
         self.exit_code = 128 + int(signum)
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[list[int]]:
+    """SIGTERM raises KeyboardInterrupt, as Ctrl-C does, for the duration of the block (main thread
+    only): every command then keeps what Ctrl-C keeps (eval's partial record, training's last.ckpt,
+    the page's cleaned-up uploads). Yields a list that holds the signal once one came."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum, frame):
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence, Union
+from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -52,7 +52,9 @@ def _umask() -> int:
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     """``write(tmp)`` a temporary file beside ``path``, then rename it into place: a crash or a
-    reader never sees half a file. Creates the parent folder."""
+    reader never sees half a file. Creates the parent folder. An OS fault (no space, read-only,
+    permission denied, a file where a folder should be) is a :class:`StorageError` naming
+    ``path`` (see :func:`write_error`), and leaves neither ``path`` changed nor a temporary file."""
     path = Path(path)
     tmp = None
     try:
@@ -63,13 +65,53 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600: give the file the mode any new file gets
         os.replace(tmp, path)
     except (OSError, RuntimeError) as err:
-        if _out_of_space(err, path.parent):
-            raise StorageError(f"no space left on the device to write {path} ({_free(path.parent)} free): "
-                               f"free some space or write elsewhere") from None
+        mapped = write_error(err, path)
+        if mapped is not None:
+            raise mapped from None
         raise
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
+
+
+# errno → what went wrong writing a file, and what to do; {path} is the file being written
+_WRITE_FAULTS = {
+    errno.ENOSPC: "no space left on the device to write {path}{free}: free some space or write elsewhere",
+    errno.EDQUOT: "no space left on the device to write {path}{free}: free some space or write elsewhere",
+    errno.EROFS: "cannot write {path}: the file system is read-only; write elsewhere",
+    errno.EACCES: "cannot write {path}: permission denied; write to a folder you may write to",
+    errno.EPERM: "cannot write {path}: operation not permitted; write to a folder you may write to",
+    errno.EEXIST: "cannot write {path}: {culprit} exists and is a file, where a folder is needed; name another "
+                  "folder",
+    errno.ENOTDIR: "cannot write {path}: {culprit} is a file, where a folder is needed; name another folder",
+    errno.EISDIR: "cannot write {path}: it is a folder; name a file",
+    errno.ENAMETOOLONG: "cannot write {path}: the file name is too long",
+    errno.EMFILE: "cannot write {path}: too many open files (raise `ulimit -n`)",
+    errno.EIO: "cannot write {path}: input/output error of the device",
+}
+
+
+def write_error(err: BaseException, path: Optional[PathLike] = None, free: bool = True) -> Optional[StorageError]:
+    """The project's one-line :class:`StorageError` for an OS fault met writing ``path`` (default:
+    the error's own file name): no space or quota, a read-only file system, permission denied, a
+    file where a folder is needed (EEXIST, ENOTDIR), a folder where a file is. None when ``err``
+    is no such fault (the caller re-raises it). Every writer, and the command line for writes
+    outside :func:`atomic_write`, goes through here, so each fault reads the same everywhere.
+    ``free`` adds the space left to the no-space message."""
+    folder = Path(path).parent if path is not None else Path(getattr(err, "filename", None) or ".").parent
+    if isinstance(err, OSError) and err.errno is not None:
+        code = err.errno
+    elif isinstance(err, RuntimeError) and _out_of_space(err, folder):
+        code = errno.ENOSPC  # torch's stream writer: a full disk without an errno
+    else:
+        return None
+    template = _WRITE_FAULTS.get(code)
+    if template is None:
+        return None
+    target = path if path is not None else (getattr(err, "filename", None) or "a file")
+    culprit = getattr(err, "filename", None) or Path(target).parent
+    room = f" ({_free(folder)} free)" if free and code in (errno.ENOSPC, errno.EDQUOT) else ""
+    return StorageError(template.format(path=target, free=room, culprit=culprit))
 
 
 def _out_of_space(err: BaseException, folder: Path) -> bool:
@@ -88,6 +130,29 @@ def _free(folder: Path) -> str:
         return f"{shutil.disk_usage(folder).free / 2**20:.1f} MiB"
     except OSError:
         return "? MiB"
+
+
+def reserve_space(path: PathLike, nbytes: int) -> None:
+    """Allocate the blocks of the existing file ``path`` up to ``nbytes``, so that writing through a
+    memory map of it cannot die of SIGBUS when the disk fills: a full disk is a
+    :class:`StorageError` now, before any work. Where the file system cannot allocate ahead, the
+    free space is checked instead."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+        try:
+            os.posix_fallocate(fd, 0, int(nbytes))
+        finally:
+            os.close(fd)
+        return
+    except AttributeError:  # no posix_fallocate on this platform
+        pass
+    except OSError as err:
+        if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise write_error(err, path) or err from None
+    free = shutil.disk_usage(Path(path).parent).free
+    if free < int(nbytes):
+        raise StorageError(f"no space left on the device to write {path} ({nbytes / 2**20:.1f} MiB needed, "
+                           f"{free / 2**20:.1f} MiB free): free some space or write elsewhere")
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:

@@ -9,8 +9,8 @@ only in this package.
 from __future__ import annotations
 
 import argparse
-import errno
 import re
+import signal
 import sys
 from typing import Optional, Sequence
 
@@ -29,7 +29,7 @@ from hyperfeat.cli import (  # noqa: F401  (register)
     train,
 )
 from hyperfeat.cli.common import COMMANDS, DefaultsHelpFormatter
-from hyperfeat.errors import HyperfeatError
+from hyperfeat.errors import HyperfeatError, sigterm_as_interrupt
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,14 +60,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(bad)}")
     args.late_overrides = unknown
     _, _, run = COMMANDS[args.command]
-    try:
-        return run(args)
-    except HyperfeatError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:  # a write outside io.atomic_write (a picture, a video) that ran out of space
-        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise
-        where = f" to write {err.filename}" if err.filename else ""
-        print(f"error: no space left on the device{where}: free some space or write elsewhere", file=sys.stderr)
-        return 2
+    with sigterm_as_interrupt() as received:
+        try:
+            code = run(args)
+            return 128 + signal.SIGTERM if received and code == 128 + signal.SIGINT else code
+        except HyperfeatError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        except OSError as err:  # a machine fault outside io.atomic_write (a picture, a video, a folder)
+            from hyperfeat.io import write_error
+
+            mapped = write_error(err, free=False)
+            what = str(mapped) if mapped is not None else f"{err.strerror or err}" + (
+                f": {err.filename}" if err.filename else "")
+            print(f"error: {what}", file=sys.stderr)
+            return 2
+        except MemoryError:
+            print("error: out of memory; use smaller inputs or batches (features.batch_size, video.batch_size)",
+                  file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            name = "SIGTERM" if received else "Ctrl-C"
+            print(f"interrupted ({name})", file=sys.stderr)
+            return 128 + (signal.SIGTERM if received else signal.SIGINT)

@@ -105,6 +105,8 @@ class DescriptorStore:
             desc = entry["descriptors"]
             if not torch.is_tensor(desc) or desc.ndim != 3 or desc.dtype != self.dtype:
                 raise ValueError("not a (D, h, w) descriptor map of the store's dtype")
+            if not bool(torch.isfinite(desc).all()):
+                raise ValueError("holds NaN/inf descriptors")
         except Exception as err:  # any load error: the file cannot be trusted
             warnings.warn(f"descriptor store file {path} is unreadable ({type(err).__name__}: {err}); "
                           "describing the image again", stacklevel=3)

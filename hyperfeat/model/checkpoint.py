@@ -70,6 +70,35 @@ def save_checkpoint(path: str | os.PathLike, network: AggregationNetwork, meta: 
 
 
 
+def non_finite(tensors: dict[str, Any]) -> list[str]:
+    """Names of the floating-point tensors of ``tensors`` that hold NaN or inf: every load of
+    weights checks them (a non-finite network maps every point to the same place)."""
+    return [k for k, v in tensors.items()
+            if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def check_saved_config(config: Any, source: str) -> None:
+    """The blocks a loader builds the network from, in a saved config (a checkpoint's, a
+    ``config.json``): mappings, with positive integers where the network needs them. The rest is
+    checked by :func:`hyperfeat.config.validate_config` once the config is composed."""
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{source}: 'config' must be a mapping of config blocks; got {type(config).__name__}")
+    for block in ("backbone", "features", "aggregation"):
+        if not isinstance(config.get(block), dict):
+            raise CheckpointError(f"{source}: config.{block} must be a mapping of settings; got "
+                                  f"{str(config.get(block))[:60]!r}")
+    for block, key in (("aggregation", "projection_dim"), ("aggregation", "num_norm_groups"),
+                       ("features", "num_steps")):
+        value = config[block].get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise CheckpointError(f"{source}: config.{block}.{key} must be a positive integer; got {value!r}")
+    steps = config["features"].get("save_steps")
+    if not isinstance(steps, list) or not steps or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                           for v in steps):
+        raise CheckpointError(f"{source}: config.features.save_steps must be a non-empty list of integers; "
+                              f"got {steps!r}")
+
+
 def _read(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
@@ -101,6 +130,10 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[AggregationNetwork, Checkp
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks metadata {missing} in its 'hyperfeat' entry "
                               f"(written by other software or damaged)")
+    from hyperfeat.config import check_no_interpolation
+
+    check_no_interpolation(info["config"], f"checkpoint {path}")  # saved resolved: a ${…} was put there by hand
+    check_saved_config(info["config"], f"checkpoint {path}")
     try:
         meta = CheckpointMeta(
             config=OmegaConf.create(info["config"]),
@@ -112,7 +145,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[AggregationNetwork, Checkp
         raise CheckpointError(f"checkpoint {path} has malformed metadata: {type(err).__name__}: {err}") from None
     network = build_network(meta.config, meta.feature_dims)
     state = {k[len(STATE_PREFIX):]: v for k, v in ckpt["state_dict"].items() if k.startswith(STATE_PREFIX)}
-    bad = [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+    bad = non_finite(state)
     if bad:
         raise CheckpointError(f"checkpoint {path} holds non-finite (NaN/inf) weights in {bad[:3]}: it is unusable")
     try:
@@ -127,7 +160,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[AggregationNetwork, Checkp
 # Config keys that do not change what a run's weights mean: where files go, how fast or on which
 # device it runs, how long it goes on, how it is evaluated. Every other key is the identity.
 RUNTIME_KEYS = (
-    "paths", "logger", "eval", "video", "task", "checkpoint",
+    "paths", "logger", "eval", "video", "task", "checkpoint", "web",
     "backbone.device", "backbone.dtype", "backbone.local_files_only", "backbone.attention", "backbone.compile",
     "features.streaming", "features.batch_size",
     "train.max_steps", "train.resume", "train.num_workers", "train.accelerator", "train.devices",

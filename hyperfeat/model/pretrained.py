@@ -32,7 +32,7 @@ from omegaconf import OmegaConf
 
 from hyperfeat.errors import CheckpointError
 from hyperfeat.model.aggregation import AggregationNetwork
-from hyperfeat.model.checkpoint import FORMAT_VERSION, CheckpointMeta, build_network
+from hyperfeat.model.checkpoint import FORMAT_VERSION, CheckpointMeta, build_network, check_saved_config, non_finite
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -195,6 +195,10 @@ def _meta_from_record(record: dict, source: str) -> CheckpointMeta:
     if version > FORMAT_VERSION:
         raise CheckpointError(f"{source} has format version {version}; this hyperfeat reads up to {FORMAT_VERSION}: "
                               "upgrade hyperfeat")
+    from hyperfeat.config import check_no_interpolation
+
+    check_no_interpolation(record.get("config"), source)  # saved resolved: a ${…} was put there by hand
+    check_saved_config(record.get("config"), source)
     try:
         return CheckpointMeta(
             config=OmegaConf.create(record["config"]),
@@ -213,6 +217,9 @@ def _network_from(weights: Path, meta: CheckpointMeta) -> AggregationNetwork:
         state = load_file(str(weights))
     except Exception as err:  # a truncated or foreign file
         raise CheckpointError(f"cannot read {weights}: {err} (corrupt or not a safetensors file?)") from err
+    bad = non_finite(state)
+    if bad:
+        raise CheckpointError(f"{weights} holds non-finite (NaN/inf) weights in {bad[:3]}: it is unusable")
     network = build_network(meta.config, meta.feature_dims)
     try:
         network.load_state_dict(state)
@@ -236,7 +243,11 @@ def load_safetensors_file(path: Spec) -> tuple[AggregationNetwork, CheckpointMet
         text = beside.read_text()
     if text is None:
         raise CheckpointError(f"{path} has no hyperfeat metadata and no {CONFIG_NAME} beside it")
-    meta = _meta_from_record(json.loads(text), str(path))
+    try:
+        record = json.loads(text)
+    except ValueError as err:
+        raise CheckpointError(f"cannot parse the hyperfeat metadata of {path}: {err}") from None
+    meta = _meta_from_record(record, str(path))
     return _network_from(path, meta), meta
 
 
@@ -250,7 +261,7 @@ def load_folder(folder: Spec) -> tuple[AggregationNetwork, CheckpointMeta]:
                               f"(written by save_pretrained or `hyperfeat export`)")
     try:
         record = json.loads(config.read_text())
-    except json.JSONDecodeError as err:
+    except ValueError as err:  # not JSON, or not UTF-8 text
         raise CheckpointError(f"cannot parse {config}: {err}") from err
     meta = _meta_from_record(record, str(config))
     return _network_from(weights, meta), meta

@@ -25,7 +25,7 @@ from hyperfeat.errors import (
     TrainingInterrupted,
 )
 from hyperfeat.io import atomic_save, safe_torch_load
-from hyperfeat.model.checkpoint import check_identity
+from hyperfeat.model.checkpoint import check_identity, non_finite
 
 MONITOR = "val/pck@0.1"
 
@@ -78,12 +78,6 @@ class FolderCheckpoint(ModelCheckpoint):
             "kth_best_model_path": here(state_dict.get("kth_best_model_path")), "best_k_models": kept,
             "last_model_path": here(state_dict.get("last_model_path")),
         })
-
-
-def non_finite(tensors: dict[str, Any]) -> list[str]:
-    """Names of the floating-point tensors of ``tensors`` that hold NaN or inf."""
-    return [k for k, v in tensors.items()
-            if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
 class FiniteGuard(Callback):
@@ -268,6 +262,9 @@ def check_resume(cfg: DictConfig, last: Path) -> None:
     if not isinstance(saved, dict):
         raise CheckpointError(f"{last} has no hyperfeat config to check a resume against; start a fresh run with "
                               f"train.resume=false (overwrites it) or another paths.checkpoint_dir")
+    from hyperfeat.config import check_no_interpolation
+
+    check_no_interpolation(saved, str(last))
     hint = (f"resuming would mix two runs under one label: start a fresh run with another paths.checkpoint_dir "
             f"(or train.resume=false, which overwrites {last.name}), or restore the old values")
     check_identity(saved, cfg, str(last), hint)

@@ -278,8 +278,10 @@ def describe_store(describer: Describer, stream, progress: bool = True):
                 store = DescriptorStore.open(path, describer.device)
                 if len(store) == num_frames:
                     return store
-            except (OSError, ValueError):
-                pass
+            except (OSError, ValueError) as err:
+                import warnings
+
+                warnings.warn(f"descriptor cache file {path} is unreadable ({err}); recomputing it", stacklevel=2)
             path.unlink(missing_ok=True)
     else:
         # one frame's descriptors: describe the first frame's shape from the grid the describer makes

@@ -78,6 +78,8 @@ def _load_cache(path: Path, digest: str, num_frames: int) -> Optional[torch.Tens
             raise ValueError("key mismatch or no descriptor tensor")
         if descriptors.ndim != 4 or descriptors.shape[0] != num_frames:
             raise ValueError(f"descriptors of shape {tuple(descriptors.shape)} for {num_frames} frames")
+        if not bool(torch.isfinite(descriptors).all()):
+            raise ValueError("it holds NaN/inf descriptors")
         return descriptors
     except Exception as err:  # any unreadable entry is recomputed
         warnings.warn(f"descriptor cache file {path} is unreadable ({err}); recomputing it", stacklevel=3)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from hyperfeat.errors import DataError
-from hyperfeat.io import FRAME_SUFFIXES, PathLike, list_frames
+from hyperfeat.io import FRAME_SUFFIXES, PathLike, list_frames, reserve_space
 from hyperfeat.video.frames import VideoFrames, resized_size
 
 STORE_VERSION = 1
@@ -183,12 +183,21 @@ class DescriptorStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._partial = self.path.with_name(self.path.name + f".{os.getpid()}.partial")
             self._array = np.lib.format.open_memmap(self._partial, mode="w+", dtype=dtype, shape=self.shape)
+            try:  # a memory map over a full disk dies of SIGBUS: take the blocks now, or fail with one line
+                reserve_space(self._partial, os.path.getsize(self._partial))
+            except BaseException:
+                del self._array
+                Path(self._partial).unlink(missing_ok=True)
+                raise
             self._data = torch.from_numpy(self._array)
 
     @classmethod
     def open(cls, path: PathLike, device: Union[str, torch.device] = "cpu") -> "DescriptorStore":
         """A finished on-disk store (read-only memory map)."""
         array = np.load(path, mmap_mode="r")
+        for start in range(0, array.shape[0], 64):  # a cached store is checked before it is trusted
+            if not np.isfinite(array[start:start + 64]).all():
+                raise ValueError(f"frames from {start} hold NaN/inf descriptors")
         store = cls.__new__(cls)
         store.shape, store.dtype, store.device, store.path = tuple(array.shape), str(array.dtype), torch.device(device), Path(path)
         store._array, store._filled = array, array.shape[0]

@@ -43,13 +43,18 @@ class JobRunner:
     """Runs submitted work in one worker thread; errors become one readable line.
 
     ``clean`` turns a message into what the page may show (it strips the server's folders).
+    Only the last ``keep`` finished jobs are kept (None: all); ``forget(job)`` is called for each
+    one dropped, so its owner frees what the job left (its result files).
     """
 
-    def __init__(self, clean: Callable[[str], str] = str):
+    def __init__(self, clean: Callable[[str], str] = str, keep: Optional[int] = None,
+                 forget: Callable[[Job], None] = lambda job: None):
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hyperfeat-web")
         self._jobs: dict[str, Job] = {}
         self._ids = itertools.count(1)
         self._clean = clean
+        self._keep = keep
+        self._forget = forget
         self._lock = threading.Lock()
 
     def submit(self, kind: str, work: Callable[[Job], dict]) -> Job:
@@ -85,6 +90,14 @@ class JobRunner:
             job.state = "error" if error is not None else "done"
             job.progress = 1.0
             job.stage = "failed" if error is not None else "done"
+        if self._keep is not None:
+            with self._lock:
+                finished = [j for j in self._jobs.values() if j.state in ("done", "error")]
+                dropped = finished[:max(0, len(finished) - self._keep)]
+                for old in dropped:
+                    del self._jobs[old.id]
+            for old in dropped:
+                self._forget(old)
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
