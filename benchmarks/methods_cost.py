@@ -21,8 +21,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from hyperfeat import describers  # noqa: E402
 from hyperfeat.config import load_config  # noqa: E402
+from hyperfeat.describe import registry  # noqa: E402
 from hyperfeat.eval.table import format_table  # noqa: E402
 from hyperfeat.model.backbone import load_backbone  # noqa: E402
 
@@ -40,8 +40,8 @@ def main(argv=None) -> int:
     pair = torch.rand(2, 3, 128, 128, generator=g) * 2 - 1
     rows, record = [], {}
     for name, d, passes in [
-        ("dift (E=8)", describers.dift(cfg=cfg, backbone=backbone), "8 forward per image (stopped after the block)"),
-        ("raw (inversion, 5 steps)", describers.raw(cfg=cfg, backbone=backbone), "5 forward per image"),
+        ("dift (E=8)", registry.build("dift", cfg=cfg, backbone=backbone), "8 forward per image (stopped after the block)"),
+        ("raw (inversion, 5 steps)", registry.build("raw", cfg=cfg, backbone=backbone), "5 forward per image"),
     ]:
         d.describe_batch(pair)  # warm-up
         start = time.perf_counter()
@@ -49,7 +49,7 @@ def main(argv=None) -> int:
         seconds = time.perf_counter() - start
         rows.append([name, passes, "-", f"{seconds:.3f}", "-"])
         record[name] = {"seconds_per_pair": seconds}
-    m = describers.ldm(cfg=cfg, backbone=backbone)
+    m = registry.build("ldm", cfg=cfg, backbone=backbone)
     points = torch.tensor([[20.0 + 80.0 * i / max(1, args.points - 1), 64.0] for i in range(args.points)])
     m.match(pair[0], pair[1], points)
     s = m.stats

@@ -14,8 +14,6 @@ from hyperfeat.errors import ImageError
 ImageLike = Union[str, Path, Image.Image, torch.Tensor, np.ndarray]
 
 
-
-
 def load_image(source: ImageLike) -> Image.Image:
     """Return ``source`` as an RGB PIL image.
 
@@ -110,22 +108,27 @@ def pil_to_tensor(image: Image.Image) -> torch.Tensor:
 
 
 
-def resize_for_backbone(image: Image.Image, load_size: int) -> torch.Tensor:
-    """The reference input transform: PIL bilinear resize to load_size², then [0, 1] → [-1, 1].
+RESAMPLING = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}  # the PIL filters a describer may ask for
+
+
+def resize_for_backbone(image: Image.Image, load_size: int, resample: str = "bilinear") -> torch.Tensor:
+    """The reference input transform: PIL resize to load_size² (bilinear, the hyperfeature
+    reference's; DIFT's is bicubic), then [0, 1] → [-1, 1].
 
     Returns (3, load_size, load_size) float32.
     """
-    resized = image.resize((load_size, load_size), Image.BILINEAR)
+    if resample not in RESAMPLING:
+        raise ImageError(f"resample must be one of {', '.join(RESAMPLING)}; got {resample!r}")
+    resized = image.resize((load_size, load_size), RESAMPLING[resample])
     return pil_to_tensor(resized) * 2.0 - 1.0
 
 
-
-
-def load_batch(sources: Sequence[ImageLike], load_size: int) -> tuple[torch.Tensor, list[tuple[int, int]]]:
-    """Load and preprocess several images.
+def load_batch(sources: Sequence[ImageLike], load_size: int,
+               resample: str = "bilinear") -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """Load and preprocess several images (:func:`resize_for_backbone`).
 
     Returns the batch (B, 3, load_size, load_size) in [-1, 1] and each original size as (W, H).
     """
     pils = [load_image(src) for src in sources]
-    batch = torch.stack([resize_for_backbone(img, load_size) for img in pils])
+    batch = torch.stack([resize_for_backbone(img, load_size, resample) for img in pils])
     return batch, [img.size for img in pils]

@@ -18,10 +18,15 @@ def test_defaults_are_paper_faithful():
 
 
 def test_presets_and_overrides():
-    cfg = load_config(overrides=["backbone=sd21", "features.num_steps=1", "features.save_steps=[0]"])
-    assert cfg.backbone.model == "stabilityai/stable-diffusion-2-1-base"
+    cfg = load_config(overrides=["backbone=sd21base", "features.num_steps=1", "features.save_steps=[0]"])
+    assert cfg.backbone.model == "stabilityai/stable-diffusion-2-1-base" and cfg.features.image_size == 512
     assert list(cfg.features.save_steps) == [0]
-    assert {"sd15", "sd21", "tiny"} <= set(preset_names("backbone"))
+    assert {"sd15", "sd21base", "sd21", "tiny"} <= set(preset_names("backbone"))
+    # DIFT's backbone: SD 2.1 itself, 768 px, v-prediction (so no inversion plan reading ε)
+    cfg = load_config(overrides=["backbone=sd21"])
+    assert cfg.backbone.model == "stabilityai/stable-diffusion-2-1"
+    assert (cfg.features.image_size, cfg.dift.image_size, cfg.features.mode) == (768, 768, "noise")
+    assert load_config(overrides=["experiment=sd21_spair"]).backbone.model == "stabilityai/stable-diffusion-2-1-base"
 
 
 def test_unknown_key_lists_valid_ones():

@@ -17,29 +17,26 @@ from hyperfeat.cli.common import (
     parse_queries,
     video_source,
 )
+from hyperfeat.describe import registry
 from hyperfeat.errors import HyperfeatError
 from hyperfeat.io import PathLike, atomic_write
 
-DESCRIBERS = ("hyperfeatures", "local-stats")
+DESCRIBERS = registry.DENSE
 
 
 def build_describer(describer: str, checkpoint: Optional[PathLike], overrides: Sequence[str]):
-    """The describer named on the command line: a trained checkpoint (``hyperfeatures``) or the
-    training-free local colour/texture statistics (``local-stats``)."""
+    """The describer named on the command line, by its registered name
+    (:mod:`hyperfeat.describe.registry`): a trained checkpoint (``hyperfeatures``, adaptable with
+    ``--adapt-steps``) or any other, e.g. the training-free ``local-stats``, which needs no model."""
+    registry.check_name(describer, "--describer", dense=True)
+    if registry.REGISTRY[describer].needs_checkpoint and checkpoint is None:
+        raise HyperfeatError(f"--checkpoint is required with --describer {describer} "
+                             "(or use --describer local-stats, which needs no model)")
     if describer == "hyperfeatures":
-        if checkpoint is None:
-            raise HyperfeatError("--checkpoint is required with --describer hyperfeatures "
-                                 "(or use --describer local-stats, which needs no model)")
         from hyperfeat.api import Hyperfeatures
 
         return Hyperfeatures.from_checkpoint(checkpoint, overrides=list(overrides))
-    if describer == "local-stats":
-        from hyperfeat.config import load_config
-        from hyperfeat.describe.stats import LocalStatsDescriber
-
-        cfg = load_config(overrides=["features.load_size=128"] + list(overrides))
-        return LocalStatsDescriber(cfg, resolution=min(32, int(cfg.features.load_size)))
-    raise HyperfeatError(f"--describer must be one of {', '.join(DESCRIBERS)}; got {describer!r}")
+    return registry.build(describer, overrides, checkpoint=checkpoint)
 
 
 def read_object_mask(path: PathLike):

@@ -43,6 +43,7 @@ class Describer(ABC):
     video functions) and implement :meth:`describe_batch` and :meth:`identity`."""
 
     cfg: DictConfig
+    resample: str = "bilinear"  # the PIL filter of the resize to load_size² (images.RESAMPLING)
 
     @property
     def load_size(self) -> int:
@@ -69,7 +70,7 @@ class Describer(ABC):
         out = []
         chunks = range(0, len(items), size)
         for start in tqdm(chunks, desc="describing", disable=not progress or len(chunks) < 2):
-            batch, _ = load_batch(items[start:start + size], self.load_size)  # (b, 3, L, L)
+            batch, _ = load_batch(items[start:start + size], self.load_size, self.resample)  # (b, 3, L, L)
             out.append(self.describe_batch(batch).cpu())
         return torch.cat(out)
 

@@ -1,9 +1,17 @@
 """DIFT (Tang et al. 2023, "Emergent Correspondence from Image Diffusion"): one noised UNet call,
 one decoder block's output, averaged over an ensemble of noise draws.
 
+The input, with ``dift.preprocess: dift`` (the default), is DIFT's own: the image resized
+straight to ``dift.image_size``² (768 in DIFT's semantic setting) with PIL's bicubic filter — what
+DIFT's ``img.resize((768, 768))`` does, PIL's default filter for RGB images being bicubic — then
+[0, 1] → [-1, 1]; the describer's ``load_size`` is then ``image_size``, so points live in that
+frame. ``dift.preprocess: hyperfeat`` feeds it the hyperfeatures' input instead (PIL bilinear to
+``features.load_size``, then step 1 below), to compare the two methods on one input.
+
 For each image (B, 3, L, L) in [-1, 1]:
 
-1. bilinear (align_corners=False) to ``dift.image_size`` (768 in DIFT's semantic setting);
+1. bilinear (align_corners=False) to ``dift.image_size`` when L differs from it (never with
+   ``dift.preprocess: dift``, whose images are already that size);
 2. VAE encode; one generator per image, seeded ``dift.seed`` (so a draw does not depend on the
    image's place in the batch), draws for ensemble member k = 0 … E-1, in this order: the
    posterior sample ``z_k = mean + std · randn`` (skipped with ``dift.latent=mean``), then the
@@ -37,6 +45,7 @@ from hyperfeat.model.backbone import Backbone
 
 SEMANTIC_DEFAULTS = {"timestep": 261, "up_ft_index": 1}
 VIDEO_DEFAULTS = {"timestep": 51, "up_ft_index": 2}
+PREPROCESSING = ("dift", "hyperfeat")  # DIFT's own input (bicubic straight to image_size) | the hyperfeatures'
 
 
 def dift_settings(cfg: DictConfig) -> dict:
@@ -67,6 +76,10 @@ class DiftDescriber(BackboneDescriber):
         self.image_size = int(s["image_size"])
         self.latent = str(s["latent"])
         self.seed = int(s["seed"])
+        self.preprocess = str(s["preprocess"])
+        if self.preprocess not in PREPROCESSING:
+            raise ConfigError(f"dift.preprocess must be one of {', '.join(PREPROCESSING)}; got {self.preprocess!r}")
+        self.resample = "bicubic" if self.preprocess == "dift" else "bilinear"
         if not 0 <= self.timestep <= 999:
             raise ConfigError(f"dift.timestep must be in [0, 999]; got {self.timestep}")
         blocks = len(backbone.unet.up_blocks)
@@ -78,12 +91,19 @@ class DiftDescriber(BackboneDescriber):
         self.alphas = schedule.alphas_cumprod()
         self._cond: Optional[torch.Tensor] = None
 
+    @property
+    def load_size(self) -> int:
+        """Side of the square images :meth:`describe_batch` takes: ``dift.image_size`` with DIFT's
+        own preprocessing, ``features.load_size`` with the hyperfeatures'."""
+        return self.image_size if self.preprocess == "dift" else int(self.cfg.features.load_size)
+
     def identity(self) -> dict:
         ident = self.backbone_identity()
         ident.pop("features")
         ident["method"] = "dift"
         ident["dift"] = {"timestep": self.timestep, "up_ft_index": self.up_ft_index, "ensemble_size": self.ensemble_size,
-                         "prompt": self.prompt, "image_size": self.image_size, "latent": self.latent, "seed": self.seed}
+                         "prompt": self.prompt, "image_size": self.image_size, "latent": self.latent, "seed": self.seed,
+                         "preprocess": self.preprocess, "load_size": self.load_size}
         return ident
 
     def condition(self, batch_size: int) -> torch.Tensor:
@@ -113,7 +133,8 @@ class DiftDescriber(BackboneDescriber):
     def describe_batch(self, batch: torch.Tensor) -> torch.Tensor:
         """(B, 3, L, L) in [-1, 1] → (B, C, h, w) float32: the ensemble mean of the block output."""
         images = batch.to(self.device, torch.float32)
-        images = F.interpolate(images, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        if images.shape[-2:] != (self.image_size, self.image_size):
+            images = F.interpolate(images, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
         posterior = self.backbone.vae.encode(images.to(self.backbone.dtype)).latent_dist
         mean, std = posterior.mean.float(), posterior.std.float()  # (B, 4, h, w)
         generators = [torch.Generator(self.device).manual_seed(self.seed) for _ in range(images.shape[0])]

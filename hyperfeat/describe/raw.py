@@ -13,8 +13,7 @@ A *map* is one (timestep label, layer) pair of the ``features`` plan: the conv2 
 
 from __future__ import annotations
 
-import os
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -91,15 +90,3 @@ def pruned_map(network, meta) -> RawMap:
     k = int(torch.argmax(network.mixing_weights.detach()))
     s, l = divmod(k, len(meta.layers))
     return int(meta.save_steps[s]), tuple(int(v) for v in meta.layers[l])
-
-
-def pruned_from_checkpoint(path: Union[str, os.PathLike], overrides: Sequence[str] = (),
-                           backbone: Optional[Backbone] = None) -> RawDescriber:
-    """The checkpoint's single map with the largest mixing weight, with its backbone and plan."""
-    from hyperfeat.model.backbone import load_backbone
-    from hyperfeat.model.checkpoint import inference_config
-    from hyperfeat.model.pretrained import load_pretrained
-
-    network, meta = load_pretrained(path)
-    cfg = inference_config(meta, list(overrides))
-    return RawDescriber(cfg, backbone or load_backbone(cfg), [pruned_map(network, meta)], name="pruned")

@@ -19,7 +19,8 @@ from typing import Optional, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from hyperfeat.config import CHECKPOINT_METHODS, load_config
+from hyperfeat.config import load_config
+from hyperfeat.describe import registry
 from hyperfeat.errors import ConfigError
 from hyperfeat.eval.metrics.pck import PCK
 from hyperfeat.eval.table import format_table
@@ -44,10 +45,12 @@ def stratified_indices(dataset, per_category: Optional[int]) -> list[int]:
     return keep
 
 
-def semantic_pairs(cfg, load_size: int):
+def semantic_pairs(cfg, load_size: int, resample: str = "bilinear"):
+    """The test pairs at ``load_size``², resized with the describer's filter (``Describer.resample``)."""
     from hyperfeat.data.pairs import build_pair_dataset
 
     dataset = build_pair_dataset(cfg.data, "test", load_size)
+    dataset.resample = resample
     return torch.utils.data.Subset(dataset, stratified_indices(dataset, cfg.compare.pairs_per_category))
 
 
@@ -82,9 +85,9 @@ def pck_of_method(method, dataset, cfg, progress: bool = True, name: str = "") -
 
 
 def _build(method: str, cfg, checkpoint, overrides, backbone):
-    from hyperfeat import describers
-
-    return describers.from_config(method, cfg, checkpoint=checkpoint, overrides=overrides, backbone=backbone)
+    """The method by its registered name: the checkpoint's own config for the trained ones,
+    ``cfg`` (the composed config) for the others."""
+    return registry.build(method, overrides, cfg=cfg, checkpoint=checkpoint, backbone=backbone)
 
 
 def comparison_table(rows: Sequence[tuple[str, dict, float]], alphas: Sequence[float], title: str,
@@ -119,28 +122,45 @@ def _write(record: dict, out_json: Optional[str], default_name: str, cfg) -> Pat
     return path
 
 
+def checkpoint_config(checkpoint: Optional[str], overrides: Sequence[str] = ()):
+    """The config the methods are compared under: with a checkpoint, on its backbone and features
+    plan (:func:`hyperfeat.model.checkpoint.inference_config`, ``overrides`` on top), so a tiny
+    checkpoint compares on the tiny backbone without ``backbone=tiny`` by hand; else the defaults
+    and ``overrides``."""
+    if checkpoint is None:
+        return load_config(overrides=list(overrides))
+    from hyperfeat.model.checkpoint import inference_config
+    from hyperfeat.model.pretrained import load_pretrained
+
+    _, meta = load_pretrained(checkpoint)
+    return inference_config(meta, list(overrides))
+
+
 def compare(overrides: Sequence[str] = (), checkpoint: Optional[str] = None, methods: Optional[Sequence[str]] = None,
             out_json: Optional[str] = None, backbone=None, progress: bool = True) -> dict:
     """Run several methods on the same pairs (or videos) and print one table."""
     from hyperfeat.eval.runner import VIDEO_TASKS, evaluate_video
     from hyperfeat.model.backbone import load_backbone
 
-    cfg = load_config(overrides=list(overrides))
+    cfg = checkpoint_config(checkpoint, overrides)
     methods = list(methods or cfg.compare.methods)
-    skipped = [m for m in methods if m in CHECKPOINT_METHODS and checkpoint is None]
+    for name in methods:
+        registry.check_name(name, "compare.methods")
+    skipped = [m for m in methods if m in registry.CHECKPOINT_METHODS and checkpoint is None]
     video = str(cfg.task) in VIDEO_TASKS
-    if video and "ldm" in methods:
-        skipped.append("ldm")
+    skipped += [m for m in methods if video and m not in registry.DENSE]
     methods = [m for m in methods if m not in skipped]
     if not methods:
         raise ConfigError(f"nothing to compare: {', '.join(skipped)} need a checkpoint or dense descriptors")
     random_backbone = str(cfg.backbone.model) == "tiny"
-    reasons = {m: "no dense descriptors for a video task" if m == "ldm" else "needs --checkpoint" for m in skipped}
+    reasons = {m: "no dense descriptors for a video task" if m not in registry.DENSE else "needs --checkpoint"
+               for m in skipped}
     notes = [f"skipped: {', '.join(f'{m} ({why})' for m, why in reasons.items())}"] if skipped else []
     if random_backbone:
         print(RANDOM_NOTE)
         notes.append(RANDOM_NOTE)
-    backbone = backbone or load_backbone(cfg)
+    if backbone is None and any(registry.REGISTRY[m].uses_backbone for m in methods):
+        backbone = load_backbone(cfg)
     rows, datasets = [], {}
     for name in methods:
         method = _build(name, cfg, checkpoint, overrides, backbone)
@@ -150,10 +170,10 @@ def compare(overrides: Sequence[str] = (), checkpoint: Optional[str] = None, met
             count = float(results.get("num_videos", results.get("num_clips", 1)) or 1)
             rows.append((name, results, (time.perf_counter() - start) / count))
             continue
-        load = method.load_size
-        if load not in datasets:
-            datasets[load] = semantic_pairs(cfg, load)
-        results, seconds = pck_of_method(method, datasets[load], cfg, progress, name)
+        key = (method.load_size, getattr(method, "resample", "bilinear"))
+        if key not in datasets:
+            datasets[key] = semantic_pairs(cfg, *key)
+        results, seconds = pck_of_method(method, datasets[key], cfg, progress, name)
         rows.append((name, results, seconds))
     if video:
         table = video_table(rows, f"{cfg.task}: methods compared", notes)
@@ -180,21 +200,23 @@ def evaluate_method(overrides: Sequence[str] = (), checkpoint: Optional[str] = N
 
     cfg = load_config(overrides=list(overrides))
     name = str(cfg.method)
+    spec = registry.check_name(name)
     video = str(cfg.task) in VIDEO_TASKS
-    if video and name == "ldm":
-        raise ConfigError("method=ldm matches points between two images and gives no dense descriptors, so it "
-                          "cannot run the video tasks; valid methods for them: hyperfeatures, dift, raw, pruned")
-    if name in CHECKPOINT_METHODS and checkpoint is None:
-        raise ConfigError(f"method={name} needs a trained checkpoint (--checkpoint CKPT); "
-                          "the methods without one are: dift, raw, ldm")
+    if video and not spec.dense:
+        raise ConfigError(f"method={name} matches points between two images and gives no dense descriptors, so it "
+                          f"cannot run the video tasks; valid methods for them: {', '.join(registry.DENSE)}")
+    registry.require_checkpoint(name, checkpoint)
     random_backbone = str(cfg.backbone.model) == "tiny"
     if random_backbone:
         print(RANDOM_NOTE)
-    method = _build(name, cfg, checkpoint, overrides, backbone or (None if name in CHECKPOINT_METHODS else load_backbone(cfg)))
+    if backbone is None and spec.uses_backbone and not spec.needs_checkpoint:
+        backbone = load_backbone(cfg)
+    method = _build(name, cfg, checkpoint, overrides, backbone)
     if video:
         results, table = evaluate_video(method, progress=progress)
     else:
-        results, _ = pck_of_method(method, semantic_pairs(cfg, method.load_size), cfg, progress, name)
+        results, _ = pck_of_method(method, semantic_pairs(cfg, method.load_size, getattr(method, "resample", "bilinear")),
+                                     cfg, progress, name)
         table = format_pck(results)
     print(table)
     if random_backbone:

@@ -61,6 +61,7 @@ def evaluate_semantic(hf: Hyperfeatures, progress: bool = True) -> tuple[dict, s
 
     cfg = hf.cfg
     dataset = build_pair_dataset(cfg.data, "test", hf.load_size)
+    dataset.resample = getattr(hf, "resample", "bilinear")  # the describer's own resize filter
     rank, world = _rank_and_world()
     indices = list(range(rank, len(dataset), world))
     shard = torch.utils.data.Subset(dataset, indices) if world > 1 else dataset

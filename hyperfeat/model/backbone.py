@@ -21,9 +21,10 @@ from hyperfeat.model.tiny import build_tiny_components
 TINY = "tiny"
 
 
-PRESET_MODELS = {
+PRESET_MODELS = {  # short names of backbone.model, each the backbone preset of the same name
     "sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5",
-    "sd21": "stabilityai/stable-diffusion-2-1-base",
+    "sd21base": "stabilityai/stable-diffusion-2-1-base",  # 512 px, ε-prediction (dhf-sd21's)
+    "sd21": "stabilityai/stable-diffusion-2-1",  # 768 px, v-prediction (DIFT's)
 }
 
 

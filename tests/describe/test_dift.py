@@ -92,19 +92,67 @@ def test_dift_bad_values_list_valid_ones(tiny_backbone):
 
 
 def test_dift_and_raw_go_where_hyperfeatures_go(tiny_backbone, tmp_path):
-    from hyperfeat import describers
+    from hyperfeat.describe import registry
     from hyperfeat.video.run import describe_frames, track
 
     frames = torch.rand(3, 3, 64, 80, generator=torch.Generator().manual_seed(1))  # (T, 3, H, W) in [0, 1]
-    d = describers.dift(["backbone=tiny", "task=davis"], ensemble_size=1, backbone=tiny_backbone)
+    d = registry.build("dift", ["backbone=tiny", "task=davis"], ensemble_size=1, backbone=tiny_backbone)
     assert (d.timestep, d.up_ft_index) == (51, 2)
     tracks, visible = track(d, frames, [[0, 40.0, 30.0]], progress=False)
     assert tracks.shape == (1, 3, 2) and visible.shape == (1, 3)
     assert torch.allclose(tracks[0, 0], torch.tensor([40.0, 30.0]))
     # the descriptor store keys on the describer's identity: DIFT and a raw map never share files
     first = describe_frames(d, frames, cache_dir=tmp_path, progress=False)
-    r = describers.raw(maps=[(4, (2, 0))], overrides=["backbone=tiny", "features.num_steps=5", "features.save_steps=[4]"],
-                       backbone=tiny_backbone)
+    r = registry.build("raw", ["backbone=tiny", "features.num_steps=5", "features.save_steps=[4]"],
+                       maps=[(4, (2, 0))], backbone=tiny_backbone)
     other = describe_frames(r, frames, cache_dir=tmp_path, progress=False)
     assert len(list(tmp_path.rglob("*.pt"))) == 2 and first.shape != other.shape
     assert torch.equal(describe_frames(d, frames, cache_dir=tmp_path, progress=False), first)
+
+
+def _vae_inputs(describer, monkeypatch) -> list:
+    """What ``describer``'s VAE encodes, recorded per call."""
+    seen, encode = [], describer.backbone.vae.encode
+
+    def record(x, *args, **kwargs):
+        seen.append(x.detach().clone())
+        return encode(x, *args, **kwargs)
+
+    monkeypatch.setattr(describer.backbone.vae, "encode", record)
+    return seen
+
+
+def test_dift_input_is_dift_own_bicubic_resize(tiny_backbone, tmp_path, monkeypatch):
+    """DIFT's code: ``img.resize(img_size)`` (PIL's default filter for RGB: bicubic), then
+    ``(PILToTensor()(img) / 255.0 - 0.5) * 2``: the VAE must see exactly that, not a bilinear
+    resize to load_size followed by a second one."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "odd.png"
+    Image.fromarray(rng.integers(0, 256, (90, 150, 3), dtype=np.uint8)).save(path)  # (W, H) = (150, 90)
+    d = DiftDescriber(load_config(overrides=["backbone=tiny", "dift.ensemble_size=1"]), tiny_backbone)
+    assert (d.preprocess, d.load_size, d.resample) == ("dift", 128, "bicubic")
+    seen = _vae_inputs(d, monkeypatch)
+    desc = d.describe([path])
+    img = Image.open(path).convert("RGB").resize((128, 128))  # DIFT's own line, its default filter
+    expected = (torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255.0 - 0.5) * 2
+    assert seen[0].shape == (1, 3, 128, 128)
+    assert torch.allclose(seen[0][0], expected, atol=1e-6)
+    bilinear = (torch.from_numpy(np.array(Image.open(path).convert("RGB").resize((128, 128), Image.BILINEAR)))
+                .permute(2, 0, 1).float() / 255.0 - 0.5) * 2
+    assert not torch.allclose(seen[0][0], bilinear, atol=1e-3)  # the filter matters
+    # the hyperfeatures' input stays available, as before: bilinear to load_size, then to image_size
+    h = DiftDescriber(load_config(overrides=["backbone=tiny", "dift.ensemble_size=1", "dift.preprocess=hyperfeat",
+                                             "features.load_size=64"]), tiny_backbone)
+    assert (h.load_size, h.resample) == (64, "bilinear") and h.identity() != d.identity()
+    seen_h = _vae_inputs(h, monkeypatch)
+    other = h.describe([path])
+    assert seen_h[0].shape == (1, 3, 128, 128) and not torch.allclose(seen_h[0], seen[0], atol=1e-3)
+    assert other.shape == desc.shape
+
+
+def test_dift_preprocess_bad_value_is_one_line():
+    with pytest.raises(ConfigError, match="dift.preprocess must be dift .* or hyperfeat; got 'bicubic'"):
+        load_config(overrides=["backbone=tiny", "dift.preprocess=bicubic"])

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hyperfeat import describers
+from hyperfeat.describe import registry
 from hyperfeat.cli import main
 from hyperfeat.errors import ConfigError
 from tests.helpers import TINY_OVERRIDES, data_dir
@@ -31,7 +31,7 @@ def close(a, b):
 
 def test_one_map_is_its_slice(extracted, tiny_backbone):
     images, records = extracted
-    d = describers.raw(maps=[(2, (1, 0))], overrides=TINY_OVERRIDES, backbone=tiny_backbone)
+    d = registry.build("raw", TINY_OVERRIDES, maps=[(2, (1, 0))], backbone=tiny_backbone)
     desc = d.describe(images)
     for b, record in enumerate(records):
         assert close(desc[b], raw_slice(record, 2, (1, 0)))
@@ -41,12 +41,12 @@ def test_one_map_is_its_slice(extracted, tiny_backbone):
 def test_concatenated_maps_are_normalised_slices(extracted, tiny_backbone):
     images, records = extracted
     maps = [(4, (1, 0)), (0, (3, 2))]
-    d = describers.raw(maps=maps, overrides=TINY_OVERRIDES, backbone=tiny_backbone)
+    d = registry.build("raw", TINY_OVERRIDES, maps=maps, backbone=tiny_backbone)
     desc = d.describe(images)
     for b, record in enumerate(records):
         expected = torch.cat([F.normalize(raw_slice(record, label, ij), dim=0) for label, ij in maps])
         assert close(desc[b], expected)
-    every = describers.concat_all(overrides=TINY_OVERRIDES, backbone=tiny_backbone).describe(images[:1])
+    every = registry.build("concat", TINY_OVERRIDES, backbone=tiny_backbone).describe(images[:1])
     expected = torch.cat([F.normalize(raw_slice(records[0], label, ij), dim=0)
                           for label in records[0]["save_steps"] for ij in records[0]["layers"]])
     assert close(every[0], expected)
@@ -68,15 +68,15 @@ def test_pruned_takes_the_largest_mixing_weight(extracted, tiny_backbone, tiny_c
         network.mixing_weights[1 * 12 + 7] = 3.0  # timestep index 1 (label 2), layer 7 = up_blocks[2].resnets[1]
     path = tmp_path / "p.ckpt"
     save_checkpoint(path, network, CheckpointMeta(tiny_cfg, extractor.channels, extractor.layers, [4, 2, 0]))
-    d = describers.pruned(path, overrides=["backbone=tiny"], backbone=tiny_backbone)
+    d = registry.build("pruned", ["backbone=tiny"], checkpoint=path, backbone=tiny_backbone)
     assert d.maps == [(2, (2, 1))]
     assert close(d.describe(images[:1])[0], raw_slice(records[0], 2, (2, 1)))
 
 
 def test_raw_bad_maps_list_valid_values(tiny_backbone):
     with pytest.raises(ConfigError, match=r"valid 0 … 4"):
-        describers.raw(maps=[(5, (1, 0))], overrides=TINY_OVERRIDES, backbone=tiny_backbone)
+        registry.build("raw", TINY_OVERRIDES, maps=[(5, (1, 0))], backbone=tiny_backbone)
     with pytest.raises(ConfigError, match=r"valid \[i, j\]: \[\(0, 0\)"):
-        describers.raw(maps=[(4, (4, 0))], overrides=TINY_OVERRIDES, backbone=tiny_backbone)
-    with pytest.raises(ConfigError, match="needs a trained checkpoint.*dift, raw, ldm"):
-        describers.from_config("pruned", None)
+        registry.build("raw", TINY_OVERRIDES, maps=[(4, (4, 0))], backbone=tiny_backbone)
+    with pytest.raises(ConfigError, match="needs a trained checkpoint.*dift, raw, concat, ldm"):
+        registry.build("pruned")

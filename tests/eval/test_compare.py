@@ -61,10 +61,10 @@ def test_training_free_method_runs_without_a_checkpoint(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["method=pruned"], "method=pruned needs a trained checkpoint (--checkpoint CKPT); the methods without one are: dift, raw, ldm"),
-    (["method=hyperfeatures"], "the methods without one are: dift, raw, ldm"),
-    (["method=ldm", "task=davis"], "valid methods for them: hyperfeatures, dift, raw, pruned"),
-    (["method=bogus"], "method must be one of hyperfeatures, dift, raw, pruned, ldm"),
+    (["method=pruned"], "method=pruned needs a trained checkpoint (--checkpoint CKPT); the methods without one are: dift, raw, concat, ldm"),
+    (["method=hyperfeatures"], "the methods without one are: dift, raw, concat, ldm"),
+    (["method=ldm", "task=davis"], "valid methods for them: hyperfeatures, dift, raw, concat, pruned, patches"),
+    (["method=bogus"], "method must be one of hyperfeatures, dift, raw, concat, pruned, ldm, patches"),
     (["dift.timestep=1000"], "dift.timestep must be an integer timestep in [0, 999]"),
     (["dift.ensemble_size=0"], "dift.ensemble_size must be an integer >= 1"),
     (["features.mode=noise", "features.ensemble_size=0"], "features.ensemble_size must be an integer >= 1"),

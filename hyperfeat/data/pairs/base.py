@@ -282,6 +282,7 @@ class PairDataset(Dataset):
             raise DataError(f"max_points must be a positive integer or None; got {max_points!r}")
         self.load_size = load_size
         self.max_points = max_points
+        self.resample = "bilinear"  # the describer's resize filter (Describer.resample), set by the evaluation
 
     def pack(
         self,
@@ -358,8 +359,8 @@ class RecordPairDataset(PairDataset):
         src_img, trg_img = load_image(rec.source_path), load_image(rec.target_path)
         src_size, trg_size = src_img.size, trg_img.size  # (W, H)
         return self.pack(
-            source_image=resize_for_backbone(src_img, self.load_size),  # (3, L, L)
-            target_image=resize_for_backbone(trg_img, self.load_size),  # (3, L, L)
+            source_image=resize_for_backbone(src_img, self.load_size, self.resample),  # (3, L, L)
+            target_image=resize_for_backbone(trg_img, self.load_size, self.resample),  # (3, L, L)
             source_points=rescale_points(rec.source_points, src_size, (self.load_size, self.load_size)),
             target_points=rescale_points(rec.target_points, trg_size, (self.load_size, self.load_size)),
             valid=rec.valid,
