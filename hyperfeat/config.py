@@ -14,7 +14,9 @@ Every key must exist in the defaults (or in the chosen data preset, which replac
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
@@ -42,6 +44,9 @@ def preset_names(group: str) -> list[str]:
 
 
 def _load_yaml(path: Path) -> DictConfig:
+    """A YAML config file as a DictConfig. Outside the package's own presets, a resolver call
+    (``${oc.env:VAR}``, ``${oc.decode:…}``, any ``${name:…}``) is refused: a received file must not
+    read this machine's environment (see :func:`check_no_interpolation`)."""
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
@@ -50,7 +55,40 @@ def _load_yaml(path: Path) -> DictConfig:
         raise ConfigError(f"cannot parse config file {path}: {err}") from err
     if not isinstance(cfg, DictConfig):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    if CONFIG_DIR not in path.resolve().parents:
+        check_no_interpolation(cfg, str(path), resolvers_only=True)
     return cfg
+
+
+_INTERPOLATION = re.compile(r"(?<!\\)\$\{")  # ${…} not escaped as \${…}
+_RESOLVER = re.compile(r"(?<!\\)\$\{\s*[\w.\-]+\s*:")  # ${name:…}: a resolver call
+
+
+def check_no_interpolation(tree: Any, source: str, resolvers_only: bool = False) -> None:
+    """Refuse ``${…}`` in a config read from a file, with one line naming ``source`` and the key.
+
+    A checkpoint's config, a saved ``config.json`` or the metadata of a ``.safetensors`` is
+    written resolved, so any interpolation in one was put there by hand: resolving it would copy
+    an environment variable (``${oc.env:SECRET_TOKEN}``) into what ``export`` writes, or make a hub
+    id of it. ``resolvers_only`` (a ``--config`` YAML file) still allows references to other keys
+    (``${paths.data_root}/x``), which read nothing outside the config."""
+    pattern = _RESOLVER if resolvers_only else _INTERPOLATION
+    container = OmegaConf.to_container(tree, resolve=False) if OmegaConf.is_config(tree) else tree
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), item)
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                walk(f"{prefix}[{i}]", item)
+        elif isinstance(value, str) and pattern.search(value):
+            what = "a resolver call" if resolvers_only else "an interpolation"
+            raise ConfigError(f"{source}: {prefix or 'the top level'} holds {what} {value[:80]!r}; configs read "
+                              f"from files are not resolved (they could read this machine's environment): "
+                              f"write the value itself")
+
+    walk("", container)
 
 
 def _load_preset(group: str, name: str) -> DictConfig:
@@ -264,6 +302,7 @@ def validate_config(cfg: DictConfig) -> None:
     allow = OmegaConf.select(cfg, "checkpoint.allow_mismatch")
     if allow is not None and not isinstance(allow, ListConfig):
         raise ConfigError(f"checkpoint.allow_mismatch must be a list of config keys; got {allow!r}")
+    check_ranges(cfg)
     if cfg.task not in ("semantic",) + VIDEO_TASKS:
         raise ConfigError(f"task must be semantic, davis, jhmdb or tapvid; got {cfg.task!r}")
     validate_method_config(cfg)
@@ -319,17 +358,48 @@ def validate_method_config(cfg: DictConfig) -> None:
         _check_positive(cfg.compare.pairs_per_category, "compare.pairs_per_category")
 
 
-def _check_number(cfg: DictConfig, key: str, kind: type, low: float, strict: bool = False) -> None:
-    """``key`` must be a ``kind`` (int, or float where ints are fine too) >= ``low`` (> when strict)."""
+def _check_number(cfg: DictConfig, key: str, kind: type, low: float, strict: bool = False,
+                  high: Optional[float] = None) -> None:
+    """``key`` must be a finite ``kind`` (int, or float where ints are fine too) >= ``low`` (> when
+    strict) and <= ``high``."""
     value = OmegaConf.select(cfg, key)
     if value is None and key not in ("train.lr", "train.max_steps"):
         return
     ok_type = isinstance(value, (int, float)) if kind is float else isinstance(value, int)
-    if isinstance(value, bool) or not ok_type or value != value:
-        what = "a number" if kind is float else "an integer"
-        raise ConfigError(f"{key} must be {what}; got {value!r}")
-    if value < low or (strict and value == low):
-        raise ConfigError(f"{key} must be {'>' if strict else '>='} {low:g}; got {value!r}")
+    if isinstance(value, bool) or not ok_type:
+        raise ConfigError(f"{key} must be {'a number' if kind is float else 'an integer'}; got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{key} must be a finite number; got {value!r}")
+    if value < low or (strict and value == low) or (high is not None and value > high):
+        bound = f"{'>' if strict else '>='} {low:g}" + (f" and <= {high:g}" if high is not None else "")
+        raise ConfigError(f"{key} must be {bound}; got {value!r}")
+
+
+# Numeric settings checked by range when the config is composed: key → (kind, low, strict, high).
+# A key the config lacks is skipped (so a block moved elsewhere is checked there).
+RANGES: dict[str, tuple[type, float, bool, Optional[float]]] = {
+    "video.track_radius": (int, 0, False, None),
+    "video.min_similarity": (float, -1.0, False, 1.0),
+    "video.refine_temperature": (float, 0.0, True, None),
+    "video.refine_radius": (int, 0, False, None),
+    "video.cycle_threshold": (float, 0.0, False, None),
+    "video.temperature": (float, 0.0, True, None),
+    "video.radius": (int, 0, False, None),
+    "video.topk": (int, 1, False, None),
+    "video.queue_length": (int, 0, False, None),
+    "video.store_max_memory_mb": (float, 0.0, False, None),
+    "eval.softmax_temperature": (float, 0.0, True, None),
+    "web.max_upload_mb": (float, 0.0, True, None),
+    "web.max_frames": (int, 1, False, None),
+    "web.keep_uploads": (int, 1, False, None),
+    "web.keep_jobs": (int, 0, False, None),
+}
+
+
+def check_ranges(cfg: DictConfig, ranges: dict = RANGES) -> None:
+    """Every key of ``ranges`` the config has: of its kind, finite, in its range (one line naming it)."""
+    for key, (kind, low, strict, high) in ranges.items():
+        _check_number(cfg, key, kind, low, strict=strict, high=high)
 
 
 def feature_config_dict(cfg: DictConfig) -> dict:
