@@ -64,7 +64,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
         write(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600: give the file the mode any new file gets
         os.replace(tmp, path)
-    except (OSError, RuntimeError) as err:
+    except Exception as err:  # noqa: BLE001  (writers report a full disk in their own types)
         mapped = write_error(err, path)
         if mapped is not None:
             raise mapped from None
@@ -83,7 +83,8 @@ _WRITE_FAULTS = {
     errno.EPERM: "cannot write {path}: operation not permitted; write to a folder you may write to",
     errno.EEXIST: "cannot write {path}: {culprit} exists and is a file, where a folder is needed; name another "
                   "folder",
-    errno.ENOTDIR: "cannot write {path}: {culprit} is a file, where a folder is needed; name another folder",
+    errno.ENOTDIR: "cannot write {path}: a part of its folder path is a file, where a folder is needed; name "
+                   "another folder",
     errno.EISDIR: "cannot write {path}: it is a folder; name a file",
     errno.ENAMETOOLONG: "cannot write {path}: the file name is too long",
     errno.EMFILE: "cannot write {path}: too many open files (raise `ulimit -n`)",
@@ -99,10 +100,15 @@ def write_error(err: BaseException, path: Optional[PathLike] = None, free: bool 
     outside :func:`atomic_write`, goes through here, so each fault reads the same everywhere.
     ``free`` adds the space left to the no-space message."""
     folder = Path(path).parent if path is not None else Path(getattr(err, "filename", None) or ".").parent
+    if isinstance(err, HyperfeatError):
+        return None  # already the project's own line
+    found = re.search(r"(?:os error|code:?) (\d+)", str(err))
     if isinstance(err, OSError) and err.errno is not None:
         code = err.errno
-    elif isinstance(err, RuntimeError) and _out_of_space(err, folder):
-        code = errno.ENOSPC  # torch's stream writer: a full disk without an errno
+    elif found and int(found.group(1)) in _WRITE_FAULTS:
+        code = int(found.group(1))  # safetensors: 'Os { code: 28, kind: StorageFull, ... }'
+    elif (isinstance(err, RuntimeError) or type(err).__name__ == "SafetensorError") and _out_of_space(err, folder):
+        code = errno.ENOSPC  # torch's stream writer: a full disk as a RuntimeError without an errno
     else:
         return None
     template = _WRITE_FAULTS.get(code)

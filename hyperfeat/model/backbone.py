@@ -195,7 +195,8 @@ def load_pretrained_components(
     else:
         source = model
     why = None
-    if source == model:  # a hub id: probe the hub once instead of retrying against a dead network
+    local = path.exists()
+    if not local:  # a hub id: probe the hub once instead of retrying against a dead network
         from hyperfeat import hub
 
         cache_only, why = hub.should_use_cache_only(local_files_only)
@@ -207,6 +208,10 @@ def load_pretrained_components(
         text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", variant=variant, **kwargs)
         tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", local_files_only=local_files_only, revision=revision)
     except (OSError, ValueError) as err:
+        if local:  # nothing to download: the folder itself is damaged or incomplete
+            raise BackboneError(f"cannot load the diffusion model from the folder {path}: "
+                                f"{str(err).splitlines()[0] if str(err) else type(err).__name__} (a damaged or "
+                                "incomplete copy? write it again with diffusers' save_pretrained)") from err
         if why is not None:
             from hyperfeat import hub
 

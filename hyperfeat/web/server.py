@@ -593,12 +593,13 @@ def make_server(app: WebApp, host: str = "127.0.0.1", port: int = 0) -> Threadin
 def serve_forever(app: WebApp, host: str = "127.0.0.1", port: int = 8000) -> None:
     """Serve until Ctrl-C or SIGTERM; the uploads are removed either way."""
     server = make_server(app, host, port)
-    print(f"hyperfeat page at http://{server.server_address[0]}:{server.server_address[1]}/ (Ctrl-C stops it)", flush=True)
-    try:
-        with sigterm_as_interrupt():
+    with sigterm_as_interrupt():
+        try:
+            print(f"hyperfeat page at http://{server.server_address[0]}:{server.server_address[1]}/ (Ctrl-C stops it)",
+                  flush=True)
             server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-        app.close()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
+            app.close()
