@@ -23,6 +23,7 @@ from hyperfeat.config import load_config
 from hyperfeat.describe import registry
 from hyperfeat.errors import ConfigError
 from hyperfeat.eval.metrics.pck import PCK
+from hyperfeat.eval.settings import EvalSettings
 from hyperfeat.eval.table import format_table
 from hyperfeat.geometry import rescale_points
 
@@ -60,8 +61,9 @@ def pck_of_method(method, dataset, cfg, progress: bool = True, name: str = "") -
     from hyperfeat.data.pairs.base import collate_pairs
     from hyperfeat.eval.semantic import update_pck
 
-    metric = PCK(alphas=tuple(float(a) for a in cfg.eval.alphas))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=int(cfg.eval.batch_size), collate_fn=collate_pairs)
+    settings = EvalSettings.from_config(cfg)
+    metric = PCK(alphas=settings.alphas)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=settings.batch_size, collate_fn=collate_pairs)
     load = method.load_size
     start = time.perf_counter()
     for batch in tqdm(loader, desc=f"evaluating {name}", unit="batch", disable=not progress):
@@ -78,8 +80,7 @@ def pck_of_method(method, dataset, cfg, progress: bool = True, name: str = "") -
         else:
             desc = method.describe_batch(torch.cat([batch["source_image"], batch["target_image"]]))
             src, tgt = desc.chunk(2)
-            update_pck(metric, batch, src, tgt, load, method=str(cfg.eval.matcher),
-                       temperature=float(cfg.eval.softmax_temperature))
+            update_pck(metric, batch, src, tgt, load, method=settings.matcher, temperature=settings.softmax_temperature)
     seconds = time.perf_counter() - start
     return metric.compute(), seconds / max(1, len(dataset))
 
@@ -178,7 +179,7 @@ def compare(overrides: Sequence[str] = (), checkpoint: Optional[str] = None, met
     if video:
         table = video_table(rows, f"{cfg.task}: methods compared", notes)
     else:
-        alphas = [float(a) for a in cfg.eval.alphas]
+        alphas = list(EvalSettings.from_config(cfg).alphas)
         per = cfg.compare.pairs_per_category
         table = comparison_table(rows, alphas, f"{cfg.data.name}: methods compared on the same pairs"
                                  + (f" (first {per} per category)" if per else ""), notes)

@@ -25,7 +25,7 @@ def evaluate_jhmdb(hf, progress: bool = True) -> tuple[dict, str]:
     from hyperfeat.io import write_video
 
     cfg = hf.cfg
-    alphas = tuple(float(a) for a in cfg.data.get("pck_alphas", (0.1, 0.2)))
+    alphas = tuple(float(a) for a in cfg.data.pck_alphas)
     dataset = jhmdb_from_config(cfg.data, "test_split")
     metric = PCK(alphas=alphas)
     vis_left = int(cfg.eval.save_vis)

@@ -43,8 +43,8 @@ def evaluate_tapvid(hf, progress: bool = True) -> tuple[dict, str]:
     from hyperfeat.io import write_video
 
     cfg = hf.cfg
-    mode = str(cfg.data.get("query_mode", "first"))
-    stride = int(cfg.data.get("query_stride", 5))
+    mode = str(cfg.data.query_mode)
+    stride = int(cfg.data.query_stride)
     dataset = tapvid_from_config(cfg.data)
     overall = TapVidMetrics(query_mode=mode)
     vis_left = int(cfg.eval.save_vis)

@@ -11,10 +11,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from hyperfeat.eval.metrics.pck import PCK
 from hyperfeat.eval.semantic import update_pck
+from hyperfeat.eval.settings import EvalSettings
 from hyperfeat.model.aggregation import AggregationNetwork
 from hyperfeat.model.backbone import Backbone, load_backbone
 from hyperfeat.model.checkpoint import CheckpointMeta, build_network
 from hyperfeat.model.features import FeatureExtractor
+from hyperfeat.settings import from_block
 from hyperfeat.train.losses import correspondence_loss, cycle_walk_loss
 
 
@@ -33,14 +35,15 @@ class TrainSettings:
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> "TrainSettings":
+        evaluation = EvalSettings.from_config(cfg)
         return cls(
             load_size=int(cfg.features.load_size),
             temperature=float(cfg.aggregation.temperature),
             lr=float(cfg.train.lr),
             weight_decay=float(cfg.train.weight_decay),
-            alphas=tuple(float(a) for a in cfg.eval.alphas),
-            matcher=str(cfg.eval.matcher),
-            softmax_temperature=float(cfg.eval.softmax_temperature),
+            alphas=evaluation.alphas,
+            matcher=evaluation.matcher,
+            softmax_temperature=evaluation.softmax_temperature,
         )
 
 
@@ -156,16 +159,15 @@ class WalkSettings:
     """The cycle-walk loss's numbers (``train.walk_*``): logit temperature, pooling of the maps
     before the walk, edge dropout, and whether the walk goes across the clips of the batch."""
 
-    temperature: float
-    pool: int
-    edge_dropout: float
-    across_batch: bool = False
+    temperature: float = 0.07  # logit temperature of the walk's transitions
+    pool: int = 1  # average-pool the descriptor maps by this factor before the walk (n² memory)
+    edge_dropout: float = 0.0  # fraction of forward transitions dropped (Jabri et al.'s edge dropout)
+    across_batch: bool = False  # walk over the cells of every clip of the batch
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> "WalkSettings":
-        t = cfg.train
-        return cls(float(t.get("walk_temperature", 0.07)), int(t.get("walk_pool", 1)),
-                   float(t.get("walk_edge_dropout", 0.0)), bool(t.get("walk_across_batch", False)))
+        """The ``train.walk_*`` keys (a checkpoint's older config may lack some: the defaults here)."""
+        return from_block(cls, cfg.train, prefix="walk_", where="train")
 
 
 class VideoWalkModule(HyperfeatModule):

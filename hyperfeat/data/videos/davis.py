@@ -233,7 +233,7 @@ def davis_from_config(data_cfg, split_key: str = "val_split") -> DavisDataset:
     return DavisDataset(
         data_cfg.root,
         split=str(split),
-        resolution=str(data_cfg.get("resolution", "480p")),
+        resolution=str(data_cfg.resolution),
         sequences=list(sequences) if sequences is not None else None,
         max_frames=data_cfg.get("max_frames"),
     )

@@ -282,9 +282,9 @@ def tapvid_from_config(data_cfg) -> TapVidDavis:
         davis_root = base_dir() / str(davis_root)  # as the config does for data.root
     return TapVidDavis(
         data_cfg.root,
-        pickle_name=str(data_cfg.get("pickle", "tapvid_davis_data_strided_32.pkl")),
+        pickle_name=str(data_cfg.pickle),
         davis_root=davis_root,
-        resolution=str(data_cfg.get("resolution", "480p")),
+        resolution=str(data_cfg.resolution),
         sequences=list(sequences) if sequences is not None else None,
         max_frames=data_cfg.get("max_frames"),
     )
