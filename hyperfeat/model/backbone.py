@@ -16,6 +16,7 @@ import torch
 from omegaconf import DictConfig
 
 from hyperfeat.errors import BackboneError
+from hyperfeat.model.classical import CLASSICAL, ClassicalSettings, build_classical_components
 from hyperfeat.model.tiny import build_tiny_components
 
 TINY = "tiny"
@@ -106,7 +107,8 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 def _freeze(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
-    if next(module.parameters()).dtype != dtype:
+    first = next(module.parameters(), None)  # the classical parts have none
+    if first is not None and first.dtype != dtype:
         module.to(dtype=dtype)
     module.to(device=device)
     module.eval()
@@ -124,6 +126,10 @@ def load_backbone(cfg: DictConfig) -> Backbone:
     model = str(b.model)
     if model == TINY:
         unet, vae, text_encoder, tokenizer = build_tiny_components(seed=int(b.tiny_seed))
+    elif model == CLASSICAL:  # no weights, no attention: the filter bank's parts, frozen as the UNet's
+        parts = build_classical_components(ClassicalSettings.from_config(b.get("classical")))
+        return Backbone(*(_freeze(p, device, dtype) for p in parts[:3]), tokenizer=parts[3], model_id=model,
+                        device=device, dtype=dtype)
     else:
         model = PRESET_MODELS.get(model, model)
         unet, vae, text_encoder, tokenizer = load_pretrained_components(

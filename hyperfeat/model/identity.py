@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from hyperfeat.config import feature_config_dict
 from hyperfeat.model.backbone import PRESET_MODELS, resolve_device, resolve_dtype
+from hyperfeat.model.classical import CLASSICAL, classical_identity
 
 RUNTIME_FEATURE_KEYS = ("streaming", "batch_size")  # do not change the raw maps
 
@@ -48,6 +49,8 @@ def feature_identity(cfg: DictConfig) -> dict:
     ident = feature_config_dict(cfg)
     b = cfg.backbone
     device = resolve_device(str(b.device))
+    if str(b.model) == CLASSICAL:  # the filter bank's settings decide its maps (other keys stay as they were)
+        ident["backbone"]["classical"] = classical_identity(b.get("classical"))
     return {
         "backbone": {
             **ident["backbone"],
