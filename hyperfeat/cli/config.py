@@ -63,5 +63,53 @@ def run_config(args: argparse.Namespace) -> int:
         from hyperfeat.config import load_config
 
         cfg = load_config(args.config, overrides)
-    print(OmegaConf.to_yaml(cfg), end="")
+    print(annotate(OmegaConf.to_yaml(cfg), key_meanings()), end="")
     return 0
+
+
+def _keyed_lines(text: str):
+    """(dotted key, line index, line) of every ``key:`` line of a block-style YAML text."""
+    stack: list[tuple[int, str]] = []
+    for index, line in enumerate(text.splitlines()):
+        stripped = line.lstrip()
+        if not stripped or stripped.startswith(("#", "- ")) or ":" not in stripped:
+            continue
+        indent = len(line) - len(stripped)
+        key = stripped.split(":", 1)[0].strip()
+        if not key or " " in key or key.startswith(("'", '"')):
+            continue
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        stack.append((indent, key))
+        yield ".".join(k for _, k in stack), index, line
+
+
+def key_meanings() -> dict[str, str]:
+    """Dotted key → its one-line meaning: the comment on the key's line in ``default.yaml``, else
+    the first sentence of the comment lines right above it."""
+    from hyperfeat.config import CONFIG_DIR
+
+    lines = (CONFIG_DIR / "default.yaml").read_text().splitlines()
+    meanings = {}
+    for key, index, line in _keyed_lines("\n".join(lines)):
+        comment = line.split(" #", 1)[1].strip() if " #" in line else ""
+        if not comment:
+            above = []
+            for previous in reversed(lines[:index]):
+                if not previous.lstrip().startswith("#") or set(previous.strip()) <= {"#", "-", " "}:
+                    break
+                above.insert(0, previous.lstrip("# ").strip())
+            text = " ".join(above)
+            comment = text[:text.find(". ") + 1] if ". " in text else text
+        if comment:
+            meanings[key] = comment
+    return meanings
+
+
+def annotate(text: str, meanings: dict[str, str]) -> str:
+    """``text`` (YAML) with each key's meaning as a trailing comment (still valid YAML)."""
+    lines = text.splitlines()
+    for key, index, line in list(_keyed_lines(text)):
+        if key in meanings and "#" not in line:
+            lines[index] = f"{line}  # {meanings[key]}"
+    return "\n".join(lines) + ("\n" if text.endswith("\n") else "")

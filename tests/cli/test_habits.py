@@ -115,3 +115,21 @@ def test_missing_extra_is_named(monkeypatch, capsys):
     assert main(["eval", "--checkpoint", "x.ckpt", *TINY_OVERRIDES]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: evaluation needs torchmetrics") and "pip install 'hyperfeat[train]'" in err
+
+
+def test_config_show_gives_every_key_its_one_line_meaning(capsys):
+    """Each key of ``config show`` carries its default and its meaning (the comment of
+    ``default.yaml``), and the output stays YAML that loads back to the same config."""
+    from omegaconf import OmegaConf
+
+    from hyperfeat.cli.config import _keyed_lines, key_meanings
+
+    assert main(["config", "show"]) == 0
+    out = capsys.readouterr().out
+    assert yaml.safe_load(out) == OmegaConf.to_container(load_config(), resolve=True)
+    meanings = key_meanings()
+    leaves = [key for key, _, line in _keyed_lines(out) if line.split(":", 1)[1].split("#")[0].strip()]
+    missing = [key for key in leaves if key not in meanings]
+    assert not missing, f"keys of default.yaml without a one-line meaning: {missing}"
+    assert "  lr: 0.001  # AdamW learning rate (aggregation network only)" in out
+    assert "preprocess: dift  # dift: the image resized straight to image_size²" in out
