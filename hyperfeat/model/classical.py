@@ -47,7 +47,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from hyperfeat.errors import ConfigError
-from hyperfeat.model import schedule
 
 CLASSICAL = "classical"
 LAYERS_PER_BLOCK = 3
@@ -302,6 +301,8 @@ class ClassicalUNet(nn.Module):
             for i, stride in enumerate(settings.strides)
         )
         self.config = SimpleNamespace(in_channels=3, out_channels=3, cross_attention_dim=1)
+        from hyperfeat.model import schedule  # (diffusers: only when the bank is built, as for the UNet)
+
         self.register_buffer("alphas", schedule.alphas_cumprod(), persistent=False)  # (1000,)
 
     def blur_sigma(self, t: float) -> float:
