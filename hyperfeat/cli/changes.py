@@ -20,6 +20,7 @@ from hyperfeat.cli.common import (
 from hyperfeat.describe import registry
 from hyperfeat.errors import HyperfeatError
 from hyperfeat.io import PathLike, atomic_write
+from hyperfeat.video.queries import read_mask_png
 
 DESCRIBERS = registry.DENSE
 
@@ -39,25 +40,6 @@ def build_describer(describer: str, checkpoint: Optional[PathLike], overrides: S
     return registry.build(describer, overrides, checkpoint=checkpoint)
 
 
-def read_object_mask(path: PathLike):
-    """A PNG mask of frame 0 → (H, W) int64 (nonzero: the object): palette/gray indices, or for
-    colour PNGs any non-black pixel."""
-    import numpy as np
-    import torch
-    from PIL import Image
-
-    from hyperfeat.data.videos.davis import read_mask
-
-    path = Path(path)
-    if not path.is_file():
-        raise HyperfeatError(f"mask file not found: {path}")
-    with Image.open(path) as image:
-        mode = image.mode
-        if mode not in ("P", "L", "I", "I;16"):
-            return torch.from_numpy((np.array(image.convert("L")) > 0).astype(np.int64))
-    return read_mask(path)
-
-
 def tracked_references(given: dict, mask, frames, tracks_path: PathLike):
     """Check a loaded track file against the video, and with a frame-0 ``mask`` (H, W) flag
     its points outside the object as references → (N,) bool, or None without a mask."""
@@ -70,10 +52,9 @@ def tracked_references(given: dict, mask, frames, tracks_path: PathLike):
                              f"but the video is {size[0]}×{size[1]} (W×H)")
     if mask is None:
         return None
-    from hyperfeat.video.changes import object_pixels
-    from hyperfeat.video.queries import in_mask
+    from hyperfeat.video.queries import in_mask, mask_pixels
 
-    inside = in_mask(object_pixels(mask, size), given["tracks"][:, 0])  # positions at frame 0, the mask's frame
+    inside = in_mask(mask_pixels(mask, size, allow_empty=True), given["tracks"][:, 0])  # positions at frame 0, the mask's frame
     if not bool(inside.any()):
         raise HyperfeatError(f"no point of track file {tracks_path} lies inside the mask at frame 0")
     return ~inside
@@ -116,7 +97,7 @@ def run_changes_command(
                              f"(--grid may come with --mask as its density, --mask with --tracks to name the "
                              f"object); got {chosen + (['--grid'] if tracks_path and grid else []) or 'none'}")
     queries = parse_queries(points_text) if points_text is not None else None
-    mask = read_object_mask(mask_path) if mask_path is not None else None
+    mask = read_mask_png(mask_path) if mask_path is not None else None
     given = None
     if tracks_path is not None:
         from hyperfeat.video.queries import load_tracks

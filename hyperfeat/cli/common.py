@@ -9,6 +9,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from hyperfeat.errors import HyperfeatError
+from hyperfeat.video.queries import parse_queries, parse_rows  # noqa: F401  (parse_queries: the video commands')
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
 
@@ -84,32 +85,10 @@ def one_source(inputs: Sequence[str], late: Sequence[str], what: str) -> tuple[s
     return sources[0], overrides + list(late)
 
 
-def _parse_rows(text: str, width: int, form: str, meaning: str = "") -> list[list[float]]:
-    """'a,b;c,d' → rows of ``width`` finite floats; a one-line error showing ``form`` otherwise."""
-    items = [item for item in str(text).replace(" ", "").split(";") if item]
-    try:
-        rows = [[float(v) for v in item.split(",")] for item in items]
-    except ValueError as err:
-        raise HyperfeatError(f"points must look like '{form}'{meaning}; got {text!r}") from err
-    if not rows or any(len(r) != width for r in rows):
-        raise HyperfeatError(f"points must look like '{form}'{meaning}; got {text!r}")
-    if any(v != v or v in (float("inf"), float("-inf")) for r in rows for v in r):
-        raise HyperfeatError(f"points must be finite numbers{meaning}; got {text!r}")
-    return rows
-
-
 def parse_points(text: str) -> torch.Tensor:
-    """'x1,y1;x2,y2' → (N, 2) float tensor."""
-    return torch.tensor(_parse_rows(text, 2, "x1,y1;x2,y2"), dtype=torch.float32)
-
-
-def parse_queries(text: str) -> torch.Tensor:
-    """'t,x,y;t,x,y' → (N, 3) float tensor (t a frame index, x and y pixels)."""
-    rows = _parse_rows(text, 3, "t,x,y;t,x,y", " (frame, x, y in pixels)")
-    bad = [r for r in rows if r[0] != int(r[0])]
-    if bad:
-        raise HyperfeatError(f"the frame index t of a point must be an integer; got {bad[0]}")
-    return torch.tensor(rows, dtype=torch.float32)
+    """'x1,y1;x2,y2' → (N, 2) float tensor (image points of ``match``; video queries are
+    :func:`hyperfeat.video.queries.parse_queries`)."""
+    return torch.tensor(parse_rows(text, 2, "x1,y1;x2,y2"), dtype=torch.float32)
 
 
 def adapted(hf, video, steps: int, lr: Optional[float], name: Optional[str | Path] = None,

@@ -32,22 +32,15 @@ def build_queries(points_text: Optional[str], grid: Optional[int], mask_png: Opt
     """The query set of the command: ``--points`` rows, a ``--grid`` over the frame, points inside
     ``--mask`` (its grid points with ``--grid``, else ``num_points`` drawn inside it), or several of
     these together."""
-    import numpy as np
     import torch
-    from PIL import Image
 
-    from hyperfeat.errors import DataError
-    from hyperfeat.video.queries import grid_queries, mask_queries
+    from hyperfeat.video.queries import grid_queries, mask_queries, read_mask_png
 
     parts = []
     if points_text:
         parts.append(parse_queries(points_text))
     if mask_png is not None:
-        path = Path(mask_png)
-        if not path.is_file():
-            raise DataError(f"segmentation mask not found: {path}")
-        with Image.open(path) as image:
-            mask = np.asarray(image)
+        mask = read_mask_png(mask_png)
         parts.append(mask_queries(mask, size, grid_size=grid, num_points=num_points, grid_query_frame=grid_frame))
     elif grid is not None:
         parts.append(grid_queries(grid, size, grid_frame))

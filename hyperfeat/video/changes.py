@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Optional
 
-import numpy as np
 import torch
 
 from hyperfeat.correspond.changes import (
@@ -26,28 +25,7 @@ from hyperfeat.correspond.changes import (
 from hyperfeat.describe.base import Describer
 from hyperfeat.errors import DataError
 from hyperfeat.video.frames import FrameSource, load_frames
-from hyperfeat.video.queries import in_mask
-
-
-def grid_points(size: tuple[int, int], n: int) -> torch.Tensor:
-    """An n × n grid of (x, y) pixel points (cell centres) over a (W, H) frame → (n², 2)."""
-    if not isinstance(n, int) or n < 1:
-        raise DataError(f"grid must be a positive number of points per side; got {n!r}")
-    w, h = size
-    xs = (torch.arange(n, dtype=torch.float32) + 0.5) * w / n - 0.5
-    ys = (torch.arange(n, dtype=torch.float32) + 0.5) * h / n - 0.5
-    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack([xx.flatten(), yy.flatten()], dim=1)
-
-
-def object_pixels(mask, size: tuple[int, int]) -> torch.Tensor:
-    """A (H, W) mask (nonzero: the object) checked against the (W, H) frame size → (H, W) bool."""
-    m = torch.as_tensor(np.asarray(mask)) if not isinstance(mask, torch.Tensor) else mask
-    if m.ndim != 2:
-        raise DataError(f"mask must be (H, W); got shape {tuple(m.shape)}")
-    if (int(m.shape[1]), int(m.shape[0])) != tuple(size):
-        raise DataError(f"mask is {m.shape[1]}×{m.shape[0]} (W×H) but the frames are {size[0]}×{size[1]}")
-    return m != 0
+from hyperfeat.video.queries import grid_points, in_mask, mask_pixels
 
 
 def mask_queries(mask, size: tuple[int, int], grid: int, frame: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,9 +33,7 @@ def mask_queries(mask, size: tuple[int, int], grid: int, frame: int = 0) -> tupl
     the object) → queries (N, 3) at ``frame`` and is_reference (N,) (True: outside the mask, the
     background points that normalise the drift). Grid points inside the mask come first; when the
     lattice misses the mask, its pixels are sampled directly."""
-    fg = object_pixels(mask, size)
-    if not fg.any():
-        raise DataError("the mask has no foreground pixel: no trackable point inside it")
+    fg = mask_pixels(mask, size)
     pts = grid_points(size, grid)
     inside = in_mask(fg, pts)
     obj = pts[inside]

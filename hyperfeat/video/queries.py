@@ -1,9 +1,14 @@
-"""Query sets and track files, CoTracker-style.
+"""Query sets and track files, CoTracker-style: the one home of grid, mask and query parsing and
+of the track-file writers and readers (the commands, the page and the state-change analysis all
+come here).
 
-* :func:`grid_queries`: a ``grid_size × grid_size`` grid of points over the frame at
-  ``grid_query_frame`` (cell centres of an even grid, so no point sits on the border).
+* :func:`grid_points` / :func:`grid_queries`: an ``n × n`` grid of points over a frame (cell
+  centres of an even grid, so no point sits on the border), as (x, y) or as queries (t, x, y).
+* :func:`read_mask_png` / :func:`mask_pixels`: a mask PNG, and any mask checked against the frame
+  size → (H, W) bool.
 * :func:`mask_queries`: points inside a segmentation mask (``segm_mask``): the grid points that
   fall inside it, or, with ``num_points``, points drawn inside it with a seeded generator.
+* :func:`parse_queries`: ``'t,x,y;t,x,y'`` text → (N, 3) queries (one line naming a bad row).
 * :func:`save_tracks` / :func:`load_tracks`: one file per result, by suffix — ``.json``
   (everything, lists), ``.csv`` (one row per point and frame: point, t, x, y, visible,
   confidence) and ``.npz`` in the TAP-Vid layout (``query_points`` (N, 3) as (t, y, x),
@@ -28,20 +33,87 @@ from hyperfeat.io import PathLike, atomic_write
 TRACK_SUFFIXES = (".json", ".csv", ".npz")
 
 
-def grid_queries(grid_size: int, size: tuple[int, int], grid_query_frame: int = 0) -> torch.Tensor:
-    """(grid_size², 3) queries (t, x, y) at the centres of an even grid over a (W, H) frame."""
+def grid_points(size: tuple[int, int], grid_size: int) -> torch.Tensor:
+    """(grid_size², 2) float32 points (x, y) at the cell centres of an even grid over a (W, H)
+    frame, row by row."""
     width, height = int(size[0]), int(size[1])
-    n = int(grid_size)
-    if n < 1:
+    if isinstance(grid_size, bool) or not isinstance(grid_size, (int, np.integer)) or grid_size < 1:
         raise DataError(f"grid size must be a positive integer; got {grid_size!r}")
+    n = int(grid_size)
     if n > min(width, height):
         raise DataError(f"a {n}×{n} grid does not fit a {width}×{height} frame: the grid size must be at most "
                         f"{min(width, height)} (the frame's shorter side, one point per pixel)")
-    xs = (torch.arange(n) + 0.5) * width / n - 0.5
-    ys = (torch.arange(n) + 0.5) * height / n - 0.5
+    xs = (torch.arange(n, dtype=torch.float32) + 0.5) * width / n - 0.5
+    ys = (torch.arange(n, dtype=torch.float32) + 0.5) * height / n - 0.5
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    t = torch.full((n * n,), float(grid_query_frame))
-    return torch.stack([t, gx.flatten(), gy.flatten()], 1)
+    return torch.stack([gx.flatten(), gy.flatten()], 1)
+
+
+def grid_queries(grid_size: int, size: tuple[int, int], grid_query_frame: int = 0) -> torch.Tensor:
+    """(grid_size², 3) queries (t, x, y) at the centres of an even grid over a (W, H) frame."""
+    xy = grid_points(size, grid_size)
+    return torch.cat([torch.full((len(xy), 1), float(grid_query_frame)), xy], 1)
+
+
+def parse_rows(text: str, width: int, form: str, meaning: str = "") -> list[list[float]]:
+    """'a,b;c,d' → rows of ``width`` finite floats; a one-line error showing ``form`` otherwise."""
+    items = [item for item in str(text).replace(" ", "").split(";") if item]
+    try:
+        rows = [[float(v) for v in item.split(",")] for item in items]
+    except ValueError as err:
+        raise DataError(f"points must look like '{form}'{meaning}; got {text!r}") from err
+    if not rows or any(len(r) != width for r in rows):
+        raise DataError(f"points must look like '{form}'{meaning}; got {text!r}")
+    if any(v != v or v in (float("inf"), float("-inf")) for r in rows for v in r):
+        raise DataError(f"points must be finite numbers{meaning}; got {text!r}")
+    return rows
+
+
+def parse_queries(text: str) -> torch.Tensor:
+    """'t,x,y;t,x,y' → (N, 3) float tensor (t a frame index, x and y pixels)."""
+    rows = parse_rows(text, 3, "t,x,y;t,x,y", " (frame, x, y in pixels)")
+    bad = [r for r in rows if r[0] != int(r[0])]
+    if bad:
+        raise DataError(f"the frame index t of a point must be an integer; got {bad[0]}")
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+def read_mask_png(path: PathLike) -> torch.Tensor:
+    """A mask PNG → (H, W) int64 (nonzero: the object): palette or gray values as they are (object
+    ids), any non-black pixel of a colour PNG."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"mask file not found: {path}")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode in ("P", "L", "I", "I;16"):
+                array = np.array(image, dtype=np.int64)  # (H, W) ids, not colours
+            else:
+                array = (np.array(image.convert("L")) > 0).astype(np.int64)
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise DataError(f"cannot read mask {path}: {err} (corrupt or not an image?)") from err
+    return torch.from_numpy(array)
+
+
+def mask_pixels(mask, size: tuple[int, int], allow_empty: bool = False) -> torch.Tensor:
+    """A mask (H, W) of the (W, H) frame size (nonzero: inside; an (H, W, 3/4) array: any
+    non-black pixel) → (H, W) bool; another size, or an empty mask unless ``allow_empty``, is a
+    one-line DataError."""
+    array = np.asarray(mask.cpu().numpy() if isinstance(mask, torch.Tensor) else mask)
+    if array.ndim == 3:  # an RGB(A) PNG: any non-black pixel
+        array = array[..., :3].max(-1)
+    if array.ndim != 2:
+        raise DataError(f"segmentation mask must be (H, W); got shape {array.shape}")
+    if (array.shape[1], array.shape[0]) != tuple(int(v) for v in size):
+        raise DataError(f"segmentation mask is {array.shape[1]}×{array.shape[0]} (W×H) but the video frames are "
+                        f"{size[0]}×{size[1]}: give a mask of the frames' original size")
+    inside = torch.from_numpy(np.ascontiguousarray(array != 0))
+    if not allow_empty and not bool(inside.any()):
+        raise DataError("segmentation mask is empty: no pixel is set, so there is no point to track")
+    return inside
 
 
 def in_mask(fg: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
@@ -50,35 +122,19 @@ def in_mask(fg: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
     return fg[ij[:, 1].clamp(0, fg.shape[0] - 1), ij[:, 0].clamp(0, fg.shape[1] - 1)]
 
 
-def check_segm_mask(mask, size: tuple[int, int]) -> np.ndarray:
-    """A mask (H, W) of the frame size → bool (H, W); an empty mask or another size is a DataError."""
-    array = np.asarray(mask.numpy() if isinstance(mask, torch.Tensor) else mask)
-    if array.ndim == 3:  # an RGB(A) PNG: any non-black pixel
-        array = array[..., :3].max(-1)
-    if array.ndim != 2:
-        raise DataError(f"segmentation mask must be (H, W); got shape {array.shape}")
-    if (array.shape[1], array.shape[0]) != tuple(size):
-        raise DataError(f"segmentation mask is {array.shape[1]}×{array.shape[0]} (W×H) but the video frames are "
-                        f"{size[0]}×{size[1]}: give a mask of the frames' original size")
-    inside = array > 0
-    if not inside.any():
-        raise DataError("segmentation mask is empty: no pixel is set, so there is no point to track")
-    return inside
-
-
 def mask_queries(mask, size: tuple[int, int], grid_size: Optional[int] = None, num_points: Optional[int] = None,
                  grid_query_frame: int = 0, seed: int = 0) -> torch.Tensor:
     """Queries (t, x, y) inside ``mask``: the points of a ``grid_size`` grid that fall inside it,
     or ``num_points`` pixels drawn inside it (seeded, without repeats while there are enough)."""
-    inside = check_segm_mask(mask, size)
+    inside = mask_pixels(mask, size)
     if grid_size is not None:
         grid = grid_queries(grid_size, size, grid_query_frame)
-        keep = in_mask(torch.from_numpy(inside), grid[:, 1:])
+        keep = in_mask(inside, grid[:, 1:])
         if not keep.any():
             raise DataError(f"no point of the {grid_size}×{grid_size} grid falls inside the mask: use a finer grid")
         return grid[keep]
     count = int(num_points or 64)
-    rows, cols = np.nonzero(inside)
+    rows, cols = np.nonzero(inside.numpy())
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(rows), size=count, replace=count > len(rows))
     pick.sort()

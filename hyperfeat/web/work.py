@@ -11,9 +11,7 @@
 from __future__ import annotations
 
 import base64
-import csv
 import io
-import json
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -22,6 +20,7 @@ import torch
 from PIL import Image
 
 from hyperfeat.errors import DataError
+from hyperfeat.video import queries
 from hyperfeat.video.frames import VideoFrames
 
 Report = Callable[[float, str], None]
@@ -84,13 +83,11 @@ def match_point(hf, source: Path, target: Path, point_xy: Sequence[float], metho
 
 
 def grid_points(size_wh: tuple[int, int], n: int) -> list[list[float]]:
-    """An n × n grid of points (x, y) spread over a (W, H) frame, cell centres of an n × n split."""
-    if not 1 <= int(n) <= 32:
+    """An n × n grid of points (x, y) spread over a (W, H) frame (:func:`hyperfeat.video.queries.grid_points`),
+    n from 1 to 32 on the page."""
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 32:
         raise DataError(f"the grid size must be between 1 and 32; got {n}")
-    w, h = size_wh
-    xs = [(i + 0.5) * w / n - 0.5 for i in range(int(n))]
-    ys = [(j + 0.5) * h / n - 0.5 for j in range(int(n))]
-    return [[round(x, 2), round(y, 2)] for y in ys for x in xs]
+    return [[round(float(x), 2), round(float(y), 2)] for x, y in queries.grid_points(size_wh, n).tolist()]
 
 
 def track_points(hf, video: VideoFrames, points_xy: Sequence[Sequence[float]], out_dir: Path,
@@ -104,7 +101,7 @@ def track_points(hf, video: VideoFrames, points_xy: Sequence[Sequence[float]], o
     points = [list(map(float, p)) for p in points_xy]
     if not points:
         raise DataError("no points to track: click points on the first frame or add a grid")
-    queries = check_queries(torch.tensor([[0.0, x, y] for x, y in points]), len(video), video.original_size)
+    query_points = check_queries(torch.tensor([[0.0, x, y] for x, y in points]), len(video), video.original_size)
     num_frames = len(video)
     step = max(1, int(hf.cfg.video.batch_size))
     chunks = []
@@ -112,26 +109,13 @@ def track_points(hf, video: VideoFrames, points_xy: Sequence[Sequence[float]], o
         report(0.85 * start / num_frames, f"describing frames {start + 1}-{min(start + step, num_frames)} of {num_frames}")
         chunks.append(hf.describe_video(video.frames[start:start + step]))  # (B, D, h, w)
     report(0.85, "tracking")
-    tracks, visible = hf.track(video, queries, descriptors=torch.cat(chunks))  # (N, T, 2), (N, T)
+    tracks, visible = hf.track(video, query_points, descriptors=torch.cat(chunks))  # (N, T, 2), (N, T)
     report(0.92, "drawing")
     out_dir.mkdir(parents=True, exist_ok=True)
     write_video(draw_video_tracks(video, tracks, visible, tail_length), out_dir / "tracks.gif", fps=fps)
-    record = {
-        "video": name,
-        "frame_size_wh": list(video.original_size),
-        "num_frames": num_frames,
-        "coordinates": "(x, y) pixels of the original frames, pixel centres at integers",
-        "queries": queries.tolist(),
-        "tracks": tracks.tolist(),
-        "visible": visible.tolist(),
-    }
-    (out_dir / "tracks.json").write_text(json.dumps(record))
-    with open(out_dir / "tracks.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["point", "frame", "x", "y", "visible"])
-        for n in range(tracks.shape[0]):
-            for t in range(tracks.shape[1]):
-                writer.writerow([n, t, f"{tracks[n, t, 0]:.3f}", f"{tracks[n, t, 1]:.3f}", int(visible[n, t])])
+    for file_name in ("tracks.json", "tracks.csv"):  # the track files of the commands (hyperfeat.video.queries)
+        queries.save_tracks(out_dir / file_name, query_points, tracks, visible, size=video.original_size,
+                            meta={"video": name})
     return {"num_points": int(tracks.shape[0]), "num_frames": num_frames,
             "visible_fraction": float(visible.float().mean()), "files": ["tracks.gif", "tracks.json", "tracks.csv"]}
 

@@ -15,7 +15,16 @@ from hyperfeat.describe.patches import PatchDescriber
 from hyperfeat.errors import DataError
 from hyperfeat.io import write_video
 from hyperfeat.video.frames import frame_describer, frames_from_uint8
-from hyperfeat.video.queries import grid_queries, load_tracks, mask_queries, save_tracks
+from hyperfeat.video.queries import (
+    grid_points,
+    grid_queries,
+    load_tracks,
+    mask_pixels,
+    mask_queries,
+    parse_queries,
+    read_mask_png,
+    save_tracks,
+)
 from hyperfeat.video.stream import describe_stream
 
 
@@ -29,6 +38,37 @@ def test_grid_queries_are_the_cell_centres_of_an_even_grid():
         grid_queries(5, (6, 4))
     with pytest.raises(DataError, match="positive"):
         grid_queries(0, (6, 4))
+
+
+def test_one_grid_one_mask_reader_one_query_parser(tmp_path):
+    """The page, the commands and the state-change analysis share these: the grid's points are the
+    queries' xy, a palette PNG keeps its ids, a colour PNG is any non-black pixel, bad text is one line."""
+    torch.testing.assert_close(grid_points((8, 4), 2), grid_queries(2, (8, 4))[:, 1:])
+    from hyperfeat.video.changes import mask_queries as change_queries
+    from hyperfeat.web import work
+
+    assert work.grid_points((8, 4), 2) == grid_points((8, 4), 2).tolist()
+    palette = Image.new("L", (6, 4), 0)  # gray values are ids, as palette indices are
+    palette.putpixel((2, 1), 3)
+    palette.save(tmp_path / "p.png")
+    ids = read_mask_png(tmp_path / "p.png")
+    assert ids.shape == (4, 6) and int(ids[1, 2]) == 3 and int(ids.sum()) == 3
+    colour = Image.new("RGB", (6, 4), (0, 0, 0))
+    colour.putpixel((5, 3), (0, 90, 0))
+    colour.save(tmp_path / "c.png")
+    assert read_mask_png(tmp_path / "c.png").nonzero().tolist() == [[3, 5]]
+    with pytest.raises(DataError, match=r"mask file not found: .*nope.png"):
+        read_mask_png(tmp_path / "nope.png")
+    with pytest.raises(DataError, match=r"mask is 6×4 \(W×H\) but the video frames are 8×4"):
+        mask_pixels(ids, (8, 4))
+    with pytest.raises(DataError, match="empty"):
+        mask_pixels(torch.zeros(4, 6), (6, 4))
+    assert not mask_pixels(torch.zeros(4, 6), (6, 4), allow_empty=True).any()
+    queries, is_reference = change_queries(ids, (6, 4), 2)
+    assert len(queries) == len(is_reference) and bool(is_reference.any())
+    torch.testing.assert_close(parse_queries("0,1.5,2; 3,4,5"), torch.tensor([[0, 1.5, 2], [3, 4, 5]]))
+    with pytest.raises(DataError, match=r"^points must look like 't,x,y;t,x,y' \(frame, x, y in pixels\); got '1,2'$"):
+        parse_queries("1,2")
 
 
 def test_mask_queries_lie_inside_the_mask():
