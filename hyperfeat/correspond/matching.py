@@ -98,7 +98,7 @@ def cosine_similarity(src_vectors: torch.Tensor, tgt_desc: torch.Tensor) -> torc
 
 
 
-def sample_descriptors(
+def descriptors_at(
     desc: torch.Tensor, points_xy: torch.Tensor, mode: Literal["nearest", "bilinear"] = "nearest"
 ) -> torch.Tensor:
     """Descriptors (N, D) at points (N, 2) given in the grid frame of ``desc`` (D, h, w).
@@ -229,7 +229,7 @@ class _Frame:
         (h, w), (hh, ww) = self.desc.shape[1:], self.size_hw
         # align_corners=False source coordinate of each frame pixel; bilinear clamps at the edges
         scale = points_xy.new_tensor([w / ww, h / hh])
-        return sample_descriptors(self.desc, (points_xy + 0.5) * scale - 0.5, mode="bilinear")
+        return descriptors_at(self.desc, (points_xy + 0.5) * scale - 0.5, mode="bilinear")
 
     def similarity(self, vectors: torch.Tensor) -> torch.Tensor:
         """Cosine similarity (n, H, W) of vectors (n, D) with every pixel of the frame."""

@@ -48,7 +48,7 @@ def _rank_and_world() -> tuple[int, int]:
 def evaluate_semantic(hf: Hyperfeatures, progress: bool = True) -> tuple[dict, str]:
     """PCK on the test split of ``cfg.data`` (pairs), with optional pictures.
 
-    Every unique image is described once (:class:`~hyperfeat.eval.store.DescriptorStore`, in
+    Every unique image is described once (:class:`~hyperfeat.eval.store.EvalStore`, in
     memory or under ``eval.store_dir``); pairs then only match. Under DDP each rank evaluates
     the pairs ``i % world_size == rank`` and describes only their images; the PCK metric gathers
     every rank's pairs. Ctrl-C raises :class:`EvaluationInterrupted` carrying the results so far.
@@ -56,7 +56,7 @@ def evaluate_semantic(hf: Hyperfeatures, progress: bool = True) -> tuple[dict, s
     from hyperfeat.data.pairs import build_pair_dataset
     from hyperfeat.data.pairs.base import collate_pairs
     from hyperfeat.eval.metrics.pck import PCK
-    from hyperfeat.eval.store import DescriptorStore, describer_identity
+    from hyperfeat.eval.store import EvalStore, describer_identity
     from hyperfeat.eval.table import format_pck
 
     cfg = hf.cfg
@@ -69,7 +69,7 @@ def evaluate_semantic(hf: Hyperfeatures, progress: bool = True) -> tuple[dict, s
     loader = torch.utils.data.DataLoader(shard, batch_size=batch_size, collate_fn=collate_pairs,
                                          num_workers=int(cfg.train.num_workers))  # in order: item = step·B + b
     store_dir = cfg.eval.get("store_dir")
-    store = DescriptorStore(hf.describe_batch, describer_identity(hf), batch_size=int(cfg.features.batch_size),
+    store = EvalStore(hf.describe_batch, describer_identity(hf), batch_size=int(cfg.features.batch_size),
                             store_dir=None if store_dir in (None, "") else str(store_dir))
     metric = PCK(alphas=tuple(float(a) for a in cfg.eval.alphas))
     vis_left = int(cfg.eval.save_vis)

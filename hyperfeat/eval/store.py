@@ -1,7 +1,7 @@
 """Descriptor store for evaluation: each unique image is described once, pairs then only match.
 
 A pair benchmark names the same image in many pairs (PF-WILLOW: 100 images in 900 pairs;
-SPair-71k test: a few thousand images in 12,234 pairs). :class:`DescriptorStore` keys each
+SPair-71k test: a few thousand images in 12,234 pairs). :class:`EvalStore` keys each
 preprocessed image by its content (:func:`hyperfeat.model.identity.image_digest`) and the
 describer's identity (:func:`describer_identity`: the feature identity, the aggregation block and
 the network's weights digest), describes the images it has not seen in batches, and hands back
@@ -56,7 +56,7 @@ def describer_identity(describer) -> str:
     return json.dumps(identity, sort_keys=True, default=str)
 
 
-class DescriptorStore:
+class EvalStore:
     """Descriptors of preprocessed images, keyed by image content and describer identity.
 
     ``describe`` maps images (B, 3, L, L) to descriptors (B, D, h, w); ``batch_size`` caps the

@@ -49,12 +49,12 @@ def heat_map_image(similarity: torch.Tensor, target: Image.Image, strength: floa
 def similarity_to_point(desc: torch.Tensor, point_xy: Sequence[float], src_wh: tuple[int, int]) -> torch.Tensor:
     """desc (2, D, h, w) of source and target → (h, w) cosine similarity of the source cell under
     ``point_xy`` (source pixels) with every target cell."""
-    from hyperfeat.correspond.matching import cosine_similarity, sample_descriptors
+    from hyperfeat.correspond.matching import cosine_similarity, descriptors_at
     from hyperfeat.geometry import pixels_to_cells
 
     _, _, h, w = desc.shape
     cell = pixels_to_cells(torch.tensor([list(point_xy)], dtype=torch.float32), src_wh, (h, w))  # (1, 2)
-    vector = sample_descriptors(desc[0], cell, mode="nearest")  # (1, D)
+    vector = descriptors_at(desc[0], cell, mode="nearest")  # (1, D)
     return cosine_similarity(vector, desc[1])[0]  # (h, w)
 
 

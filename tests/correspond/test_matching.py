@@ -13,7 +13,7 @@ from hyperfeat.correspond.matching import (
     match_points,
     mutual_nearest_neighbours,
     nearest_neighbour,
-    sample_descriptors,
+    descriptors_at,
     soft_argmax,
 )
 from hyperfeat.errors import DataError, HyperfeatError
@@ -57,16 +57,16 @@ def test_cosine_similarity_matches_hand_values_and_is_eps_safe():
     assert torch.equal(sim[1], torch.zeros(1, 3))  # zero vectors give 0, not NaN
 
 
-def test_sample_descriptors_nearest_and_bilinear():
+def test_descriptors_at_nearest_and_bilinear():
     desc = torch.arange(12.0).view(1, 3, 4)  # value = y·4 + x
     pts = torch.tensor([[1.0, 2.0], [1.5, 0.5], [3.0, 2.0], [-1.0, 5.0]])
-    near = sample_descriptors(desc, pts, "nearest")[:, 0]
+    near = descriptors_at(desc, pts, "nearest")[:, 0]
     assert near.tolist() == [9.0, 2.0 * 0 + 2.0, 11.0, 8.0]  # (1.5, 0.5) rounds half to even → (2, 0)
-    bil = sample_descriptors(desc, pts, "bilinear")[:, 0]
+    bil = descriptors_at(desc, pts, "bilinear")[:, 0]
     # a linear map is reproduced exactly; outside points are clamped to the grid
     assert torch.allclose(bil, torch.tensor([9.0, 0.5 * 4 + 1.5, 11.0, 8.0]))
     with pytest.raises(HyperfeatError, match="nearest"):
-        sample_descriptors(desc, pts, "bicubic")
+        descriptors_at(desc, pts, "bicubic")
 
 
 def test_nearest_neighbour_finds_planted_descriptor_in_non_square_map():

@@ -12,7 +12,7 @@ import torch
 
 from hyperfeat.api import Hyperfeatures
 from hyperfeat.config import load_config
-from hyperfeat.eval.store import DescriptorStore, describer_identity
+from hyperfeat.eval.store import EvalStore, describer_identity
 from tests.helpers import DATA_ROOT, data_dir
 
 BASE = ["features.load_size=128", "features.image_size=128"]
@@ -41,7 +41,7 @@ def test_store_describes_each_unique_image_once_and_keys_on_the_network(ckpt, ti
     g = torch.Generator().manual_seed(0)
     images = torch.rand(2, 3, 128, 128, generator=g) * 2 - 1  # (2, 3, L, L)
     batch = images[[0, 1, 0, 1, 1, 0]]
-    store = DescriptorStore(describe, describer_identity(hf), batch_size=2)
+    store = EvalStore(describe, describer_identity(hf), batch_size=2)
     desc = store.describe_all(batch)  # (6, D, R, R)
     assert store.described == 2 and store.reused == 4 and sum(calls) == 2
     torch.testing.assert_close(desc, hf.describe_batch(batch), rtol=1e-4, atol=1e-4)  # batch composition
@@ -50,15 +50,15 @@ def test_store_describes_each_unique_image_once_and_keys_on_the_network(ckpt, ti
     assert store.described == 2  # already there
 
     # on disk: a second store reads what the first wrote, and another network is another key
-    disk = DescriptorStore(describe, describer_identity(hf), store_dir=tmp_path)
+    disk = EvalStore(describe, describer_identity(hf), store_dir=tmp_path)
     disk.describe_all(images)
-    again = DescriptorStore(describe, describer_identity(hf), store_dir=tmp_path)
+    again = EvalStore(describe, describer_identity(hf), store_dir=tmp_path)
     assert torch.equal(again.describe_all(images), disk.describe_all(images)) and again.described == 0
     other = Hyperfeatures.from_checkpoint(ckpt, device="cpu", backbone=tiny_backbone)
     with torch.no_grad():
         other.network.mixing_weights.add_(1.0)
     assert describer_identity(other) != describer_identity(hf)
-    assert DescriptorStore(other.describe_batch, describer_identity(other), store_dir=tmp_path).key(images[0]) \
+    assert EvalStore(other.describe_batch, describer_identity(other), store_dir=tmp_path).key(images[0]) \
         != again.key(images[0])
 
 
