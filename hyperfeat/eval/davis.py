@@ -8,7 +8,7 @@ from typing import Sequence
 from tqdm.auto import tqdm
 
 from hyperfeat.errors import DataError
-from hyperfeat.eval.common import VIS_FPS, _frame_size, _prefixed, _safe_name, _vis_dir
+from hyperfeat.eval.files import VIS_FPS, _frame_size, _prefixed, _safe_name, _vis_dir
 from hyperfeat.eval.table import _pct, format_table
 from hyperfeat.video.frames import VideoFrames
 from hyperfeat.video.run import propagate

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from hyperfeat.api import Hyperfeatures
 from hyperfeat.correspond.matching import SOFTMAX_TEMPERATURE, match_points
 from hyperfeat.errors import ImageError
-from hyperfeat.eval.common import _safe_file_name
+from hyperfeat.eval.files import _safe_file_name
 from hyperfeat.eval.metrics.pck import PCK
 from hyperfeat.geometry import rescale_points
 from hyperfeat.images import load_image

@@ -9,7 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from hyperfeat.errors import DataError
-from hyperfeat.eval.common import (
+from hyperfeat.eval.files import (
     VIS_FPS,
     VIS_MAX_TRACKS,
     _frame_size,

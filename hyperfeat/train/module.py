@@ -135,7 +135,7 @@ class HyperfeatModule(L.LightningModule):
         logger = self.logger
         if logger is None or type(logger).__name__ != "WandbLogger" or self.global_rank != 0:
             return
-        from hyperfeat.viz.common import figure_to_array
+        from hyperfeat.viz.figures import figure_to_array
         from hyperfeat.viz.mixing import label_timestep_values, plot_mixing_weights
 
         feats = self.meta.config.features

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 
 from hyperfeat.io import PathLike
-from hyperfeat.viz.common import distinct_colours, save_figure
+from hyperfeat.viz.figures import distinct_colours, save_figure
 from hyperfeat.viz.tracks import draw_marker, frames_to_pil, marker_radius
 
 UNCHANGED = (150, 150, 150)

@@ -17,7 +17,7 @@ from hyperfeat.errors import HyperfeatError
 from hyperfeat.geometry import rescale_points
 from hyperfeat.images import ImageLike, load_image
 from hyperfeat.io import PathLike
-from hyperfeat.viz.common import ArrayLike, distinct_colours, save_figure, to_numpy
+from hyperfeat.viz.figures import ArrayLike, distinct_colours, save_figure, to_numpy
 
 LINE_GID = "match_line"  # gid of each source → prediction line of a correspondence picture
 

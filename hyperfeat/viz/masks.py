@@ -9,7 +9,7 @@ from PIL import Image
 from hyperfeat.errors import HyperfeatError
 from hyperfeat.images import ImageLike, load_image
 from hyperfeat.video.frames import VideoFrames, frames_as_uint8
-from hyperfeat.viz.common import ArrayLike, to_numpy
+from hyperfeat.viz.figures import ArrayLike, to_numpy
 
 
 def overlay_video_frames(video: VideoFrames, masks: torch.Tensor, alpha: float = 0.5):

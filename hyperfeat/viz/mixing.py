@@ -16,7 +16,7 @@ from matplotlib.patches import Rectangle
 
 from hyperfeat.errors import HyperfeatError
 from hyperfeat.io import PathLike
-from hyperfeat.viz.common import ArrayLike, save_figure, to_numpy
+from hyperfeat.viz.figures import ArrayLike, save_figure, to_numpy
 
 ANNOTATE_MAX_CELLS = 15  # annotate heat-map cells with percentages up to this many per side
 

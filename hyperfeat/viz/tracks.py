@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 from hyperfeat.errors import HyperfeatError
 from hyperfeat.images import ImageLike, load_image
 from hyperfeat.video.frames import VideoFrames, frames_as_uint8
-from hyperfeat.viz.common import ArrayLike, distinct_colours, to_numpy
+from hyperfeat.viz.figures import ArrayLike, distinct_colours, to_numpy
 
 
 def draw_video_tracks(video: VideoFrames, tracks: torch.Tensor, visible: torch.Tensor, tail_length: int = 10):

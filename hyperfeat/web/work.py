@@ -123,7 +123,7 @@ def track_points(hf, video: VideoFrames, points_xy: Sequence[Sequence[float]], o
 def mixing_png(hf, title: str) -> bytes:
     """The loaded network's mixing weights as a PNG heat map (:mod:`hyperfeat.viz.mixing`)."""
     from hyperfeat.model.features import layer_name
-    from hyperfeat.viz.common import figure_to_array
+    from hyperfeat.viz.figures import figure_to_array
     from hyperfeat.viz.mixing import label_timestep_values, plot_mixing_weights
 
     feats = hf.cfg.features

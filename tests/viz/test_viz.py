@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from hyperfeat.io import write_video
-from hyperfeat.viz.common import distinct_colours, figure_to_array
+from hyperfeat.viz.figures import distinct_colours, figure_to_array
 from hyperfeat.viz.correspondences import draw_correspondences
 from hyperfeat.viz.masks import davis_palette, overlay_masks, palette_mask
 from hyperfeat.viz.mixing import MAX_CELL_GID, MixingPanel, plot_mixing_comparison, plot_mixing_weights

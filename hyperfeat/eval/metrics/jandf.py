@@ -12,7 +12,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from hyperfeat.errors import ConfigError, DataError
-from hyperfeat.eval.metrics.common import (
+from hyperfeat.eval.metrics.encoding import (
     _as_numpy,
     _decode_names,
     _encode_name,

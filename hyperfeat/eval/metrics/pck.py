@@ -16,7 +16,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from hyperfeat.errors import ConfigError, DataError
-from hyperfeat.eval.metrics.common import _decode_names, _encode_name, _scalar
+from hyperfeat.eval.metrics.encoding import _decode_names, _encode_name, _scalar
 
 # ============================================================================ PCK
 

@@ -13,7 +13,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from hyperfeat.errors import ConfigError, DataError
-from hyperfeat.eval.metrics.common import _as_numpy, _scalar
+from hyperfeat.eval.metrics.encoding import _as_numpy, _scalar
 from hyperfeat.geometry import rescale_points
 
 # ============================================================================ TAP-Vid

@@ -1,4 +1,4 @@
-"""Pictures: the mixing-weight heat map, correspondence pairs, point tracks, video masks.
+"""What every picture shares: array conversion, figure to array or file, distinct colours.
 
 Everything here runs headless. Matplotlib is used through its object API
 (:class:`matplotlib.figure.Figure` on an Agg canvas), never through pyplot, so importing this
