@@ -32,7 +32,7 @@ import os
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import torch
 from omegaconf import DictConfig
@@ -183,6 +183,8 @@ class FeatureCache:
         layers, scales = entry["layers"], entry.get("scales")
         if not isinstance(layers, (list, tuple)) or not layers:
             raise ValueError("holds no layer maps")
+        if any(torch.is_tensor(m) and m.is_floating_point() and not bool(torch.isfinite(m).all()) for m in layers):
+            raise ValueError("holds NaN/inf maps")
         if self.channels is not None and len(layers) != len(self.channels):
             raise ValueError(f"holds {len(layers)} layers, expected {len(self.channels)}")
         num_timesteps = self.entry_shape[0] if self.entry_shape is not None else layers[0].shape[0]
@@ -352,6 +354,11 @@ class CachedPairDataset(Dataset):
 
 
 
+class FillInterrupted(Exception):
+    """The cache fill stopped because ``should_stop()`` said so (SIGINT/SIGTERM during training's
+    fill): the entries written so far are whole and kept; the message counts them."""
+
+
 def precompute(
     dataset: Dataset,
     cache: FeatureCache,
@@ -361,6 +368,7 @@ def precompute(
     rank: int = 0,
     world_size: int = 1,
     progress: bool = True,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> CacheStats:
     """Fill ``cache`` for every image of ``dataset`` in one pass, ``batch_size`` images per backbone call.
 
@@ -369,7 +377,8 @@ def precompute(
     once. With several processes, every rank reads every item (cheap: decoding and warping) but
     computes only the images whose key falls to it (``int(key[:8], 16) % world_size == rank``), so
     an image shared by pairs on different ranks is still computed once in all. Returns this
-    pass's counts (hits: already cached; misses and recomputed: computed now).
+    pass's counts (hits: already cached; misses and recomputed: computed now). ``should_stop`` is
+    asked between items: when it says so, the fill ends at once (:class:`FillInterrupted`), so Ctrl-C does not wait for the whole fill.
     """
     from tqdm.auto import tqdm
 
@@ -389,6 +398,8 @@ def precompute(
             pending_images.clear()
 
     for index in tqdm(range(len(dataset)), desc="caching raw features", unit="pair", disable=not progress):
+        if should_stop():  # the images pending in the batch are not computed: a rerun does them
+            raise FillInterrupted(f"{index} of {len(dataset)} items done")
         item = dataset[index]
         images = [item[name] for name in image_keys if name in item]
         images = [img for group in images for img in (group if group.dim() == 4 else [group])]  # clips: (K, 3, L, L)

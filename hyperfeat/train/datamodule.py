@@ -179,13 +179,22 @@ class PairDataModule(L.LightningDataModule):
         self.loader_datasets[split] = dataset
         return dataset
 
+    def _signal_received(self) -> bool:
+        """Whether SIGINT/SIGTERM came during this fit (the training's CheckpointPolicy saw it)."""
+        from hyperfeat.train.trainer import CheckpointPolicy
+
+        trainer = getattr(self, "trainer", None)
+        return trainer is not None and any(isinstance(cb, CheckpointPolicy) and cb.signum is not None
+                                           for cb in trainer.callbacks)
+
     def _cached(self, split: str, dataset: Dataset, extractor, device, rank: int, world_size: int, barrier) -> Dataset:
         from hyperfeat.train.cache import CachedPairDataset, FeatureCache
 
         cache = FeatureCache(self.cfg.train.cache_dir, self.cfg)
         cached = CachedPairDataset(dataset, cache, extractor)
         with torch.no_grad():
-            stats = cached.precompute(rank=rank, world_size=world_size, progress=rank == 0)
+            stats = cached.precompute(rank=rank, world_size=world_size, progress=rank == 0,
+                                      should_stop=self._signal_received)
         if barrier is not None:
             barrier(f"hyperfeat_feature_cache_{split}")  # every rank's share is on disk before reading
         self.cache_stats[split] = stats

@@ -26,6 +26,7 @@ from hyperfeat.errors import (
 )
 from hyperfeat.io import atomic_save, safe_torch_load
 from hyperfeat.model.checkpoint import check_identity, non_finite
+from hyperfeat.train.cache import FillInterrupted
 
 MONITOR = "val/pck@0.1"
 
@@ -114,6 +115,10 @@ class CheckpointPolicy(Callback):
         self.every = int(every)
         self.signum: Optional[int] = None
         self.saved_step: Optional[int] = None
+        self.started = False  # a training step has begun (before: loading, the cache fill)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.started = True
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
@@ -124,6 +129,13 @@ class CheckpointPolicy(Callback):
             self.saved_step = step
         if self.signum is not None:
             trainer.should_stop = True
+            # Lightning validates whenever should_stop is set; an uninterrupted run validates only
+            # on its schedule, so the stop step validates only when it is a scheduled one (else the
+            # resumed run's best-*.ckpt would differ from an uninterrupted run's)
+            interval = trainer.val_check_batch
+            scheduled = isinstance(interval, int) and (trainer.fit_loop.epoch_loop.total_batch_idx + 1) % interval == 0
+            if not scheduled:
+                trainer.limit_val_batches = 0
 
     @contextmanager
     def signals(self):
@@ -137,8 +149,9 @@ class CheckpointPolicy(Callback):
                 signal.signal(signum, signal.SIG_DFL)
                 raise KeyboardInterrupt
             self.signum = signum
-            print(f"\n{signal.Signals(signum).name} received: saving {self.last} after this step, then stopping "
-                  f"(send it again to stop at once)", file=sys.stderr, flush=True)
+            doing = f"saving {self.last} after this step" if self.started else "stopping the feature-cache fill"
+            print(f"\n{signal.Signals(signum).name} received: {doing}, then stopping (send it again to stop at "
+                  f"once)", file=sys.stderr, flush=True)
 
         previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -320,6 +333,13 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = (), backbone: Any = N
             except SIGTERMException:  # Lightning's own SIGTERM stop, after our handler saw the signal
                 if policy.signum is None:
                     raise
+            except FillInterrupted as stop:  # before any step: nothing to save but the cached images
+                name = signal.Signals(policy.signum or signal.SIGINT).name
+                message = (f"stopped by {name} while filling the feature cache ({stop}); the images cached so far "
+                           f"are kept: run the same command again to go on")
+                if trainer.is_global_zero:
+                    print(message, file=sys.stderr)
+                raise TrainingInterrupted(message, policy.signum or signal.SIGINT) from None
             if policy.signum is not None and policy.saved_step != trainer.global_step:
                 save_full_checkpoint(trainer, last)  # the signal came after the step's save point
                 policy.saved_step = trainer.global_step
