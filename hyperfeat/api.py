@@ -102,6 +102,13 @@ class Hyperfeatures(HyperfeatureDescriber):
 
 
     # ------------------------------------------------------------------ test-time adaptation
+    def save_pretrained(self, folder, metrics: Optional[dict] = None, picture=None) -> str:
+        """As :meth:`HyperfeatureDescriber.save_pretrained`, the model card with the mixing-weight
+        picture (:func:`hyperfeat.viz.mixing.save_mixing_picture`) unless ``picture`` says otherwise."""
+        from hyperfeat.viz.mixing import save_mixing_picture
+
+        return super().save_pretrained(folder, metrics=metrics, picture=picture or save_mixing_picture)
+
     def adapt(self, frames, steps: int = 20, lr: Optional[float] = None, progress: bool = False, **settings) -> "Hyperfeatures":
         """A copy whose aggregation network took ``steps`` self-supervised steps (the cycle walk,
         AdamW at ``lr``; None: :class:`hyperfeat.train.adapt.AdaptSettings`' 1e-3, measured best

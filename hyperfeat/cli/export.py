@@ -45,7 +45,10 @@ def run_export(args: argparse.Namespace) -> int:
         raise HyperfeatError(f"export takes no overrides; got {' '.join(args.late_overrides)}")
     network, meta = load_pretrained(args.checkpoint)
     metrics = _read_metrics(args.metrics) if args.metrics else None
-    folder = save_pretrained(args.folder, network, meta, metrics=metrics, source=f"exported from {Path(args.checkpoint).name}")
+    from hyperfeat.viz.mixing import save_mixing_picture
+
+    folder = save_pretrained(args.folder, network, meta, metrics=metrics, source=f"exported from {Path(args.checkpoint).name}",
+                             picture=save_mixing_picture)
     print(f"wrote {folder}: {len(meta.layers)} layers × {len(meta.save_steps)} timesteps; "
           f"load with Hyperfeatures.from_pretrained({str(folder)!r})")
     if args.push:

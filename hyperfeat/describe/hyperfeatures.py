@@ -11,7 +11,7 @@ timesteps; both paths give the same descriptors.
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -77,13 +77,15 @@ class HyperfeatureDescriber(BackboneDescriber):
         return self.meta or CheckpointMeta(self.cfg, list(self.network.feature_dims), self.extractor.layers,
                                            list(self.extractor.save_steps))
 
-    def save_pretrained(self, folder: Union[str, os.PathLike], metrics: Optional[dict] = None) -> str:
-        """Write ``model.safetensors`` + ``config.json`` + a model card (README.md with the
-        mixing-weight picture) into ``folder``; :meth:`from_pretrained` loads it back. ``metrics``
-        (name → value) go into the card and the config. Returns the folder."""
+    def save_pretrained(self, folder: Union[str, os.PathLike], metrics: Optional[dict] = None,
+                        picture: Optional[Callable] = None) -> str:
+        """Write ``model.safetensors`` + ``config.json`` + a model card (README.md; with the
+        mixing-weight picture drawn by ``picture``, as :class:`hyperfeat.api.Hyperfeatures` does)
+        into ``folder``; :meth:`from_pretrained` loads it back. ``metrics`` (name → value) go into
+        the card and the config. Returns the folder."""
         from hyperfeat.model.pretrained import save_pretrained
 
-        return str(save_pretrained(folder, self.network, self._meta(), metrics=metrics))
+        return str(save_pretrained(folder, self.network, self._meta(), metrics=metrics, picture=picture))
 
     def push_to_hub(self, repo_id: str, private: Optional[bool] = None, token: Optional[str] = None,
                     metrics: Optional[dict] = None, commit_message: str = "Upload hyperfeat model"):

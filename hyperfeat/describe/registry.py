@@ -104,7 +104,7 @@ def _concat(cfg, backbone, weights):
 
 
 def _ldm(cfg, backbone, weights):
-    from hyperfeat.correspond.ldm import LdmMatcher
+    from hyperfeat.describe.ldm import LdmMatcher
 
     return LdmMatcher(cfg, _backbone(cfg, backbone))
 

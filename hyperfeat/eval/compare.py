@@ -57,7 +57,7 @@ def semantic_pairs(cfg, load_size: int, resample: str = "bilinear"):
 
 def pck_of_method(method, dataset, cfg, progress: bool = True, name: str = "") -> tuple[dict, float]:
     """PCK results and seconds per pair of a describer or an LDM matcher over ``dataset``."""
-    from hyperfeat.correspond.ldm import LdmMatcher
+    from hyperfeat.describe.ldm import LdmMatcher
     from hyperfeat.data.pairs.base import collate_pairs
     from hyperfeat.eval.semantic import update_pck
 

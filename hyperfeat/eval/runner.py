@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from hyperfeat.api import Hyperfeatures
+from hyperfeat.describe.hyperfeatures import HyperfeatureDescriber
 from hyperfeat.errors import ConfigError
 from hyperfeat.eval.davis import evaluate_davis
 from hyperfeat.eval.jhmdb import evaluate_jhmdb
@@ -46,7 +46,7 @@ def evaluate(checkpoint: str, overrides: Sequence[str] = (), out_json: Optional[
     so ``data=spair`` and ``data=spair_native`` do not overwrite each other. Ctrl-C writes the
     results so far, marked ``"partial": true``, and raises :class:`EvaluationInterrupted`.
     """
-    hf = Hyperfeatures.from_checkpoint(checkpoint, overrides=overrides, backbone=backbone)
+    hf = HyperfeatureDescriber.from_checkpoint(checkpoint, overrides=overrides, backbone=backbone)
     cfg = hf.cfg
     random_backbone = str(cfg.backbone.model) == "tiny"
     if random_backbone:  # said before the progress bars too, so nobody waits for numbers that mean nothing

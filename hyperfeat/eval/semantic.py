@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from hyperfeat.api import Hyperfeatures
+from hyperfeat.describe.hyperfeatures import HyperfeatureDescriber
 from hyperfeat.correspond.matching import SOFTMAX_TEMPERATURE, match_points
 from hyperfeat.errors import ImageError
 from hyperfeat.eval.files import _safe_file_name
@@ -45,7 +45,7 @@ def _rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
-def evaluate_semantic(hf: Hyperfeatures, progress: bool = True) -> tuple[dict, str]:
+def evaluate_semantic(hf: HyperfeatureDescriber, progress: bool = True) -> tuple[dict, str]:
     """PCK on the test split of ``cfg.data`` (pairs), with optional pictures.
 
     Every unique image is described once (:class:`~hyperfeat.eval.store.EvalStore`, in

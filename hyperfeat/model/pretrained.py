@@ -26,7 +26,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from omegaconf import OmegaConf
 
@@ -104,8 +104,13 @@ def config_record(meta: CheckpointMeta, metrics: Optional[dict] = None, source: 
 
 
 def save_pretrained(folder: Spec, network: AggregationNetwork, meta: CheckpointMeta,
-                    metrics: Optional[dict] = None, source: Optional[str] = None, card: bool = True) -> Path:
-    """Write ``folder`` (see the module docstring); files are replaced atomically. Returns it."""
+                    metrics: Optional[dict] = None, source: Optional[str] = None, card: bool = True,
+                    picture: Optional[Callable[[Path, AggregationNetwork, CheckpointMeta], Optional[str]]] = None,
+                    ) -> Path:
+    """Write ``folder`` (see the module docstring); files are replaced atomically. Returns it.
+    ``picture(path, network, meta)`` draws the card's picture to ``path`` and returns its file
+    name (:func:`hyperfeat.viz.mixing.save_mixing_picture`, passed by the library's and the
+    command's exports: drawing is not this module's job); without it the card has no picture."""
     from safetensors.torch import save_file
 
     from hyperfeat.io import atomic_write
@@ -118,22 +123,9 @@ def save_pretrained(folder: Spec, network: AggregationNetwork, meta: CheckpointM
     atomic_write(folder / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={METADATA_KEY: text}))
     atomic_write(folder / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text + "\n"))
     if card:
-        picture = _mixing_picture(folder / MIXING_NAME, network, meta)
-        atomic_write(folder / CARD_NAME, lambda tmp: Path(tmp).write_text(model_card(record, picture)))
+        drawn = picture(folder / MIXING_NAME, network, meta) if picture is not None else None
+        atomic_write(folder / CARD_NAME, lambda tmp: Path(tmp).write_text(model_card(record, drawn)))
     return folder
-
-
-def _mixing_picture(path: Path, network: AggregationNetwork, meta: CheckpointMeta) -> Optional[str]:
-    from hyperfeat.io import atomic_write
-    from hyperfeat.model.features import layer_name
-    from hyperfeat.viz.mixing import label_timestep_values, plot_mixing_weights
-
-    feats = meta.config.features
-    values = label_timestep_values(str(feats.mode), int(feats.num_steps), meta.save_steps)
-    fig = plot_mixing_weights(network.mixing_grid().detach(), meta.save_steps, [layer_name(ij) for ij in meta.layers],
-                              title="mixing weights", channels=meta.feature_dims, timestep_values=values)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    return path.name
 
 
 def model_card(record: dict, picture: Optional[str] = None) -> str:

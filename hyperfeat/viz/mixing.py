@@ -218,3 +218,21 @@ def label_timestep_values(mode: str, num_steps: int, labels: Sequence[int]) -> l
         by_label = {s.label: s.t for s in schedule.generation_steps(int(num_steps))}
         return [by_label[int(k)] for k in labels]
     return schedule.label_timesteps(int(num_steps), [int(k) for k in labels])
+
+
+def save_mixing_picture(path: PathLike, network, meta) -> str:
+    """The model card's picture: a trained network's mixing weights (``meta``: its
+    :class:`~hyperfeat.model.checkpoint.CheckpointMeta`) drawn to the PNG ``path``; returns the
+    file name the card links (:func:`hyperfeat.model.pretrained.save_pretrained`'s ``picture``)."""
+    from pathlib import Path
+
+    from hyperfeat.io import atomic_write
+    from hyperfeat.model.features import layer_name
+
+    path = Path(path)
+    feats = meta.config.features
+    values = label_timestep_values(str(feats.mode), int(feats.num_steps), meta.save_steps)
+    fig = plot_mixing_weights(network.mixing_grid().detach(), meta.save_steps, [layer_name(ij) for ij in meta.layers],
+                              title="mixing weights", channels=meta.feature_dims, timestep_values=values)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    return path.name

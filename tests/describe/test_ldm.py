@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from hyperfeat.config import load_config
-from hyperfeat.correspond.ldm import LdmMatcher, capture_cross_attention
+from hyperfeat.describe.ldm import LdmMatcher, capture_cross_attention
 from hyperfeat.errors import ConfigError
 from hyperfeat.images import load_batch
 from tests.helpers import data_dir
