@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import io as _io
 import json
+import zipfile
 from pathlib import Path
 from typing import Optional
 
@@ -210,7 +211,7 @@ def load_tracks(path: PathLike) -> dict:
         raise DataError(f"track file {path}: {error}") from None
     except KeyError as error:
         raise DataError(f"track file {path} has no field {error}; expected queries, tracks and visibility") from None
-    except (ValueError, TypeError, RuntimeError, IndexError, OSError) as error:
+    except (ValueError, TypeError, RuntimeError, IndexError, OSError, EOFError, zipfile.BadZipFile) as error:
         raise DataError(f"track file {path} is not a readable {suffix[1:].upper()} track file: {error}") from None
     if not all(bool(torch.isfinite(loaded[k]).all()) for k in ("queries", "tracks")):
         raise DataError(f"track file {path}: queries or tracks hold NaN/inf")
@@ -227,12 +228,16 @@ def _read_tracks(path: Path, suffix: str) -> dict:
                 "tracks": torch.tensor(record["tracks"], dtype=torch.float32), "visible": visible,
                 "confidence": confidence, "size": tuple(int(v) for v in size) if size else None}
     if suffix == ".csv":
-        with open(path, newline="") as handle:
-            rows = list(csv.DictReader(handle))
+        text = path.read_text()
+        if text and not text.endswith("\n"):
+            raise ValueError("its last line is cut off (no line end): truncated?")
+        rows = list(csv.DictReader(_io.StringIO(text, newline="")))
         if not rows:
             raise ValueError("no rows")
         n = max(int(r["point"]) for r in rows) + 1
         t = max(int(r["t"]) for r in rows) + 1
+        if len({(r["point"], r["t"]) for r in rows}) != n * t or len(rows) != n * t:
+            raise ValueError(f"{len(rows)} rows for {n} points × {t} frames (one row each): truncated or edited?")
         tracks, visible, confidence, queries = torch.zeros(n, t, 2), torch.zeros(n, t, dtype=torch.bool), torch.zeros(n, t), torch.zeros(n, 3)
         for r in rows:
             i, j = int(r["point"]), int(r["t"])

@@ -26,6 +26,7 @@ FOLDER = "PF-dataset-WILLOW"
 
 
 SPLITS = ("test", "all")  # PF-WILLOW has one evaluation set
+IMAGES_PER_CLASS = 10
 
 
 
@@ -75,8 +76,12 @@ class PFWillowPairs(RecordPairDataset):
             raise DataError(f"PF-WILLOW split must be one of {', '.join(SPLITS)}; got {split!r} (root {root})")
         folder = willow_folder(root)
         records = []
+        short: dict[str, int] = {}
         for class_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
             stems = sorted({p.stem for p in class_dir.iterdir() if p.suffix.lower() in (".png", ".mat")})
+            images = sum((class_dir / f"{s}.png").is_file() for s in stems)
+            if images != IMAGES_PER_CLASS:
+                short[class_dir.name] = images
             for stem in stems:
                 if (class_dir / f"{stem}.png").is_file() and not (class_dir / f"{stem}.mat").is_file():
                     raise DataError(f"PF-WILLOW annotation file not found: {class_dir / stem}.mat (for {stem}.png)")
@@ -93,4 +98,14 @@ class PFWillowPairs(RecordPairDataset):
                             where=f"{class_dir / src}.mat / {trg}.mat", target_bbox=keypoint_box(points[trg]),
                         )
                     )
+        if short:  # a missing image (and its .mat) would otherwise just make fewer pairs
+            import warnings
+
+            from hyperfeat.data.pairs.base import DataWarning
+
+            listed = ", ".join(f"{name}: {n}" for name, n in list(short.items())[:5])
+            warnings.warn(f"PF-WILLOW under {folder}: {len(short)} class folder(s) do not hold the benchmark's "
+                          f"{IMAGES_PER_CLASS} images ({listed}{', ...' if len(short) > 5 else ''}): "
+                          f"{len(records)} pairs are listed instead of 900, so the numbers are not comparable "
+                          f"with the benchmark's (missing files?)", DataWarning, stacklevel=2)
         super().__init__(records, load_size, dataset="PF-WILLOW", split=split, root=folder, **options)
