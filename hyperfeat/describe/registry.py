@@ -215,8 +215,3 @@ def build(name: str, overrides: Sequence[str] = (), *, cfg: Optional[DictConfig]
     cfg = _with_settings(cfg, spec, settings)
     return spec.make(cfg, backbone if spec.uses_backbone else None, weights)
 
-
-def describe_names(dense: bool = False) -> str:
-    """``name: summary`` lines, for help texts."""
-    return "\n".join(f"{s.name}: {s.summary}" + (" (needs a checkpoint)" if s.needs_checkpoint else "")
-                     for s in SPECS if s.dense or not dense)

@@ -4,7 +4,7 @@ Descriptors are upsampled bilinearly to the load size, each source keypoint take
 neighbour in the target, and the prediction is rescaled to the original target image, where
 PCK is measured. Used by validation during training and by ``eval.py``, which pass the
 config's ``eval.matcher`` and ``eval.softmax_temperature``; the ``temperature`` defaults here
-are that config value (:data:`hyperfeat.matching.SOFTMAX_TEMPERATURE`).
+are that config value (:data:`hyperfeat.correspond.matching.SOFTMAX_TEMPERATURE`).
 """
 
 from __future__ import annotations

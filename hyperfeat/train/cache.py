@@ -288,7 +288,7 @@ class FeatureCache:
             if extractor is None:
                 raise CacheMissError(
                     f"{len(pending)} image(s) are not in the feature cache {self.dir} and no extractor was "
-                    "given to compute them; fill the cache first with hyperfeat.cache.precompute"
+                    "given to compute them; fill the cache first with hyperfeat.train.cache.precompute"
                 )
             todo = list(pending)
             batch = images[[pending[k] for k in todo]]  # (b, 3, L, L)
@@ -313,7 +313,7 @@ class FeatureCache:
 class CachedPairDataset(Dataset):
     """A pair data set whose items carry ``source_raw``/``target_raw`` (S, C, R, R) instead of images.
 
-    The maps are at the cache's ``read_dtype``; :class:`hyperfeat.module.HyperfeatModule` casts them to
+    The maps are at the cache's ``read_dtype``; :class:`hyperfeat.train.module.HyperfeatModule` casts them to
     float. Fill the cache with :meth:`precompute` first: a miss computes the maps in
     ``__getitem__`` only when an extractor is at hand, which DataLoader workers never have.
     """
@@ -427,7 +427,7 @@ _NO_IMAGE = torch.empty(0)
 
 def collate_cached_pairs(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Batch pair items with or without cached maps: ``*_raw`` stacked to (B, S, C, R, R), the
-    rest as :func:`hyperfeat.data.collate_pairs` does."""
+    rest as :func:`hyperfeat.data.pairs.base.collate_pairs` does."""
     from hyperfeat.data.pairs.base import collate_pairs
 
     if not items or "source_raw" not in items[0]:

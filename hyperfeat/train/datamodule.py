@@ -1,15 +1,15 @@
 """The LightningDataModule: pair datasets of the ``data`` config block, batched pairs.
 
 With ``train.cache_features`` the train and val splits are wrapped in a
-:class:`hyperfeat.cache.CachedPairDataset`: in :meth:`PairDataModule.setup` every image of
-those splits goes through the frozen backbone once (:func:`hyperfeat.cache.precompute`, on
+:class:`hyperfeat.train.cache.CachedPairDataset`: in :meth:`PairDataModule.setup` every image of
+those splits goes through the frozen backbone once (:func:`hyperfeat.train.cache.precompute`, on
 the training device) and its raw maps are stored under ``train.cache_dir``; the loaders then
 yield ``source_raw``/``target_raw`` instead of images. The cache is keyed by image *content*
 (and the feature config), so it fits data sets whose item ``i`` is the same every time it is
 read (the synthetic pairs draw item ``i``'s warp from ``rng([seed, split, i])``).
 
 Several processes (DDP): every rank reads every item but computes only the images whose key
-falls to it (see :func:`hyperfeat.cache.precompute`), then all ranks wait at a barrier and read
+falls to it (see :func:`hyperfeat.train.cache.precompute`), then all ranks wait at a barrier and read
 each other's entries, so ``train.cache_dir`` must be on a
 file system every rank sees. An entry that is still missing is computed where it is read,
 when the loader runs in the training process (``train.num_workers: 0``).
@@ -93,7 +93,7 @@ class PairDataModule(L.LightningDataModule):
     """Train/val/test pair loaders; several pairs per step (``train.pairs_per_step``).
 
     ``extractor``: the feature extractor that fills the feature cache when no trainer with a
-    :class:`hyperfeat.module.HyperfeatModule` is attached (e.g. the loaders used by hand). Under
+    :class:`hyperfeat.train.module.HyperfeatModule` is attached (e.g. the loaders used by hand). Under
     ``trainer.fit`` the module's own extractor is used, on the trainer's device.
     """
 
@@ -251,4 +251,3 @@ def representative_indices(dataset, n: int, seed=0) -> list[int]:
         return list(range(n))
     position = {id(r): i for i, r in enumerate(records)}
     return [position[id(r)] for r in sample_across_categories(records, n, int(seed or 0))]
-

@@ -6,7 +6,7 @@ For each annotated point of image A, the logits are the cosine similarities of A
 that point with every cell of B's map, times 1/temperature; the label is the cell of the matching
 point in B. The same from B to A; the loss is the mean of the two directions. Points are given in
 the ``load_size`` frame and reach the descriptor grid by plain scaling, rounding and clipping
-(:func:`hyperfeat.matching.points_to_indices`), as the reference does. Video frame pairs with
+(:func:`hyperfeat.geometry.points_to_indices`), as the reference does. Video frame pairs with
 exact tracks train with the same loss (occluded points are ``valid=False``).
 
 :func:`cycle_walk_loss` needs no labels: the contrastive random walk over a palindrome of frames

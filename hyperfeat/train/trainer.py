@@ -293,9 +293,9 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = (), backbone: Any = N
     at a time per checkpoint folder (a lock file). NaN/inf in cached maps, the loss or the weights
     stop training with a :class:`NumericsError` and are never written. Several devices or nodes
     (``train.devices``, ``train.num_nodes``, ``train.strategy=ddp``): launch as usual (Lightning
-    starts the other local processes) or with torchrun/SLURM; see :mod:`hyperfeat.data.datamodule`
+    starts the other local processes) or with torchrun/SLURM; see :mod:`hyperfeat.train.datamodule`
     for how the feature cache is shared. ``backbone``: an already loaded
-    :class:`hyperfeat.backbone.Backbone` for ``cfg`` (default: loaded from ``cfg.backbone``).
+    :class:`hyperfeat.model.backbone.Backbone` for ``cfg`` (default: loaded from ``cfg.backbone``).
     """
     from hyperfeat.quiet import quiet_third_party
     from hyperfeat.train.datamodule import PairDataModule

@@ -54,13 +54,6 @@ def generated_images(count: int, seed: int = 0, size: int = 256) -> list[Generat
 
 
 
-def procedural_texture(seed: int, index: int, size: int = 256) -> np.ndarray:
-    """(size, size, 3) uint8 image ``index`` of ``seed`` (module docstring)."""
-    return _texture(int(seed), int(index), int(size)).copy()
-
-
-
-
 def _smooth_field(rng: np.random.Generator, size: int, cells: int, channels: int) -> np.ndarray:
     """(size, size, channels) float32 in [0, 1]: random values on a cells×cells grid, bicubic-upsampled."""
     low = rng.uniform(0.0, 1.0, size=(cells, cells, channels)).astype(np.float32)
