@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import os
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -72,14 +71,15 @@ def test_other_errors_of_a_writer_are_not_disguised(tmp_path):
 
 def test_safetensors_reports_a_full_disk_in_its_own_words(tmp_path, monkeypatch, make_tiny_checkpoint, capsys):
     """`export` of a checkpoint onto a full disk: safetensors raises its own error type."""
+    import safetensors.torch
     from safetensors import SafetensorError
 
     import hyperfeat.model.pretrained  # noqa: F401
-    import safetensors.torch
 
     def full(*args, **kwargs):
-        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
-                              'message: "No space left on device" })')
+        raise SafetensorError(
+            'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'
+        )
 
     monkeypatch.setattr(safetensors.torch, "save_file", full)
     out = tmp_path / "exported"
@@ -89,10 +89,12 @@ def test_safetensors_reports_a_full_disk_in_its_own_words(tmp_path, monkeypatch,
     assert err.count("\n") == 1 and not list(out.glob("*.tmp")) and not list(out.glob(".*"))
 
 
-@pytest.mark.parametrize("code, words", [(errno.EROFS, "read-only"), (errno.EACCES, "permission denied"),
-                                         (errno.ENOSPC, "no space left")])
-def test_commands_writing_outputs_to_a_faulty_folder_say_one_line(tmp_path, monkeypatch, make_tiny_checkpoint,
-                                                                   capsys, code, words):
+@pytest.mark.parametrize(
+    "code, words", [(errno.EROFS, "read-only"), (errno.EACCES, "permission denied"), (errno.ENOSPC, "no space left")]
+)
+def test_commands_writing_outputs_to_a_faulty_folder_say_one_line(
+    tmp_path, monkeypatch, make_tiny_checkpoint, capsys, code, words
+):
     ckpt = make_tiny_checkpoint()
     image = tmp_path / "i.png"
     Image.new("RGB", (32, 32), (120, 30, 200)).save(image)
@@ -106,8 +108,22 @@ def test_commands_writing_outputs_to_a_faulty_folder_say_one_line(tmp_path, monk
         raise OSError(code, os.strerror(code), str(path))
 
     monkeypatch.setattr(corr, "save_figure", faulty)
-    assert main(["match", str(image), str(image), "--checkpoint", str(ckpt), "--points", "3,4",
-                 "--out", str(tmp_path / "m.png")]) == 2
+    assert (
+        main(
+            [
+                "match",
+                str(image),
+                str(image),
+                "--checkpoint",
+                str(ckpt),
+                "--points",
+                "3,4",
+                "--out",
+                str(tmp_path / "m.png"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and words in err and str(tmp_path / "m.png") in err, err
 
@@ -120,8 +136,10 @@ def test_an_output_folder_that_is_a_file_is_one_line(tmp_path, make_tiny_checkpo
     taken.write_text("an existing file")
     assert main(["extract", str(image), "--out", str(taken), "--checkpoint", str(make_tiny_checkpoint())]) == 2
     err = capsys.readouterr().err
-    assert err == f"error: cannot write {taken}: {taken} exists and is a file, where a folder is needed; " \
-                  f"name another folder\n"
+    assert (
+        err == f"error: cannot write {taken}: {taken} exists and is a file, where a folder is needed; "
+        f"name another folder\n"
+    )
     assert taken.read_text() == "an existing file"
     with pytest.raises(StorageError, match="a part of its folder path is a file"):
         hio.atomic_write(taken / "inside" / "x.json", lambda tmp: None)
@@ -176,8 +194,20 @@ def test_track_onto_a_full_disk_exits_with_one_line_and_no_partial_file(tmp_path
 
     monkeypatch.setattr(hio.os, "posix_fallocate", full)
     cache = tmp_path / "cache"
-    code = main(["track", str(tmp_path / "frames"), "--checkpoint", str(checkpoint), "--points", "0,10,10",
-                 "--out", str(tmp_path / "t.gif"), f"video.cache_dir={cache}", "video.frame_size=64"])
+    code = main(
+        [
+            "track",
+            str(tmp_path / "frames"),
+            "--checkpoint",
+            str(checkpoint),
+            "--points",
+            "0,10,10",
+            "--out",
+            str(tmp_path / "t.gif"),
+            f"video.cache_dir={cache}",
+            "video.frame_size=64",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].startswith(f"error: no space left on the device to write {cache}"), err
     assert not list(cache.glob("*")) and not (tmp_path / "t.gif").exists()

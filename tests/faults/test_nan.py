@@ -85,9 +85,8 @@ def test_a_nan_video_descriptor_cache_is_recomputed(tmp_path):
 
 
 def test_a_nan_memory_mapped_video_store_is_recomputed(tmp_path):
-    from tests.video.test_stream import moving_scene, patch_describer, write_frames
-
     from hyperfeat.video.run import describe_store, frame_stream
+    from tests.video.test_stream import moving_scene, patch_describer, write_frames
 
     folder = write_frames(tmp_path / "clip", moving_scene(4))
     describer = patch_describer(f"video.cache_dir={tmp_path / 'cache'}")

@@ -56,15 +56,29 @@ def png_bytes(size=(8, 6), colour=(200, 30, 90)) -> bytes:
 
 
 def multipart(files: list[tuple[str, bytes]], kind: str = "image") -> bytes:
-    body = f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"kind\"\r\n\r\n{kind}\r\n".encode()
+    body = f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="kind"\r\n\r\n{kind}\r\n'.encode()
     for name, data in files:
-        body += (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
-                 f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + b"\r\n"
+        body += (
+            (
+                f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+                f"Content-Type: application/octet-stream\r\n\r\n"
+            ).encode()
+            + data
+            + b"\r\n"
+        )
     return body + f"--{BOUNDARY}--\r\n".encode()
 
 
-def request(port: int, method: str, path: str, headers: dict, body: bytes = b"", host: str | None = None,
-            send_length: bool = True, shut: bool = False) -> tuple[int, dict]:
+def request(
+    port: int,
+    method: str,
+    path: str,
+    headers: dict,
+    body: bytes = b"",
+    host: str | None = None,
+    send_length: bool = True,
+    shut: bool = False,
+) -> tuple[int, dict]:
     """Send exactly these headers (Host defaults to the served one) and return (status, JSON body)."""
     head = {"Host": host if host is not None else f"127.0.0.1:{port}", "Connection": "close", **headers}
     if send_length and "Content-Length" not in headers and method == "POST":
@@ -90,8 +104,13 @@ def send(port: int, raw: bytes, shut: bool = False) -> tuple[int, dict]:
 
 
 def upload(port: int, files, kind: str = "image", **headers) -> tuple[int, dict]:
-    return request(port, "POST", "/api/upload",
-                   {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}", **headers}, multipart(files, kind))
+    return request(
+        port,
+        "POST",
+        "/api/upload",
+        {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}", **headers},
+        multipart(files, kind),
+    )
 
 
 def stored(app: WebApp) -> list[str]:
@@ -116,9 +135,12 @@ def test_a_foreign_host_reads_nothing_and_the_served_names_do(page):
 def test_cross_origin_requests_are_refused_and_store_nothing(page):
     app, port = page
     before = stored(app)
-    for headers in ({"Origin": "http://evil.example"}, {"Origin": "null"},
-                    {"Origin": f"http://localhost:{port}"},  # another origin than the Host it names
-                    {"Sec-Fetch-Site": "cross-site"}):
+    for headers in (
+        {"Origin": "http://evil.example"},
+        {"Origin": "null"},
+        {"Origin": f"http://localhost:{port}"},  # another origin than the Host it names
+        {"Sec-Fetch-Site": "cross-site"},
+    ):
         status, reply = upload(port, [("cat.png", png_bytes())], **headers)
         assert status == 403 and "refused" in reply["error"], (headers, reply)
     assert stored(app) == before and not app.uploads
@@ -132,10 +154,16 @@ def test_cross_origin_requests_are_refused_and_store_nothing(page):
 # ---------------------------------------------------------------------------- lengths and memory
 
 
-@pytest.mark.parametrize("length, status, words", [
-    ("-1", 400, "non-negative integer"), ("abc", 400, "non-negative integer"), ("1e3", 400, "non-negative"),
-    (str(600 * 2**20), 413, "too large"), (None, 411, "needs a Content-Length"),
-])
+@pytest.mark.parametrize(
+    "length, status, words",
+    [
+        ("-1", 400, "non-negative integer"),
+        ("abc", 400, "non-negative integer"),
+        ("1e3", 400, "non-negative"),
+        (str(600 * 2**20), 413, "too large"),
+        (None, 411, "needs a Content-Length"),
+    ],
+)
 def test_bad_or_oversized_lengths_are_4xx_before_any_body_is_read(page, length, status, words):
     app, port = page
     headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
@@ -144,19 +172,27 @@ def test_bad_or_oversized_lengths_are_4xx_before_any_body_is_read(page, length, 
     got, reply = request(port, "POST", "/api/upload", headers, b"x" * 64, send_length=False)
     assert got == status and words in reply["error"], reply
     assert not stored(app)
-    got, reply = request(port, "POST", "/api/match", dict(headers, **{"Content-Type": "application/json"}), b"{}",
-                         send_length=False)
+    got, reply = request(
+        port, "POST", "/api/match", dict(headers, **{"Content-Type": "application/json"}), b"{}", send_length=False
+    )
     assert got == status, reply
 
 
 def test_chunked_bodies_and_truncated_bodies_are_4xx(page):
     app, port = page
-    status, reply = request(port, "POST", "/api/upload", {"Transfer-Encoding": "chunked"}, b"0\r\n\r\n",
-                            send_length=False)
+    status, reply = request(
+        port, "POST", "/api/upload", {"Transfer-Encoding": "chunked"}, b"0\r\n\r\n", send_length=False
+    )
     assert status == 411
-    status, reply = request(port, "POST", "/api/upload", {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}",
-                                                          "Content-Length": "1000"}, b"short", send_length=False,
-                            shut=True)
+    status, reply = request(
+        port,
+        "POST",
+        "/api/upload",
+        {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}", "Content-Length": "1000"},
+        b"short",
+        send_length=False,
+        shut=True,
+    )
     assert status == 400 and "ended after 5 of 1000 bytes" in reply["error"]
     assert not stored(app), "the half-received body is removed"
 
@@ -164,9 +200,10 @@ def test_chunked_bodies_and_truncated_bodies_are_4xx(page):
 def test_an_upload_is_streamed_to_disk_not_held_in_memory(page):
     app, port = page
     body = multipart([("big.png", os.urandom(24 * 2**20))])  # 24 MiB: not an image, refused once received
-    raw = (f"POST /api/upload HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n"
-           f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {len(body)}\r\n\r\n"
-           ).encode() + body
+    raw = (
+        f"POST /api/upload HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n"
+        f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
     tracemalloc.start()  # Python allocations of every thread, the server's included
     try:
         status, reply = send(port, raw)
@@ -178,29 +215,38 @@ def test_an_upload_is_streamed_to_disk_not_held_in_memory(page):
     assert not stored(app), "a refused upload leaves no file"
 
 
-@pytest.mark.parametrize("body, words", [
-    (b"--other\r\n\r\n", "boundary never occurs"),
-    (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n\r\nabc".encode(),
-     "before the last part is closed"),
-    (f"--{BOUNDARY}xx".encode(), "not followed by a line break"),
-])
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        (b"--other\r\n\r\n", "boundary never occurs"),
+        (
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\nabc'.encode(),
+            "before the last part is closed",
+        ),
+        (f"--{BOUNDARY}xx".encode(), "not followed by a line break"),
+    ],
+)
 def test_malformed_multipart_is_400_not_500(page, body, words):
     _, port = page
-    status, reply = request(port, "POST", "/api/upload", {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
-                            body)
+    status, reply = request(
+        port, "POST", "/api/upload", {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}, body
+    )
     assert status == 400 and words in reply["error"], reply
     status, reply = request(port, "POST", "/api/upload", {"Content-Type": "text/plain"}, b"hello")
     assert status == 400 and "multipart/form-data" in reply["error"]
 
 
-@pytest.mark.parametrize("path, body, words", [
-    ("/api/match", b"[1, 2]", "JSON object"),
-    ("/api/match", b"\xff\xfe", "must be JSON"),
-    ("/api/track", b'{"video": "upload-1", "points": "abc"}', "points must be a list"),
-    ("/api/track", b'{"video": "upload-1", "points": [[1, "x"]]}', "points must be a list"),
-    ("/api/track", b'{"video": "upload-1", "points": [[1, 2]], "grid": "many"}', "grid must be an integer"),
-    ("/api/track", b'{"video": "upload-1", "points": [[1, 2]], "tail_length": -4}', "tail_length must be"),
-])
+@pytest.mark.parametrize(
+    "path, body, words",
+    [
+        ("/api/match", b"[1, 2]", "JSON object"),
+        ("/api/match", b"\xff\xfe", "must be JSON"),
+        ("/api/track", b'{"video": "upload-1", "points": "abc"}', "points must be a list"),
+        ("/api/track", b'{"video": "upload-1", "points": [[1, "x"]]}', "points must be a list"),
+        ("/api/track", b'{"video": "upload-1", "points": [[1, 2]], "grid": "many"}', "grid must be an integer"),
+        ("/api/track", b'{"video": "upload-1", "points": [[1, 2]], "tail_length": -4}', "tail_length must be"),
+    ],
+)
 def test_malformed_json_requests_are_400_not_500(page, path, body, words):
     app, port = page
     frames = [(f"{i:03d}.png", png_bytes(colour=(10 * i, 0, 0))) for i in range(3)]
@@ -264,13 +310,14 @@ serve_forever(app, port=0)
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_the_upload_folder_is_removed_on_sigterm_and_ctrl_c(signum):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-c", SERVE], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SERVE], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT
+    )
     try:
         work = Path(proc.stdout.readline().strip())
         assert (work / "upload-1" / "users-photo.png").is_file()
         deadline = time.monotonic() + 30
-        while "hyperfeat page at" not in (line := proc.stdout.readline()) and time.monotonic() < deadline:
+        while "hyperfeat page at" not in proc.stdout.readline() and time.monotonic() < deadline:
             pass
         proc.send_signal(signum)
         proc.wait(timeout=30)

@@ -40,8 +40,9 @@ def with_config(ckpt_path, target, block: str, key: str, value: str):
 
 
 @pytest.mark.parametrize("block, key", [("backbone", "model"), ("train", "lr"), ("data", "root")])
-def test_export_refuses_a_checkpoint_whose_config_reads_the_environment(tmp_path, tiny_ckpt, secret, capsys,
-                                                                          block, key):
+def test_export_refuses_a_checkpoint_whose_config_reads_the_environment(
+    tmp_path, tiny_ckpt, secret, capsys, block, key
+):
     bad = with_config(tiny_ckpt, tmp_path / "received.ckpt", block, key, "${oc.env:SECRET_TOKEN}")
     out = tmp_path / "exported"
     assert main(["export", str(bad), str(out)]) == 2

@@ -67,9 +67,13 @@ def test_sigterm_in_any_command_is_ctrl_c_one_line_and_143(monkeypatch, capsys):
     assert main(["faulty"]) == 130 and capsys.readouterr().err == "interrupted (Ctrl-C)\n"
 
 
-@pytest.mark.parametrize("fault, words", [(MemoryError(), "error: out of memory"),
-                                          (FileNotFoundError(2, "No such file or directory", "/x/y"),
-                                           "error: No such file or directory: /x/y")])
+@pytest.mark.parametrize(
+    "fault, words",
+    [
+        (MemoryError(), "error: out of memory"),
+        (FileNotFoundError(2, "No such file or directory", "/x/y"), "error: No such file or directory: /x/y"),
+    ],
+)
 def test_machine_faults_outside_writers_are_one_line(monkeypatch, capsys, fault, words):
     def raises(args):
         raise fault
@@ -82,9 +86,22 @@ def test_machine_faults_outside_writers_are_one_line(monkeypatch, capsys, fault,
 
 def test_sigterm_during_eval_writes_the_partial_record(tmp_path, make_tiny_checkpoint):
     out = tmp_path / "eval.json"
-    cmd = [sys.executable, "eval.py", "--checkpoint", str(make_tiny_checkpoint()), "data=synthetic",
-           "data.root=generated", "data.test_split=test", "data.generated_images=8", "data.pairs_per_image=50",
-           "data.generated_size=64", "eval.batch_size=1", f"paths.output_dir={tmp_path}", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "eval.py",
+        "--checkpoint",
+        str(make_tiny_checkpoint()),
+        "data=synthetic",
+        "data.root=generated",
+        "data.test_split=test",
+        "data.generated_images=8",
+        "data.pairs_per_image=50",
+        "data.generated_size=64",
+        "eval.batch_size=1",
+        f"paths.output_dir={tmp_path}",
+        "--out",
+        str(out),
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     err = bytearray()
