@@ -71,10 +71,11 @@ def extract_to_folder(
                 maps, desc = None, hf.describe_batch(batch).cpu()
             for b, path in enumerate(chunk):
                 record = dict(meta, source=str(path), image_size_wh=list(sizes[b]))
+                # clone: a view would save the whole batch's storage in every image's file
                 if maps is not None:
-                    record["raw"] = maps[b].float().contiguous()
+                    record["raw"] = maps[b].float().clone()
                 if desc is not None:
-                    record["hyperfeatures"] = desc[b].float().contiguous()
+                    record["hyperfeatures"] = desc[b].float().clone()
                 target = out / f"{path.stem}.pt"
                 atomic_save(record, target)
                 written.append(target)

@@ -105,9 +105,19 @@ def comparison_table(rows: Sequence[tuple[str, dict, float]], alphas: Sequence[f
     return format_table(headers, body, title=title, notes=notes)
 
 
+SUMMARY_GROUPS = ("multi_object", "foreground")  # DAVIS's overall J&F, of every object and of the merged one
+
+
+def headline_keys(results: dict) -> list[str]:
+    """The overall scalars of a video task's results: top-level numbers (JHMDB, TAP-Vid) and the
+    summary groups' (DAVIS: ``multi_object/J&F`` …), never per-sequence or per-item ones."""
+    return [k for k in results if not k.startswith("num_")
+            and ("/" not in k or (k.count("/") == 1 and k.split("/")[0] in SUMMARY_GROUPS))]
+
+
 def video_table(rows: Sequence[tuple[str, dict, float]], title: str, notes: Sequence[str] = ()) -> str:
     """One row per method: the task's overall scalar results (in %) and seconds per video."""
-    keys = [k for k in rows[0][1] if "/" not in k and not k.startswith("num_")] if rows else []
+    keys = list(dict.fromkeys(k for _, r, _ in rows for k in headline_keys(r)))
     headers = ["method"] + keys + ["s/video"]
     body = [[name] + [f"{100 * float(r[k]):.2f}" if k in r else "-" for k in keys] + [f"{s:.2f}"] for name, r, s in rows]
     return format_table(headers, body, title=title, notes=notes)

@@ -286,6 +286,7 @@ def load_pretrained(spec: Spec, revision: Optional[str] = None, cache_dir: Optio
         return load_checkpoint(path)
     if text in OFFICIAL:
         return load_official(text, cache_dir=cache_dir, local_files_only=local_files_only)
+    _refuse_local_lookalike(path, text)
     if _is_hub_id(text):
         config = hub_file(text, CONFIG_NAME, revision, cache_dir, local_files_only)
         weights = hub_file(text, WEIGHTS_NAME, revision, cache_dir, local_files_only)
@@ -296,6 +297,21 @@ def load_pretrained(spec: Spec, revision: Optional[str] = None, cache_dir: Optio
         f"checkpoint not found: {text} (not a file or folder, not a published name "
         f"({', '.join(OFFICIAL)}), not a hub id owner/name)"
     )
+
+
+CHECKPOINT_SUFFIXES = (".ckpt", ".safetensors", ".pt", ".pth")
+
+
+def _refuse_local_lookalike(path: Path, text: str) -> None:
+    """A missing local path that looks like a hub id (``checkpoints/last``) is a local typo, not a
+    repo to download: one line, naming the file it probably meant, when that file or its folder is here."""
+    near = [path.with_name(path.name + s) for s in CHECKPOINT_SUFFIXES if path.with_name(path.name + s).is_file()]
+    if near:
+        raise CheckpointError(f"checkpoint not found: {text}; did you mean {near[0]}? (a path needs its extension)")
+    if path.parent != Path(".") and path.parent.is_dir():
+        here = sorted(p.name for p in path.parent.iterdir() if p.suffix in CHECKPOINT_SUFFIXES or p.is_dir())[:6]
+        raise CheckpointError(f"checkpoint not found: {text} (the folder {path.parent} is here, so this is a local "
+                              f"path, not a hub id; it holds: {', '.join(here) or 'no checkpoint'})")
 
 
 def hub_file(repo_id: str, filename: str, revision: Optional[str] = None, cache_dir: Optional[Spec] = None,

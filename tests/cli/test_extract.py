@@ -28,6 +28,9 @@ def test_extract_real_spair_images(tmp_path, checkpoint, tiny_cfg):
         assert record["hyperfeatures"].shape == (tiny_cfg.aggregation.projection_dim, R, R)
         assert record["save_steps"] == [4, 2, 0]
         assert tuple(record["image_size_wh"]) == Image.open(image).size
+        for key in ("raw", "hyperfeatures"):  # each file holds its own image, not the batch's storage
+            tensor = record[key]
+            assert tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size(), key
 
 
 def test_extract_folder_raw_only(tmp_path):

@@ -74,3 +74,18 @@ def test_training_free_method_runs_without_a_checkpoint(tmp_path, capsys):
 def test_bad_method_settings_are_one_line_errors(args, expected, capsys):
     assert main(["eval", "backbone=tiny", *args]) == 2
     assert expected in capsys.readouterr().err
+
+
+def test_video_comparison_table_shows_the_overall_scores():
+    """DAVIS's overall J&F lives under multi_object/ and foreground/: the table must show it (and
+    no per-sequence number); JHMDB's and TAP-Vid's top-level numbers as before."""
+    from hyperfeat.eval.compare import video_table
+
+    davis = {"multi_object/J&F": 0.5, "multi_object/J-Mean": 0.4, "foreground/J&F": 0.6, "seq/bike/J&F": 0.9,
+             "num_sequences": 2.0}
+    table = video_table([("dift", davis, 1.0), ("raw", {"pck@0.1": 0.3, "num_clips": 1.0}, 2.0)], "t")
+    header = table.splitlines()[[i for i, line in enumerate(table.splitlines()) if "method" in line][0]]
+    for key in ("multi_object/J&F", "multi_object/J-Mean", "foreground/J&F", "pck@0.1"):
+        assert key in header
+    assert "seq/bike" not in table and "num_" not in table
+    assert "50.00" in table and "60.00" in table and "30.00" in table

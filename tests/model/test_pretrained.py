@@ -98,6 +98,20 @@ def test_bad_folders_and_names_are_clear_errors(tmp_path, saved):
         pretrained.load_pretrained("checkpoints/missing.ckpt")  # a missing file, not a hub repo
 
 
+def test_a_local_path_without_its_extension_is_not_taken_for_a_hub_id(tmp_path, monkeypatch):
+    """``--checkpoint checkpoints/last`` looks like owner/name; with checkpoints/ here it is a typo
+    of a local path: one line naming the file it meant, and no download is tried."""
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    (folder / "last.ckpt").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(pretrained, "hub_file", lambda *a, **k: pytest.fail("a local typo reached the hub"))
+    with pytest.raises(CheckpointError, match=r"checkpoint not found: checkpoints/last; did you mean checkpoints/last.ckpt\?"):
+        pretrained.load_pretrained("checkpoints/last")
+    with pytest.raises(CheckpointError, match=r"the folder checkpoints is here, so this is a local path.*last.ckpt"):
+        pretrained.load_pretrained("checkpoints/best")
+
+
 # ---------------------------------------------------------------------------- published networks by name
 
 
@@ -174,6 +188,7 @@ def test_published_name_missing_from_cache_offline_says_how_to_download(tmp_path
     assert time.monotonic() - start < 5
     message = str(info.value)
     assert "HF_HUB_OFFLINE is set" in message
+    assert "set HF_HUB_OFFLINE=1" not in message  # it is set: no advice to set it again
     assert "`hf download g-luo/diffusion-hyperfeatures weights/aggregation_network_sdv2-1.pt`" in message
 
 
@@ -203,6 +218,7 @@ def test_unreachable_hub_is_detected_fast_with_an_accurate_message(unreachable_h
     message = str(info.value)
     assert "cannot be reached" in message and "127.0.0.1:9" in message
     assert "`hf download someone/not-cached config.json`" in message
+    assert "set HF_HUB_OFFLINE=1 to skip the network check" in message  # not set here: worth saying
     assert "does not appear to have a file named" not in message
     with pytest.raises(BackboneError) as info:  # the backbone download takes the same probe (done once)
         from hyperfeat.model.backbone import load_backbone
@@ -257,3 +273,26 @@ def test_export_command(tiny_hf, tmp_path, tiny_backbone, capsys, expected):
     assert torch.equal(again.describe(IMAGES), expected)
     assert main(["export", str(tmp_path / "missing.ckpt"), str(tmp_path / "x")]) == 2
 
+
+
+def test_export_card_carries_headline_scores_data_backbone_and_steps(tiny_hf, tmp_path):
+    """``export --metrics eval.json``: the card names the headline scores with the data set, task
+    and backbone they were measured on (not every per-category number), and the training steps."""
+    import json
+
+    from hyperfeat.cli import main
+
+    _, ckpt = tiny_hf
+    record = torch.load(ckpt, weights_only=False)
+    record["global_step"] = 1234
+    trained = tmp_path / "trained.ckpt"
+    torch.save(record, trained)
+    metrics = tmp_path / "eval.json"
+    metrics.write_text(json.dumps({"method": "hyperfeatures", "task": "semantic", "data": "spair", "backbone": "tiny",
+                                   "results": {"pck_bbox@0.1": 0.61, "cat/cat/pck_bbox@0.1": 0.7, "num_pairs": 360}}))
+    assert main(["export", str(trained), str(tmp_path / "out"), "--metrics", str(metrics)]) == 0
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "| pck_bbox@0.1 (data spair, task semantic, backbone tiny, method hyperfeatures) | 0.61 |" in card
+    assert "cat/cat" not in card and "num_pairs" not in card
+    assert "exported from trained.ckpt after 1234 training steps" in card
+    assert "![mixing weights](mixing_weights.png)" in card
