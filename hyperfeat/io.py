@@ -138,6 +138,19 @@ def _free(folder: Path) -> str:
         return "? MiB"
 
 
+def check_writable(path: PathLike) -> None:
+    """Fail now, with :func:`write_error`'s line, when the file ``path`` could not be written (its
+    folder is created if needed and probed with a temporary file): before a long run, not after."""
+    folder = Path(path).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe-")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as err:
+        raise write_error(err, path, free=False) or err from None
+
+
 def reserve_space(path: PathLike, nbytes: int) -> None:
     """Allocate the blocks of the existing file ``path`` up to ``nbytes``, so that writing through a
     memory map of it cannot die of SIGBUS when the disk fills: a full disk is a

@@ -15,6 +15,7 @@ from hyperfeat.eval.davis import evaluate_davis
 from hyperfeat.eval.jhmdb import evaluate_jhmdb
 from hyperfeat.eval.semantic import EvaluationInterrupted, evaluate_semantic
 from hyperfeat.eval.tapvid import evaluate_tapvid
+from hyperfeat.io import check_writable
 from hyperfeat.model.backbone import Backbone
 
 RANDOM_BACKBONE_NOTE = ("NOTE: backbone 'tiny' is a small RANDOM model: these numbers only show that the pipeline "
@@ -53,6 +54,7 @@ def evaluate(checkpoint: str, overrides: Sequence[str] = (), out_json: Optional[
         print(RANDOM_BACKBONE_NOTE)
     name = output_name(cfg, overrides)
     path = Path(out_json) if out_json else Path(cfg.paths.output_dir) / f"eval_{name}.json"
+    check_writable(path)  # a read-only or full destination fails now, not after the evaluation
     try:
         if cfg.task == "semantic":
             results, table = evaluate_semantic(hf)

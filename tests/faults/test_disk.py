@@ -211,3 +211,57 @@ def test_track_onto_a_full_disk_exits_with_one_line_and_no_partial_file(tmp_path
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].startswith(f"error: no space left on the device to write {cache}"), err
     assert not list(cache.glob("*")) and not (tmp_path / "t.gif").exists()
+
+
+# ---------------------------------------------------------------------------- long runs: eval and training
+
+SYNTHETIC_EVAL = [
+    "data=synthetic",
+    "data.root=generated",
+    "data.test_split=test",
+    "data.generated_images=4",
+    "data.pairs_per_image=2",
+    "data.generated_size=64",
+    "eval.batch_size=2",
+]
+
+
+def test_eval_into_an_unwritable_place_fails_before_evaluating(tmp_path, make_tiny_checkpoint, monkeypatch, capsys):
+    taken = tmp_path / "taken"
+    taken.write_text("a file")
+    ckpt = str(make_tiny_checkpoint())
+    out = taken / "eval.json"
+    argv = ["eval", "--checkpoint", ckpt, *SYNTHETIC_EVAL, f"paths.output_dir={tmp_path}"]
+    assert main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err == f"error: cannot write {out}: {taken} exists and is a file, where a folder is needed; "
+        f"name another folder\n"
+    ), err  # no progress bar: nothing was evaluated
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(hio.tempfile, "mkstemp", read_only)
+    assert main([*argv, "--out", str(tmp_path / "r" / "eval.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot write {tmp_path / 'r' / 'eval.json'}: the file system is read-only")
+    assert err.count("\n") == 1
+
+
+def test_training_into_an_unwritable_folder_or_cache_is_one_line(tmp_path, monkeypatch, capsys):
+    from tests.train.test_training import SMALL, SYNTHETIC
+
+    taken = tmp_path / "taken"
+    taken.write_text("a file")
+    base = [*SMALL, *SYNTHETIC, "train.max_steps=1", f"paths.output_dir={tmp_path}/out"]
+    assert main(["train", *base, f"paths.checkpoint_dir={taken}/ckpt"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"error: cannot write {taken}/ckpt: a part of its folder path is a file"), err
+    assert taken.read_text() == "a file"
+
+    monkeypatch.setattr(hio.torch, "save", failing_with(errno.EROFS))  # the feature cache's first entry
+    code = main(["train", *base, f"paths.checkpoint_dir={tmp_path}/ckpt", "train.cache_features=true"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith(f"error: cannot write {tmp_path}/out/feature_cache/"), err
+    assert "the file system is read-only" in err[-1] and not list((tmp_path / "out").rglob("*.tmp"))
