@@ -180,12 +180,10 @@ class PairDataModule(L.LightningDataModule):
         return dataset
 
     def _signal_received(self) -> bool:
-        """Whether SIGINT/SIGTERM came during this fit (the training's CheckpointPolicy saw it)."""
-        from hyperfeat.train.trainer import CheckpointPolicy
-
+        """Whether SIGINT/SIGTERM came during this fit: a callback of the trainer (the training's
+        ``CheckpointPolicy``) says ``stop_requested``."""
         trainer = getattr(self, "trainer", None)
-        return trainer is not None and any(isinstance(cb, CheckpointPolicy) and cb.signum is not None
-                                           for cb in trainer.callbacks)
+        return trainer is not None and any(getattr(cb, "stop_requested", False) for cb in trainer.callbacks)
 
     def _cached(self, split: str, dataset: Dataset, extractor, device, rank: int, world_size: int, barrier) -> Dataset:
         from hyperfeat.train.cache import CachedPairDataset, FeatureCache
@@ -251,3 +249,4 @@ def representative_indices(dataset, n: int, seed=0) -> list[int]:
         return list(range(n))
     position = {id(r): i for i, r in enumerate(records)}
     return [position[id(r)] for r in sample_across_categories(records, n, int(seed or 0))]
+

@@ -117,6 +117,11 @@ class CheckpointPolicy(Callback):
         self.saved_step: Optional[int] = None
         self.started = False  # a training step has begun (before: loading, the cache fill)
 
+    @property
+    def stop_requested(self) -> bool:
+        """A signal came: what runs before the first step (the feature-cache fill) stops too."""
+        return self.signum is not None
+
     def on_train_start(self, trainer, pl_module) -> None:
         self.started = True
 
