@@ -386,8 +386,8 @@ def test_keypoint_outside_image_strict_error_or_warn_invalid(tmp_path):
     assert ds[0]["valid"].tolist() == [True, False]
     ann = _dhf(tmp_path, [_pair(tp=[(3, 4), (50, 20)])])  # the edge, 1-based style: inside
     assert SPairDataset(tmp_path, str(ann), L, strict=True)[0]["valid"].all()
-    # the README says what the behaviour is
-    readme = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text().split())
+    # the reference says what the behaviour is
+    readme = " ".join((Path(__file__).resolve().parents[2] / "docs" / "REFERENCE.md").read_text().split())
     assert ("a keypoint outside its image is marked invalid with one warning per data set (an error naming "
             "the pair with `data.strict=true`)") in readme
 
