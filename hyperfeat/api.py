@@ -77,8 +77,8 @@ class Hyperfeatures(HyperfeatureDescriber):
 
         ``query_points`` (N, 3) rows of (t, x, y): t an integer frame index in [0, T), (x, y)
         pixels of that frame. Returns tracks (N, T, 2) xy pixels and visible (N, T) bool (CPU);
-        at its own frame a query is returned exactly and visible. Settings: ``video.track_radius``
-        … ``video.reacquire_margin``. A query outside the frame or past the end raises DataError
+        at its own frame a query is returned exactly and visible. The tracker is ``video.tracker``
+        with its ``video.trackers.<name>`` settings. A query outside the frame or past the end raises DataError
         before any descriptor is computed. See :func:`hyperfeat.video.run.track`.
         """
         return video_run.track(self, frames, query_points, descriptors=descriptors, progress=progress)
@@ -111,7 +111,7 @@ class Hyperfeatures(HyperfeatureDescriber):
 
     def adapt(self, frames, steps: int = 20, lr: Optional[float] = None, progress: bool = False, **settings) -> "Hyperfeatures":
         """A copy whose aggregation network took ``steps`` self-supervised steps (the cycle walk,
-        AdamW at ``lr``; None: :class:`hyperfeat.train.adapt.AdaptSettings`' 1e-3, measured best
+        AdamW at ``lr``; None: :class:`hyperfeat.train.adapt.AdaptSettings`' default, measured best
         for video-trained networks) on this very video; the backbone and ``self`` are unchanged. ``frames``:
         any video form the video methods take. ``settings``: the other fields of
         :class:`hyperfeat.train.adapt.AdaptSettings` (clip_length, max_stride, clips_per_step,

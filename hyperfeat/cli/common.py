@@ -112,10 +112,13 @@ def adapted(hf, video, steps: int, lr: Optional[float], name: Optional[str | Pat
 
 
 def add_adapt_args(p: argparse.ArgumentParser) -> None:
+    from hyperfeat.train.adapt import AdaptSettings  # the one home of the adaptation's defaults
+
     p.add_argument("--adapt-steps", type=int, default=0,
                    help="test-time adaptation: this many self-supervised steps on the video first (0: none)")
     p.add_argument("--adapt-lr", type=float, default=None,
-                   help="learning rate of --adapt-steps (default: the adaptation's own, 1e-3; 3e-3 adapts an untrained network further)")
+                   help=f"learning rate of --adapt-steps (default: the adaptation's own, {AdaptSettings.lr:g}; 3e-3 adapts an "
+                        "untrained network further)")
     p.add_argument("--adapt-mirror", action=argparse.BooleanOptionalAction, default=None,
                    help="end each adaptation walk on the mirrored first frame, so that descriptors of position alone "
                         "cannot win it (default: the adaptation's own; costs one more backbone pass per frame)")
