@@ -365,24 +365,28 @@ def _check_number(cfg: DictConfig, key: str, kind: type, low: float, strict: boo
     value = OmegaConf.select(cfg, key)
     if value is None and key not in ("train.lr", "train.max_steps"):
         return
+    check_number(key, value, kind, low, strict, high)
+
+
+def check_number(key: str, value: Any, kind: type, low: Optional[float] = None, strict: bool = False,
+                 high: Optional[float] = None) -> None:
+    """The one range check of a numeric setting ``key``: ``value`` a finite ``kind`` (int, or float
+    where ints are fine too) >= ``low`` (> when ``strict``) and <= ``high``; else one ConfigError line."""
     ok_type = isinstance(value, (int, float)) if kind is float else isinstance(value, int)
     if isinstance(value, bool) or not ok_type:
         raise ConfigError(f"{key} must be {'a number' if kind is float else 'an integer'}; got {value!r}")
     if not math.isfinite(value):
         raise ConfigError(f"{key} must be a finite number; got {value!r}")
-    if value < low or (strict and value == low) or (high is not None and value > high):
-        bound = f"{'>' if strict else '>='} {low:g}" + (f" and <= {high:g}" if high is not None else "")
+    below = low is not None and (value < low or (strict and value == low))
+    if below or (high is not None and value > high):
+        bound = " and ".join(([f"{'>' if strict else '>='} {low:g}"] if low is not None else []) +
+                             ([f"<= {high:g}"] if high is not None else []))
         raise ConfigError(f"{key} must be {bound}; got {value!r}")
 
 
 # Numeric settings checked by range when the config is composed: key → (kind, low, strict, high).
 # A key the config lacks is skipped (so a block moved elsewhere is checked there).
 RANGES: dict[str, tuple[type, float, bool, Optional[float]]] = {
-    "video.track_radius": (int, 0, False, None),
-    "video.min_similarity": (float, -1.0, False, 1.0),
-    "video.refine_temperature": (float, 0.0, True, None),
-    "video.refine_radius": (int, 0, False, None),
-    "video.cycle_threshold": (float, 0.0, False, None),
     "video.temperature": (float, 0.0, True, None),
     "video.radius": (int, 0, False, None),
     "video.topk": (int, 1, False, None),

@@ -104,7 +104,7 @@ def run_track_command(
     pictures = FrameStream(video, None) if full_resolution else stream
     xy = rescale_points(result.tracks, result.size, pictures.size)
     written = write_video_stream(iter_draw_tracks(iter(pictures), xy, result.visible, tail_length), out_path, fps=fps)
-    meta = {"video": str(video), "checkpoint": str(checkpoint), "tracker": str(hf.cfg.video.get("tracker", "memory"))}
+    meta = {"video": str(video), "checkpoint": str(checkpoint), "tracker": str(hf.cfg.video.tracker)}
     json_path = save_tracks(tracks_json_path(out_path), result.queries, result.tracks, result.visible,
                             result.confidence, result.size, meta)
     exported = [save_tracks(p, result.queries, result.tracks, result.visible, result.confidence, result.size, meta)

@@ -12,15 +12,17 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from hyperfeat.correspond.common import (
-    _MAX_SIM_ELEMENTS,
-    _argmax_cell,
-    _check_descriptors,
-    _check_image_size,
-    _refine,
+from hyperfeat.correspond.cells import (
+    argmax_cell,
+    check_descriptors,
+    check_image_size,
+    refine_cells,
 )
 from hyperfeat.errors import DataError
 from hyperfeat.geometry import cells_to_pixels, pixels_to_cells
+
+# Chunking bound: similarity entries held at once by propagate_labels (floats).
+_MAX_SIM_ELEMENTS = 1 << 24
 
 # ---------------------------------------------------------------------------------------------
 # masks ↔ labels
@@ -56,7 +58,7 @@ def labels_to_mask(labels: torch.Tensor, image_size: Sequence[int], object_ids: 
     Bilinear upsampling (align_corners=False) to ``image_size`` (W, H), then argmax; channel 0
     is the background (id 0), channel k the id ``object_ids[k - 1]``.
     """
-    width, height = _check_image_size(image_size)
+    width, height = check_image_size(image_size)
     single = labels.ndim == 3
     batch = labels[None] if single else labels  # (T, K, h, w)
     if batch.shape[1] != len(object_ids) + 1:
@@ -172,7 +174,7 @@ def propagate_labels(
     """
     from tqdm.auto import tqdm
 
-    desc = _check_descriptors(desc)
+    desc = check_descriptors(desc)
     num_frames, _, h, w = desc.shape
     if first_labels.ndim != 3:
         raise DataError(f"first_labels must be (K, h, w); got shape {tuple(first_labels.shape)}")
@@ -210,7 +212,7 @@ def propagate_mask(
     :func:`labels_to_mask` back at the mask's size; frame 0 is ``first_mask`` itself.
     ``image_size`` (W, H), when given, must be the mask's size.
     """
-    desc_checked = _check_descriptors(desc)
+    desc_checked = check_descriptors(desc)
     if first_mask.ndim != 2:
         raise DataError(f"first-frame mask must be (H, W) object ids; got shape {tuple(first_mask.shape)}")
     size = (int(first_mask.shape[1]), int(first_mask.shape[0]))
@@ -249,8 +251,8 @@ def heatmap_peaks(maps: torch.Tensor, soft: bool = True, window: int = 1) -> tor
     over ``window`` cells around it when ``soft``."""
     lead = maps.shape[:-2]
     flat = maps.reshape(-1, *maps.shape[-2:])  # (n, h, w)
-    cells = _argmax_cell(flat)
-    pos = _refine(flat, cells, window, None) if soft else cells.float()
+    cells = argmax_cell(flat)
+    pos = refine_cells(flat, cells, window, None) if soft else cells.float()
     return pos.view(*lead, 2)
 
 
@@ -276,8 +278,8 @@ def propagate_keypoints(
     ``soft_argmax``), scaled back to pixels. Returns (T, J, 2) xy; frame 0 is ``first_points``.
     A keypoint outside the frame starts from the nearest cell.
     """
-    desc = _check_descriptors(desc)
-    width, height = _check_image_size(image_size)
+    desc = check_descriptors(desc)
+    width, height = check_image_size(image_size)
     if first_points.ndim != 2 or first_points.shape[-1] != 2:
         raise DataError(f"first_points must be (J, 2) xy; got shape {tuple(first_points.shape)}")
     h, w = desc.shape[-2:]

@@ -50,23 +50,14 @@ def mask_queries(mask, size: tuple[int, int], grid: int, frame: int = 0) -> tupl
 
 def track_for_changes(desc: torch.Tensor, queries: torch.Tensor, size: tuple[int, int], cfg,
                       settings: ChangeSettings) -> tuple[torch.Tensor, torch.Tensor]:
-    """Track points for the state-change analysis (settings ``tracker``, ``standardise``,
-    ``template_update``, ``velocity``, ``motion_penalty``, ``reacquire``; window radius, cycle
-    and refinement from the ``video`` block of ``cfg``). desc (T, D, h, w) → tracks (N, T, 2),
-    visible (N, T)."""
-    from hyperfeat.correspond.tracking import standardise_frames, track_appearance, track_points
-    from hyperfeat.video.run import tracking_kwargs
+    """Track points for the state-change analysis with the registered tracker ``changes.tracker``
+    and its ``video.trackers.<name>`` settings. desc (T, D, h, w) → tracks (N, T, 2), visible
+    (N, T). The analysis then carries points that slipped by their neighbours' motion
+    (``changes.coherent``)."""
+    from hyperfeat.correspond.track import settings_from_config, track
 
-    kwargs = tracking_kwargs(cfg)
-    kwargs["motion_penalty"] = float(settings.motion_penalty)
-    frames = standardise_frames(desc) if settings.standardise else desc
-    if settings.tracker == "appearance":
-        keep = ("track_radius", "cycle_threshold", "refine_radius", "refine_temperature", "motion_penalty")
-        return track_appearance(frames, queries, size, template_update=float(settings.template_update),
-                                velocity=float(settings.velocity), **{k: kwargs[k] for k in keep})
-    if not settings.reacquire:  # a changed point no longer looks like its query: stay local
-        kwargs["reacquire_margin"] = 2.0  # cosines differ by at most 2: never jump
-    return track_points(frames, queries, size, **kwargs)
+    tracks, visible, _ = track(desc, queries, size, settings.tracker, settings_from_config(cfg, settings.tracker))
+    return tracks, visible
 
 
 def video_changes(
@@ -121,10 +112,8 @@ def video_changes(
     if settings is None:
         block = describer.cfg.get("changes")
         settings = ChangeSettings.from_config(block) if block is not None else ChangeSettings()
-    if is_reference is not None and settings.reference == "auto":
-        pass  # background points (outside the mask) are the references
-    elif settings.reference in ("auto", "all"):
-        is_reference = None
+    if settings.reference == "all":
+        is_reference = None  # every point (auto: the background points a mask or the caller names)
     desc = _descriptors(describer, video, descriptors, progress)
     if tracks is None:
         tracks, visible = track_for_changes(desc, queries, video.original_size, describer.cfg, settings)

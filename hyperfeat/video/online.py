@@ -7,9 +7,10 @@ positions, visibility and confidence come back at once.
 
 Memory is bounded: the tracker keeps the descriptors of the last ``video.online_window`` frames
 (so queries added with :meth:`Tracker.add_queries` may start up to that many frames back) plus,
-per query frame, that frame's descriptors and each point's small state. The memory tracker
-(:class:`~hyperfeat.correspond.tracker.PointGroup`) is the same code the offline tracker runs, so
-online and offline agree on every frame at or after a query's frame (offline also tracks
+per query frame, that frame's descriptors and each point's small state. The tracker is
+``video.tracker`` from the registry (:mod:`hyperfeat.correspond.track`); its per-frame ``step``
+is the code the offline driver runs, so online and offline agree on every frame at or after a
+query's frame (offline also tracks
 backward from the query, which an online tracker cannot). A query's position before its frame
 is NaN, not visible, confidence 0.
 """
@@ -17,13 +18,13 @@ is NaN, not visible, confidence 0.
 from __future__ import annotations
 
 from collections import deque
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
 from PIL import Image
 
-from hyperfeat.correspond.tracker import PointGroup, TrackerSettings
+from hyperfeat.correspond.track import settings_from_config, tracker_spec
 from hyperfeat.errors import DataError
 from hyperfeat.geometry import cells_to_pixels, pixels_to_cells
 from hyperfeat.video.frames import frame_describer, resized_size
@@ -46,24 +47,28 @@ def _as_frame(frame) -> torch.Tensor:
 
 
 class Tracker:
-    """Online memory tracker over any describer; see the module docstring.
+    """Online tracker over any describer; see the module docstring.
 
     ``queries`` (N, 3) (t, x, y) in pixels of the frames as given to :meth:`step`; t counts
     frames from 0. ``window`` (default ``video.online_window``) bounds the past descriptors kept.
+    ``tracker`` (default ``video.tracker``) names a registered tracker; ``settings`` its settings
+    (default: ``video.trackers.<tracker>``).
     """
 
-    def __init__(self, describer, queries=None, window: Optional[int] = None,
-                 settings: Optional[TrackerSettings] = None):
+    def __init__(self, describer, queries=None, window: Optional[int] = None, tracker: Optional[str] = None,
+                 settings: Optional[Any] = None):
         self.describer = describer
         self.describe = frame_describer(describer)
-        self.settings = settings or TrackerSettings.from_config(describer.cfg.video)
-        self.window = int(window if window is not None else describer.cfg.video.get("online_window", 30))
+        self.tracker = str(tracker or describer.cfg.video.tracker)
+        self.group_class = tracker_spec(self.tracker).group
+        self.settings = settings if settings is not None else settings_from_config(describer.cfg, self.tracker)
+        self.window = int(window if window is not None else describer.cfg.video.online_window)
         if self.window < 1:
             raise DataError(f"video.online_window must be ≥ 1; got {self.window}")
         self.frame_size = int(describer.cfg.video.frame_size) if describer.cfg.video.get("frame_size") else None
         self.recent: deque = deque(maxlen=self.window)  # (t, (D, h, w) normalised descriptors)
         self.queries = torch.zeros(0, 3)
-        self.groups: list[tuple[torch.Tensor, PointGroup]] = []
+        self.groups: list[tuple[torch.Tensor, Any]] = []  # (members, point group)
         self.pending: list[int] = []  # query indices whose frame has not come yet
         self.state = torch.zeros(0, 4)  # per query: x, y (cells), visible, confidence
         self.t = -1
@@ -98,7 +103,7 @@ class Tracker:
         for t_query in sorted({int(self.queries[i, 0]) for i in ready}):
             members = torch.tensor([i for i in ready if int(self.queries[i, 0]) == t_query])
             cells = self._cells(self.queries[members, 1:])
-            group = PointGroup(kept[t_query], cells, self.settings)
+            group = self.group_class(kept[t_query], cells, self.settings)
             self.state[members] = torch.cat([cells.cpu(), torch.ones(len(members), 2)], 1)
             for t, desc in self.recent:
                 if t > t_query:

@@ -28,7 +28,7 @@ the describer's identity and the frame transform (:func:`hyperfeat.video.store.d
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -92,21 +92,6 @@ def propagation_kwargs(cfg) -> dict:
 
 
 
-def tracking_kwargs(cfg) -> dict:
-    """The point-tracking keywords of :func:`hyperfeat.video.track_points` from the ``video`` block."""
-    v = cfg.video
-    return {
-        "track_radius": int(v.track_radius),
-        "cycle_threshold": float(v.cycle_threshold),
-        "min_similarity": float(v.min_similarity),
-        "refine_radius": int(v.refine_radius),
-        "refine_temperature": float(v.refine_temperature),
-        "reacquire_margin": float(v.reacquire_margin),
-    }
-
-
-
-
 def _device(describer: Describer) -> torch.device:
     return describer.device
 
@@ -130,14 +115,14 @@ def _descriptors(describer: Describer, video: VideoFrames, descriptors: Optional
 def check_queries(queries: torch.Tensor, num_frames: int, size: tuple[int, int]) -> torch.Tensor:
     """Queries as an (N, 3) float tensor of (t, x, y) with t in [0, T) and (x, y) inside the frame
     of ``size`` (W, H); a :class:`DataError` names the first bad one."""
-    from hyperfeat.correspond.tracking import _check_queries
+    from hyperfeat.correspond.track.base import check_queries as check_query_rows
 
     queries = torch.as_tensor(queries, dtype=torch.float32)
     if queries.ndim == 1 and queries.numel() == 3:
         queries = queries[None]
     if queries.numel() == 0:
         raise DataError("no query points given: expected (N, 3) rows of (t, x, y)")
-    _check_queries(queries, num_frames, size)
+    check_query_rows(queries, num_frames, size)
     return queries
 
 
@@ -236,9 +221,6 @@ def propagate_joints(describer: Describer, frames: FrameSource, first_points,
 # long videos: frames read lazily, descriptors in a store, the tracker chosen by video.tracker
 
 
-TRACKERS = ("memory", "window")
-
-
 def frame_stream(describer: Describer, source, max_frames: Optional[int] = None):
     """A lazy :class:`~hyperfeat.video.stream.FrameStream` of a path (longer side at
     ``video.frame_size``) or of frames already in memory (taken as they are)."""
@@ -307,18 +289,13 @@ class TrackResult:
     num_frames: int
 
 
-def track_store(cfg, store, queries: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The tracker ``video.tracker`` over a store or (T, D, h, w) descriptors → tracks, visible, confidence."""
-    from hyperfeat.correspond.tracker import TrackerSettings, track_memory
-    from hyperfeat.correspond.tracking import track_points
+def configured_tracker(cfg) -> tuple[str, Any]:
+    """The tracker ``video.tracker`` and its settings from ``video.trackers.<name>`` (checked: a
+    bad name or value is one line, before any work)."""
+    from hyperfeat.correspond.track import settings_from_config
 
-    name = str(cfg.video.get("tracker", "memory"))
-    if name == "memory":
-        return track_memory(store, queries, size, TrackerSettings.from_config(cfg.video))
-    if name == "window":
-        tracks, visible = track_points(store, queries, size, **tracking_kwargs(cfg))
-        return tracks, visible, visible.float()
-    raise DataError(f"video.tracker must be one of {', '.join(TRACKERS)}; got {name!r}")
+    name = str(cfg.video.tracker)
+    return name, settings_from_config(cfg, name)
 
 
 def track_video(
@@ -331,9 +308,12 @@ def track_video(
     """Track ``queries`` (N, 3) (t, x, y) through a video with bounded memory: a path is read
     lazily and described in chunks into a store (see :func:`describe_store`); frames already in
     memory are described as by :func:`describe_frames`. ``descriptors``: a (T, D, h, w) tensor or
-    a store, skipping the describing. Queries are checked before any descriptor is computed."""
+    a store, skipping the describing. Queries and the tracker's settings are checked before any
+    descriptor is computed."""
+    from hyperfeat.correspond.track import track as track_descriptors
     from hyperfeat.video.stream import as_store
 
+    tracker, settings = configured_tracker(describer.cfg)
     if isinstance(frames, (VideoFrames, torch.Tensor, list, tuple)):
         video = load_frames(describer, frames)
         num_frames, size = len(video), video.original_size
@@ -348,24 +328,5 @@ def track_video(
         store = as_store(descriptors, describer.device) if descriptors is not None else describe_store(describer, stream, progress)
     if len(store) != num_frames:
         raise DataError(f"descriptors of {len(store)} frames do not fit a video of {num_frames} frames (T, D, h, w)")
-    tracks, visible, confidence = track_store(describer.cfg, store, queries, size)
+    tracks, visible, confidence = track_descriptors(store, queries, size, tracker, settings)
     return TrackResult(tracks.cpu(), visible.cpu(), confidence.cpu(), queries.cpu(), tuple(size), num_frames)
-
-
-def track_many(describer: Describer, videos, queries, progress: bool = True) -> list[TrackResult]:
-    """:func:`track_video` over several videos: ``queries`` one (N_i, 3) set per video (or one set
-    for all)."""
-    videos = list(videos)
-    per_video = list(queries) if isinstance(queries, (list, tuple)) and len(queries) == len(videos) and \
-        all(torch.as_tensor(q).ndim == 2 for q in queries) else [queries] * len(videos)
-    return [track_video(describer, video, q, progress=progress) for video, q in zip(videos, per_video)]
-
-
-def track_online(describer: Describer, frames, queries, progress: bool = False):
-    """Yield (positions (N, 2) xy, visible (N,), confidence (N,)) for each frame of the iterable
-    ``frames`` as it arrives; see :class:`hyperfeat.video.online.Tracker`."""
-    from hyperfeat.video.online import Tracker
-
-    tracker = Tracker(describer, queries)
-    for frame in frames:
-        yield tracker.step(frame)

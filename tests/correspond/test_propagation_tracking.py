@@ -21,7 +21,8 @@ from hyperfeat.correspond.propagation import (
     propagate_labels,
     propagate_mask,
 )
-from hyperfeat.correspond.tracking import track_points
+from hyperfeat.correspond.track import TRACKERS, track
+from hyperfeat.correspond.track.window import WindowSettings
 from hyperfeat.errors import DataError, HyperfeatError
 from hyperfeat.geometry import cells_to_pixels, pixels_to_cells
 from tests.helpers import data_dir
@@ -196,6 +197,12 @@ def test_keypoints_follow_a_moving_object():
 # point tracking
 
 
+def track_points(desc, queries, size, **settings):
+    """The window tracker with ``settings`` → tracks (N, T, 2), visible (N, T)."""
+    tracks, visible, _ = track(desc, queries, size, "window", WindowSettings(**settings))
+    return tracks, visible
+
+
 def test_tracks_follow_translation_and_leaving_points_turn_invisible():
     size, steps, velocity = (128, 96), 8, (3, 1)
     frames = translating_video(texture(120, 160), size, steps, velocity)
@@ -268,17 +275,17 @@ def test_bad_inputs_raise_clear_errors():
 
 
 def test_trackers_reject_points_outside_the_frame_and_misfit_descriptors():
-    from hyperfeat.correspond.tracker import PointGroup, TrackerSettings, track_memory
+    from hyperfeat.correspond.track.memory import MemoryGroup, MemorySettings
 
     desc = torch.nn.functional.normalize(torch.randn(4, 8, 6, 8), dim=1)  # (T, D, h, w)
     size = (64, 48)
     far = torch.tensor([[0, 5.0, 5.0], [1, 5000.0, 5000.0]])
-    for tracker in (track_points, track_memory):
+    for name in TRACKERS:
         with pytest.raises(DataError, match=r"query 1 at \(x, y\)=\(5000, 5000\) is outside the frame.*\(W, H\)=\(64, 48\)"):
-            tracker(desc, far, size)
+            track(desc, far, size, name)
         with pytest.raises(DataError, match=r"\(T, D, h, w\).*got \(8, 6, 8\)"):
-            tracker(desc[0], far[:1], size)  # one frame's descriptors, not a video's
-    group = PointGroup(desc[0], torch.tensor([[2.0, 3.0]]), TrackerSettings())
+            track(desc[0], far[:1], size, name)  # one frame's descriptors, not a video's
+    group = MemoryGroup(desc[0], torch.tensor([[2.0, 3.0]]), MemorySettings())
     with pytest.raises(DataError, match=r"\(D, h, w\) with D = 8.*got shape \(4, 6, 8\)"):
         group.step(desc[1, :4])  # another describer's channel count
     with pytest.raises(DataError, match=r"\(5, 8\) cells after \(6, 8\)"):

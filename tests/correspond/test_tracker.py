@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import torch
 
-from hyperfeat.correspond.tracker import PointGroup, TrackerSettings
+from hyperfeat.correspond.track.memory import MemoryGroup, MemorySettings
 
 
 def unit(*pairs: tuple[int, float], dim: int = 16) -> torch.Tensor:
@@ -26,7 +26,7 @@ def background(h: int, w: int, dim: int = 16, seed: int = 0) -> torch.Tensor:
     return torch.nn.functional.normalize(desc, dim=0)
 
 
-EXACT = TrackerSettings(redetect=False, refine_radius=0, track_radius=1, cycle_select=False)
+EXACT = MemorySettings(redetect=False, refine_radius=0, track_radius=1, cycle_select=False)
 
 
 def test_margin_cue_votes_visible_when_the_descriptor_cannot_tell_the_point_from_a_distractor():
@@ -38,11 +38,11 @@ def test_margin_cue_votes_visible_when_the_descriptor_cannot_tell_the_point_from
     # cues: cosine floor 0.95 fails (0.9); margin: v − b < 0, so it abstains and votes visible
     settings = replace(EXACT, cycle_check=False, min_similarity=0.95, visibility_quantile=1.0)
     query = torch.tensor([[1.0, 1.0]])
-    _, visible, _ = PointGroup(first, query, settings).step(second)
+    _, visible, _ = MemoryGroup(first, query, settings).step(second)
     assert visible.tolist() == [True]  # one of two cues: a majority at visibility_vote 0.5
-    _, visible, _ = PointGroup(first, query, replace(settings, min_margin=float("-inf"))).step(second)
+    _, visible, _ = MemoryGroup(first, query, replace(settings, min_margin=-10.0)).step(second)
     assert visible.tolist() == [False]  # no fallback: the margin fails too
-    _, visible, _ = PointGroup(first, query, replace(settings, visibility_vote=1.0)).step(second)
+    _, visible, _ = MemoryGroup(first, query, replace(settings, visibility_vote=1.0)).step(second)
     assert visible.tolist() == [False]  # the AND: the floor alone sinks it
 
 
@@ -55,7 +55,7 @@ def test_margin_is_read_between_the_distractor_level_and_the_first_tracked_frame
         frame[:, 1, 1] = unit((0, cosine), (1, (1 - cosine**2) ** 0.5))
         frames.append(frame)
     settings = replace(EXACT, cycle_check=False, visibility_threshold=1.0)
-    group = PointGroup(first, torch.tensor([[1.0, 1.0]]), settings)
+    group = MemoryGroup(first, torch.tensor([[1.0, 1.0]]), settings)
     b = float(group.background)
     assert abs(b) < 1e-6  # the background channels are orthogonal to the point: b = 0
     _, visible, confidence = group.step(frames[0])  # v = 0.8: margin (0.8 − b) / (0.8 − b) = 1
@@ -64,7 +64,7 @@ def test_margin_is_read_between_the_distractor_level_and_the_first_tracked_frame
     assert visible.tolist() == [True]  # one of two cues
     margin = (0.6 - b) / (0.8 - b)
     torch.testing.assert_close(group.margin_of(torch.tensor([0.6])), torch.tensor([margin]), atol=1e-5, rtol=0)
-    group = PointGroup(first, torch.tensor([[1.0, 1.0]]), replace(settings, visibility_vote=1.0))
+    group = MemoryGroup(first, torch.tensor([[1.0, 1.0]]), replace(settings, visibility_vote=1.0))
     assert group.step(frames[0])[1].tolist() == [True] and group.step(frames[1])[1].tolist() == [False]
 
 
@@ -76,9 +76,9 @@ def test_cycle_select_keeps_the_local_match_whose_cycle_returns():
     second = background(8, 8, seed=1)
     second[:, 1, 2] = unit((0, 0.7), (2, (1 - 0.49) ** 0.5))  # the point, moved to xy (2, 1): cosine 0.7
     second[:, 5, 5] = lure  # cosine 0.95 > 0.7 + redetect_margin, but it matches back to (4, 5)
-    settings = TrackerSettings(track_radius=2, refine_radius=0, redetect=True, redetect_margin=0.2, fb_threshold=4.0)
+    settings = MemorySettings(track_radius=2, refine_radius=0, redetect=True, redetect_margin=0.2, fb_threshold=4.0)
     query = torch.tensor([[1.0, 1.0]])
-    position, _, _ = PointGroup(first, query, replace(settings, cycle_select=True)).step(second)
+    position, _, _ = MemoryGroup(first, query, replace(settings, cycle_select=True)).step(second)
     assert position.tolist() == [[2.0, 1.0]]
-    position, _, _ = PointGroup(first, query, replace(settings, cycle_select=False)).step(second)
+    position, _, _ = MemoryGroup(first, query, replace(settings, cycle_select=False)).step(second)
     assert position.tolist() == [[5.0, 5.0]]  # the plain rule jumps to the lure

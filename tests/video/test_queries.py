@@ -9,7 +9,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from hyperfeat.config import load_config
-from hyperfeat.correspond.tracker import TrackerSettings, track_memory
+from hyperfeat.correspond.track import track
 from hyperfeat.data.videos.synthetic_tracks import CutOut, make_clip
 from hyperfeat.describe.patches import PatchDescriber
 from hyperfeat.errors import DataError
@@ -136,7 +136,8 @@ def _texture(size, seed):
     return np.asarray(Image.fromarray(small).resize(size, Image.NEAREST))
 
 
-def test_occluded_point_is_reacquired_after_it_reappears():
+@pytest.mark.parametrize("tracker", ["coherent", "memory"])
+def test_occluded_point_is_reacquired_after_it_reappears(tracker):
     """A textured square moves right over a smooth background; a plain grey bar comes down across
     it mid-clip. Points hidden by the bar for several frames must be found again, marked visible,
     within 4 px of their exact tracks once the bar has passed."""
@@ -153,7 +154,7 @@ def test_occluded_point_is_reacquired_after_it_reappears():
     frames = frames_from_uint8(clip.frames)
     store = describe_stream(iter(frames), frame_describer(describer), T, 4, "float32", progress=False)
     queries = torch.from_numpy(clip.queries)
-    tracks, visible, confidence = track_memory(store, queries, (W, H), TrackerSettings())
+    tracks, visible, confidence = track(store, queries, (W, H), tracker)
     truth = torch.from_numpy(clip.points)
     back = torch.from_numpy(hidden_then_back)
     error = (tracks[back, -2:] - truth[back, -2:]).norm(dim=-1)  # (n, 2)

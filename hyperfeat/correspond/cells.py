@@ -1,25 +1,9 @@
-"""Temporal correspondence from per-frame descriptors: label propagation, keypoint
-propagation and point tracking.
+"""Descriptor-grid helpers shared by the trackers (:mod:`hyperfeat.correspond.track`) and
+propagation (:mod:`hyperfeat.correspond.propagation`): checks, bilinear sampling at cell xy,
+search windows, arg-max cells and the sub-cell soft-argmax, and the per-frame standardisation.
 
-Coordinate convention (as in :mod:`hyperfeat.video.frames`):
-
-* Points are (x, y) in pixels of the frame (x right, y down, pixel centres at integers; a frame
-  of size (W, H) covers x in [-0.5, W - 0.5], y in [-0.5, H - 0.5]).
-* Queries are (t, x, y), t a frame index. Tracks are (N, T, 2) xy; visibility (N, T) bool,
-  True = visible.
-* Image ↔ descriptor grid is plain scaling: a point (x, y) of a (W, H) frame lies at cell
-  coordinates (u, v) = (x · w / W, y · h / H) of the (h, w) grid, cell (i, j) centred at
-  (u, v) = (j, i); back, x = u · W / w. Sizes are (W, H); tensors (…, H, W).
-
-Descriptors are (T, D, h, w); they are L2-normalised over D here (cosine similarity).
-
-Typical use (``describe``: frames (B, 3, H, W) in [0, 1] → (B, D, h, w))::
-
-    seq = DavisDataset(root).load("judo", frame_size=512)
-    desc = compute_descriptors(seq.frames, describe, batch_size=4)           # (T, D, h, w)
-    masks = propagate_mask(desc, seq.masks[0], seq.original_size)            # (T, H, W) ids
-    joints = propagate_keypoints(desc, clip.joints[0], clip.original_size)   # (T, 15, 2)
-    tracks, visible = track_points(desc, queries, video.size)                # (N, T, 2), (N, T)
+Cells follow :mod:`hyperfeat.geometry`: cell (i, j) of an (h, w) grid is centred at (u, v) =
+(j, i); descriptors are (T, D, h, w) or one frame's (D, h, w), L2-normalised over D (cosine).
 """
 
 from __future__ import annotations
@@ -31,9 +15,6 @@ import torch.nn.functional as F
 
 from hyperfeat.errors import DataError
 
-# Chunking bound: similarity entries held at once by propagate_labels (floats).
-_MAX_SIM_ELEMENTS = 1 << 24
-
 
 
 
@@ -41,7 +22,7 @@ _MAX_SIM_ELEMENTS = 1 << 24
 # helpers
 
 
-def _check_descriptors(desc: torch.Tensor) -> torch.Tensor:
+def check_descriptors(desc: torch.Tensor) -> torch.Tensor:
     """Validate (T, D, h, w) and L2-normalise over D (float32)."""
     if not isinstance(desc, torch.Tensor) or desc.ndim != 4:
         shape = tuple(desc.shape) if isinstance(desc, torch.Tensor) else type(desc).__name__
@@ -54,12 +35,10 @@ def _check_descriptors(desc: torch.Tensor) -> torch.Tensor:
 
 
 
-
-def _check_image_size(image_size: Sequence[int]) -> tuple[int, int]:
+def check_image_size(image_size: Sequence[int]) -> tuple[int, int]:
     if len(image_size) != 2 or min(int(image_size[0]), int(image_size[1])) < 1:
         raise DataError(f"image_size must be (W, H) with positive sides; got {tuple(image_size)}")
     return int(image_size[0]), int(image_size[1])
-
 
 
 
@@ -73,8 +52,7 @@ def sample_descriptors(desc: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
 
 
 
-
-def _window_mask(centres: torch.Tensor, grid: tuple[int, int], radius: int) -> torch.Tensor:
+def window_mask(centres: torch.Tensor, grid: tuple[int, int], radius: int) -> torch.Tensor:
     """(n, 2) integer cell xy → (n, h, w) bool: cells within ``radius`` (Chebyshev) of each centre."""
     h, w = grid
     rows = torch.arange(h, device=centres.device)
@@ -85,8 +63,7 @@ def _window_mask(centres: torch.Tensor, grid: tuple[int, int], radius: int) -> t
 
 
 
-
-def _argmax_cell(scores: torch.Tensor) -> torch.Tensor:
+def argmax_cell(scores: torch.Tensor) -> torch.Tensor:
     """(n, h, w) → (n, 2) integer cell xy of each maximum."""
     flat = scores.flatten(1).argmax(dim=1)
     w = scores.shape[-1]
@@ -94,8 +71,7 @@ def _argmax_cell(scores: torch.Tensor) -> torch.Tensor:
 
 
 
-
-def _refine(
+def refine_cells(
     scores: torch.Tensor, cells: torch.Tensor, radius: int, temperature: Optional[float]
 ) -> torch.Tensor:
     """Sub-cell position: weighted mean of the cells within ``radius`` of each integer cell
@@ -125,3 +101,17 @@ def _refine(
     else:
         weights = torch.softmax((values / temperature).masked_fill(~valid, float("-inf")), dim=1)
     return torch.stack([(weights * xs).sum(1), (weights * ys).sum(1)], dim=1)
+
+
+def standardise_frames(desc: torch.Tensor) -> torch.Tensor:
+    """desc (T, D, h, w) → (T, D, h, w): each frame's channels centred and scaled to unit standard
+    deviation over its cells, then L2-normalised over D.
+
+    A change that hits the whole frame (lighting, exposure, white balance) moves every cell's
+    descriptor the same way; cosines between frames then read it as an appearance change of every
+    point. After this per-frame, per-channel standardisation a per-channel gain and offset common
+    to the frame cancels exactly, so a tracker on these descriptors follows points through it."""
+    desc = desc.float()
+    mean = desc.mean(dim=(2, 3), keepdim=True)  # (T, D, 1, 1)
+    std = desc.std(dim=(2, 3), keepdim=True).clamp_min(1e-6)
+    return F.normalize((desc - mean) / std, dim=1)

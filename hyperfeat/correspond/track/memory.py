@@ -1,7 +1,7 @@
 """The memory tracker: a descriptor-based point tracker that follows each query frame by frame.
 
-Cheap ideas from the learned trackers, each one a switch (``video.*`` keys, see
-:class:`TrackerSettings`):
+Cheap ideas from the learned trackers, each one a switch (``video.trackers.memory``, see
+:class:`MemorySettings`):
 
 * **Global re-detection** (TAPIR's global matching stage): every frame is searched everywhere as
   well as in a window around the previous position; the global best is taken when it beats the
@@ -37,62 +37,54 @@ Cheap ideas from the learned trackers, each one a switch (``video.*`` keys, see
   frame) when its cycle fails (without the cycle check: when it is called occluded).
 * **Sub-cell refinement**: a soft-argmax over ``refine_radius`` cells around the chosen cell.
 
-Everything a step needs is the current frame's descriptors and the state of the points, so the
-same :class:`PointGroup` serves offline tracking (:func:`track_memory`) and online tracking
-(:class:`hyperfeat.video.online.Tracker`): the two agree exactly on the frames both see.
+Everything a step needs is the current frame's descriptors and the state of the points.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Sequence, Union
+from dataclasses import dataclass
+from typing import Union
 
 import torch
 
-from hyperfeat.correspond.common import (
-    _argmax_cell,
-    _check_image_size,
-    _refine,
-    _window_mask,
+from hyperfeat.correspond.cells import (
+    argmax_cell,
+    check_image_size,
+    refine_cells,
+    window_mask,
     sample_descriptors,
 )
-from hyperfeat.errors import DataError
-from hyperfeat.geometry import cells_to_pixels, pixels_to_cells
+from hyperfeat.correspond.track.base import check_frame, check_settings, setting
 
 
 @dataclass
-class TrackerSettings:
-    """Settings of the memory tracker (the ``video.*`` keys of the same names)."""
+class MemorySettings:
+    """Settings of the memory tracker (``video.trackers.memory``)."""
 
-    track_radius: int = 8               # local search window around the previous position, cells
-    refine_radius: int = 2              # sub-cell soft-argmax window, cells
-    refine_temperature: float = 0.02
-    redetect: bool = True               # global search in every frame, always after the point was lost
-    redetect_margin: float = 0.2        # take the global best when it beats the local one by this
-    cycle_select: bool = True           # of the local and global best, take the one whose cycle returns
-    memory_size: int = 0                # template memory: recent confident appearances (0 = query only)
-    memory_weight: float = 0.5          # weight of the memory's mean in the score map
-    memory_min_confidence: float = 0.6  # an appearance enters the memory at this confidence or more
-    calibrate: bool = True              # margin cue: s read against the query's own levels b and v
-    visibility_quantile: float = 0.99   # the distractor level b: this quantile of the query frame's other cells
-    visibility_threshold: float = 1.0   # margin cue passes at (s − b) / (v − b) ≥ this
-    min_margin: float = 0.0             # v − b at or below this: uninformative, the margin cue votes visible
-    min_similarity: float = 0.5         # cosine-floor cue: s ≥ this
-    cycle_check: bool = True            # forward–backward cue: the match, matched back, returns …
-    fb_threshold: float = 4.0           # … within this many cells of the query
-    visibility_vote: float = 0.5        # visible when this fraction of the cues switched on pass (1.0: all)
-    exclude_radius: int = 2             # cells around the query left out of the distractors
+    track_radius: int = setting(8, "local search window around the previous position, in cells", low=0)
+    refine_radius: int = setting(2, "sub-cell soft-argmax window, in cells", low=0)
+    refine_temperature: float = setting(0.02, "soft-argmax temperature over cosine similarities", low=0, low_open=True)
+    redetect: bool = setting(True, "search the whole frame too; always after a lost frame (failed cycle)")
+    redetect_margin: float = setting(0.2, "take the global best when it beats the local one by this", low=0)
+    cycle_select: bool = setting(True, "of the local and global best, take the one whose forward-backward cycle returns")
+    memory_size: int = setting(0, "recent confident appearances kept per point (0: the query alone)", low=0)
+    memory_weight: float = setting(0.5, "weight of the memory's mean in the score map", low=0, high=1)
+    memory_min_confidence: float = setting(0.6, "an appearance enters the memory at this confidence or more", low=0, high=1)
+    calibrate: bool = setting(True, "margin cue (s − b) / (v − b): b the query's distractor level, v its first match")
+    visibility_quantile: float = setting(0.99, "b = this quantile of the query frame's other cells", low=0, high=1)
+    visibility_threshold: float = setting(1.0, "the margin cue passes at this", low=0)
+    min_margin: float = setting(0.0, "v − b at or below this: uninformative, the margin cue votes visible")
+    min_similarity: float = setting(0.5, "cosine-floor cue: visible when s is at least this", low=-1, high=1)
+    cycle_check: bool = setting(True, "forward-backward cue: the match, matched back, returns within fb_threshold")
+    fb_threshold: float = setting(4.0, "forward-backward tolerance, in cells", low=0)
+    visibility_vote: float = setting(0.5, "visible when this fraction of the cues switched on agree (1.0: all)", low=0, high=1)
+    exclude_radius: int = setting(2, "cells around the query left out of its distractors", low=0)
 
-    @classmethod
-    def from_config(cls, video_cfg) -> "TrackerSettings":
-        values = {}
-        for f in fields(cls):
-            if video_cfg.get(f.name) is not None:
-                values[f.name] = type(f.default)(video_cfg.get(f.name))
-        return cls(**values)
+    def __post_init__(self):
+        check_settings(self, "video.trackers.memory")
 
 
-class PointGroup:
+class MemoryGroup:
     """Points that start in one frame, followed one frame at a time in one direction.
 
     ``query_desc`` (D, h, w) L2-normalised descriptors of the query frame; ``cells`` (n, 2) the
@@ -100,7 +92,7 @@ class PointGroup:
     returns its positions (n, 2) cell xy, visible (n,) bool and confidence (n,) in [0, 1].
     """
 
-    def __init__(self, query_desc: torch.Tensor, cells: torch.Tensor, settings: TrackerSettings):
+    def __init__(self, query_desc: torch.Tensor, cells: torch.Tensor, settings: MemorySettings):
         self.settings = settings
         _, h, w = query_desc.shape
         self.grid = (h, w)
@@ -115,7 +107,7 @@ class PointGroup:
         self.memory_next = 0
         # the query's distractor level b: similarities to the query frame's cells away from it
         scores = self.query_feat @ self.query_flat  # (n, h·w)
-        near = _window_mask(self.start.round().long(), self.grid, int(settings.exclude_radius)).flatten(1)
+        near = window_mask(self.start.round().long(), self.grid, int(settings.exclude_radius)).flatten(1)
         others = scores.masked_fill(near, float("nan"))
         self.background = torch.nanquantile(others, float(settings.visibility_quantile), dim=1)  # (n,)
         self.background = torch.nan_to_num(self.background, nan=0.0).clamp(max=0.999)
@@ -139,7 +131,7 @@ class PointGroup:
         query, in cells. ``feats`` (D, h·w) of the current frame, ``cells`` (n, 2) integer xy."""
         w = self.grid[1]
         back = feats[:, cells[:, 1] * w + cells[:, 0]].T @ self.query_flat  # (n, h·w)
-        return (_argmax_cell(back.view(-1, *self.grid)).float() - self.start).norm(dim=1)
+        return (argmax_cell(back.view(-1, *self.grid)).float() - self.start).norm(dim=1)
 
     def margin_of(self, similarity: torch.Tensor) -> torch.Tensor:
         """(n,) found similarities → the calibrated margin (s − b) / (v − b); ∞ (votes visible)
@@ -155,25 +147,21 @@ class PointGroup:
         s = self.settings
         h, w = self.grid
         dim = self.query_flat.shape[0]
-        if desc.ndim != 3 or desc.shape[0] != dim:
-            raise DataError(f"frame descriptors must be (D, h, w) with D = {dim} like the query frame's; "
-                            f"got shape {tuple(desc.shape)}")
-        if tuple(desc.shape[-2:]) != self.grid:
-            raise DataError(f"descriptors of {tuple(desc.shape[-2:])} cells after {self.grid}: one grid per video")
+        check_frame(desc, dim, self.grid)
         feats = desc.flatten(1)  # (D, h·w)
         scores = self._score_map(feats).view(-1, h, w)  # (n, h, w)
-        window = _window_mask(self.previous.round().long(), self.grid, int(s.track_radius))
+        window = window_mask(self.previous.round().long(), self.grid, int(s.track_radius))
         local = scores.masked_fill(~window, float("-inf"))
-        chosen = _argmax_cell(local)
+        chosen = argmax_cell(local)
         if s.redetect:
-            best_global = _argmax_cell(scores)
+            best_global = argmax_cell(scores)
             jump = (scores.flatten(1).amax(1) > local.flatten(1).amax(1) + s.redetect_margin) | self.lost
             if s.cycle_select:  # of the local and the global best, the one whose cycle returns
                 local_ok = self._cycle_error(feats, chosen) <= s.fb_threshold
                 global_ok = self._cycle_error(feats, best_global) <= s.fb_threshold
                 jump = torch.where(local_ok != global_ok, global_ok, jump)
             chosen = torch.where(jump[:, None], best_global, chosen)
-        position = _refine(scores, chosen, int(s.refine_radius), s.refine_temperature)  # (n, 2)
+        position = refine_cells(scores, chosen, int(s.refine_radius), s.refine_temperature)  # (n, 2)
         found = sample_descriptors(desc, position)  # (n, D)
         similarity = (found * self.query_feat).sum(1)
         if s.memory_size > 0 and s.memory_weight > 0 and bool((self.memory_count > 0).any()):
@@ -191,7 +179,7 @@ class PointGroup:
         cycle_ok = None
         if s.cycle_check:
             back = (found @ self.query_flat).view(-1, h, w)
-            back_pos = _refine(back, _argmax_cell(back), int(s.refine_radius), s.refine_temperature)
+            back_pos = refine_cells(back, argmax_cell(back), int(s.refine_radius), s.refine_temperature)
             error = (back_pos - self.start).norm(dim=1)
             cycle_ok = error <= s.fb_threshold
             votes.append(cycle_ok)
@@ -208,50 +196,3 @@ class PointGroup:
         self.lost = ~cycle_ok if cycle_ok is not None else ~visible
         self.previous = position
         return position, visible, confidence
-
-
-def query_groups(queries: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
-    """(N, 3) queries → [(t, member indices)] by query frame, in frame order."""
-    frames = queries[:, 0].long()
-    return [(int(t), (frames == t).nonzero().flatten()) for t in frames.unique().tolist()]
-
-
-@torch.no_grad()
-def track_memory(
-    store,
-    queries: torch.Tensor,
-    image_size: Sequence[int],
-    settings: Union[TrackerSettings, None] = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Track queries (N, 3) (t, x, y) pixels of an ``image_size`` (W, H) frame through the
-    descriptors ``store`` (a :class:`~hyperfeat.video.stream.DescriptorStore` or a (T, D, h, w)
-    tensor), forward from each query frame and then backward. Returns tracks (N, T, 2) xy
-    pixels, visible (N, T) bool and confidence (N, T) in [0, 1]; at its own frame a query is
-    itself, visible, confidence 1. Frames are read from the store one at a time."""
-    from hyperfeat.correspond.tracking import _check_queries
-    from hyperfeat.video.stream import as_store
-
-    settings = settings or TrackerSettings()
-    store = as_store(store)
-    size = _check_image_size(image_size)
-    num_frames = len(store)
-    queries = torch.as_tensor(queries, dtype=torch.float32).to(store.device)
-    _check_queries(queries, num_frames, size)
-    h, w = store.shape[-2:]
-    n = queries.shape[0]
-    tracks = torch.zeros(n, num_frames, 2, device=store.device)
-    visible = torch.zeros(n, num_frames, dtype=torch.bool, device=store.device)
-    confidence = torch.zeros(n, num_frames, device=store.device)
-    cells = pixels_to_cells(queries[:, 1:], size, (h, w))  # (N, 2)
-    for t_query, members in query_groups(queries):
-        query_desc = store[t_query]
-        tracks[members, t_query] = cells[members]
-        visible[members, t_query] = True
-        confidence[members, t_query] = 1.0
-        for frames in (range(t_query + 1, num_frames), range(t_query - 1, -1, -1)):
-            group = PointGroup(query_desc, cells[members], settings)
-            for t in frames:
-                tracks[members, t], visible[members, t], confidence[members, t] = group.step(store[t])
-    tracks = cells_to_pixels(tracks, size, (h, w))
-    tracks[torch.arange(n, device=store.device), queries[:, 0].long()] = queries[:, 1:]
-    return tracks, visible, confidence
