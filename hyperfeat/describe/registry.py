@@ -9,7 +9,7 @@
     d = registry.build("concat")                                     # every (label, layer) map, each L2-normalised
     d = registry.build("pruned", checkpoint="checkpoints/last.ckpt")  # the map of the largest mixing weight
     d = registry.build("hyperfeatures", checkpoint="checkpoints/last.ckpt")  # the trained hyperfeatures
-    d = registry.build("local-stats")                                # weight-free stand-in: colour/texture statistics
+    d = registry.build("classical")                                  # weight-free: DAISY-style gradient/colour rings
     desc = d.describe(["cat1.jpg", "cat2.jpg"])                      # (2, D, h, w)
     tracks, visible = track(d, "clip.mp4", [[0, 120, 80]])           # any describer, any video task
     m = registry.build("ldm")                                        # Hedlin et al.: a matcher, not a describer
@@ -115,6 +115,12 @@ def _patches(cfg, backbone, weights):
     return PatchDescriber(cfg)
 
 
+def _classical(cfg, backbone, weights):
+    from hyperfeat.describe.classical import ClassicalDescriber
+
+    return ClassicalDescriber(cfg)
+
+
 def _local_stats(cfg, backbone, weights):
     from hyperfeat.describe.stats import LocalStatsDescriber
 
@@ -134,7 +140,8 @@ SPECS: tuple[DescriberSpec, ...] = (
                   uses_backbone=False, preset=("features.load_size=256",)),
     DescriberSpec("local-stats", "weight-free stand-in: local colour and texture statistics", _local_stats,
                   uses_backbone=False, preset=("features.load_size=128",)),
-    # classical: the weight-free classical describer (describe/classical.py) registers here once it exists
+    DescriberSpec("classical", "weight-free classical describer: DAISY-style rings of gradient and colour maps",
+                  _classical, uses_backbone=False, preset=("features.load_size=256",)),
 )
 
 REGISTRY: dict[str, DescriberSpec] = {spec.name: spec for spec in SPECS}

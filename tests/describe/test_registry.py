@@ -34,7 +34,7 @@ def built(make_tiny_checkpoint, tiny_backbone):
 
 def test_every_name_has_one_home():
     assert len(set(registry.NAMES)) == len(registry.SPECS)
-    assert {"hyperfeatures", "dift", "raw", "concat", "pruned", "ldm", "patches", "local-stats"} <= set(registry.NAMES)
+    assert {"hyperfeatures", "dift", "raw", "concat", "pruned", "ldm", "patches", "local-stats", "classical"} <= set(registry.NAMES)
     assert set(registry.CHECKPOINT_METHODS) == {"hyperfeatures", "pruned"}
     assert "ldm" not in registry.DENSE and set(registry.DENSE) | {"ldm"} == set(registry.NAMES)
     # the commands take their lists from here
@@ -87,7 +87,7 @@ def test_one_calling_convention_and_one_line_errors(tiny_backbone):
         registry.build("dift", TINY_OVERRIDES, backbone=tiny_backbone, timstep=3)
     with pytest.raises(ConfigError, match="takes no keyword settings"):
         registry.build("patches", maps="all")
-    with pytest.raises(ConfigError, match="--describer must be one of .*local-stats; got 'ldm'"):
+    with pytest.raises(ConfigError, match="--describer must be one of .*local-stats, classical; got 'ldm'"):
         registry.check_name("ldm", "--describer", dense=True)
     # keyword settings reach the name's block; a composed cfg is used as it is
     d = registry.build("dift", TINY_OVERRIDES, backbone=tiny_backbone, timestep=51, ensemble_size=2)
