@@ -89,3 +89,15 @@ def test_video_comparison_table_shows_the_overall_scores():
         assert key in header
     assert "seq/bike" not in table and "num_" not in table
     assert "50.00" in table and "60.00" in table and "30.00" in table
+
+
+def test_compare_runs_on_the_checkpoint_backbone(ckpt, tmp_path, capsys):
+    """A tiny checkpoint compares on the tiny backbone without backbone=tiny given by hand."""
+    data_dir("pf_willow")
+    out = tmp_path / "compare.json"
+    assert main(["eval", "--compare", "--checkpoint", str(ckpt), "--out", str(out), "data=pf_willow",
+                 f"paths.data_root={DATA_ROOT}", "compare.pairs_per_category=1", "data.max_points=2",
+                 "raw.maps=[[4,1,0]]", "compare.methods=[hyperfeatures,raw]", f"paths.output_dir={tmp_path}"]) == 0
+    record = json.loads(out.read_text())
+    assert record["backbone"] == "tiny" and record["random_backbone"] is True
+    assert list(record["methods"]) == ["hyperfeatures", "raw"]
