@@ -317,7 +317,7 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = (), backbone: Any = N
             check_resume(cfg, last)  # before anything is built or written
         quiet_third_party()
         L.seed_everything(int(cfg.train.seed), workers=True)
-        policy = CheckpointPolicy(last, int(cfg.train.get("checkpoint_every_n_steps", 0) or 0))
+        policy = CheckpointPolicy(last, int(cfg.train.checkpoint_every_n_steps or 0))
         trainer, checkpoint = build_trainer(cfg, callbacks=[*callbacks, policy], resume=bool(resume),
                                             **trainer_overrides)
         root = trainer.strategy.root_device
