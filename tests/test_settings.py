@@ -15,6 +15,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from hyperfeat.config import load_config
+from hyperfeat.correspond.changes import ChangeSettings
 from hyperfeat.errors import ConfigError
 from hyperfeat.eval.settings import EvalSettings
 from hyperfeat.settings import defaults_of, from_block
@@ -23,6 +24,7 @@ from hyperfeat.train.module import WalkSettings
 SETTINGS_BLOCKS = [
     (WalkSettings, "train", "walk_", True),
     (EvalSettings, "eval", "", True),
+    (ChangeSettings, "changes", "", True),
     # further rows: (TrackerSettings, "video", "", False), (ChangeSettings, "changes", "", True), …
 ]
 
@@ -32,11 +34,12 @@ def _plain(value):
     return tuple(value) if isinstance(value, list) else value
 
 
-@pytest.mark.parametrize("cls, block, prefix, whole", SETTINGS_BLOCKS,
-                         ids=[f"{row[0].__name__}-{row[1]}" for row in SETTINGS_BLOCKS])
+@pytest.mark.parametrize(
+    "cls, block, prefix, whole", SETTINGS_BLOCKS, ids=[f"{row[0].__name__}-{row[1]}" for row in SETTINGS_BLOCKS]
+)
 def test_yaml_block_states_the_dataclass_defaults(cls, block, prefix, whole):
     node = OmegaConf.select(load_config(), block)
-    keys = {k[len(prefix):] for k in node if k.startswith(prefix)}
+    keys = {k[len(prefix) :] for k in node if k.startswith(prefix)}
     fields = {f.name for f in dataclasses.fields(cls)}
     if whole:
         assert keys == fields, f"{block}: keys {sorted(keys ^ fields)} are in only one of the YAML and {cls.__name__}"
@@ -44,8 +47,11 @@ def test_yaml_block_states_the_dataclass_defaults(cls, block, prefix, whole):
         assert fields <= keys, f"{block} lacks {sorted(fields - keys)} of {cls.__name__}"
     defaults = defaults_of(cls)
     assert set(defaults) == fields, f"{cls.__name__} fields without a default: {sorted(fields - set(defaults))}"
-    wrong = {name: (_plain(node[prefix + name]), default) for name, default in defaults.items()
-             if _plain(node[prefix + name]) != _plain(default)}
+    wrong = {
+        name: (_plain(node[prefix + name]), default)
+        for name, default in defaults.items()
+        if _plain(node[prefix + name]) != _plain(default)
+    }
     assert not wrong, f"{block} (YAML, dataclass) values differ: {wrong}"
     assert from_block(cls, node, prefix) == cls()  # read back: the defaults
 

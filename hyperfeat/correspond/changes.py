@@ -1,140 +1,150 @@
 """Changes of state along point tracks.
 
 Tracking says where a point went; its descriptor along the track says what happened to it.
-Given per-frame descriptors (T, D, h, w) and tracks (N, T, 2) with visibility (N, T), this
-module
+Given per-frame descriptors and point positions, frame after frame, :class:`OnlineChanges`
 
-1. samples each point's descriptor along its track (bilinear, L2-normalised) → (N, T, D);
-2. measures its **drift**: ``1 − cos`` to its *query appearance* (the mean descriptor of its
-   first ``query_window`` visible frames from the query frame on) and to a *running reference*
-   (an exponential moving average of its past descriptors, momentum ``running_momentum``);
-3. **normalises** against reference points (background points when a mask says what the object
-   is, else every point), so that a change that hits the whole frame — lighting, exposure,
-   white balance, camera shake, motion blur — is not read as a change of state of a point. With
-   ``correction: affine`` (default) each frame's descriptors first get the per-channel gain and
-   offset that best maps the reference points' descriptors at that frame back onto their query
-   appearances (least squares, refitted once without the 25 % worst-fitting references, so an
-   object that really changes does not steer it); then, as with ``median``, the median drift of
-   the visible references at that frame is subtracted from every point's drift;
-4. finds **change points** in each point's normalised drift with PELT (``ruptures``, an L2 cost:
-   a change in the mean), penalty ``penalty · σ² · log T`` where σ is the point's own noise
-   (median absolute first difference); a change point counts when the mean drift jumps by at
-   least ``min_strength`` across it — or, with ``noise_strength`` > 0, by at least
-   ``noise_strength`` pooled noise scales: σ_pool, the robust scale (MAD / 0.6745 / √2) of
-   the frame-to-frame increments of every analysed point's normalised drift, so that the
-   threshold follows the describer's own noise instead of an absolute drift (a describer whose
-   drift moves by a few hundredths at a real change has noise of a few thousandths);
-5. groups change points of different points that fall within ``tolerance`` frames of each other
-   into **events** (frame, points involved, strength) with at least ``min_points`` points, after
-   dropping the points whose new look is not new (``novelty``, :func:`novelty_of`: a tracker
-   that slips lands on material that was already beside the point);
-6. clusters points into **regions** by the events they take part in (region 0: points that never
-   change), cuts each region's frames into **state segments** at its events, and averages the
-   descriptors of each (region, state) into **prototypes** that can label new frames.
+1. **carries** each point by the motion of its neighbours (``coherent``): the median displacement,
+   since the query frame, of its ``neighbours`` nearest points of the same kind (object or
+   reference) that are visible. A point further than ``slip_radius`` cells from where they carry
+   it has *slipped* (its tracker followed other material) and is read where they carry it; a
+   point that *changes* moves with its neighbours while its look changes, and is read in place;
+2. samples the descriptors at the points and removes what is common to the frame: a per-channel
+   gain and offset fitted on the reference points (background points when a mask says what the
+   object is, else every point; refitted once without the 25 % worst-fitting ones) maps their
+   descriptors back onto their query-frame ones — exposure, white balance, lighting;
+3. measures each point's **drift**: the chord distance ``‖f̂_t − â‖`` of its normalised descriptor
+   to its query appearance (the mean of its first ``query_window`` visible frames), minus the
+   references' median at that frame (the baseline: what blur, shake or compression do to every
+   point), in **noise units** ``z``: divided by ``√(s_t² + σ_n²)``, s_t the references' robust
+   spread at frame t and σ_n the robust scale of the point's own frame-to-frame drift in its
+   first ``lookaround`` frames. The threshold thus follows the describer's own noise;
+4. a point **changes** when its ``z`` stays above ``threshold`` for ``persist`` visible frames
+   running; its change *starts* at the first frame of the run of ``z`` above 1 (the noise) that
+   leads there (a gradual change: where it began), *ends* at the first frame where ``z``
+   reaches 85 % of its new level, and is kept when ``z`` is still above ``threshold``
+   ``lookaround`` frames after it crossed (a state persists; a passing shadow or occluder does
+   not);
+5. changed points whose starts lie within ``tolerance`` frames and that are spatial neighbours
+   (query positions within 2.5 lattice spacings, or among each other's ``neighbours`` nearest
+   points of the same kind) form one **event** — so a change of part of an
+   object is found on that part, and of one object among several on that one — when there are
+   at least ``min_points`` of them;
+6. each event defines a **region** (a point's latest event); the frames of a region before its
+   start and from its end on are its two **states**, and the mean descriptors of each (region, state) are **prototypes**
+   that label the frames of other clips (:meth:`StatePrototypes.label_frames`,
+   :meth:`StateChanges.save`, :func:`load_states`).
 
-Nothing here runs a model: it sees only descriptor tensors (when
-:func:`hyperfeat.video.changes.video_changes` tracks the points itself it uses
-:func:`hyperfeat.correspond.tracking.track_appearance` (``tracker: appearance``, default), which
-follows a point through its change of state — where a tracker matching only the query's look
-loses it — at the price of more slips, or the window tracker (``tracker: query``); measured in
-``benchmarks/state_changes.py``; ``standardise`` tracks on per-frame standardised descriptors).
-Invisible samples are left out
-(NaN drift) and bridged by linear interpolation for the change-point search — unless
-``use_occluded``: a tracker that matches appearance calls a point whose appearance changed
-"occluded", so its estimated positions are read too; a point still needs ``min_visible``
-visible frames to be analysed at all. It is off by default: measured on DAVIS
-(``benchmarks/state_changes.py``), reading occluded positions — points that left the frame or
-slipped — made more false events than it found changes, once the tracker's motion prior
-(``motion_penalty``) keeps a changed point in place.
+Everything is causal with a bounded lag, and memory that does not grow with the clip's length
+but for the curves kept for the pictures (``keep_curves``): :func:`analyse_changes` is
+:class:`OnlineChanges` fed every frame, so online and offline give the same events.
+
+A point may change several times (watching again from its new level); its region and states are
+those of its latest change. Nothing here runs a model: it sees only descriptor tensors.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Optional, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hyperfeat.correspond.common import _check_descriptors, _check_image_size, sample_descriptors
 from hyperfeat.errors import DataError
 from hyperfeat.geometry import pixels_to_cells
 
 MIN_FRAMES = 3  # fewer frames have no before and after
+END_LEVEL = 0.85  # a change ends where its drift reaches this share of its new level
+START_LEVEL = 1.0  # ... and starts after the last frame within this many noise units of the level before
+LINK_SPACINGS = (
+    2.5  # changed points closer than this many lattice spacings are neighbours (one unchanged point between)
+)
 
 
 @dataclass
 class ChangeSettings:
-    """Settings of :func:`analyse_changes` (the ``changes`` block of the config)."""
+    """Settings of the state-change analysis (the ``changes`` block of the config; the one home
+    of their defaults, checked against ``configs/default.yaml`` by a test)."""
 
-    query_window: int = 3          # frames averaged into a point's query appearance
-    running_momentum: float = 0.7  # EMA momentum of the running reference
-    reference: str = "auto"        # auto | all | background | none: who normalises the drift
-    correction: str = "affine"     # affine | median: how the reference points normalise (see module doc)
-    penalty: float = 4.0           # PELT penalty factor (× σ² · log T)
-    noise_floor: float = 0.01      # lower bound of σ, in drift units
-    min_strength: float = 0.1      # smallest jump of mean normalised drift that counts (noise_strength 0)
-    noise_strength: float = 25.0   # > 0: a jump counts at this many pooled noise scales instead (see module doc)
-    min_segment: int = 3           # shortest state segment, frames
-    tolerance: int = 2             # change points within this many frames form one event
-    min_points: int = 7            # an event needs this many points (or all of them, if fewer)
-    member_ratio: float = 0.0      # > 0: an event keeps only points jumping ≥ this × its members' upper-quartile jump
-    novelty: float = 0.05          # > 0: an event keeps only points whose new look was not already nearby (see novelty_of)
-    novelty_radius: int = 2        # cells around the point, in the frame before its change, searched for its new look
-    min_visible: int = 3           # a point is analysed when visible in at least this many frames
-    tracker: str = "appearance"    # query (track_points) | appearance (track_appearance): how video_changes tracks
-    standardise: bool = False      # track on per-frame standardised descriptors (standardise_frames)
-    template_update: float = 0.5   # appearance tracker: weight of the previous frame's look in the template
-    velocity: float = 1.0          # appearance tracker: constant-velocity prediction (0: search around the last position)
-    motion_penalty: float = 1.0    # tracker motion prior when video_changes tracks (similarity − this · (d / radius)²)
-    reacquire: bool = False        # query tracker: let it jump to a far better match (video.reacquire_margin)
-    use_occluded: bool = False     # also read descriptors where the tracker says occluded (see module doc)
+    query_window: int = 3  # frames averaged into a point's query appearance
+    reference: str = "auto"  # auto | all | none: which points normalise the drift (auto: background with a mask)
+    threshold: float = 5.0  # a point changes when its drift stays this many noise units above the references'
+    persist: int = 3  # ... for this many visible frames running (the shortest state)
+    lookaround: int = 6  # frames searched back for a start, forward for the new level; also the noise window
+    tolerance: int = 2  # changed neighbours whose starts are this close (frames) form one event
+    min_points: int = 3  # an event needs this many changed neighbouring points
+    coherent: bool = True  # read a point where its neighbours' motion carries it when it slipped
+    pooled: bool = True  # judge each point by the median drift of itself and its neighbours
+    neighbours: int = 6  # nearest points of the same kind whose motion carries a point
+    slip_radius: float = 1.5  # cells: further than this from where its neighbours carry it, a point slipped
+    tracker: str = "appearance"  # how video_changes tracks: a registered tracker (settings: video.trackers.<name>)
 
     def __post_init__(self) -> None:
         # the choice settings are checked here, before any frame is described or tracked
-        choices = {"reference": ("auto", "all", "background", "none"), "correction": ("affine", "median"),
-                   "tracker": ("appearance", "query")}
+        from hyperfeat.correspond.track import TRACKERS
+
+        choices = {"reference": ("auto", "all", "none"), "tracker": tuple(TRACKERS)}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                raise DataError(f"changes.{name} must be {', '.join(allowed[:-1])} or {allowed[-1]}; "
-                                f"got {getattr(self, name)!r}")
-        if not 0.0 <= float(self.novelty) <= 2.0:
-            raise DataError(f"changes.novelty must be in [0, 2] (a 1 − cosine; 0: off); got {self.novelty!r}")
-        if not isinstance(self.novelty_radius, int) or isinstance(self.novelty_radius, bool) or self.novelty_radius < 0:
-            raise DataError(f"changes.novelty_radius must be a whole number of cells ≥ 0; got {self.novelty_radius!r}")
-        if not 0.0 <= float(self.member_ratio) <= 1.0:
-            raise DataError(f"changes.member_ratio must be in [0, 1] (0: keep every point of an event); "
-                            f"got {self.member_ratio!r}")
+                raise DataError(
+                    f"changes.{name} must be {', '.join(allowed[:-1])} or {allowed[-1]}; got {getattr(self, name)!r}"
+                )
+        for name in ("query_window", "persist", "lookaround", "min_points", "neighbours"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise DataError(f"changes.{name} must be a whole number ≥ 1; got {value!r}")
+        if self.persist > self.lookaround:
+            raise DataError(f"changes.persist ({self.persist}) must not exceed changes.lookaround ({self.lookaround})")
+        if not float(self.threshold) > 0:
+            raise DataError(f"changes.threshold must be > 0 noise units; got {self.threshold!r}")
 
     @classmethod
     def from_config(cls, block) -> "ChangeSettings":
-        values = dict(block) if block is not None else {}
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(values) - known)
+        """From the ``changes`` block (a missing key takes the default here; an unknown one is an error)."""
+        from hyperfeat.settings import from_block
+
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(block or {}) - known)
         if unknown:
             raise DataError(f"unknown changes settings {unknown}; known: {sorted(known)}")
-        return cls(**values)
+        return from_block(cls, block, where="changes")
 
 
 @dataclass
 class ChangeEvent:
-    """One change of state: at ``frame`` (the first frame of the new state) the points
-    ``points`` (indices into the tracks) changed; ``strength``: mean jump of their normalised
-    drift (positive: away from the query appearance); ``region``: the region it defines."""
+    """One change of state: the points ``points`` (indices into the tracks) changed from
+    ``start`` to ``end`` (the first frame in the new state; ``end == start``: sudden);
+    ``frame`` = ``start``; ``strength``: mean drift jump of its points (chord distance);
+    ``score``: their mean new level in noise units; ``region``: the region it defines."""
 
     index: int
-    frame: int
+    start: int
+    end: int
     points: list[int]
     strength: float
+    score: float
     region: int = -1
-    point_frames: list[int] = field(default_factory=list)  # each point's own change frame
+    point_frames: list[int] = field(default_factory=list)  # each point's own start
+
+    @property
+    def frame(self) -> int:
+        return self.start
 
     def to_dict(self) -> dict:
-        return {"event": self.index, "frame": self.frame, "num_points": len(self.points),
-                "strength": round(self.strength, 5), "region": self.region, "points": self.points,
-                "point_frames": self.point_frames}
+        return {
+            "event": self.index,
+            "frame": self.start,
+            "start": self.start,
+            "end": self.end,
+            "num_points": len(self.points),
+            "strength": round(self.strength, 5),
+            "score": round(self.score, 3),
+            "region": self.region,
+            "points": self.points,
+            "point_frames": self.point_frames,
+        }
 
 
 @dataclass
@@ -155,6 +165,13 @@ class StatePrototypes:
     descriptors: torch.Tensor
     region: list[int]
     state: list[int]
+    points: list[int] = field(default_factory=list)  # points of each prototype's region
+
+    @property
+    def main_region(self) -> int:
+        """The changed region with the most points (0 when none changed)."""
+        changed = [(n, -r) for r, n in zip(self.region, self.points or [0] * len(self.region)) if r > 0]
+        return -max(changed)[1] if changed else 0
 
     @property
     def names(self) -> list[str]:
@@ -167,23 +184,88 @@ class StatePrototypes:
         if desc.ndim == 3 and desc.shape[0] == self.descriptors.shape[1]:
             desc = desc.permute(1, 2, 0)  # (h, w, D)
         if desc.shape[-1] != self.descriptors.shape[1]:
-            raise DataError(f"descriptors of dimension {desc.shape[-1]} cannot be labelled by prototypes of "
-                            f"dimension {self.descriptors.shape[1]}")
+            raise DataError(
+                f"descriptors of dimension {desc.shape[-1]} cannot be labelled by prototypes of "
+                f"dimension {self.descriptors.shape[1]}"
+            )
         sim = F.normalize(desc, dim=-1) @ self.descriptors.T.to(desc.device)  # (..., S)
         best, index = sim.max(dim=-1)
         return index, best
 
+    def label_frames(
+        self, desc: torch.Tensor, masks: Optional[torch.Tensor] = None, region: Optional[int] = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The state of each frame of a clip: desc (T, D, h, w), masks (T, H, W) bool (where the
+        thing is; default: every cell), ``region`` (default: :attr:`main_region`) → the
+        winning state per frame (T,) (−1: no cell in the mask) and the share of cells it won (T,).
+        Each cell votes for the nearest of the region's prototypes."""
+        if region is None:
+            region = self.main_region
+        pick = [i for i, r in enumerate(self.region) if r == region]
+        if not pick:
+            raise DataError(f"no prototype of region {region}; regions: {sorted(set(self.region))}")
+        protos = self.descriptors[pick]  # (S_r, D)
+        states = torch.tensor([self.state[i] for i in pick])
+        num_frames, dim, h, w = desc.shape
+        if dim != protos.shape[1]:
+            raise DataError(
+                f"descriptors of dimension {dim} cannot be labelled by prototypes of dimension {protos.shape[1]}"
+            )
+        cells = F.normalize(desc.float(), dim=1).flatten(2).transpose(1, 2)  # (T, h·w, D)
+        votes = (cells @ protos.T.to(cells)).argmax(-1)  # (T, h·w)
+        if masks is None:
+            inside = torch.ones(num_frames, h * w, dtype=torch.bool)
+        else:
+            inside = F.interpolate(masks[:, None].float(), size=(h, w), mode="area")[:, 0].flatten(1) >= 0.5  # (T, h·w)
+        out = torch.full((num_frames,), -1, dtype=torch.long)
+        share = torch.zeros(num_frames)
+        for t in range(num_frames):
+            v = votes[t][inside[t]]
+            if len(v):
+                counts = torch.bincount(v, minlength=len(pick))
+                out[t] = states[int(counts.argmax())]
+                share[t] = float(counts.max()) / len(v)
+        return out, share
+
+    def to_dict(self) -> dict:
+        return {
+            "descriptors": self.descriptors.cpu(),
+            "region": list(self.region),
+            "state": list(self.state),
+            "points": list(self.points),
+        }
+
+
+def load_states(path) -> StatePrototypes:
+    """Prototypes saved by :meth:`StateChanges.save` → :class:`StatePrototypes`."""
+    from hyperfeat.io import safe_torch_load
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"states file not found: {path}")
+    data = safe_torch_load(path)
+    try:
+        return StatePrototypes(
+            torch.as_tensor(data["descriptors"]).float(),
+            [int(r) for r in data["region"]],
+            [int(s) for s in data["state"]],
+            [int(n) for n in data.get("points", [])],
+        )
+    except (KeyError, TypeError) as err:
+        raise DataError(f"{path} is not a saved states file (descriptors, region, state): {err}") from None
+
 
 @dataclass
 class StateChanges:
-    """The result of :func:`analyse_changes`. Per point n and frame t (NaN where occluded):
+    """The result of the analysis. Per point n and frame t (NaN where not read):
 
-    ``drift_query`` (N, T): 1 − cos to the query appearance; ``drift_running`` (N, T): 1 − cos to
-    the running reference; ``drift`` (N, T): the query drift after the global correction by the
-    reference points (``is_reference`` (N,)) minus ``baseline`` (T,), their median. ``analysed`` (N,): points
-    visible in enough frames to be judged. ``events``: the changes found (empty: none);
-    ``regions`` (N,) int: 0 never changed, r ≥ 1 changed at the events of region r;
-    ``point_states`` (N, T) int: prototype index per point and frame; ``segments`` per region;
+    ``drift`` (N, T): the chord distance to the query appearance after the global correction,
+    minus ``baseline`` (T,), the references' median; ``score`` (N, T): the same in noise units;
+    ``slipped`` (N, T): where the point's track disagreed with its neighbours' motion (and was
+    read where they carry it, ``tracks``); ``analysed`` (N,): points read in enough frames to be
+    judged. ``events``: the changes found (empty: none); ``regions`` (N,) int: 0 never changed,
+    r ≥ 1 changed at event r − 1, −1 not analysed; ``point_states`` (N, T) int: prototype index per
+    point and frame (−1: between a start and an end, or not read); ``segments`` per region;
     ``message``: a one-line account (e.g. why no change was found).
     """
 
@@ -192,10 +274,10 @@ class StateChanges:
     visible: torch.Tensor
     is_reference: torch.Tensor
     analysed: torch.Tensor
-    drift_query: torch.Tensor
-    drift_running: torch.Tensor
     drift: torch.Tensor
+    score: torch.Tensor
     baseline: torch.Tensor
+    slipped: torch.Tensor
     events: list[ChangeEvent]
     regions: torch.Tensor
     point_states: torch.Tensor
@@ -203,7 +285,6 @@ class StateChanges:
     prototypes: Optional[StatePrototypes]
     settings: ChangeSettings
     message: str
-    threshold: float = float("nan")  # the smallest jump that counted (min_strength or noise_strength · σ_pool)
 
     @property
     def found(self) -> bool:
@@ -213,14 +294,40 @@ class StateChanges:
     def num_frames(self) -> int:
         return int(self.tracks.shape[1])
 
+    @property
+    def threshold(self) -> float:
+        return float(self.settings.threshold)
+
+    def save(self, path) -> Path:
+        """Write the learnt states (prototypes of each region before/after its event) for
+        :func:`load_states` / ``hyperfeat changes --states``."""
+        from hyperfeat.io import atomic_save
+
+        if self.prototypes is None:
+            raise DataError("no state to save: no point was analysed")
+        atomic_save(self.prototypes.to_dict(), path)
+        return Path(path)
+
     def events_table(self) -> list[dict]:
-        """One row per event (frame, number of points, strength, region)."""
-        return [{"event": e.index, "frame": e.frame, "num_points": len(e.points),
-                 "strength": round(e.strength, 5), "region": e.region,
-                 "points": " ".join(str(p) for p in e.points)} for e in self.events]
+        """One row per event (start, end, number of points, strength, region)."""
+        return [
+            {
+                "event": e.index,
+                "frame": e.start,
+                "start": e.start,
+                "end": e.end,
+                "num_points": len(e.points),
+                "strength": round(e.strength, 5),
+                "score": round(e.score, 3),
+                "region": e.region,
+                "points": " ".join(str(p) for p in e.points),
+            }
+            for e in self.events
+        ]
 
     def to_dict(self) -> dict:
         """JSON-able record (NaN → None)."""
+
         def rows(x: torch.Tensor) -> list:
             arr = x.detach().cpu().numpy().astype(float)
             return [[None if not math.isfinite(v) else round(v, 5) for v in r] for r in arr]
@@ -238,11 +345,10 @@ class StateChanges:
             "analysed": self.analysed.tolist(),
             "baseline": [None if not math.isfinite(v) else round(v, 5) for v in self.baseline.tolist()],
             "drift": rows(self.drift),
-            "drift_query": rows(self.drift_query),
-            "drift_running": rows(self.drift_running),
+            "score": rows(self.score),
+            "slipped": self.slipped.int().tolist(),
             "point_states": self.point_states.tolist(),
             "settings": vars(self.settings),
-            "threshold": None if not math.isfinite(self.threshold) else round(self.threshold, 6),
         }
 
 
@@ -250,252 +356,483 @@ class StateChanges:
 # pieces
 
 
-def sample_along_tracks(desc: torch.Tensor, tracks: torch.Tensor, image_size: Sequence[int],
-                        normalise: bool = True) -> torch.Tensor:
+def _check_size(image_size: Sequence[int]) -> tuple[int, int]:
+    size = tuple(int(v) for v in image_size)
+    if len(size) != 2 or min(size) < 1:
+        raise DataError(f"image_size must be (W, H) positive; got {image_size!r}")
+    return size  # type: ignore[return-value]
+
+
+def sample_along_tracks(
+    desc: torch.Tensor, tracks: torch.Tensor, image_size: Sequence[int], normalise: bool = True
+) -> torch.Tensor:
     """desc (T, D, h, w), tracks (N, T, 2) xy pixels of ``image_size`` (W, H) → (N, T, D)
     bilinear samples (L2-normalised when ``normalise``)."""
-    num_frames, _, h, w = desc.shape
+    _, _, h, w = desc.shape
     cells = pixels_to_cells(tracks.float(), tuple(image_size), (h, w))  # (N, T, 2)
     scale = cells.new_tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)])
     grid = (cells * scale - 1.0).permute(1, 0, 2)[:, :, None, :]  # (T, N, 1, 2)
-    out = F.grid_sample(desc, grid, mode="bilinear", padding_mode="border", align_corners=True)  # (T, D, N, 1)
+    out = F.grid_sample(desc.float(), grid, mode="bilinear", padding_mode="border", align_corners=True)  # (T, D, N, 1)
     out = out[..., 0].permute(2, 0, 1)  # (N, T, D)
     return F.normalize(out, dim=-1) if normalise else out
 
 
-def drift_curves(feats: torch.Tensor, visible: torch.Tensor, query_frames: torch.Tensor,
-                 query_window: int, momentum: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """feats (N, T, D), visible (N, T), query_frames (N,) → drift to the query appearance and to
-    the running reference, each (N, T) with NaN where occluded."""
-    num_points, num_frames, _ = feats.shape
-    vis = visible.float()
-    frames = torch.arange(num_frames, device=feats.device)
-    after = frames[None, :] >= query_frames[:, None]  # (N, T)
-    order = torch.cumsum((vis * after).long(), dim=1)
-    window = after & visible & (order <= max(1, query_window))
-    window[torch.arange(num_points), query_frames] = True  # the query frame always counts
-    query_app = F.normalize((feats * window[..., None]).sum(dim=1), dim=-1)  # (N, D)
-    drift_q = 1.0 - (feats * query_app[:, None]).sum(-1)  # (N, T)
-
-    drift_r = torch.full((num_points, num_frames), float("nan"), device=feats.device)
-    ref = feats[:, 0].clone()
-    seen = visible[:, 0].clone()
-    for t in range(1, num_frames):
-        cos = (feats[:, t] * ref).sum(-1)
-        drift_r[:, t] = torch.where(seen & visible[:, t], 1.0 - cos, torch.full_like(cos, float("nan")))
-        upd = visible[:, t]
-        blended = F.normalize(momentum * ref + (1 - momentum) * feats[:, t], dim=-1)
-        ref = torch.where((upd & seen)[:, None], blended, torch.where(upd[:, None], feats[:, t], ref))
-        seen = seen | upd
-    nan = torch.full_like(drift_q, float("nan"))
-    return torch.where(visible, drift_q, nan), drift_r
-
-
-def global_correction(feats: torch.Tensor, readable: torch.Tensor, is_reference: torch.Tensor,
-                      query_frames: torch.Tensor) -> torch.Tensor:
-    """feats (N, T, D) (not normalised: a gain must stay a gain) → (N, T, D) with, per frame t, the per-channel affine map a_t ⊙ f + b_t
-    fitted on the reference points (their frame-t descriptor → their query-frame descriptor)
-    applied to every point, then L2-normalised. Frames with fewer than 4 readable references
-    are left as they are."""
-    num_points, num_frames, _ = feats.shape
-    target = feats[torch.arange(num_points), query_frames]  # (N, D)
-    out = feats.clone()
-    # (descriptor maps of a describer are compared by cosine: scale-free, so fitting the raw
-    # values is right, and the result is normalised at the end)
-    for t in range(num_frames):
-        use = readable[:, t] & is_reference
-        for _ in range(2):
-            if int(use.sum()) < 4:
-                break
-            x, y = feats[use, t], target[use]  # (M, D)
-            mx, my = x.mean(0), y.mean(0)
-            var = ((x - mx) ** 2).mean(0)
-            gain = ((x - mx) * (y - my)).mean(0) / var.clamp_min(1e-8)
-            gain = torch.where(var > 1e-8, gain, torch.ones_like(gain))
-            offset = my - gain * mx
-            fitted = feats[:, t] * gain + offset  # (N, D)
-            resid = ((fitted - target) ** 2).sum(-1)  # (N,)
-            cut = torch.quantile(resid[use], 0.75)
-            out[:, t] = fitted
-            use = use & (resid <= cut)
-    return F.normalize(out, dim=-1)
-
-
-def reference_baseline(drift: torch.Tensor, is_reference: torch.Tensor) -> torch.Tensor:
-    """(N, T) drift, (N,) bool → (T,) median over the visible reference points (0 where none)."""
-    ref = drift[is_reference]  # (M, T)
-    if ref.shape[0] == 0:
-        return torch.zeros(drift.shape[1], device=drift.device)
-    base = torch.nanmedian(ref, dim=0).values
-    return torch.nan_to_num(base, nan=0.0)
-
-
-def _interpolate_nans(signal: np.ndarray) -> np.ndarray:
-    good = np.isfinite(signal)
-    if good.all():
-        return signal
-    idx = np.arange(len(signal))
-    return np.interp(idx, idx[good], signal[good])
-
-
-def pooled_noise(drift: np.ndarray) -> float:
-    """(N, T) drift (NaN: missing) → the robust scale of its frame-to-frame increments pooled
-    over every point and frame (MAD / 0.6745 / √2: the σ of i.i.d. noise on a flat signal);
-    0 when no two neighbouring samples are finite."""
-    diffs = np.diff(np.asarray(drift, dtype=np.float64), axis=1).ravel()
-    diffs = diffs[np.isfinite(diffs)]
-    if diffs.size == 0:
-        return 0.0
-    return float(np.median(np.abs(diffs - np.median(diffs)))) / 0.6745 / math.sqrt(2)
-
-
-def change_points(signal: np.ndarray, settings: ChangeSettings,
-                  min_jump: Optional[float] = None) -> list[tuple[int, float]]:
-    """Change points of a 1-D drift signal (T,) (NaN: missing) → [(frame, jump)], ``frame`` the
-    first frame of the new segment, ``jump`` the mean after minus the mean before (neighbouring
-    segments); only jumps of at least ``min_jump`` (default ``min_strength``) in size."""
-    import ruptures
-
-    x = _interpolate_nans(signal.astype(np.float64))
-    num = len(x)
-    min_size = max(1, int(settings.min_segment))
-    if num < 2 * min_size:
-        return []
-    own = pooled_noise(x[None])
-    sigma = max(own, settings.noise_floor)
-    pen = settings.penalty * sigma ** 2 * math.log(num)
-    bkps = ruptures.Pelt(model="l2", min_size=min_size, jump=1).fit(x[:, None]).predict(pen=pen)
-    edges = [0] + [int(b) for b in bkps]  # the last is num
-    out = []
-    for i in range(1, len(edges) - 1):
-        before = x[edges[i - 1]:edges[i]].mean()
-        after = x[edges[i]:edges[i + 1]].mean()
-        jump = float(after - before)
-        if abs(jump) >= (settings.min_strength if min_jump is None else min_jump):
-            out.append((edges[i], jump))
+def affine_to_targets(x: torch.Tensor, target: torch.Tensor, use: torch.Tensor) -> torch.Tensor:
+    """x (N, D) one frame's raw descriptors, target (N, D) the same points' query-frame ones,
+    use (N,) bool the references → (N, D) x with the per-channel gain and offset that best maps
+    the references' x onto their targets (least squares, refitted once without the 25 % worst);
+    unchanged with fewer than 4 references."""
+    out = x
+    for _ in range(2):
+        if int(use.sum()) < 4:
+            break
+        a, b = x[use], target[use]  # (M, D)
+        ma, mb = a.mean(0), b.mean(0)
+        var = ((a - ma) ** 2).mean(0)
+        gain = ((a - ma) * (b - mb)).mean(0) / var.clamp_min(1e-8)
+        gain = torch.where(var > 1e-8, gain, torch.ones_like(gain))
+        out = x * gain + (mb - gain * ma)
+        resid = ((out - target) ** 2).sum(-1)  # (N,)
+        use = use & (resid <= torch.quantile(resid[use], 0.75))
     return out
 
 
-def novelty_of(desc: torch.Tensor, tracks: torch.Tensor, size: tuple[int, int], point: int, frame: int,
-               settings: ChangeSettings) -> float:
-    """How new a point's look after its change at ``frame`` is: 1 − the best cosine between its
-    descriptor at ``frame`` + 1 and the cells within ``novelty_radius`` of where it was at ``frame``
-    − ``tolerance`` − 1 (before the change, outside the event's frames). desc (T, D, h, w)
-    L2-normalised, tracks (N, T, 2) pixels of a ``size`` (W, H) frame.
-
-    A real change of state brings a look that was not there before (paint, a new texture); a
-    tracker that slips lands on material that was already beside the point, and reads as a
-    change of the same size. The test tells them apart without knowing the truth, at a price: a
-    part removed reveals what was already behind it, and that looks like a slip."""
-    num_frames, _, h, w = desc.shape
-    after, before = min(frame + 1, num_frames - 1), max(frame - int(settings.tolerance) - 1, 0)
-    cells = pixels_to_cells(tracks[point], size, (h, w))  # (T, 2)
-    look = sample_descriptors(desc[after], cells[after][None])[0]  # (D,)
-    cx, cy = cells[before].round().long().tolist()
-    r = int(settings.novelty_radius)
-    window = desc[before][:, max(cy - r, 0):max(cy + r + 1, 1), max(cx - r, 0):max(cx + r + 1, 1)]  # (D, ≤2r+1, ≤2r+1)
-    if window.numel() == 0:  # the point was off the frame: nothing was there
-        return 2.0
-    return 1.0 - float((look @ window.flatten(1)).max())
+def _robust_scale(values: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """1.4826 · MAD along ``dim``, NaN ignored (NaN where fewer than 2 finite values)."""
+    med = torch.nanmedian(values, dim=dim, keepdim=True).values
+    mad = torch.nanmedian((values - med).abs(), dim=dim).values * 1.4826
+    enough = torch.isfinite(values).sum(dim) >= 2
+    return torch.where(enough, mad, torch.full_like(mad, float("nan")))
 
 
-def group_events(point_changes: dict[int, list[tuple[int, float]]], num_analysed: int,
-                 settings: ChangeSettings, min_jump: Optional[float] = None,
-                 novelty: Optional[Callable[[int, int], float]] = None) -> list[ChangeEvent]:
-    """Change points of many points → events: repeatedly the frame with most change points within
-    ``tolerance`` becomes an event holding every change point within ``tolerance`` of it (one per
-    point, the strongest); kept when it has ``min(min_points, num_analysed)`` points and their
-    mean jump is at least ``min_jump`` (default ``min_strength``) in size. With ``member_ratio`` > 0
-    the members whose jump is under ``member_ratio`` × the upper quartile of the members' jumps are
-    dropped first: points beside a changed object (whose descriptor support overlaps it) or noise
-    that happens to fall in the event's frames jump far less than the object itself. With
-    ``settings.novelty`` > 0 and ``novelty(point, frame)`` (:func:`novelty_of`), the members whose
-    new look is less new than that are dropped next."""
-    min_jump = settings.min_strength if min_jump is None else min_jump
-    items = [(f, n, s) for n, lst in point_changes.items() for f, s in lst]
-    need = max(1, min(int(settings.min_points), num_analysed))
-    tol = int(settings.tolerance)
-    events: list[ChangeEvent] = []
-    while items:
-        frames = np.array([f for f, _, _ in items])
-        counts = [(np.abs(frames - f) <= tol).sum() for f in frames]
-        best = int(np.argmax(counts))
-        centre = int(frames[best])
-        members = [it for it in items if abs(it[0] - centre) <= tol]
-        items = [it for it in items if abs(it[0] - centre) > tol]
-        per_point: dict[int, tuple[int, float]] = {}
-        for f, n, s in members:
-            if n not in per_point or abs(s) > abs(per_point[n][1]):
-                per_point[n] = (f, s)
-        if settings.member_ratio > 0 and per_point:
-            mags = np.abs(np.array([s for _, s in per_point.values()]))
-            floor = float(settings.member_ratio) * float(np.quantile(mags, 0.75))
-            per_point = {n: fs for n, fs in per_point.items() if abs(fs[1]) >= floor}
-        if settings.novelty > 0 and novelty is not None and len(per_point) >= need:
-            per_point = {n: fs for n, fs in per_point.items() if novelty(n, fs[0]) >= settings.novelty}
-        if len(per_point) < need:
-            continue
-        pts = sorted(per_point)
-        frame = int(np.median([per_point[n][0] for n in pts]))
-        strength = float(np.mean([per_point[n][1] for n in pts]))
-        if abs(strength) < min_jump:  # points jumping every which way: noise, not a state
-            continue
-        events.append(ChangeEvent(0, frame, pts, strength, point_frames=[int(per_point[n][0]) for n in pts]))
-    events.sort(key=lambda e: e.frame)
-    for i, e in enumerate(events):
-        e.index = i
-    return events
+def neighbour_lists(xy: torch.Tensor, kind: torch.Tensor, k: int) -> torch.Tensor:
+    """xy (N, 2) query positions, kind (N,) bool → (N, k) indices of each point's k nearest other
+    points of the same kind (−1 where there are fewer)."""
+    num = xy.shape[0]
+    dist = torch.cdist(xy.float(), xy.float())  # (N, N)
+    dist = dist.masked_fill(kind[:, None] != kind[None, :], float("inf"))
+    dist.fill_diagonal_(float("inf"))
+    k_eff = min(k, max(num - 1, 0))
+    out = torch.full((num, k), -1, dtype=torch.long)
+    if k_eff == 0:
+        return out
+    d, idx = dist.topk(k_eff, dim=1, largest=False)
+    out[:, :k_eff] = torch.where(torch.isfinite(d), idx, torch.full_like(idx, -1))
+    return out
 
 
-def _regions_and_states(events: list[ChangeEvent], feats: torch.Tensor, visible: torch.Tensor,
-                        analysed: torch.Tensor):
-    num_points, num_frames, _ = feats.shape
-    signature: list[tuple[int, ...]] = [() for _ in range(num_points)]
-    for e in events:
-        for n in e.points:
-            signature[n] = signature[n] + (e.index,)
-    keys = sorted({s for n, s in enumerate(signature) if analysed[n] and s},
-                  key=lambda s: (-sum(1 for x in signature if x == s), s))
-    region_of = {s: r + 1 for r, s in enumerate(keys)}
-    regions = torch.tensor([region_of.get(s, 0) for s in signature], dtype=torch.long)
-    regions[~analysed.cpu()] = -1
-    for e in events:  # an event's region: where most of its points ended up
-        votes = regions[e.points]
-        votes = votes[votes > 0]
-        e.region = int(torch.mode(votes).values) if len(votes) else 0
+@dataclass
+class _Record:
+    """A point's change while it is being judged."""
 
-    segments: list[StateSegment] = []
-    protos: list[torch.Tensor] = []
-    proto_region: list[int] = []
-    proto_state: list[int] = []
-    point_states = torch.full((num_points, num_frames), -1, dtype=torch.long)
-    for r in range(0, len(keys) + 1):
-        members = (regions == r).nonzero()[:, 0]
-        if len(members) == 0:
-            continue
-        cuts = [0] + sorted({events[i].frame for i in (keys[r - 1] if r > 0 else ())}) + [num_frames]
-        for s in range(len(cuts) - 1):
-            start, end = cuts[s], cuts[s + 1]
-            if end <= start:
-                continue
-            sel = visible[members, start:end]  # (m, L)
-            block = feats[members, start:end]  # (m, L, D)
-            if sel.any():
-                proto = F.normalize((block * sel[..., None]).sum(dim=(0, 1)), dim=-1)
-            else:
-                proto = F.normalize(block.sum(dim=(0, 1)), dim=-1)
-            index = len(protos)
-            protos.append(proto.cpu())
-            proto_region.append(r)
-            proto_state.append(s)
-            segments.append(StateSegment(region=r, state=s, start=start, end=end, prototype=index))
-            point_states[members, start:end] = index
-    prototypes = StatePrototypes(torch.stack(protos), proto_region, proto_state) if protos else None
-    return regions, point_states, segments, prototypes
+    point: int
+    crossing: int
+    start: int
+    end: int = -1
+    jump: float = 0.0
+    score: float = 0.0
 
 
 # ---------------------------------------------------------------------------------------------
 # the analysis
+
+
+class OnlineChanges:
+    """The analysis, one frame at a time, with bounded memory: ``update`` takes frame t's
+    descriptors (D, h, w), the points' tracked positions (N, 2) xy and visibility (N,), and returns
+    the events completed by then; ``finish`` completes the rest and returns the
+    :class:`StateChanges` (the same as :func:`analyse_changes` on the same frames).
+
+    ``queries`` (N, 3) (t, x, y) in pixels of an ``image_size`` (W, H) frame; ``is_reference``
+    (N,) bool: the points that normalise the drift (default: every point; ``settings.reference``
+    none: no normalisation). ``keep_curves``: keep the (N, T) curves for the pictures (off: memory
+    independent of the clip's length)."""
+
+    def __init__(
+        self,
+        queries: torch.Tensor,
+        image_size: Sequence[int],
+        is_reference: Optional[torch.Tensor] = None,
+        settings: Optional[ChangeSettings] = None,
+        keep_curves: bool = True,
+    ):
+        self.settings = s = settings or ChangeSettings()
+        self.size = _check_size(image_size)
+        self.queries = torch.as_tensor(queries, dtype=torch.float32).cpu()
+        if self.queries.ndim != 2 or self.queries.shape[1] != 3:
+            raise DataError(f"queries must be (N, 3) rows of (t, x, y); got {tuple(self.queries.shape)}")
+        num = self.queries.shape[0]
+        if num == 0:
+            raise DataError("no point to analyse: the tracks are empty")
+        if is_reference is None or s.reference == "all":
+            is_reference = torch.ones(num, dtype=torch.bool)
+        self.is_reference = torch.as_tensor(is_reference, dtype=torch.bool).cpu().clone()
+        if self.is_reference.shape != (num,):
+            raise DataError(f"is_reference must be ({num},), one flag per query; got {tuple(self.is_reference.shape)}")
+        if s.reference == "none":
+            self.is_reference[:] = False
+        self.num = num
+        # the points that may change: those that are not references when some are not (the
+        # object's points of a mask: its background only normalises), else every point
+        self.candidates = (
+            ~self.is_reference
+            if bool((~self.is_reference).any()) and bool(self.is_reference.any())
+            else torch.ones(num, dtype=torch.bool)
+        )
+        self.query_frames = self.queries[:, 0].long()
+        self.keep_curves = keep_curves
+        self.neighbours = neighbour_lists(self.queries[:, 1:], self.is_reference, s.neighbours)  # (N, k)
+        # spatial neighbours of the grouping: within LINK_SPACINGS lattice spacings, or among each
+        # other's `neighbours` nearest points of the same kind (sparse points, e.g. annotated tracks)
+        dist = torch.cdist(self.queries[:, 1:], self.queries[:, 1:])  # (N, N)
+        spacing = dist.clone().fill_diagonal_(float("inf")).min(1).values
+        radius = LINK_SPACINGS * float(spacing[torch.isfinite(spacing)].median()) if num > 1 else 0.0
+        knn = torch.zeros(num, num, dtype=torch.bool)
+        rows = torch.arange(num)[:, None].expand_as(self.neighbours)
+        ok = self.neighbours >= 0
+        knn[rows[ok], self.neighbours[ok]] = True
+        self.near = (dist <= radius) | knn | knn.T  # (N, N)
+        self.t = 0
+        self.last = -1  # the frame in the buffers' last column
+        self.window = 2 * s.lookaround + 1  # frames of z kept: a start's run back, a new level forward
+        self.settle = 2 * s.lookaround + s.persist + 1  # frames after which a point's state at a frame is known
+        self.start_xy = torch.full((num, 2), float("nan"))
+        self.target: Optional[torch.Tensor] = None  # (N, D) raw query-frame descriptors
+        self.app_sum: Optional[torch.Tensor] = None  # (N, D) sum of the first query_window looks
+        self.app_count = torch.zeros(num, dtype=torch.long)
+        self.prev_drift = torch.full((num,), float("nan"))
+        self.noise = torch.full((num, s.lookaround), float("nan"))  # the point's first increments
+        self.noise_count = torch.zeros(num, dtype=torch.long)
+        self.z = torch.full((num, self.window), float("nan"))  # z of frames t − window + 1 … t
+        self.r = torch.full((num, self.window), float("nan"))  # drift beyond the frame's common part
+        self.level = torch.full((num, self.window), float("nan"))  # each frame's recent level before it
+        self.scale = torch.full((num, self.window), float("nan"))  # each frame's noise scale
+        self.feats: list[Optional[torch.Tensor]] = []  # (N, D) corrected looks of the last `settle` frames
+        self.vis_hist: list[torch.Tensor] = []
+        self.status = torch.zeros(num, dtype=torch.long)  # 0 watching, 1 confirmed (judged `lookaround` frames later)
+        self.records: dict[int, _Record] = {}
+        self.pool: list[_Record] = []  # kept records not yet in an event
+        self.events: list[ChangeEvent] = []
+        self.event_of = torch.full((num,), -1, dtype=torch.long)
+        self.own_start = torch.full((num,), -1, dtype=torch.long)  # a kept change's start and end per point
+        self.own_end = torch.full((num,), -1, dtype=torch.long)
+        self.read_count = torch.zeros(num, dtype=torch.long)
+        self.proto_sum: Optional[torch.Tensor] = None  # (N, 2, D): each point's looks before and after
+        self.proto_count = torch.zeros(num, 2)
+        self.curves: dict[str, list[torch.Tensor]] = {k: [] for k in ("drift", "score", "slipped", "tracks", "visible")}
+        self.baseline: list[float] = []
+
+    # ------------------------------------------------------------------ per frame
+    def _carry(self, xy: torch.Tensor, visible: torch.Tensor, cell: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Positions (N, 2) → positions carried by the neighbours' motion where a point slipped, and
+        the slipped flags (N,)."""
+        started = torch.isfinite(self.start_xy[:, 0])
+        moves = xy - self.start_xy  # (N, 2)
+        nb = self.neighbours  # (N, k)
+        ok = (nb >= 0) & (visible & started)[nb.clamp_min(0)]
+        nb_moves = moves[nb.clamp_min(0)]  # (N, k, 2)
+        nb_moves = torch.where(ok[..., None], nb_moves, torch.full_like(nb_moves, float("nan")))
+        median = torch.nanmedian(nb_moves, dim=1).values  # (N, 2)
+        enough = ok.sum(1) >= max(2, (ok.shape[1] + 1) // 2)
+        carried = self.start_xy + median
+        slipped = started & enough & visible & ((xy - carried).norm(dim=1) > self.settings.slip_radius * cell)
+        out = torch.where(slipped[:, None], carried, xy)
+        return out, slipped
+
+    def update(self, desc: torch.Tensor, positions: torch.Tensor, visible: torch.Tensor) -> list[ChangeEvent]:
+        """Frame t: desc (D, h, w), positions (N, 2) xy pixels, visible (N,) bool → events completed now."""
+        s = self.settings
+        t = self.t
+        dim, h, w = desc.shape
+        xy = torch.as_tensor(positions, dtype=torch.float32).cpu().clone()
+        vis = torch.as_tensor(visible, dtype=torch.bool).cpu().clone()
+        if xy.shape != (self.num, 2) or vis.shape != (self.num,):
+            raise DataError(
+                f"frame {t}: positions must be ({self.num}, 2) and visible ({self.num},); "
+                f"got {tuple(xy.shape)} and {tuple(vis.shape)}"
+            )
+        at_query = self.query_frames == t
+        vis = (vis & (self.query_frames <= t)) | at_query
+        self.start_xy[at_query] = xy[at_query]
+        slipped = torch.zeros(self.num, dtype=torch.bool)
+        if s.coherent:
+            cell = 0.5 * (self.size[0] / w + self.size[1] / h)  # pixels per descriptor cell
+            xy, slipped = self._carry(xy, vis, cell)
+        raw = sample_along_tracks(desc.float().cpu()[None], xy[:, None], self.size, normalise=False)[:, 0]  # (N, D)
+        if self.target is None:
+            self.target = torch.zeros(self.num, dim)
+            self.app_sum = torch.zeros(self.num, dim)
+            self.proto_sum = torch.zeros(self.num, 2, dim)
+        self.target[at_query] = raw[at_query]
+        started = self.query_frames <= t
+        refs = self.is_reference & vis & started
+        look = F.normalize(affine_to_targets(raw, self.target, refs), dim=-1)  # (N, D)
+        take = vis & (self.app_count < s.query_window)
+        self.app_sum[take] += look[take]
+        self.app_count += take.long()
+        drift = (look - F.normalize(self.app_sum, dim=-1)).norm(dim=-1)  # (N,) chord distance
+        drift = torch.where(vis, drift, torch.full_like(drift, float("nan")))
+        ref_drift = drift[refs]
+        base = float(ref_drift.median()) if len(ref_drift) else 0.0
+        r = drift - base  # (N,) drift beyond the frame's common part
+        if s.pooled:  # each point's drift: the median of its own and its neighbours' (a state covers a region)
+            nb = torch.cat([torch.arange(self.num)[:, None], self.neighbours], 1)  # (N, k + 1)
+            around = torch.where(nb >= 0, r[nb.clamp_min(0)], torch.full(nb.shape, float("nan")))
+            r = torch.where(vis, torch.nanmedian(around, dim=1).values, r)
+        recent = self.r[:, -s.lookaround :]
+        level = torch.nanmedian(recent, dim=1).values  # (N,) the point's recent level ...
+        level = torch.where(torch.isfinite(recent).sum(1) >= s.persist, level, torch.full_like(level, float("nan")))
+        jump = r - level
+        ref_jump = jump[refs & torch.isfinite(jump)]
+        spread = float(_robust_scale(ref_jump)) if len(ref_jump) >= 4 else 0.0
+        inc = r - self.prev_drift
+        grow = torch.isfinite(inc) & (self.noise_count < s.lookaround)
+        idx = grow.nonzero()[:, 0]
+        self.noise[idx, self.noise_count[idx]] = inc[idx]
+        self.noise_count += grow.long()
+        self.prev_drift = torch.where(vis, r, self.prev_drift)
+        own = torch.nan_to_num(_robust_scale(self.noise) / math.sqrt(2), nan=0.0)  # (N,) σ of the point's drift
+        scale = torch.sqrt(own**2 + spread**2 + 1e-6)  # (N,)
+        z = jump / scale
+        self.z = torch.cat([self.z[:, 1:], z[:, None]], 1)
+        # ... the frames of the query appearance left out: they resemble it by construction
+        kept = torch.where(take, torch.full_like(r, float("nan")), r)
+        self.r = torch.cat([self.r[:, 1:], kept[:, None]], 1)
+        self.level = torch.cat([self.level[:, 1:], level[:, None]], 1)
+        self.scale = torch.cat([self.scale[:, 1:], scale[:, None]], 1)
+        self.read_count += vis.long()
+        self.feats.append(torch.where(vis[:, None], look, torch.full_like(look, float("nan"))))
+        self.vis_hist.append(vis)
+        if self.keep_curves:
+            for key, v in (("drift", r), ("score", z), ("slipped", slipped), ("tracks", xy), ("visible", vis)):
+                self.curves[key].append(v)
+            self.baseline.append(base)
+        self.last = t
+        self._judge(t, z)
+        self.t += 1
+        self._settle(self.t - self.settle)
+        return self._group(final=False)
+
+    def _frame_of(self, column: int) -> int:
+        return self.last - self.window + 1 + column  # the last column holds frame `last`
+
+    def _column_of(self, frame: int) -> int:
+        return frame - self.last + self.window - 1
+
+    def _above(self, n: int, col: int) -> torch.Tensor:
+        """Point n's drift over the kept frames in noise units above its level before column ``col``."""
+        return (self.r[n] - self.level[n, col]) / self.scale[n, col]
+
+    def _judge(self, t: int, z: torch.Tensor) -> None:
+        s = self.settings
+        # confirm: the last `persist` readings of a watching point all `threshold` noise units above
+        # the level before the first of them
+        watch = (self.status == 0) & (z > 0.5 * s.threshold) & (self.app_count >= s.query_window) & self.candidates
+        for n in watch.nonzero()[:, 0].tolist():
+            cols = torch.isfinite(self.r[n]).nonzero()[:, 0]
+            last = cols[-s.persist :]
+            if len(last) < s.persist:
+                continue
+            first = int(last[0])
+            above = self._above(n, first)
+            if not bool((above[last] > s.threshold).all()):
+                continue
+            start_col = first
+            for c in reversed(cols[cols < first].tolist()):  # back along the run above the noise: where it began
+                if float(above[c]) > START_LEVEL and self._frame_of(c) > int(self.query_frames[n]) + s.query_window - 1:
+                    start_col = c
+                else:
+                    break
+            self.records[n] = _Record(n, self._frame_of(first), self._frame_of(start_col))
+            self.status[n] = 1
+        # keep or drop: `lookaround` frames after the crossing, the point must still be changed
+        for n, rec in list(self.records.items()):
+            if self.status[n] == 1 and t >= rec.crossing + s.lookaround:
+                self._conclude(rec)
+
+    def _conclude(self, rec: _Record) -> None:
+        s = self.settings
+        n = rec.point
+        col = self._column_of(rec.crossing)
+        above = self._above(n, col)
+        frames = torch.tensor([self._frame_of(c) for c in range(self.window)])
+        after = torch.isfinite(above) & (frames >= rec.crossing)
+        level_cols = after.nonzero()[:, 0][-s.persist :]
+        level = float(above[level_cols].median()) if len(level_cols) else float("nan")
+        if not (level > s.threshold):  # went back: a passing shadow, an occluder, a slip — no state
+            self.status[n] = 0  # watching again
+            del self.records[n]
+            return
+        reached = torch.isfinite(above) & (frames >= rec.start) & (above >= END_LEVEL * level)
+        rec.end = int(frames[reached][0]) if reached.any() else rec.crossing
+        rec.end = max(rec.end, rec.start)
+        rec.score = level
+        rec.jump = float(level * self.scale[n, col])
+        self.status[n] = 0  # watching again, for a later change from its new level
+        if self.own_start[n] >= 0:  # a later change: the state after the earlier one is now the state before
+            self.proto_sum[n, 0] += self.proto_sum[n, 1]
+            self.proto_count[n, 0] += self.proto_count[n, 1]
+            self.proto_sum[n, 1] = 0
+            self.proto_count[n, 1] = 0
+        self.own_start[n], self.own_end[n] = rec.start, rec.end
+        self.pool.append(rec)
+        del self.records[n]
+
+    def _settle(self, frame: int) -> None:
+        """Add frame ``frame``'s looks to the prototypes' sums once every point's state there is
+        known — 0 before its kept change, 1 from its end on, none in between (a change not yet
+        kept starts later) — and forget it."""
+        if frame < 0 or not self.feats:
+            return
+        look, vis = self.feats.pop(0), self.vis_hist.pop(0)  # the oldest kept frame is `frame`
+        changed = (self.own_start >= 0) & (frame >= self.own_start)
+        state = torch.where(changed, torch.where(frame >= self.own_end, 1, -1), 0)  # (N,) see _state_at
+        for which in (0, 1):
+            take = vis & (state == which)
+            self.proto_sum[take, which] += look[take]
+            self.proto_count[take, which] += 1
+
+    def _group(self, final: bool) -> list[ChangeEvent]:
+        """Kept records → events: connected components of records whose points are spatial
+        neighbours and whose starts lie within ``tolerance`` frames, once no later record can join."""
+        s = self.settings
+        if not self.pool:
+            return []
+        pool = self.pool
+        starts = torch.tensor([rec.start for rec in pool])
+        points = torch.tensor([rec.point for rec in pool])
+        near = self.near[points][:, points]  # (P, P) spatial neighbours
+        link = near & ((starts[:, None] - starts[None, :]).abs() <= s.tolerance)
+        comp = list(range(len(pool)))
+
+        def root(i: int) -> int:
+            while comp[i] != i:
+                comp[i] = comp[comp[i]]
+                i = comp[i]
+            return i
+
+        for i, j in link.nonzero().tolist():
+            ri, rj = root(i), root(j)
+            if ri != rj:
+                comp[max(ri, rj)] = min(ri, rj)
+        groups: dict[int, list[int]] = {}
+        for i in range(len(pool)):
+            groups.setdefault(root(i), []).append(i)
+        horizon = self.t - 1 - 2 * s.lookaround - s.persist  # a later record starts after this frame
+        new: list[ChangeEvent] = []
+        done: set[int] = set()
+        for members in sorted(
+            groups.values(), key=lambda m: (min(pool[i].start for i in m), min(pool[i].point for i in m))
+        ):
+            if not final and max(pool[i].start for i in members) + s.tolerance >= horizon:
+                continue
+            done.update(members)
+            first: dict[int, _Record] = {}
+            for i in sorted(members, key=lambda i: pool[i].start):  # a point twice in one event: its first change
+                first.setdefault(pool[i].point, pool[i])
+            recs = sorted(first.values(), key=lambda rec: rec.point)
+            if len(recs) < min(s.min_points, int(self.candidates.sum())):  # all of them when fewer may change
+                continue
+            starts_m = sorted(rec.start for rec in recs)
+            ends_m = sorted(rec.end for rec in recs)
+            event = ChangeEvent(
+                index=len(self.events),
+                start=starts_m[(len(starts_m) - 1) // 2],
+                end=ends_m[(len(ends_m) - 1) // 2],
+                points=[rec.point for rec in recs],
+                strength=sum(rec.jump for rec in recs) / len(recs),
+                score=sum(rec.score for rec in recs) / len(recs),
+                region=len(self.events) + 1,
+                point_frames=[rec.start for rec in recs],
+            )
+            event.end = max(event.end, event.start)
+            for rec in recs:
+                self.event_of[rec.point] = event.index
+            self.events.append(event)
+            new.append(event)
+        self.pool = [rec for i, rec in enumerate(pool) if i not in done]
+        return new
+
+    # ------------------------------------------------------------------ the end
+    def finish(self) -> StateChanges:
+        """Complete every pending change and return the result."""
+        s = self.settings
+        num_frames = self.t
+        for rec in list(self.records.values()):
+            self._conclude(rec)
+        self._group(final=True)
+        for frame in range(num_frames - len(self.feats), num_frames):
+            self._settle(frame)
+        analysed = self.read_count >= max(MIN_FRAMES, s.query_window + s.persist)
+        regions = torch.where(self.event_of >= 0, self.event_of + 1, torch.zeros_like(self.event_of))
+        regions[~analysed] = -1
+        protos, proto_region, proto_state, proto_points, segments = [], [], [], [], []
+        point_states = torch.full((self.num, num_frames), -1, dtype=torch.long)
+        frames = torch.arange(num_frames)
+        for r in range(len(self.events) + 1):
+            members = (regions == r).nonzero()[:, 0]
+            if len(members) == 0:
+                continue
+            event = self.events[r - 1] if r > 0 else None
+            cuts = [(0, num_frames)] if event is None else [(0, event.start), (event.end, num_frames)]
+            for state, (a, b) in enumerate(cuts):
+                total = self.proto_sum[members, state].sum(0)
+                if b <= a or float(self.proto_count[members, state].sum()) == 0:
+                    continue
+                index = len(protos)
+                protos.append(F.normalize(total, dim=0))
+                proto_region.append(r)
+                proto_state.append(state)
+                proto_points.append(len(members))
+                segments.append(StateSegment(region=r, state=state, start=a, end=b, prototype=index))
+                for n in members.tolist():
+                    if event is None:
+                        point_states[n] = index
+                    else:
+                        lo, hi = (0, int(self.own_start[n])) if state == 0 else (int(self.own_end[n]), num_frames)
+                        point_states[n, (frames >= lo) & (frames < hi)] = index
+        prototypes = StatePrototypes(torch.stack(protos), proto_region, proto_state, proto_points) if protos else None
+        nan = torch.full((self.num, num_frames), float("nan"))
+
+        def stack(key: str, empty: torch.Tensor) -> torch.Tensor:
+            return torch.stack(self.curves[key], 1) if self.curves[key] else empty
+
+        if self.events:
+            message = f"{len(self.events)} change event(s) in {num_frames} frames: " + ", ".join(
+                f"frames {e.start}–{e.end} ({len(e.points)} points, {e.score:.1f} noise units)"
+                if e.end > e.start
+                else f"frame {e.start} ({len(e.points)} points, {e.score:.1f} noise units)"
+                for e in self.events
+            )
+        elif not analysed.any():
+            message = (
+                f"no change found: no point was read in at least {max(MIN_FRAMES, s.query_window + s.persist)} "
+                f"frames (every point occluded)"
+            )
+        else:
+            message = (
+                f"no change found: {int(analysed.sum())} points analysed over {num_frames} frames; no "
+                f"{min(s.min_points, int(self.candidates.sum()))} neighbouring points stayed {s.threshold:g} noise units "
+                f"above the references"
+            )
+        return StateChanges(
+            queries=self.queries,
+            tracks=stack("tracks", torch.full((self.num, num_frames, 2), float("nan"))),
+            visible=stack("visible", torch.zeros(self.num, num_frames, dtype=torch.bool)),
+            is_reference=self.is_reference,
+            analysed=analysed,
+            drift=stack("drift", nan),
+            score=stack("score", nan),
+            baseline=torch.tensor(self.baseline) if self.baseline else torch.full((num_frames,), float("nan")),
+            slipped=stack("slipped", torch.zeros(self.num, num_frames, dtype=torch.bool)),
+            events=list(self.events),
+            regions=regions,
+            point_states=point_states,
+            segments=segments,
+            prototypes=prototypes,
+            settings=s,
+            message=message,
+        )
 
 
 @torch.no_grad()
@@ -508,81 +845,32 @@ def analyse_changes(
     is_reference: Optional[torch.Tensor] = None,
     settings: Optional[ChangeSettings] = None,
 ) -> StateChanges:
-    """States and changes of state of tracked points.
+    """States and changes of state of tracked points (:class:`OnlineChanges` fed every frame).
 
     desc (T, D, h, w) per-frame descriptors; queries (N, 3) (t, x, y); tracks (N, T, 2) xy and
-    visible (N, T) in pixels of an ``image_size`` (W, H) frame (as :func:`track_points` returns
-    them); ``is_reference`` (N,) bool: the points whose median drift is subtracted (default, with
-    ``settings.reference`` auto or all: every point; none: no normalisation). Fewer than 3 frames
-    raise :class:`DataError`; when no point is visible long enough the result says so and holds
-    no event.
+    visible (N, T) in pixels of an ``image_size`` (W, H) frame; ``is_reference`` (N,) bool: the
+    points that normalise the drift (default: every point). Fewer than 3 frames raise
+    :class:`DataError`.
     """
-    settings = settings or ChangeSettings()
-    raw = desc
-    desc = _check_descriptors(desc)
-    size = _check_image_size(image_size)
+    if desc.ndim != 4:
+        raise DataError(f"descriptors must be (T, D, h, w); got {tuple(desc.shape)}")
     num_frames = desc.shape[0]
     if num_frames < MIN_FRAMES:
-        raise DataError(f"a change of state needs at least {MIN_FRAMES} frames (a before and an after); "
-                        f"got {num_frames}")
-    tracks = torch.as_tensor(tracks, dtype=torch.float32).to(desc.device)
-    visible = torch.as_tensor(visible, dtype=torch.bool).to(desc.device)
-    queries = torch.as_tensor(queries, dtype=torch.float32).to(desc.device)
+        raise DataError(
+            f"a change of state needs at least {MIN_FRAMES} frames (a before and an after); got {num_frames}"
+        )
+    tracks = torch.as_tensor(tracks, dtype=torch.float32).cpu()
+    visible = torch.as_tensor(visible, dtype=torch.bool).cpu()
     if tracks.ndim != 3 or tracks.shape[1:] != (num_frames, 2):
         raise DataError(f"tracks must be (N, {num_frames}, 2) xy; got {tuple(tracks.shape)}")
-    num_points = tracks.shape[0]
-    if num_points == 0:
+    if tracks.shape[0] == 0:
         raise DataError("no point to analyse: the tracks are empty")
     if visible.shape != tracks.shape[:2]:
         raise DataError(f"visible must be {tuple(tracks.shape[:2])} (N, T); got {tuple(visible.shape)}")
-    if queries.shape != (num_points, 3):
-        raise DataError(f"queries must be ({num_points}, 3) rows of (t, x, y); got {tuple(queries.shape)}")
-    if is_reference is None or settings.reference == "all":
-        is_reference = torch.ones(num_points, dtype=torch.bool)
-    is_reference = torch.as_tensor(is_reference, dtype=torch.bool).to(desc.device)
-    if settings.reference == "none":
-        is_reference = torch.zeros(num_points, dtype=torch.bool, device=desc.device)
-
-    feats = sample_along_tracks(desc, tracks, size)  # (N, T, D)
-    query_frames = queries[:, 0].long()
-    analysed = visible.sum(dim=1) >= max(MIN_FRAMES, int(settings.min_visible))
-    readable = (visible | analysed[:, None]) if settings.use_occluded else visible
-    drift_q, drift_r = drift_curves(feats, readable, query_frames, settings.query_window, settings.running_momentum)
-    corrected = drift_q
-    if settings.correction == "affine" and bool(is_reference.any()):
-        raw_feats = sample_along_tracks(raw.float().to(desc.device), tracks, size, normalise=False)
-        fixed = global_correction(raw_feats, readable & analysed[:, None], is_reference & analysed, query_frames)
-        corrected, _ = drift_curves(fixed, readable, query_frames, settings.query_window, settings.running_momentum)
-    baseline = reference_baseline(corrected, is_reference & analysed)  # (T,)
-    drift = corrected - baseline[None]
-
-    events: list[ChangeEvent] = []
-    min_jump = settings.min_strength
-    if not analysed.any():
-        message = (f"no change found: every point is occluded in all but at most {int(visible.sum(1).max())} "
-                   f"frame(s); at least {max(MIN_FRAMES, int(settings.min_visible))} visible frames are needed")
-    else:
-        point_changes = {}
-        drift_np = drift.cpu().numpy()
-        if settings.noise_strength > 0:
-            min_jump = settings.noise_strength * pooled_noise(drift_np[analysed.cpu().numpy()])
-        for n in analysed.nonzero()[:, 0].tolist():
-            found = change_points(drift_np[n], settings, min_jump)
-            if found:
-                point_changes[n] = found
-        events = group_events(point_changes, int(analysed.sum()), settings, min_jump,
-                              novelty=lambda n, f: novelty_of(desc, tracks, size, n, f, settings))
-        if events:
-            message = f"{len(events)} change event(s) in {num_frames} frames: " + ", ".join(
-                f"frame {e.frame} ({len(e.points)} points, strength {e.strength:+.3f})" for e in events)
-        else:
-            message = (f"no change found: {int(analysed.sum())} points analysed over {num_frames} frames; "
-                       f"no jump of normalised drift ≥ {min_jump:.4g} shared by "
-                       f"{min(settings.min_points, int(analysed.sum()))} points")
-    regions, point_states, segments, prototypes = _regions_and_states(events, feats, readable, analysed)
-    return StateChanges(
-        queries=queries.cpu(), tracks=tracks.cpu(), visible=visible.cpu(), is_reference=is_reference.cpu(),
-        analysed=analysed.cpu(), drift_query=drift_q.cpu(), drift_running=drift_r.cpu(), drift=drift.cpu(),
-        baseline=baseline.cpu(), events=events, regions=regions, point_states=point_states,
-        segments=segments, prototypes=prototypes, settings=settings, message=message, threshold=float(min_jump),
-    )
+    queries = torch.as_tensor(queries, dtype=torch.float32)
+    if queries.shape != (tracks.shape[0], 3):
+        raise DataError(f"queries must be ({tracks.shape[0]}, 3) rows of (t, x, y); got {tuple(queries.shape)}")
+    online = OnlineChanges(queries, image_size, is_reference, settings)
+    for t in range(num_frames):
+        online.update(desc[t], tracks[:, t], visible[:, t])
+    return online.finish()

@@ -8,9 +8,7 @@ a region, each later state is drawn darker/shifted, one colour per prototype
 
 from __future__ import annotations
 
-import math
 import warnings
-
 from typing import Optional, Sequence
 
 import numpy as np
@@ -28,7 +26,7 @@ NOT_ANALYSED = (60, 60, 60)
 def region_colours(num_regions: int) -> list[tuple[int, int, int]]:
     """Region r ≥ 1 → a distinct saturated colour; region 0 → gray. Index by region."""
     colours = [UNCHANGED] + [tuple(int(v) for v in c) for c in distinct_colours(max(num_regions - 1, 1))]
-    return colours[:max(num_regions, 1)]
+    return colours[: max(num_regions, 1)]
 
 
 def state_colours(result) -> list[tuple[int, int, int]]:
@@ -51,54 +49,62 @@ def state_colours(result) -> list[tuple[int, int, int]]:
 
 def _event_lines(ax, events, label: bool) -> None:
     for e in events:
-        ax.axvline(e.frame - 0.5, color="crimson", lw=1.2, ls="--", alpha=0.8)
+        if e.end > e.start:  # a gradual change: its span shaded
+            ax.axvspan(e.start - 0.5, e.end - 0.5, color="crimson", alpha=0.12, lw=0)
+        ax.axvline(e.start - 0.5, color="crimson", lw=1.2, ls="--", alpha=0.8)
         if label:
-            ax.text(e.frame - 0.4, 0.98, f"event {e.index}\n{len(e.points)} pts\n{e.strength:+.2f}",
-                    transform=ax.get_xaxis_transform(), va="top", fontsize=7, color="crimson")
+            span = f"{e.start}–{e.end}" if e.end > e.start else f"{e.start}"
+            ax.text(
+                e.start - 0.4,
+                0.98,
+                f"event {e.index}\nframes {span}\n{len(e.points)} pts",
+                transform=ax.get_xaxis_transform(),
+                va="top",
+                fontsize=7,
+                color="crimson",
+            )
 
 
 def plot_drift(result, out_path: Optional[PathLike] = None, title: Optional[str] = None) -> Figure:
-    """Two panels over frames: top, each point's raw drift to its query appearance (thin, region
-    colour) with the references' median; bottom, the normalised drift (after the global
-    correction) with each region's mean (thick), and the events as dashed red lines."""
+    """Two panels over frames: top, each point's drift beyond the references' (the chord distance
+    to its query appearance minus their median), thin, in its region's colour, with each region's
+    mean (thick); bottom, the same in noise units (the jump above the point's recent level), with
+    the threshold; events as dashed red lines, gradual ones shaded from start to end."""
     fig = Figure(figsize=(10, 6.5), dpi=100)
-    top, bottom = fig.add_subplot(2, 1, 1), fig.add_subplot(2, 1, 2, sharex=None)
+    top, bottom = fig.add_subplot(2, 1, 1), fig.add_subplot(2, 1, 2)
     frames = np.arange(result.num_frames)
     regions = result.regions.numpy()
     num_regions = int(regions.max()) + 1 if (regions >= 0).any() else 1
     colours = [np.array(c) / 255 for c in region_colours(num_regions)]
-    raw = result.drift_query.numpy()
-    norm = result.drift.numpy()
+    drift = result.drift.numpy()
+    score = result.score.numpy()
     order = np.argsort(regions, kind="stable")  # changed regions drawn last, on top
     for n in order:
         if regions[n] < 0:
             continue
         c = colours[regions[n]]
-        alpha = 0.25 if regions[n] == 0 else 0.6
-        top.plot(frames, raw[n], color=c, lw=0.7, alpha=alpha)
-        bottom.plot(frames, norm[n], color=c, lw=0.7, alpha=alpha)
-    ref = result.is_reference.numpy() & (regions >= 0)
-    if ref.any():
-        with warnings.catch_warnings():  # frames where every reference is occluded: a gap, not a warning
-            warnings.simplefilter("ignore", RuntimeWarning)
-            top.plot(frames, np.nanmedian(raw[ref], axis=0), color="black", lw=2, ls=":",
-                     label="reference points (median)")
+        alpha = 0.2 if regions[n] == 0 else 0.6
+        top.plot(frames, drift[n], color=c, lw=0.7, alpha=alpha)
+        bottom.plot(frames, score[n], color=c, lw=0.7, alpha=alpha)
     for r in range(num_regions):
         sel = regions == r
         if sel.any():
-            with warnings.catch_warnings():  # frames where the whole region is occluded: a gap
+            with warnings.catch_warnings():  # frames where the whole region is occluded: a gap, not a warning
                 warnings.simplefilter("ignore", RuntimeWarning)
-                mean = np.nanmean(norm[sel], axis=0)
+                mean = np.nanmean(drift[sel], axis=0)
             name = "unchanged" if r == 0 else f"region {r}"
-            bottom.plot(frames, mean, color=colours[r] if r else (0.3, 0.3, 0.3), lw=2.5,
-                        label=f"{name} ({int(sel.sum())} pts)")
-    bottom.axhline(result.threshold if math.isfinite(result.threshold) else result.settings.min_strength, color="crimson", lw=0.8, alpha=0.5, ls=":")
-    _event_lines(top, result.events, label=False)
-    _event_lines(bottom, result.events, label=True)
-    top.set_ylabel("1 − cos to query")
-    top.set_title(title or "drift of each point from its query appearance (raw)", fontsize=10)
-    bottom.set_ylabel("normalised drift")
-    bottom.set_title("after the global correction by reference points; dashed: change events", fontsize=10)
+            top.plot(
+                frames, mean, color=colours[r] if r else (0.3, 0.3, 0.3), lw=2.5, label=f"{name} ({int(sel.sum())} pts)"
+            )
+    bottom.axhline(
+        result.threshold, color="crimson", lw=0.8, alpha=0.6, ls=":", label=f"threshold {result.threshold:g}"
+    )
+    _event_lines(top, result.events, label=True)
+    _event_lines(bottom, result.events, label=False)
+    top.set_ylabel("drift beyond the references")
+    top.set_title(title or "drift of each point from its query appearance", fontsize=10)
+    bottom.set_ylabel("jump (noise units)")
+    bottom.set_title("jump above the point's recent level, in units of its own and the references' noise", fontsize=10)
     bottom.set_xlabel("frame")
     for ax in (top, bottom):
         ax.set_xlim(-0.5, result.num_frames - 0.5)
@@ -118,8 +124,11 @@ def plot_timeline(result, out_path: Optional[PathLike] = None) -> Figure:
     states = result.point_states.numpy()  # (N, T)
     regions = result.regions.numpy()
     order = np.lexsort((np.arange(len(regions)), -np.where(regions > 0, 1, 0), regions))
-    order = [n for n in order if regions[n] > 0] + [n for n in order if regions[n] == 0] + \
-            [n for n in order if regions[n] < 0]
+    order = (
+        [n for n in order if regions[n] > 0]
+        + [n for n in order if regions[n] == 0]
+        + [n for n in order if regions[n] < 0]
+    )
     img = np.zeros((len(order), result.num_frames, 3), dtype=np.uint8)
     vis = result.visible.numpy()
     for row, n in enumerate(order):
@@ -131,8 +140,9 @@ def plot_timeline(result, out_path: Optional[PathLike] = None) -> Figure:
             img[row, t] = c.astype(np.uint8)
     fig = Figure(figsize=(10, 4.5), dpi=100)
     ax = fig.add_subplot(1, 1, 1)
-    ax.imshow(img, aspect="auto", interpolation="nearest",
-              extent=(-0.5, result.num_frames - 0.5, len(order) - 0.5, -0.5))
+    ax.imshow(
+        img, aspect="auto", interpolation="nearest", extent=(-0.5, result.num_frames - 0.5, len(order) - 0.5, -0.5)
+    )
     _event_lines(ax, result.events, label=False)
     # region labels along the left
     start = 0
@@ -143,7 +153,11 @@ def plot_timeline(result, out_path: Optional[PathLike] = None) -> Figure:
         start += count
     ax.set_yticks([])
     ax.set_xlabel("frame")
-    ax.set_title("state of each point over time (one colour per region and state; darker: occluded)", fontsize=10)
+    ax.set_title(
+        "state of each point over time (one colour per region and state; darker: occluded; "
+        "dark: between a change's start and end)",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.subplots_adjust(left=0.15)
     save_figure(fig, out_path)
@@ -159,7 +173,7 @@ def draw_state_overlay(frames, result, scale: Sequence[float] = (1.0, 1.0)) -> l
     xy = result.tracks.numpy() * np.asarray(scale, dtype=float)[None, None]
     vis = result.visible.numpy()
     states = result.point_states.numpy()
-    event_frames = {e.frame: e for e in result.events}
+    event_frames = {e.start: e for e in result.events}
     out = []
     for t, frame in enumerate(images):
         canvas = frame.copy()
@@ -173,10 +187,61 @@ def draw_state_overlay(frames, result, scale: Sequence[float] = (1.0, 1.0)) -> l
         text = f"frame {t}"
         if t in event_frames:
             e = event_frames[t]
-            text += f"  EVENT {e.index}: {len(e.points)} points change (strength {e.strength:+.2f})"
+            text += f"  EVENT {e.index}: {len(e.points)} points change"
+
             draw.rectangle([0, 0, canvas.size[0], 4], fill=(220, 20, 60, 255))
-        draw.rectangle([0, canvas.size[1] - 16, min(canvas.size[0], 8 + 6 * len(text)), canvas.size[1]],
-                       fill=(0, 0, 0, 160))
+        draw.rectangle(
+            [0, canvas.size[1] - 16, min(canvas.size[0], 8 + 6 * len(text)), canvas.size[1]], fill=(0, 0, 0, 160)
+        )
         draw.text((4, canvas.size[1] - 14), text, fill=(255, 255, 255, 255))
         out.append(canvas)
     return out
+
+
+def draw_event_picture(
+    frame, result, event, scale: Sequence[float] = (1.0, 1.0), out_path: Optional[PathLike] = None
+) -> Image.Image:
+    """The frame where ``event`` ends (its new state reached), its points drawn large in their
+    region's colour, the other analysed points small (gray: unchanged, darker: other events), a
+    legend and a title naming the frames. ``frame``: (H, W, 3) uint8 or an image."""
+    image = frames_to_pil([frame])[0].convert("RGB")
+    zoom = max(1.0, 480 / image.size[0])  # small frames drawn larger, so points and text can be read
+    if zoom > 1:
+        image = image.resize((round(image.size[0] * zoom), round(image.size[1] * zoom)), Image.BILINEAR)
+        scale = (scale[0] * zoom, scale[1] * zoom)
+    width, height = image.size
+    band = 34
+    canvas = Image.new("RGB", (width, height + band), (255, 255, 255))
+    canvas.paste(image, (0, 0))
+    draw = ImageDraw.Draw(canvas, "RGBA")
+    num_regions = int(result.regions.max()) + 1 if len(result.regions) else 1
+    colours = region_colours(max(num_regions, 2))
+    t = min(event.end, result.num_frames - 1)
+    xy = result.tracks[:, t].numpy() * np.asarray(scale, dtype=float)[None]
+    radius = marker_radius(image.size)
+    members = set(event.points)
+    for n in range(xy.shape[0]):
+        if int(result.regions[n]) < 0 or n in members or not np.isfinite(xy[n]).all():
+            continue
+        colour = (
+            UNCHANGED if int(result.regions[n]) == 0 else tuple(int(v * 0.6) for v in colours[int(result.regions[n])])
+        )
+        draw_marker(draw, xy[n], bool(result.visible[n, t]), colour, max(1, radius // 2))
+    own = colours[event.region] if event.region < len(colours) else (220, 20, 60)
+    for n in event.points:
+        if np.isfinite(xy[n]).all():
+            draw_marker(draw, xy[n], bool(result.visible[n, t]), own, radius + 1)
+    span = f"frames {event.start}-{event.end} (gradual)" if event.end > event.start else f"frame {event.start} (sudden)"
+    draw.text(
+        (4, height + 2),
+        f"event {event.index}: {span}, {len(event.points)} points, {event.score:.1f} noise units; shown at frame {t}",
+        fill=(0, 0, 0),
+    )
+    x = 4
+    for label, colour in ((f"changed (region {event.region})", own), ("unchanged", UNCHANGED)):
+        draw.ellipse([x, height + 20, x + 8, height + 28], fill=colour)
+        draw.text((x + 12, height + 18), label, fill=(0, 0, 0))
+        x += 14 + 7 * len(label)
+    if out_path is not None:
+        canvas.save(out_path)
+    return canvas

@@ -44,8 +44,9 @@ CHANGE_KINDS = ("colour", "colour-gradual", "texture", "removed", "part")
 CONTROL_KINDS = ("exposure", "white-balance", "ramp", "blur", "shake", "zoom", "compression")
 GRADUAL_FRAMES = 6  # a gradual change reaches its new state this many frames after it starts
 # saturated paints for the ``colour`` change: red, green, blue, yellow, magenta, cyan
-PAINTS = torch.tensor([[1.0, 0.15, 0.1], [0.1, 0.8, 0.2], [0.15, 0.3, 1.0],
-                       [1.0, 0.9, 0.1], [0.9, 0.2, 0.9], [0.1, 0.9, 0.9]])
+PAINTS = torch.tensor(
+    [[1.0, 0.15, 0.1], [0.1, 0.8, 0.2], [0.15, 0.3, 1.0], [1.0, 0.9, 0.1], [0.9, 0.2, 0.9], [0.1, 0.9, 0.9]]
+)
 
 
 @dataclass
@@ -123,8 +124,9 @@ def _box_part(region: torch.Tensor, which: str) -> torch.Tensor:
     return region & (torch.arange(width)[None, :] <= cut)
 
 
-def apply_state_change(frames: torch.Tensor, masks: torch.Tensor, change_frame: int, kind: str,
-                       name: str = "clip") -> StateChangeClip:
+def apply_state_change(
+    frames: torch.Tensor, masks: torch.Tensor, change_frame: int, kind: str, name: str = "clip"
+) -> StateChangeClip:
     """Alter the object (``masks`` (T, H, W) bool or ids, nonzero = object) from ``change_frame`` on."""
     if kind not in CHANGE_KINDS:
         raise DataError(f"state-change kind must be one of {', '.join(CHANGE_KINDS)}; got {kind!r}")
@@ -167,12 +169,20 @@ def apply_state_change(frames: torch.Tensor, masks: torch.Tensor, change_frame: 
         alpha = min(1.0, (t - change_frame + 1) / (end - change_frame + 1)) if gradual else 1.0
         out[t] = torch.where(region[None], (alpha * new + (1 - alpha) * frame).clamp(0, 1), frame)
         changed[t] = region
-    return StateChangeClip(name=f"{name}-{kind}@{change_frame}", frames=out, object=obj, changed=changed,
-                           change_frame=int(change_frame), kind=kind, change_end=int(end))
+    return StateChangeClip(
+        name=f"{name}-{kind}@{change_frame}",
+        frames=out,
+        object=obj,
+        changed=changed,
+        change_frame=int(change_frame),
+        kind=kind,
+        change_end=int(end),
+    )
 
 
-def brightness_ramp(frames: torch.Tensor, gain: tuple[float, float] = (1.0, 0.55),
-                    offset: tuple[float, float] = (0.0, 0.08)) -> torch.Tensor:
+def brightness_ramp(
+    frames: torch.Tensor, gain: tuple[float, float] = (1.0, 0.55), offset: tuple[float, float] = (0.0, 0.08)
+) -> torch.Tensor:
     """A global lighting change: frame t is ``frames[t] · g(t) + o(t)``, g and o linear from their
     first to their last value over the clip (clipped to [0, 1])."""
     steps = torch.linspace(0, 1, frames.shape[0])[:, None, None, None]
@@ -184,11 +194,15 @@ def brightness_ramp(frames: torch.Tensor, gain: tuple[float, float] = (1.0, 0.55
 def _gaussian_blur(frames: torch.Tensor, sigma: float) -> torch.Tensor:
     radius = max(1, int(3 * sigma))
     x = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    k = torch.exp(-x ** 2 / (2 * sigma ** 2))
+    k = torch.exp(-(x**2) / (2 * sigma**2))
     k = (k / k.sum()).to(frames)
     c = frames.shape[1]
-    out = F.conv2d(F.pad(frames, (radius, radius, 0, 0), mode="replicate"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
-    return F.conv2d(F.pad(out, (0, 0, radius, radius), mode="replicate"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+    out = F.conv2d(
+        F.pad(frames, (radius, radius, 0, 0), mode="replicate"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c
+    )
+    return F.conv2d(
+        F.pad(out, (0, 0, radius, radius), mode="replicate"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c
+    )
 
 
 def _jpeg(frames: torch.Tensor, quality: int) -> torch.Tensor:
@@ -198,7 +212,9 @@ def _jpeg(frames: torch.Tensor, quality: int) -> torch.Tensor:
     out = []
     for f in frames:
         buffer = io.BytesIO()
-        Image.fromarray((f.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()).save(buffer, "JPEG", quality=quality)
+        Image.fromarray((f.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()).save(
+            buffer, "JPEG", quality=quality
+        )
         out.append(torch.from_numpy(np.array(Image.open(buffer).convert("RGB"))).permute(2, 0, 1).float() / 255)
     return torch.stack(out)
 
@@ -212,12 +228,16 @@ def _warp(frames: torch.Tensor, masks: torch.Tensor, warps: torch.Tensor) -> tup
     theta[:, :, 2] = -warps[:, 1:] / warps[:, :1]
     grid = F.affine_grid(theta, list(frames.shape), align_corners=False)
     out = F.grid_sample(frames, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    m = F.grid_sample(masks[:, None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)[:, 0] > 0.5
+    m = (
+        F.grid_sample(masks[:, None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)[:, 0]
+        > 0.5
+    )
     return out, m
 
 
-def apply_control(frames: torch.Tensor, masks: torch.Tensor, kind: str, name: str = "clip",
-                  seed: int = 0) -> StateChangeClip:
+def apply_control(
+    frames: torch.Tensor, masks: torch.Tensor, kind: str, name: str = "clip", seed: int = 0
+) -> StateChangeClip:
     """A change of the whole picture that is no change of state (see the module doc); from the
     middle frame on for the sudden ones."""
     if kind not in CONTROL_KINDS:
@@ -245,12 +265,25 @@ def apply_control(frames: torch.Tensor, masks: torch.Tensor, kind: str, name: st
         else:  # zoom: 1 → 1.3 over the clip, about the centre
             warps[:, 0] = torch.linspace(1.0, 1.3, num_frames)
         out, obj = _warp(frames, obj, warps)
-    return StateChangeClip(name=f"{name}-{kind}", frames=out.clamp(0, 1), object=obj, changed=torch.zeros_like(obj),
-                           change_frame=None, kind=kind, warps=warps)
+    return StateChangeClip(
+        name=f"{name}-{kind}",
+        frames=out.clamp(0, 1),
+        object=obj,
+        changed=torch.zeros_like(obj),
+        change_frame=None,
+        kind=kind,
+        warps=warps,
+    )
 
 
-def davis_state_change_clip(root: PathLike, sequence: str, kind: Optional[str], change_frame: Optional[int] = None,
-                            num_frames: int = 24, frame_size: Optional[int] = 256) -> StateChangeClip:
+def davis_state_change_clip(
+    root: PathLike,
+    sequence: str,
+    kind: Optional[str],
+    change_frame: Optional[int] = None,
+    num_frames: int = 24,
+    frame_size: Optional[int] = 256,
+) -> StateChangeClip:
     """A DAVIS-2017 sequence (first ``num_frames`` frames, longer side ``frame_size``) with its
     objects (all ids merged) altered from ``change_frame`` (default: the middle) on: ``kind`` one
     of :data:`CHANGE_KINDS`, of :data:`CONTROL_KINDS`, or None (the unchanged clip)."""
@@ -262,8 +295,14 @@ def davis_state_change_clip(root: PathLike, sequence: str, kind: Optional[str], 
     size_hw = (int(seq.frames.shape[-2]), int(seq.frames.shape[-1]))
     obj = _resize_masks(seq.masks != 0, size_hw)
     if kind is None:
-        return StateChangeClip(name=f"{sequence}-unchanged", frames=seq.frames, object=obj,
-                               changed=torch.zeros_like(obj), change_frame=None, kind="unchanged")
+        return StateChangeClip(
+            name=f"{sequence}-unchanged",
+            frames=seq.frames,
+            object=obj,
+            changed=torch.zeros_like(obj),
+            change_frame=None,
+            kind="unchanged",
+        )
     if kind in CONTROL_KINDS:
         return apply_control(seq.frames, obj, kind, name=sequence)
     k = len(seq) // 2 if change_frame is None else int(change_frame)
