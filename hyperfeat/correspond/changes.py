@@ -76,7 +76,6 @@ class ChangeSettings:
     tolerance: int = 2  # changed neighbours whose starts are this close (frames) form one event
     min_points: int = 3  # an event needs this many changed neighbouring points
     coherent: bool = True  # read a point where its neighbours' motion carries it when it slipped
-    pooled: bool = True  # judge each point by the median drift of itself and its neighbours
     neighbours: int = 6  # nearest points of the same kind whose motion carries a point
     slip_radius: float = 1.5  # cells: further than this from where its neighbours carry it, a point slipped
     tracker: str = "appearance"  # how video_changes tracks: a registered tracker (settings: video.trackers.<name>)
@@ -575,10 +574,6 @@ class OnlineChanges:
         ref_drift = drift[refs]
         base = float(ref_drift.median()) if len(ref_drift) else 0.0
         r = drift - base  # (N,) drift beyond the frame's common part
-        if s.pooled:  # each point's drift: the median of its own and its neighbours' (a state covers a region)
-            nb = torch.cat([torch.arange(self.num)[:, None], self.neighbours], 1)  # (N, k + 1)
-            around = torch.where(nb >= 0, r[nb.clamp_min(0)], torch.full(nb.shape, float("nan")))
-            r = torch.where(vis, torch.nanmedian(around, dim=1).values, r)
         recent = self.r[:, -s.lookaround :]
         level = torch.nanmedian(recent, dim=1).values  # (N,) the point's recent level ...
         level = torch.where(torch.isfinite(recent).sum(1) >= s.persist, level, torch.full_like(level, float("nan")))

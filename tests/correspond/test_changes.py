@@ -57,7 +57,7 @@ def test_known_change_is_found_at_its_frame_on_the_object_points():
     n = int(obj.nonzero()[0])
     looks = F.normalize(desc[:, :, n // W, n % W], dim=1)  # (T, D)
     query = F.normalize(looks[:3].sum(0), dim=0)
-    bare = analyse_changes(desc, q, tr, vis, (W, H), settings=ChangeSettings(reference="none", pooled=False))
+    bare = analyse_changes(desc, q, tr, vis, (W, H), settings=ChangeSettings(reference="none"))
     assert torch.allclose(bare.drift[n, 2:], (looks - query).norm(dim=1)[2:], atol=1e-5)
     assert (bare.baseline == 0).all() and (r.baseline[3:] > 0).all()
     # states: before/after prototypes of the region; the after one labels the object's cells late on
