@@ -1,0 +1,529 @@
+"""Does training the aggregation network learn? Measured on the classical backbone, real images.
+
+The classical backbone (``backbone=classical``, hyperfeat/model/classical.py) is a weight-free
+filter bank with the shape of the diffusion feature bank, whose descriptors describe real images:
+a proxy on which learning gives real numbers on a CPU (not the paper's Stable Diffusion ones).
+
+``semantic`` (this file's default): for each seed (network initialisation and batch order)
+
+* train data: real CUB-200 pairs of the first half of the classes (001-025 of the shared 50), plus
+  every image of those classes warped (homography + colour jitter) with exact truth;
+* held-out data: CUB pairs of the other classes (026-050) and PF-WILLOW's 900 pairs (no image of
+  either is seen in training);
+* networks on the same frozen bank: ``untrained`` (the network as that seed initialises it, what
+  training starts from), ``concat-all`` (every raw (timestep, layer) map L2-normalised and
+  concatenated: the training-free baseline of the paper, SD-Concat-All), ``trained``;
+* PCK@0.05/0.1 (bbox: PF-WILLOW's keypoint box, CUB's bird box) by the evaluation's own matcher
+  (nearest neighbour of bilinearly upsampled descriptors, points rescaled to the original image).
+
+Raw maps are computed once per image into the feature cache (a temporary folder) and read back by
+every run. Mean ± std over the seeds; the mixing weights of each trained network are drawn.
+
+``--tapvid RUN``: the temporal half on real tracks. ``benchmarks/video_training.py --overrides
+backbone=classical …`` trains, per seed, a network on tracked frame pairs (``video_supervised``)
+and one by the cycle walk on raw frames (``video_selfsup``) of the DAVIS train sequences; this
+evaluates its networks (the ``--reuse`` work folder RUN, the record ``--record``) and each seed's
+untrained network on the real TAP-Vid-DAVIS tracks of the held-out sequences only (strided
+queries, TAP-Vid metrics), before and after test-time adaptation to each video.
+
+    OMP_NUM_THREADS=1 python benchmarks/classical_learning.py [--seeds 0 1 2] [--steps 300]
+    python benchmarks/classical_learning.py --from-json benchmarks/classical_learning.json   # table only
+    OMP_NUM_THREADS=1 python benchmarks/video_training.py --overrides backbone=classical features.num_steps=4 \
+        "features.save_steps=[3,1,0]" --models video_supervised video_selfsup --out benchmarks/classical_video_training.json
+    OMP_NUM_THREADS=1 python benchmarks/classical_learning.py --tapvid <its work folder> \
+        --record benchmarks/classical_video_training.json --out benchmarks/classical_tapvid.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+DATA_ROOT = Path(os.environ.get("HYPERFEAT_DATA_ROOT", ROOT.parent / "shared" / "data"))
+ALPHAS = (0.05, 0.1)
+METHODS = ("untrained", "concat-all", "trained")
+HELD_OUT = ("pf_willow", "cub_heldout")
+NUM_POINTS = 16  # points per training pair (CUB has at most 15 parts; warps get a 4×4 grid)
+WARP = dict(rotation=15.0, scale=(0.85, 1.15), translation=0.2, perspective=0.03)
+
+Describe = Callable[[torch.Tensor], torch.Tensor]  # raw (B, S, C, R, R) → descriptors (B, D, R, R)
+
+
+def base_overrides(tmp: Path, args) -> list[str]:
+    return ["backbone=classical", f"paths.data_root={DATA_ROOT}", f"paths.output_dir={tmp / 'out'}",
+            f"train.cache_dir={tmp / 'cache'}", f"train.lr={args.lr}", "logger.backend=none",
+            f"train.pairs_per_step={args.pairs_per_step}", *args.overrides]
+
+
+def strip_images(item: dict, cache) -> dict:
+    """A pair item with its two images replaced by their cache keys (the raw maps are looked up)."""
+    out = {k: v for k, v in item.items() if k not in ("source_image", "target_image")}
+    out["source_key"], out["target_key"] = cache.key(item["source_image"]), cache.key(item["target_image"])
+    return out
+
+
+def fill(cache, extractor, dataset, indices, what: str, chunk: int = 16) -> tuple[list[dict], dict]:
+    """Raw maps of every image of ``dataset[indices]`` into the cache; the items without images and
+    the unique images by key."""
+    items, images = [], {}
+    for i in tqdm(indices, desc=f"raw maps: {what}", unit="pair", leave=False):
+        item = dataset[i]
+        stripped = strip_images(item, cache)
+        images.setdefault(stripped["source_key"], item["source_image"])
+        images.setdefault(stripped["target_key"], item["target_image"])
+        items.append(stripped)
+    keys = list(images)
+    for start in range(0, len(keys), chunk):
+        cache.get_or_compute(torch.stack([images[k] for k in keys[start:start + chunk]]), extractor)
+    return items, images
+
+
+def raw_of(cache, extractor, images: dict, keys: list[str]) -> torch.Tensor:
+    """(B, S, C, R, R) float32 of the images ``keys`` (read from the cache)."""
+    return cache.get_or_compute(torch.stack([images[k] for k in keys]), extractor)
+
+
+def concat_all(raw: torch.Tensor) -> torch.Tensor:
+    """SD-Concat-All on raw (B, S, C, R, R): each (timestep, layer) map L2-normalised over its channels,
+    concatenated; (B, S·C, R, R). (As describe/raw.py's concat-all; the classical maps arrive
+    normalised per location, the bilinear resize only blurs that.)"""
+    return F.normalize(raw, dim=2).flatten(1, 2)
+
+
+def concat_all_layers(raw: torch.Tensor, channels: list[int]) -> torch.Tensor:
+    parts = torch.split(raw, channels, dim=2)  # per layer (B, S, C_l, R, R)
+    return torch.cat([concat_all(p) for p in parts], dim=1)  # (B, S·C, R, R)
+
+
+@torch.no_grad()
+def held_out_pck(items: list[dict], images: dict, describe: Describe, cache, extractor, load_size: int) -> dict:
+    """PCK of ``describe`` on the pairs ``items`` (each image described once)."""
+    from hyperfeat.data.pairs.base import collate_pairs
+    from hyperfeat.eval.metrics.pck import PCK
+    from hyperfeat.eval.semantic import update_pck
+
+    keys = list(dict.fromkeys(k for it in items for k in (it["source_key"], it["target_key"])))
+    desc = {}
+    for start in range(0, len(keys), 16):
+        chunk = keys[start:start + 16]
+        for key, d in zip(chunk, describe(raw_of(cache, extractor, images, chunk))):
+            desc[key] = d  # (D, R, R)
+    metric = PCK(alphas=ALPHAS)
+    dummy = torch.zeros(3, 1, 1)
+    for it in items:
+        batch = collate_pairs([{**it, "source_image": dummy, "target_image": dummy}])
+        update_pck(metric, batch, desc[it["source_key"]][None], desc[it["target_key"]][None], load_size)
+    result = metric.compute()
+    return {f"pck_bbox@{a:g}": float(result[f"pck_bbox@{a:g}"]) for a in ALPHAS}
+
+
+def train_network(cfg, backbone, items: list[dict], images: dict, cache, seed: int, steps: int) -> tuple:
+    """The module's own training step and optimiser on cached raw maps; (module, losses)."""
+    from hyperfeat.data.pairs.base import collate_pairs
+    from hyperfeat.train.module import HyperfeatModule
+
+    torch.manual_seed(seed)
+    module = HyperfeatModule.from_config(cfg, backbone)
+    optimizer = module.configure_optimizers()
+    order = torch.Generator().manual_seed(seed)
+    per_step = int(cfg.train.pairs_per_step)
+    perm, pos, losses = torch.randperm(len(items), generator=order), 0, []
+    dummy = torch.zeros(3, 1, 1)
+    module.train()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*self.log.*")  # no Trainer attached: logging is a no-op
+        for step in tqdm(range(steps), desc=f"train seed {seed}", unit="step", leave=False):
+            if pos + per_step > len(items):
+                perm, pos = torch.randperm(len(items), generator=order), 0
+            chosen = [items[int(i)] for i in perm[pos:pos + per_step]]
+            pos += per_step
+            batch = collate_pairs([{**it, "source_image": dummy, "target_image": dummy} for it in chosen])
+            batch["source_raw"] = raw_of(cache, module.extractor, images, [it["source_key"] for it in chosen])
+            batch["target_raw"] = raw_of(cache, module.extractor, images, [it["target_key"] for it in chosen])
+            loss = module.training_step(batch, step)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+    module.eval()
+    return module, losses
+
+
+def semantic(args) -> dict:
+    from hyperfeat.config import load_config
+    from hyperfeat.data.pairs import build_pair_dataset
+    from hyperfeat.data.pairs.synthetic import SyntheticPairs
+    from hyperfeat.model.backbone import load_backbone
+    from hyperfeat.model.features import FeatureExtractor
+    from hyperfeat.train.cache import FeatureCache
+    from hyperfeat.viz.mixing import label_timestep_values
+
+    torch.set_num_threads(1)
+    started = time.time()
+    tmp = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="hyperfeat-classical-learning-"))
+    base = base_overrides(tmp, args)
+    cfg = load_config(overrides=base)
+    load = int(cfg.features.load_size)
+    backbone = load_backbone(cfg)
+    extractor = FeatureExtractor(backbone, cfg.features)
+    cache = FeatureCache(cfg.train.cache_dir, cfg)
+
+    cub = build_pair_dataset(load_config(overrides=[*base, "data=cub", f"data.num_pairs={args.cub_pairs}",
+                                                    f"data.max_points={NUM_POINTS}"]).data, "test", load)
+    categories = sorted({r.category for r in cub.records})
+    train_cats = set(categories[: len(categories) // 2])
+    cub_train = [i for i, r in enumerate(cub.records) if r.category in train_cats]
+    cub_held = [i for i, r in enumerate(cub.records) if r.category not in train_cats]
+    train_files = sorted({str(p) for i in cub_train for p in (cub.records[i].source_path, cub.records[i].target_path)})
+    warped = SyntheticPairs(train_files, load, "all", seed=0, pairs_per_image=args.warps_per_image,
+                            num_points=NUM_POINTS, max_points=NUM_POINTS, **WARP)
+    willow = build_pair_dataset(load_config(overrides=[*base, "data=pf_willow"]).data, "test", load)
+    willow_idx = list(range(len(willow)))[:: max(1, len(willow) // args.willow_pairs)][: args.willow_pairs]
+
+    t0 = time.time()
+    train_real, img_a = fill(cache, extractor, cub, cub_train, "CUB train classes")
+    train_warp, img_b = fill(cache, extractor, warped, list(range(len(warped))), "warped CUB train images")
+    held = {"cub_heldout": fill(cache, extractor, cub, cub_held, "CUB held-out classes"),
+            "pf_willow": fill(cache, extractor, willow, willow_idx, "PF-WILLOW")}
+    images = {**img_a, **img_b}
+    for _, imgs in held.values():
+        images.update(imgs)
+    assert not {p for i in cub_held for p in (cub.records[i].source_path, cub.records[i].target_path)} & set(
+        map(Path, train_files)), "held-out CUB images must not be trained on"
+    raw_seconds = time.time() - t0
+    train_items = train_real + train_warp
+    channels = list(extractor.channels)
+
+    record = {"settings": {k: v for k, v in vars(args).items() if k != "func"},
+              "backbone": {"model": "classical", "load_size": load, "output_resolution": int(cfg.features.output_resolution),
+                           "save_steps": list(cfg.features.save_steps), "num_steps": int(cfg.features.num_steps),
+                           "channels": channels, "projection_dim": int(cfg.aggregation.projection_dim)},
+              "data": {"train_real_pairs": len(train_real), "train_warped_pairs": len(train_warp),
+                       "train_classes": sorted(train_cats), "held_out_pairs": {k: len(v[0]) for k, v in held.items()},
+                       "held_out_classes": sorted(set(categories) - train_cats)},
+              "raw_seconds": raw_seconds, "per_seed": {}}
+    out = Path(args.out)
+    if args.baseline:  # no seed: no network
+        record["concat-all"] = {name: held_out_pck(items, imgs, lambda raw: concat_all_layers(raw, channels), cache,
+                                                   extractor, load) for name, (items, imgs) in held.items()}
+        out.write_text(json.dumps(record, indent=2))
+    for seed in args.seeds:
+        torch.manual_seed(seed)
+        from hyperfeat.train.module import HyperfeatModule
+
+        untrained = HyperfeatModule.from_config(cfg, backbone).aggregation.eval()
+        per = record["per_seed"][seed] = {}
+        per["untrained"] = {name: held_out_pck(items, imgs, untrained, cache, extractor, load)
+                            for name, (items, imgs) in held.items()}
+        t1 = time.time()
+        module, losses = train_network(cfg, backbone, train_items, images, cache, seed, args.steps)
+        network = module.aggregation
+        per["trained"] = {name: held_out_pck(items, imgs, network, cache, extractor, load)
+                          for name, (items, imgs) in held.items()}
+        per["loss_first"], per["loss_last"] = float(np.mean(losses[:25])), float(np.mean(losses[-25:]))
+        per["train_seconds"] = time.time() - t1
+        per["mixing"] = network.mixing_grid().detach().tolist()  # (S, L)
+        print(f"seed {seed}: " + "; ".join(f"{m} {per[m]}" for m in ("untrained", "trained"))
+              + f"; loss {per['loss_first']:.3f} → {per['loss_last']:.3f}", flush=True)
+        record["seconds"] = time.time() - started
+        out.write_text(json.dumps(record, indent=2))  # after every seed
+    record["layer_names"], record["timestep_values"] = extractor.layer_names, label_timestep_values(
+        str(cfg.features.mode), int(cfg.features.num_steps), extractor.save_steps)
+    out.write_text(json.dumps(record, indent=2))
+    print(f"wrote {out}")
+    if "concat-all" in record:
+        finish(record, out)
+    return record
+
+
+def merge(paths: list[str], out: Path) -> dict:
+    """One record of several runs' seeds (e.g. one process per seed over the same --work folder)."""
+    records = [json.loads(Path(p).read_text()) for p in paths]
+    record = dict(records[0])
+    record["per_seed"] = {k: v for r in records for k, v in r["per_seed"].items()}
+    if "num_queries" in record:  # held-out TAP-Vid records
+        record["seconds"] = sum(r["seconds"] for r in records)
+        out.write_text(json.dumps(record, indent=2))
+        tapvid_report(record, out)
+        return record
+    record["concat-all"] = next(r["concat-all"] for r in records if "concat-all" in r)
+    record["seconds"] = max(r["seconds"] for r in records)
+    record["settings"] = {**record["settings"], "seeds": sorted(int(k) for k in record["per_seed"]),
+                          "merged_from": [Path(p).name for p in paths]}
+    out.write_text(json.dumps(record, indent=2))
+    finish(record, out)
+    return record
+
+
+def finish(record: dict, out: Path) -> None:
+    """The table and the mixing weights of every seed's trained network, side by side."""
+    from hyperfeat.viz.mixing import MixingPanel, plot_mixing_comparison
+
+    b = record["backbone"]
+    panels = [MixingPanel(np.array(per["mixing"]), b["save_steps"], record["layer_names"], f"semantic, seed {seed}",
+                          b["channels"], record["timestep_values"]) for seed, per in record["per_seed"].items()]
+    plot_mixing_comparison(panels, out.with_name(out.stem + "_mixing.png"))
+    report(record, out)
+
+
+def mean_std(values) -> str:
+    return f"{100 * np.mean(values):.1f} ± {100 * np.std(values):.1f}"
+
+
+def report(record: dict, out: Path) -> None:
+    seeds = list(record["per_seed"])
+    b, d = record["backbone"], record["data"]
+    lines = [f"Semantic learning on the classical backbone (weight-free proxy, not Stable Diffusion): "
+             f"{len(seeds)} seeds, {record['settings']['steps']} steps × {record['settings']['pairs_per_step']} pairs; "
+             f"{b['load_size']} px, {b['output_resolution']}² maps, labels {b['save_steps']} of {b['num_steps']}, "
+             f"D = {b['projection_dim']} (PCK, %, bbox)"]
+    head = f"{'network':<14}" + "".join(f"{f'{s} @{a:g}':>22}" for s in HELD_OUT for a in ALPHAS) + f"{'train loss':>20}"
+    lines += [head, "-" * len(head)]
+    for method in METHODS:
+        row = f"{method:<14}"
+        for s in HELD_OUT:
+            for a in ALPHAS:
+                values = ([record["concat-all"][s][f"pck_bbox@{a:g}"]] if method == "concat-all" else
+                          [record["per_seed"][k][method][s][f"pck_bbox@{a:g}"] for k in seeds])
+                row += f"{mean_std(values):>22}"
+        if method == "trained":
+            first = [record["per_seed"][k]["loss_first"] for k in seeds]
+            last = [record["per_seed"][k]["loss_last"] for k in seeds]
+            row += f"{f'{np.mean(first):.2f} → {np.mean(last):.2f}':>20}"
+        lines.append(row)
+    lines += ["-" * len(head),
+              f"train: {d['train_real_pairs']} real CUB pairs of classes {d['train_classes'][0]} … {d['train_classes'][-1]} "
+              f"+ {d['train_warped_pairs']} warped pairs of their images; held out: {d['held_out_pairs']['pf_willow']} "
+              f"PF-WILLOW pairs, {d['held_out_pairs']['cub_heldout']} CUB pairs of classes {d['held_out_classes'][0]} … "
+              f"{d['held_out_classes'][-1]}",
+              f"untrained: the network as each seed initialises it; concat-all: every raw map L2-normalised and "
+              f"concatenated (no network, one value); mean ± std over seeds {', '.join(map(str, seeds))}; "
+              f"total {record['seconds'] / 60:.1f} min"]
+    text = "\n".join(lines)
+    print(text)
+    out.with_suffix(".txt").write_text(text + "\n")
+
+
+TRACK_KEYS = ("average_jaccard", "average_pts_within_thresh", "occlusion_accuracy")
+TAPVID_MODELS = ("untrained", "video_supervised", "video_selfsup")
+
+
+def tapvid(args) -> dict:
+    """Held-out TAP-Vid-DAVIS tracking of a video-training run's networks, with and without TTA."""
+    import lightning as L
+
+    from benchmarks.video_training import PLAN, TTA_WALKS, common_overrides
+    from hyperfeat.api import Hyperfeatures
+    from hyperfeat.config import load_config
+    from hyperfeat.data.videos.tapvid import sample_queries, tapvid_from_config
+    from hyperfeat.eval.metrics.tapvid import TapVidMetrics
+    from hyperfeat.model.backbone import load_backbone
+    from hyperfeat.model.checkpoint import load_checkpoint
+    from hyperfeat.train.adapt import AdaptSettings, adapt_network, video_raw_maps
+    from hyperfeat.train.module import module_class
+    from hyperfeat.video.frames import frames_from_uint8
+
+    torch.set_num_threads(1)
+    started = time.time()
+    run = json.loads(Path(args.record).read_text())
+    settings = run["settings"]
+    work = Path(args.tapvid)
+    held = list(run["held_out_sequences"])
+    base = common_overrides(work, 0, "x", settings["steps"], settings["lr"])
+    cfg_sup = load_config(overrides=["experiment=video_supervised", *base, *settings["overrides"], *settings["sup"]])
+    backbone = load_backbone(cfg_sup)
+    hf_cfg = load_config(overrides=["backbone=tiny", *PLAN, f"paths.data_root={DATA_ROOT}", *settings["overrides"],
+                                    "task=tapvid", f"data.sequences=[{','.join(held)}]"])
+    dataset = tapvid_from_config(hf_cfg.data)
+    assert set(dataset.names) <= set(held) and not set(dataset.names) & set(run["train_sequences"])
+    mode, stride = str(hf_cfg.data.query_mode), int(hf_cfg.data.query_stride)
+    probe = Hyperfeatures(hf_cfg, backbone, module_class(cfg_sup).from_config(cfg_sup, backbone=backbone).aggregation)
+    videos = []
+    stored = work / "tapvid_raw"  # the raw maps of each video (and of its mirror), kept for later seeds' runs
+    stored.mkdir(exist_ok=True)
+    for name in tqdm(dataset.names, desc="TAP-Vid raw maps", unit="video"):
+        item = dataset.load(name)
+        frames = frames_from_uint8(item.frames)  # (T, 3, H, W) in [0, 1]
+        path = stored / f"{name}.pt"
+        if path.is_file():
+            raw, mirrored = torch.load(path)
+        else:
+            raw, mirrored = video_raw_maps(probe, frames)[0], video_raw_maps(probe, frames, mirrored=True)[0]
+            torch.save((raw, mirrored), path)
+        videos.append((item, frames, sample_queries(item.points, item.occluded, mode, stride), raw, mirrored))
+
+    @torch.no_grad()
+    def score(hf, network) -> dict:
+        network.eval()
+        metric = TapVidMetrics(query_mode=mode)
+        for item, frames, queries, raw, _ in videos:
+            metric.update(*track_args(hf, network, raw, item, frames, queries))
+        out = metric.compute()
+        return {k: float(out[k]) for k in TRACK_KEYS}
+
+    def track_args(hf, network, raw, item, frames, queries):
+        desc = torch.cat([network(raw[i:i + 8].float()) for i in range(0, len(raw), 8)])  # (T, D, R, R)
+        tracks, visible = hf.track(frames, queries.queries, descriptors=desc)
+        gt_points, gt_occluded = queries.targets(item.points, item.occluded)
+        return queries.queries, gt_points, gt_occluded, tracks, ~visible, item.size
+
+    record = {"settings": {"record": Path(args.record).name, "tta_steps": args.tta_steps, "tta_lr": args.tta_lr,
+                           "query_mode": mode, "query_stride": stride, "overrides": settings["overrides"],
+                           "train_steps": settings["steps"]},
+              "held_out_sequences": list(dataset.names),
+              "num_queries": int(sum(len(v[2]) for v in videos)), "per_seed": {}}
+    for seed in args.seeds:
+        per = record["per_seed"][seed] = {}
+        L.seed_everything(seed)  # as video_training.py: the untrained network of this seed
+        networks = {"untrained": (module_class(cfg_sup).from_config(cfg_sup, backbone=backbone).aggregation, None)}
+        for name in args.tapvid_models:
+            if name != "untrained":
+                networks[name] = load_checkpoint(work / name / str(seed) / "last.ckpt")
+        for name, (network, meta) in networks.items():
+            hf = Hyperfeatures(hf_cfg, backbone, network, meta)
+            entry = per[name] = {"tracking": score(hf, network)}
+            if args.tta_steps > 0 and name in args.tta_models:
+                metric, before, after = TapVidMetrics(query_mode=mode), [], []
+                for item, frames, queries, raw, mirrored in tqdm(videos, desc=f"TTA {name} seed {seed}", leave=False):
+                    result = adapt_network(hf, None, AdaptSettings(steps=args.tta_steps, lr=args.tta_lr, seed=seed,
+                                                                   mirror=TTA_WALKS["auto"]), raw=raw, raw_mirrored=mirrored)
+                    metric.update(*track_args(hf, result.network, raw, item, frames, queries))
+                    before.append(result.loss_before)
+                    after.append(result.loss_after)
+                out = metric.compute()
+                entry["tta"] = {"tracking": {k: float(out[k]) for k in TRACK_KEYS}, "walk_before": float(np.mean(before)),
+                                "walk_after": float(np.mean(after)), "mirrored": bool(result.mirror)}
+            print(f"seed {seed} {name}: {entry}", flush=True)
+    record["seconds"] = time.time() - started
+    out = Path(args.out)
+    out.write_text(json.dumps(record, indent=2))
+    print(f"wrote {out}")
+    tapvid_report(record, out)
+    return record
+
+
+def video_train(args) -> None:
+    """Train ``video_supervised`` and ``video_selfsup`` for ``--seeds`` into the work folder
+    ``--video-train`` exactly as ``video_training.py`` does (its configs, its folder layout), without
+    its evaluation, and write the record ``--record`` that ``--tapvid`` reads. Several processes
+    (one per seed) may share the folder: the feature cache is keyed by content."""
+    from benchmarks.video_training import common_overrides
+    from hyperfeat.config import load_config
+    from hyperfeat.data.videos.temporal import build_temporal_dataset
+    from hyperfeat.model.backbone import load_backbone
+    from hyperfeat.train.trainer import train
+
+    torch.set_num_threads(1)
+    work = Path(args.video_train)
+    overrides = ["backbone=classical", *args.overrides]
+    base = common_overrides(work, 0, "x", args.video_steps, args.video_lr)
+    cfg_walk = load_config(overrides=["experiment=video_selfsup", *base, *overrides])
+    load = int(cfg_walk.features.load_size)
+    backbone = load_backbone(cfg_walk)
+    seconds = {}
+    for seed in args.seeds:
+        for name in ("video_supervised", "video_selfsup"):
+            cfg = load_config(overrides=[f"experiment={name}", *common_overrides(work, seed, name, args.video_steps,
+                                                                                 args.video_lr), *overrides])
+            t0 = time.time()
+            train(cfg, backbone=backbone, enable_progress_bar=False)
+            seconds[f"{name}/{seed}"] = time.time() - t0
+    record = {"settings": {"steps": args.video_steps, "lr": args.video_lr, "overrides": overrides, "sup": [],
+                           "seeds": args.seeds, "train_seconds": seconds},
+              "train_sequences": sorted(build_temporal_dataset(cfg_walk.data, "train", load).videos.names),
+              "held_out_sequences": sorted(build_temporal_dataset(cfg_walk.data, "val", load).videos.names)}
+    Path(args.record).write_text(json.dumps(record, indent=2))
+    print(f"wrote {args.record}")
+
+
+def tapvid_report(record: dict, out: Path) -> None:
+    seeds = list(record["per_seed"])
+    s = record["settings"]
+    lines = [f"Held-out TAP-Vid-DAVIS on the classical backbone (weight-free proxy, not Stable Diffusion): "
+             f"{len(record['held_out_sequences'])} held-out videos × 32 frames, {record['num_queries']} {s['query_mode']} "
+             f"queries; networks of {s['record']} ({s['train_steps']} steps); TAP-Vid metrics, %"]
+    head = f"{'network':<44}{'AJ':>14}{'δ_avg':>14}{'OA':>14}{'walk loss before → after':>30}"
+    lines += [head, "-" * len(head)]
+    for name in [m for m in TAPVID_MODELS if m in record["per_seed"][seeds[0]]]:
+        for tta in (False, True):
+            entries = [record["per_seed"][k][name] for k in seeds]
+            if tta and not all("tta" in e for e in entries):
+                continue
+            values = [e["tta"]["tracking"] if tta else e["tracking"] for e in entries]
+            label = name + (f" + TTA ({s['tta_steps']} steps, lr {s['tta_lr']:g})" if tta else "")
+            walk = (f"{np.mean([e['tta']['walk_before'] for e in entries]):.3f} → "
+                    f"{np.mean([e['tta']['walk_after'] for e in entries]):.3f}") if tta else ""
+            lines.append(f"{label:<44}" + "".join(f"{mean_std([v[k] for v in values]):>14}" for k in TRACK_KEYS)
+                         + f"{walk:>30}")
+    lines += ["-" * len(head), f"held-out videos: {', '.join(record['held_out_sequences'])}",
+              f"mean ± std over seeds {', '.join(map(str, seeds))}; total {record['seconds'] / 60:.1f} min"]
+    text = "\n".join(lines)
+    print(text)
+    out.with_suffix(".txt").write_text(text + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--pairs-per-step", type=int, default=4)
+    parser.add_argument("--cub-pairs", type=int, default=1000, help="CUB pairs sampled over the 50 classes")
+    parser.add_argument("--willow-pairs", type=int, default=300, help="PF-WILLOW pairs (evenly spaced of 900)")
+    parser.add_argument("--warps-per-image", type=int, default=2)
+    parser.add_argument("--overrides", nargs="*", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "classical_learning.json"))
+    parser.add_argument("--work", default=None, help="the work folder (feature cache) of an earlier or parallel run")
+    parser.add_argument("--no-baseline", dest="baseline", action="store_false",
+                        help="leave concat-all out (another process of the same --work measures it)")
+    parser.add_argument("--merge", nargs="+", default=None, metavar="JSON", help="merge per-seed records into --out")
+    parser.add_argument("--from-json", default=None, help="only print the table of a record")
+    parser.add_argument("--tapvid", default=None, metavar="RUN", help="a video_training.py work folder: evaluate its "
+                        "networks on held-out TAP-Vid-DAVIS (with --record, its JSON)")
+    parser.add_argument("--record", default=None, help="the video_training.py JSON of --tapvid's run")
+    parser.add_argument("--tta-steps", type=int, default=20)
+    parser.add_argument("--tta-lr", type=float, default=1e-3)
+    parser.add_argument("--video-train", default=None, metavar="RUN", help="train the video networks of --seeds "
+                        "into the work folder RUN (as video_training.py does) and write --record")
+    parser.add_argument("--video-steps", type=int, default=150)
+    parser.add_argument("--video-lr", type=float, default=1e-3)
+    parser.add_argument("--tapvid-models", nargs="*", default=list(TAPVID_MODELS), help="--tapvid: the networks measured")
+    parser.add_argument("--tta-models", nargs="*", default=["untrained", "video_supervised"],
+                        help="--tapvid: the networks adapted to each held-out video")
+    args = parser.parse_args()
+    if args.merge:
+        merge(args.merge, Path(args.out))
+        return
+    if args.from_json:
+        record = json.loads(Path(args.from_json).read_text())
+        (tapvid_report if "num_queries" in record else report)(record, Path(args.out))
+        return
+    if args.video_train:
+        if args.record is None:
+            parser.error("--video-train needs --record (where its record goes)")
+        video_train(args)
+        return
+    if args.tapvid:
+        if args.record is None:
+            parser.error("--tapvid needs --record (the run's JSON)")
+        tapvid(args)
+        return
+    semantic(args)
+
+
+if __name__ == "__main__":
+    main()
