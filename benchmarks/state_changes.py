@@ -59,6 +59,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hyperfeat.config import load_config  # noqa: E402
+from hyperfeat.describe import registry  # noqa: E402
 from hyperfeat.correspond.changes import ChangeSettings, StateChanges, analyse_changes  # noqa: E402
 from hyperfeat.correspond.track import settings_from_config  # noqa: E402
 from hyperfeat.data.videos.davis import DavisDataset  # noqa: E402
@@ -89,19 +90,8 @@ def make_describer(name: str, overrides: Sequence[str] = ()):
         from hyperfeat.api import Hyperfeatures
 
         return Hyperfeatures.from_pretrained(name.split(":", 1)[1], overrides=list(overrides))
-    if name == "classical":
-        cfg = load_config(overrides=["features.load_size=128", *overrides])
-        try:
-            from hyperfeat.describe.classical import ClassicalDescriber
-        except ImportError:  # the random patch projection until the classical describer is there
-            from hyperfeat.describe.patches import PatchDescriber
-
-            return PatchDescriber(cfg)
-        return ClassicalDescriber(cfg)
-    if name == "local-stats":
-        from hyperfeat.describe.stats import LocalStatsDescriber
-
-        return LocalStatsDescriber(load_config(overrides=["features.load_size=128", *overrides]))
+    if name in ("classical", "local-stats"):  # weight-free, by their registered names, at 128 px
+        return registry.build(name, ["features.load_size=128", *overrides])
     if name == "tiny":
         from hyperfeat.api import Hyperfeatures
         from hyperfeat.model.backbone import load_backbone
