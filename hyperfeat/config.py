@@ -396,6 +396,7 @@ RANGES: dict[str, tuple[type, float, bool, Optional[float]]] = {
     "web.max_upload_mb": (float, 0.0, True, None),
     "web.max_frames": (int, 1, False, None),
     "web.keep_uploads": (int, 1, False, None),
+    "web.keep_videos": (int, 1, False, None),
     "web.keep_jobs": (int, 0, False, None),
 }
 

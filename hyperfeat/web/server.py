@@ -22,8 +22,8 @@ the page itself (an ``Origin`` other than the served one is refused with 403; a 
 another site, told by ``Sec-Fetch-Site``, too). Every request's memory is bounded: a body needs
 a valid ``Content-Length`` (411 without, 400 when negative or not a number, 413 above
 ``web.max_upload_mb``), an upload is streamed to disk in chunks and split there, a video is
-cut at ``web.max_frames`` frames, and only the last ``web.keep_uploads`` uploads and
-``web.keep_jobs`` finished jobs are kept. The upload folder is removed on every exit
+cut at ``web.max_frames`` frames, and only the last ``web.keep_uploads`` uploads (of them
+``web.keep_videos`` videos) and ``web.keep_jobs`` finished jobs are kept. The upload folder is removed on every exit
 (``close``, ``atexit``, SIGTERM).
 """
 
@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 MAX_UPLOAD_BYTES = 512 * 1024 * 1024  # defaults of the web block of the config (used without one)
 MAX_FRAMES = 100
 KEEP_UPLOADS = 6
+KEEP_VIDEOS = 2
 KEEP_JOBS = 8
 MAX_JSON_BYTES = 1024 * 1024  # a JSON request (a click, a list of points) is small
 CHUNK = 1024 * 1024  # bytes read or copied at a time
@@ -96,6 +97,7 @@ class WebApp:
         self.max_upload_bytes = int(web["max_upload_mb"] * 2**20)
         self.max_frames = int(web["max_frames"])
         self.keep_uploads = int(web["keep_uploads"])
+        self.keep_videos = int(web["keep_videos"])
         self._own_dir = work_dir is None
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="hyperfeat-web-"))
         self.uploads: dict[str, dict] = {}
@@ -129,13 +131,17 @@ class WebApp:
         return {"id": upload_id, "name": str(name), "width": image.size[0], "height": image.size[1]}
 
     def _remember(self, upload_id: str, item: dict) -> None:
-        """Keep an upload; the oldest beyond ``keep_uploads`` are dropped with their files (a job
-        already running on one keeps what it loaded)."""
+        """Keep an upload; the oldest beyond ``keep_uploads`` (of videos, whose frames are held in
+        memory, beyond ``keep_videos``) are dropped with their files (a job already running on one
+        keeps what it loaded)."""
         with self._lock:
             self.uploads[upload_id] = item
-            while len(self.uploads) > self.keep_uploads:
-                old = self.uploads.pop(next(iter(self.uploads)))
-                shutil.rmtree(old["folder"], ignore_errors=True)
+            videos = [key for key, kept in self.uploads.items() if kept["kind"] == "video"]
+            dropped = videos[:max(0, len(videos) - self.keep_videos)]
+            dropped += [key for key in self.uploads if key not in dropped][:max(
+                0, len(self.uploads) - len(dropped) - self.keep_uploads)]
+            for key in dropped:
+                shutil.rmtree(self.uploads.pop(key)["folder"], ignore_errors=True)
 
     def _forget_job(self, job) -> None:
         shutil.rmtree(self.work_dir / "results" / job.id, ignore_errors=True)
@@ -319,7 +325,7 @@ class WebApp:
 def _web_settings(cfg) -> dict:
     """The ``web`` block of the config (its defaults where a config has none)."""
     defaults = {"max_upload_mb": MAX_UPLOAD_BYTES / 2**20, "max_frames": MAX_FRAMES, "keep_uploads": KEEP_UPLOADS,
-                "keep_jobs": KEEP_JOBS}
+                "keep_videos": KEEP_VIDEOS, "keep_jobs": KEEP_JOBS}
     block = cfg.get("web") if cfg is not None and hasattr(cfg, "get") else None
     return {**defaults, **({k: block[k] for k in defaults if k in block} if block is not None else {})}
 

@@ -281,6 +281,16 @@ def test_only_the_last_uploads_are_kept_with_their_files(page):
     assert sorted(p.name for p in app.work_dir.iterdir() if p.name.startswith("upload-")) == ids[2:]
 
 
+def test_only_the_last_videos_are_held_in_memory(page):
+    app, port = page
+    app.keep_uploads, app.keep_videos = 5, 2
+    frames = [(f"{i:03d}.png", png_bytes(colour=(10 * i, 0, 0))) for i in range(2)]
+    videos = [upload(port, frames, kind="video")[1]["id"] for _ in range(3)]
+    image = upload(port, [("c.png", png_bytes())])[1]["id"]
+    assert list(app.uploads) == [*videos[1:], image], "the oldest video goes, the image stays"
+    assert not (app.work_dir / videos[0]).exists()
+
+
 def test_only_the_last_finished_jobs_are_kept():
     forgotten = []
     runner = JobRunner(keep=2, forget=forgotten.append)
