@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from hyperfeat.api import Hyperfeatures
+from hyperfeat.describe.hyperfeatures import HyperfeatureDescriber
 from hyperfeat.config import load_config
 from hyperfeat.eval.store import EvalStore, describer_identity
 from tests.helpers import DATA_ROOT, data_dir
@@ -87,15 +88,15 @@ def test_eval_pck_equals_the_per_pair_computation(ckpt, tiny_backbone, tmp_path,
 
     overrides = _overrides(tmp_path, f"data.root={small_willow(tmp_path)}", "eval.batch_size=4")
     described = []
-    original = Hyperfeatures.describe_batch
+    original = HyperfeatureDescriber.describe_batch  # what the evaluation loads (the API class inherits it)
 
     def spy(self, batch):
         described.append(len(batch))
         return original(self, batch)
 
-    monkeypatch.setattr(Hyperfeatures, "describe_batch", spy)
+    monkeypatch.setattr(HyperfeatureDescriber, "describe_batch", spy)
     record = evaluate(str(ckpt), overrides, backbone=tiny_backbone)
-    monkeypatch.setattr(Hyperfeatures, "describe_batch", original)
+    monkeypatch.setattr(HyperfeatureDescriber, "describe_batch", original)
     results = record["results"]
     assert results["num_pairs"] == 4 and results["pairs_evaluated"] == 4
     # each unique image once: 4 descriptions instead of the 8 of describing per pair
