@@ -45,7 +45,7 @@ def drawing_size(image: Image.Image, max_side: Optional[int] = None) -> Image.Im
 # ---------------------------------------------------------------------------- correspondences
 
 
-def side_by_side(left: Image.Image, right: Image.Image, gap: int) -> tuple[np.ndarray, int]:
+def pair_canvas(left: Image.Image, right: Image.Image, gap: int) -> tuple[np.ndarray, int]:
     """Both images on one white canvas, tops aligned; returns (H, W, 3) and the right image's x offset."""
     height = max(left.height, right.height)
     canvas = np.full((height, left.width + gap + right.width, 3), 255, dtype=np.uint8)
@@ -145,7 +145,7 @@ def draw_correspondences(
     tgt = None if tgt is None else rescale_points(tgt, tgt_img.size, small_tgt.size)
     src_img, tgt_img = small_src, small_tgt
     gap = max(8, src_img.width // 50)
-    canvas, offset = side_by_side(src_img, tgt_img, gap)
+    canvas, offset = pair_canvas(src_img, tgt_img, gap)
     width_in = min(14.0, max(8.0, canvas.shape[1] / 100))
     fig = Figure(figsize=(width_in, width_in * canvas.shape[0] / canvas.shape[1] + 0.9), dpi=100,
                  layout="constrained")

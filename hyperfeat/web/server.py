@@ -274,7 +274,7 @@ class WebApp:
             if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and low <= value <= high):
                 raise BadRequest(f"{key} must be an integer in [{low}, {high}]; got {value!r}")
         if grid:
-            points += work.grid_points(video["frames"].original_size, int(grid))
+            points += work.page_grid_points(video["frames"].original_size, int(grid))
         tail = int(tail)
 
         def run(job):

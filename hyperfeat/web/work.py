@@ -82,7 +82,7 @@ def match_point(hf, source: Path, target: Path, point_xy: Sequence[float], metho
     return result
 
 
-def grid_points(size_wh: tuple[int, int], n: int) -> list[list[float]]:
+def page_grid_points(size_wh: tuple[int, int], n: int) -> list[list[float]]:
     """An n × n grid of points (x, y) spread over a (W, H) frame (:func:`hyperfeat.video.queries.grid_points`),
     n from 1 to 32 on the page."""
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 32:

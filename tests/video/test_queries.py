@@ -47,7 +47,7 @@ def test_one_grid_one_mask_reader_one_query_parser(tmp_path):
     from hyperfeat.video.changes import mask_queries as change_queries
     from hyperfeat.web import work
 
-    assert work.grid_points((8, 4), 2) == grid_points((8, 4), 2).tolist()
+    assert work.page_grid_points((8, 4), 2) == grid_points((8, 4), 2).tolist()
     palette = Image.new("L", (6, 4), 0)  # gray values are ids, as palette indices are
     palette.putpixel((2, 1), 3)
     palette.save(tmp_path / "p.png")

@@ -63,10 +63,10 @@ def test_track_job_reports_progress_per_chunk(tmp_path, tiny_cfg, tiny_backbone)
 
 
 def test_grid_points_are_cell_centres():
-    assert work.grid_points((64, 48), 2) == [[15.5, 11.5], [47.5, 11.5], [15.5, 35.5], [47.5, 35.5]]
-    assert work.grid_points((10, 10), 1) == [[4.5, 4.5]]
+    assert work.page_grid_points((64, 48), 2) == [[15.5, 11.5], [47.5, 11.5], [15.5, 35.5], [47.5, 35.5]]
+    assert work.page_grid_points((10, 10), 1) == [[4.5, 4.5]]
     with pytest.raises(DataError, match="between 1 and 32"):
-        work.grid_points((64, 48), 0)
+        work.page_grid_points((64, 48), 0)
 
 
 def test_clicks_inside_the_picture_pass_and_beside_it_fail():
