@@ -51,7 +51,7 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 from statistics import median
-from typing import Optional, Sequence
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -59,7 +59,6 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hyperfeat.config import load_config  # noqa: E402
-from hyperfeat.describe import registry  # noqa: E402
 from hyperfeat.correspond.changes import ChangeSettings, StateChanges, analyse_changes  # noqa: E402
 from hyperfeat.correspond.track import settings_from_config  # noqa: E402
 from hyperfeat.data.videos.davis import DavisDataset  # noqa: E402
@@ -71,6 +70,7 @@ from hyperfeat.data.videos.state_changes import (  # noqa: E402
     apply_control,
     apply_state_change,
 )
+from hyperfeat.describe import registry  # noqa: E402
 from hyperfeat.eval.table import format_table  # noqa: E402
 from hyperfeat.video.changes import mask_queries, track_for_changes  # noqa: E402
 from hyperfeat.video.queries import in_mask  # noqa: E402
@@ -248,7 +248,7 @@ def label_accuracy(result: StateChanges, data: dict, kind: str, clip: dict, tole
     return float((states == truth).float().mean())
 
 
-def evaluate(datas: list[dict], settings: ChangeSettings, modes: Sequence[str], tolerance: int) -> dict:
+def evaluate(datas: Iterable[dict], settings: ChangeSettings, modes: Sequence[str], tolerance: int) -> dict:
     """Per mode: per-clip scores of every sequence."""
     out: dict[str, list[dict]] = {m: [] for m in modes}
     for data in datas:
@@ -307,7 +307,7 @@ def split(sequences: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def tune(
-    datas: list[dict], base: ChangeSettings, grid: dict[str, list], tolerance: int, max_false: float
+    datas: Callable[[], Iterable[dict]], base: ChangeSettings, grid: dict[str, list], tolerance: int, max_false: float
 ) -> tuple[ChangeSettings, list]:
     """Every combination of ``grid`` on the tuning sequences, pipeline tracking itself: the best
     mean F1 (self and unchanged-clip tracks) among those with at most ``max_false`` false events
@@ -319,7 +319,7 @@ def tune(
     keys = list(grid)
     for values in itertools.product(*(grid[k] for k in keys)):
         s = replace(base, **dict(zip(keys, values)))
-        res = evaluate(datas, s, ("unchanged", "self"), tolerance)
+        res = evaluate(datas(), s, ("unchanged", "self"), tolerance)
         mine, theirs = summary(res["self"]), summary(res["unchanged"])
         row = {
             **dict(zip(keys, values)),
@@ -392,25 +392,23 @@ def main() -> None:
     results, tried = [], []
     for index, (name, d) in enumerate(describers):
         start = time.time()
-        datas = [
-            x
-            for x in (
-                prepare(d, root, tapvid, seq, args.frames, args.frame_size, args.grid, settings, cache)
-                for seq in tqdm(sequences, desc=f"{name}: clips, descriptors, tracks")
-            )
-            if x is not None
-        ]
+
+        def load(names: Sequence[str], what: str) -> Iterator[dict]:
+            """Each sequence's clips, descriptors and tracks, one at a time (from the cache once made)."""
+            for seq in tqdm(names, desc=f"{name}: {what}"):
+                data = prepare(d, root, tapvid, seq, args.frames, args.frame_size, args.grid, settings, cache)
+                if data is not None:
+                    yield data
+
         chosen = settings
         if args.tune and index == 0:
             grid = {
                 kv.split("=")[0]: [type(getattr(settings, kv.split("=")[0]))(v) for v in kv.split("=")[1].split(",")]
                 for kv in args.tune
             }
-            chosen, tried = tune(
-                [x for x in datas if x["seq"] in tuning], settings, grid, args.tolerance, args.max_false
-            )
+            chosen, tried = tune(lambda: load(tuning, "tuning"), settings, grid, args.tolerance, args.max_false)
             settings = chosen
-        per = evaluate(datas, chosen, args.modes, args.tolerance)
+        per = evaluate(load(sequences, "clips, descriptors, tracks, analysis"), chosen, args.modes, args.tolerance)
         results.append(
             {
                 "describer": name,

@@ -72,7 +72,7 @@ class ChangeSettings:
     reference: str = "auto"  # auto | all | none: which points normalise the drift (auto: background with a mask)
     threshold: float = 5.0  # a point changes when its drift stays this many noise units above the references'
     persist: int = 3  # ... for this many visible frames running (the shortest state)
-    lookaround: int = 6  # frames searched back for a start, forward for the new level; also the noise window
+    lookaround: int = 8  # frames searched back for a start, forward for the new level; also the noise window
     tolerance: int = 2  # changed neighbours whose starts are this close (frames) form one event
     min_points: int = 3  # an event needs this many changed neighbouring points
     coherent: bool = True  # read a point where its neighbours' motion carries it when it slipped

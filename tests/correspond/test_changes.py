@@ -139,8 +139,8 @@ def test_online_equals_offline():
     """Frames fed one at a time give the same events, states and curves as the whole clip, and
     events are reported as they complete, before the clip ends."""
     desc, q, tr, vis, obj = _scene(k=8, ramp=1)
-    desc = torch.cat([desc, desc[-1:].repeat(16, 1, 1, 1) + 0.05 * torch.randn(16, D, H, W)])  # 30 frames
-    tr = torch.cat([tr, tr[:, -1:].repeat(1, 16, 1)], 1)
+    desc = torch.cat([desc, desc[-1:].repeat(26, 1, 1, 1) + 0.05 * torch.randn(26, D, H, W)])  # 40 frames
+    tr = torch.cat([tr, tr[:, -1:].repeat(1, 26, 1)], 1)
     vis = torch.ones(tr.shape[:2], dtype=torch.bool)
     vis[5, 10:13] = False  # an occlusion
     offline = analyse_changes(desc, q, tr, vis, (W, H))
