@@ -347,7 +347,7 @@ def tapvid(args) -> dict:
     cfg_sup = load_config(overrides=["experiment=video_supervised", *base, *settings["overrides"], *settings["sup"]])
     backbone = load_backbone(cfg_sup)
     hf_cfg = load_config(overrides=["backbone=tiny", *PLAN, f"paths.data_root={DATA_ROOT}", *settings["overrides"],
-                                    "task=tapvid", f"data.sequences=[{','.join(held)}]"])
+                                    "task=tapvid", f"data.sequences=[{','.join(held)}]", f"video.tracker={args.tracker}"])
     dataset = tapvid_from_config(hf_cfg.data)
     assert set(dataset.names) <= set(held) and not set(dataset.names) & set(run["train_sequences"])
     mode, stride = str(hf_cfg.data.query_mode), int(hf_cfg.data.query_stride)
@@ -382,6 +382,7 @@ def tapvid(args) -> dict:
         return queries.queries, gt_points, gt_occluded, tracks, ~visible, item.size
 
     record = {"settings": {"record": Path(args.record).name, "tta_steps": args.tta_steps, "tta_lr": args.tta_lr,
+                           "tracker": args.tracker,
                            "query_mode": mode, "query_stride": stride, "overrides": settings["overrides"],
                            "train_steps": settings["steps"]},
               "held_out_sequences": list(dataset.names),
@@ -501,6 +502,8 @@ def main() -> None:
                         "into the work folder RUN (as video_training.py does) and write --record")
     parser.add_argument("--video-steps", type=int, default=150)
     parser.add_argument("--video-lr", type=float, default=1e-3)
+    parser.add_argument("--tracker", default="memory", help="--tapvid: the point tracker (video.tracker; "
+                        "memory: the one video_training.py measured with)")
     parser.add_argument("--tapvid-models", nargs="*", default=list(TAPVID_MODELS), help="--tapvid: the networks measured")
     parser.add_argument("--tta-models", nargs="*", default=["untrained", "video_supervised"],
                         help="--tapvid: the networks adapted to each held-out video")
