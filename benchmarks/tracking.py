@@ -21,6 +21,7 @@ defaults in ``video.trackers.coherent.visibility_weights`` were made.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import resource
@@ -54,7 +55,7 @@ def variants() -> dict[str, tuple[str, object]]:
     rows["  − recent look in the template"] = ("coherent", replace(new, recent_weight=0.0))
     rows["  − visibility smoothing"] = ("coherent", replace(new, visibility_smoothing=0.0))
     rows["  − sub-cell refinement"] = ("coherent", replace(new, refine_radius=0))
-    rows["  − refinement on the query look (template's)"] = ("coherent", replace(new, refine_on_query=False))
+    rows["  − refinement on the query look (on the template)"] = ("coherent", replace(new, refine_on_query=False))
     return rows
 
 
@@ -82,7 +83,7 @@ def tapvid_clips(cache: Path, limit: Optional[int]) -> dict[str, dict]:
     dataset = TapVidDavis(DATA_ROOT / "tapvid_davis", davis_root=DATA_ROOT / "davis2017")
     describer = classical_describer()
     describe = frame_describer(describer)
-    key = abs(hash(json.dumps(describer.identity(), sort_keys=True))) % 10**10
+    key = hashlib.sha256(json.dumps(describer.identity(), sort_keys=True).encode()).hexdigest()[:12]
     cache.mkdir(parents=True, exist_ok=True)
     clips = {}
     for name in tqdm(sorted(dataset.names)[:limit], desc="describing clips", unit="clip"):
@@ -101,27 +102,33 @@ def tapvid_clips(cache: Path, limit: Optional[int]) -> dict[str, dict]:
     return clips
 
 
-def score(clips: dict[str, dict], names: list[str], tracker: Callable) -> dict:
-    """TAP-Vid metrics of ``tracker(desc, queries, size) → (tracks, visible)`` over ``names``,
-    the same tracks called all visible, and the tracker's frames per second."""
+def score(clips: dict[str, dict], subsets: dict[str, list[str]], tracker: Callable) -> dict:
+    """TAP-Vid metrics of ``tracker(desc, queries, size) → (tracks, visible)`` on each subset of
+    clips (each clip tracked once), the same tracks called all visible, and frames per second."""
     from hyperfeat.eval.metrics.tapvid import TapVidMetrics
 
-    metric, all_visible = TapVidMetrics(query_mode="first"), TapVidMetrics(query_mode="first")
-    seconds, frames = 0.0, 0
-    for name in names:
+    seconds, frames, outputs = 0.0, 0, {}
+    for name in subsets["all"]:
         clip = clips[name]
         size = tuple(int(v) for v in clip["size"])
         start = time.perf_counter()
-        tracks, visible = tracker(clip["desc"].float(), clip["queries"], size)
+        outputs[name] = tracker(clip["desc"].float(), clip["queries"], size)
         seconds += time.perf_counter() - start
         frames += clip["desc"].shape[0]
-        args = (clip["queries"], clip["points"], clip["occluded"], tracks)
-        metric.update(*args, ~visible, size)
-        all_visible.update(*args, torch.zeros_like(visible), size)
-    out = {k: 100 * float(v) for k, v in metric.compute().items() if k in KEYS}
-    out.update({f"{k}_all_visible": 100 * float(v) for k, v in all_visible.compute().items() if k in KEYS})
-    out["frames_per_second"] = frames / max(seconds, 1e-9)
-    return out
+    results = {}
+    for subset, names in subsets.items():
+        metric, all_visible = TapVidMetrics(query_mode="first"), TapVidMetrics(query_mode="first")
+        for name in names:
+            clip, (tracks, visible) = clips[name], outputs[name]
+            args = (clip["queries"], clip["points"], clip["occluded"], tracks)
+            size = tuple(int(v) for v in clip["size"])
+            metric.update(*args, ~visible, size)
+            all_visible.update(*args, torch.zeros_like(visible), size)
+        out = {k: 100 * float(v) for k, v in metric.compute().items() if k in KEYS}
+        out.update({f"{k}_all_visible": 100 * float(v) for k, v in all_visible.compute().items() if k in KEYS})
+        out["frames_per_second"] = frames / max(seconds, 1e-9)
+        results[subset] = out
+    return results
 
 
 def standing_still(desc: torch.Tensor, queries: torch.Tensor, size) -> tuple[torch.Tensor, torch.Tensor]:
@@ -215,7 +222,7 @@ def real_table(args) -> dict:
     record: dict = {"describer": classical_describer().identity(), "subsets": subsets, "results": {}}
     rows = []
     for row, tracker in rows_spec.items():
-        record["results"][row] = {subset: score(clips, names, tracker) for subset, names in subsets.items()}
+        record["results"][row] = score(clips, subsets, tracker)
         r = record["results"][row]
         rows.append([row, *(f"{r[s][k]:.1f}" for s in SUBSETS for k in ("average_jaccard", "occlusion_accuracy")),
                      f"{r['held-out']['average_pts_within_thresh']:.1f}",

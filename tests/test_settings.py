@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 
 from hyperfeat.config import load_config
 from hyperfeat.correspond.changes import ChangeSettings
+from hyperfeat.correspond.track import TRACKERS
 from hyperfeat.errors import ConfigError
 from hyperfeat.eval.settings import EvalSettings
 from hyperfeat.settings import defaults_of, from_block
@@ -25,7 +26,7 @@ SETTINGS_BLOCKS = [
     (WalkSettings, "train", "walk_", True),
     (EvalSettings, "eval", "", True),
     (ChangeSettings, "changes", "", True),
-    # further rows: (TrackerSettings, "video", "", False), (ChangeSettings, "changes", "", True), …
+    *[(spec.settings, f"video.trackers.{name}", "", True) for name, spec in TRACKERS.items()],
 ]
 
 

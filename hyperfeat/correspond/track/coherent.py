@@ -17,15 +17,16 @@ This tracker brings that to any describer, with no learning:
   and a sub-cell soft-argmax; a point predicted outside the frame, or whose match disagrees with
   its neighbours, follows the prediction.
 * **Visibility from evidence**: a logistic score of the match's similarity to the query and to
-  the point's recent look, that similarity relative to the point's own first match, the match's
-  distinctiveness (best minus the best far from it in the whole frame), the forward–backward
-  error back to the query frame and the disagreement with the neighbours. The weights
+  the point's recent look and its distinctiveness (best minus the best far from it in the whole
+  frame), each read between the point's own levels (its distractors' similarity on the query
+  frame and its first match), the forward–backward error back to the query frame and the
+  disagreement with the neighbours. The weights
   (``visibility_weights``) were fitted on half of the TAP-Vid-DAVIS clips (see
   ``benchmarks/tracking.py``); a point is visible when the score is ≥ 0, its confidence is the
   score's sigmoid.
-* **Re-detection**: a point called occluded is searched in the whole frame next time; the global
-  best is taken when its similarity to the query beats the local one by ``redetect_margin``
-  and its cycle returns.
+* **Re-detection**: the global best is taken, for a point called occluded in the frame before or
+  whose local match does not return to it on the query frame, when its similarity beats the local
+  one by ``redetect_margin`` and its cycle returns within ``cycle_radius`` cells.
 """
 
 from __future__ import annotations
@@ -40,8 +41,7 @@ from hyperfeat.correspond.track.base import check_frame, check_settings, setting
 from hyperfeat.errors import ConfigError
 
 # the visibility score's inputs, in the order of CoherentSettings.visibility_weights (+ bias last)
-VISIBILITY_FEATURES = ("query_similarity", "recent_similarity", "relative_similarity", "distinctiveness",
-                       "cycle_error", "neighbour_disagreement")
+VISIBILITY_FEATURES = ("query_margin", "recent_margin", "distinctiveness", "cycle_error", "neighbour_disagreement")
 
 
 @dataclass
@@ -66,7 +66,7 @@ class CoherentSettings:
     cycle_radius: float = setting(2.0, "… and its cycle to the query frame returns within this many cells", low=0)
     distinct_radius: int = setting(3, "distinctiveness: the best match against the best beyond this many cells", low=1)
     visibility_smoothing: float = setting(0.5, "the visibility score is a running mean: this weight on the frame before", low=0, high=1)
-    visibility_weights: list = setting([4.003, 6.176, -7.274, 16.284, -0.12, -0.226, -8.27],
+    visibility_weights: list = setting([0.664, 1.136, -0.062, -0.114, -0.188, 0.75],
                                        "the visibility score's weights over VISIBILITY_FEATURES, then its bias")
 
     def __post_init__(self):
@@ -111,7 +111,11 @@ class CoherentGroup:
         self.position = self.start.clone()
         self.visible = torch.ones(len(self.start), dtype=torch.bool, device=device)
         self.logit = None  # (n + m,) the running visibility score
-        self.reference = None  # (n + m,) each point's similarity to its query at the first step
+        self.reference = None  # (n + m,) v: each point's similarity to its query at the first step
+        # b: the point's "not me" level, a high quantile of its similarity to the query frame's other cells
+        others = (self.query_feat @ self.query_flat).masked_fill(
+            window_mask(self.start.round().long(), self.grid, 2).flatten(1), float("nan"))  # (P, h·w)
+        self.background = torch.nan_to_num(torch.nanquantile(others, 0.99, dim=1), nan=0.0)  # (P,)
         # neighbour weights: closeness × likeness on the query frame, no self-weight
         distance2 = (self.start[:, None] - self.start[None]).pow(2).sum(-1)  # (P, P)
         likeness = self.query_feat @ self.query_feat.T
@@ -120,6 +124,13 @@ class CoherentGroup:
         cell_y, cell_x = torch.meshgrid(torch.arange(h, dtype=torch.float32, device=device),
                                         torch.arange(w, dtype=torch.float32, device=device), indexing="ij")
         self.cell_xy = (cell_x, cell_y)  # (h, w) each
+
+    def _cycle_error(self, feats: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+        """(P,) the descriptors at integer ``cells`` (P, 2) of the current frame (``feats`` (D, h·w))
+        matched back into the query frame (nearest cell): distance to the point's start, in cells."""
+        w = self.grid[1]
+        back = (feats[:, cells[:, 1] * w + cells[:, 0]].T @ self.query_flat).view(-1, *self.grid)  # (P, h, w)
+        return (argmax_cell(back).float() - self.start).norm(dim=1)
 
     def _template(self) -> torch.Tensor:
         w = self.settings.recent_weight
@@ -170,14 +181,15 @@ class CoherentGroup:
         prior = s.motion_penalty * self._distance2(centre) / max(float(s.final_radius), 1.0) ** 2
         local = (scores - prior).masked_fill(~final_window, float("-inf"))
         cell = argmax_cell(local)
-        if s.redetect:  # a point lost in the frame before: the global best when clearly better and its cycle returns
+        if s.redetect:  # the global best when clearly better and its cycle returns, for a point that
+            # was lost in the frame before or whose local match does not return
             global_cell = argmax_cell(scores)
             flat = scores.flatten(1)
             gain = flat.gather(1, (global_cell[:, 1] * w + global_cell[:, 0])[:, None])[:, 0] - \
                 flat.gather(1, (cell[:, 1] * w + cell[:, 0])[:, None])[:, 0]
-            back = (feats[:, global_cell[:, 1] * w + global_cell[:, 0]].T @ self.query_flat).view(-1, h, w)
-            returns = (argmax_cell(back).float() - self.start).norm(dim=1) <= s.cycle_radius
-            jump = ~self.visible & (gain > s.redetect_margin) & returns
+            returns = self._cycle_error(feats, global_cell) <= s.cycle_radius
+            local_returns = self._cycle_error(feats, cell) <= s.cycle_radius
+            jump = (~self.visible | ~local_returns) & (gain > s.redetect_margin) & returns
             cell = torch.where(jump[:, None], global_cell, cell)
         else:
             jump = torch.zeros_like(self.visible)
@@ -204,13 +216,19 @@ class CoherentGroup:
         distinct = flat.gather(1, (cell[:, 1] * w + cell[:, 0])[:, None])[:, 0] - flat.masked_fill(far_global, float("-inf")).amax(1)
         back = (found @ self.query_flat).view(-1, h, w)
         cycle = (argmax_cell(back).float() - self.start).norm(dim=1)
-        evidence = torch.stack([query_similarity, recent_similarity, query_similarity - self.reference, distinct,
-                                cycle.clamp(max=10.0), disagreement.clamp(max=10.0)], 1)  # (P, 6)
+        # similarities read between the point's own levels b (its distractors on the query frame) and
+        # v (its first match), so that the weights carry over between describers whose cosines live
+        # on different scales
+        gap = (self.reference - self.background).clamp(min=0.05)
+        evidence = torch.stack([(query_similarity - self.background) / gap, (recent_similarity - self.background) / gap,
+                                (distinct / gap).clamp(max=2.0), cycle.clamp(max=10.0), disagreement.clamp(max=10.0)],
+                               1)  # (P, 5)
         self.evidence = evidence
         weights_v = torch.tensor(s.visibility_weights, dtype=evidence.dtype, device=evidence.device)
         logit = evidence @ weights_v[:-1] + weights_v[-1]
-        if self.logit is not None:  # occlusion lasts: the score is a running mean over the frames so far
-            logit = s.visibility_smoothing * self.logit + (1 - s.visibility_smoothing) * logit
+        if self.logit is not None:  # occlusion lasts: a running mean over the frames so far, restarted by a jump
+            smoothed = s.visibility_smoothing * self.logit + (1 - s.visibility_smoothing) * logit
+            logit = torch.where(jump, logit, smoothed)
         self.logit = logit
         visible = (logit >= 0) & ~outside
         confidence = torch.sigmoid(logit) * (~outside).float()
