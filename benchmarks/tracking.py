@@ -53,7 +53,6 @@ def variants() -> dict[str, tuple[str, object]]:
     rows["  − neighbour motion (σ → 0.01)"] = ("coherent", replace(new, neighbour_sigma=0.01))
     rows["  − re-detection"] = ("coherent", replace(new, redetect=False))
     rows["  − recent look in the template"] = ("coherent", replace(new, recent_weight=0.0))
-    rows["  − visibility smoothing"] = ("coherent", replace(new, visibility_smoothing=0.0))
     rows["  − sub-cell refinement"] = ("coherent", replace(new, refine_radius=0))
     rows["  − refinement on the query look (on the template)"] = ("coherent", replace(new, refine_on_query=False))
     return rows

@@ -65,7 +65,6 @@ class CoherentSettings:
     redetect_margin: float = setting(0.1, "… and jumps when the global best beats the local one by this", low=0)
     cycle_radius: float = setting(2.0, "… and its cycle to the query frame returns within this many cells", low=0)
     distinct_radius: int = setting(3, "distinctiveness: the best match against the best beyond this many cells", low=1)
-    visibility_smoothing: float = setting(0.5, "the visibility score is a running mean: this weight on the frame before", low=0, high=1)
     visibility_weights: list = setting([0.664, 1.136, -0.062, -0.114, -0.188, 0.75],
                                        "the visibility score's weights over VISIBILITY_FEATURES, then its bias")
 
@@ -110,7 +109,6 @@ class CoherentGroup:
         self.recent_feat = self.query_feat.clone()
         self.position = self.start.clone()
         self.visible = torch.ones(len(self.start), dtype=torch.bool, device=device)
-        self.logit = None  # (n + m,) the running visibility score
         self.reference = None  # (n + m,) v: each point's similarity to its query at the first step
         # b: the point's "not me" level, a high quantile of its similarity to the query frame's other cells
         others = (self.query_feat @ self.query_flat).masked_fill(
@@ -226,10 +224,6 @@ class CoherentGroup:
         self.evidence = evidence
         weights_v = torch.tensor(s.visibility_weights, dtype=evidence.dtype, device=evidence.device)
         logit = evidence @ weights_v[:-1] + weights_v[-1]
-        if self.logit is not None:  # occlusion lasts: a running mean over the frames so far, restarted by a jump
-            smoothed = s.visibility_smoothing * self.logit + (1 - s.visibility_smoothing) * logit
-            logit = torch.where(jump, logit, smoothed)
-        self.logit = logit
         visible = (logit >= 0) & ~outside
         confidence = torch.sigmoid(logit) * (~outside).float()
         # 5. the state: confident looks update the recent template

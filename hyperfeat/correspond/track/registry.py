@@ -1,4 +1,4 @@
-"""Every point tracker by one name: the CLI (``hyperfeat track --tracker``), the API, the config's
+"""Every point tracker by one name: the commands and the API (``video.tracker=NAME``), the config's
 ``video.tracker`` and ``changes.tracker`` all read this table.
 
 To add a tracker: write one file in this package with a settings dataclass (fields made with
@@ -9,31 +9,44 @@ To add a tracker: write one file in this package with a settings dataclass (fiel
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Any
 
-from hyperfeat.correspond.track.appearance import AppearanceGroup, AppearanceSettings
-from hyperfeat.correspond.track.coherent import CoherentGroup, CoherentSettings
-from hyperfeat.correspond.track.memory import MemoryGroup, MemorySettings
-from hyperfeat.correspond.track.window import WindowGroup, WindowSettings
 from hyperfeat.errors import ConfigError
 from hyperfeat.settings import from_block
 
 
 @dataclass(frozen=True)
 class TrackerSpec:
-    """A registered tracker: its settings dataclass, its point-group class and one line on what it does."""
+    """A registered tracker: the module that holds it (imported when the tracker is first used, so
+    a run loads only its own tracker), its settings dataclass and point-group class by name, and
+    one line on what it does."""
 
-    settings: type
-    group: type
+    module: str
+    settings_class: str
+    group_class: str
     summary: str
 
+    @property
+    def settings(self) -> type:
+        return getattr(importlib.import_module(self.module), self.settings_class)
 
+    @property
+    def group(self) -> type:
+        return getattr(importlib.import_module(self.module), self.group_class)
+
+
+_HERE = "hyperfeat.correspond.track"
 TRACKERS: dict[str, TrackerSpec] = {
-    "coherent": TrackerSpec(CoherentSettings, CoherentGroup, "points tracked together: neighbour motion, evidence-based visibility, re-detection"),
-    "memory": TrackerSpec(MemorySettings, MemoryGroup, "re-detection, template memory, voted visibility (cosine floor, margin, cycle)"),
-    "window": TrackerSpec(WindowSettings, WindowGroup, "the original: local window, cosine floor and cycle check"),
-    "appearance": TrackerSpec(AppearanceSettings, AppearanceGroup, "template follows the point's latest look (points that change state)"),
+    "coherent": TrackerSpec(f"{_HERE}.coherent", "CoherentSettings", "CoherentGroup",
+                            "points tracked together: neighbour motion, evidence-based visibility, re-detection"),
+    "memory": TrackerSpec(f"{_HERE}.memory", "MemorySettings", "MemoryGroup",
+                          "re-detection, template memory, voted visibility (cosine floor, margin, cycle)"),
+    "window": TrackerSpec(f"{_HERE}.window", "WindowSettings", "WindowGroup",
+                          "the original: local window, cosine floor and cycle check"),
+    "appearance": TrackerSpec(f"{_HERE}.appearance", "AppearanceSettings", "AppearanceGroup",
+                              "template follows the point's latest look (points that change state)"),
 }
 DEFAULT_TRACKER = "coherent"
 
