@@ -382,7 +382,7 @@ def tapvid(args) -> dict:
         return queries.queries, gt_points, gt_occluded, tracks, ~visible, item.size
 
     record = {"settings": {"record": Path(args.record).name, "tta_steps": args.tta_steps, "tta_lr": args.tta_lr,
-                           "tracker": args.tracker,
+                           "tracker": args.tracker, "tta_walk": args.tta_walk,
                            "query_mode": mode, "query_stride": stride, "overrides": settings["overrides"],
                            "train_steps": settings["steps"]},
               "held_out_sequences": list(dataset.names),
@@ -401,7 +401,7 @@ def tapvid(args) -> dict:
                 metric, before, after = TapVidMetrics(query_mode=mode), [], []
                 for item, frames, queries, raw, mirrored in tqdm(videos, desc=f"TTA {name} seed {seed}", leave=False):
                     result = adapt_network(hf, None, AdaptSettings(steps=args.tta_steps, lr=args.tta_lr, seed=seed,
-                                                                   mirror=TTA_WALKS["auto"]), raw=raw, raw_mirrored=mirrored)
+                                                                   mirror=TTA_WALKS[args.tta_walk]), raw=raw, raw_mirrored=mirrored)
                     metric.update(*track_args(hf, result.network, raw, item, frames, queries))
                     before.append(result.loss_before)
                     after.append(result.loss_after)
@@ -505,6 +505,8 @@ def main() -> None:
     parser.add_argument("--tracker", default="memory", help="--tapvid: the point tracker (video.tracker; "
                         "memory: the one video_training.py measured with)")
     parser.add_argument("--tapvid-models", nargs="*", default=list(TAPVID_MODELS), help="--tapvid: the networks measured")
+    parser.add_argument("--tta-walk", choices=["auto", "mirrored", "plain"], default="auto",
+                        help="--tapvid: the adaptation walk (auto: the one each network was trained with)")
     parser.add_argument("--tta-models", nargs="*", default=["untrained", "video_supervised"],
                         help="--tapvid: the networks adapted to each held-out video")
     args = parser.parse_args()
