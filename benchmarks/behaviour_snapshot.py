@@ -34,8 +34,9 @@ TINY = ["backbone=tiny", "features.num_steps=5", "features.save_steps=[4,2,0]"]
 
 
 def run(args: list[str], cwd: Path) -> str:
-    env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="offline", HF_HUB_OFFLINE="1",
-               HYPERFEAT_DATA_ROOT=str(DATA_ROOT))
+    env = dict(
+        os.environ, OMP_NUM_THREADS="1", WANDB_MODE="offline", HF_HUB_OFFLINE="1", HYPERFEAT_DATA_ROOT=str(DATA_ROOT)
+    )
     done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"command failed ({done.returncode}): {' '.join(args)}\n{done.stderr[-3000:]}")
@@ -68,9 +69,20 @@ def snapshot(work: Path) -> dict:
     hf = [sys.executable, "-m", "hyperfeat.cli"]
     result: dict = {}
     ckpt_dir, out_dir = work / "ckpt", work / "outputs"
-    run([sys.executable, str(ROOT / "train.py"), "experiment=smoke", "train.max_steps=6", "train.val_every_n_steps=6",
-         f"paths.checkpoint_dir={ckpt_dir}", f"paths.output_dir={out_dir}", "logger.backend=none",
-         f"data.root={DATA_ROOT / 'spair_dhf' / 'images'}"], ROOT)
+    run(
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "experiment=smoke",
+            "train.max_steps=6",
+            "train.val_every_n_steps=6",
+            f"paths.checkpoint_dir={ckpt_dir}",
+            f"paths.output_dir={out_dir}",
+            "logger.backend=none",
+            f"data.root={DATA_ROOT / 'spair_dhf' / 'images'}",
+        ],
+        ROOT,
+    )
     ckpt = ckpt_dir / "last.ckpt"
     state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     result["train/weights"] = {k: sha(v.numpy()) for k, v in sorted(state.items())}
@@ -83,8 +95,22 @@ def snapshot(work: Path) -> dict:
         for key in sorted(k for k in saved if isinstance(saved[k], torch.Tensor)):
             result[f"extract/{path.stem}/{key}"] = sha(saved[key].float().numpy())
 
-    printed = run(hf + ["match", str(images[0]), str(images[1]), "--checkpoint", str(ckpt),
-                        "--points", "10,20;100,80;200,150", "--out", str(work / "match.png"), *TINY], ROOT)
+    printed = run(
+        hf
+        + [
+            "match",
+            str(images[0]),
+            str(images[1]),
+            "--checkpoint",
+            str(ckpt),
+            "--points",
+            "10,20;100,80;200,150",
+            "--out",
+            str(work / "match.png"),
+            *TINY,
+        ],
+        ROOT,
+    )
     result["match/stdout"] = [line for line in printed.splitlines() if "->" in line]
 
     evals = {
@@ -95,8 +121,20 @@ def snapshot(work: Path) -> dict:
     }
     for name, overrides in evals.items():
         out_json = work / f"eval_{name}.json"
-        run([sys.executable, str(ROOT / "eval.py"), "--checkpoint", str(ckpt), "--out", str(out_json),
-             f"paths.output_dir={out_dir}", *TINY, *overrides], ROOT)
+        run(
+            [
+                sys.executable,
+                str(ROOT / "eval.py"),
+                "--checkpoint",
+                str(ckpt),
+                "--out",
+                str(out_json),
+                f"paths.output_dir={out_dir}",
+                *TINY,
+                *overrides,
+            ],
+            ROOT,
+        )
         result[f"eval/{name}"] = numbers(json.loads(out_json.read_text()))
 
     frames = DATA_ROOT / "davis2017" / "JPEGImages" / "480p" / "dog"
@@ -104,8 +142,21 @@ def snapshot(work: Path) -> dict:
     clip.mkdir()
     for frame in sorted(frames.glob("*.jpg"))[:6]:
         (clip / frame.name).symlink_to(frame)
-    run(hf + ["track", str(clip), "--checkpoint", str(ckpt), "--points", "0,400,240;2,300,200",
-              "--out", str(work / "tracks.mp4"), *TINY], ROOT)
+    run(
+        hf
+        + [
+            "track",
+            str(clip),
+            "--checkpoint",
+            str(ckpt),
+            "--points",
+            "0,400,240;2,300,200",
+            "--out",
+            str(work / "tracks.mp4"),
+            *TINY,
+        ],
+        ROOT,
+    )
     # the tracks JSON is <out>.json (tracks.mp4.json); versions before that wrote tracks.json
     record = work / "tracks.mp4.json" if (work / "tracks.mp4.json").is_file() else work / "tracks.json"
     tracks = json.loads(record.read_text())
@@ -114,7 +165,10 @@ def snapshot(work: Path) -> dict:
 
     mask = DATA_ROOT / "davis2017" / "Annotations" / "480p" / "dog" / "00000.png"
     masks_dir = work / "masks"
-    run(hf + ["propagate", str(clip), "--checkpoint", str(ckpt), "--mask", str(mask), "--out", str(masks_dir), *TINY], ROOT)
+    run(
+        hf + ["propagate", str(clip), "--checkpoint", str(ckpt), "--mask", str(mask), "--out", str(masks_dir), *TINY],
+        ROOT,
+    )
     from PIL import Image
 
     result["propagate/masks"] = {p.name: sha(np.asarray(Image.open(p))) for p in sorted(masks_dir.glob("*.png"))}

@@ -46,11 +46,12 @@ NOISE_NUM_STEPS = PAPER_NUM_STEPS  # noise mode spreads its labels over the same
 PAPER_SIZE = int(PAPER.features.image_size)  # 512
 RESOLUTION_DIVISOR = PAPER_SIZE // int(PAPER.features.output_resolution)  # 512 px → R = 64: size / 8
 PROJECTION_DIM = int(PAPER.aggregation.projection_dim)  # 384
-MB = 2 ** 20
+MB = 2**20
 
 
 # ----------------------------------------------------------------------------- backbones
 # sd15: SD 1.5's sizes with random weights (hyperfeat.testing.random_sd15_backbone); tiny: the test model
+
 
 def sd15_random(device: torch.device, dtype: torch.dtype) -> Backbone:
     return random_sd15_backbone(device, dtype, seed=0)
@@ -64,6 +65,7 @@ BACKBONES: dict[str, Callable[[torch.device, torch.dtype], Backbone]] = {"sd15":
 
 
 # ----------------------------------------------------------------------------- measuring
+
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -202,10 +204,18 @@ def save_steps_for(num_timesteps: int, num_steps: int) -> list[int]:
 
 def features_cfg(size: int, mode: str, num_steps: int, save_steps: list[int], batch: int) -> DictConfig:
     features = load_config().features
-    return OmegaConf.merge(features, {
-        "mode": mode, "num_steps": num_steps, "save_steps": save_steps, "load_size": size, "image_size": size,
-        "output_resolution": size // RESOLUTION_DIVISOR, "batch_size": batch,
-    })
+    return OmegaConf.merge(
+        features,
+        {
+            "mode": mode,
+            "num_steps": num_steps,
+            "save_steps": save_steps,
+            "load_size": size,
+            "image_size": size,
+            "output_resolution": size // RESOLUTION_DIVISOR,
+            "batch_size": batch,
+        },
+    )
 
 
 def make_network(extractor: FeatureExtractor, device: torch.device) -> AggregationNetwork:
@@ -215,8 +225,10 @@ def make_network(extractor: FeatureExtractor, device: torch.device) -> Aggregati
 
 # ----------------------------------------------------------------------------- extraction
 
-def measure_extraction(backbone: Backbone, name: str, features: DictConfig, images: torch.Tensor,
-                       warm_batches: set[int]) -> list[dict]:
+
+def measure_extraction(
+    backbone: Backbone, name: str, features: DictConfig, images: torch.Tensor, warm_batches: set[int]
+) -> list[dict]:
     """UNet calls alone, store-all and streaming for one plan: seconds and peak memory of each.
 
     ``warm_batches``: UNet batch sizes already run; a new one is run once first, unmeasured, so
@@ -256,19 +268,33 @@ def measure_extraction(backbone: Backbone, name: str, features: DictConfig, imag
             del desc
 
     common = {
-        "backbone": name, "size": int(features.image_size), "resolution": int(features.output_resolution),
-        "mode": str(features.mode), "num_steps": int(features.num_steps), "timesteps": len(features.save_steps),
-        "batch": batch, "encode_s": t_encode, "unet_s": unet_timer.seconds, "unet_calls": unet_timer.calls,
+        "backbone": name,
+        "size": int(features.image_size),
+        "resolution": int(features.output_resolution),
+        "mode": str(features.mode),
+        "num_steps": int(features.num_steps),
+        "timesteps": len(features.save_steps),
+        "batch": batch,
+        "encode_s": t_encode,
+        "unet_s": unet_timer.seconds,
+        "unet_calls": unet_timer.calls,
         "feature_tensor_mb": feature_bytes / MB,
     }
     extraction_s = t_encode + t_extract
     unet_proper = in_unet.seconds - hooks.seconds  # the store-all run's UNet calls, less the feature hooks
     rows = [
         {**common, "path": "unet-only", "seconds": t_encode + t_plan, "peak_mb": m_unet.peak / MB},
-        {**common, "path": "store-all", "seconds": extraction_s + t_aggregate, "extract_s": t_extract,
-         "aggregate_s": t_aggregate, "peak_mb": m_store.peak / MB,
-         "hooks_s": hooks.seconds, "vae_share": t_encode / extraction_s,
-         "outside_unet_share": (extraction_s - unet_proper) / extraction_s},
+        {
+            **common,
+            "path": "store-all",
+            "seconds": extraction_s + t_aggregate,
+            "extract_s": t_extract,
+            "aggregate_s": t_aggregate,
+            "peak_mb": m_store.peak / MB,
+            "hooks_s": hooks.seconds,
+            "vae_share": t_encode / extraction_s,
+            "outside_unet_share": (extraction_s - unet_proper) / extraction_s,
+        },
         {**common, "path": "streaming", "seconds": t_encode + t_stream, "peak_mb": m_stream.peak / MB},
     ]
     for row in rows:
@@ -289,8 +315,17 @@ def warm_up(backbone: Backbone, size: int, images: torch.Tensor, batch: int) -> 
 
 # ----------------------------------------------------------------------------- training
 
-def measure_training(backbone: Backbone, name: str, size: int, pairs: int, num_timesteps: int,
-                     inversion_steps: int, cached_steps: int, cache_root: Path) -> dict:
+
+def measure_training(
+    backbone: Backbone,
+    name: str,
+    size: int,
+    pairs: int,
+    num_timesteps: int,
+    inversion_steps: int,
+    cached_steps: int,
+    cache_root: Path,
+) -> dict:
     """Pairs/s of a training step that recomputes features vs one that reads them from a FeatureCache."""
     device = backbone.device
     g = torch.Generator().manual_seed(1)
@@ -299,10 +334,12 @@ def measure_training(backbone: Backbone, name: str, size: int, pairs: int, num_t
     points_b = torch.rand(pairs, 20, 2, generator=g) * (size - 1)
     valid = torch.ones(pairs, 20, dtype=torch.bool)
     plans = {
-        "noise": features_cfg(size, "noise", NOISE_NUM_STEPS, save_steps_for(num_timesteps, NOISE_NUM_STEPS),
-                              2 * pairs),
-        "inversion": features_cfg(size, "inversion", inversion_steps, save_steps_for(num_timesteps, inversion_steps),
-                                  2 * pairs),
+        "noise": features_cfg(
+            size, "noise", NOISE_NUM_STEPS, save_steps_for(num_timesteps, NOISE_NUM_STEPS), 2 * pairs
+        ),
+        "inversion": features_cfg(
+            size, "inversion", inversion_steps, save_steps_for(num_timesteps, inversion_steps), 2 * pairs
+        ),
     }
     extractor = FeatureExtractor(backbone, plans["noise"])
     network = make_network(extractor, device)
@@ -316,8 +353,14 @@ def measure_training(backbone: Backbone, name: str, size: int, pairs: int, num_t
         optimiser.step()
 
     dtype_name = str(backbone.dtype).removeprefix("torch.")
-    cfg = load_config(overrides=[f"backbone.model={backbone.model_id}", f"backbone.dtype={dtype_name}",
-                                 f"backbone.device={device}", "train.cache_dtype=float16"])
+    cfg = load_config(
+        overrides=[
+            f"backbone.model={backbone.model_id}",
+            f"backbone.dtype={dtype_name}",
+            f"backbone.device={device}",
+            "train.cache_dtype=float16",
+        ]
+    )
     cfg.features = plans["noise"]
     cache = FeatureCache(cache_root, cfg)
     _, t_fill = timed(lambda: cache.get_or_compute(images, extractor), device)
@@ -330,9 +373,14 @@ def measure_training(backbone: Backbone, name: str, size: int, pairs: int, num_t
     t_cached = min(timed(lambda: aggregation_step(read()), device)[1] for _ in range(cached_steps))
 
     result = {
-        "backbone": name, "size": size, "resolution": size // RESOLUTION_DIVISOR, "timesteps": num_timesteps,
+        "backbone": name,
+        "size": size,
+        "resolution": size // RESOLUTION_DIVISOR,
+        "timesteps": num_timesteps,
         "pairs_per_step": pairs,
-        "fill_s_per_image": t_fill / len(images), "read_s": t_read, "cached_step_s": t_cached,
+        "fill_s_per_image": t_fill / len(images),
+        "read_s": t_read,
+        "cached_step_s": t_cached,
         "cached_pairs_per_s": pairs / t_cached,
         # the file on disk (native-resolution maps); a read hands out (S, C, R, R) at read_dtype
         "cache_mb_per_image": sum(cache.path(cache.key(img)).stat().st_size for img in images) / len(images) / MB,
@@ -342,19 +390,30 @@ def measure_training(backbone: Backbone, name: str, size: int, pairs: int, num_t
         plan_extractor = FeatureExtractor(backbone, features)
         with UNetTimer(backbone.unet, device) as unet_timer:
             _, t_step = timed(lambda: aggregation_step(plan_extractor.run(images).to(device)), device)
-        entry = {"num_steps": int(features.num_steps), "step_s": t_step, "pairs_per_s": pairs / t_step,
-                 "unet_calls": unet_timer.calls, "unet_s": unet_timer.seconds, "speedup": t_step / t_cached}
+        entry = {
+            "num_steps": int(features.num_steps),
+            "step_s": t_step,
+            "pairs_per_s": pairs / t_step,
+            "unet_calls": unet_timer.calls,
+            "unet_s": unet_timer.seconds,
+            "speedup": t_step / t_cached,
+        }
         if plan == "inversion" and inversion_steps != PAPER_NUM_STEPS:
             # the paper's plan makes PAPER_NUM_STEPS calls of the same cost: add the missing ones
             per_call = unet_timer.seconds / unet_timer.calls
             paper_s = t_step + (PAPER_NUM_STEPS - unet_timer.calls) * per_call
-            entry["paper_extrapolated"] = {"num_steps": PAPER_NUM_STEPS, "step_s": paper_s,
-                                           "pairs_per_s": pairs / paper_s, "speedup": paper_s / t_cached}
+            entry["paper_extrapolated"] = {
+                "num_steps": PAPER_NUM_STEPS,
+                "step_s": paper_s,
+                "pairs_per_s": pairs / paper_s,
+                "speedup": paper_s / t_cached,
+            }
         result["recompute"][plan] = entry
     return result
 
 
 # ----------------------------------------------------------------------------- report
+
 
 def _fmt(value, digits: int = 1) -> str:
     if value is None:
@@ -363,12 +422,15 @@ def _fmt(value, digits: int = 1) -> str:
 
 
 def extraction_table(rows: list[dict]) -> str:
-    lines = ["| backbone | px | R | mode | N | S | path | img/s | peak MB | feature MB | feature tensor MB "
-             "| outside UNet (VAE) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| backbone | px | R | mode | N | S | path | img/s | peak MB | feature MB | feature tensor MB "
+        "| outside UNet (VAE) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        outside = (f"{100 * r['outside_unet_share']:.1f}% ({100 * r['vae_share']:.1f}%)"
-                   if "outside_unet_share" in r else "")
+        outside = (
+            f"{100 * r['outside_unet_share']:.1f}% ({100 * r['vae_share']:.1f}%)" if "outside_unet_share" in r else ""
+        )
         lines.append(
             f"| {r['backbone']} | {r['size']} | {r['resolution']} | {r['mode']} | {r['num_steps']} | {r['timesteps']} "
             f"| {r['path']} | {_fmt(r['images_per_s'], 3)} | {_fmt(r['peak_mb'])} | {_fmt(r['feature_mb'])} "
@@ -378,20 +440,28 @@ def extraction_table(rows: list[dict]) -> str:
 
 
 def training_table(results: list[dict]) -> str:
-    lines = ["| backbone | px | S | pairs/step | path | UNet calls/image | step s | pairs/s | cached speed-up |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| backbone | px | S | pairs/step | path | UNet calls/image | step s | pairs/s | cached speed-up |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for t in results:
         head = f"| {t['backbone']} | {t['size']} | {t['timesteps']} | {t['pairs_per_step']} "
-        lines.append(head + f"| cached ({t['cache_mb_per_image']:.1f} MB/image) | 0 | {t['cached_step_s']:.3f} "
-                     f"| {t['cached_pairs_per_s']:.3f} | 1× |")
+        lines.append(
+            head + f"| cached ({t['cache_mb_per_image']:.1f} MB/image) | 0 | {t['cached_step_s']:.3f} "
+            f"| {t['cached_pairs_per_s']:.3f} | 1× |"
+        )
         for plan, e in t["recompute"].items():
             calls = e["unet_calls"] if plan == "inversion" else f"1 (batch of {t['timesteps']})"
-            lines.append(head + f"| recompute, {plan} N={e['num_steps']} | {calls} | {e['step_s']:.3f} "
-                         f"| {e['pairs_per_s']:.3f} | {e['speedup']:.1f}× |")
+            lines.append(
+                head + f"| recompute, {plan} N={e['num_steps']} | {calls} | {e['step_s']:.3f} "
+                f"| {e['pairs_per_s']:.3f} | {e['speedup']:.1f}× |"
+            )
             if "paper_extrapolated" in e:
                 p = e["paper_extrapolated"]
-                lines.append(head + f"| recompute, inversion N={p['num_steps']} (extrapolated) | {p['num_steps']} "
-                             f"| {p['step_s']:.3f} | {p['pairs_per_s']:.3f} | {p['speedup']:.1f}× |")
+                lines.append(
+                    head + f"| recompute, inversion N={p['num_steps']} (extrapolated) | {p['num_steps']} "
+                    f"| {p['step_s']:.3f} | {p['pairs_per_s']:.3f} | {p['speedup']:.1f}× |"
+                )
     return "\n".join(lines)
 
 
@@ -405,30 +475,53 @@ def goals(rows: list[dict], training: list[dict]) -> list[dict]:
         lo, hi = min(stream), max(stream)
         stream_growth = (stream[hi] - stream[lo]) / (hi - lo)
         store_growth = (store[hi] - store[lo]) / (hi - lo)
-        out.append({"goal": "streaming feature memory flat in S (growth per timestep ≤ 10% of store-all's)",
-                    "value": f"{stream_growth:.1f} vs {store_growth:.1f} MB per added timestep (S {lo}→{hi})",
-                    "met": stream_growth <= 0.1 * store_growth})
+        out.append(
+            {
+                "goal": "streaming feature memory flat in S (growth per timestep ≤ 10% of store-all's)",
+                "value": f"{stream_growth:.1f} vs {store_growth:.1f} MB per added timestep (S {lo}→{hi})",
+                "met": stream_growth <= 0.1 * store_growth,
+            }
+        )
     s = PAPER_S if PAPER_S in stream else (max(stream) if stream else None)
     if s is not None:
         ratio = stream[s] / store[s] if store[s] else float("nan")
-        out.append({"goal": f"streaming feature memory ≤ 1/4 of store-all's at S={s}",
-                    "value": f"{stream[s]:.1f} / {store[s]:.1f} MB = {ratio:.3f}", "met": ratio <= 0.25})
+        out.append(
+            {
+                "goal": f"streaming feature memory ≤ 1/4 of store-all's at S={s}",
+                "value": f"{stream[s]:.1f} / {store[s]:.1f} MB = {ratio:.3f}",
+                "met": ratio <= 0.25,
+            }
+        )
     for t in (t for t in training if t["backbone"] == "sd15"):
         for plan, e in t["recompute"].items():
             e = e.get("paper_extrapolated", e)
-            out.append({"goal": f"cached training ≥ 20× recompute ({plan}, N={e['num_steps']}, S={t['timesteps']})",
-                        "value": f"{e['speedup']:.1f}×", "met": e["speedup"] >= 20})
+            out.append(
+                {
+                    "goal": f"cached training ≥ 20× recompute ({plan}, N={e['num_steps']}, S={t['timesteps']})",
+                    "value": f"{e['speedup']:.1f}×",
+                    "met": e["speedup"] >= 20,
+                }
+            )
     for r in rows:
         if r["backbone"] == "sd15" and r["path"] == "store-all" and r["timesteps"] in (PAPER_S, max(stream or [0])):
-            out.append({"goal": f"outside-UNet share ≤ 10% ({r['mode']}, N={r['num_steps']}, S={r['timesteps']})",
-                        "value": f"{100 * r['outside_unet_share']:.1f}% (VAE encode {100 * r['vae_share']:.1f}%)",
-                        "met": r["outside_unet_share"] <= 0.10})
+            out.append(
+                {
+                    "goal": f"outside-UNet share ≤ 10% ({r['mode']}, N={r['num_steps']}, S={r['timesteps']})",
+                    "value": f"{100 * r['outside_unet_share']:.1f}% (VAE encode {100 * r['vae_share']:.1f}%)",
+                    "met": r["outside_unet_share"] <= 0.10,
+                }
+            )
     return out
 
 
 def machine() -> dict:
-    info = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
-            "cpu_count": os.cpu_count(), "threads": torch.get_num_threads()}
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+    }
     try:
         with open("/proc/cpuinfo") as handle:
             info["cpu"] = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
@@ -441,24 +534,33 @@ def machine() -> dict:
 
 # ----------------------------------------------------------------------------- main
 
+
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--sizes", type=int, nargs="+", help=f"image sizes in px (default: 128 on cpu, {PAPER_SIZE} on cuda)")
+    p.add_argument(
+        "--sizes", type=int, nargs="+", help=f"image sizes in px (default: 128 on cpu, {PAPER_SIZE} on cuda)"
+    )
     p.add_argument("--timesteps", type=int, nargs="+", help=f"saved timesteps S of the sweep (default: 1 {PAPER_S} 25)")
     p.add_argument("--batch", type=int, help="images per extraction (default: 1)")
     p.add_argument("--pairs", type=int, help="pairs per training step (default: 1 on cpu, 2 on cuda)")
-    p.add_argument("--inversion-steps", type=int,
-                   help=f"N of the inversion plan (default: {PAPER_S} on cpu, {PAPER_NUM_STEPS} on cuda)")
+    p.add_argument(
+        "--inversion-steps",
+        type=int,
+        help=f"N of the inversion plan (default: {PAPER_S} on cpu, {PAPER_NUM_STEPS} on cuda)",
+    )
     p.add_argument("--backbones", nargs="+", choices=sorted(BACKBONES), default=["sd15", "tiny"])
     p.add_argument("--threads", type=int, help="CPU threads (default: 1 on cpu, torch's default on cuda)")
     p.add_argument("--quick", action="store_true", help="small sizes and few timesteps: a smoke run")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results.json"))
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
-        p.exit(2, f"error: --device cuda, but this PyTorch ({torch.__version__}) "
-                  f"{'is a CPU-only build' if torch.version.cuda is None else 'sees no CUDA device'}: "
-                  "install PyTorch's CUDA build on a machine with a GPU, or use --device cpu\n")
+        p.exit(
+            2,
+            f"error: --device cuda, but this PyTorch ({torch.__version__}) "
+            f"{'is a CPU-only build' if torch.version.cuda is None else 'sees no CUDA device'}: "
+            "install PyTorch's CUDA build on a machine with a GPU, or use --device cpu\n",
+        )
     cpu = args.device == "cpu"
     if args.quick:
         args.sizes = args.sizes or [64 if cpu else 256]
@@ -499,21 +601,39 @@ def main(argv: Optional[list[str]] = None) -> int:
                 for mode, num_steps, s in plans:
                     features = features_cfg(size, mode, num_steps, save_steps_for(s, num_steps), args.batch)
                     rows.extend(measure_extraction(backbone, name, features, images, warm_batches))
-                    print(f"[{name}] {size} px {mode} N={num_steps} S={s}: "
-                          + ", ".join(f"{r['path']} {r['seconds']:.2f} s {r['peak_mb']:.0f} MB" for r in rows[-3:]),
-                          flush=True)
-                training.append(measure_training(backbone, name, size, args.pairs, train_s, args.inversion_steps,
-                                                 cached_steps=3, cache_root=Path(cache_root)))
-                print(f"[{name}] {size} px training: cached {training[-1]['cached_pairs_per_s']:.3f} pairs/s",
-                      flush=True)
+                    print(
+                        f"[{name}] {size} px {mode} N={num_steps} S={s}: "
+                        + ", ".join(f"{r['path']} {r['seconds']:.2f} s {r['peak_mb']:.0f} MB" for r in rows[-3:]),
+                        flush=True,
+                    )
+                training.append(
+                    measure_training(
+                        backbone,
+                        name,
+                        size,
+                        args.pairs,
+                        train_s,
+                        args.inversion_steps,
+                        cached_steps=3,
+                        cache_root=Path(cache_root),
+                    )
+                )
+                print(
+                    f"[{name}] {size} px training: cached {training[-1]['cached_pairs_per_s']:.3f} pairs/s", flush=True
+                )
             del backbone
             gc.collect()
     verdicts = goals(rows, training)
     report = {
-        "machine": machine(), "device": str(device), "dtype": str(dtype).removeprefix("torch."),
+        "machine": machine(),
+        "device": str(device),
+        "dtype": str(dtype).removeprefix("torch."),
         "cpu_mmap_threshold_fixed": exact,
-        "args": {k: v for k, v in vars(args).items() if k != "out"}, "total_s": time.perf_counter() - started,
-        "extraction": rows, "training": training, "goals": verdicts,
+        "args": {k: v for k, v in vars(args).items() if k != "out"},
+        "total_s": time.perf_counter() - started,
+        "extraction": rows,
+        "training": training,
+        "goals": verdicts,
     }
     print("\nextraction + aggregation (feature MB = peak − peak of the UNet calls alone)\n")
     print(extraction_table(rows))

@@ -64,9 +64,16 @@ Describe = Callable[[torch.Tensor], torch.Tensor]  # raw (B, S, C, R, R) → des
 
 
 def base_overrides(tmp: Path, args) -> list[str]:
-    return ["backbone=classical", f"paths.data_root={DATA_ROOT}", f"paths.output_dir={tmp / 'out'}",
-            f"train.cache_dir={tmp / 'cache'}", f"train.lr={args.lr}", "logger.backend=none",
-            f"train.pairs_per_step={args.pairs_per_step}", *args.overrides]
+    return [
+        "backbone=classical",
+        f"paths.data_root={DATA_ROOT}",
+        f"paths.output_dir={tmp / 'out'}",
+        f"train.cache_dir={tmp / 'cache'}",
+        f"train.lr={args.lr}",
+        "logger.backend=none",
+        f"train.pairs_per_step={args.pairs_per_step}",
+        *args.overrides,
+    ]
 
 
 def strip_images(item: dict, cache) -> dict:
@@ -88,7 +95,7 @@ def fill(cache, extractor, dataset, indices, what: str, chunk: int = 16) -> tupl
         items.append(stripped)
     keys = list(images)
     for start in range(0, len(keys), chunk):
-        cache.get_or_compute(torch.stack([images[k] for k in keys[start:start + chunk]]), extractor)
+        cache.get_or_compute(torch.stack([images[k] for k in keys[start : start + chunk]]), extractor)
     return items, images
 
 
@@ -119,7 +126,7 @@ def held_out_pck(items: list[dict], images: dict, describe: Describe, cache, ext
     keys = list(dict.fromkeys(k for it in items for k in (it["source_key"], it["target_key"])))
     desc = {}
     for start in range(0, len(keys), 16):
-        chunk = keys[start:start + 16]
+        chunk = keys[start : start + 16]
         for key, d in zip(chunk, describe(raw_of(cache, extractor, images, chunk))):
             desc[key] = d  # (D, R, R)
     metric = PCK(alphas=ALPHAS)
@@ -149,7 +156,7 @@ def train_network(cfg, backbone, items: list[dict], images: dict, cache, seed: i
         for step in tqdm(range(steps), desc=f"train seed {seed}", unit="step", leave=False):
             if pos + per_step > len(items):
                 perm, pos = torch.randperm(len(items), generator=order), 0
-            chosen = [items[int(i)] for i in perm[pos:pos + per_step]]
+            chosen = [items[int(i)] for i in perm[pos : pos + per_step]]
             pos += per_step
             batch = collate_pairs([{**it, "source_image": dummy, "target_image": dummy} for it in chosen])
             batch["source_raw"] = raw_of(cache, module.extractor, images, [it["source_key"] for it in chosen])
@@ -182,44 +189,75 @@ def semantic(args) -> dict:
     extractor = FeatureExtractor(backbone, cfg.features)
     cache = FeatureCache(cfg.train.cache_dir, cfg)
 
-    cub = build_pair_dataset(load_config(overrides=[*base, "data=cub", f"data.num_pairs={args.cub_pairs}",
-                                                    f"data.max_points={NUM_POINTS}"]).data, "test", load)
+    cub = build_pair_dataset(
+        load_config(
+            overrides=[*base, "data=cub", f"data.num_pairs={args.cub_pairs}", f"data.max_points={NUM_POINTS}"]
+        ).data,
+        "test",
+        load,
+    )
     categories = sorted({r.category for r in cub.records})
     train_cats = set(categories[: len(categories) // 2])
     cub_train = [i for i, r in enumerate(cub.records) if r.category in train_cats]
     cub_held = [i for i, r in enumerate(cub.records) if r.category not in train_cats]
     train_files = sorted({str(p) for i in cub_train for p in (cub.records[i].source_path, cub.records[i].target_path)})
-    warped = SyntheticPairs(train_files, load, "all", seed=0, pairs_per_image=args.warps_per_image,
-                            num_points=NUM_POINTS, max_points=NUM_POINTS, **WARP)
+    warped = SyntheticPairs(
+        train_files,
+        load,
+        "all",
+        seed=0,
+        pairs_per_image=args.warps_per_image,
+        num_points=NUM_POINTS,
+        max_points=NUM_POINTS,
+        **WARP,
+    )
     willow = build_pair_dataset(load_config(overrides=[*base, "data=pf_willow"]).data, "test", load)
     willow_idx = list(range(len(willow)))[:: max(1, len(willow) // args.willow_pairs)][: args.willow_pairs]
 
     t0 = time.time()
     train_real, img_a = fill(cache, extractor, cub, cub_train, "CUB train classes")
     train_warp, img_b = fill(cache, extractor, warped, list(range(len(warped))), "warped CUB train images")
-    held = {"cub_heldout": fill(cache, extractor, cub, cub_held, "CUB held-out classes"),
-            "pf_willow": fill(cache, extractor, willow, willow_idx, "PF-WILLOW")}
+    held = {
+        "cub_heldout": fill(cache, extractor, cub, cub_held, "CUB held-out classes"),
+        "pf_willow": fill(cache, extractor, willow, willow_idx, "PF-WILLOW"),
+    }
     images = {**img_a, **img_b}
     for _, imgs in held.values():
         images.update(imgs)
     assert not {p for i in cub_held for p in (cub.records[i].source_path, cub.records[i].target_path)} & set(
-        map(Path, train_files)), "held-out CUB images must not be trained on"
+        map(Path, train_files)
+    ), "held-out CUB images must not be trained on"
     raw_seconds = time.time() - t0
     train_items = train_real + train_warp
     channels = list(extractor.channels)
 
-    record = {"settings": {k: v for k, v in vars(args).items() if k != "func"},
-              "backbone": {"model": "classical", "load_size": load, "output_resolution": int(cfg.features.output_resolution),
-                           "save_steps": list(cfg.features.save_steps), "num_steps": int(cfg.features.num_steps),
-                           "channels": channels, "projection_dim": int(cfg.aggregation.projection_dim)},
-              "data": {"train_real_pairs": len(train_real), "train_warped_pairs": len(train_warp),
-                       "train_classes": sorted(train_cats), "held_out_pairs": {k: len(v[0]) for k, v in held.items()},
-                       "held_out_classes": sorted(set(categories) - train_cats)},
-              "raw_seconds": raw_seconds, "per_seed": {}}
+    record = {
+        "settings": {k: v for k, v in vars(args).items() if k != "func"},
+        "backbone": {
+            "model": "classical",
+            "load_size": load,
+            "output_resolution": int(cfg.features.output_resolution),
+            "save_steps": list(cfg.features.save_steps),
+            "num_steps": int(cfg.features.num_steps),
+            "channels": channels,
+            "projection_dim": int(cfg.aggregation.projection_dim),
+        },
+        "data": {
+            "train_real_pairs": len(train_real),
+            "train_warped_pairs": len(train_warp),
+            "train_classes": sorted(train_cats),
+            "held_out_pairs": {k: len(v[0]) for k, v in held.items()},
+            "held_out_classes": sorted(set(categories) - train_cats),
+        },
+        "raw_seconds": raw_seconds,
+        "per_seed": {},
+    }
     out = Path(args.out)
     if args.baseline:  # no seed: no network
-        record["concat-all"] = {name: held_out_pck(items, imgs, lambda raw: concat_all_layers(raw, channels), cache,
-                                                   extractor, load) for name, (items, imgs) in held.items()}
+        record["concat-all"] = {
+            name: held_out_pck(items, imgs, lambda raw: concat_all_layers(raw, channels), cache, extractor, load)
+            for name, (items, imgs) in held.items()
+        }
         out.write_text(json.dumps(record, indent=2))
     for seed in args.seeds:
         torch.manual_seed(seed)
@@ -227,22 +265,30 @@ def semantic(args) -> dict:
 
         untrained = HyperfeatModule.from_config(cfg, backbone).aggregation.eval()
         per = record["per_seed"][seed] = {}
-        per["untrained"] = {name: held_out_pck(items, imgs, untrained, cache, extractor, load)
-                            for name, (items, imgs) in held.items()}
+        per["untrained"] = {
+            name: held_out_pck(items, imgs, untrained, cache, extractor, load) for name, (items, imgs) in held.items()
+        }
         t1 = time.time()
         module, losses = train_network(cfg, backbone, train_items, images, cache, seed, args.steps)
         network = module.aggregation
-        per["trained"] = {name: held_out_pck(items, imgs, network, cache, extractor, load)
-                          for name, (items, imgs) in held.items()}
+        per["trained"] = {
+            name: held_out_pck(items, imgs, network, cache, extractor, load) for name, (items, imgs) in held.items()
+        }
         per["loss_first"], per["loss_last"] = float(np.mean(losses[:25])), float(np.mean(losses[-25:]))
         per["train_seconds"] = time.time() - t1
         per["mixing"] = network.mixing_grid().detach().tolist()  # (S, L)
-        print(f"seed {seed}: " + "; ".join(f"{m} {per[m]}" for m in ("untrained", "trained"))
-              + f"; loss {per['loss_first']:.3f} → {per['loss_last']:.3f}", flush=True)
+        print(
+            f"seed {seed}: "
+            + "; ".join(f"{m} {per[m]}" for m in ("untrained", "trained"))
+            + f"; loss {per['loss_first']:.3f} → {per['loss_last']:.3f}",
+            flush=True,
+        )
         record["seconds"] = time.time() - started
         out.write_text(json.dumps(record, indent=2))  # after every seed
-    record["layer_names"], record["timestep_values"] = extractor.layer_names, label_timestep_values(
-        str(cfg.features.mode), int(cfg.features.num_steps), extractor.save_steps)
+    record["layer_names"], record["timestep_values"] = (
+        extractor.layer_names,
+        label_timestep_values(str(cfg.features.mode), int(cfg.features.num_steps), extractor.save_steps),
+    )
     out.write_text(json.dumps(record, indent=2))
     print(f"wrote {out}")
     if "concat-all" in record:
@@ -262,8 +308,11 @@ def merge(paths: list[str], out: Path) -> dict:
         return record
     record["concat-all"] = next(r["concat-all"] for r in records if "concat-all" in r)
     record["seconds"] = max(r["seconds"] for r in records)
-    record["settings"] = {**record["settings"], "seeds": sorted(int(k) for k in record["per_seed"]),
-                          "merged_from": [Path(p).name for p in paths]}
+    record["settings"] = {
+        **record["settings"],
+        "seeds": sorted(int(k) for k in record["per_seed"]),
+        "merged_from": [Path(p).name for p in paths],
+    }
     out.write_text(json.dumps(record, indent=2))
     finish(record, out)
     return record
@@ -274,8 +323,17 @@ def finish(record: dict, out: Path) -> None:
     from hyperfeat.viz.mixing import MixingPanel, plot_mixing_comparison
 
     b = record["backbone"]
-    panels = [MixingPanel(np.array(per["mixing"]), b["save_steps"], record["layer_names"], f"semantic, seed {seed}",
-                          b["channels"], record["timestep_values"]) for seed, per in record["per_seed"].items()]
+    panels = [
+        MixingPanel(
+            np.array(per["mixing"]),
+            b["save_steps"],
+            record["layer_names"],
+            f"semantic, seed {seed}",
+            b["channels"],
+            record["timestep_values"],
+        )
+        for seed, per in record["per_seed"].items()
+    ]
     plot_mixing_comparison(panels, out.with_name(out.stem + "_mixing.png"))
     report(record, out)
 
@@ -287,32 +345,41 @@ def mean_std(values) -> str:
 def report(record: dict, out: Path) -> None:
     seeds = list(record["per_seed"])
     b, d = record["backbone"], record["data"]
-    lines = [f"Semantic learning on the classical backbone (weight-free proxy, not Stable Diffusion): "
-             f"{len(seeds)} seeds, {record['settings']['steps']} steps × {record['settings']['pairs_per_step']} pairs; "
-             f"{b['load_size']} px, {b['output_resolution']}² maps, labels {b['save_steps']} of {b['num_steps']}, "
-             f"D = {b['projection_dim']} (PCK, %, bbox)"]
-    head = f"{'network':<14}" + "".join(f"{f'{s} @{a:g}':>22}" for s in HELD_OUT for a in ALPHAS) + f"{'train loss':>20}"
+    lines = [
+        f"Semantic learning on the classical backbone (weight-free proxy, not Stable Diffusion): "
+        f"{len(seeds)} seeds, {record['settings']['steps']} steps × {record['settings']['pairs_per_step']} pairs; "
+        f"{b['load_size']} px, {b['output_resolution']}² maps, labels {b['save_steps']} of {b['num_steps']}, "
+        f"D = {b['projection_dim']} (PCK, %, bbox)"
+    ]
+    head = (
+        f"{'network':<14}" + "".join(f"{f'{s} @{a:g}':>22}" for s in HELD_OUT for a in ALPHAS) + f"{'train loss':>20}"
+    )
     lines += [head, "-" * len(head)]
     for method in METHODS:
         row = f"{method:<14}"
         for s in HELD_OUT:
             for a in ALPHAS:
-                values = ([record["concat-all"][s][f"pck_bbox@{a:g}"]] if method == "concat-all" else
-                          [record["per_seed"][k][method][s][f"pck_bbox@{a:g}"] for k in seeds])
+                values = (
+                    [record["concat-all"][s][f"pck_bbox@{a:g}"]]
+                    if method == "concat-all"
+                    else [record["per_seed"][k][method][s][f"pck_bbox@{a:g}"] for k in seeds]
+                )
                 row += f"{mean_std(values):>22}"
         if method == "trained":
             first = [record["per_seed"][k]["loss_first"] for k in seeds]
             last = [record["per_seed"][k]["loss_last"] for k in seeds]
             row += f"{f'{np.mean(first):.2f} → {np.mean(last):.2f}':>20}"
         lines.append(row)
-    lines += ["-" * len(head),
-              f"train: {d['train_real_pairs']} real CUB pairs of classes {d['train_classes'][0]} … {d['train_classes'][-1]} "
-              f"+ {d['train_warped_pairs']} warped pairs of their images; held out: {d['held_out_pairs']['pf_willow']} "
-              f"PF-WILLOW pairs, {d['held_out_pairs']['cub_heldout']} CUB pairs of classes {d['held_out_classes'][0]} … "
-              f"{d['held_out_classes'][-1]}",
-              f"untrained: the network as each seed initialises it; concat-all: every raw map L2-normalised and "
-              f"concatenated (no network, one value); mean ± std over seeds {', '.join(map(str, seeds))}; "
-              f"total {record['seconds'] / 60:.1f} min"]
+    lines += [
+        "-" * len(head),
+        f"train: {d['train_real_pairs']} real CUB pairs of classes {d['train_classes'][0]} … {d['train_classes'][-1]} "
+        f"+ {d['train_warped_pairs']} warped pairs of their images; held out: {d['held_out_pairs']['pf_willow']} "
+        f"PF-WILLOW pairs, {d['held_out_pairs']['cub_heldout']} CUB pairs of classes {d['held_out_classes'][0]} … "
+        f"{d['held_out_classes'][-1]}",
+        f"untrained: the network as each seed initialises it; concat-all: every raw map L2-normalised and "
+        f"concatenated (no network, one value); mean ± std over seeds {', '.join(map(str, seeds))}; "
+        f"total {record['seconds'] / 60:.1f} min",
+    ]
     text = "\n".join(lines)
     print(text)
     out.with_suffix(".txt").write_text(text + "\n")
@@ -346,8 +413,17 @@ def tapvid(args) -> dict:
     base = common_overrides(work, 0, "x", settings["steps"], settings["lr"])
     cfg_sup = load_config(overrides=["experiment=video_supervised", *base, *settings["overrides"], *settings["sup"]])
     backbone = load_backbone(cfg_sup)
-    hf_cfg = load_config(overrides=["backbone=tiny", *PLAN, f"paths.data_root={DATA_ROOT}", *settings["overrides"],
-                                    "task=tapvid", f"data.sequences=[{','.join(held)}]", f"video.tracker={args.tracker}"])
+    hf_cfg = load_config(
+        overrides=[
+            "backbone=tiny",
+            *PLAN,
+            f"paths.data_root={DATA_ROOT}",
+            *settings["overrides"],
+            "task=tapvid",
+            f"data.sequences=[{','.join(held)}]",
+            f"video.tracker={args.tracker}",
+        ]
+    )
     dataset = tapvid_from_config(hf_cfg.data)
     assert set(dataset.names) <= set(held) and not set(dataset.names) & set(run["train_sequences"])
     mode, stride = str(hf_cfg.data.query_mode), int(hf_cfg.data.query_stride)
@@ -376,17 +452,27 @@ def tapvid(args) -> dict:
         return {k: float(out[k]) for k in TRACK_KEYS}
 
     def track_args(hf, network, raw, item, frames, queries):
-        desc = torch.cat([network(raw[i:i + 8].float()) for i in range(0, len(raw), 8)])  # (T, D, R, R)
+        desc = torch.cat([network(raw[i : i + 8].float()) for i in range(0, len(raw), 8)])  # (T, D, R, R)
         tracks, visible = hf.track(frames, queries.queries, descriptors=desc)
         gt_points, gt_occluded = queries.targets(item.points, item.occluded)
         return queries.queries, gt_points, gt_occluded, tracks, ~visible, item.size
 
-    record = {"settings": {"record": Path(args.record).name, "tta_steps": args.tta_steps, "tta_lr": args.tta_lr,
-                           "tracker": args.tracker, "tta_walk": args.tta_walk,
-                           "query_mode": mode, "query_stride": stride, "overrides": settings["overrides"],
-                           "train_steps": settings["steps"]},
-              "held_out_sequences": list(dataset.names),
-              "num_queries": int(sum(len(v[2]) for v in videos)), "per_seed": {}}
+    record = {
+        "settings": {
+            "record": Path(args.record).name,
+            "tta_steps": args.tta_steps,
+            "tta_lr": args.tta_lr,
+            "tracker": args.tracker,
+            "tta_walk": args.tta_walk,
+            "query_mode": mode,
+            "query_stride": stride,
+            "overrides": settings["overrides"],
+            "train_steps": settings["steps"],
+        },
+        "held_out_sequences": list(dataset.names),
+        "num_queries": int(sum(len(v[2]) for v in videos)),
+        "per_seed": {},
+    }
     for seed in args.seeds:
         per = record["per_seed"][seed] = {}
         L.seed_everything(seed)  # as video_training.py: the untrained network of this seed
@@ -400,14 +486,23 @@ def tapvid(args) -> dict:
             if args.tta_steps > 0 and name in args.tta_models:
                 metric, before, after = TapVidMetrics(query_mode=mode), [], []
                 for item, frames, queries, raw, mirrored in tqdm(videos, desc=f"TTA {name} seed {seed}", leave=False):
-                    result = adapt_network(hf, None, AdaptSettings(steps=args.tta_steps, lr=args.tta_lr, seed=seed,
-                                                                   mirror=TTA_WALKS[args.tta_walk]), raw=raw, raw_mirrored=mirrored)
+                    result = adapt_network(
+                        hf,
+                        None,
+                        AdaptSettings(steps=args.tta_steps, lr=args.tta_lr, seed=seed, mirror=TTA_WALKS[args.tta_walk]),
+                        raw=raw,
+                        raw_mirrored=mirrored,
+                    )
                     metric.update(*track_args(hf, result.network, raw, item, frames, queries))
                     before.append(result.loss_before)
                     after.append(result.loss_after)
                 out = metric.compute()
-                entry["tta"] = {"tracking": {k: float(out[k]) for k in TRACK_KEYS}, "walk_before": float(np.mean(before)),
-                                "walk_after": float(np.mean(after)), "mirrored": bool(result.mirror)}
+                entry["tta"] = {
+                    "tracking": {k: float(out[k]) for k in TRACK_KEYS},
+                    "walk_before": float(np.mean(before)),
+                    "walk_after": float(np.mean(after)),
+                    "mirrored": bool(result.mirror),
+                }
             print(f"seed {seed} {name}: {entry}", flush=True)
     record["seconds"] = time.time() - started
     out = Path(args.out)
@@ -438,15 +533,28 @@ def video_train(args) -> None:
     seconds = {}
     for seed in args.seeds:
         for name in ("video_supervised", "video_selfsup"):
-            cfg = load_config(overrides=[f"experiment={name}", *common_overrides(work, seed, name, args.video_steps,
-                                                                                 args.video_lr), *overrides])
+            cfg = load_config(
+                overrides=[
+                    f"experiment={name}",
+                    *common_overrides(work, seed, name, args.video_steps, args.video_lr),
+                    *overrides,
+                ]
+            )
             t0 = time.time()
             train(cfg, backbone=backbone, enable_progress_bar=False)
             seconds[f"{name}/{seed}"] = time.time() - t0
-    record = {"settings": {"steps": args.video_steps, "lr": args.video_lr, "overrides": overrides, "sup": [],
-                           "seeds": args.seeds, "train_seconds": seconds},
-              "train_sequences": sorted(build_temporal_dataset(cfg_walk.data, "train", load).videos.names),
-              "held_out_sequences": sorted(build_temporal_dataset(cfg_walk.data, "val", load).videos.names)}
+    record = {
+        "settings": {
+            "steps": args.video_steps,
+            "lr": args.video_lr,
+            "overrides": overrides,
+            "sup": [],
+            "seeds": args.seeds,
+            "train_seconds": seconds,
+        },
+        "train_sequences": sorted(build_temporal_dataset(cfg_walk.data, "train", load).videos.names),
+        "held_out_sequences": sorted(build_temporal_dataset(cfg_walk.data, "val", load).videos.names),
+    }
     Path(args.record).write_text(json.dumps(record, indent=2))
     print(f"wrote {args.record}")
 
@@ -454,9 +562,11 @@ def video_train(args) -> None:
 def tapvid_report(record: dict, out: Path) -> None:
     seeds = list(record["per_seed"])
     s = record["settings"]
-    lines = [f"Held-out TAP-Vid-DAVIS on the classical backbone (weight-free proxy, not Stable Diffusion): "
-             f"{len(record['held_out_sequences'])} held-out videos × 32 frames, {record['num_queries']} {s['query_mode']} "
-             f"queries; networks of {s['record']} ({s['train_steps']} steps); TAP-Vid metrics, %"]
+    lines = [
+        f"Held-out TAP-Vid-DAVIS on the classical backbone (weight-free proxy, not Stable Diffusion): "
+        f"{len(record['held_out_sequences'])} held-out videos × 32 frames, {record['num_queries']} {s['query_mode']} "
+        f"queries; networks of {s['record']} ({s['train_steps']} steps); TAP-Vid metrics, %"
+    ]
     head = f"{'network':<44}{'AJ':>14}{'δ_avg':>14}{'OA':>14}{'walk loss before → after':>30}"
     lines += [head, "-" * len(head)]
     for name in [m for m in TAPVID_MODELS if m in record["per_seed"][seeds[0]]]:
@@ -466,12 +576,22 @@ def tapvid_report(record: dict, out: Path) -> None:
                 continue
             values = [e["tta"]["tracking"] if tta else e["tracking"] for e in entries]
             label = name + (f" + TTA ({s['tta_steps']} steps, lr {s['tta_lr']:g})" if tta else "")
-            walk = (f"{np.mean([e['tta']['walk_before'] for e in entries]):.3f} → "
-                    f"{np.mean([e['tta']['walk_after'] for e in entries]):.3f}") if tta else ""
-            lines.append(f"{label:<44}" + "".join(f"{mean_std([v[k] for v in values]):>14}" for k in TRACK_KEYS)
-                         + f"{walk:>30}")
-    lines += ["-" * len(head), f"held-out videos: {', '.join(record['held_out_sequences'])}",
-              f"mean ± std over seeds {', '.join(map(str, seeds))}; total {record['seconds'] / 60:.1f} min"]
+            walk = (
+                (
+                    f"{np.mean([e['tta']['walk_before'] for e in entries]):.3f} → "
+                    f"{np.mean([e['tta']['walk_after'] for e in entries]):.3f}"
+                )
+                if tta
+                else ""
+            )
+            lines.append(
+                f"{label:<44}" + "".join(f"{mean_std([v[k] for v in values]):>14}" for k in TRACK_KEYS) + f"{walk:>30}"
+            )
+    lines += [
+        "-" * len(head),
+        f"held-out videos: {', '.join(record['held_out_sequences'])}",
+        f"mean ± std over seeds {', '.join(map(str, seeds))}; total {record['seconds'] / 60:.1f} min",
+    ]
     text = "\n".join(lines)
     print(text)
     out.with_suffix(".txt").write_text(text + "\n")
@@ -489,26 +609,53 @@ def main() -> None:
     parser.add_argument("--overrides", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "classical_learning.json"))
     parser.add_argument("--work", default=None, help="the work folder (feature cache) of an earlier or parallel run")
-    parser.add_argument("--no-baseline", dest="baseline", action="store_false",
-                        help="leave concat-all out (another process of the same --work measures it)")
+    parser.add_argument(
+        "--no-baseline",
+        dest="baseline",
+        action="store_false",
+        help="leave concat-all out (another process of the same --work measures it)",
+    )
     parser.add_argument("--merge", nargs="+", default=None, metavar="JSON", help="merge per-seed records into --out")
     parser.add_argument("--from-json", default=None, help="only print the table of a record")
-    parser.add_argument("--tapvid", default=None, metavar="RUN", help="a video_training.py work folder: evaluate its "
-                        "networks on held-out TAP-Vid-DAVIS (with --record, its JSON)")
+    parser.add_argument(
+        "--tapvid",
+        default=None,
+        metavar="RUN",
+        help="a video_training.py work folder: evaluate its "
+        "networks on held-out TAP-Vid-DAVIS (with --record, its JSON)",
+    )
     parser.add_argument("--record", default=None, help="the video_training.py JSON of --tapvid's run")
     parser.add_argument("--tta-steps", type=int, default=20)
     parser.add_argument("--tta-lr", type=float, default=1e-3)
-    parser.add_argument("--video-train", default=None, metavar="RUN", help="train the video networks of --seeds "
-                        "into the work folder RUN (as video_training.py does) and write --record")
+    parser.add_argument(
+        "--video-train",
+        default=None,
+        metavar="RUN",
+        help="train the video networks of --seeds "
+        "into the work folder RUN (as video_training.py does) and write --record",
+    )
     parser.add_argument("--video-steps", type=int, default=150)
     parser.add_argument("--video-lr", type=float, default=1e-3)
-    parser.add_argument("--tracker", default="memory", help="--tapvid: the point tracker (video.tracker; "
-                        "memory: the one video_training.py measured with)")
-    parser.add_argument("--tapvid-models", nargs="*", default=list(TAPVID_MODELS), help="--tapvid: the networks measured")
-    parser.add_argument("--tta-walk", choices=["auto", "mirrored", "plain"], default="auto",
-                        help="--tapvid: the adaptation walk (auto: the one each network was trained with)")
-    parser.add_argument("--tta-models", nargs="*", default=["untrained", "video_supervised"],
-                        help="--tapvid: the networks adapted to each held-out video")
+    parser.add_argument(
+        "--tracker",
+        default="memory",
+        help="--tapvid: the point tracker (video.tracker; memory: the one video_training.py measured with)",
+    )
+    parser.add_argument(
+        "--tapvid-models", nargs="*", default=list(TAPVID_MODELS), help="--tapvid: the networks measured"
+    )
+    parser.add_argument(
+        "--tta-walk",
+        choices=["auto", "mirrored", "plain"],
+        default="auto",
+        help="--tapvid: the adaptation walk (auto: the one each network was trained with)",
+    )
+    parser.add_argument(
+        "--tta-models",
+        nargs="*",
+        default=["untrained", "video_supervised"],
+        help="--tapvid: the networks adapted to each held-out video",
+    )
     args = parser.parse_args()
     if args.merge:
         merge(args.merge, Path(args.out))

@@ -34,14 +34,30 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout
 
 OVERRIDES = [
-    "backbone=tiny", "features.num_steps=5", "features.save_steps=[4,2,0]",
-    "features.load_size=64", "features.image_size=64", "features.output_resolution=16", "features.batch_size=8",
-    "aggregation.projection_dim=32", "aggregation.num_norm_groups=8",
-    "train.pairs_per_step=2", "train.val_every_n_steps=10", "train.val_max_pairs=2", "eval.batch_size=2",
-    "train.accelerator=cpu", "train.devices=1", "train.num_workers=0", "logger.backend=none",
+    "backbone=tiny",
+    "features.num_steps=5",
+    "features.save_steps=[4,2,0]",
+    "features.load_size=64",
+    "features.image_size=64",
+    "features.output_resolution=16",
+    "features.batch_size=8",
+    "aggregation.projection_dim=32",
+    "aggregation.num_norm_groups=8",
+    "train.pairs_per_step=2",
+    "train.val_every_n_steps=10",
+    "train.val_max_pairs=2",
+    "eval.batch_size=2",
+    "train.accelerator=cpu",
+    "train.devices=1",
+    "train.num_workers=0",
+    "logger.backend=none",
     "train.cache_features=true",
-    "data=synthetic", "data.root=generated", "data.generated_images=6", "data.generated_size=64",
-    "data.pairs_per_image=2", "data.num_points=16",
+    "data=synthetic",
+    "data.root=generated",
+    "data.generated_images=6",
+    "data.generated_size=64",
+    "data.pairs_per_image=2",
+    "data.num_points=16",
 ]
 
 
@@ -68,8 +84,15 @@ def child(work: Path, max_steps: int, every: int, log: Path) -> int:
             handle.flush()
             time.sleep(0.05)  # leave the parent time to aim between steps
 
-    cfg = load_config(overrides=OVERRIDES + [f"paths.output_dir={work}/out", f"paths.checkpoint_dir={work}/ckpt",
-                                             f"train.max_steps={max_steps}", f"train.checkpoint_every_n_steps={every}"])
+    cfg = load_config(
+        overrides=OVERRIDES
+        + [
+            f"paths.output_dir={work}/out",
+            f"paths.checkpoint_dir={work}/ckpt",
+            f"train.max_steps={max_steps}",
+            f"train.checkpoint_every_n_steps={every}",
+        ]
+    )
     try:
         train(cfg, callbacks=[Report()], enable_progress_bar=False)
     except TrainingInterrupted as stop:
@@ -95,8 +118,18 @@ def read_log(log: Path, runs: bool = False) -> tuple[list[int], list[tuple]]:
 
 
 def spawn(work: Path, args, log: Path) -> subprocess.Popen:
-    cmd = [sys.executable, __file__, "--child", str(work), "--steps", str(args.steps), "--every", str(args.every),
-           "--log", str(log)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        str(work),
+        "--steps",
+        str(args.steps),
+        "--every",
+        str(args.every),
+        "--log",
+        str(log),
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -174,14 +207,24 @@ def main() -> int:
             pending_tmp = list((work / "ckpt").glob(".*.tmp")) if (work / "ckpt").is_dir() else []
             left_tmp = len(pending_tmp)
             state = check_last(work / "ckpt")
-            row = {"kill": k + 1, "signal": sig_name, "moment": moment, "last_step_seen": killed_at,
-                   "exit": proc.returncode, "during_write": during_write, "tmp_left": left_tmp, **state}
+            row = {
+                "kill": k + 1,
+                "signal": sig_name,
+                "moment": moment,
+                "last_step_seen": killed_at,
+                "exit": proc.returncode,
+                "during_write": during_write,
+                "tmp_left": left_tmp,
+                **state,
+            }
             if killed_at is None:  # finished before the kill came
                 row["note"] = "finished first"
             elif sig_name == "SIGKILL":
                 if state.get("exists") and state["step"] < killed_at - args.every:
-                    failures.append(f"kill {k + 1}: last.ckpt at step {state['step']}, more than "
-                                    f"{args.every} steps before {killed_at}")
+                    failures.append(
+                        f"kill {k + 1}: last.ckpt at step {state['step']}, more than "
+                        f"{args.every} steps before {killed_at}"
+                    )
             elif proc.returncode == 0 and state.get("step") == args.steps:  # it came during the last step
                 row["note"] = "finished during the signal"
                 if "the run finished" not in err:
@@ -211,8 +254,10 @@ def main() -> int:
         cleaned += sum(not p.exists() for p in pending_tmp)
         wrong = [(run, s, f, reference.get(s)) for run, s, f in read_log(log, runs=True)[1] if reference.get(s) != f]
         if wrong:
-            failures.append(f"{len(wrong)} steps saw another batch than the reference, e.g. (run, step, seen, "
-                            f"reference) {wrong[:4]}; runs started at {starts}")
+            failures.append(
+                f"{len(wrong)} steps saw another batch than the reference, e.g. (run, step, seen, "
+                f"reference) {wrong[:4]}; runs started at {starts}"
+            )
         covered = sorted({s for s, _ in steps})
         skipped = sorted(set(range(args.steps)) - set(covered))
         if skipped:
@@ -240,15 +285,26 @@ def main() -> int:
     print()
     print(f"{'kill':>4} {'signal':>7} {'moment':>6} {'seen':>5} {'saved':>5} {'exit':>5} {'in write':>8} {'tmp':>3}")
     for r in rows:
-        print(f"{r['kill']:>4} {r['signal']:>7} {r['moment']:>6} {str(r['last_step_seen']):>5} "
-              f"{str(r.get('step', '-')):>5} {r['exit']:>5} {str(r['during_write']):>8} {r['tmp_left']:>3}")
+        print(
+            f"{r['kill']:>4} {r['signal']:>7} {r['moment']:>6} {str(r['last_step_seen']):>5} "
+            f"{str(r.get('step', '-')):>5} {r['exit']:>5} {str(r['during_write']):>8} {r['tmp_left']:>3}"
+        )
     print()
     for key, value in counts.items():
         print(f"{key:>32}: {value}")
     for failure in failures:
         print("FAIL", failure)
-    Path(args.out).write_text(json.dumps({"counts": counts, "kills": rows, "failures": failures,
-                                          "config": {"steps": args.steps, "every": args.every}}, indent=2))
+    Path(args.out).write_text(
+        json.dumps(
+            {
+                "counts": counts,
+                "kills": rows,
+                "failures": failures,
+                "config": {"steps": args.steps, "every": args.every},
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {args.out}")
     return 1 if failures else 0
 

@@ -40,7 +40,11 @@ def main(argv=None) -> int:
     pair = torch.rand(2, 3, 128, 128, generator=g) * 2 - 1
     rows, record = [], {}
     for name, d, passes in [
-        ("dift (E=8)", registry.build("dift", cfg=cfg, backbone=backbone), "8 forward per image (stopped after the block)"),
+        (
+            "dift (E=8)",
+            registry.build("dift", cfg=cfg, backbone=backbone),
+            "8 forward per image (stopped after the block)",
+        ),
         ("raw (inversion, 5 steps)", registry.build("raw", cfg=cfg, backbone=backbone), "5 forward per image"),
     ]:
         d.describe_batch(pair)  # warm-up
@@ -53,17 +57,32 @@ def main(argv=None) -> int:
     points = torch.tensor([[20.0 + 80.0 * i / max(1, args.points - 1), 64.0] for i in range(args.points)])
     m.match(pair[0], pair[1], points)
     s = m.stats
-    per = {"unet_forward_backward": s["unet_forward_backward"] / s["points"],
-           "unet_forward": s["unet_forward"] / s["points"], "seconds": s["seconds"] / s["points"]}
+    per = {
+        "unet_forward_backward": s["unet_forward_backward"] / s["points"],
+        "unet_forward": s["unet_forward"] / s["points"],
+        "seconds": s["seconds"] / s["points"],
+    }
     settings = cfg.ldm
-    rows.append([f"ldm (tiny preset: {settings.steps} steps × {settings.num_embeddings}, {settings.num_crops} crops)",
-                 f"{per['unet_forward_backward']:.0f} fwd+bwd + {per['unet_forward']:.0f} fwd per point",
-                 f"{per['seconds']:.3f}", f"{per['seconds'] * 10:.2f}", f"{args.points} points, batched"])
-    rows.append(["ldm (Hedlin et al.: 129 steps × 5, 20 crops × 5)", "645 fwd+bwd + 100 fwd per point", "-", "-",
-                 "counts only"])
+    rows.append(
+        [
+            f"ldm (tiny preset: {settings.steps} steps × {settings.num_embeddings}, {settings.num_crops} crops)",
+            f"{per['unet_forward_backward']:.0f} fwd+bwd + {per['unet_forward']:.0f} fwd per point",
+            f"{per['seconds']:.3f}",
+            f"{per['seconds'] * 10:.2f}",
+            f"{args.points} points, batched",
+        ]
+    )
+    rows.append(
+        ["ldm (Hedlin et al.: 129 steps × 5, 20 crops × 5)", "645 fwd+bwd + 100 fwd per point", "-", "-", "counts only"]
+    )
     record["ldm"] = {"per_point": per, "points": args.points, "settings": dict(settings)}
-    print(format_table(["method", "UNet passes", "s/point", "s/pair (10 points)", "note"], rows,
-                       title="cost per pair, tiny backbone, 128 px, CPU, 1 thread"))
+    print(
+        format_table(
+            ["method", "UNet passes", "s/point", "s/pair (10 points)", "note"],
+            rows,
+            title="cost per pair, tiny backbone, 128 px, CPU, 1 thread",
+        )
+    )
     Path(args.out).write_text(json.dumps(record, indent=2, default=str))
     print(f"wrote {args.out}")
     return 0

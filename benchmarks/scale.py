@@ -96,7 +96,7 @@ def int8_effect(pairs: int, steps: int, tmp: Path) -> dict:
     layers = []
     batch = int(cfg.features.batch_size)
     for i in range(0, len(keys), batch):
-        out = module.extractor.run_native(torch.stack([native[k] for k in keys[i:i + batch]]))
+        out = module.extractor.run_native(torch.stack([native[k] for k in keys[i : i + batch]]))
         layers.extend([[m[b] for m in out] for b in range(len(out[0]))])
     curves, error, caches = {}, {}, {}
     for dtype in ("float32", "float16", "int8"):
@@ -107,18 +107,24 @@ def int8_effect(pairs: int, steps: int, tmp: Path) -> dict:
         for image, maps in zip(keys, layers):
             cache.store(cache.key(native[image]), maps)
         data = CachedPairDataset(items, cache)
-        batches = [collate_cached_pairs([data[j] for j in range(i, min(i + 4, len(items)))])
-                   for i in range(0, len(items), 4)]
+        batches = [
+            collate_cached_pairs([data[j] for j in range(i, min(i + 4, len(items)))]) for i in range(0, len(items), 4)
+        ]
         curves[dtype] = loss_curve(module, batches, steps, float(cfg.train.lr), start)
-        error[dtype] = [float((cache.get(native[k]).float() - caches["float32"].get(native[k])).abs().max())
-                        for k in keys]  # largest error of any value, per image
+        error[dtype] = [
+            float((cache.get(native[k]).float() - caches["float32"].get(native[k])).abs().max()) for k in keys
+        ]  # largest error of any value, per image
     ref = curves["float32"]
     summary = {}
     for dtype, losses in curves.items():
         diff = [abs(a - b) for a, b in zip(losses, ref)]
-        summary[dtype] = {"first_loss": losses[0], "last_loss": losses[-1], "max_abs_diff_vs_float32": max(diff),
-                          "mean_abs_diff_vs_float32": sum(diff) / len(diff),
-                          "max_abs_map_error": max(error[dtype])}
+        summary[dtype] = {
+            "first_loss": losses[0],
+            "last_loss": losses[-1],
+            "max_abs_diff_vs_float32": max(diff),
+            "mean_abs_diff_vs_float32": sum(diff) / len(diff),
+            "max_abs_map_error": max(error[dtype]),
+        }
     return {"pairs": len(items), "steps": steps, "curves": curves, "summary": summary}
 
 
@@ -133,8 +139,13 @@ def time_eval(checkpoint: str, max_pairs: Optional[int]) -> dict:
     record = evaluate(checkpoint, overrides)
     wall = time.perf_counter() - start
     r = record["results"]
-    return {"pairs": r["pairs_evaluated"], "images_described": r["images_described"],
-            "images_reused": r["images_reused"], "wall_s": wall, "pck_bbox@0.1": r["pck_bbox@0.1"]}
+    return {
+        "pairs": r["pairs_evaluated"],
+        "images_described": r["images_described"],
+        "images_reused": r["images_reused"],
+        "wall_s": wall,
+        "pck_bbox@0.1": r["pck_bbox@0.1"],
+    }
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -152,10 +163,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         info, channels, sizes, measured = smoke_cache(tmp)
-        rows = bytes_table_rows(f"SD 1.5, S = {PAPER_S}, R = {PAPER_R} (analytic)", PAPER_S, SD15_CHANNELS,
-                                SD15_SIZES, PAPER_R)
-        rows += bytes_table_rows(f"smoke preset (tiny), S = {info['S']}, R = {info['R']}", info["S"], channels,
-                                 sizes, info["R"], measured)
+        rows = bytes_table_rows(
+            f"SD 1.5, S = {PAPER_S}, R = {PAPER_R} (analytic)", PAPER_S, SD15_CHANNELS, SD15_SIZES, PAPER_R
+        )
+        rows += bytes_table_rows(
+            f"smoke preset (tiny), S = {info['S']}, R = {info['R']}", info["S"], channels, sizes, info["R"], measured
+        )
         out["cache_bytes_per_image"] = rows
         print("\ncache bytes per image")
         print(f"{'setting':<42} {'cache':<36} {'MB':>10} {'file MB':>9} {'smaller':>8}")
@@ -166,15 +179,21 @@ def main(argv: Optional[list[str]] = None) -> int:
         effect = int8_effect(args.pairs, args.steps, tmp)
         out["int8_effect"] = effect
         print(f"\ntraining loss from the cache ({effect['pairs']} smoke pairs, {effect['steps']} steps, same start)")
-        print(f"{'cache dtype':<12} {'first':>8} {'last':>8} {'max |Δ| vs float32':>20} {'mean |Δ|':>10} {'max map err':>12}")
+        print(
+            f"{'cache dtype':<12} {'first':>8} {'last':>8} {'max |Δ| vs float32':>20} {'mean |Δ|':>10} {'max map err':>12}"
+        )
         for dtype, s in effect["summary"].items():
-            print(f"{dtype:<12} {s['first_loss']:>8.4f} {s['last_loss']:>8.4f} {s['max_abs_diff_vs_float32']:>20.5f} "
-                  f"{s['mean_abs_diff_vs_float32']:>10.5f} {s['max_abs_map_error']:>12.5f}")
+            print(
+                f"{dtype:<12} {s['first_loss']:>8.4f} {s['last_loss']:>8.4f} {s['max_abs_diff_vs_float32']:>20.5f} "
+                f"{s['mean_abs_diff_vs_float32']:>10.5f} {s['max_abs_map_error']:>12.5f}"
+            )
     if args.checkpoint:
         ev = time_eval(args.checkpoint, args.eval_pairs)
         out["eval_pf_willow"] = ev
-        print(f"\neval.py data=pf_willow: {ev['pairs']} pairs, {ev['images_described']} images described, "
-              f"{ev['images_reused']} reused, {ev['wall_s']:.1f} s")
+        print(
+            f"\neval.py data=pf_willow: {ev['pairs']} pairs, {ev['images_described']} images described, "
+            f"{ev['images_reused']} reused, {ev['wall_s']:.1f} s"
+        )
     Path(args.out).write_text(json.dumps(out, indent=2))
     print(f"wrote {args.out}")
     return 0

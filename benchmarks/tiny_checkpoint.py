@@ -1,6 +1,6 @@
 """Build a tiny, untrained aggregation checkpoint on the offline tiny backbone (for benchmarks).
 
-    python benchmarks/tiny_checkpoint.py OUT.ckpt [key=value ...]
+python benchmarks/tiny_checkpoint.py OUT.ckpt [key=value ...]
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ def build_tiny_checkpoint(path: Path, overrides: list[str] = ()) -> Path:
     network = build_network(cfg, extractor.channels)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(path, network, CheckpointMeta(cfg, extractor.channels, extractor.layers, list(cfg.features.save_steps)))
+    save_checkpoint(
+        path, network, CheckpointMeta(cfg, extractor.channels, extractor.layers, list(cfg.features.save_steps))
+    )
     return path
 
 

@@ -40,8 +40,21 @@ def run_track(ckpt: Path, clip: Path, out: Path, extra: list[str]) -> tuple[floa
     """(peak RSS MiB, seconds) of one ``hyperfeat track`` run."""
     from benchmarks.tiny_checkpoint import TINY
 
-    args = [sys.executable, "-m", "hyperfeat.cli", "track", str(clip), "--checkpoint", str(ckpt), "--grid", "4",
-            "--out", str(out), *TINY, *extra]
+    args = [
+        sys.executable,
+        "-m",
+        "hyperfeat.cli",
+        "track",
+        str(clip),
+        "--checkpoint",
+        str(ckpt),
+        "--grid",
+        "4",
+        "--out",
+        str(out),
+        *TINY,
+        *extra,
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
     start = time.perf_counter()
     child = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -79,9 +92,14 @@ def main() -> None:
     for run, row in zip(record["runs"], rows):
         run["rss_vs_first"] = round(run["peak_rss_mib"] / base, 3)
         row.append(f"{run['rss_vs_first']:.2f}×")
-    print(format_table(["frames", "peak RSS (MiB)", "time (s)", "ms / frame", f"RSS / RSS@{args.frames[0]}"], rows,
-                       title=f"hyperfeat track, tiny backbone, DAVIS '{args.sequence}' looped, 854×480, 16 points",
-                       notes=["one process per run (OMP_NUM_THREADS=1); peak RSS = the child's ru_maxrss"]))
+    print(
+        format_table(
+            ["frames", "peak RSS (MiB)", "time (s)", "ms / frame", f"RSS / RSS@{args.frames[0]}"],
+            rows,
+            title=f"hyperfeat track, tiny backbone, DAVIS '{args.sequence}' looped, 854×480, 16 points",
+            notes=["one process per run (OMP_NUM_THREADS=1); peak RSS = the child's ru_maxrss"],
+        )
+    )
     Path(args.out).write_text(json.dumps(record, indent=2))
     print(f"wrote {args.out}")
 

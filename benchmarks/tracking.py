@@ -47,8 +47,10 @@ def variants() -> dict[str, tuple[str, object]]:
     from hyperfeat.correspond.track import TRACKERS
 
     new = TRACKERS["coherent"].settings()
-    rows = {f"{name}{' (default)' if name == 'coherent' else ''}": (name, spec.settings())
-            for name, spec in TRACKERS.items()}
+    rows = {
+        f"{name}{' (default)' if name == 'coherent' else ''}": (name, spec.settings())
+        for name, spec in TRACKERS.items()
+    }
     rows["  − support points"] = ("coherent", replace(new, support_spacing=0))
     rows["  − neighbour motion (σ → 0.01)"] = ("coherent", replace(new, neighbour_sigma=0.01))
     rows["  − re-detection"] = ("coherent", replace(new, redetect=False))
@@ -68,7 +70,9 @@ def classical_describer():
     from hyperfeat.config import load_config
     from hyperfeat.describe.classical import ClassicalDescriber
 
-    return ClassicalDescriber(load_config(overrides=["backbone=tiny", "features.load_size=256", "video.frame_size=null"]))
+    return ClassicalDescriber(
+        load_config(overrides=["backbone=tiny", "features.load_size=256", "video.frame_size=null"])
+    )
 
 
 def tapvid_clips(cache: Path, limit: Optional[int]) -> dict[str, dict]:
@@ -92,11 +96,16 @@ def tapvid_clips(cache: Path, limit: Optional[int]) -> dict[str, dict]:
             continue
         video = dataset.load(name)
         frames = frames_from_uint8(video.frames)  # (T, 3, H, W)
-        desc = torch.cat([describe(frames[i:i + 8]) for i in range(0, len(frames), 8)]).half()
+        desc = torch.cat([describe(frames[i : i + 8]) for i in range(0, len(frames), 8)]).half()
         queries = sample_queries(video.points, video.occluded, "first")
         points, occluded = queries.targets(video.points, video.occluded)
-        clips[name] = {"desc": desc, "points": points, "occluded": occluded, "queries": queries.queries,
-                       "size": torch.tensor(video.size)}
+        clips[name] = {
+            "desc": desc,
+            "points": points,
+            "occluded": occluded,
+            "queries": queries.queries,
+            "size": torch.tensor(video.size),
+        }
         torch.save(clips[name], path)
     return clips
 
@@ -164,7 +173,7 @@ def fit_visibility(clips: dict[str, dict], names: list[str]) -> list[float]:
             group = CoherentGroup(source[t_query], cells[members], settings)
             for t in range(t_query + 1, len(source)):
                 group.step(source[t])
-                features.append(group.evidence[:len(members)])
+                features.append(group.evidence[: len(members)])
                 labels.append((~clip["occluded"][members, t]).float())
     x, y = torch.cat(features), torch.cat(labels)
     mean, std = x.mean(0), x.std(0).clamp(min=1e-6)
@@ -174,7 +183,9 @@ def fit_visibility(clips: dict[str, dict], names: list[str]) -> list[float]:
 
     def loss():
         optimiser.zero_grad()
-        value = torch.nn.functional.binary_cross_entropy_with_logits(z @ weights + bias, y) + 1e-3 * weights.pow(2).sum()
+        value = (
+            torch.nn.functional.binary_cross_entropy_with_logits(z @ weights + bias, y) + 1e-3 * weights.pow(2).sum()
+        )
         value.backward()
         return value
 
@@ -200,8 +211,14 @@ def picture(clips: dict[str, dict], name: str, out: Path) -> None:
     view = VideoFrames(frames, size, (int(frames.shape[-1]), int(frames.shape[-2])), scale, [])
     tracks, visible, _ = track(clip["desc"].float(), clip["queries"], size)
     keep = torch.linspace(0, len(tracks) - 1, min(24, len(tracks))).round().long().unique()
-    drawn = draw_tracks_vs_truth(view, tracks[keep], visible[keep], clip["points"][keep], ~clip["occluded"][keep],
-                                 f"{name}, coherent tracker, classical describer")
+    drawn = draw_tracks_vs_truth(
+        view,
+        tracks[keep],
+        visible[keep],
+        clip["points"][keep],
+        ~clip["occluded"][keep],
+        f"{name}, coherent tracker, classical describer",
+    )
     picks = [drawn[t] for t in (0, len(drawn) // 3, 2 * len(drawn) // 3, len(drawn) - 1)]
     sheet = Image.new("RGB", (picks[0].width, sum(p.height for p in picks)))
     for i, p in enumerate(picks):
@@ -223,23 +240,48 @@ def real_table(args) -> dict:
     for row, tracker in rows_spec.items():
         record["results"][row] = score(clips, subsets, tracker)
         r = record["results"][row]
-        rows.append([row, *(f"{r[s][k]:.1f}" for s in SUBSETS for k in ("average_jaccard", "occlusion_accuracy")),
-                     f"{r['held-out']['average_pts_within_thresh']:.1f}",
-                     f"{r['held-out']['average_jaccard_all_visible']:.1f}", f"{r['held-out']['occlusion_accuracy_all_visible']:.1f}",
-                     f"{r['all']['frames_per_second']:.0f}"])
-        print(f"  {row}: held-out AJ {r['held-out']['average_jaccard']:.1f} OA {r['held-out']['occlusion_accuracy']:.1f}",
-              flush=True)
+        rows.append(
+            [
+                row,
+                *(f"{r[s][k]:.1f}" for s in SUBSETS for k in ("average_jaccard", "occlusion_accuracy")),
+                f"{r['held-out']['average_pts_within_thresh']:.1f}",
+                f"{r['held-out']['average_jaccard_all_visible']:.1f}",
+                f"{r['held-out']['occlusion_accuracy_all_visible']:.1f}",
+                f"{r['all']['frames_per_second']:.0f}",
+            ]
+        )
+        print(
+            f"  {row}: held-out AJ {r['held-out']['average_jaccard']:.1f} OA {r['held-out']['occlusion_accuracy']:.1f}",
+            flush=True,
+        )
     record["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(format_table(
-        ["tracker", "AJ all", "OA all", "AJ chosen", "OA chosen", "AJ held", "OA held", "δ_avg held", "AJ all-vis held",
-         "OA all-vis held", "frames/s"], rows,
-        title=f"Real TAP-Vid-DAVIS: {len(clips)} clips × 32 frames, 'first' queries, classical describer (64×64 grid), "
-              "TAP-Vid metrics (%)",
-        notes=["chosen: the half every default was chosen on; held: the other half, never looked at while choosing",
-               "all-vis: the same tracks with every point called visible (the visibility decision's baseline)",
-               "standing still: every point stays at its query, visible (the positions' baseline)",
-               "memory: the tracker configured before the coherent one became the default",
-               f"peak RSS {record['peak_rss_mb']:.0f} MB; frames/s of the tracker alone (descriptors computed once)"]))
+    print(
+        format_table(
+            [
+                "tracker",
+                "AJ all",
+                "OA all",
+                "AJ chosen",
+                "OA chosen",
+                "AJ held",
+                "OA held",
+                "δ_avg held",
+                "AJ all-vis held",
+                "OA all-vis held",
+                "frames/s",
+            ],
+            rows,
+            title=f"Real TAP-Vid-DAVIS: {len(clips)} clips × 32 frames, 'first' queries, classical describer (64×64 grid), "
+            "TAP-Vid metrics (%)",
+            notes=[
+                "chosen: the half every default was chosen on; held: the other half, never looked at while choosing",
+                "all-vis: the same tracks with every point called visible (the visibility decision's baseline)",
+                "standing still: every point stays at its query, visible (the positions' baseline)",
+                "memory: the tracker configured before the coherent one became the default",
+                f"peak RSS {record['peak_rss_mb']:.0f} MB; frames/s of the tracker alone (descriptors computed once)",
+            ],
+        )
+    )
     if args.picture:
         picture(clips, args.picture_clip, Path(args.picture))
         record["picture"] = args.picture
@@ -263,11 +305,17 @@ def synthetic_table(args) -> dict:
         queries = torch.from_numpy(clip.queries)
         for row, tracker in rows_spec.items():
             tracks, visible = tracker(desc, queries, clip.size)
-            metrics[row].update(queries, torch.from_numpy(clip.points), torch.from_numpy(clip.occluded), tracks,
-                                ~visible, clip.size)
+            metrics[row].update(
+                queries, torch.from_numpy(clip.points), torch.from_numpy(clip.occluded), tracks, ~visible, clip.size
+            )
     results = {row: {k: 100 * float(v) for k, v in m.compute().items() if k in KEYS} for row, m in metrics.items()}
-    print(format_table(["tracker", "AJ", "δ_avg", "OA"], [[row, *(f"{r[k]:.1f}" for k in KEYS)] for row, r in results.items()],
-                       title="Synthetic clips cut from DAVIS (6 × 24 frames, exact tracks and occlusion), classical describer"))
+    print(
+        format_table(
+            ["tracker", "AJ", "δ_avg", "OA"],
+            [[row, *(f"{r[k]:.1f}" for k in KEYS)] for row, r in results.items()],
+            title="Synthetic clips cut from DAVIS (6 × 24 frames, exact tracks and occlusion), classical describer",
+        )
+    )
     return results
 
 

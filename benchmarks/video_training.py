@@ -51,14 +51,23 @@ TTA_WALKS = {"auto": None, "mirrored": True, "plain": False}  # --tta-walk → A
 
 
 def common_overrides(tmp: Path, seed: int, name: str, steps: int, lr: float) -> list[str]:
-    return [f"paths.data_root={DATA_ROOT}", f"paths.output_dir={tmp / 'out'}", f"paths.checkpoint_dir={tmp / name / str(seed)}",
-            f"train.cache_dir={tmp / 'cache'}", f"train.seed={seed}", f"train.max_steps={steps}",
-            f"train.val_every_n_steps={steps}", f"train.lr={lr}", "logger.backend=none", "train.resume=false"]
+    return [
+        f"paths.data_root={DATA_ROOT}",
+        f"paths.output_dir={tmp / 'out'}",
+        f"paths.checkpoint_dir={tmp / name / str(seed)}",
+        f"train.cache_dir={tmp / 'cache'}",
+        f"train.seed={seed}",
+        f"train.max_steps={steps}",
+        f"train.val_every_n_steps={steps}",
+        f"train.lr={lr}",
+        "logger.backend=none",
+        "train.resume=false",
+    ]
 
 
 def batches(dataset, indices, size):
     for start in range(0, len(indices), size):
-        yield [dataset[i] for i in indices[start:start + size]]
+        yield [dataset[i] for i in indices[start : start + size]]
 
 
 @torch.no_grad()
@@ -73,8 +82,18 @@ def temporal_losses(network, extractor, cache, sup_data, walk_data, cfg_walk) ->
         batch = collate_pairs(items)
         raw = cache.get_or_compute(torch.cat([batch["source_image"], batch["target_image"]]), extractor)
         src, tgt = network(raw).chunk(2)
-        sup.append(float(correspondence_loss(src, tgt, batch["source_points"], batch["target_points"], batch["valid"],
-                                             load_size=int(cfg_walk.features.load_size))))
+        sup.append(
+            float(
+                correspondence_loss(
+                    src,
+                    tgt,
+                    batch["source_points"],
+                    batch["target_points"],
+                    batch["valid"],
+                    load_size=int(cfg_walk.features.load_size),
+                )
+            )
+        )
     clips = [walk_data[i] for i in range(len(walk_data))]
     mixed = []
     for clip in shortcut_clips(clips):
@@ -82,8 +101,9 @@ def temporal_losses(network, extractor, cache, sup_data, walk_data, cfg_walk) ->
             images = items  # (K, 3, L, L)
             raw = cache.get_or_compute(images, extractor)
             desc = network(raw)[None]  # (1, K, D, R, R)
-            store.append(float(cycle_walk_loss(desc, float(cfg_walk.train.walk_temperature),
-                                               int(cfg_walk.train.walk_pool))))
+            store.append(
+                float(cycle_walk_loss(desc, float(cfg_walk.train.walk_temperature), int(cfg_walk.train.walk_pool)))
+            )
     return {"supervised": float(np.mean(sup)), "walk": float(np.mean(walk)), "walk_mixed": float(np.mean(mixed))}
 
 
@@ -122,7 +142,7 @@ def track_clip(hf, network, raw, clip) -> dict[str, float]:
     from hyperfeat.video.frames import frames_from_uint8
 
     network.eval()
-    desc = torch.cat([network(raw[i:i + 8].float()) for i in range(0, len(raw), 8)])  # (T, D, R, R)
+    desc = torch.cat([network(raw[i : i + 8].float()) for i in range(0, len(raw), 8)])  # (T, D, R, R)
     queries = torch.from_numpy(clip.queries)
     tracks, visible = hf.track(frames_from_uint8(clip.frames), queries, descriptors=desc)
     metric = TapVidMetrics(query_mode="first")
@@ -166,17 +186,30 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS[1:]), help="which of the trained networks to train")
     parser.add_argument("--tta-steps", type=int, default=20)
     parser.add_argument("--tta-lr", type=float, default=1e-3)
-    parser.add_argument("--tta-walk", choices=["auto", "mirrored", "plain"], default="auto",
-                        help="the adaptation walk: AdaptSettings.mirror None (auto: hyperfeat.train.adapt.adapt_mirrored), True or False")
+    parser.add_argument(
+        "--tta-walk",
+        choices=["auto", "mirrored", "plain"],
+        default="auto",
+        help="the adaptation walk: AdaptSettings.mirror None (auto: hyperfeat.train.adapt.adapt_mirrored), True or False",
+    )
     parser.add_argument("--tta-models", nargs="*", default=["untrained", "video_selfsup", "video_supervised"])
-    parser.add_argument("--overrides", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="overrides of every network's config, before --sup/--selfsup: the backbone and plan "
-                             "(e.g. backbone=sd15 backbone.device=cuda features.load_size=512 on a GPU; default: the tiny one-step plan)")
+    parser.add_argument(
+        "--overrides",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="overrides of every network's config, before --sup/--selfsup: the backbone and plan "
+        "(e.g. backbone=sd15 backbone.device=cuda features.load_size=512 on a GPU; default: the tiny one-step plan)",
+    )
     parser.add_argument("--sup", nargs="*", default=[], help="extra overrides of the supervised preset")
     parser.add_argument("--selfsup", nargs="*", default=[], help="extra overrides of the self-supervised preset")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "video_training.json"))
-    parser.add_argument("--reuse", default=None, help="the work folder of an earlier run: load its checkpoints "
-                        "(<folder>/<network>/<seed>/last.ckpt) instead of training (re-measure, e.g. other TTA settings)")
+    parser.add_argument(
+        "--reuse",
+        default=None,
+        help="the work folder of an earlier run: load its checkpoints "
+        "(<folder>/<network>/<seed>/last.ckpt) instead of training (re-measure, e.g. other TTA settings)",
+    )
     parser.add_argument("--from-json", default=None, help="only print the table and draw the picture of a record")
     args = parser.parse_args()
     if args.from_json:
@@ -195,10 +228,23 @@ def main() -> None:
     cache = FeatureCache(cfg_sup.train.cache_dir, cfg_sup)
     load = int(cfg_sup.features.load_size)
     # evaluation data: 64 frame pairs and 16 clips of each side of the split
-    loss_sets = {split: (spread(build_temporal_dataset(cfg_sup.data, split, load), 64),
-                         spread(build_temporal_dataset(cfg_walk.data, split, load), 16)) for split in ("train", "val")}
-    held_cfg = load_config(overrides=["experiment=video_supervised", *base, *args.overrides, f"data.num_clips={args.clips}",
-                                      f"data.num_frames={args.frames}", "data.num_points=32"])
+    loss_sets = {
+        split: (
+            spread(build_temporal_dataset(cfg_sup.data, split, load), 64),
+            spread(build_temporal_dataset(cfg_walk.data, split, load), 16),
+        )
+        for split in ("train", "val")
+    }
+    held_cfg = load_config(
+        overrides=[
+            "experiment=video_supervised",
+            *base,
+            *args.overrides,
+            f"data.num_clips={args.clips}",
+            f"data.num_frames={args.frames}",
+            "data.num_points=32",
+        ]
+    )
     clips = davis_track_clips(held_cfg.data, "val")  # background, object and occluder: held-out sequences only
     train_names = sorted(build_temporal_dataset(cfg_walk.data, "train", load).videos.names)
     held_names = sorted(build_temporal_dataset(cfg_walk.data, "val", load).videos.names)
@@ -207,19 +253,29 @@ def main() -> None:
     hf_cfg = load_config(overrides=["backbone=tiny", *PLAN, f"paths.data_root={DATA_ROOT}", *args.overrides])
     probe = Hyperfeatures(hf_cfg, backbone, module_class(cfg_sup).from_config(cfg_sup, backbone=backbone).aggregation)
     clip_raw = [video_raw_maps(probe, frames_from_uint8(c.frames))[0] for c in clips]  # (T, S, C, R, R) each
-    clip_mirrored = [video_raw_maps(probe, frames_from_uint8(c.frames), mirrored=True)[0] if args.tta_walk != "plain" else None
-                     for c in clips]
+    clip_mirrored = [
+        video_raw_maps(probe, frames_from_uint8(c.frames), mirrored=True)[0] if args.tta_walk != "plain" else None
+        for c in clips
+    ]
 
-    record = {"settings": {**vars(args), "out": Path(args.out).name, "reuse": args.reuse and Path(args.reuse).name}, "train_sequences": train_names, "held_out_sequences": held_names,
-              "clips": [c.name for c in clips], "per_seed": {}}
+    record = {
+        "settings": {**vars(args), "out": Path(args.out).name, "reuse": args.reuse and Path(args.reuse).name},
+        "train_sequences": train_names,
+        "held_out_sequences": held_names,
+        "clips": [c.name for c in clips],
+        "per_seed": {},
+    }
     for seed in args.seeds:
         per = record["per_seed"][seed] = {}
         networks, metas = {}, {}
         L.seed_everything(seed)
         networks["untrained"] = module_class(cfg_sup).from_config(cfg_sup, backbone=backbone).aggregation
         # (preset, its own defaults, then --overrides, then the preset's extra overrides)
-        runs = {"smoke": ("experiment=smoke", PLAN, []), "video_supervised": ("experiment=video_supervised", [], args.sup),
-                "video_selfsup": ("experiment=video_selfsup", [], args.selfsup)}
+        runs = {
+            "smoke": ("experiment=smoke", PLAN, []),
+            "video_supervised": ("experiment=video_supervised", [], args.sup),
+            "video_selfsup": ("experiment=video_selfsup", [], args.selfsup),
+        }
         for name, preset in runs.items():
             if name not in args.models:
                 continue
@@ -231,7 +287,9 @@ def main() -> None:
             if not args.reuse:
                 last = train(cfg, backbone=backbone, enable_progress_bar=False)
             elif not last.is_file():
-                raise SystemExit(f"--reuse {tmp}: no checkpoint {last}; expected <folder>/{name}/<seed>/last.ckpt of an earlier run")
+                raise SystemExit(
+                    f"--reuse {tmp}: no checkpoint {last}; expected <folder>/{name}/<seed>/last.ckpt of an earlier run"
+                )
             networks[name], metas[name] = load_checkpoint(last)
             per.setdefault("train_seconds", {})[name] = time.time() - t0
         for name, network in networks.items():
@@ -245,18 +303,32 @@ def main() -> None:
             if name in args.tta_models and args.tta_steps > 0:
                 adapted_scores, before, after = [], [], []
                 for raw, mirrored, clip in zip(clip_raw, clip_mirrored, clips):
-                    result = adapt_network(hf, None, AdaptSettings(steps=args.tta_steps, lr=args.tta_lr, seed=seed,
-                                                                   mirror=TTA_WALKS[args.tta_walk]),
-                                           raw=raw, raw_mirrored=mirrored)
+                    result = adapt_network(
+                        hf,
+                        None,
+                        AdaptSettings(steps=args.tta_steps, lr=args.tta_lr, seed=seed, mirror=TTA_WALKS[args.tta_walk]),
+                        raw=raw,
+                        raw_mirrored=mirrored,
+                    )
                     adapted_scores.append(track_clip(hf, result.network, raw, clip))
                     before.append(result.loss_before)
                     after.append(result.loss_after)
-                entry["tta"] = {"tracking": {k: float(np.mean([s[k] for s in adapted_scores])) for k in TRACK_KEYS},
-                                "tracking_per_clip": adapted_scores, "walk_before": float(np.mean(before)),
-                                "walk_after": float(np.mean(after)), "mirrored": bool(result.mirror)}
-            print(f"seed {seed} {name}: loss {entry['loss']} tracking {entry['tracking']}"
-                  + (f" tta {entry['tta']['tracking']} walk {entry['tta']['walk_before']:.3f}→{entry['tta']['walk_after']:.3f}"
-                     if entry["tta"] else ""), flush=True)
+                entry["tta"] = {
+                    "tracking": {k: float(np.mean([s[k] for s in adapted_scores])) for k in TRACK_KEYS},
+                    "tracking_per_clip": adapted_scores,
+                    "walk_before": float(np.mean(before)),
+                    "walk_after": float(np.mean(after)),
+                    "mirrored": bool(result.mirror),
+                }
+            print(
+                f"seed {seed} {name}: loss {entry['loss']} tracking {entry['tracking']}"
+                + (
+                    f" tta {entry['tta']['tracking']} walk {entry['tta']['walk_before']:.3f}→{entry['tta']['walk_after']:.3f}"
+                    if entry["tta"]
+                    else ""
+                ),
+                flush=True,
+            )
     record["seconds"] = time.time() - started
     Path(args.out).write_text(json.dumps(record, indent=2))
     print(f"wrote {args.out}")
@@ -266,7 +338,9 @@ def main() -> None:
 
 def backbone_name(settings: dict) -> str:
     """What the networks of a record ran on, from its ``--overrides`` (older records: the tiny backbone)."""
-    chosen = [o.split("=", 1)[1] for o in settings.get("overrides", []) if o.startswith(("backbone=", "backbone.model="))]
+    chosen = [
+        o.split("=", 1)[1] for o in settings.get("overrides", []) if o.startswith(("backbone=", "backbone.model="))
+    ]
     return f"the {chosen[-1]} backbone" if chosen else "the tiny backbone"
 
 
@@ -280,37 +354,67 @@ def report(record: dict, out: Path) -> None:
     shown = [m for m in MODELS if m == "untrained" or m in cfg["models"]]
     for name in shown:
         get = lambda path: [eval_path(s[name], path) for s in seeds]  # noqa: E731
-        rows.append([name, mean_std(get("loss.train.supervised")), mean_std(get("loss.val.supervised")),
-                     mean_std(get("loss.train.walk")), mean_std(get("loss.val.walk")), mean_std(get("loss.val.walk_mixed")),
-                     *(pct(get(f"tracking.{k}")) for k in TRACK_KEYS)])
+        rows.append(
+            [
+                name,
+                mean_std(get("loss.train.supervised")),
+                mean_std(get("loss.val.supervised")),
+                mean_std(get("loss.train.walk")),
+                mean_std(get("loss.val.walk")),
+                mean_std(get("loss.val.walk_mixed")),
+                *(pct(get(f"tracking.{k}")) for k in TRACK_KEYS),
+            ]
+        )
     rows.append(None)
     for name in shown:
         if name not in cfg["tta_models"] or cfg["tta_steps"] <= 0:
             continue
         get = lambda path: [eval_path(s[name], path) for s in seeds]  # noqa: E731
         walks = {"mirrored" if s[name]["tta"].get("mirrored") else "plain" for s in seeds}
-        walk = f", {'/'.join(sorted(walks))} walk" if cfg.get("tta_walk") else ""  # records before the mirrored walk: plain
-        rows.append([f"{name} + TTA ({cfg['tta_steps']} steps, lr {cfg['tta_lr']:g}{walk})", "", "", mean_std(get("tta.walk_before")) + " →",
-                     mean_std(get("tta.walk_after")), "", *(pct(get(f"tta.tracking.{k}")) for k in TRACK_KEYS)])
+        walk = (
+            f", {'/'.join(sorted(walks))} walk" if cfg.get("tta_walk") else ""
+        )  # records before the mirrored walk: plain
+        rows.append(
+            [
+                f"{name} + TTA ({cfg['tta_steps']} steps, lr {cfg['tta_lr']:g}{walk})",
+                "",
+                "",
+                mean_std(get("tta.walk_before")) + " →",
+                mean_std(get("tta.walk_after")),
+                "",
+                *(pct(get(f"tta.tracking.{k}")) for k in TRACK_KEYS),
+            ]
+        )
     table = format_table(
-        ["network", "sup loss train", "sup loss held-out", "walk loss train", "walk loss held-out",
-         "walk, mixed videos", "AJ", "δ_avg", "OA"],
-        rows, title=f"Temporal training on {backbone_name(cfg)}: {len(seeds)} seeds, {cfg['steps']} steps each; tracking on "
-                    f"{len(record['clips'])} held-out synthetic clips × {cfg['frames']} frames (TAP-Vid metrics, %)",
+        [
+            "network",
+            "sup loss train",
+            "sup loss held-out",
+            "walk loss train",
+            "walk loss held-out",
+            "walk, mixed videos",
+            "AJ",
+            "δ_avg",
+            "OA",
+        ],
+        rows,
+        title=f"Temporal training on {backbone_name(cfg)}: {len(seeds)} seeds, {cfg['steps']} steps each; tracking on "
+        f"{len(record['clips'])} held-out synthetic clips × {cfg['frames']} frames (TAP-Vid metrics, %)",
         groups=[("temporal losses (lower is better)", 5), ("held-out tracking", 3)],
-        notes=[f"train sequences: {len(record['train_sequences'])}, held-out: {len(record['held_out_sequences'])} ({', '.join(record['held_out_sequences'])})",
-               "sup loss: correspondence cross-entropy of tracked frame pairs (64 per side); walk loss: cycle walk of "
-               "16 unlabelled clips per side",
-               "walk, mixed videos: the held-out walk with frame k of each clip taken from another video; close to the "
-               "real clips' walk loss means the walk is won by position, not content (the shortcut)",
-               "TTA rows: walk loss of fixed clips of each held-out clip before → after adapting (mirrored walk: to the mirrored first frame); tracking after adapting",
-               f"mean ± std over seeds {', '.join(map(str, cfg['seeds']))}; total {record['seconds'] / 60:.1f} min"])
+        notes=[
+            f"train sequences: {len(record['train_sequences'])}, held-out: {len(record['held_out_sequences'])} ({', '.join(record['held_out_sequences'])})",
+            "sup loss: correspondence cross-entropy of tracked frame pairs (64 per side); walk loss: cycle walk of "
+            "16 unlabelled clips per side",
+            "walk, mixed videos: the held-out walk with frame k of each clip taken from another video; close to the "
+            "real clips' walk loss means the walk is won by position, not content (the shortcut)",
+            "TTA rows: walk loss of fixed clips of each held-out clip before → after adapting (mirrored walk: to the mirrored first frame); tracking after adapting",
+            f"mean ± std over seeds {', '.join(map(str, cfg['seeds']))}; total {record['seconds'] / 60:.1f} min",
+        ],
+    )
     print(table)
     out.with_suffix(".txt").write_text(table + "\n")
     plot(record, out.with_suffix(".png"))
     print(f"wrote {out.with_suffix('.txt')} and {out.with_suffix('.png')}")
-
-
 
 
 def plot(record: dict, path: Path) -> None:
@@ -329,18 +433,25 @@ def plot(record: dict, path: Path) -> None:
         return (float(np.mean(values)), float(np.std(values))) if values else (float("nan"), 0.0)
 
     fig = Figure(figsize=(12, 3.8), dpi=110)
-    panels = [("held-out temporal losses (lower is better)", [("sup loss", "loss.val.supervised"),
-                                                              ("walk loss", "loss.val.walk")], 1.0),
-              ("held-out tracking (%)", [("AJ", "tracking.average_jaccard"),
-                                         ("δ_avg", "tracking.average_pts_within_thresh")], 100.0)]
+    panels = [
+        (
+            "held-out temporal losses (lower is better)",
+            [("sup loss", "loss.val.supervised"), ("walk loss", "loss.val.walk")],
+            1.0,
+        ),
+        (
+            "held-out tracking (%)",
+            [("AJ", "tracking.average_jaccard"), ("δ_avg", "tracking.average_pts_within_thresh")],
+            100.0,
+        ),
+    ]
     width = 0.8 / len(names)
     for p, (title, metrics, scale) in enumerate(panels):
         ax = fig.add_subplot(1, 3, p + 1)
         for n, name in enumerate(names):
             got = [stats(name, key, scale) for _, key in metrics]
             xs = np.arange(len(metrics)) + (n - (len(names) - 1) / 2) * width
-            ax.bar(xs, [g[0] for g in got], width, yerr=[g[1] for g in got], capsize=2, label=name,
-                   color=colours[name])
+            ax.bar(xs, [g[0] for g in got], width, yerr=[g[1] for g in got], capsize=2, label=name, color=colours[name])
         ax.set_xticks(np.arange(len(metrics)), [m for m, _ in metrics])
         ax.set_title(title, fontsize=9)
         if p == 0:
@@ -348,10 +459,20 @@ def plot(record: dict, path: Path) -> None:
     ax = fig.add_subplot(1, 3, 3)
     adapted = [m for m in names if m in cfg["tta_models"]]
     for n, name in enumerate(adapted):
-        for k, (label, key) in enumerate((("before", "tracking.average_jaccard"), ("after", "tta.tracking.average_jaccard"))):
+        for k, (label, key) in enumerate(
+            (("before", "tracking.average_jaccard"), ("after", "tta.tracking.average_jaccard"))
+        ):
             mean, std = stats(name, key, 100.0)
-            ax.bar(n + (k - 0.5) * 0.38, mean, 0.38, yerr=std, capsize=2, color=colours[name],
-                   hatch="//" if k else None, alpha=1.0 if k else 0.55)
+            ax.bar(
+                n + (k - 0.5) * 0.38,
+                mean,
+                0.38,
+                yerr=std,
+                capsize=2,
+                color=colours[name],
+                hatch="//" if k else None,
+                alpha=1.0 if k else 0.55,
+            )
     ax.set_xticks(np.arange(len(adapted)), adapted, fontsize=7)
     ax.set_title(f"held-out AJ (%): before (plain) / after (hatched) {cfg['tta_steps']} TTA steps", fontsize=9)
     fig.suptitle(f"{backbone_name(cfg).capitalize()}, real DAVIS frames, {len(seeds)} seed(s), mean ± std", fontsize=10)

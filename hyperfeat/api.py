@@ -30,8 +30,14 @@ class Hyperfeatures(HyperfeatureDescriber):
     correspondence tasks as methods."""
 
     # ------------------------------------------------------------------ correspondence
-    def match(self, source: ImageLike, target: ImageLike, source_points, method: str = "nn",
-              temperature: Optional[float] = None) -> torch.Tensor:
+    def match(
+        self,
+        source: ImageLike,
+        target: ImageLike,
+        source_points,
+        method: str = "nn",
+        temperature: Optional[float] = None,
+    ) -> torch.Tensor:
         """Source points (N, 2) xy in source pixels → target points (N, 2) xy in target pixels.
 
         method: ``nn`` (nearest neighbour), ``mutual_nn`` (nearest neighbour; see
@@ -39,8 +45,14 @@ class Hyperfeatures(HyperfeatureDescriber):
         """
         return self.match_mutual(source, target, source_points, method, temperature)[0]
 
-    def match_mutual(self, source: ImageLike, target: ImageLike, source_points, method: str = "nn",
-                     temperature: Optional[float] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def match_mutual(
+        self,
+        source: ImageLike,
+        target: ImageLike,
+        source_points,
+        method: str = "nn",
+        temperature: Optional[float] = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Like :meth:`match`, also returning (N,) bool: whether each match is a mutual nearest neighbour."""
         src_img, tgt_img = load_image(source), load_image(target)
         from hyperfeat.geometry import as_points, check_inside
@@ -71,8 +83,9 @@ class Hyperfeatures(HyperfeatureDescriber):
         ``video.cache_dir``) caches them per video and checkpoint."""
         return video_run.describe_frames(self, frames, cache_dir=cache_dir, progress=progress)
 
-    def track(self, frames, query_points, descriptors: Optional[torch.Tensor] = None,
-              progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def track(
+        self, frames, query_points, descriptors: Optional[torch.Tensor] = None, progress: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Track points through a video.
 
         ``query_points`` (N, 3) rows of (t, x, y): t an integer frame index in [0, T), (x, y)
@@ -83,8 +96,9 @@ class Hyperfeatures(HyperfeatureDescriber):
         """
         return video_run.track(self, frames, query_points, descriptors=descriptors, progress=progress)
 
-    def propagate(self, frames, first_mask, descriptors: Optional[torch.Tensor] = None,
-                  progress: bool = False) -> torch.Tensor:
+    def propagate(
+        self, frames, first_mask, descriptors: Optional[torch.Tensor] = None, progress: bool = False
+    ) -> torch.Tensor:
         """Propagate a first-frame mask of object ids (H, W) (0 = background; the frames' own
         size, e.g. a DAVIS annotation PNG read with ``hyperfeat.data.videos.davis.read_mask``) →
         masks (T, H, W) int64, frame 0 being the given mask. Settings: ``video.queue_length``,
@@ -92,14 +106,14 @@ class Hyperfeatures(HyperfeatureDescriber):
         """
         return video_run.propagate(self, frames, first_mask, descriptors=descriptors, progress=progress)
 
-    def propagate_joints(self, frames, joints, descriptors: Optional[torch.Tensor] = None,
-                         progress: bool = False) -> torch.Tensor:
+    def propagate_joints(
+        self, frames, joints, descriptors: Optional[torch.Tensor] = None, progress: bool = False
+    ) -> torch.Tensor:
         """Propagate keypoints (J, 2) xy of frame 0 (pixels) → (T, J, 2) xy pixels, frame 0 being
         the given points. Heat maps of std ``video.keypoint_sigma`` cells with the propagation
         settings. See :func:`hyperfeat.video.run.propagate_joints`.
         """
         return video_run.propagate_joints(self, frames, joints, descriptors=descriptors, progress=progress)
-
 
     # ------------------------------------------------------------------ test-time adaptation
     def save_pretrained(self, folder, metrics: Optional[dict] = None, picture=None) -> str:
@@ -109,7 +123,9 @@ class Hyperfeatures(HyperfeatureDescriber):
 
         return super().save_pretrained(folder, metrics=metrics, picture=picture or save_mixing_picture)
 
-    def adapt(self, frames, steps: int = 20, lr: Optional[float] = None, progress: bool = False, **settings) -> "Hyperfeatures":
+    def adapt(
+        self, frames, steps: int = 20, lr: Optional[float] = None, progress: bool = False, **settings
+    ) -> "Hyperfeatures":
         """A copy whose aggregation network took ``steps`` self-supervised steps (the cycle walk,
         AdamW at ``lr``; None: :class:`hyperfeat.train.adapt.AdaptSettings`' default, measured best
         for video-trained networks) on this very video; the backbone and ``self`` are unchanged. ``frames``:
@@ -124,15 +140,26 @@ class Hyperfeatures(HyperfeatureDescriber):
 
         video = load_frames(self, frames)
         rate = {} if lr is None else {"lr": float(lr)}
-        result = adapt_network(self, video.frames, AdaptSettings(steps=int(steps), **rate, **settings),
-                               progress=progress)
+        result = adapt_network(
+            self, video.frames, AdaptSettings(steps=int(steps), **rate, **settings), progress=progress
+        )
         adapted = type(self)(self.cfg, self.backbone, result.network, self.meta)
         adapted.adaptation = result
         return adapted
 
     # ------------------------------------------------------------------ state changes
-    def changes(self, frames, queries=None, grid: Optional[int] = None, mask=None, tracks=None, visible=None,
-                descriptors: Optional[torch.Tensor] = None, progress: bool = False, is_reference=None):
+    def changes(
+        self,
+        frames,
+        queries=None,
+        grid: Optional[int] = None,
+        mask=None,
+        tracks=None,
+        visible=None,
+        descriptors: Optional[torch.Tensor] = None,
+        progress: bool = False,
+        is_reference=None,
+    ):
         """Changes of state of points of a video (see :func:`hyperfeat.video.changes.video_changes`).
 
         Exactly one of ``queries`` (N, 3) rows of (t, x, y), ``grid`` (n × n points on frame 0) or
@@ -146,8 +173,15 @@ class Hyperfeatures(HyperfeatureDescriber):
         """
         from hyperfeat.video.changes import video_changes
 
-        return video_changes(self, frames, queries=queries, grid=grid, mask=mask, tracks=tracks, visible=visible,
-                             descriptors=descriptors, progress=progress, is_reference=is_reference)
-
-
-
+        return video_changes(
+            self,
+            frames,
+            queries=queries,
+            grid=grid,
+            mask=mask,
+            tracks=tracks,
+            visible=visible,
+            descriptors=descriptors,
+            progress=progress,
+            is_reference=is_reference,
+        )

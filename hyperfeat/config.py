@@ -34,6 +34,8 @@ def base_dir() -> Path:
     hyperfeat runs from one (so ``../shared/data`` means the data beside the checkout), else the
     current folder (an installed package)."""
     return _CHECKOUT if (_CHECKOUT / "pyproject.toml").is_file() else Path.cwd()
+
+
 GROUPS = ("backbone", "data", "experiment")
 VIDEO_TASKS = ("davis", "jhmdb", "tapvid")
 
@@ -84,9 +86,11 @@ def check_no_interpolation(tree: Any, source: str, resolvers_only: bool = False)
                 walk(f"{prefix}[{i}]", item)
         elif isinstance(value, str) and pattern.search(value):
             what = "a resolver call" if resolvers_only else "an interpolation"
-            raise ConfigError(f"{source}: {prefix or 'the top level'} holds {what} {value[:80]!r}; configs read "
-                              f"from files are not resolved (they could read this machine's environment): "
-                              f"write the value itself")
+            raise ConfigError(
+                f"{source}: {prefix or 'the top level'} holds {what} {value[:80]!r}; configs read "
+                f"from files are not resolved (they could read this machine's environment): "
+                f"write the value itself"
+            )
 
     walk("", container)
 
@@ -94,9 +98,7 @@ def check_no_interpolation(tree: Any, source: str, resolvers_only: bool = False)
 def _load_preset(group: str, name: str) -> DictConfig:
     path = CONFIG_DIR / group / f"{name}.yaml"
     if not path.is_file():
-        raise ConfigError(
-            f"unknown {group} preset {name!r}; valid presets: {', '.join(preset_names(group))}"
-        )
+        raise ConfigError(f"unknown {group} preset {name!r}; valid presets: {', '.join(preset_names(group))}")
     return _load_yaml(path)
 
 
@@ -134,9 +136,7 @@ def _merge_checked(base: DictConfig, update: DictConfig, source: str) -> DictCon
             if not isinstance(node, DictConfig):
                 break  # below a leaf (e.g. `layers: all` replaced by a list): the value decides
             if part not in node:
-                raise ConfigError(
-                    f"unknown config key {key!r} (from {source}); {_valid_keys_message(base, key)}"
-                )
+                raise ConfigError(f"unknown config key {key!r} (from {source}); {_valid_keys_message(base, key)}")
             node = node._get_node(part)
     try:
         return OmegaConf.merge(base, update)
@@ -236,9 +236,11 @@ def validate_config(cfg: DictConfig) -> None:
     """Check values whose errors would otherwise surface deep inside a run."""
     f = cfg.features
     if f.mode == "generation":
-        raise ConfigError("features.mode=generation samples new images from a prompt instead of describing given "
-                          "ones, so no command or training can use it; valid modes: inversion, noise "
-                          "(from Python, FeatureExtractor.generate() gives generated images with their maps)")
+        raise ConfigError(
+            "features.mode=generation samples new images from a prompt instead of describing given "
+            "ones, so no command or training can use it; valid modes: inversion, noise "
+            "(from Python, FeatureExtractor.generate() gives generated images with their maps)"
+        )
     if f.mode not in ("inversion", "noise"):
         raise ConfigError(f"features.mode must be inversion or noise; got {f.mode!r}")
     if not isinstance(f.num_steps, int) or f.num_steps < 1:
@@ -270,24 +272,40 @@ def validate_config(cfg: DictConfig) -> None:
             if not (isinstance(item, ListConfig) and len(item) == 2 and all(isinstance(v, int) for v in item)):
                 raise ConfigError(f"features.layers entries must be [i, j] pairs of integers; got {item!r}")
     if cfg.aggregation.projection_dim % 4 or cfg.aggregation.projection_dim < 4:
-        raise ConfigError(f"aggregation.projection_dim must be a positive multiple of 4; got {cfg.aggregation.projection_dim}")
+        raise ConfigError(
+            f"aggregation.projection_dim must be a positive multiple of 4; got {cfg.aggregation.projection_dim}"
+        )
     if cfg.backbone.dtype not in ("auto", "float32", "float16", "bfloat16"):
         raise ConfigError(f"backbone.dtype must be auto, float32, float16 or bfloat16; got {cfg.backbone.dtype!r}")
     _check_number(cfg, "train.lr", float, low=0.0, strict=True)
     _check_number(cfg, "train.weight_decay", float, low=0.0)
-    for key in ("train.max_steps", "train.pairs_per_step", "train.val_every_n_steps", "train.val_max_pairs",
-                "train.log_every_n_steps", "eval.batch_size", "video.batch_size",
-                "video.frame_size"):  # null frame_size: the frames' own size; 0 is not a size
+    for key in (
+        "train.max_steps",
+        "train.pairs_per_step",
+        "train.val_every_n_steps",
+        "train.val_max_pairs",
+        "train.log_every_n_steps",
+        "eval.batch_size",
+        "video.batch_size",
+        "video.frame_size",
+    ):  # null frame_size: the frames' own size; 0 is not a size
         _check_number(cfg, key, int, low=1)
-    for key in ("train.num_workers", "train.seed", "train.checkpoint_every_n_steps", "features.seed",
-                "backbone.tiny_seed"):
+    for key in (
+        "train.num_workers",
+        "train.seed",
+        "train.checkpoint_every_n_steps",
+        "features.seed",
+        "backbone.tiny_seed",
+    ):
         _check_number(cfg, key, int, low=0)
     _check_number(cfg, "aggregation.temperature", float, low=0.0, strict=True)
     _check_number(cfg, "features.guidance_scale", float, low=0.0)
     groups, dim = cfg.aggregation.num_norm_groups, cfg.aggregation.projection_dim
     if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1 or (dim // 4) % groups:
-        raise ConfigError(f"aggregation.num_norm_groups must be a positive integer dividing projection_dim/4 = "
-                          f"{dim // 4} (group norm over D/4 and D channels); got {groups!r}")
+        raise ConfigError(
+            f"aggregation.num_norm_groups must be a positive integer dividing projection_dim/4 = "
+            f"{dim // 4} (group norm over D/4 and D channels); got {groups!r}"
+        )
     device = str(cfg.backbone.device)
     if not (device in ("auto", "cpu", "mps") or device == "cuda" or device.startswith("cuda:")):
         raise ConfigError(f"backbone.device must be auto, cpu, cuda or cuda:N; got {device!r}")
@@ -295,8 +313,9 @@ def validate_config(cfg: DictConfig) -> None:
         import torch
 
         if not torch.cuda.is_available():
-            raise ConfigError(f"backbone.device={device} but CUDA is not available here; use backbone.device=cpu "
-                              f"or auto")
+            raise ConfigError(
+                f"backbone.device={device} but CUDA is not available here; use backbone.device=cpu or auto"
+            )
         if ":" in device and int(device.split(":", 1)[1] or 0) >= torch.cuda.device_count():
             raise ConfigError(f"backbone.device={device} but only {torch.cuda.device_count()} CUDA devices exist")
     allow = OmegaConf.select(cfg, "checkpoint.allow_mismatch")
@@ -312,7 +331,9 @@ def _check_timestep(value, key: str, allow_null: bool = False) -> None:
     if value is None and allow_null:
         return
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 999:
-        raise ConfigError(f"{key} must be an integer timestep in [0, 999]{' or null' if allow_null else ''}; got {value!r}")
+        raise ConfigError(
+            f"{key} must be an integer timestep in [0, 999]{' or null' if allow_null else ''}; got {value!r}"
+        )
 
 
 def _check_positive(value, key: str) -> None:
@@ -326,8 +347,10 @@ def validate_method_config(cfg: DictConfig) -> None:
     :func:`hyperfeat.describe.registry.check_name`)."""
     _check_positive(cfg.features.ensemble_size, "features.ensemble_size")
     if cfg.features.ensemble_size > 1 and cfg.features.mode != "noise":
-        raise ConfigError(f"features.ensemble_size > 1 averages noise draws, so it needs features.mode=noise; "
-                          f"got mode {cfg.features.mode!r} (valid: ensemble_size 1 with any mode)")
+        raise ConfigError(
+            f"features.ensemble_size > 1 averages noise draws, so it needs features.mode=noise; "
+            f"got mode {cfg.features.mode!r} (valid: ensemble_size 1 with any mode)"
+        )
     d = cfg.dift
     _check_timestep(d.timestep, "dift.timestep", allow_null=True)
     if d.up_ft_index is not None and (isinstance(d.up_ft_index, bool) or not isinstance(d.up_ft_index, int)):
@@ -341,8 +364,14 @@ def validate_method_config(cfg: DictConfig) -> None:
     if d.preprocess not in ("dift", "hyperfeat"):
         raise ConfigError(f"dift.preprocess must be dift (DIFT's own input) or hyperfeat; got {d.preprocess!r}")
     maps = cfg.raw.maps
-    if not (maps == "all" or (isinstance(maps, ListConfig) and len(maps) > 0 and all(
-            isinstance(m, ListConfig) and len(m) == 3 and all(isinstance(v, int) for v in m) for m in maps))):
+    if not (
+        maps == "all"
+        or (
+            isinstance(maps, ListConfig)
+            and len(maps) > 0
+            and all(isinstance(m, ListConfig) and len(m) == 3 and all(isinstance(v, int) for v in m) for m in maps)
+        )
+    ):
         raise ConfigError(f"raw.maps must be 'all' or a non-empty list of [label, i, j] integer triples; got {maps!r}")
     m = cfg.ldm
     _check_timestep(m.optimize_timestep, "ldm.optimize_timestep")
@@ -351,15 +380,21 @@ def validate_method_config(cfg: DictConfig) -> None:
         _check_positive(m[key], f"ldm.{key}")
     if not 0 < float(m.crop_fraction) <= 1:
         raise ConfigError(f"ldm.crop_fraction must be in (0, 1]; got {m.crop_fraction!r}")
-    if not (isinstance(m.layers, ListConfig) and len(m.layers) > 0 and all(
-            isinstance(l, ListConfig) and len(l) == 2 and all(isinstance(v, int) for v in l) for l in m.layers)):
-        raise ConfigError(f"ldm.layers must be a non-empty list of [i, j] (up_blocks.<i>.attentions.<j>); got {m.layers!r}")
+    if not (
+        isinstance(m.layers, ListConfig)
+        and len(m.layers) > 0
+        and all(isinstance(l, ListConfig) and len(l) == 2 and all(isinstance(v, int) for v in l) for l in m.layers)
+    ):
+        raise ConfigError(
+            f"ldm.layers must be a non-empty list of [i, j] (up_blocks.<i>.attentions.<j>); got {m.layers!r}"
+        )
     if cfg.compare.pairs_per_category is not None:
         _check_positive(cfg.compare.pairs_per_category, "compare.pairs_per_category")
 
 
-def _check_number(cfg: DictConfig, key: str, kind: type, low: float, strict: bool = False,
-                  high: Optional[float] = None) -> None:
+def _check_number(
+    cfg: DictConfig, key: str, kind: type, low: float, strict: bool = False, high: Optional[float] = None
+) -> None:
     """``key`` must be a finite ``kind`` (int, or float where ints are fine too) >= ``low`` (> when
     strict) and <= ``high``."""
     value = OmegaConf.select(cfg, key)
@@ -368,8 +403,9 @@ def _check_number(cfg: DictConfig, key: str, kind: type, low: float, strict: boo
     check_number(key, value, kind, low, strict, high)
 
 
-def check_number(key: str, value: Any, kind: type, low: Optional[float] = None, strict: bool = False,
-                 high: Optional[float] = None) -> None:
+def check_number(
+    key: str, value: Any, kind: type, low: Optional[float] = None, strict: bool = False, high: Optional[float] = None
+) -> None:
     """The one range check of a numeric setting ``key``: ``value`` a finite ``kind`` (int, or float
     where ints are fine too) >= ``low`` (> when ``strict``) and <= ``high``; else one ConfigError line."""
     ok_type = isinstance(value, (int, float)) if kind is float else isinstance(value, int)
@@ -379,8 +415,10 @@ def check_number(key: str, value: Any, kind: type, low: Optional[float] = None, 
         raise ConfigError(f"{key} must be a finite number; got {value!r}")
     below = low is not None and (value < low or (strict and value == low))
     if below or (high is not None and value > high):
-        bound = " and ".join(([f"{'>' if strict else '>='} {low:g}"] if low is not None else []) +
-                             ([f"<= {high:g}"] if high is not None else []))
+        bound = " and ".join(
+            ([f"{'>' if strict else '>='} {low:g}"] if low is not None else [])
+            + ([f"<= {high:g}"] if high is not None else [])
+        )
         raise ConfigError(f"{key} must be {bound}; got {value!r}")
 
 

@@ -41,7 +41,9 @@ def as_points(points, name: str = "points") -> torch.Tensor:
     try:
         tensor = torch.as_tensor(np.asarray(points, dtype=np.float32) if not torch.is_tensor(points) else points)
     except (TypeError, ValueError) as err:
-        raise DataError(f"{name} must be an (N, 2) array of (x, y) numbers; got {type(points).__name__}: {err}") from None
+        raise DataError(
+            f"{name} must be an (N, 2) array of (x, y) numbers; got {type(points).__name__}: {err}"
+        ) from None
     if tensor.ndim == 1 and tensor.numel() == 2:
         tensor = tensor[None]
     if tensor.ndim != 2 or tensor.shape[1] != 2:
@@ -67,8 +69,10 @@ def check_inside(points: torch.Tensor, size_wh: Sequence[int], where: str = "ima
     bad = (~inside_image(xy, (w, h))).nonzero().flatten().tolist()
     outside = [(i, tuple(xy[i].tolist())) for i in bad]
     if outside:
-        raise DataError(f"points outside the {w}×{h} {where} (x in [-0.5, {w - 0.5:g}], y in [-0.5, {h - 0.5:g}]; "
-                        f"index, (x, y)): {outside[:5]}" + (f" … ({len(outside) - 5} more)" if len(outside) > 5 else ""))
+        raise DataError(
+            f"points outside the {w}×{h} {where} (x in [-0.5, {w - 0.5:g}], y in [-0.5, {h - 0.5:g}]; "
+            f"index, (x, y)): {outside[:5]}" + (f" … ({len(outside) - 5} more)" if len(outside) > 5 else "")
+        )
     return points
 
 

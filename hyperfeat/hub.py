@@ -72,8 +72,10 @@ def download_command(repo_id: str, filename: Optional[str] = None) -> str:
 def offline_advice(repo_id: str, filename: Optional[str] = None) -> str:
     """How to get a file without network here: download it where there is network, then point
     hyperfeat at the cache or a folder."""
-    advice = (f"on a machine with network run `{download_command(repo_id, filename)}` and copy its Hugging Face "
-              "cache (HF_HUB_CACHE, default ~/.cache/huggingface/hub) here, or pass a local folder instead")
+    advice = (
+        f"on a machine with network run `{download_command(repo_id, filename)}` and copy its Hugging Face "
+        "cache (HF_HUB_CACHE, default ~/.cache/huggingface/hub) here, or pass a local folder instead"
+    )
     return advice if offline_mode() else advice + "; set HF_HUB_OFFLINE=1 to skip the network check"
 
 

@@ -60,8 +60,11 @@ def _check_unit_range(values: np.ndarray, what: str) -> None:
     if values.size and not np.isfinite(values).all():
         raise ImageError(f"{what} holds NaN or inf values")
     if values.size and (values.min() < -1e-3 or values.max() > 1 + 1e-3):
-        hint = " (0-255 values? divide by 255)" if values.max() > 1.5 else (
-            " (a [-1, 1] tensor? map it with (x + 1) / 2)" if values.min() < 0 else "")
+        hint = (
+            " (0-255 values? divide by 255)"
+            if values.max() > 1.5
+            else (" (a [-1, 1] tensor? map it with (x + 1) / 2)" if values.min() < 0 else "")
+        )
         raise ImageError(f"{what} values must be in [0, 1]; got [{values.min():.3g}, {values.max():.3g}]{hint}")
 
 
@@ -106,8 +109,6 @@ def pil_to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
-
-
 RESAMPLING = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}  # the PIL filters a describer may ask for
 
 
@@ -123,8 +124,9 @@ def resize_for_backbone(image: Image.Image, load_size: int, resample: str = "bil
     return pil_to_tensor(resized) * 2.0 - 1.0
 
 
-def load_batch(sources: Sequence[ImageLike], load_size: int,
-               resample: str = "bilinear") -> tuple[torch.Tensor, list[tuple[int, int]]]:
+def load_batch(
+    sources: Sequence[ImageLike], load_size: int, resample: str = "bilinear"
+) -> tuple[torch.Tensor, list[tuple[int, int]]]:
     """Load and preprocess several images (:func:`resize_for_backbone`).
 
     Returns the batch (B, 3, load_size, load_size) in [-1, 1] and each original size as (W, H).

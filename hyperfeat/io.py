@@ -44,6 +44,7 @@ WRITABLE_VIDEO_SUFFIXES = (".gif", ".mp4")
 
 # ---------------------------------------------------------------------------- atomic writes
 
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -81,10 +82,9 @@ _WRITE_FAULTS = {
     errno.EROFS: "cannot write {path}: the file system is read-only; write elsewhere",
     errno.EACCES: "cannot write {path}: permission denied; write to a folder you may write to",
     errno.EPERM: "cannot write {path}: operation not permitted; write to a folder you may write to",
-    errno.EEXIST: "cannot write {path}: {culprit} exists and is a file, where a folder is needed; name another "
-                  "folder",
+    errno.EEXIST: "cannot write {path}: {culprit} exists and is a file, where a folder is needed; name another folder",
     errno.ENOTDIR: "cannot write {path}: a part of its folder path is a file, where a folder is needed; name "
-                   "another folder",
+    "another folder",
     errno.EISDIR: "cannot write {path}: it is a folder; name a file",
     errno.ENAMETOOLONG: "cannot write {path}: the file name is too long",
     errno.EMFILE: "cannot write {path}: too many open files (raise `ulimit -n`)",
@@ -170,23 +170,34 @@ def reserve_space(path: PathLike, nbytes: int) -> None:
             raise write_error(err, path) or err from None
     free = shutil.disk_usage(Path(path).parent).free
     if free < int(nbytes):
-        raise StorageError(f"no space left on the device to write {path} ({nbytes / 2**20:.1f} MiB needed, "
-                           f"{free / 2**20:.1f} MiB free): free some space or write elsewhere")
+        raise StorageError(
+            f"no space left on the device to write {path} ({nbytes / 2**20:.1f} MiB needed, "
+            f"{free / 2**20:.1f} MiB free): free some space or write elsewhere"
+        )
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """torch.save ``obj`` to ``path`` atomically (see :func:`atomic_write`)."""
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
+
 # ---------------------------------------------------------------------------- listing files
+
 
 def natural_key(path: Path) -> list:
     """Sort key comparing digit runs as numbers: frame2 < frame10."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
 
 
-def list_files(folder: PathLike, suffixes: Sequence[str], error: type, missing: str, empty: str,
-               recursive: bool = False, natural: bool = False) -> list[Path]:
+def list_files(
+    folder: PathLike,
+    suffixes: Sequence[str],
+    error: type,
+    missing: str,
+    empty: str,
+    recursive: bool = False,
+    natural: bool = False,
+) -> list[Path]:
     """The files of ``folder`` (below it, when ``recursive``) whose suffix is one of ``suffixes``,
     sorted by path (digit runs by value when ``natural``: frame2 < frame10). The one lister of the
     project: a missing folder raises ``error(missing + folder)``, an empty one
@@ -203,21 +214,34 @@ def list_files(folder: PathLike, suffixes: Sequence[str], error: type, missing: 
 
 def list_images(folder: Union[str, Path]) -> list[Path]:
     """Image files directly inside ``folder``, sorted by name; errors on a missing or empty folder."""
-    return list_files(folder, IMAGE_SUFFIXES, ImageError, "image folder not found: ",
-                      "no images ({suffixes}) in folder {folder}")
+    return list_files(
+        folder, IMAGE_SUFFIXES, ImageError, "image folder not found: ", "no images ({suffixes}) in folder {folder}"
+    )
 
 
 def list_frames(folder: PathLike) -> list[Path]:
     """Frame files (jpg/png) directly inside ``folder``, sorted by name (numbers by value)."""
-    return list_files(folder, FRAME_SUFFIXES, DataError, "frame folder not found: ",
-                      "empty video: no frames ({suffixes}) in folder {folder}", natural=True)
+    return list_files(
+        folder,
+        FRAME_SUFFIXES,
+        DataError,
+        "frame folder not found: ",
+        "empty video: no frames ({suffixes}) in folder {folder}",
+        natural=True,
+    )
 
 
 def list_image_files(source: Union[PathLike, Sequence[PathLike]]) -> list[Path]:
     """Image files of a folder (recursively, sorted) or an explicit list of paths."""
     if isinstance(source, (str, Path)):
-        return list_files(source, IMAGE_SUFFIXES, DataError, "synthetic pairs: image folder not found: ",
-                          "synthetic pairs: no images ({suffixes}) below {folder}", recursive=True)
+        return list_files(
+            source,
+            IMAGE_SUFFIXES,
+            DataError,
+            "synthetic pairs: image folder not found: ",
+            "synthetic pairs: no images ({suffixes}) below {folder}",
+            recursive=True,
+        )
     files = [Path(p) for p in source]
     if not files:
         raise DataError("synthetic pairs: the image list is empty; expected at least one image path")
@@ -269,8 +293,9 @@ def _unsafe_name(err: BaseException) -> str:
     return match.group(1) if match else type(err).__name__
 
 
-def safe_torch_load(path: str | os.PathLike, what: str = "file", error: type = UnsafeFileError,
-                    mmap: bool = False) -> Any:
+def safe_torch_load(
+    path: str | os.PathLike, what: str = "file", error: type = UnsafeFileError, mmap: bool = False
+) -> Any:
     """``torch.load`` of ``path`` that cannot run code: ``weights_only=True`` with the small
     allowlist :data:`SAFE_TORCH_GLOBALS` (+ numpy values). A file that names anything else
     (an object whose unpickling would call a function) raises ``error`` with one line naming
@@ -291,8 +316,10 @@ def safe_torch_load(path: str | os.PathLike, what: str = "file", error: type = U
     except FileNotFoundError:
         raise error(f"{what} not found: {path}") from None
     except Exception as err:  # zip/format errors
-        raise error(f"cannot read {what} {path}: {str(err).splitlines()[0] if str(err) else type(err).__name__} "
-                    f"(corrupt or not a torch file?)") from None
+        raise error(
+            f"cannot read {what} {path}: {str(err).splitlines()[0] if str(err) else type(err).__name__} "
+            f"(corrupt or not a torch file?)"
+        ) from None
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
@@ -316,8 +343,10 @@ def safe_unpickle(path: str | os.PathLike, what: str = "pickle", error: type = U
         raise error(f"{what} not found: {path}") from None
     except pickle.UnpicklingError as err:
         if "is not allowed" in str(err):
-            raise error(f"refusing to load {what} {path}: it names {_unsafe_name(err)}; only numpy arrays and "
-                        f"plain containers are read (a file that runs code when loaded?)") from None
+            raise error(
+                f"refusing to load {what} {path}: it names {_unsafe_name(err)}; only numpy arrays and "
+                f"plain containers are read (a file that runs code when loaded?)"
+            ) from None
         raise error(f"cannot read {what} {path}: {err}") from None
     except Exception as err:  # truncated files raise EOFError, odd ones many types
         raise error(f"cannot read {what} {path}: {type(err).__name__}: {err}") from None
@@ -342,6 +371,7 @@ def gather_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
             raise ImageError(f"two inputs would write the same output {f.stem}.pt: {stems[f.stem]} and {f}")
         stems[f.stem] = f
     return files
+
 
 # ---------------------------------------------------------------------------- writing videos
 
@@ -392,8 +422,9 @@ def gif_frame(image: Image.Image) -> Image.Image:
     values, counts = np.unique(codes[saturation >= 96], return_counts=True)
     keep = values[np.argsort(-counts)[:64]]
     reserved = np.stack([(keep >> 16) & 255, (keep >> 8) & 255, keep & 255], 1).astype(np.uint8)
-    photo = image.convert("RGB").quantize(colors=256 - len(reserved), method=Image.Quantize.MEDIANCUT,
-                                          dither=Image.Dither.NONE)
+    photo = image.convert("RGB").quantize(
+        colors=256 - len(reserved), method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
+    )
     palette = np.asarray(photo.getpalette()[: 3 * (256 - len(reserved))], np.uint8).reshape(-1, 3)
     full = np.concatenate([palette, reserved]) if len(reserved) else palette
     index = np.asarray(photo, np.uint8).copy()
@@ -412,8 +443,15 @@ def write_gif(frames, path: Path, fps: float) -> None:
     merges identical consecutive frames into one longer frame."""
     frames = iter(frames)
     first = gif_frame(next(frames))
-    first.save(path, save_all=True, append_images=(gif_frame(f) for f in frames),
-               duration=int(round(1000 / fps)), loop=0, disposal=1, optimize=False)
+    first.save(
+        path,
+        save_all=True,
+        append_images=(gif_frame(f) for f in frames),
+        duration=int(round(1000 / fps)),
+        loop=0,
+        disposal=1,
+        optimize=False,
+    )
 
 
 def write_video(frames: Sequence[Image.Image], out_path: PathLike, fps: float = 10) -> Path:
@@ -424,7 +462,9 @@ def write_video(frames: Sequence[Image.Image], out_path: PathLike, fps: float = 
     path = Path(out_path)
     suffix = path.suffix.lower()
     if suffix not in WRITABLE_VIDEO_SUFFIXES:
-        raise HyperfeatError(f"cannot write video {path}: suffix {path.suffix!r} is not one of {', '.join(WRITABLE_VIDEO_SUFFIXES)}")
+        raise HyperfeatError(
+            f"cannot write video {path}: suffix {path.suffix!r} is not one of {', '.join(WRITABLE_VIDEO_SUFFIXES)}"
+        )
     images = [load_image(f) for f in frames]
     if not images:
         raise HyperfeatError(f"cannot write video {path}: no frames")
@@ -436,6 +476,8 @@ def write_video(frames: Sequence[Image.Image], out_path: PathLike, fps: float = 
     path.parent.mkdir(parents=True, exist_ok=True)
     (write_gif if suffix == ".gif" else write_mp4)(images, path, fps)
     return path
+
+
 def write_video_stream(frames: Iterable[Image.Image], out_path: PathLike, fps: float = 10) -> Path:
     """Like :func:`write_video`, but ``frames`` is consumed one at a time (an MP4 holds no frame
     longer than it takes to encode it) and the file appears only once it is complete: it is
@@ -444,7 +486,9 @@ def write_video_stream(frames: Iterable[Image.Image], out_path: PathLike, fps: f
     path = Path(out_path)
     suffix = path.suffix.lower()
     if suffix not in WRITABLE_VIDEO_SUFFIXES:
-        raise HyperfeatError(f"cannot write video {path}: suffix {path.suffix!r} is not one of {', '.join(WRITABLE_VIDEO_SUFFIXES)}")
+        raise HyperfeatError(
+            f"cannot write video {path}: suffix {path.suffix!r} is not one of {', '.join(WRITABLE_VIDEO_SUFFIXES)}"
+        )
     if fps <= 0:
         raise HyperfeatError(f"fps must be positive; got {fps}")
     iterator = iter(frames)

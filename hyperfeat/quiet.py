@@ -11,19 +11,33 @@ from __future__ import annotations
 import logging
 import warnings
 
-THIRD_PARTY = r"(lightning|lightning_fabric|pytorch_lightning|lightning_utilities|torchmetrics|wandb|diffusers|" \
-              r"transformers|huggingface_hub|torch|torchvision|pydantic|omegaconf|av)(\.|$)"
+THIRD_PARTY = (
+    r"(lightning|lightning_fabric|pytorch_lightning|lightning_utilities|torchmetrics|wandb|diffusers|"
+    r"transformers|huggingface_hub|torch|torchvision|pydantic|omegaconf|av)(\.|$)"
+)
 
 # Lightning's INFO lines that say nothing about this run
-_DROPPED_PREFIXES = ("💡 Tip", "Seed set to ", "GPU available: ", "TPU available: ", "HPU available: ", "IPU available: ")
+_DROPPED_PREFIXES = (
+    "💡 Tip",
+    "Seed set to ",
+    "GPU available: ",
+    "TPU available: ",
+    "HPU available: ",
+    "IPU available: ",
+)
 _DROPPED_MESSAGES = (
-    r".*isinstance\(treespec, LeafSpec\).*",        # torch ↔ Lightning pytree deprecation
+    r".*isinstance\(treespec, LeafSpec\).*",  # torch ↔ Lightning pytree deprecation
     r".*`local_dir_use_symlinks` argument is deprecated.*",
     r".*The anonymous setting has no effect.*",
     r".*does not have many workers which may be a bottleneck.*",  # the data are in memory or cached
 )
-LIGHTNING_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
-                     "lightning.pytorch", "lightning.fabric", "lightning_utilities.core.rank_zero")
+LIGHTNING_LOGGERS = (
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+    "lightning.pytorch",
+    "lightning.fabric",
+    "lightning_utilities.core.rank_zero",
+)
 
 
 class DropNoise(logging.Filter):

@@ -82,8 +82,9 @@ def write_tiny_checkpoint(
     return path
 
 
-def random_sd15_backbone(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                         seed: int = 0) -> Backbone:
+def random_sd15_backbone(
+    device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0
+) -> Backbone:
     """SD 1.5's UNet, VAE and CLIP text encoder sizes with random weights (and the tiny
     tokenizer). Random weights cost the time and memory real ones do, and need no download.
 
@@ -99,31 +100,50 @@ def random_sd15_backbone(device: str | torch.device = "cpu", dtype: torch.dtype 
     torch.manual_seed(seed)
     try:
         unet = UNet2DConditionModel(
-            sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+            sample_size=64,
+            in_channels=4,
+            out_channels=4,
+            layers_per_block=2,
             block_out_channels=(320, 640, 1280, 1280),
             down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
             up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-            cross_attention_dim=768, attention_head_dim=8,
+            cross_attention_dim=768,
+            attention_head_dim=8,
         )
         vae = AutoencoderKL(
-            in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, sample_size=512,
+            in_channels=3,
+            out_channels=3,
+            latent_channels=4,
+            layers_per_block=2,
+            sample_size=512,
             block_out_channels=(128, 256, 512, 512),
-            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
             scaling_factor=0.18215,
         )
         with tempfile.TemporaryDirectory() as tmp:
             tokenizer = tiny_tokenizer(Path(tmp))
-        text_encoder = CLIPTextModel(CLIPTextConfig(
-            vocab_size=len(tokenizer), hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-            num_attention_heads=12, max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-        ))
+        text_encoder = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=len(tokenizer),
+                hidden_size=768,
+                intermediate_size=3072,
+                num_hidden_layers=12,
+                num_attention_heads=12,
+                max_position_embeddings=77,
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        )
     finally:
         torch.random.set_rng_state(rng_state)
     return assemble_backbone(unet, vae, text_encoder, tokenizer, "random-sd15", torch.device(device), dtype)
 
 
-def loss_curve(module, batches: Sequence[dict], steps: int, lr: float, start_state: Optional[dict] = None) -> list[float]:
+def loss_curve(
+    module, batches: Sequence[dict], steps: int, lr: float, start_state: Optional[dict] = None
+) -> list[float]:
     """Losses of ``steps`` plain AdamW steps of ``module.aggregation`` (a HyperfeatModule's
     network) over ``batches`` in turn, from ``start_state`` when given: a loss curve measured
     outside Lightning, to compare two feature sources on the same start."""

@@ -44,15 +44,20 @@ def make_tiny_checkpoint(tmp_path_factory, tiny_backbone) -> Callable[..., Path]
 
     made: dict[tuple, Path] = {}
 
-    def make(path: Optional[os.PathLike] = None, seed: int = 0, randomise_mixing: bool = False,
-             overrides: Sequence[str] = TINY_OVERRIDES) -> Path:
+    def make(
+        path: Optional[os.PathLike] = None,
+        seed: int = 0,
+        randomise_mixing: bool = False,
+        overrides: Sequence[str] = TINY_OVERRIDES,
+    ) -> Path:
         key = (seed, randomise_mixing, tuple(overrides))
         if path is None and key in made:
             return made[key]
         # every preset in these tests is the tiny model: the session backbone gives the channels
         target = path if path is not None else tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"
-        written = write_tiny_checkpoint(target, overrides=overrides, seed=seed, randomise_mixing=randomise_mixing,
-                                        backbone=tiny_backbone)
+        written = write_tiny_checkpoint(
+            target, overrides=overrides, seed=seed, randomise_mixing=randomise_mixing, backbone=tiny_backbone
+        )
         if path is None:
             made[key] = written
         return written

@@ -43,12 +43,13 @@ def picture(size_wh: tuple[int, int], seed: int) -> Image.Image:
     w, h = size_wh
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
-    channels = [127 + 100 * np.sin(xx / rng.uniform(5, 15) + yy / rng.uniform(5, 15) + rng.uniform(0, 6))
-                for _ in range(3)]
+    channels = [
+        127 + 100 * np.sin(xx / rng.uniform(5, 15) + yy / rng.uniform(5, 15) + rng.uniform(0, 6)) for _ in range(3)
+    ]
     array = np.stack(channels, axis=-1)
     for _ in range(4):
         x0, y0 = rng.integers(0, w - 10), rng.integers(0, h - 10)
-        array[y0:y0 + rng.integers(5, h // 2), x0:x0 + rng.integers(5, w // 2)] = rng.integers(0, 256, 3)
+        array[y0 : y0 + rng.integers(5, h // 2), x0 : x0 + rng.integers(5, w // 2)] = rng.integers(0, 256, 3)
     return Image.fromarray(array.clip(0, 255).astype(np.uint8))
 
 
@@ -144,8 +145,9 @@ def write_frames(frames: torch.Tensor, folder: Path) -> list[Path]:
     return paths
 
 
-def translated_sequence(sequence: str, velocity=(4, 2), steps: int = 6, crop=(256, 144), canvas=(320, 180),
-                        origin=(40, 24)):
+def translated_sequence(
+    sequence: str, velocity=(4, 2), steps: int = 6, crop=(256, 144), canvas=(320, 180), origin=(40, 24)
+):
     """Frame 0 of a DAVIS sequence (and its mask) resized to ``canvas`` (W, H), seen through a
     ``crop`` window that moves so that the content moves by ``velocity`` (vx, vy) px per frame.
     Returns frames (T, 3, H, W) in [0, 1] and masks (T, H, W) int64."""
@@ -159,7 +161,9 @@ def translated_sequence(sequence: str, velocity=(4, 2), steps: int = 6, crop=(25
     pixels = pil_to_tensor(image)
     (vx, vy), (w, h), (x0, y0) = velocity, crop, origin
     assert x0 - vx * (steps - 1) >= 0 and x0 + w - vx * (steps - 1) <= canvas[0]
-    frames = torch.stack([pixels[:, y0 - vy * t : y0 - vy * t + h, x0 - vx * t : x0 - vx * t + w] for t in range(steps)])
+    frames = torch.stack(
+        [pixels[:, y0 - vy * t : y0 - vy * t + h, x0 - vx * t : x0 - vx * t + w] for t in range(steps)]
+    )
     masks = torch.stack([mask[y0 - vy * t : y0 - vy * t + h, x0 - vx * t : x0 - vx * t + w] for t in range(steps)])
     return frames, masks
 

@@ -13,7 +13,9 @@ def functional_block(params: dict, prefix: str, x: torch.Tensor) -> torch.Tensor
 
     def conv_gn(name, inp, padding=0):
         y = F.conv2d(inp, params[f"{prefix}.{name}.weight"], padding=padding)
-        return F.group_norm(y, 32, params[f"{prefix}.{name}.norm.weight"], params[f"{prefix}.{name}.norm.bias"], eps=1e-5)
+        return F.group_norm(
+            y, 32, params[f"{prefix}.{name}.norm.weight"], params[f"{prefix}.{name}.norm.bias"], eps=1e-5
+        )
 
     out = F.relu(conv_gn("conv1", x))
     out = F.relu(conv_gn("conv2", out, padding=1))
@@ -28,7 +30,9 @@ def functional_aggregation(params: dict, dims: list, raw: torch.Tensor) -> torch
     for s in range(raw.shape[1]):
         start = 0
         for l, c in enumerate(dims):
-            out = out + weights[s * len(dims) + l] * functional_block(params, f"bottleneck_layers.{l}.0", raw[:, s, start:start + c])
+            out = out + weights[s * len(dims) + l] * functional_block(
+                params, f"bottleneck_layers.{l}.0", raw[:, s, start : start + c]
+            )
             start += c
     return out
 
@@ -42,9 +46,14 @@ def functional_aggregation(params: dict, dims: list, raw: torch.Tensor) -> torch
 def by_hand_descriptors(hf, images: list[Image.Image]) -> torch.Tensor:
     """(B, D, R, R): PIL bilinear resize to the load size, [0, 255] → [-1, 1], raw maps, network."""
     size = hf.load_size
-    batch = torch.stack([
-        torch.from_numpy(np.asarray(im.resize((size, size), Image.BILINEAR), dtype=np.float32)).permute(2, 0, 1)
-        / 127.5 - 1.0 for im in images])
+    batch = torch.stack(
+        [
+            torch.from_numpy(np.asarray(im.resize((size, size), Image.BILINEAR), dtype=np.float32)).permute(2, 0, 1)
+            / 127.5
+            - 1.0
+            for im in images
+        ]
+    )
     with torch.no_grad():
         return hf.network(hf.extractor.run(batch)).float()
 
@@ -70,4 +79,3 @@ def argmax_xy(sim: torch.Tensor) -> torch.Tensor:
 
 def to_target(points_load: torch.Tensor, load: int, tgt_wh) -> torch.Tensor:
     return points_load * torch.tensor([tgt_wh[0] / load, tgt_wh[1] / load])
-

@@ -147,12 +147,16 @@ def test_default_temperatures_agree_with_the_config():
 
 def test_checkpoint_for_other_layers_or_backbone_is_refused(ckpt, tiny_backbone, tiny_cfg, tmp_path):
     with pytest.raises(CheckpointError, match="features.layers: 'all' in the checkpoint"):
-        Hyperfeatures.from_checkpoint(ckpt, device="cpu", backbone=tiny_backbone,
-                                      overrides=["features.layers=[[0,0],[1,1]]"])
+        Hyperfeatures.from_checkpoint(
+            ckpt, device="cpu", backbone=tiny_backbone, overrides=["features.layers=[[0,0],[1,1]]"]
+        )
     with pytest.raises(CheckpointError, match="trained on layers"):  # allowed by name: the network still refuses
-        Hyperfeatures.from_checkpoint(ckpt, device="cpu", backbone=tiny_backbone,
-                                      overrides=["features.layers=[[0,0],[1,1]]",
-                                                 "checkpoint.allow_mismatch=[features.layers]"])
+        Hyperfeatures.from_checkpoint(
+            ckpt,
+            device="cpu",
+            backbone=tiny_backbone,
+            overrides=["features.layers=[[0,0],[1,1]]", "checkpoint.allow_mismatch=[features.layers]"],
+        )
     other = load_config(overrides=TINY_OVERRIDES + ["backbone.model=someone/other-diffusion-model"])
     dims = [96] * 9 + [48] * 3
     layers = [(i, j) for i in range(4) for j in range(3)]

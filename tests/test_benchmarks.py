@@ -15,9 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_state_change_benchmark_loads_trained_hyperfeatures_by_name(make_tiny_checkpoint):
     """``pretrained:NAME`` gives the saved network on its backbone; every describer gets the overrides."""
-    from hyperfeat.model.checkpoint import load_checkpoint
-
     from benchmarks import state_changes as bench
+    from hyperfeat.model.checkpoint import load_checkpoint
 
     path = make_tiny_checkpoint(seed=3, randomise_mixing=True)
     describer = bench.make_describer(f"pretrained:{path}", ["video.frame_size=96"])
@@ -35,11 +34,26 @@ def test_state_change_benchmark_loads_trained_hyperfeatures_by_name(make_tiny_ch
 
 def test_state_change_benchmark_bad_override_is_one_line(make_tiny_checkpoint, tmp_path):
     path = make_tiny_checkpoint()
-    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "state_changes.py"), "--describers",
-                          f"pretrained:{path}", "--sequences", "camel", "--trackers", "--override",
-                          "backbone.bogus=1", "--out", str(tmp_path / "out.json")],
-                         capture_output=True, text=True, timeout=300, cwd=ROOT,
-                         env={"HYPERFEAT_DATA_ROOT": str(tmp_path), "PATH": "", "HF_HUB_OFFLINE": "1"})
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "state_changes.py"),
+            "--describers",
+            f"pretrained:{path}",
+            "--sequences",
+            "camel",
+            "--trackers",
+            "--override",
+            "backbone.bogus=1",
+            "--out",
+            str(tmp_path / "out.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env={"HYPERFEAT_DATA_ROOT": str(tmp_path), "PATH": "", "HF_HUB_OFFLINE": "1"},
+    )
     assert run.returncode != 0
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and "backbone.bogus" in lines[0] and "Traceback" not in run.stderr, run.stderr

@@ -58,8 +58,9 @@ def imported_modules(module: str, path: Path, modules: dict[str, Path]) -> set[s
             else:
                 source = node.module or ""
             # a name is a submodule when one exists by that name, else an attribute of `source`
-            names = [f"{source}.{alias.name}" if f"{source}.{alias.name}" in modules else source
-                     for alias in node.names]
+            names = [
+                f"{source}.{alias.name}" if f"{source}.{alias.name}" in modules else source for alias in node.names
+            ]
         else:
             continue
         for name in names:
@@ -141,13 +142,16 @@ def _write_package(root: Path, files: dict[str, str]) -> Path:
 
 
 def test_graph_resolves_every_import_form(tmp_path):
-    package = _write_package(tmp_path, {
-        "__init__.py": "",
-        "a.py": "import os\nimport hyperfeat.sub.b\nfrom hyperfeat.sub import c\nfrom hyperfeat import sub\n",
-        "sub/__init__.py": "from .b import thing\n",
-        "sub/b.py": "def f():\n    from ..a import x\n",  # lazy and relative: still an edge
-        "sub/c.py": "from hyperfeat.sub import thing\nfrom . import b\n",  # `thing` is the package's
-    })
+    package = _write_package(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "a.py": "import os\nimport hyperfeat.sub.b\nfrom hyperfeat.sub import c\nfrom hyperfeat import sub\n",
+            "sub/__init__.py": "from .b import thing\n",
+            "sub/b.py": "def f():\n    from ..a import x\n",  # lazy and relative: still an edge
+            "sub/c.py": "from hyperfeat.sub import thing\nfrom . import b\n",  # `thing` is the package's
+        },
+    )
     graph = import_graph(package)
     assert graph == {
         "hyperfeat": set(),
@@ -199,8 +203,13 @@ def test_every_module_imports_on_its_own():
     """Each module imported in a fresh ``hyperfeat`` (heavy third-party modules stay loaded, so
     one process serves all), so an import that only works after some other module fails here."""
     names = [name for name in module_files() if not name.endswith("__main__")]  # __main__ runs the CLI
-    proc = subprocess.run([sys.executable, "-c", IMPORT_EACH, json.dumps(names)], cwd=ROOT.parent,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", IMPORT_EACH, json.dumps(names)],
+        cwd=ROOT.parent,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     failures = json.loads(proc.stdout.strip().splitlines()[-1])
     assert not failures, "\n".join(f"{name}:\n{tb}" for name, tb in failures.items())
@@ -210,8 +219,12 @@ def test_library_imports_neither_the_commands_nor_the_test_builders():
     """The layout's two one-way rules (docs/ARCHITECTURE.md): ``cli/`` is never imported by the
     library, and ``hyperfeat.testing`` (for tests and benchmarks) by nothing in the package."""
     graph = import_graph()
-    on_cli = sorted(module for module, targets in graph.items() if not module.startswith("hyperfeat.cli")
-                    and any(t == "hyperfeat.cli" or t.startswith("hyperfeat.cli.") for t in targets))
+    on_cli = sorted(
+        module
+        for module, targets in graph.items()
+        if not module.startswith("hyperfeat.cli")
+        and any(t == "hyperfeat.cli" or t.startswith("hyperfeat.cli.") for t in targets)
+    )
     assert on_cli == [], on_cli
     on_testing = sorted(module for module, targets in graph.items() if "hyperfeat.testing" in targets)
     assert on_testing == [], on_testing
@@ -257,6 +270,10 @@ def test_the_layer_checker_on_a_known_graph():
 
 def test_a_lower_stage_never_imports_a_higher_one():
     graph = import_graph()
-    upward = sorted((module, target) for module, targets in graph.items() for target in targets
-                    if stage_of(target) > stage_of(module) and (module, target) not in KNOWN_UPWARD)
+    upward = sorted(
+        (module, target)
+        for module, targets in graph.items()
+        for target in targets
+        if stage_of(target) > stage_of(module) and (module, target) not in KNOWN_UPWARD
+    )
     assert not upward, "imports against the layer order (LAYERS):\n" + "\n".join(f"{m} -> {t}" for m, t in upward)

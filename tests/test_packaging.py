@@ -74,8 +74,9 @@ def test_configs_load_from_the_unpacked_wheel_outside_a_checkout(wheel, tmp_path
     zipfile.ZipFile(wheel).extractall(site)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    proc = subprocess.run([sys.executable, "-c", LOAD, str(site)], cwd=elsewhere, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", LOAD, str(site)], cwd=elsewhere, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     record = json.loads(proc.stdout.strip().splitlines()[-1])
     assert Path(record["file"]).resolve().is_relative_to(site.resolve())  # the wheel's copy, not the checkout

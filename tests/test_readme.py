@@ -20,7 +20,7 @@ def python_blocks(text: str) -> list[tuple[str, bool]]:
     """Every ```python block of ``text`` → (code, runnable)."""
     blocks = []
     for match in re.finditer(r"(?ms)^```python\n(.*?)^```", text):
-        before = text[:match.start()].rstrip().splitlines()
+        before = text[: match.start()].rstrip().splitlines()
         runnable = not (before and before[-1].strip().startswith(NOT_RUN))
         blocks.append((match.group(1), runnable))
     return blocks

@@ -35,34 +35,45 @@ def ckpt(tmp_path_factory, tiny_cfg, tiny_backbone):
     extractor = FeatureExtractor(tiny_backbone, tiny_cfg.features)
     network = build_network(tiny_cfg, extractor.channels)
     path = tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"
-    save_checkpoint(path, network, CheckpointMeta(tiny_cfg, extractor.channels, extractor.layers,
-                                                  list(extractor.save_steps)))
+    save_checkpoint(
+        path, network, CheckpointMeta(tiny_cfg, extractor.channels, extractor.layers, list(extractor.save_steps))
+    )
     return path
 
 
 # ---------------------------------------------------------------------------- checkpoint identity
 
 
-@pytest.mark.parametrize("override, key", [
-    ("features.num_steps=7", "features.num_steps"),
-    ("features.mode=noise", "features.mode"),
-    ("features.latent=sample", "features.latent"),
-    ("backbone.tiny_seed=3", "backbone.tiny_seed"),
-    ("backbone.model=stabilityai/stable-diffusion-2-1-base", "backbone.model"),
-    ("features.output_resolution=8", "features.output_resolution"),
-    ("backbone.revision=v2", "backbone.revision"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("features.num_steps=7", "features.num_steps"),
+        ("features.mode=noise", "features.mode"),
+        ("features.latent=sample", "features.latent"),
+        ("backbone.tiny_seed=3", "backbone.tiny_seed"),
+        ("backbone.model=stabilityai/stable-diffusion-2-1-base", "backbone.model"),
+        ("features.output_resolution=8", "features.output_resolution"),
+        ("backbone.revision=v2", "backbone.revision"),
+    ],
+)
 def test_an_override_that_changes_what_descriptors_mean_is_refused(ckpt, tiny_backbone, override, key):
     with pytest.raises(CheckpointError, match=rf"{key}: .* in the checkpoint, .* now.*allow_mismatch=\[{key}\]"):
         Hyperfeatures.from_checkpoint(ckpt, backbone=tiny_backbone, overrides=[override])
 
 
 def test_runtime_overrides_and_deliberate_mismatches_are_accepted(ckpt, tiny_backbone):
-    hf = Hyperfeatures.from_checkpoint(ckpt, device="cpu", backbone=tiny_backbone,
-                                       overrides=["features.batch_size=1", "features.streaming=true", "eval.batch_size=3"])
+    hf = Hyperfeatures.from_checkpoint(
+        ckpt,
+        device="cpu",
+        backbone=tiny_backbone,
+        overrides=["features.batch_size=1", "features.streaming=true", "eval.batch_size=3"],
+    )
     assert int(hf.cfg.features.batch_size) == 1
-    hf = Hyperfeatures.from_checkpoint(ckpt, backbone=tiny_backbone,
-                                       overrides=["backbone.tiny_seed=3", "checkpoint.allow_mismatch=[backbone.tiny_seed]"])
+    hf = Hyperfeatures.from_checkpoint(
+        ckpt,
+        backbone=tiny_backbone,
+        overrides=["backbone.tiny_seed=3", "checkpoint.allow_mismatch=[backbone.tiny_seed]"],
+    )
     assert int(hf.cfg.backbone.tiny_seed) == 3
 
 
@@ -116,16 +127,19 @@ def test_exif_orientation_is_applied(tmp_path):
     assert top > 200 and bottom < 50, "the white half is on top after the clockwise turn"
 
 
-@pytest.mark.parametrize("bad, match", [
-    (torch.full((3, 8, 8), float("nan")), "NaN"),
-    (torch.rand(3, 8, 8) * 255, "divide by 255"),
-    (torch.rand(3, 8, 8) * 2 - 1, r"\(x \+ 1\) / 2"),
-    (torch.rand(5, 8, 9), "must be"),
-    (torch.rand(8, 8), "3 dims"),
-    (np.random.rand(8, 8, 3) * 255, "divide by 255"),
-    (np.full((8, 8, 3), np.nan, np.float32), "NaN"),
-    (np.zeros((8, 8, 3), np.int32), "dtype int32"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (torch.full((3, 8, 8), float("nan")), "NaN"),
+        (torch.rand(3, 8, 8) * 255, "divide by 255"),
+        (torch.rand(3, 8, 8) * 2 - 1, r"\(x \+ 1\) / 2"),
+        (torch.rand(5, 8, 9), "must be"),
+        (torch.rand(8, 8), "3 dims"),
+        (np.random.rand(8, 8, 3) * 255, "divide by 255"),
+        (np.full((8, 8, 3), np.nan, np.float32), "NaN"),
+        (np.zeros((8, 8, 3), np.int32), "dtype int32"),
+    ],
+)
 def test_bad_tensors_and_arrays_are_rejected(bad, match):
     with pytest.raises(ImageError, match=match):
         load_image(bad)
@@ -149,13 +163,16 @@ def test_an_image_over_the_decompression_limit_is_one_line(tmp_path, monkeypatch
 # ---------------------------------------------------------------------------- points
 
 
-@pytest.mark.parametrize("points, match", [
-    (torch.zeros(2, 3), r"\(N, 2\).*shape \(2, 3\)"),
-    (torch.zeros(0, 2), "empty"),
-    ([], "shape"),
-    ([[1.0, float("nan")]], "finite"),
-    ("1,2", "numbers"),
-])
+@pytest.mark.parametrize(
+    "points, match",
+    [
+        (torch.zeros(2, 3), r"\(N, 2\).*shape \(2, 3\)"),
+        (torch.zeros(0, 2), "empty"),
+        ([], "shape"),
+        ([[1.0, float("nan")]], "finite"),
+        ("1,2", "numbers"),
+    ],
+)
 def test_points_of_another_shape_or_empty_are_one_line(points, match):
     with pytest.raises(DataError, match=match):
         as_points(points)
@@ -180,17 +197,20 @@ def test_non_finite_points_on_the_command_line_are_one_line():
 # ---------------------------------------------------------------------------- config
 
 
-@pytest.mark.parametrize("override, match", [
-    ("train.lr=abc", "train.lr must be a number; got 'abc'"),
-    ("train.lr=-1", "train.lr must be > 0"),
-    ("train.max_steps=-5", "train.max_steps must be >= 1"),
-    ("train.max_steps=2.5", "train.max_steps must be an integer"),
-    ("aggregation.num_norm_groups=7", "num_norm_groups must be a positive integer dividing"),
-    ("train.pairs_per_step=0", "train.pairs_per_step must be >= 1"),
-    ("backbone.device=gpu", "backbone.device must be auto, cpu, cuda"),
-    ("checkpoint.allow_mismatch=train.lr", "must be a list"),
-    ("video.frame_size=0", "video.frame_size must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        ("train.lr=abc", "train.lr must be a number; got 'abc'"),
+        ("train.lr=-1", "train.lr must be > 0"),
+        ("train.max_steps=-5", "train.max_steps must be >= 1"),
+        ("train.max_steps=2.5", "train.max_steps must be an integer"),
+        ("aggregation.num_norm_groups=7", "num_norm_groups must be a positive integer dividing"),
+        ("train.pairs_per_step=0", "train.pairs_per_step must be >= 1"),
+        ("backbone.device=gpu", "backbone.device must be auto, cpu, cuda"),
+        ("checkpoint.allow_mismatch=train.lr", "must be a list"),
+        ("video.frame_size=0", "video.frame_size must be >= 1"),
+    ],
+)
 def test_config_values_are_checked_by_type_and_range(override, match):
     with pytest.raises(ConfigError, match=match):
         load_config(overrides=[override])
@@ -270,10 +290,26 @@ def test_a_full_disk_is_one_line_about_space_and_keeps_the_old_file(tmp_path, mo
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
     monkeypatch.setattr(corr, "save_figure", no_room)
-    assert main(["match", str(image), str(image), "--checkpoint", str(ckpt), "--points", "3,4",
-                 "--out", str(tmp_path / "m.png")]) == 2
+    assert (
+        main(
+            [
+                "match",
+                str(image),
+                str(image),
+                "--checkpoint",
+                str(ckpt),
+                "--points",
+                "3,4",
+                "--out",
+                str(tmp_path / "m.png"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
-    assert err == f"error: no space left on the device to write {tmp_path / 'm.png'}: free some space or write elsewhere\n"
+    assert (
+        err == f"error: no space left on the device to write {tmp_path / 'm.png'}: free some space or write elsewhere\n"
+    )
 
 
 def test_negative_point_values_and_bad_out_suffix_fail_before_any_work(tmp_path, capsys):
@@ -281,7 +317,21 @@ def test_negative_point_values_and_bad_out_suffix_fail_before_any_work(tmp_path,
     Image.new("RGB", (16, 16)).save(image)
     missing = tmp_path / "none.ckpt"
     # "--points -5,10" reaches the point parser (argparse used to say "expected one argument")
-    assert main(["match", str(image), str(image), "--checkpoint", str(missing), "--points", "-5,10",
-                 "--out", str(tmp_path / "m.xyz")]) == 2
+    assert (
+        main(
+            [
+                "match",
+                str(image),
+                str(image),
+                "--checkpoint",
+                str(missing),
+                "--points",
+                "-5,10",
+                "--out",
+                str(tmp_path / "m.xyz"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "--out" in err and ".png" in err and err.count("\n") == 1  # before the checkpoint is even read

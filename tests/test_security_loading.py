@@ -88,14 +88,48 @@ def test_every_command_refuses_a_crafted_checkpoint(tmp_path, evil_ckpt, marker,
         "convert-official": ["convert-official", str(official), str(tmp_path / "out.ckpt"), "backbone=tiny"],
         "eval": ["eval", "--checkpoint", str(evil_ckpt), "data=synthetic"],
         "plot-mixing": ["plot-mixing", str(evil_ckpt), "--out", str(tmp_path / "m.png")],
-        "match": ["match", str(image), str(image), "--checkpoint", str(evil_ckpt), "--points", "1,2",
-                  "--out", str(tmp_path / "match.png")],
+        "match": [
+            "match",
+            str(image),
+            str(image),
+            "--checkpoint",
+            str(evil_ckpt),
+            "--points",
+            "1,2",
+            "--out",
+            str(tmp_path / "match.png"),
+        ],
         "extract": ["extract", str(image), "--out", str(tmp_path / "ex"), "--checkpoint", str(evil_ckpt)],
-        "track": ["track", str(frames), "--checkpoint", str(evil_ckpt), "--points", "0,4,4",
-                  "--out", str(tmp_path / "t.gif")],
-        "propagate": ["propagate", str(frames), "--checkpoint", str(evil_ckpt), "--mask", str(mask),
-                      "--out", str(tmp_path / "p")],
-        "changes": ["changes", str(frames), "--checkpoint", str(evil_ckpt), "--grid", "2", "--out", str(tmp_path / "c")],
+        "track": [
+            "track",
+            str(frames),
+            "--checkpoint",
+            str(evil_ckpt),
+            "--points",
+            "0,4,4",
+            "--out",
+            str(tmp_path / "t.gif"),
+        ],
+        "propagate": [
+            "propagate",
+            str(frames),
+            "--checkpoint",
+            str(evil_ckpt),
+            "--mask",
+            str(mask),
+            "--out",
+            str(tmp_path / "p"),
+        ],
+        "changes": [
+            "changes",
+            str(frames),
+            "--checkpoint",
+            str(evil_ckpt),
+            "--grid",
+            "2",
+            "--out",
+            str(tmp_path / "c"),
+        ],
         "export": ["export", str(evil_ckpt), str(tmp_path / "exported")],
     }
     for name, argv in runs.items():
@@ -126,8 +160,14 @@ def test_training_refuses_a_crafted_last_ckpt(tmp_path, marker):
     ckpt_dir = tmp_path / "ckpt"
     ckpt_dir.mkdir()
     crafted_checkpoint(ckpt_dir / "last.ckpt", marker)
-    cfg = load_config(overrides=["backbone=tiny", f"paths.checkpoint_dir={ckpt_dir}",
-                                 f"paths.output_dir={tmp_path}/out", "logger.backend=none"])
+    cfg = load_config(
+        overrides=[
+            "backbone=tiny",
+            f"paths.checkpoint_dir={ckpt_dir}",
+            f"paths.output_dir={tmp_path}/out",
+            "logger.backend=none",
+        ]
+    )
     with pytest.raises(CheckpointError, match="refusing to load"):
         train(cfg)
     assert not marker.exists()
@@ -156,8 +196,9 @@ def test_tapvid_pickle_is_read_without_running_code(tmp_path, marker):
         TapVidDavis(root, pickle_name="evil.pkl")
     assert not marker.exists()
     # the real layout (numpy arrays, dtypes, scalars in dicts and lists) is read
-    good = {"videos": [{"points": np.zeros((2, 3, 2), np.float32), "occluded": np.zeros((2, 3), bool),
-                        "n": np.int64(3)}]}
+    good = {
+        "videos": [{"points": np.zeros((2, 3, 2), np.float32), "occluded": np.zeros((2, 3), bool), "n": np.int64(3)}]
+    }
     with open(root / "good.pkl", "wb") as handle:
         pickle.dump(good, handle)
     back = safe_unpickle(root / "good.pkl")

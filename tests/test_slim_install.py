@@ -19,8 +19,15 @@ from PIL import Image
 from tests.helpers import TINY_OVERRIDES
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAIN_EXTRA = ("lightning", "pytorch_lightning", "lightning_fabric", "lightning_utilities", "torchmetrics", "wandb",
-               "scipy")
+TRAIN_EXTRA = (
+    "lightning",
+    "pytorch_lightning",
+    "lightning_fabric",
+    "lightning_utilities",
+    "torchmetrics",
+    "wandb",
+    "scipy",
+)
 
 RUNNER = '''
 import json, sys
@@ -60,9 +67,14 @@ def run_slim(tmp_path: Path, *commands: list[str]) -> tuple[subprocess.Completed
     script = tmp_path / "slim_runner.py"
     script.write_text(RUNNER)
     record = tmp_path / "record.json"
-    done = subprocess.run([sys.executable, str(script), ",".join(TRAIN_EXTRA), str(record), json.dumps(commands)],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)})
+    done = subprocess.run(
+        [sys.executable, str(script), ",".join(TRAIN_EXTRA), str(record), json.dumps(commands)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)},
+    )
     assert record.exists(), done.stderr[-3000:]
     return done, json.loads(record.read_text())
 
@@ -77,8 +89,12 @@ def tiny_weights(tmp_path_factory, tiny_cfg, tiny_backbone):
     torch.manual_seed(0)
     network = build_network(tiny_cfg, extractor.channels)
     folder = tmp_path_factory.mktemp("weights") / "tiny"
-    save_pretrained(folder, network, CheckpointMeta(tiny_cfg, extractor.channels, extractor.layers,
-                                                    list(extractor.save_steps)), card=False)
+    save_pretrained(
+        folder,
+        network,
+        CheckpointMeta(tiny_cfg, extractor.channels, extractor.layers, list(extractor.save_steps)),
+        card=False,
+    )
     return folder
 
 
@@ -89,8 +105,17 @@ def test_extract_match_and_train_without_the_training_extras(tmp_path, tiny_weig
     done, record = run_slim(
         tmp_path,
         ["extract", str(tmp_path / "a.png"), "--out", str(tmp_path / "feats"), "--checkpoint", str(tiny_weights)],
-        ["match", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--checkpoint", str(tiny_weights),
-         "--points", "10,20;30,5", "--out", str(tmp_path / "m.png")],
+        [
+            "match",
+            str(tmp_path / "a.png"),
+            str(tmp_path / "b.png"),
+            "--checkpoint",
+            str(tiny_weights),
+            "--points",
+            "10,20;30,5",
+            "--out",
+            str(tmp_path / "m.png"),
+        ],
         ["train", *TINY_OVERRIDES],
     )
     assert record["codes"] == [0, 0, 2], done.stderr[-3000:]
@@ -106,9 +131,17 @@ def test_extract_match_and_train_without_the_training_extras(tmp_path, tiny_weig
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     names = {d.split(">")[0].split("=")[0].split("[")[0].strip().lower().replace("-", "_") for d in declared}
     assert not {"lightning", "torchmetrics", "wandb", "scipy"} & names
-    for module, dist in (("torch", "torch"), ("diffusers", "diffusers"), ("transformers", "transformers"),
-                         ("huggingface_hub", "huggingface_hub"), ("safetensors", "safetensors"), ("PIL", "pillow"),
-                         ("numpy", "numpy"), ("omegaconf", "omegaconf"), ("tqdm", "tqdm"),
-                         ("matplotlib", "matplotlib")):
+    for module, dist in (
+        ("torch", "torch"),
+        ("diffusers", "diffusers"),
+        ("transformers", "transformers"),
+        ("huggingface_hub", "huggingface_hub"),
+        ("safetensors", "safetensors"),
+        ("PIL", "pillow"),
+        ("numpy", "numpy"),
+        ("omegaconf", "omegaconf"),
+        ("tqdm", "tqdm"),
+        ("matplotlib", "matplotlib"),
+    ):
         if module in record["imported"]:
             assert dist in names, module

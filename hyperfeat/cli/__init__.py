@@ -39,8 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"hyperfeat {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (help_text, configure, _) in COMMANDS.items():
-        configure(sub.add_parser(name, help=help_text, description=help_text,
-                                 formatter_class=DefaultsHelpFormatter))
+        configure(sub.add_parser(name, help=help_text, description=help_text, formatter_class=DefaultsHelpFormatter))
     return parser
 
 
@@ -52,7 +51,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     for i in range(len(argv) - 1, 0, -1):  # "--points -5,10": a value that starts with a minus sign
         if argv[i - 1].startswith("--") and "=" not in argv[i - 1] and re.match(r"^-\.?\d", argv[i]):
-            argv[i - 1:i + 1] = [f"{argv[i - 1]}={argv[i]}"]
+            argv[i - 1 : i + 1] = [f"{argv[i - 1]}={argv[i]}"]
     args, unknown = parser.parse_known_args(argv)
     # key=value overrides may come anywhere on the line, also after options
     bad = [item for item in unknown if item.startswith("-") or "=" not in item]
@@ -71,13 +70,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from hyperfeat.io import write_error
 
             mapped = write_error(err, free=False)
-            what = str(mapped) if mapped is not None else f"{err.strerror or err}" + (
-                f": {err.filename}" if err.filename else "")
+            what = (
+                str(mapped)
+                if mapped is not None
+                else f"{err.strerror or err}" + (f": {err.filename}" if err.filename else "")
+            )
             print(f"error: {what}", file=sys.stderr)
             return 2
         except MemoryError:
-            print("error: out of memory; use smaller inputs or batches (features.batch_size, video.batch_size)",
-                  file=sys.stderr)
+            print(
+                "error: out of memory; use smaller inputs or batches (features.batch_size, video.batch_size)",
+                file=sys.stderr,
+            )
             return 2
         except KeyboardInterrupt:
             name = "SIGTERM" if received else "Ctrl-C"

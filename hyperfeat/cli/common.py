@@ -13,6 +13,7 @@ from hyperfeat.video.queries import parse_queries, parse_rows  # noqa: F401  (pa
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
 
+
 def command(name: str, help_text: str, configure: Callable[[argparse.ArgumentParser], None]):
     def register(run: Callable[[argparse.Namespace], int]):
         COMMANDS[name] = (help_text, configure, run)
@@ -20,11 +21,13 @@ def command(name: str, help_text: str, configure: Callable[[argparse.ArgumentPar
 
     return register
 
+
 def split_overrides(items: Sequence[str]) -> tuple[list[str], list[str]]:
     """Separate ``key=value`` overrides from plain arguments (paths)."""
     overrides = [a for a in items if "=" in a and not Path(a).exists()]
     rest = [a for a in items if a not in overrides]
     return rest, overrides
+
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Every argument's help ends with its default, except where there is none to tell (None,
@@ -36,20 +39,33 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-CHECKPOINT_HELP = "trained weights: a .ckpt, a saved folder or .safetensors, a published name (dhf-sd15, " \
-                  "dhf-sd15-onestep, dhf-sd21) or a hub id owner/name"
+CHECKPOINT_HELP = (
+    "trained weights: a .ckpt, a saved folder or .safetensors, a published name (dhf-sd15, "
+    "dhf-sd15-onestep, dhf-sd21) or a hub id owner/name"
+)
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default=None, metavar="FILE",
-                        help="a YAML file merged over the defaults (before key=value overrides)")
+    parser.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="a YAML file merged over the defaults (before key=value overrides)",
+    )
 
 
-def add_video_args(parser: argparse.ArgumentParser, *, fps_of: str, checkpoint_help: str = CHECKPOINT_HELP,
-                   checkpoint_required: bool = True) -> None:
+def add_video_args(
+    parser: argparse.ArgumentParser,
+    *,
+    fps_of: str,
+    checkpoint_help: str = CHECKPOINT_HELP,
+    checkpoint_required: bool = True,
+) -> None:
     """The arguments every video command (track, propagate, changes) takes: the video then
     key=value overrides, the weights, --fps of what it writes, --config."""
-    parser.add_argument("inputs", nargs="+", metavar="VIDEO", help="a video file or a folder of frames, then key=value overrides")
+    parser.add_argument(
+        "inputs", nargs="+", metavar="VIDEO", help="a video file or a folder of frames, then key=value overrides"
+    )
     parser.add_argument("--checkpoint", required=checkpoint_required, default=None, help=checkpoint_help)
     parser.add_argument("--fps", type=float, default=10.0, help=f"frames per second of the {fps_of}")
     add_config_args(parser)
@@ -74,8 +90,10 @@ def require_extra(modules: Sequence[str], what: str, extra: str = "train") -> No
 
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
-        raise HyperfeatError(f"{what} needs {', '.join(missing)}, which the slim install leaves out: "
-                             f"pip install 'hyperfeat[{extra}]'")
+        raise HyperfeatError(
+            f"{what} needs {', '.join(missing)}, which the slim install leaves out: pip install 'hyperfeat[{extra}]'"
+        )
+
 
 def one_source(inputs: Sequence[str], late: Sequence[str], what: str) -> tuple[str, list[str]]:
     """The one video path among the positionals, and every key=value override."""
@@ -91,8 +109,9 @@ def parse_points(text: str) -> torch.Tensor:
     return torch.tensor(parse_rows(text, 2, "x1,y1;x2,y2"), dtype=torch.float32)
 
 
-def adapted(hf, video, steps: int, lr: Optional[float], name: Optional[str | Path] = None,
-            mirror: Optional[bool] = None):
+def adapted(
+    hf, video, steps: int, lr: Optional[float], name: Optional[str | Path] = None, mirror: Optional[bool] = None
+):
     """``hf`` adapted to ``video`` (a path or loaded frames; ``name`` names it in the printed
     line) by ``steps`` self-supervised steps (``--adapt-steps``); ``hf`` itself when 0.
     ``mirror`` (``--adapt-mirror``): None takes the adaptation's default."""
@@ -101,24 +120,40 @@ def adapted(hf, video, steps: int, lr: Optional[float], name: Optional[str | Pat
     if int(steps) < 0:
         raise HyperfeatError(f"--adapt-steps must be >= 0; got {steps}")
     if not hasattr(hf, "adapt"):
-        raise HyperfeatError(f"--adapt-steps needs trained hyperfeatures (a checkpoint); {type(hf).__name__} has no "
-                             f"aggregation network to adapt")
+        raise HyperfeatError(
+            f"--adapt-steps needs trained hyperfeatures (a checkpoint); {type(hf).__name__} has no "
+            f"aggregation network to adapt"
+        )
     walk = {} if mirror is None else {"mirror": bool(mirror)}
     out = hf.adapt(video, steps=int(steps), lr=None if lr is None else float(lr), progress=True, **walk)
     info = out.adaptation
-    print(f"adapted the aggregation network to {name if name is not None else video}: {steps} steps, "
-          f"walk loss{' (mirrored home)' if info.mirror else ''} {info.loss_before:.3f} → {info.loss_after:.3f}")
+    print(
+        f"adapted the aggregation network to {name if name is not None else video}: {steps} steps, "
+        f"walk loss{' (mirrored home)' if info.mirror else ''} {info.loss_before:.3f} → {info.loss_after:.3f}"
+    )
     return out
 
 
 def add_adapt_args(p: argparse.ArgumentParser) -> None:
     from hyperfeat.train.adapt import AdaptSettings  # the one home of the adaptation's defaults
 
-    p.add_argument("--adapt-steps", type=int, default=0,
-                   help="test-time adaptation: this many self-supervised steps on the video first (0: none)")
-    p.add_argument("--adapt-lr", type=float, default=None,
-                   help=f"learning rate of --adapt-steps (default: the adaptation's own, {AdaptSettings.lr:g}; 3e-3 adapts an "
-                        "untrained network further)")
-    p.add_argument("--adapt-mirror", action=argparse.BooleanOptionalAction, default=None,
-                   help="end each adaptation walk on the mirrored first frame, so that descriptors of position alone "
-                        "cannot win it (default: the adaptation's own; costs one more backbone pass per frame)")
+    p.add_argument(
+        "--adapt-steps",
+        type=int,
+        default=0,
+        help="test-time adaptation: this many self-supervised steps on the video first (0: none)",
+    )
+    p.add_argument(
+        "--adapt-lr",
+        type=float,
+        default=None,
+        help=f"learning rate of --adapt-steps (default: the adaptation's own, {AdaptSettings.lr:g}; 3e-3 adapts an "
+        "untrained network further)",
+    )
+    p.add_argument(
+        "--adapt-mirror",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="end each adaptation walk on the mirrored first frame, so that descriptors of position alone "
+        "cannot win it (default: the adaptation's own; costs one more backbone pass per frame)",
+    )

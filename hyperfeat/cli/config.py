@@ -9,11 +9,17 @@ from hyperfeat.errors import HyperfeatError
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", choices=["show", "presets"],
-                   help="show: print the composed config as YAML; presets: list every preset with its description")
+    p.add_argument(
+        "action",
+        choices=["show", "presets"],
+        help="show: print the composed config as YAML; presets: list every preset with its description",
+    )
     p.add_argument("overrides", nargs="*", help="key=value overrides for show (backbone=tiny, data=cub …)")
-    p.add_argument("--checkpoint", default=None,
-                   help="show the inference config of these weights (their backbone, features and aggregation)")
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="show the inference config of these weights (their backbone, features and aggregation)",
+    )
     add_config_args(p)
 
 
@@ -26,7 +32,7 @@ def _first_sentence(path) -> str:
         words.append(line.lstrip("# ").strip())
     text = " ".join(words)
     end = text.find(". ")
-    return text if end < 0 else text[:end + 1]
+    return text if end < 0 else text[: end + 1]
 
 
 def presets_text() -> str:
@@ -100,7 +106,7 @@ def key_meanings() -> dict[str, str]:
                     break
                 above.insert(0, previous.lstrip("# ").strip())
             text = " ".join(above)
-            comment = text[:text.find(". ") + 1] if ". " in text else text
+            comment = text[: text.find(". ") + 1] if ". " in text else text
         if comment:
             meanings[key] = comment
     return meanings

@@ -32,10 +32,15 @@ def run_convert(args: argparse.Namespace) -> int:
     if "num_timesteps" not in saved and not any(o.startswith("features.num_steps=") for o in given):
         import sys
 
-        print(f"warning: {args.official} does not say its number of DDIM steps; assuming the config's "
-              f"features.num_steps (give features.num_steps=N if it was trained with another)", file=sys.stderr)
+        print(
+            f"warning: {args.official} does not say its number of DDIM steps; assuming the config's "
+            f"features.num_steps (give features.num_steps=N if it was trained with another)",
+            file=sys.stderr,
+        )
     cfg = load_config(args.config, implied + given)
     meta = convert_official(args.official, args.out, cfg)
-    print(f"wrote {args.out}: {len(meta.layers)} layers × {len(meta.save_steps)} timesteps {meta.save_steps}, "
-          f"channels {meta.feature_dims}")
+    print(
+        f"wrote {args.out}: {len(meta.layers)} layers × {len(meta.save_steps)} timesteps {meta.save_steps}, "
+        f"channels {meta.feature_dims}"
+    )
     return 0

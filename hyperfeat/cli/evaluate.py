@@ -14,11 +14,20 @@ from hyperfeat.cli.common import (
 
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("overrides", nargs="*", help="key=value overrides: data=spair|cub|pf_willow, task=davis|jhmdb|tapvid …")
-    p.add_argument("--checkpoint", default=None, help=CHECKPOINT_HELP + "; needed by method=hyperfeatures "
-                   "(the default) and method=pruned, not by dift, raw, ldm")
-    p.add_argument("--compare", action="store_true", help="run every method of compare.methods on the same pairs "
-                   "(or videos) and print one table")
+    p.add_argument(
+        "overrides", nargs="*", help="key=value overrides: data=spair|cub|pf_willow, task=davis|jhmdb|tapvid …"
+    )
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help=CHECKPOINT_HELP + "; needed by method=hyperfeatures "
+        "(the default) and method=pruned, not by dift, raw, ldm",
+    )
+    p.add_argument(
+        "--compare",
+        action="store_true",
+        help="run every method of compare.methods on the same pairs (or videos) and print one table",
+    )
     p.add_argument("--save-vis", type=int, default=None, help="write N pictures of predictions")
     p.add_argument("--out", default=None, help="JSON file for all numbers (None: <output_dir>/eval_<data>.json)")
     add_config_args(p)

@@ -14,10 +14,17 @@ from hyperfeat.errors import HyperfeatError
 def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a training checkpoint (.ckpt), a saved folder, or a published name (dhf-sd15 …)")
     p.add_argument("folder", help="folder to write: model.safetensors, config.json, README.md, mixing_weights.png")
-    p.add_argument("--metrics", default=None,
-                   help="a JSON file of numbers for the model card (e.g. the one `hyperfeat eval` writes)")
-    p.add_argument("--push", default=None, metavar="REPO_ID",
-                   help="also upload the folder to this hub repo (log in first with `hf auth login`)")
+    p.add_argument(
+        "--metrics",
+        default=None,
+        help="a JSON file of numbers for the model card (e.g. the one `hyperfeat eval` writes)",
+    )
+    p.add_argument(
+        "--push",
+        default=None,
+        metavar="REPO_ID",
+        help="also upload the folder to this hub repo (log in first with `hf auth login`)",
+    )
 
 
 def _read_metrics(path: str) -> dict:
@@ -34,8 +41,11 @@ def _read_metrics(path: str) -> dict:
 
         results = data["results"]
         where = ", ".join(f"{k} {data[k]}" for k in ("data", "task", "backbone", "method") if data.get(k))
-        return {f"{key} ({where})" if where else key: float(results[key]) for key in headline_keys(results)
-                if isinstance(results[key], (int, float)) and not isinstance(results[key], bool)}
+        return {
+            f"{key} ({where})" if where else key: float(results[key])
+            for key in headline_keys(results)
+            if isinstance(results[key], (int, float)) and not isinstance(results[key], bool)
+        }
     flat: dict = {}
 
     def walk(prefix: str, value) -> None:  # nested JSON → "a/b" keys, numbers only
@@ -74,10 +84,14 @@ def run_export(args: argparse.Namespace) -> int:
     from hyperfeat.viz.mixing import save_mixing_picture
 
     steps = _training_steps(args.checkpoint)
-    source = f"exported from {Path(args.checkpoint).name}" + (f" after {steps} training steps" if steps is not None else "")
+    source = f"exported from {Path(args.checkpoint).name}" + (
+        f" after {steps} training steps" if steps is not None else ""
+    )
     folder = save_pretrained(args.folder, network, meta, metrics=metrics, source=source, picture=save_mixing_picture)
-    print(f"wrote {folder}: {len(meta.layers)} layers × {len(meta.save_steps)} timesteps; "
-          f"load with Hyperfeatures.from_pretrained({str(folder)!r})")
+    print(
+        f"wrote {folder}: {len(meta.layers)} layers × {len(meta.save_steps)} timesteps; "
+        f"load with Hyperfeatures.from_pretrained({str(folder)!r})"
+    )
     if args.push:
         push_to_hub(folder, args.push)
         print(f"uploaded to {args.push}")

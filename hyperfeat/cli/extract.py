@@ -57,11 +57,14 @@ def extract_to_folder(
     out.mkdir(parents=True, exist_ok=True)
     size = int(cfg.features.batch_size)
     written: list[Path] = []
-    meta = {"layers": [list(ij) for ij in extractor.layers], "layer_channels": extractor.channels,
-            "save_steps": extractor.save_steps}
+    meta = {
+        "layers": [list(ij) for ij in extractor.layers],
+        "layer_channels": extractor.channels,
+        "save_steps": extractor.save_steps,
+    }
     with tqdm(total=len(files), desc="extracting", unit="img") as bar:
         for start in range(0, len(files), size):
-            chunk = files[start:start + size]
+            chunk = files[start : start + size]
             batch, sizes = load_batch(chunk, int(cfg.features.load_size))
             if raw:
                 maps = extractor.run(batch)  # (B, S, C, R, R)
@@ -87,7 +90,9 @@ def _extract_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", help="image files or folders, then key=value overrides")
     p.add_argument("--out", required=True, help="output folder: one <image stem>.pt per image")
     p.add_argument("--raw", action="store_true", help="save raw maps (S, C, R, R)")
-    p.add_argument("--checkpoint", default=None, help="save hyperfeatures (D, R, R) of these weights: " + CHECKPOINT_HELP)
+    p.add_argument(
+        "--checkpoint", default=None, help="save hyperfeatures (D, R, R) of these weights: " + CHECKPOINT_HELP
+    )
     add_config_args(p)
 
 
@@ -96,7 +101,8 @@ def run_extract(args: argparse.Namespace) -> int:
 
     inputs, overrides = split_overrides(args.inputs)
     overrides += args.late_overrides
-    written = extract_to_folder(inputs, args.out, raw=args.raw, checkpoint=args.checkpoint,
-                                config_file=args.config, overrides=overrides)
+    written = extract_to_folder(
+        inputs, args.out, raw=args.raw, checkpoint=args.checkpoint, config_file=args.config, overrides=overrides
+    )
     print(f"wrote {len(written)} files to {args.out}")
     return 0

@@ -13,8 +13,12 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="aggregation checkpoint (.ckpt)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (0: any free port)")
-    p.add_argument("--examples", default=None, metavar="DIR",
-                   help="a folder of images (searched recursively) offered as examples in Match")
+    p.add_argument(
+        "--examples",
+        default=None,
+        metavar="DIR",
+        help="a folder of images (searched recursively) offered as examples in Match",
+    )
     # trailing key=value overrides apply to the checkpoint's config (e.g. backbone.device=cuda)
 
 
@@ -27,6 +31,7 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-command("serve", "start a local web page: match clicked points, track points in a clip, see the mixing weights",
-        _serve_args)(run_serve)
+command(
+    "serve", "start a local web page: match clicked points, track points in a clip, see the mixing weights", _serve_args
+)(run_serve)
 command("demo", "the same as 'serve' (the name other projects use for their page)", _serve_args)(run_serve)

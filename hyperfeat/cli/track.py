@@ -27,8 +27,14 @@ def tracks_json_path(out: PathLike) -> Path:
     return out.with_name(out.name + ".json")
 
 
-def build_queries(points_text: Optional[str], grid: Optional[int], mask_png: Optional[PathLike],
-                  size: tuple[int, int], grid_frame: int = 0, num_points: Optional[int] = None):
+def build_queries(
+    points_text: Optional[str],
+    grid: Optional[int],
+    mask_png: Optional[PathLike],
+    size: tuple[int, int],
+    grid_frame: int = 0,
+    num_points: Optional[int] = None,
+):
     """The query set of the command: ``--points`` rows, a ``--grid`` over the frame, points inside
     ``--mask`` (its grid points with ``--grid``, else ``num_points`` drawn inside it), or several of
     these together."""
@@ -105,18 +111,28 @@ def run_track_command(
     xy = rescale_points(result.tracks, result.size, pictures.size)
     written = write_video_stream(iter_draw_tracks(iter(pictures), xy, result.visible, tail_length), out_path, fps=fps)
     meta = {"video": str(video), "checkpoint": str(checkpoint), "tracker": str(hf.cfg.video.tracker)}
-    json_path = save_tracks(tracks_json_path(out_path), result.queries, result.tracks, result.visible,
-                            result.confidence, result.size, meta)
-    exported = [save_tracks(p, result.queries, result.tracks, result.visible, result.confidence, result.size, meta)
-                for p in exports]
-    return {"video": written, "json": json_path, "exports": exported, "tracks": result.tracks,
-            "visible": result.visible, "confidence": result.confidence}
+    json_path = save_tracks(
+        tracks_json_path(out_path), result.queries, result.tracks, result.visible, result.confidence, result.size, meta
+    )
+    exported = [
+        save_tracks(p, result.queries, result.tracks, result.visible, result.confidence, result.size, meta)
+        for p in exports
+    ]
+    return {
+        "video": written,
+        "json": json_path,
+        "exports": exported,
+        "tracks": result.tracks,
+        "visible": result.visible,
+        "confidence": result.confidence,
+    }
 
 
 def _track_args(p: argparse.ArgumentParser) -> None:
     add_video_args(p, fps_of="picture video")
-    p.add_argument("--points", default=None,
-                   help='queries "t,x,y;t,x,y": frame index t, (x, y) pixels of the original frames')
+    p.add_argument(
+        "--points", default=None, help='queries "t,x,y;t,x,y": frame index t, (x, y) pixels of the original frames'
+    )
     p.add_argument("--grid", type=int, default=None, help="track an N×N grid of points (inside --mask when given)")
     p.add_argument("--grid-frame", type=int, default=0, help="the frame the grid / mask points start at")
     p.add_argument("--mask", default=None, help="segmentation mask PNG (the frames' size): track points inside it")
@@ -131,16 +147,31 @@ def _track_args(p: argparse.ArgumentParser) -> None:
 @command("track", "track points through a video and draw them (dot: visible, cross: occluded)", _track_args)
 def run_track(args: argparse.Namespace) -> int:
     video, overrides = video_source(args)
-    result = run_track_command(args.checkpoint, video, args.points, args.out, overrides=overrides,
-                               fps=args.fps, tail_length=args.tail_length, grid=args.grid, mask=args.mask,
-                               grid_frame=args.grid_frame, num_points=args.num_points, exports=args.export,
-                               full_resolution=args.full_resolution, adapt_steps=args.adapt_steps,
-                               adapt_lr=args.adapt_lr, adapt_mirror=args.adapt_mirror)
+    result = run_track_command(
+        args.checkpoint,
+        video,
+        args.points,
+        args.out,
+        overrides=overrides,
+        fps=args.fps,
+        tail_length=args.tail_length,
+        grid=args.grid,
+        mask=args.mask,
+        grid_frame=args.grid_frame,
+        num_points=args.num_points,
+        exports=args.export,
+        full_resolution=args.full_resolution,
+        adapt_steps=args.adapt_steps,
+        adapt_lr=args.adapt_lr,
+        adapt_mirror=args.adapt_mirror,
+    )
     tracks, visible = result["tracks"], result["visible"]
     shown = range(min(tracks.shape[0], 10))
     for n in shown:
-        print(f"point {n}: visible in {int(visible[n].sum())}/{visible.shape[1]} frames, "
-              f"last at ({tracks[n, -1, 0]:.1f}, {tracks[n, -1, 1]:.1f})")
+        print(
+            f"point {n}: visible in {int(visible[n].sum())}/{visible.shape[1]} frames, "
+            f"last at ({tracks[n, -1, 0]:.1f}, {tracks[n, -1, 1]:.1f})"
+        )
     if tracks.shape[0] > len(shown):
         print(f"… and {tracks.shape[0] - len(shown)} more points")
     print(f"wrote {result['video']} and {result['json']}" + "".join(f", {p}" for p in result["exports"]))

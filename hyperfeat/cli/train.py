@@ -47,10 +47,14 @@ def run_train(args: argparse.Namespace) -> int:
     overrides = list(args.overrides) + args.late_overrides
     if args.config is None and not overrides:
         overrides = plain_train_overrides(str(load_config().paths.data_root))
-        print(f"training the paper's setting ({' '.join(overrides)}) on SPair-71k under {load_config().paths.data_root}")
+        print(
+            f"training the paper's setting ({' '.join(overrides)}) on SPair-71k under {load_config().paths.data_root}"
+        )
     cfg = load_config(args.config, overrides)
-    require_extra(["lightning", "torchmetrics"] + (["wandb"] if str(cfg.logger.backend) == "wandb" else [])
-                  + ["scipy"], "training")
+    require_extra(
+        ["lightning", "torchmetrics"] + (["wandb"] if str(cfg.logger.backend) == "wandb" else []) + ["scipy"],
+        "training",
+    )
     from hyperfeat.errors import TrainingInterrupted
     from hyperfeat.train.trainer import train
 

@@ -15,9 +15,6 @@ import torch.nn.functional as F
 
 from hyperfeat.errors import DataError
 
-
-
-
 # ---------------------------------------------------------------------------------------------
 # helpers
 
@@ -34,12 +31,10 @@ def check_descriptors(desc: torch.Tensor) -> torch.Tensor:
     return F.normalize(desc.float(), dim=1)
 
 
-
 def check_image_size(image_size: Sequence[int]) -> tuple[int, int]:
     if len(image_size) != 2 or min(int(image_size[0]), int(image_size[1])) < 1:
         raise DataError(f"image_size must be (W, H) with positive sides; got {tuple(image_size)}")
     return int(image_size[0]), int(image_size[1])
-
 
 
 def sample_descriptors(desc: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
@@ -49,7 +44,6 @@ def sample_descriptors(desc: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
     grid = (cells * scale - 1.0).view(1, 1, -1, 2)  # align_corners=True: -1 is cell 0's centre
     out = F.grid_sample(desc[None], grid, mode="bilinear", padding_mode="border", align_corners=True)
     return F.normalize(out[0, :, 0].T, dim=1)  # (n, D)
-
 
 
 def window_mask(centres: torch.Tensor, grid: tuple[int, int], radius: int) -> torch.Tensor:
@@ -62,7 +56,6 @@ def window_mask(centres: torch.Tensor, grid: tuple[int, int], radius: int) -> to
     return near_rows[:, :, None] & near_cols[:, None, :]
 
 
-
 def argmax_cell(scores: torch.Tensor) -> torch.Tensor:
     """(n, h, w) → (n, 2) integer cell xy of each maximum."""
     flat = scores.flatten(1).argmax(dim=1)
@@ -70,10 +63,7 @@ def argmax_cell(scores: torch.Tensor) -> torch.Tensor:
     return torch.stack([flat % w, flat // w], dim=1)
 
 
-
-def refine_cells(
-    scores: torch.Tensor, cells: torch.Tensor, radius: int, temperature: Optional[float]
-) -> torch.Tensor:
+def refine_cells(scores: torch.Tensor, cells: torch.Tensor, radius: int, temperature: Optional[float]) -> torch.Tensor:
     """Sub-cell position: weighted mean of the cells within ``radius`` of each integer cell
     (the window shrinks near a border to stay symmetric).
 

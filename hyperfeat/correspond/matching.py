@@ -44,13 +44,10 @@ CHUNK = 64  # query points per similarity chunk: 64 × 512 × 512 float32 = 64 M
 SOFTMAX_TEMPERATURE = 0.02
 
 
-
 Method = Literal["nn", "mutual_nn", "soft_argmax"]
 
 
 METHODS = ("nn", "mutual_nn", "soft_argmax")
-
-
 
 
 # ---------------------------------------------------------------------------- validation
@@ -63,8 +60,6 @@ def _check_desc(desc: torch.Tensor, name: str) -> torch.Tensor:
     return desc
 
 
-
-
 def _check_pair(src_desc: torch.Tensor, tgt_desc: torch.Tensor) -> None:
     _check_desc(src_desc, "src_desc")
     _check_desc(tgt_desc, "tgt_desc")
@@ -72,15 +67,11 @@ def _check_pair(src_desc: torch.Tensor, tgt_desc: torch.Tensor) -> None:
         raise DataError(f"descriptor dims differ: src_desc has {src_desc.shape[0]}, tgt_desc {tgt_desc.shape[0]}")
 
 
-
-
 def _check_sim(sim: torch.Tensor) -> torch.Tensor:
     if not isinstance(sim, torch.Tensor) or sim.dim() != 3 or min(sim.shape[1:]) < 1:
         shape = tuple(sim.shape) if isinstance(sim, torch.Tensor) else type(sim).__name__
         raise DataError(f"sim must be an (N, h, w) similarity map; got {shape}")
     return sim
-
-
 
 
 # ---------------------------------------------------------------------------- descriptors
@@ -94,8 +85,6 @@ def cosine_similarity(src_vectors: torch.Tensor, tgt_desc: torch.Tensor) -> torc
     src = F.normalize(src_vectors, dim=1, eps=EPS)  # (N, D)
     tgt = F.normalize(tgt_desc.reshape(d, h * w), dim=0, eps=EPS)  # (D, h·w)
     return (src @ tgt).view(-1, h, w)
-
-
 
 
 def descriptors_at(
@@ -127,8 +116,6 @@ def descriptors_at(
     return out.T
 
 
-
-
 # ---------------------------------------------------------------------------- argmax
 
 
@@ -138,11 +125,7 @@ def nearest_neighbour(sim: torch.Tensor) -> torch.Tensor:
     return indices_to_points(sim.reshape(n, h * w).argmax(dim=1), (h, w))
 
 
-
-
-def soft_argmax(
-    sim: torch.Tensor, temperature: float = SOFTMAX_TEMPERATURE, window: int | None = None
-) -> torch.Tensor:
+def soft_argmax(sim: torch.Tensor, temperature: float = SOFTMAX_TEMPERATURE, window: int | None = None) -> torch.Tensor:
     """Softmax(sim / temperature)-weighted mean (x, y) of each map (N, h, w) → (N, 2) float.
 
     With ``window = r`` only the (2r+1)×(2r+1) cells around the argmax (clipped at the border)
@@ -162,13 +145,9 @@ def soft_argmax(
     return torch.softmax(logits, dim=1) @ grid
 
 
-
-
 def _nn_indices(query: torch.Tensor, keys: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
     """Index of the most similar key (M, D) for each query (N, D); both already normalised."""
     return torch.cat([(q @ keys.T).argmax(dim=1) for q in query.split(chunk)])
-
-
 
 
 def _normalised_cells(desc: torch.Tensor) -> torch.Tensor:
@@ -176,11 +155,7 @@ def _normalised_cells(desc: torch.Tensor) -> torch.Tensor:
     return F.normalize(desc.reshape(d, -1).float(), dim=0, eps=EPS).T  # (h·w, D)
 
 
-
-
-def mutual_nearest_neighbours(
-    src_desc: torch.Tensor, tgt_desc: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+def mutual_nearest_neighbours(src_desc: torch.Tensor, tgt_desc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """All mutual nearest-neighbour cell pairs of two maps (D, h, w), (D, h', w').
 
     Returns ``(src_xy (M, 2), tgt_xy (M, 2))`` in the two grid frames, ordered by source index.
@@ -193,8 +168,6 @@ def mutual_nearest_neighbours(
     src_idx = torch.arange(h * w, device=forward.device)
     keep = backward[forward] == src_idx
     return indices_to_points(src_idx[keep], (h, w)), indices_to_points(forward[keep], (ht, wt))
-
-
 
 
 # ---------------------------------------------------------------------------- upsampled frames
@@ -245,8 +218,6 @@ class _Frame:
         return self.size_hw[1] / self.desc.shape[2], self.size_hw[0] / self.desc.shape[1]
 
 
-
-
 def _best_positions(
     query: _Frame, key: _Frame, points_xy: torch.Tensor, how: str, temperature: float, window: int | None
 ) -> torch.Tensor:
@@ -258,19 +229,19 @@ def _best_positions(
     return torch.cat(out) if out else points_xy.new_zeros((0, 2))
 
 
-
-
 def _mutual_flags(src: _Frame, tgt: _Frame, src_xy: torch.Tensor, tgt_xy: torch.Tensor) -> torch.Tensor:
     """Whether the NN back from ``tgt_xy`` lands within one descriptor cell of ``src_xy`` (N,)."""
     back = _best_positions(tgt, src, tgt_xy, "nn", 1.0, None)  # (N, 2) in src frame
     return ((back - src_xy).abs() <= back.new_tensor(src.cell_size_xy())).all(dim=1)
 
 
-
-
 def _frames(
-    src_desc: torch.Tensor, tgt_desc: torch.Tensor, src_points_xy: torch.Tensor,
-    src_size_wh: tuple[int, int], tgt_size_wh: tuple[int, int], upsample: bool,
+    src_desc: torch.Tensor,
+    tgt_desc: torch.Tensor,
+    src_points_xy: torch.Tensor,
+    src_size_wh: tuple[int, int],
+    tgt_size_wh: tuple[int, int],
+    upsample: bool,
 ) -> tuple[_Frame, _Frame, torch.Tensor]:
     """The two matching frames and the query pixels (N, 2), integer, in the source frame."""
     _check_pair(src_desc, tgt_desc)
@@ -283,8 +254,6 @@ def _frames(
         points = rescale_points(points, src_wh, (src_hw[1], src_hw[0]))
     query = indices_to_points(points_to_indices(points, src_hw), src_hw)
     return _Frame.build(src_desc, src_hw), _Frame.build(tgt_desc, tgt_hw), query
-
-
 
 
 def is_mutual(
@@ -311,8 +280,6 @@ def is_mutual(
     return _mutual_flags(src, tgt, query, _best_positions(src, tgt, query, "nn", 1.0, None))
 
 
-
-
 # ---------------------------------------------------------------------------- the protocol
 
 
@@ -323,28 +290,32 @@ class MutualMatches(NamedTuple):
     mutual: torch.Tensor  # (N,) bool: the NN maps back within one descriptor cell of the query
 
 
-
-
 @overload
 def match_points(
-    src_desc: torch.Tensor, tgt_desc: torch.Tensor, src_points_xy: torch.Tensor,
-    src_size_wh: tuple[int, int], tgt_size_wh: tuple[int, int],
-    method: Literal["nn", "soft_argmax"] = ..., upsample: bool = ..., temperature: float = ...,
+    src_desc: torch.Tensor,
+    tgt_desc: torch.Tensor,
+    src_points_xy: torch.Tensor,
+    src_size_wh: tuple[int, int],
+    tgt_size_wh: tuple[int, int],
+    method: Literal["nn", "soft_argmax"] = ...,
+    upsample: bool = ...,
+    temperature: float = ...,
     window: int | None = ...,
 ) -> torch.Tensor: ...
 
 
-
-
 @overload
 def match_points(
-    src_desc: torch.Tensor, tgt_desc: torch.Tensor, src_points_xy: torch.Tensor,
-    src_size_wh: tuple[int, int], tgt_size_wh: tuple[int, int],
-    method: Literal["mutual_nn"], upsample: bool = ..., temperature: float = ...,
+    src_desc: torch.Tensor,
+    tgt_desc: torch.Tensor,
+    src_points_xy: torch.Tensor,
+    src_size_wh: tuple[int, int],
+    tgt_size_wh: tuple[int, int],
+    method: Literal["mutual_nn"],
+    upsample: bool = ...,
+    temperature: float = ...,
     window: int | None = ...,
 ) -> MutualMatches: ...
-
-
 
 
 def match_points(

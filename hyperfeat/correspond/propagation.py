@@ -50,8 +50,6 @@ def mask_to_labels(
     return labels / labels.sum(0, keepdim=True).clamp(min=1e-6), ids  # (K, h, w)
 
 
-
-
 def labels_to_mask(labels: torch.Tensor, image_size: Sequence[int], object_ids: Sequence[int]) -> torch.Tensor:
     """Soft labels (K, h, w) or (T, K, h, w) → object-id masks (H, W) or (T, H, W) int64.
 
@@ -62,7 +60,9 @@ def labels_to_mask(labels: torch.Tensor, image_size: Sequence[int], object_ids: 
     single = labels.ndim == 3
     batch = labels[None] if single else labels  # (T, K, h, w)
     if batch.shape[1] != len(object_ids) + 1:
-        raise DataError(f"labels have {batch.shape[1]} channels; expected {len(object_ids) + 1} (background + {list(object_ids)})")
+        raise DataError(
+            f"labels have {batch.shape[1]} channels; expected {len(object_ids) + 1} (background + {list(object_ids)})"
+        )
     lookup = torch.tensor([0, *object_ids], dtype=torch.int64, device=labels.device)
     masks = []
     for frame in batch:  # one frame at a time: (K, H, W) floats can be large
@@ -72,15 +72,11 @@ def labels_to_mask(labels: torch.Tensor, image_size: Sequence[int], object_ids: 
     return out[0] if single else out
 
 
-
-
 # ---------------------------------------------------------------------------------------------
 # label propagation
 
 
 Band = tuple[int, int, int, int, Optional[torch.Tensor]]  # target rows r0:r1, source rows s0:s1, window mask
-
-
 
 
 def _bands(grid: tuple[int, int], radius: Optional[int], num_queue: int, device: torch.device) -> list[Band]:
@@ -108,8 +104,6 @@ def _bands(grid: tuple[int, int], radius: Optional[int], num_queue: int, device:
         near = ((t_rows[:, None] - s_rows[None]).abs() <= radius) & ((t_cols[:, None] - s_cols[None]).abs() <= radius)
         bands.append((r0, r1, s0, s1, near))  # near: (P, S)
     return bands
-
-
 
 
 def _propagate_frame(
@@ -148,8 +142,6 @@ def _propagate_frame(
         labels = source_labels[:, :, s0 * w : s1 * w].permute(1, 0, 2).flatten(1)  # (K, Q·S)
         out[:, r0 * w : r1 * w] = (labels[:, index] * weights[None]).sum(-1)  # (K, P)
     return out
-
-
 
 
 @torch.no_grad()
@@ -196,8 +188,6 @@ def propagate_labels(
     return out.view(num_frames, -1, h, w)
 
 
-
-
 @torch.no_grad()
 def propagate_mask(
     desc: torch.Tensor,
@@ -226,8 +216,6 @@ def propagate_mask(
     return masks
 
 
-
-
 # ---------------------------------------------------------------------------------------------
 # keypoint propagation
 
@@ -244,8 +232,6 @@ def keypoint_heatmaps(cells: torch.Tensor, grid: tuple[int, int], sigma: float =
     return maps / maps.flatten(1).amax(1).clamp(min=1e-12)[:, None, None]
 
 
-
-
 def heatmap_peaks(maps: torch.Tensor, soft: bool = True, window: int = 1) -> torch.Tensor:
     """(..., J, h, w) maps → (..., J, 2) cell xy: argmax, refined by the map-weighted mean
     over ``window`` cells around it when ``soft``."""
@@ -254,8 +240,6 @@ def heatmap_peaks(maps: torch.Tensor, soft: bool = True, window: int = 1) -> tor
     cells = argmax_cell(flat)
     pos = refine_cells(flat, cells, window, None) if soft else cells.float()
     return pos.view(*lead, 2)
-
-
 
 
 @torch.no_grad()

@@ -70,7 +70,7 @@ class Describer(ABC):
         out = []
         chunks = range(0, len(items), size)
         for start in tqdm(chunks, desc="describing", disable=not progress or len(chunks) < 2):
-            batch, _ = load_batch(items[start:start + size], self.load_size, self.resample)  # (b, 3, L, L)
+            batch, _ = load_batch(items[start : start + size], self.load_size, self.resample)  # (b, 3, L, L)
             out.append(self.describe_batch(batch).cpu())
         return torch.cat(out)
 
@@ -91,5 +91,7 @@ class BackboneDescriber(Describer):
         from hyperfeat.model.identity import feature_identity
 
         identity = feature_identity(self.cfg)
-        identity["backbone"]["compute_dtype"] = str(getattr(self.backbone, "dtype", identity["backbone"]["compute_dtype"]))
+        identity["backbone"]["compute_dtype"] = str(
+            getattr(self.backbone, "dtype", identity["backbone"]["compute_dtype"])
+        )
         return identity

@@ -69,16 +69,26 @@ class ClassicalDescriber(Describer):
     (see the module docstring). ``radii`` / ``sigmas`` in pixels of the L × L image, the centre
     sample first (radius 0)."""
 
-    def __init__(self, cfg: Optional[DictConfig] = None, stride: int = 4, orientations: int = 8,
-                 directions: int = 8, radii: Sequence[float] = (0.0, 4.0, 8.0, 16.0),
-                 sigmas: Sequence[float] = (1.5, 2.5, 4.0, 8.0), colour_weight: float = 1.0,
-                 gradient_sigma: float = 1.0, contrast_floor: float = 0.02):
+    def __init__(
+        self,
+        cfg: Optional[DictConfig] = None,
+        stride: int = 4,
+        orientations: int = 8,
+        directions: int = 8,
+        radii: Sequence[float] = (0.0, 4.0, 8.0, 16.0),
+        sigmas: Sequence[float] = (1.5, 2.5, 4.0, 8.0),
+        colour_weight: float = 1.0,
+        gradient_sigma: float = 1.0,
+        contrast_floor: float = 0.02,
+    ):
         if cfg is None:
             from hyperfeat.config import load_config
 
             cfg = load_config(overrides=["backbone=tiny", "features.load_size=256"])
         if len(radii) != len(sigmas) or not radii or float(radii[0]) != 0.0:
-            raise ValueError(f"radii and sigmas must pair up, the centre (radius 0) first; got {list(radii)}, {list(sigmas)}")
+            raise ValueError(
+                f"radii and sigmas must pair up, the centre (radius 0) first; got {list(radii)}, {list(sigmas)}"
+            )
         self.cfg = cfg
         self.stride, self.orientations, self.directions = int(stride), int(orientations), int(directions)
         self.radii, self.sigmas = [float(r) for r in radii], [float(s) for s in sigmas]
@@ -95,10 +105,18 @@ class ClassicalDescriber(Describer):
         return (self.orientations + 3) * (1 + self.directions * (len(self.radii) - 1))
 
     def identity(self) -> dict:
-        return {"describer": "classical-daisy-v1", "stride": self.stride, "orientations": self.orientations,
-                "directions": self.directions, "radii": self.radii, "sigmas": self.sigmas,
-                "colour_weight": self.colour_weight, "gradient_sigma": self.gradient_sigma,
-                "contrast_floor": self.contrast_floor, "load_size": self.load_size}
+        return {
+            "describer": "classical-daisy-v1",
+            "stride": self.stride,
+            "orientations": self.orientations,
+            "directions": self.directions,
+            "radii": self.radii,
+            "sigmas": self.sigmas,
+            "colour_weight": self.colour_weight,
+            "gradient_sigma": self.gradient_sigma,
+            "contrast_floor": self.contrast_floor,
+            "load_size": self.load_size,
+        }
 
     def _sample(self, maps: torch.Tensor, dx: float, dy: float) -> torch.Tensor:
         """(B, C, L, L) maps read at every cell centre shifted by (dx, dy) pixels → (B, C, h, w)."""
@@ -112,7 +130,7 @@ class ClassicalDescriber(Describer):
     def _normalised(self, sample: torch.Tensor) -> torch.Tensor:
         """(B, C, h, w): the orientation histogram L2-normalised (floored: flat regions stay
         small instead of amplified noise), the colour scaled."""
-        hist, colour = sample[:, :self.orientations], sample[:, self.orientations:]
+        hist, colour = sample[:, : self.orientations], sample[:, self.orientations :]
         norm = hist.norm(dim=1, keepdim=True).clamp(min=self.contrast_floor)
         return torch.cat([hist / norm, self.colour_weight * colour], dim=1)
 
@@ -130,5 +148,7 @@ class ClassicalDescriber(Describer):
                 continue
             for k in range(self.directions):
                 angle = 2 * math.pi * k / self.directions
-                samples.append(self._normalised(self._sample(blurred, radius * math.cos(angle), radius * math.sin(angle))))
+                samples.append(
+                    self._normalised(self._sample(blurred, radius * math.cos(angle), radius * math.sin(angle)))
+                )
         return F.normalize(torch.cat(samples, dim=1), dim=1)  # (B, D, h, w)

@@ -84,8 +84,10 @@ class DiftDescriber(BackboneDescriber):
             raise ConfigError(f"dift.timestep must be in [0, 999]; got {self.timestep}")
         blocks = len(backbone.unet.up_blocks)
         if not 0 <= self.up_ft_index < blocks:
-            raise ConfigError(f"dift.up_ft_index must index unet.up_blocks: valid values 0 … {blocks - 1} "
-                              f"({list(range(blocks))}); got {self.up_ft_index}")
+            raise ConfigError(
+                f"dift.up_ft_index must index unet.up_blocks: valid values 0 … {blocks - 1} "
+                f"({list(range(blocks))}); got {self.up_ft_index}"
+            )
         if self.ensemble_size < 1:
             raise ConfigError(f"dift.ensemble_size must be an integer >= 1; got {self.ensemble_size}")
         self.alphas = schedule.alphas_cumprod()
@@ -101,9 +103,17 @@ class DiftDescriber(BackboneDescriber):
         ident = self.backbone_identity()
         ident.pop("features")
         ident["method"] = "dift"
-        ident["dift"] = {"timestep": self.timestep, "up_ft_index": self.up_ft_index, "ensemble_size": self.ensemble_size,
-                         "prompt": self.prompt, "image_size": self.image_size, "latent": self.latent, "seed": self.seed,
-                         "preprocess": self.preprocess, "load_size": self.load_size}
+        ident["dift"] = {
+            "timestep": self.timestep,
+            "up_ft_index": self.up_ft_index,
+            "ensemble_size": self.ensemble_size,
+            "prompt": self.prompt,
+            "image_size": self.image_size,
+            "latent": self.latent,
+            "seed": self.seed,
+            "preprocess": self.preprocess,
+            "load_size": self.load_size,
+        }
         return ident
 
     def condition(self, batch_size: int) -> torch.Tensor:
@@ -122,7 +132,9 @@ class DiftDescriber(BackboneDescriber):
         handle = self.backbone.unet.up_blocks[self.up_ft_index].register_forward_hook(hook)
         timesteps = torch.full((x_t.shape[0],), float(t), device=x_t.device)
         try:
-            self.backbone.unet(x_t.to(self.backbone.dtype), timesteps, encoder_hidden_states=self.condition(x_t.shape[0]))
+            self.backbone.unet(
+                x_t.to(self.backbone.dtype), timesteps, encoder_hidden_states=self.condition(x_t.shape[0])
+            )
         except _Stop:
             pass
         finally:
@@ -134,7 +146,9 @@ class DiftDescriber(BackboneDescriber):
         """(B, 3, L, L) in [-1, 1] → (B, C, h, w) float32: the ensemble mean of the block output."""
         images = batch.to(self.device, torch.float32)
         if images.shape[-2:] != (self.image_size, self.image_size):
-            images = F.interpolate(images, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+            images = F.interpolate(
+                images, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False
+            )
         posterior = self.backbone.vae.encode(images.to(self.backbone.dtype)).latent_dist
         mean, std = posterior.mean.float(), posterior.std.float()  # (B, 4, h, w)
         generators = [torch.Generator(self.device).manual_seed(self.seed) for _ in range(images.shape[0])]
@@ -142,7 +156,11 @@ class DiftDescriber(BackboneDescriber):
         for _ in range(self.ensemble_size):
             latents, noise = [], []
             for b, g in enumerate(generators):
-                z = mean[b] if self.latent == "mean" else mean[b] + std[b] * torch.randn(mean.shape[1:], generator=g, device=self.device)
+                z = (
+                    mean[b]
+                    if self.latent == "mean"
+                    else mean[b] + std[b] * torch.randn(mean.shape[1:], generator=g, device=self.device)
+                )
                 latents.append(z)
                 noise.append(torch.randn(mean.shape[1:], generator=g, device=self.device))
             x0 = torch.stack(latents) * self.backbone.latent_scale

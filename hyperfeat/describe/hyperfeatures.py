@@ -33,22 +33,30 @@ from hyperfeat.model.pretrained import load_pretrained
 class HyperfeatureDescriber(BackboneDescriber):
     """A frozen backbone, its feature extractor and a trained aggregation network."""
 
-    def __init__(self, cfg: DictConfig, backbone: Backbone, network: AggregationNetwork,
-                 meta: Optional[CheckpointMeta] = None):
+    def __init__(
+        self, cfg: DictConfig, backbone: Backbone, network: AggregationNetwork, meta: Optional[CheckpointMeta] = None
+    ):
         self.cfg = cfg
         self.backbone = backbone
         self.extractor = FeatureExtractor(backbone, cfg.features)
         check_compatible(
             meta or CheckpointMeta(cfg, network.feature_dims, self.extractor.layers, list(cfg.features.save_steps)),
-            self.extractor.layers, self.extractor.channels, backbone.model_id,
+            self.extractor.layers,
+            self.extractor.channels,
+            backbone.model_id,
             save_steps=self.extractor.save_steps,
         )
         self.network = network.to(backbone.device).eval()
         self.meta = meta
 
     @classmethod
-    def from_checkpoint(cls, path: Union[str, os.PathLike], device: Optional[str] = None,
-                        overrides: Sequence[str] = (), backbone: Optional[Backbone] = None):
+    def from_checkpoint(
+        cls,
+        path: Union[str, os.PathLike],
+        device: Optional[str] = None,
+        overrides: Sequence[str] = (),
+        backbone: Optional[Backbone] = None,
+    ):
         """Load a checkpoint with the backbone it names (or ``backbone``, already loaded)."""
         network, meta = load_pretrained(path)
         extra = list(overrides) + ([f"backbone.device={device}"] if device else [])
@@ -57,28 +65,37 @@ class HyperfeatureDescriber(BackboneDescriber):
         return cls(cfg, backbone, network, meta)
 
     @classmethod
-    def from_pretrained(cls, name_or_path: Union[str, os.PathLike], device: Optional[str] = None,
-                        overrides: Sequence[str] = (), backbone: Optional[Backbone] = None,
-                        revision: Optional[str] = None, cache_dir: Optional[Union[str, os.PathLike]] = None,
-                        local_files_only: bool = False):
+    def from_pretrained(
+        cls,
+        name_or_path: Union[str, os.PathLike],
+        device: Optional[str] = None,
+        overrides: Sequence[str] = (),
+        backbone: Optional[Backbone] = None,
+        revision: Optional[str] = None,
+        cache_dir: Optional[Union[str, os.PathLike]] = None,
+        local_files_only: bool = False,
+    ):
         """Load trained weights by any name: a folder written by :meth:`save_pretrained`, a
         ``.safetensors`` or ``.ckpt`` file, a published reference network (``dhf-sd15``,
         ``dhf-sd15-onestep``, ``dhf-sd21``: downloaded once, converted, cached) or a hub repo id
         (``owner/name``). ``revision``, ``cache_dir`` (the Hugging Face cache) and
         ``local_files_only`` go to the hub download."""
 
-        network, meta = load_pretrained(name_or_path, revision=revision, cache_dir=cache_dir,
-                                        local_files_only=local_files_only)
+        network, meta = load_pretrained(
+            name_or_path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only
+        )
         extra = list(overrides) + ([f"backbone.device={device}"] if device else [])
         cfg = inference_config(meta, extra)
         return cls(cfg, backbone or load_backbone(cfg), network, meta)
 
     def _meta(self) -> CheckpointMeta:
-        return self.meta or CheckpointMeta(self.cfg, list(self.network.feature_dims), self.extractor.layers,
-                                           list(self.extractor.save_steps))
+        return self.meta or CheckpointMeta(
+            self.cfg, list(self.network.feature_dims), self.extractor.layers, list(self.extractor.save_steps)
+        )
 
-    def save_pretrained(self, folder: Union[str, os.PathLike], metrics: Optional[dict] = None,
-                        picture: Optional[Callable] = None) -> str:
+    def save_pretrained(
+        self, folder: Union[str, os.PathLike], metrics: Optional[dict] = None, picture: Optional[Callable] = None
+    ) -> str:
         """Write ``model.safetensors`` + ``config.json`` + a model card (README.md; with the
         mixing-weight picture drawn by ``picture``, as :class:`hyperfeat.api.Hyperfeatures` does)
         into ``folder``; :meth:`from_pretrained` loads it back. ``metrics`` (name → value) go into
@@ -87,8 +104,14 @@ class HyperfeatureDescriber(BackboneDescriber):
 
         return str(save_pretrained(folder, self.network, self._meta(), metrics=metrics, picture=picture))
 
-    def push_to_hub(self, repo_id: str, private: Optional[bool] = None, token: Optional[str] = None,
-                    metrics: Optional[dict] = None, commit_message: str = "Upload hyperfeat model"):
+    def push_to_hub(
+        self,
+        repo_id: str,
+        private: Optional[bool] = None,
+        token: Optional[str] = None,
+        metrics: Optional[dict] = None,
+        commit_message: str = "Upload hyperfeat model",
+    ):
         """Save (as :meth:`save_pretrained`) and upload to the hub repo ``repo_id`` (created if
         needed; log in first with ``hf auth login`` or pass ``token``). Returns the commit info."""
         import tempfile

@@ -65,7 +65,9 @@ class CrossAttentionCapture:
         self.store = store
         self.name = name
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
+    def __call__(
+        self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs
+    ):
         residual = hidden_states
         if attn.spatial_norm is not None:
             hidden_states = attn.spatial_norm(hidden_states, temb)
@@ -73,8 +75,9 @@ class CrossAttentionCapture:
         if input_ndim == 4:
             batch_size, channel, height, width = hidden_states.shape
             hidden_states = hidden_states.view(batch_size, channel, height * width).transpose(1, 2)
-        batch_size, sequence_length, _ = (hidden_states.shape if encoder_hidden_states is None
-                                          else encoder_hidden_states.shape)
+        batch_size, sequence_length, _ = (
+            hidden_states.shape if encoder_hidden_states is None else encoder_hidden_states.shape
+        )
         attention_mask = attn.prepare_attention_mask(attention_mask, sequence_length, batch_size)
         if attn.group_norm is not None:
             hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
@@ -101,11 +104,15 @@ class CrossAttentionCapture:
 
 def cross_attention_names(unet: torch.nn.Module, layers) -> list[list[str]]:
     """Processor names of the cross-attentions (attn2) inside each ``up_blocks.<i>.attentions.<j>``."""
-    valid = [[i, j] for i, block in enumerate(unet.up_blocks) for j in range(len(getattr(block, "attentions", None) or []))]
+    valid = [
+        [i, j] for i, block in enumerate(unet.up_blocks) for j in range(len(getattr(block, "attentions", None) or []))
+    ]
     bad = [list(l) for l in layers if [int(l[0]), int(l[1])] not in valid]
     if bad:
-        raise ConfigError(f"ldm.layers {bad} are not cross-attention layers of this UNet; valid [i, j] "
-                          f"(up_blocks.<i>.attentions.<j>): {valid}")
+        raise ConfigError(
+            f"ldm.layers {bad} are not cross-attention layers of this UNet; valid [i, j] "
+            f"(up_blocks.<i>.attentions.<j>): {valid}"
+        )
     names = list(unet.attn_processors)
     out = []
     for i, j in layers:
@@ -135,7 +142,7 @@ def gaussian_map(centres_uv: torch.Tensor, size: int, sigma_cells: float) -> tor
     grid = torch.arange(size, dtype=torch.float32, device=centres_uv.device)
     du = (grid[None, :] - centres_uv[:, :1]) ** 2  # (B, size) over u (columns)
     dv = (grid[None, :] - centres_uv[:, 1:]) ** 2  # (B, size) over v (rows)
-    g = torch.exp(-(dv[:, :, None] + du[:, None, :]) / (2 * sigma_cells ** 2))
+    g = torch.exp(-(dv[:, :, None] + du[:, None, :]) / (2 * sigma_cells**2))
     return g / g.sum(dim=(1, 2), keepdim=True)
 
 
@@ -200,11 +207,18 @@ class LdmMatcher:
     def _encode_crops(self, image: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         """Crops of a (3, L, L) image → latents (n, 4, s/8, s/8) (posterior mean × scaling factor)."""
         size = self.image_size
-        crops = torch.stack([image[:, y0:y0 + c, x0:x0 + c] for x0, y0, c in boxes.tolist()])
-        crops = F.interpolate(crops.to(self.device, torch.float32), size=(size, size), mode="bilinear", align_corners=False)
-        return self.backbone.vae.encode(crops.to(self.backbone.dtype)).latent_dist.mean.float() * self.backbone.latent_scale
+        crops = torch.stack([image[:, y0 : y0 + c, x0 : x0 + c] for x0, y0, c in boxes.tolist()])
+        crops = F.interpolate(
+            crops.to(self.device, torch.float32), size=(size, size), mode="bilinear", align_corners=False
+        )
+        return (
+            self.backbone.vae.encode(crops.to(self.backbone.dtype)).latent_dist.mean.float()
+            * self.backbone.latent_scale
+        )
 
-    def _layer_maps(self, latents: torch.Tensor, embeddings: torch.Tensor, t: int, g: torch.Generator) -> list[torch.Tensor]:
+    def _layer_maps(
+        self, latents: torch.Tensor, embeddings: torch.Tensor, t: int, g: torch.Generator
+    ) -> list[torch.Tensor]:
         """Noised latents with their embeddings → per chosen layer (n, h, w) head-mean attention
         of token ``token_index`` (with grad when the embeddings have it)."""
         noise = torch.randn(latents.shape, generator=g).to(self.device)
@@ -212,7 +226,9 @@ class LdmMatcher:
         timesteps = torch.full((x_t.shape[0],), float(t), device=self.device)
         with capture_cross_attention(self.backbone.unet, self.names) as store:
             try:
-                self.backbone.unet(x_t.to(self.backbone.dtype), timesteps, encoder_hidden_states=embeddings.to(self.backbone.dtype))
+                self.backbone.unet(
+                    x_t.to(self.backbone.dtype), timesteps, encoder_hidden_states=embeddings.to(self.backbone.dtype)
+                )
             except _Stop:
                 pass
         token = int(self.settings.token_index)
@@ -238,15 +254,20 @@ class LdmMatcher:
         return torch.stack(losses).mean(0)
 
     # ------------------------------------------------------------------ the method
-    def optimize(self, source: torch.Tensor, points: torch.Tensor, steps: Optional[int] = None,
-                 on_step=None) -> tuple[torch.Tensor, list[float]]:
+    def optimize(
+        self, source: torch.Tensor, points: torch.Tensor, steps: Optional[int] = None, on_step=None
+    ) -> tuple[torch.Tensor, list[float]]:
         """Source (3, L, L) in [-1, 1], points (P, 2) load-frame xy → embeddings (P, K, 77, E)
         and the mean loss of each step. ``on_step(step, embeddings)`` is called before each step."""
         s = self.settings
         steps = int(s.steps if steps is None else steps)
         P, K = points.shape[0], int(s.num_embeddings)
         g = torch.Generator().manual_seed(int(s.seed))
-        emb = (torch.randn((P * K, 77, self.text_dim), generator=g) * float(s.init_std)).to(self.device).requires_grad_(True)
+        emb = (
+            (torch.randn((P * K, 77, self.text_dim), generator=g) * float(s.init_std))
+            .to(self.device)
+            .requires_grad_(True)
+        )
         optimiser = torch.optim.Adam([emb], lr=float(s.lr))
         chunk = int(s.batch_size)
         history = []
@@ -262,8 +283,8 @@ class LdmMatcher:
             total = 0.0
             for a in range(0, P * K, chunk):
                 with torch.enable_grad():
-                    maps = self._layer_maps(latents[a:a + chunk], emb[a:a + chunk], int(s.optimize_timestep), g)
-                    loss = self.attention_loss(maps, in_crop[a:a + chunk].to(self.device))
+                    maps = self._layer_maps(latents[a : a + chunk], emb[a : a + chunk], int(s.optimize_timestep), g)
+                    loss = self.attention_loss(maps, in_crop[a : a + chunk].to(self.device))
                     loss.sum().backward()
                 total += float(loss.detach().sum())
             optimiser.step()
@@ -273,15 +294,23 @@ class LdmMatcher:
         return emb.detach().reshape(P, K, 77, -1), history
 
     @torch.no_grad()
-    def evaluate_loss(self, source: torch.Tensor, points: torch.Tensor, embeddings: torch.Tensor,
-                      seed: int = 12345, num_crops: int = 4) -> float:
+    def evaluate_loss(
+        self,
+        source: torch.Tensor,
+        points: torch.Tensor,
+        embeddings: torch.Tensor,
+        seed: int = 12345,
+        num_crops: int = 4,
+    ) -> float:
         """The attention loss of embeddings (P, K, 77, E) on fixed crops and noise (``seed``), so
         two sets of embeddings are compared on the same draws."""
         P, K = embeddings.shape[:2]
         g = torch.Generator().manual_seed(seed)
         flat = embeddings.reshape(P * K, 77, -1).repeat_interleave(num_crops, 0)
         boxes = self._crop_boxes(points.repeat_interleave(K, 0), num_crops, g)  # (P·K·n, 3)
-        in_crop = (points.repeat_interleave(K * num_crops, 0) - boxes[:, :2].float()) * (self.image_size / boxes[:, 2:].float())
+        in_crop = (points.repeat_interleave(K * num_crops, 0) - boxes[:, :2].float()) * (
+            self.image_size / boxes[:, 2:].float()
+        )
         latents = self._encode_crops(source, boxes)
         total = 0.0
         for a in range(0, flat.shape[0], int(self.settings.batch_size)):
@@ -311,11 +340,15 @@ class LdmMatcher:
             lo_y, hi_y = round(y0 * r / L), round((y0 + side) * r / L)
             per = []
             for a in range(0, P * K, int(s.batch_size)):
-                e = flat_emb[a:a + int(s.batch_size)]
-                maps = self._layer_maps(latents[c:c + 1].expand(e.shape[0], -1, -1, -1), e, int(s.inference_timestep), g)
+                e = flat_emb[a : a + int(s.batch_size)]
+                maps = self._layer_maps(
+                    latents[c : c + 1].expand(e.shape[0], -1, -1, -1), e, int(s.inference_timestep), g
+                )
                 soft = [torch.softmax(m.flatten(1), dim=1).reshape(-1, 1, *m.shape[1:]) for m in maps]
-                resized = [F.interpolate(m, size=(hi_y - lo_y, hi_x - lo_x), mode="bilinear", align_corners=False)
-                           for m in soft]
+                resized = [
+                    F.interpolate(m, size=(hi_y - lo_y, hi_x - lo_x), mode="bilinear", align_corners=False)
+                    for m in soft
+                ]
                 per.append(torch.stack(resized).mean(0)[:, 0])  # (b, h, w): mean over layers
             crop_map = torch.cat(per).reshape(P, K, hi_y - lo_y, hi_x - lo_x).mean(1)
             canvas[:, lo_y:hi_y, lo_x:hi_x] += crop_map
@@ -324,8 +357,13 @@ class LdmMatcher:
         self.stats["seconds"] += time.perf_counter() - start
         return torch.where(count > 0, canvas / count.clamp_min(1), torch.full_like(canvas, -1.0))
 
-    def match(self, source: torch.Tensor, target: torch.Tensor, points: torch.Tensor,
-              embeddings: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def match(
+        self,
+        source: torch.Tensor,
+        target: torch.Tensor,
+        points: torch.Tensor,
+        embeddings: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
         """Source and target (3, L, L) in [-1, 1], points (P, 2) load-frame xy → (P, 2) load-frame
         xy in the target (the centre of the argmax cell)."""
         from hyperfeat.geometry import cells_to_pixels

@@ -22,25 +22,45 @@ from hyperfeat.describe.base import Describer
 class PatchDescriber(Describer):
     """(B, 3, L, L) in [-1, 1] → (B, dim, L / stride, L / stride): fixed random patch projections."""
 
-    def __init__(self, cfg: Optional[DictConfig] = None, patch: int = 9, stride: int = 4, dim: int = 64,
-                 seed: int = 0, colour_weight: float = 1.0):
+    def __init__(
+        self,
+        cfg: Optional[DictConfig] = None,
+        patch: int = 9,
+        stride: int = 4,
+        dim: int = 64,
+        seed: int = 0,
+        colour_weight: float = 1.0,
+    ):
         if cfg is None:
             from hyperfeat.config import load_config
 
             cfg = load_config(overrides=["backbone=tiny"])
         self.cfg = cfg
-        self.patch, self.stride, self.dim, self.seed, self.colour_weight = int(patch), int(stride), int(dim), int(seed), float(colour_weight)
+        self.patch, self.stride, self.dim, self.seed, self.colour_weight = (
+            int(patch),
+            int(stride),
+            int(dim),
+            int(seed),
+            float(colour_weight),
+        )
         generator = torch.Generator().manual_seed(self.seed)
         weight = torch.randn(self.dim, 3, self.patch, self.patch, generator=generator)
-        self.weight = weight / (self.patch * 3 ** 0.5)  # (dim, 3, k, k)
+        self.weight = weight / (self.patch * 3**0.5)  # (dim, 3, k, k)
 
     @property
     def device(self) -> torch.device:
         return torch.device("cpu")
 
     def identity(self) -> dict:
-        return {"describer": "random-patch-projection", "patch": self.patch, "stride": self.stride, "dim": self.dim,
-                "seed": self.seed, "colour_weight": self.colour_weight, "load_size": self.load_size}
+        return {
+            "describer": "random-patch-projection",
+            "patch": self.patch,
+            "stride": self.stride,
+            "dim": self.dim,
+            "seed": self.seed,
+            "colour_weight": self.colour_weight,
+            "load_size": self.load_size,
+        }
 
     @torch.no_grad()
     def describe_batch(self, batch: torch.Tensor) -> torch.Tensor:

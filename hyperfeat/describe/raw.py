@@ -39,19 +39,22 @@ def maps_from_config(cfg: DictConfig, unet: torch.nn.Module) -> list[RawMap]:
 class RawDescriber(BackboneDescriber):
     """Raw decoder maps of the ``features`` plan (see the module docstring)."""
 
-    def __init__(self, cfg: DictConfig, backbone: Backbone, maps: Optional[Sequence[RawMap]] = None,
-                 name: str = "raw"):
+    def __init__(self, cfg: DictConfig, backbone: Backbone, maps: Optional[Sequence[RawMap]] = None, name: str = "raw"):
         self.cfg = cfg
         self.backbone = backbone
         self.name = name
-        self.maps = [(int(label), (int(ij[0]), int(ij[1]))) for label, ij in (maps or maps_from_config(cfg, backbone.unet))]
+        self.maps = [
+            (int(label), (int(ij[0]), int(ij[1]))) for label, ij in (maps or maps_from_config(cfg, backbone.unet))
+        ]
         if not self.maps:
             raise ConfigError("raw.maps is empty; give at least one [label, i, j]")
         num_steps = int(cfg.features.num_steps)
         bad = [label for label, _ in self.maps if not 0 <= label < num_steps]
         if bad:
-            raise ConfigError(f"raw map labels {bad} are not timestep labels of the plan: valid 0 … {num_steps - 1} "
-                              f"(features.num_steps={num_steps})")
+            raise ConfigError(
+                f"raw map labels {bad} are not timestep labels of the plan: valid 0 … {num_steps - 1} "
+                f"(features.num_steps={num_steps})"
+            )
         available = all_layers(backbone.unet)
         wrong = [ij for _, ij in self.maps if ij not in available]
         if wrong:
@@ -64,8 +67,10 @@ class RawDescriber(BackboneDescriber):
         self.extractor = FeatureExtractor(backbone, self.features)
         offsets = [sum(self.extractor.channels[:n]) for n in range(len(layers))]
         # (timestep index, channel start, channel count) of each map in the extractor's output
-        self._slices = [(labels.index(label), offsets[layers.index(ij)], self.extractor.channels[layers.index(ij)])
-                        for label, ij in self.maps]
+        self._slices = [
+            (labels.index(label), offsets[layers.index(ij)], self.extractor.channels[layers.index(ij)])
+            for label, ij in self.maps
+        ]
 
     def identity(self) -> dict:
         ident = self.backbone_identity()
@@ -79,7 +84,7 @@ class RawDescriber(BackboneDescriber):
     def describe_batch(self, batch: torch.Tensor) -> torch.Tensor:
         """(B, 3, L, L) → one map (B, C, R, R) as extracted, or several, each L2-normalised, concatenated."""
         raw = self.extractor.run(batch)  # (B, S, C, R, R)
-        parts = [raw[:, s, start:start + count] for s, start, count in self._slices]
+        parts = [raw[:, s, start : start + count] for s, start, count in self._slices]
         if len(parts) == 1:
             return parts[0].float()
         return torch.cat([F.normalize(p.float(), dim=1) for p in parts], dim=1)

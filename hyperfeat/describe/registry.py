@@ -128,20 +128,37 @@ def _local_stats(cfg, backbone, weights):
 
 
 SPECS: tuple[DescriberSpec, ...] = (
-    DescriberSpec("hyperfeatures", "trained diffusion hyperfeatures of a checkpoint", _hyperfeatures,
-                  needs_checkpoint=True),
+    DescriberSpec(
+        "hyperfeatures", "trained diffusion hyperfeatures of a checkpoint", _hyperfeatures, needs_checkpoint=True
+    ),
     DescriberSpec("dift", "DIFT: one noised UNet call, one decoder block (Tang et al. 2023)", _dift, block="dift"),
     DescriberSpec("raw", "raw decoder maps of the features plan (raw.maps; 'SD-Layer-4')", _raw, block="raw"),
     DescriberSpec("concat", "every saved (label, layer) map, each L2-normalised ('SD-Concat-All')", _concat),
     DescriberSpec("pruned", "the one raw map of a checkpoint's largest mixing weight", _pruned, needs_checkpoint=True),
-    DescriberSpec("ldm", "Hedlin et al.'s prompt-optimisation matcher (points, not maps)", _ldm, dense=False,
-                  block="ldm"),
-    DescriberSpec("patches", "weight-free stand-in: fixed random projections of colour patches", _patches,
-                  uses_backbone=False, preset=("features.load_size=256",)),
-    DescriberSpec("local-stats", "weight-free stand-in: local colour and texture statistics", _local_stats,
-                  uses_backbone=False, preset=("features.load_size=128",)),
-    DescriberSpec("classical", "weight-free classical describer: DAISY-style rings of gradient and colour maps",
-                  _classical, uses_backbone=False, preset=("features.load_size=256",)),
+    DescriberSpec(
+        "ldm", "Hedlin et al.'s prompt-optimisation matcher (points, not maps)", _ldm, dense=False, block="ldm"
+    ),
+    DescriberSpec(
+        "patches",
+        "weight-free stand-in: fixed random projections of colour patches",
+        _patches,
+        uses_backbone=False,
+        preset=("features.load_size=256",),
+    ),
+    DescriberSpec(
+        "local-stats",
+        "weight-free stand-in: local colour and texture statistics",
+        _local_stats,
+        uses_backbone=False,
+        preset=("features.load_size=128",),
+    ),
+    DescriberSpec(
+        "classical",
+        "weight-free classical describer: DAISY-style rings of gradient and colour maps",
+        _classical,
+        uses_backbone=False,
+        preset=("features.load_size=256",),
+    ),
 )
 
 REGISTRY: dict[str, DescriberSpec] = {spec.name: spec for spec in SPECS}
@@ -175,8 +192,9 @@ def _with_settings(cfg: DictConfig, spec: DescriberSpec, settings: dict) -> Dict
     block = cfg[spec.block]
     unknown = sorted(k for k in settings if k not in block)
     if unknown:
-        raise ConfigError(f"{spec.name} settings {unknown} are not keys of the {spec.block} block; valid: "
-                          f"{', '.join(block)}")
+        raise ConfigError(
+            f"{spec.name} settings {unknown} are not keys of the {spec.block} block; valid: {', '.join(block)}"
+        )
     for key, value in settings.items():
         if value is None:
             continue
@@ -190,12 +208,15 @@ def _with_settings(cfg: DictConfig, spec: DescriberSpec, settings: dict) -> Dict
 def require_checkpoint(name: str, checkpoint: Optional[PathLike]) -> None:
     """One line when ``name`` needs a checkpoint and none was given."""
     if check_name(name).needs_checkpoint and checkpoint is None:
-        raise ConfigError(f"method={name} needs a trained checkpoint (--checkpoint CKPT); "
-                          f"the methods without one are: {', '.join(TRAINING_FREE)}")
+        raise ConfigError(
+            f"method={name} needs a trained checkpoint (--checkpoint CKPT); "
+            f"the methods without one are: {', '.join(TRAINING_FREE)}"
+        )
 
 
-def config_for(name: str, overrides: Sequence[str] = (), weights: Optional[tuple] = None,
-               device: Optional[str] = None) -> DictConfig:
+def config_for(
+    name: str, overrides: Sequence[str] = (), weights: Optional[tuple] = None, device: Optional[str] = None
+) -> DictConfig:
     """The composed config ``build`` uses for ``name``: a checkpoint's own (``weights``, its
     ``(network, meta)``) for the names that need one, else the defaults, the name's preset and
     ``overrides``."""
@@ -208,8 +229,16 @@ def config_for(name: str, overrides: Sequence[str] = (), weights: Optional[tuple
     return load_config(overrides=[*spec.preset, *extra])
 
 
-def build(name: str, overrides: Sequence[str] = (), *, cfg: Optional[DictConfig] = None,
-          checkpoint: Optional[PathLike] = None, backbone=None, device: Optional[str] = None, **settings):
+def build(
+    name: str,
+    overrides: Sequence[str] = (),
+    *,
+    cfg: Optional[DictConfig] = None,
+    checkpoint: Optional[PathLike] = None,
+    backbone=None,
+    device: Optional[str] = None,
+    **settings,
+):
     """The describer (for ``ldm``, the matcher) registered as ``name``; see the module doc."""
     spec = check_name(name)
     require_checkpoint(name, checkpoint)
@@ -221,4 +250,3 @@ def build(name: str, overrides: Sequence[str] = (), *, cfg: Optional[DictConfig]
         cfg.backbone.device = device
     cfg = _with_settings(cfg, spec, settings)
     return spec.make(cfg, backbone if spec.uses_backbone else None, weights)
-

@@ -37,8 +37,9 @@ class LocalStatsDescriber(Describer):
     ``resolution`` R must divide ``load_size``.
     """
 
-    def __init__(self, cfg: Optional[DictConfig] = None, resolution: int = 32, load_size: int = 128,
-                 device: str = "cpu"):
+    def __init__(
+        self, cfg: Optional[DictConfig] = None, resolution: int = 32, load_size: int = 128, device: str = "cpu"
+    ):
         if cfg is None:
             from hyperfeat.config import load_config
 
@@ -46,8 +47,9 @@ class LocalStatsDescriber(Describer):
         self.cfg = cfg
         self.resolution = int(resolution)
         if self.resolution < 1 or self.load_size % self.resolution:
-            raise ConfigError(f"LocalStatsDescriber resolution {resolution} must divide features.load_size "
-                              f"{self.load_size}")
+            raise ConfigError(
+                f"LocalStatsDescriber resolution {resolution} must divide features.load_size {self.load_size}"
+            )
         self._device = torch.device(device)
 
     @property

@@ -27,8 +27,10 @@ from hyperfeat.eval.settings import EvalSettings
 from hyperfeat.eval.table import format_table
 from hyperfeat.geometry import rescale_points
 
-RANDOM_NOTE = ("NOTE: backbone 'tiny' is a small RANDOM model: these numbers only show that every method runs; "
-               "they say nothing about how well any method corresponds")
+RANDOM_NOTE = (
+    "NOTE: backbone 'tiny' is a small RANDOM model: these numbers only show that every method runs; "
+    "they say nothing about how well any method corresponds"
+)
 
 
 def stratified_indices(dataset, per_category: Optional[int]) -> list[int]:
@@ -36,7 +38,9 @@ def stratified_indices(dataset, per_category: Optional[int]) -> list[int]:
     if per_category is None:
         return list(range(len(dataset)))
     records = getattr(dataset, "records", None)
-    categories = [r.category for r in records] if records is not None else [dataset[i]["category"] for i in range(len(dataset))]
+    categories = (
+        [r.category for r in records] if records is not None else [dataset[i]["category"] for i in range(len(dataset))]
+    )
     seen: dict[str, int] = {}
     keep = []
     for index, category in enumerate(categories):
@@ -57,8 +61,8 @@ def semantic_pairs(cfg, load_size: int, resample: str = "bilinear"):
 
 def pck_of_method(method, dataset, cfg, progress: bool = True, name: str = "") -> tuple[dict, float]:
     """PCK results and seconds per pair of a describer or an LDM matcher over ``dataset``."""
-    from hyperfeat.describe.ldm import LdmMatcher
     from hyperfeat.data.pairs.base import collate_pairs
+    from hyperfeat.describe.ldm import LdmMatcher
     from hyperfeat.eval.semantic import update_pck
 
     settings = EvalSettings.from_config(cfg)
@@ -71,12 +75,18 @@ def pck_of_method(method, dataset, cfg, progress: bool = True, name: str = "") -
             for b in range(len(batch["pair_id"])):
                 valid = batch["valid"][b].bool()
                 size = tuple(int(v) for v in batch["target_size"][b])
-                pred = method.match(batch["source_image"][b], batch["target_image"][b],
-                                    batch["source_points"][b][valid].float())
+                pred = method.match(
+                    batch["source_image"][b], batch["target_image"][b], batch["source_points"][b][valid].float()
+                )
                 pred = rescale_points(pred, (load, load), size)
                 bbox = batch["target_bbox"][b]
-                metric.update(pred, batch["target_points_orig"][b][valid].float(),
-                              None if torch.isnan(bbox).any() else bbox, size, batch["category"][b])
+                metric.update(
+                    pred,
+                    batch["target_points_orig"][b][valid].float(),
+                    None if torch.isnan(bbox).any() else bbox,
+                    size,
+                    batch["category"][b],
+                )
         else:
             desc = method.describe_batch(torch.cat([batch["source_image"], batch["target_image"]]))
             src, tgt = desc.chunk(2)
@@ -91,17 +101,21 @@ def _build(method: str, cfg, checkpoint, overrides, backbone):
     return registry.build(method, overrides, cfg=cfg, checkpoint=checkpoint, backbone=backbone)
 
 
-def comparison_table(rows: Sequence[tuple[str, dict, float]], alphas: Sequence[float], title: str,
-                     notes: Sequence[str] = ()) -> str:
+def comparison_table(
+    rows: Sequence[tuple[str, dict, float]], alphas: Sequence[float], title: str, notes: Sequence[str] = ()
+) -> str:
     """One row per method: pairs, points, PCK bbox@α…, PCK bbox@0.1 per category, s/pair."""
-    cats = sorted({k[len("cat/"):].rsplit("/", 1)[0] for _, r, _ in rows for k in r if k.startswith("cat/")})
+    cats = sorted({k[len("cat/") :].rsplit("/", 1)[0] for _, r, _ in rows for k in r if k.startswith("cat/")})
     headers = ["method", "pairs", "points"] + [f"bbox@{a:g}" for a in alphas] + [f"{c}@0.1" for c in cats] + ["s/pair"]
     body = []
     for name, r, seconds in rows:
         pct = lambda key: "-" if key not in r else f"{100 * float(r[key]):.2f}"  # noqa: E731
-        body.append([name, str(int(float(r.get("num_pairs", 0)))), str(int(float(r.get("num_points", 0))))]
-                    + [pct(f"pck_bbox@{a:g}") for a in alphas] + [pct(f"cat/{c}/pck_bbox@0.1") for c in cats]
-                    + [f"{seconds:.2f}"])
+        body.append(
+            [name, str(int(float(r.get("num_pairs", 0)))), str(int(float(r.get("num_points", 0))))]
+            + [pct(f"pck_bbox@{a:g}") for a in alphas]
+            + [pct(f"cat/{c}/pck_bbox@0.1") for c in cats]
+            + [f"{seconds:.2f}"]
+        )
     return format_table(headers, body, title=title, notes=notes)
 
 
@@ -111,15 +125,20 @@ SUMMARY_GROUPS = ("multi_object", "foreground")  # DAVIS's overall J&F, of every
 def headline_keys(results: dict) -> list[str]:
     """The overall scalars of a video task's results: top-level numbers (JHMDB, TAP-Vid) and the
     summary groups' (DAVIS: ``multi_object/J&F`` …), never per-sequence or per-item ones."""
-    return [k for k in results if not k.startswith("num_")
-            and ("/" not in k or (k.count("/") == 1 and k.split("/")[0] in SUMMARY_GROUPS))]
+    return [
+        k
+        for k in results
+        if not k.startswith("num_") and ("/" not in k or (k.count("/") == 1 and k.split("/")[0] in SUMMARY_GROUPS))
+    ]
 
 
 def video_table(rows: Sequence[tuple[str, dict, float]], title: str, notes: Sequence[str] = ()) -> str:
     """One row per method: the task's overall scalar results (in %) and seconds per video."""
     keys = list(dict.fromkeys(k for _, r, _ in rows for k in headline_keys(r)))
     headers = ["method"] + keys + ["s/video"]
-    body = [[name] + [f"{100 * float(r[k]):.2f}" if k in r else "-" for k in keys] + [f"{s:.2f}"] for name, r, s in rows]
+    body = [
+        [name] + [f"{100 * float(r[k]):.2f}" if k in r else "-" for k in keys] + [f"{s:.2f}"] for name, r, s in rows
+    ]
     return format_table(headers, body, title=title, notes=notes)
 
 
@@ -147,8 +166,14 @@ def checkpoint_config(checkpoint: Optional[str], overrides: Sequence[str] = ()):
     return inference_config(meta, list(overrides))
 
 
-def compare(overrides: Sequence[str] = (), checkpoint: Optional[str] = None, methods: Optional[Sequence[str]] = None,
-            out_json: Optional[str] = None, backbone=None, progress: bool = True) -> dict:
+def compare(
+    overrides: Sequence[str] = (),
+    checkpoint: Optional[str] = None,
+    methods: Optional[Sequence[str]] = None,
+    out_json: Optional[str] = None,
+    backbone=None,
+    progress: bool = True,
+) -> dict:
     """Run several methods on the same pairs (or videos) and print one table."""
     from hyperfeat.eval.runner import VIDEO_TASKS, evaluate_video
     from hyperfeat.model.backbone import load_backbone
@@ -164,8 +189,9 @@ def compare(overrides: Sequence[str] = (), checkpoint: Optional[str] = None, met
     if not methods:
         raise ConfigError(f"nothing to compare: {', '.join(skipped)} need a checkpoint or dense descriptors")
     random_backbone = str(cfg.backbone.model) == "tiny"
-    reasons = {m: "no dense descriptors for a video task" if m not in registry.DENSE else "needs --checkpoint"
-               for m in skipped}
+    reasons = {
+        m: "no dense descriptors for a video task" if m not in registry.DENSE else "needs --checkpoint" for m in skipped
+    }
     notes = [f"skipped: {', '.join(f'{m} ({why})' for m, why in reasons.items())}"] if skipped else []
     if random_backbone:
         print(RANDOM_NOTE)
@@ -191,18 +217,33 @@ def compare(overrides: Sequence[str] = (), checkpoint: Optional[str] = None, met
     else:
         alphas = list(EvalSettings.from_config(cfg).alphas)
         per = cfg.compare.pairs_per_category
-        table = comparison_table(rows, alphas, f"{cfg.data.name}: methods compared on the same pairs"
-                                 + (f" (first {per} per category)" if per else ""), notes)
+        table = comparison_table(
+            rows,
+            alphas,
+            f"{cfg.data.name}: methods compared on the same pairs" + (f" (first {per} per category)" if per else ""),
+            notes,
+        )
     print(table)
-    record = {"task": str(cfg.task), "data": str(cfg.data.name), "backbone": str(cfg.backbone.model),
-              "random_backbone": random_backbone, "checkpoint": checkpoint, "skipped": skipped,
-              "methods": {name: {"results": r, "seconds_per_item": s} for name, r, s in rows}}
+    record = {
+        "task": str(cfg.task),
+        "data": str(cfg.data.name),
+        "backbone": str(cfg.backbone.model),
+        "random_backbone": random_backbone,
+        "checkpoint": checkpoint,
+        "skipped": skipped,
+        "methods": {name: {"results": r, "seconds_per_item": s} for name, r, s in rows},
+    }
     _write(record, out_json, f"compare_{cfg.task if video else cfg.data.name}.json", cfg)
     return record
 
 
-def evaluate_method(overrides: Sequence[str] = (), checkpoint: Optional[str] = None, out_json: Optional[str] = None,
-                    backbone=None, progress: bool = True) -> dict:
+def evaluate_method(
+    overrides: Sequence[str] = (),
+    checkpoint: Optional[str] = None,
+    out_json: Optional[str] = None,
+    backbone=None,
+    progress: bool = True,
+) -> dict:
     """``eval.py method=NAME``: one method (``cfg.method``) on ``cfg.task``; the training-free
     ones need no checkpoint."""
     from hyperfeat.eval.runner import VIDEO_TASKS, evaluate_video
@@ -214,8 +255,10 @@ def evaluate_method(overrides: Sequence[str] = (), checkpoint: Optional[str] = N
     spec = registry.check_name(name)
     video = str(cfg.task) in VIDEO_TASKS
     if video and not spec.dense:
-        raise ConfigError(f"method={name} matches points between two images and gives no dense descriptors, so it "
-                          f"cannot run the video tasks; valid methods for them: {', '.join(registry.DENSE)}")
+        raise ConfigError(
+            f"method={name} matches points between two images and gives no dense descriptors, so it "
+            f"cannot run the video tasks; valid methods for them: {', '.join(registry.DENSE)}"
+        )
     registry.require_checkpoint(name, checkpoint)
     random_backbone = str(cfg.backbone.model) == "tiny"
     if random_backbone:
@@ -226,13 +269,21 @@ def evaluate_method(overrides: Sequence[str] = (), checkpoint: Optional[str] = N
     if video:
         results, table = evaluate_video(method, progress=progress)
     else:
-        results, _ = pck_of_method(method, semantic_pairs(cfg, method.load_size, getattr(method, "resample", "bilinear")),
-                                     cfg, progress, name)
+        results, _ = pck_of_method(
+            method, semantic_pairs(cfg, method.load_size, getattr(method, "resample", "bilinear")), cfg, progress, name
+        )
         table = format_pck(results)
     print(table)
     if random_backbone:
         print(RANDOM_NOTE)
-    record = {"method": name, "task": str(cfg.task), "data": str(cfg.data.name), "backbone": str(cfg.backbone.model),
-              "random_backbone": random_backbone, "checkpoint": checkpoint, "results": results}
+    record = {
+        "method": name,
+        "task": str(cfg.task),
+        "data": str(cfg.data.name),
+        "backbone": str(cfg.backbone.model),
+        "random_backbone": random_backbone,
+        "checkpoint": checkpoint,
+        "results": results,
+    }
     _write(record, out_json, f"eval_{name}_{cfg.task if video else cfg.data.name}.json", cfg)
     return record

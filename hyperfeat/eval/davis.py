@@ -34,8 +34,10 @@ def evaluate_davis(hf, progress: bool = True) -> tuple[dict, str]:
         seq = dataset.load(name, frame_size=_frame_size(cfg))
         if seq.masks.shape[0] != len(seq):
             missing = seq.missing_masks
-            skipped.append(f"{name} (ground truth only for frame 0: {len(missing)} of {len(seq)} annotation files "
-                           f"missing, e.g. {missing[0] if missing else '?'})")
+            skipped.append(
+                f"{name} (ground truth only for frame 0: {len(missing)} of {len(seq)} annotation files "
+                f"missing, e.g. {missing[0] if missing else '?'})"
+            )
             continue
         if len(seq) < 3:
             skipped.append(f"{name} ({len(seq)} frames; J&F needs 3: the first and last are not scored)")
@@ -57,8 +59,11 @@ def evaluate_davis(hf, progress: bool = True) -> tuple[dict, str]:
             one = JandF(foreground_only=not seq.multi_object_exact)  # this sequence alone, for the title
             one.update(pred, gt, name)
             score = f"J&F {100 * float(one.compute()['J&F']):.1f}" + ("" if seq.multi_object_exact else " foreground")
-            write_video(draw_masks_vs_truth(video, pred, gt, score), _vis_dir(cfg, "davis") / f"{_safe_name(name)}.mp4",
-                        fps=VIS_FPS)
+            write_video(
+                draw_masks_vs_truth(video, pred, gt, score),
+                _vis_dir(cfg, "davis") / f"{_safe_name(name)}.mp4",
+                fps=VIS_FPS,
+            )
     if not evaluated:
         raise DataError(f"no DAVIS sequence could be evaluated; skipped: {skipped}")
     for item in skipped:
@@ -71,27 +76,57 @@ def evaluate_davis(hf, progress: bool = True) -> tuple[dict, str]:
     return results, davis_table(results, evaluated, skipped)
 
 
-
-
 def davis_table(results: dict, evaluated: Sequence[tuple[str, int, int, bool]], skipped: Sequence[str] = ()) -> str:
     headers = ["sequence", "frames", "objects", "J&F", "J", "F", "fg J&F", "fg J", "fg F"]
     rows: list = []
     for name, frames, objects, exact in evaluated:
         m, f = f"multi_object/seq/{name}/", f"foreground/seq/{name}/"
         multi_cells = [_pct(results.get(m + k)) if exact else "-" for k in ("J&F", "J-Mean", "F-Mean")]
-        rows.append([name + ("" if exact else " *"), str(frames), str(objects), *multi_cells,
-                     *(_pct(results.get(f + k)) for k in ("J&F", "J-Mean", "F-Mean"))])
+        rows.append(
+            [
+                name + ("" if exact else " *"),
+                str(frames),
+                str(objects),
+                *multi_cells,
+                *(_pct(results.get(f + k)) for k in ("J&F", "J-Mean", "F-Mean")),
+            ]
+        )
     n_multi = sum(exact for *_, exact in evaluated)
     rows.append(None)
-    rows.append([f"mean, multi-object ({n_multi} seq)", "", str(int(float(results.get("multi_object/num_objects", 0)))),
-                 *(_pct(results.get(f"multi_object/{k}")) for k in ("J&F", "J-Mean", "F-Mean")), "", "", ""])
-    rows.append([f"mean, foreground ({len(evaluated)} seq)", "", str(int(float(results.get("foreground/num_objects", 0)))),
-                 "", "", "", *(_pct(results.get(f"foreground/{k}")) for k in ("J&F", "J-Mean", "F-Mean"))])
+    rows.append(
+        [
+            f"mean, multi-object ({n_multi} seq)",
+            "",
+            str(int(float(results.get("multi_object/num_objects", 0)))),
+            *(_pct(results.get(f"multi_object/{k}")) for k in ("J&F", "J-Mean", "F-Mean")),
+            "",
+            "",
+            "",
+        ]
+    )
+    rows.append(
+        [
+            f"mean, foreground ({len(evaluated)} seq)",
+            "",
+            str(int(float(results.get("foreground/num_objects", 0)))),
+            "",
+            "",
+            "",
+            *(_pct(results.get(f"foreground/{k}")) for k in ("J&F", "J-Mean", "F-Mean")),
+        ]
+    )
     table = format_table(headers, rows, title="DAVIS-2017 label propagation (J&F, %)")
     summary_headers = ["overall", "J&F", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay"]
-    summary = [[label, *(_pct(results.get(f"{prefix}/{k}")) for k in ("J&F", "J-Mean", "J-Recall", "J-Decay",
-                                                                      "F-Mean", "F-Recall", "F-Decay"))]
-               for label, prefix in (("multi-object", "multi_object"), ("foreground", "foreground"))]
+    summary = [
+        [
+            label,
+            *(
+                _pct(results.get(f"{prefix}/{k}"))
+                for k in ("J&F", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
+            ),
+        ]
+        for label, prefix in (("multi-object", "multi_object"), ("foreground", "foreground"))
+    ]
     notes = ["means are over objects, as the DAVIS toolkit; fg = every object merged into one"]
     if n_multi < len(evaluated):
         notes.append("* objects merged in this copy of the data: multi-object J&F not exact, left out")

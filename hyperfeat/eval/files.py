@@ -18,25 +18,17 @@ VIS_FPS = 10
 VIS_MAX_TRACKS = 40  # TAP-Vid pictures: at most this many query tracks (evenly spaced)
 
 
-
-
 def _frame_size(cfg) -> Optional[int]:
     size = cfg.video.get("frame_size")
     return int(size) if size else None
-
-
 
 
 def _vis_dir(cfg, task: str) -> Path:
     return Path(str(cfg.paths.output_dir)) / f"vis_{task}"
 
 
-
-
 def _safe_name(name: str) -> str:
     return name.replace("/", "_").replace("\\", "_")
-
-
 
 
 def _prefixed(results: dict, prefix: str) -> dict:

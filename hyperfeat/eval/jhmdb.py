@@ -47,8 +47,9 @@ def evaluate_jhmdb(hf, progress: bool = True) -> tuple[dict, str]:
             for t in range(1, len(clip)):
                 one.update(pred[t], clip.joints[t], clip.boxes[t], clip.original_size, name, valid=clip.in_frame[t])
             scores = one.compute()
-            score = ", ".join(f"PCK@{a:g} {100 * float(scores[f'pck_bbox@{a:g}']):.1f}" for a in alphas
-                              if f"pck_bbox@{a:g}" in scores)
+            score = ", ".join(
+                f"PCK@{a:g} {100 * float(scores[f'pck_bbox@{a:g}']):.1f}" for a in alphas if f"pck_bbox@{a:g}" in scores
+            )
             pictures = draw_joints_vs_truth(video, pred, clip.joints, clip.in_frame, score)
             write_video(pictures, _vis_dir(cfg, "jhmdb") / f"{_safe_name(name)}.mp4", fps=VIS_FPS)
     if not evaluated:
@@ -60,8 +61,6 @@ def evaluate_jhmdb(hf, progress: bool = True) -> tuple[dict, str]:
     return results, jhmdb_table(results, evaluated, alphas, skipped)
 
 
-
-
 def jhmdb_table(results: dict, clips: Sequence[str], alphas: Sequence[float], skipped: Sequence[str] = ()) -> str:
     headers = ["clip", "frames", "joints"] + [f"PCK@{a:g}" for a in alphas]
     rows: list = []
@@ -71,10 +70,17 @@ def jhmdb_table(results: dict, clips: Sequence[str], alphas: Sequence[float], sk
             rows.append(None)
             continue
         label, prefix = entry
-        rows.append([label, str(int(float(results.get(prefix + "num_pairs", 0)))),
-                     str(int(float(results.get(prefix + "num_points", 0)))),
-                     *(_pct(results.get(f"{prefix}pck_bbox@{a:g}")) for a in alphas)])
-    notes = ["PCK pooled over the joints of frames 1..T-1; threshold α·max(w, h) of the ground-truth person box",
-             "frames = frames scored; joints = joints scored (inside the frame)"]
+        rows.append(
+            [
+                label,
+                str(int(float(results.get(prefix + "num_pairs", 0)))),
+                str(int(float(results.get(prefix + "num_points", 0)))),
+                *(_pct(results.get(f"{prefix}pck_bbox@{a:g}")) for a in alphas),
+            ]
+        )
+    notes = [
+        "PCK pooled over the joints of frames 1..T-1; threshold α·max(w, h) of the ground-truth person box",
+        "frames = frames scored; joints = joints scored (inside the frame)",
+    ]
     notes += [f"skipped: {s}" for s in skipped]
     return format_table(headers, rows, title="JHMDB keypoint propagation (PCK, %)", notes=notes)

@@ -18,10 +18,10 @@ from hyperfeat.eval.tapvid import evaluate_tapvid
 from hyperfeat.io import check_writable
 from hyperfeat.model.backbone import Backbone
 
-RANDOM_BACKBONE_NOTE = ("NOTE: backbone 'tiny' is a small RANDOM model: these numbers only show that the pipeline "
-                        "runs; they say nothing about how well diffusion hyperfeatures correspond")
-
-
+RANDOM_BACKBONE_NOTE = (
+    "NOTE: backbone 'tiny' is a small RANDOM model: these numbers only show that the pipeline "
+    "runs; they say nothing about how well diffusion hyperfeatures correspond"
+)
 
 
 def _jsonable(value):
@@ -34,10 +34,9 @@ def _jsonable(value):
     return value
 
 
-
-
-def evaluate(checkpoint: str, overrides: Sequence[str] = (), out_json: Optional[str] = None,
-             backbone: Optional[Backbone] = None) -> dict:
+def evaluate(
+    checkpoint: str, overrides: Sequence[str] = (), out_json: Optional[str] = None, backbone: Optional[Backbone] = None
+) -> dict:
     """Evaluate ``checkpoint`` on ``cfg.task`` (and ``cfg.data`` for semantic pairs), print the
     table and write the JSON record; ``backbone`` reuses an already loaded backbone.
 
@@ -129,8 +128,7 @@ def _file_sha256(path: str) -> Optional[str]:
         return None
 
 
-def evaluation_record(checkpoint: str, overrides: Sequence[str], cfg, name: str, results: dict,
-                      partial: bool) -> dict:
+def evaluation_record(checkpoint: str, overrides: Sequence[str], cfg, name: str, results: dict, partial: bool) -> dict:
     """The JSON record of one evaluation: what was run on what, with which software, and the numbers."""
     from omegaconf import OmegaConf
 
@@ -153,10 +151,7 @@ def evaluation_record(checkpoint: str, overrides: Sequence[str], cfg, name: str,
     }
 
 
-
 VIDEO_TASKS = ("davis", "jhmdb", "tapvid")
-
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,10 +164,10 @@ def _check_task_data(cfg, task: str) -> None:
 
     name = str(cfg.data.get("name", ""))
     if name != task and name in preset_names("data"):
-        raise ConfigError(f"task={task} evaluates the {task} data, but data.name is {name!r}: "
-                          f"drop the data= override or use data={task}")
-
-
+        raise ConfigError(
+            f"task={task} evaluates the {task} data, but data.name is {name!r}: "
+            f"drop the data= override or use data={task}"
+        )
 
 
 # ---------------------------------------------------------------------------------------------

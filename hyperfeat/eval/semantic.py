@@ -16,8 +16,8 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from hyperfeat.describe.hyperfeatures import HyperfeatureDescriber
 from hyperfeat.correspond.matching import SOFTMAX_TEMPERATURE, match_points
+from hyperfeat.describe.hyperfeatures import HyperfeatureDescriber
 from hyperfeat.errors import ImageError
 from hyperfeat.eval.files import _safe_file_name
 from hyperfeat.eval.metrics.pck import PCK
@@ -25,8 +25,6 @@ from hyperfeat.geometry import rescale_points
 from hyperfeat.images import load_image
 
 VIS_ALPHA = 0.1  # pictures mark a prediction correct within this fraction of the box (or image) side
-
-
 
 
 class EvaluationInterrupted(Exception):
@@ -66,11 +64,16 @@ def evaluate_semantic(hf: HyperfeatureDescriber, progress: bool = True) -> tuple
     indices = list(range(rank, len(dataset), world))
     shard = torch.utils.data.Subset(dataset, indices) if world > 1 else dataset
     batch_size = int(cfg.eval.batch_size)
-    loader = torch.utils.data.DataLoader(shard, batch_size=batch_size, collate_fn=collate_pairs,
-                                         num_workers=int(cfg.train.num_workers))  # in order: item = step·B + b
+    loader = torch.utils.data.DataLoader(
+        shard, batch_size=batch_size, collate_fn=collate_pairs, num_workers=int(cfg.train.num_workers)
+    )  # in order: item = step·B + b
     store_dir = cfg.eval.get("store_dir")
-    store = EvalStore(hf.describe_batch, describer_identity(hf), batch_size=int(cfg.features.batch_size),
-                            store_dir=None if store_dir in (None, "") else str(store_dir))
+    store = EvalStore(
+        hf.describe_batch,
+        describer_identity(hf),
+        batch_size=int(cfg.features.batch_size),
+        store_dir=None if store_dir in (None, "") else str(store_dir),
+    )
     metric = PCK(alphas=tuple(float(a) for a in cfg.eval.alphas))
     vis_left = int(cfg.eval.save_vis)
     vis_dir = Path(cfg.paths.output_dir) / f"vis_{cfg.data.name}"
@@ -89,8 +92,16 @@ def evaluate_semantic(hf: HyperfeatureDescriber, progress: bool = True) -> tuple
                     originals = _original_images(dataset, indices[step * batch_size + b])
                     _save_pair_picture(batch, b, pred, hf.load_size, vis_dir, originals)
 
-            update_pck(metric, batch, src, tgt, hf.load_size, method=str(cfg.eval.matcher),
-                       temperature=float(cfg.eval.softmax_temperature), on_pair=save_picture)
+            update_pck(
+                metric,
+                batch,
+                src,
+                tgt,
+                hf.load_size,
+                method=str(cfg.eval.matcher),
+                temperature=float(cfg.eval.softmax_temperature),
+                on_pair=save_picture,
+            )
             done += b_count
             bar.set_postfix(described=store.described, reused=store.reused)
     except KeyboardInterrupt:
@@ -136,8 +147,6 @@ def _results(metric, store, done: int, shard_size: int, total: int) -> dict:
     return results
 
 
-
-
 def _original_images(dataset, index: int) -> Optional[tuple[Image.Image, Image.Image]]:
     """The pair's original source and target images when the data set reads them from files."""
     records = getattr(dataset, "records", None)
@@ -150,10 +159,14 @@ def _original_images(dataset, index: int) -> Optional[tuple[Image.Image, Image.I
         return None
 
 
-
-
-def _save_pair_picture(batch: dict, b: int, pred: torch.Tensor, load_size: int, vis_dir: Path,
-                       originals: Optional[tuple[Image.Image, Image.Image]] = None) -> Path:
+def _save_pair_picture(
+    batch: dict,
+    b: int,
+    pred: torch.Tensor,
+    load_size: int,
+    vis_dir: Path,
+    originals: Optional[tuple[Image.Image, Image.Image]] = None,
+) -> Path:
     """Draw pair ``b`` of ``batch``: its valid points, predictions (original target pixels) and
     ground truth, correct within ``VIS_ALPHA`` of the box (else the image) side. Draws on the
     original images when given, else on the load-size tensors scaled back to the original sizes."""
@@ -179,11 +192,18 @@ def _save_pair_picture(batch: dict, b: int, pred: torch.Tensor, load_size: int, 
     pair_id, category = str(batch["pair_id"][b]), str(batch["category"][b])
     title = pair_id if category in pair_id else f"{category}: {pair_id}"
     out = vis_dir / f"{_safe_file_name(pair_id)}.png"
-    draw_correspondences(source, target, src_points, pred.cpu(), gt, None, VIS_ALPHA * side, out_path=out,
-                         title=f"{title} (α={VIS_ALPHA:g} of the {basis} side)")
+    draw_correspondences(
+        source,
+        target,
+        src_points,
+        pred.cpu(),
+        gt,
+        None,
+        VIS_ALPHA * side,
+        out_path=out,
+        title=f"{title} (α={VIS_ALPHA:g} of the {basis} side)",
+    )
     return out
-
-
 
 
 def predict_pair_points(
@@ -197,12 +217,11 @@ def predict_pair_points(
 ) -> torch.Tensor:
     """Predicted target points (N, 2) xy in ORIGINAL target pixels."""
     frame = (load_size, load_size)
-    pred = match_points(src_desc, tgt_desc, src_points, frame, frame, method=method, upsample=True,
-                        temperature=temperature)
+    pred = match_points(
+        src_desc, tgt_desc, src_points, frame, frame, method=method, upsample=True, temperature=temperature
+    )
     pred = pred[0] if isinstance(pred, tuple) else pred
     return rescale_points(pred, frame, tuple(int(v) for v in target_size_wh))
-
-
 
 
 def update_pck(
@@ -219,8 +238,15 @@ def update_pck(
     for b in range(src_desc.shape[0]):
         valid = batch["valid"][b].bool()
         size = tuple(int(v) for v in batch["target_size"][b])
-        pred = predict_pair_points(src_desc[b].float(), tgt_desc[b].float(), batch["source_points"][b][valid].float(),
-                                   load_size, size, method, temperature)
+        pred = predict_pair_points(
+            src_desc[b].float(),
+            tgt_desc[b].float(),
+            batch["source_points"][b][valid].float(),
+            load_size,
+            size,
+            method,
+            temperature,
+        )
         bbox = batch["target_bbox"][b]
         bbox = None if torch.isnan(bbox).any() else bbox
         metric.update(pred.cpu(), batch["target_points_orig"][b][valid].float().cpu(), bbox, size, batch["category"][b])

@@ -64,8 +64,14 @@ class EvalStore:
     ``described`` (images run through the describer), ``reused`` (requests served by the store).
     """
 
-    def __init__(self, describe: Describe, identity: str, batch_size: int = 8,
-                 store_dir: Optional[str | os.PathLike] = None, dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        describe: Describe,
+        identity: str,
+        batch_size: int = 8,
+        store_dir: Optional[str | os.PathLike] = None,
+        dtype: torch.dtype = torch.float32,
+    ):
         self.describe = describe
         self.identity = identity
         self.fingerprint = digest(identity, size=8)
@@ -108,8 +114,10 @@ class EvalStore:
             if not bool(torch.isfinite(desc).all()):
                 raise ValueError("holds NaN/inf descriptors")
         except Exception as err:  # any load error: the file cannot be trusted
-            warnings.warn(f"descriptor store file {path} is unreadable ({type(err).__name__}: {err}); "
-                          "describing the image again", stacklevel=3)
+            warnings.warn(
+                f"descriptor store file {path} is unreadable ({type(err).__name__}: {err}); describing the image again",
+                stacklevel=3,
+            )
             return None
         self.memory[key] = desc  # memory-mapped: the pages load when used
         return desc
@@ -117,8 +125,10 @@ class EvalStore:
     def _put(self, key: str, desc: torch.Tensor) -> None:
         desc = desc.detach().to("cpu", self.dtype, copy=True).contiguous()  # (D, h, w)
         if self.dir is not None:
-            atomic_save({"format": STORE_FORMAT, "key": key, "fingerprint": self.fingerprint,
-                         "descriptors": desc}, self.path(key))
+            atomic_save(
+                {"format": STORE_FORMAT, "key": key, "fingerprint": self.fingerprint, "descriptors": desc},
+                self.path(key),
+            )
         self.memory[key] = desc
 
     # ------------------------------------------------------------------ the work
@@ -135,7 +145,7 @@ class EvalStore:
                 todo[k] = i
         pending = list(todo)
         for start in range(0, len(pending), self.batch_size):
-            chunk = pending[start:start + self.batch_size]
+            chunk = pending[start : start + self.batch_size]
             desc = self.describe(images[[todo[k] for k in chunk]])  # (b, D, h, w)
             self.described += len(chunk)
             for k, d in zip(chunk, desc):

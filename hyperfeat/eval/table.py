@@ -50,9 +50,14 @@ def _pct(value: torch.Tensor | float | None) -> str:
     return "-" if math.isnan(value) else f"{100 * value:.2f}"
 
 
-def format_table(headers: Sequence[str], rows: Sequence[Optional[Sequence[str]]], title: str = "",
-                 notes: Sequence[str] = (), groups: Sequence[tuple[str, int]] = (),
-                 split: Optional[int] = None) -> str:
+def format_table(
+    headers: Sequence[str],
+    rows: Sequence[Optional[Sequence[str]]],
+    title: str = "",
+    notes: Sequence[str] = (),
+    groups: Sequence[tuple[str, int]] = (),
+    split: Optional[int] = None,
+) -> str:
     """An aligned text table: first column left-aligned, the others right-aligned; a ``None`` row
     is a rule. ``groups``: (label, number of columns) spanning the last columns, written centred
     on a line above the header; ``split``: index of the column a ``|`` separates from the one
@@ -80,13 +85,13 @@ def format_table(headers: Sequence[str], rows: Sequence[Optional[Sequence[str]]]
         cells, start = [" " * w for w in widths], len(headers) - sum(n for _, n in groups)
         spans = []
         for label, n in groups:
-            span = sum(widths[start:start + n]) + 2 * (n - 1) + (2 if split in range(start + 1, start + n) else 0)
+            span = sum(widths[start : start + n]) + 2 * (n - 1) + (2 if split in range(start + 1, start + n) else 0)
             spans.append((start, n, f"{label:^{span}}"))
             start += n
         text = join(cells)
         for first, n, label in spans:
             offset = len(join(cells[:first])) + (3 if first == split else 2)
-            text = text[:offset] + label + text[offset + len(label):]
+            text = text[:offset] + label + text[offset + len(label) :]
         out.append(text.rstrip())
     out += [line(headers).rstrip(), rule]
     out += [rule if r is None else line([str(c) for c in r]).rstrip() for r in rows]

@@ -34,8 +34,6 @@ def _clamp_queries(queries: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
     return out
 
 
-
-
 def evaluate_tapvid(hf, progress: bool = True) -> tuple[dict, str]:
     """Point tracking on TAP-Vid-DAVIS, TAP-Vid metrics per video and averaged over videos."""
     from hyperfeat.data.videos.tapvid import sample_queries, tapvid_from_config
@@ -73,8 +71,11 @@ def evaluate_tapvid(hf, progress: bool = True) -> tuple[dict, str]:
             vis_left -= 1
             keep = torch.linspace(0, len(queries) - 1, min(VIS_MAX_TRACKS, len(queries))).round().long().unique()
             score = f"AJ {100 * float(results[f'video/{name}/average_jaccard']):.1f}"
-            write_video(draw_tracks_vs_truth(video, tracks[keep], visible[keep], gt_points[keep], ~gt_occluded[keep], score),
-                        _vis_dir(cfg, "tapvid") / f"{_safe_name(name)}.mp4", fps=VIS_FPS)
+            write_video(
+                draw_tracks_vs_truth(video, tracks[keep], visible[keep], gt_points[keep], ~gt_occluded[keep], score),
+                _vis_dir(cfg, "tapvid") / f"{_safe_name(name)}.mp4",
+                fps=VIS_FPS,
+            )
     if not evaluated:
         raise DataError(f"no TAP-Vid video could be evaluated; skipped: {skipped}")
     for item_note in skipped:
@@ -84,18 +85,27 @@ def evaluate_tapvid(hf, progress: bool = True) -> tuple[dict, str]:
     return results, tapvid_table(results, evaluated, mode, skipped)
 
 
-
-
-def tapvid_table(results: dict, evaluated: Sequence[tuple[str, int, int]], mode: str,
-                 skipped: Sequence[str] = ()) -> str:
+def tapvid_table(
+    results: dict, evaluated: Sequence[tuple[str, int, int]], mode: str, skipped: Sequence[str] = ()
+) -> str:
     keys = ("average_jaccard", "average_pts_within_thresh", "occlusion_accuracy")
     headers = ["video", "frames", "queries", "AJ", "δ_avg", "OA"]
-    rows: list = [[name, str(frames), str(n), *(_pct(results.get(f"video/{name}/{k}")) for k in keys)]
-                  for name, frames, n in evaluated]
+    rows: list = [
+        [name, str(frames), str(n), *(_pct(results.get(f"video/{name}/{k}")) for k in keys)]
+        for name, frames, n in evaluated
+    ]
     rows.append(None)
-    rows.append([f"mean ({len(evaluated)} videos)", "", str(int(results.get("num_queries", 0))),
-                 *(_pct(results.get(k)) for k in keys)])
-    notes = ["AJ = average Jaccard, δ_avg = average fraction within 1, 2, 4, 8, 16 px (256×256 frame), "
-             "OA = occlusion accuracy; means over videos"]
+    rows.append(
+        [
+            f"mean ({len(evaluated)} videos)",
+            "",
+            str(int(results.get("num_queries", 0))),
+            *(_pct(results.get(k)) for k in keys),
+        ]
+    )
+    notes = [
+        "AJ = average Jaccard, δ_avg = average fraction within 1, 2, 4, 8, 16 px (256×256 frame), "
+        "OA = occlusion accuracy; means over videos"
+    ]
     notes += [f"skipped: {s}" for s in skipped]
     return format_table(headers, rows, title=f"TAP-Vid-DAVIS point tracking, query mode {mode} (%)", notes=notes)

@@ -27,8 +27,6 @@ class ConvNorm(nn.Conv2d):
         return self.norm(super().forward(x))
 
 
-
-
 class BottleneckBlock(nn.Module):
     """1×1 C→D/4, GN, ReLU; 3×3 D/4→D/4, GN, ReLU; 1×1 D/4→D, GN; + (1×1 C→D, GN); ReLU."""
 
@@ -45,8 +43,6 @@ class BottleneckBlock(nn.Module):
         out = F.relu(self.conv2(out))
         out = self.conv3(out)
         return F.relu(out + self.shortcut(x))
-
-
 
 
 class AggregationNetwork(nn.Module):
@@ -112,8 +108,6 @@ class AggregationNetwork(nn.Module):
             output = term if output is None else output + term
             start = end
         return output
-
-
 
 
 class StreamingAggregator:

@@ -32,8 +32,6 @@ PRESET_MODELS = {  # short names of backbone.model, each the backbone preset of 
 SD_SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer")
 
 
-
-
 @dataclass
 class Backbone:
     """The frozen parts, on one device, in eval mode with gradients off."""
@@ -72,8 +70,6 @@ class Backbone:
         return hidden.expand(batch_size, *hidden.shape[1:]).to(self.dtype)
 
 
-
-
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -89,21 +85,21 @@ def resolve_device(name: str) -> torch.device:
 def cuda_missing_message(what: str) -> str:
     """One line saying why CUDA cannot be used here and what to do."""
     if torch.version.cuda is None:
-        return (f"{what} but this PyTorch ({torch.__version__}) is a CPU-only build: install the CUDA build, e.g. "
-                "`pip install torch --index-url https://download.pytorch.org/whl/cu126` (pick your CUDA version "
-                "on pytorch.org), or use device=cpu")
-    return (f"{what} but no CUDA device is visible to PyTorch {torch.__version__} (CUDA {torch.version.cuda}): "
-            "check the driver with `nvidia-smi` and CUDA_VISIBLE_DEVICES, or use device=cpu")
-
-
+        return (
+            f"{what} but this PyTorch ({torch.__version__}) is a CPU-only build: install the CUDA build, e.g. "
+            "`pip install torch --index-url https://download.pytorch.org/whl/cu126` (pick your CUDA version "
+            "on pytorch.org), or use device=cpu"
+        )
+    return (
+        f"{what} but no CUDA device is visible to PyTorch {torch.__version__} (CUDA {torch.version.cuda}): "
+        "check the driver with `nvidia-smi` and CUDA_VISIBLE_DEVICES, or use device=cpu"
+    )
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
     return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
-
-
 
 
 def _freeze(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
@@ -116,8 +112,6 @@ def _freeze(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -
     return module
 
 
-
-
 def load_backbone(cfg: DictConfig) -> Backbone:
     """Load (or build, for ``tiny``) the frozen backbone named by ``cfg.backbone``."""
     b = cfg.backbone
@@ -128,8 +122,13 @@ def load_backbone(cfg: DictConfig) -> Backbone:
         unet, vae, text_encoder, tokenizer = build_tiny_components(seed=int(b.tiny_seed))
     elif model == CLASSICAL:  # no weights, no attention: the filter bank's parts, frozen as the UNet's
         parts = build_classical_components(ClassicalSettings.from_config(b.get("classical")))
-        return Backbone(*(_freeze(p, device, dtype) for p in parts[:3]), tokenizer=parts[3], model_id=model,
-                        device=device, dtype=dtype)
+        return Backbone(
+            *(_freeze(p, device, dtype) for p in parts[:3]),
+            tokenizer=parts[3],
+            model_id=model,
+            device=device,
+            dtype=dtype,
+        )
     else:
         model = PRESET_MODELS.get(model, model)
         unet, vae, text_encoder, tokenizer = load_pretrained_components(
@@ -139,14 +138,22 @@ def load_backbone(cfg: DictConfig) -> Backbone:
             revision=b.revision,
             variant=b.variant,
         )
-    return assemble_backbone(unet, vae, text_encoder, tokenizer, model, device, dtype,
-                             attention=str(b.attention), compile=bool(b.compile))
+    return assemble_backbone(
+        unet, vae, text_encoder, tokenizer, model, device, dtype, attention=str(b.attention), compile=bool(b.compile)
+    )
 
 
-
-
-def assemble_backbone(unet, vae, text_encoder, tokenizer, model_id: str, device: torch.device, dtype: torch.dtype,
-                      attention: str = "sdpa", compile: bool = False) -> Backbone:
+def assemble_backbone(
+    unet,
+    vae,
+    text_encoder,
+    tokenizer,
+    model_id: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    attention: str = "sdpa",
+    compile: bool = False,
+) -> Backbone:
     """Frozen :class:`Backbone` from its parts: the attention processor, dtype and device set,
     eval mode, no gradients; the UNet compiled when asked."""
     if attention == "default":
@@ -171,8 +178,6 @@ def assemble_backbone(unet, vae, text_encoder, tokenizer, model_id: str, device:
     return backbone
 
 
-
-
 def load_pretrained_components(
     model: str,
     dtype: torch.dtype = torch.float32,
@@ -195,9 +200,7 @@ def load_pretrained_components(
             )
         source = str(path)
     elif model.startswith((".", "/", "~")) or model.count("/") != 1:
-        raise BackboneError(
-            f"model folder not found: {model} (and it is not a hub id of the form owner/name)"
-        )
+        raise BackboneError(f"model folder not found: {model} (and it is not a hub id of the form owner/name)")
     else:
         source = model
     why = None
@@ -212,18 +215,24 @@ def load_pretrained_components(
         unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", variant=variant, **kwargs)
         vae = AutoencoderKL.from_pretrained(source, subfolder="vae", variant=variant, **kwargs)
         text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", variant=variant, **kwargs)
-        tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", local_files_only=local_files_only, revision=revision)
+        tokenizer = CLIPTokenizer.from_pretrained(
+            source, subfolder="tokenizer", local_files_only=local_files_only, revision=revision
+        )
     except (OSError, ValueError) as err:
         if local:  # nothing to download: the folder itself is damaged or incomplete
-            raise BackboneError(f"cannot load the diffusion model from the folder {path}: "
-                                f"{str(err).splitlines()[0] if str(err) else type(err).__name__} (a damaged or "
-                                "incomplete copy? write it again with diffusers' save_pretrained)") from err
+            raise BackboneError(
+                f"cannot load the diffusion model from the folder {path}: "
+                f"{str(err).splitlines()[0] if str(err) else type(err).__name__} (a damaged or "
+                "incomplete copy? write it again with diffusers' save_pretrained)"
+            ) from err
         if why is not None:
             from hyperfeat import hub
 
-            raise BackboneError(f"cannot load the diffusion model {model!r}: it is not (completely) in the Hugging "
-                                f"Face cache and {why}; {hub.offline_advice(model)}; or use backbone=tiny for a "
-                                "quick run without weights") from err
+            raise BackboneError(
+                f"cannot load the diffusion model {model!r}: it is not (completely) in the Hugging "
+                f"Face cache and {why}; {hub.offline_advice(model)}; or use backbone=tiny for a "
+                "quick run without weights"
+            ) from err
         from hyperfeat.hub import download_command
 
         raise BackboneError(

@@ -28,8 +28,6 @@ STATE_PREFIX = "aggregation."
 FORMAT_VERSION = 1
 
 
-
-
 @dataclass
 class CheckpointMeta:
     """What a checkpoint says about the features its network was made for."""
@@ -49,8 +47,6 @@ class CheckpointMeta:
         }
 
 
-
-
 def build_network(cfg: DictConfig, feature_dims: Sequence[int]) -> AggregationNetwork:
     return AggregationNetwork(
         feature_dims=feature_dims,
@@ -60,21 +56,20 @@ def build_network(cfg: DictConfig, feature_dims: Sequence[int]) -> AggregationNe
     )
 
 
-
-
 def save_checkpoint(path: str | os.PathLike, network: AggregationNetwork, meta: CheckpointMeta) -> None:
     """Write a stand-alone inference checkpoint (same layout as a training checkpoint)."""
     state = {STATE_PREFIX + k: v.detach().cpu() for k, v in network.state_dict().items()}
     atomic_save({"hyperfeat": meta.to_dict(), "state_dict": state}, path)
 
 
-
-
 def non_finite(tensors: dict[str, Any]) -> list[str]:
     """Names of the floating-point tensors of ``tensors`` that hold NaN or inf: every load of
     weights checks them (a non-finite network maps every point to the same place)."""
-    return [k for k, v in tensors.items()
-            if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    return [
+        k
+        for k, v in tensors.items()
+        if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())
+    ]
 
 
 def check_saved_config(config: Any, source: str) -> None:
@@ -85,18 +80,26 @@ def check_saved_config(config: Any, source: str) -> None:
         raise CheckpointError(f"{source}: 'config' must be a mapping of config blocks; got {type(config).__name__}")
     for block in ("backbone", "features", "aggregation"):
         if not isinstance(config.get(block), dict):
-            raise CheckpointError(f"{source}: config.{block} must be a mapping of settings; got "
-                                  f"{str(config.get(block))[:60]!r}")
-    for block, key in (("aggregation", "projection_dim"), ("aggregation", "num_norm_groups"),
-                       ("features", "num_steps")):
+            raise CheckpointError(
+                f"{source}: config.{block} must be a mapping of settings; got {str(config.get(block))[:60]!r}"
+            )
+    for block, key in (
+        ("aggregation", "projection_dim"),
+        ("aggregation", "num_norm_groups"),
+        ("features", "num_steps"),
+    ):
         value = config[block].get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise CheckpointError(f"{source}: config.{block}.{key} must be a positive integer; got {value!r}")
     steps = config["features"].get("save_steps")
-    if not isinstance(steps, list) or not steps or not all(isinstance(v, int) and not isinstance(v, bool)
-                                                           for v in steps):
-        raise CheckpointError(f"{source}: config.features.save_steps must be a non-empty list of integers; "
-                              f"got {steps!r}")
+    if (
+        not isinstance(steps, list)
+        or not steps
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in steps)
+    ):
+        raise CheckpointError(
+            f"{source}: config.features.save_steps must be a non-empty list of integers; got {steps!r}"
+        )
 
 
 def _read(path: str | os.PathLike) -> dict:
@@ -115,8 +118,6 @@ def _read(path: str | os.PathLike) -> dict:
     return ckpt
 
 
-
-
 def load_checkpoint(path: str | os.PathLike) -> tuple[AggregationNetwork, CheckpointMeta]:
     """Read a checkpoint into a network (eval mode, CPU) and its metadata.
 
@@ -126,10 +127,14 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[AggregationNetwork, Checkp
     safetensors folder or file, a published name or a hub id, and calls this for a ``.ckpt``."""
     ckpt = _read(path)
     info = ckpt["hyperfeat"]
-    missing = [k for k in ("config", "feature_dims", "layers", "save_steps") if not isinstance(info, dict) or k not in info]
+    missing = [
+        k for k in ("config", "feature_dims", "layers", "save_steps") if not isinstance(info, dict) or k not in info
+    ]
     if missing:
-        raise CheckpointError(f"checkpoint {path} lacks metadata {missing} in its 'hyperfeat' entry "
-                              f"(written by other software or damaged)")
+        raise CheckpointError(
+            f"checkpoint {path} lacks metadata {missing} in its 'hyperfeat' entry "
+            f"(written by other software or damaged)"
+        )
     from hyperfeat.config import check_no_interpolation
 
     check_no_interpolation(info["config"], f"checkpoint {path}")  # saved resolved: a ${…} was put there by hand
@@ -144,7 +149,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[AggregationNetwork, Checkp
     except Exception as err:  # wrong types in the metadata
         raise CheckpointError(f"checkpoint {path} has malformed metadata: {type(err).__name__}: {err}") from None
     network = build_network(meta.config, meta.feature_dims)
-    state = {k[len(STATE_PREFIX):]: v for k, v in ckpt["state_dict"].items() if k.startswith(STATE_PREFIX)}
+    state = {k[len(STATE_PREFIX) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(STATE_PREFIX)}
     bad = non_finite(state)
     if bad:
         raise CheckpointError(f"checkpoint {path} holds non-finite (NaN/inf) weights in {bad[:3]}: it is unusable")
@@ -160,12 +165,33 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[AggregationNetwork, Checkp
 # Config keys that do not change what a run's weights mean: where files go, how fast or on which
 # device it runs, how long it goes on, how it is evaluated. Every other key is the identity.
 RUNTIME_KEYS = (
-    "paths", "logger", "eval", "video", "task", "checkpoint", "web",
-    "backbone.device", "backbone.dtype", "backbone.local_files_only", "backbone.attention", "backbone.compile",
-    "features.streaming", "features.batch_size",
-    "train.max_steps", "train.resume", "train.num_workers", "train.accelerator", "train.devices",
-    "train.strategy", "train.num_nodes", "train.log_every_n_steps", "train.val_every_n_steps",
-    "train.val_max_pairs", "train.cache_features", "train.cache_dir", "train.checkpoint_every_n_steps",
+    "paths",
+    "logger",
+    "eval",
+    "video",
+    "task",
+    "checkpoint",
+    "web",
+    "backbone.device",
+    "backbone.dtype",
+    "backbone.local_files_only",
+    "backbone.attention",
+    "backbone.compile",
+    "features.streaming",
+    "features.batch_size",
+    "train.max_steps",
+    "train.resume",
+    "train.num_workers",
+    "train.accelerator",
+    "train.devices",
+    "train.strategy",
+    "train.num_nodes",
+    "train.log_every_n_steps",
+    "train.val_every_n_steps",
+    "train.val_max_pairs",
+    "train.cache_features",
+    "train.cache_dir",
+    "train.checkpoint_every_n_steps",
     "train.monitor",
 )
 INFERENCE_SCOPE = ("backbone", "features", "aggregation.projection_dim", "aggregation.num_norm_groups")
@@ -215,8 +241,9 @@ def identity_mismatches(saved: Any, current: Any, scope: Optional[Sequence[str]]
     return diffs
 
 
-def check_identity(saved: Any, current: DictConfig, source: str, fresh_hint: str,
-                   scope: Optional[Sequence[str]] = None) -> None:
+def check_identity(
+    saved: Any, current: DictConfig, source: str, fresh_hint: str, scope: Optional[Sequence[str]] = None
+) -> None:
     """Raise CheckpointError naming every identity key on which ``current`` differs from the
     config ``saved`` in a checkpoint, unless the key is listed in ``checkpoint.allow_mismatch``."""
     allow = [str(k) for k in (OmegaConf.select(current, "checkpoint.allow_mismatch") or [])]
@@ -230,9 +257,14 @@ def check_identity(saved: Any, current: DictConfig, source: str, fresh_hint: str
         )
 
 
-def check_compatible(meta: CheckpointMeta, layers: Sequence[tuple[int, int]], feature_dims: Sequence[int],
-                     model_id: str, source: str = "checkpoint",
-                     save_steps: Optional[Sequence[int]] = None) -> None:
+def check_compatible(
+    meta: CheckpointMeta,
+    layers: Sequence[tuple[int, int]],
+    feature_dims: Sequence[int],
+    model_id: str,
+    source: str = "checkpoint",
+    save_steps: Optional[Sequence[int]] = None,
+) -> None:
     """Raise CheckpointError when a checkpoint was made for other layers, channel counts or
     timestep labels (its mixing weights belong to those labels)."""
     if save_steps is not None and [int(s) for s in save_steps] != [int(s) for s in meta.save_steps]:
@@ -250,8 +282,6 @@ def check_compatible(meta: CheckpointMeta, layers: Sequence[tuple[int, int]], fe
             f"{source} expects layer channels {meta.feature_dims} (backbone {ckpt_model!r}) but backbone "
             f"{model_id!r} gives {list(feature_dims)}: it was made for another backbone"
         )
-
-
 
 
 def inference_config(meta: CheckpointMeta, overrides: Optional[Sequence[str]] = None) -> DictConfig:
@@ -288,7 +318,11 @@ def inference_config(meta: CheckpointMeta, overrides: Optional[Sequence[str]] = 
         chosen = load_config(None, presets + [o for o in overrides if o.startswith("checkpoint.")])
         base = _flatten(load_config(None, []))
         set_by_preset = {k: v for k, v in _flatten(chosen).items() if base.get(k) != v}
-        check_identity(identity, OmegaConf.merge(chosen, {}), f"the checkpoint (given with {' '.join(presets)})",
-                       "presets do not apply on top of a checkpoint; leave the preset out",
-                       scope=[k for k in set_by_preset if _under(k, INFERENCE_SCOPE)] or ["-"])
+        check_identity(
+            identity,
+            OmegaConf.merge(chosen, {}),
+            f"the checkpoint (given with {' '.join(presets)})",
+            "presets do not apply on top of a checkpoint; leave the preset out",
+            scope=[k for k in set_by_preset if _under(k, INFERENCE_SCOPE)] or ["-"],
+        )
     return cfg

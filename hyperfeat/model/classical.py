@@ -54,11 +54,13 @@ JET_CHANNELS = 12
 GREY_BINS = 3
 LAYOUT_CELLS = 4  # the 2×2 spatial cells of the histograms
 
-_OPPONENT = torch.tensor([
-    [1 / math.sqrt(2), -1 / math.sqrt(2), 0.0],
-    [1 / math.sqrt(6), 1 / math.sqrt(6), -2 / math.sqrt(6)],
-    [1 / math.sqrt(3), 1 / math.sqrt(3), 1 / math.sqrt(3)],
-])  # rows: O1, O2, O3 from (R, G, B); orthonormal
+_OPPONENT = torch.tensor(
+    [
+        [1 / math.sqrt(2), -1 / math.sqrt(2), 0.0],
+        [1 / math.sqrt(6), 1 / math.sqrt(6), -2 / math.sqrt(6)],
+        [1 / math.sqrt(3), 1 / math.sqrt(3), 1 / math.sqrt(3)],
+    ]
+)  # rows: O1, O2, O3 from (R, G, B); orthonormal
 
 
 @dataclass(frozen=True)
@@ -95,8 +97,10 @@ class ClassicalSettings:
         if not self.strides or any(s < 1 for s in self.strides):
             raise ConfigError(f"backbone.classical.strides must be positive integers; got {list(self.strides)}")
         if self.orientations < 2 or self.hue_bins < 2:
-            raise ConfigError(f"backbone.classical.orientations and hue_bins must be at least 2; "
-                              f"got {self.orientations}, {self.hue_bins}")
+            raise ConfigError(
+                f"backbone.classical.orientations and hue_bins must be at least 2; "
+                f"got {self.orientations}, {self.hue_bins}"
+            )
         if self.blur < 0:
             raise ConfigError(f"backbone.classical.blur must be >= 0; got {self.blur}")
         derived = self.layer_channels()
@@ -104,7 +108,8 @@ class ClassicalSettings:
             raise ConfigError(
                 f"backbone.classical.channels {list(self.channels)} do not match what the settings make "
                 f"(strides {list(self.strides)}, orientations {self.orientations}, hue_bins {self.hue_bins}): "
-                f"{derived}; state those counts")
+                f"{derived}; state those counts"
+            )
 
 
 # ----------------------------------------------------------------------------- filters
@@ -127,11 +132,13 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     channels = x.shape[1]
     pad_h, pad_w = min(radius, x.shape[-2] - 1), min(radius, x.shape[-1] - 1)
     out = F.pad(x, (pad_w, pad_w, 0, 0), mode="reflect" if pad_w else "replicate")
-    out = F.conv2d(out, kernel[radius - pad_w: radius + pad_w + 1].view(1, 1, 1, -1).expand(channels, 1, 1, -1),
-                   groups=channels)
+    out = F.conv2d(
+        out, kernel[radius - pad_w : radius + pad_w + 1].view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels
+    )
     out = F.pad(out, (0, 0, pad_h, pad_h), mode="reflect" if pad_h else "replicate")
-    return F.conv2d(out, kernel[radius - pad_h: radius + pad_h + 1].view(1, 1, -1, 1).expand(channels, 1, -1, 1),
-                    groups=channels)
+    return F.conv2d(
+        out, kernel[radius - pad_h : radius + pad_h + 1].view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels
+    )
 
 
 def derivatives(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -162,7 +169,7 @@ def shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     pad = (max(0, -dx), max(0, dx), max(0, -dy), max(0, dy))
     padded = F.pad(x, pad, mode="replicate")
     top, left = dy + max(0, -dy), dx + max(0, -dx)
-    return padded[..., top: top + h, left: left + w]
+    return padded[..., top : top + h, left : left + w]
 
 
 def layout(hist: torch.Tensor, stride: int) -> torch.Tensor:
@@ -185,7 +192,7 @@ def l2_normalise(x: torch.Tensor, eps: float = 1e-2) -> torch.Tensor:
     """(B, C, h, w) divided by √(‖x‖² + eps²) over channels: unit length where the signal is well
     above ``eps``, shrinking towards zero where there is none (a flat region's rounding noise is
     not blown up to a unit vector)."""
-    return x / torch.sqrt((x ** 2).sum(dim=1, keepdim=True) + eps ** 2)
+    return x / torch.sqrt((x**2).sum(dim=1, keepdim=True) + eps**2)
 
 
 def sift_normalise(x: torch.Tensor, clip: float = 0.2) -> torch.Tensor:
@@ -212,7 +219,7 @@ def orientation_histogram(intensity: torch.Tensor, orientations: int) -> torch.T
     over [0, π): (B, orientations, H, W)."""
     smooth = gaussian_blur(intensity, 1.0)
     dx, dy = derivatives(smooth)
-    magnitude = torch.sqrt(dx ** 2 + dy ** 2 + 1e-12)[:, 0]  # (B, H, W)
+    magnitude = torch.sqrt(dx**2 + dy**2 + 1e-12)[:, 0]  # (B, H, W)
     angle = torch.atan2(dy, dx)[:, 0].remainder(math.pi)
     return soft_angle_bins(angle, magnitude, orientations, math.pi)
 
@@ -222,7 +229,7 @@ def colour_histogram(opponent: torch.Tensor, hue_bins: int) -> torch.Tensor:
     weighted by saturation and 3 grey-level bins weighted by its lack; (B, hue_bins + 3, H, W),
     each pixel's weights summing to 1."""
     o1, o2, o3 = opponent[:, 0], opponent[:, 1], opponent[:, 2]  # (B, H, W); inputs in [-1, 1] RGB
-    chroma = torch.sqrt(o1 ** 2 + o2 ** 2 + 1e-12)
+    chroma = torch.sqrt(o1**2 + o2**2 + 1e-12)
     saturation = (chroma / 0.5).clamp(0, 1)  # fully saturated at a chroma of 0.5 (RGB in [-1, 1])
     hue = torch.atan2(o2, o1).remainder(2 * math.pi)
     hues = soft_angle_bins(hue, saturation, hue_bins, 2 * math.pi)
@@ -239,7 +246,7 @@ def jet(opponent: torch.Tensor, sigma: float) -> torch.Tensor:
     dx, dy = derivatives(smooth)
     dxx, dxy = derivatives(dx)
     _, dyy = derivatives(dy)
-    s, s2 = sigma, sigma ** 2
+    s, s2 = sigma, sigma**2
     intensity = [smooth[:, 2:3], s * dx[:, 2:3], s * dy[:, 2:3], s2 * dxx[:, 2:3], s2 * dxy[:, 2:3], s2 * dyy[:, 2:3]]
     colour = [smooth[:, :2], s * dx[:, :2], s * dy[:, :2]]
     return torch.cat(intensity + colour, dim=1)
@@ -297,7 +304,7 @@ class ClassicalUNet(nn.Module):
         self.settings = settings
         channels = settings.layer_channels()
         self.up_blocks = nn.ModuleList(
-            ClassicalBlock(stride, channels[LAYERS_PER_BLOCK * i: LAYERS_PER_BLOCK * (i + 1)], settings)
+            ClassicalBlock(stride, channels[LAYERS_PER_BLOCK * i : LAYERS_PER_BLOCK * (i + 1)], settings)
             for i, stride in enumerate(settings.strides)
         )
         self.config = SimpleNamespace(in_channels=3, out_channels=3, cross_attention_dim=1)
@@ -310,8 +317,9 @@ class ClassicalUNet(nn.Module):
         alpha = 1.0 if t < 0 else float(self.alphas[int(round(t))])
         return self.settings.blur * math.sqrt(max(0.0, 1.0 - alpha))
 
-    def forward(self, sample: torch.Tensor, timestep: torch.Tensor | float, encoder_hidden_states: Any = None,
-                **_: Any) -> SimpleNamespace:  # sample: (B, 3, H, W)
+    def forward(
+        self, sample: torch.Tensor, timestep: torch.Tensor | float, encoder_hidden_states: Any = None, **_: Any
+    ) -> SimpleNamespace:  # sample: (B, 3, H, W)
         sample = sample.float()
         steps = torch.as_tensor(timestep, dtype=torch.float32).flatten().cpu()
         steps = steps.expand(sample.shape[0]) if steps.numel() == 1 else steps

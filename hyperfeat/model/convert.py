@@ -24,9 +24,9 @@ from hyperfeat.model.checkpoint import CheckpointMeta, build_network, save_check
 SD_DECODER_LAYERS = [(i, j) for i in range(4) for j in range(3)]
 
 
-_BOTTLENECK = re.compile(r"^bottleneck_layers\.(\d+)\.0\.(conv1|conv2|conv3|shortcut)\.(weight|norm\.weight|norm\.bias)$")
-
-
+_BOTTLENECK = re.compile(
+    r"^bottleneck_layers\.(\d+)\.0\.(conv1|conv2|conv3|shortcut)\.(weight|norm\.weight|norm\.bias)$"
+)
 
 
 def read_official(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
@@ -37,11 +37,11 @@ def read_official(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dic
     blob = safe_torch_load(path, "published checkpoint", CheckpointError)  # never runs code from the file
     if not isinstance(blob, dict) or "aggregation_network" not in blob:
         found = list(blob)[:10] if isinstance(blob, dict) else type(blob).__name__
-        raise CheckpointError(f"{path} has no 'aggregation_network' entry (found {found}); is it a published checkpoint?")
+        raise CheckpointError(
+            f"{path} has no 'aggregation_network' entry (found {found}); is it a published checkpoint?"
+        )
     config = blob.get("config") or {}
     return dict(blob["aggregation_network"]), dict(config) if isinstance(config, dict) else {}
-
-
 
 
 def official_feature_dims(state: dict[str, torch.Tensor], source: str) -> list[int]:
@@ -50,8 +50,6 @@ def official_feature_dims(state: dict[str, torch.Tensor], source: str) -> list[i
     if not layer_ids or layer_ids != list(range(len(layer_ids))):
         raise CheckpointError(f"{source}: bottleneck_layers.<l> must be numbered 0..L-1; found {layer_ids}")
     return [int(state[f"bottleneck_layers.{l}.0.conv1.weight"].shape[1]) for l in layer_ids]
-
-
 
 
 def convert_official(

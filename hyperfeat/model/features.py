@@ -23,13 +23,9 @@ Layer = tuple[int, int]
 MapConsumer = Callable[[int, int, torch.Tensor], None]  # (timestep index, layer index, (B, C, R, R))
 
 
-
-
 def all_layers(unet: torch.nn.Module) -> list[Layer]:
     """Every decoder ResNet, (i, j) for up_blocks[i].resnets[j], in decoder order."""
     return [(i, j) for i, block in enumerate(unet.up_blocks) for j in range(len(block.resnets))]
-
-
 
 
 def resolve_layers(unet: torch.nn.Module, layers) -> list[Layer]:
@@ -44,32 +40,22 @@ def resolve_layers(unet: torch.nn.Module, layers) -> list[Layer]:
     return resolved
 
 
-
-
 def layer_module(unet: torch.nn.Module, layer: Layer) -> torch.nn.Module:
     i, j = layer
     return unet.up_blocks[i].resnets[j]
-
-
 
 
 def layer_channels(unet: torch.nn.Module, layers: Sequence[Layer]) -> list[int]:
     return [int(layer_module(unet, ij).conv2.out_channels) for ij in layers]
 
 
-
-
 def layer_name(layer: Layer) -> str:
     return f"up_blocks.{layer[0]}.resnets.{layer[1]}"
-
-
 
 
 def resize_map(fmap: torch.Tensor, resolution: int) -> torch.Tensor:
     """(N, C, h, w) → (N, C, R, R): the one resize of kept maps (bilinear, align_corners=False)."""
     return F.interpolate(fmap, size=(resolution, resolution), mode="bilinear", align_corners=False)
-
-
 
 
 class FeatureBank:
@@ -119,8 +105,6 @@ class FeatureBank:
                 self.consumer(label, layer_index, chunk)
 
         return hook
-
-
 
 
 class FeatureExtractor:
@@ -208,6 +192,7 @@ class FeatureExtractor:
         consumer = bank.consumer
         sums: dict[tuple[int, int], torch.Tensor] = {}
         if ensemble > 1:
+
             def accumulate(label: int, layer: int, fmap: torch.Tensor) -> None:
                 key = (label, layer)
                 sums[key] = fmap.float().clone() if key not in sums else sums[key].add_(fmap.float())
@@ -215,10 +200,12 @@ class FeatureExtractor:
             bank.consumer = accumulate
         try:
             for member in range(ensemble):
-                noise = torch.cat([
-                    torch.randn(latents.shape[1:], generator=g, device=latents.device)[None]
-                    for g in self._generators(batch, offset=1 + member)
-                ])  # (B, 4, h, w)
+                noise = torch.cat(
+                    [
+                        torch.randn(latents.shape[1:], generator=g, device=latents.device)[None]
+                        for g in self._generators(batch, offset=1 + member)
+                    ]
+                )  # (B, 4, h, w)
                 x_t = schedule.add_noise(latents, noise, self.alphas, timesteps)  # (S·B, 4, h, w)
                 cond = self.condition(x_t.shape[0])
                 bank.active_labels = list(self.save_steps)
@@ -261,8 +248,12 @@ class FeatureExtractor:
         if self.cfg.mode == "generation":
             raise ConfigError("features.mode=generation makes images from a prompt; use generate(), not run(images)")
         latents = self.encode(images)
-        return self._collect(lambda bank: self._run_inversion(latents, bank) if self.cfg.mode == "inversion"
-                             else self._run_noise(latents, bank), consumer)
+        return self._collect(
+            lambda bank: (
+                self._run_inversion(latents, bank) if self.cfg.mode == "inversion" else self._run_noise(latents, bank)
+            ),
+            consumer,
+        )
 
     def run_native(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Run the plan on images (B, 3, H, W) in [-1, 1]; the maps at the size the UNet made them.
@@ -279,20 +270,30 @@ class FeatureExtractor:
         def keep(s: int, layer: int, fmap: torch.Tensor) -> None:  # fmap: (B, C_l, h, w)
             maps[(s, layer)] = fmap
 
-        self._collect(lambda bank: self._run_inversion(latents, bank) if self.cfg.mode == "inversion"
-                      else self._run_noise(latents, bank), keep, resolution=None)
-        return [torch.stack([maps[(s, layer)] for s in range(self.num_timesteps)], dim=1)
-                for layer in range(len(self.layers))]
+        self._collect(
+            lambda bank: (
+                self._run_inversion(latents, bank) if self.cfg.mode == "inversion" else self._run_noise(latents, bank)
+            ),
+            keep,
+            resolution=None,
+        )
+        return [
+            torch.stack([maps[(s, layer)] for s in range(self.num_timesteps)], dim=1)
+            for layer in range(len(self.layers))
+        ]
 
-    def generate(self, num_images: int, prompt: Optional[str] = None,
-                 consumer: Optional[MapConsumer] = None) -> tuple[Optional[torch.Tensor], torch.Tensor]:
+    def generate(
+        self, num_images: int, prompt: Optional[str] = None, consumer: Optional[MapConsumer] = None
+    ) -> tuple[Optional[torch.Tensor], torch.Tensor]:
         """Sample images from noise with DDIM; returns (raw maps or None, images (B, 3, H, W) in [0, 1])."""
         size = int(self.cfg.image_size) // 8
         gens = self._generators(num_images)
-        latents = torch.cat([
-            torch.randn((1, self.backbone.latent_channels, size, size), generator=g, device=self.backbone.device)
-            for g in gens
-        ])
+        latents = torch.cat(
+            [
+                torch.randn((1, self.backbone.latent_channels, size, size), generator=g, device=self.backbone.device)
+                for g in gens
+            ]
+        )
         final: dict[str, torch.Tensor] = {}
 
         def plan(bank: FeatureBank) -> None:
@@ -303,8 +304,12 @@ class FeatureExtractor:
             decoded = self.backbone.vae.decode((final["x"] / self.backbone.latent_scale).to(self.backbone.dtype)).sample
         return raw, (decoded.float() / 2 + 0.5).clamp(0, 1)
 
-    def _collect(self, plan: Callable[[FeatureBank], None], consumer: Optional[MapConsumer],
-                 resolution: Optional[int] | str = "output") -> Optional[torch.Tensor]:
+    def _collect(
+        self,
+        plan: Callable[[FeatureBank], None],
+        consumer: Optional[MapConsumer],
+        resolution: Optional[int] | str = "output",
+    ) -> Optional[torch.Tensor]:
         grad_wanted = torch.is_grad_enabled()
         resolution = int(self.cfg.output_resolution) if resolution == "output" else resolution
         with torch.no_grad():
@@ -313,6 +318,7 @@ class FeatureExtractor:
     def _collect_no_grad(self, plan, consumer, grad_wanted: bool, resolution: Optional[int]) -> Optional[torch.Tensor]:
         index_of = {label: s for s, label in enumerate(self.save_steps)}
         if consumer is not None:
+
             def hook_consumer(label: int, layer: int, fmap: torch.Tensor) -> None:
                 # the backbone runs without grad; the consumer (e.g. a trainable aggregation
                 # network) gets grad back if the caller had it on
@@ -324,8 +330,6 @@ class FeatureExtractor:
         with FeatureBank(self.backbone.unet, self.layers, resolution, hook_consumer) as bank:
             plan(bank)
         return None if consumer is not None else store.result()
-
-
 
 
 class _RawStore:
@@ -342,10 +346,11 @@ class _RawStore:
     def write(self, timestep_index: int, layer: int, fmap: torch.Tensor) -> None:  # fmap: (B, C_l, R, R)
         if self.raw is None:
             batch, _, height, width = fmap.shape
-            self.raw = torch.empty((batch, self.num_timesteps, sum(self.channels), height, width),
-                                   dtype=torch.float32, device=fmap.device)
+            self.raw = torch.empty(
+                (batch, self.num_timesteps, sum(self.channels), height, width), dtype=torch.float32, device=fmap.device
+            )
         start = self.offsets[layer]
-        self.raw[:, timestep_index, start:start + self.channels[layer]].copy_(fmap)
+        self.raw[:, timestep_index, start : start + self.channels[layer]].copy_(fmap)
         self.written.add((timestep_index, layer))
 
     def result(self) -> torch.Tensor:

@@ -71,4 +71,3 @@ def network_digest(network: torch.nn.Module) -> str:
         hasher.update(f"{name}|{tuple(value.shape)}|{value.dtype}|".encode())
         hasher.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
     return hasher.hexdigest()
-

@@ -56,16 +56,27 @@ class OfficialWeights:
 REFERENCE_REPO = "g-luo/diffusion-hyperfeatures"
 OFFICIAL: dict[str, OfficialWeights] = {
     "dhf-sd15": OfficialWeights(
-        REFERENCE_REPO, "weights/aggregation_network.pt", "sd15_spair",
+        REFERENCE_REPO,
+        "weights/aggregation_network.pt",
+        "sd15_spair",
         "SD 1.5, DDIM inversion with 50 steps, 11 saved timesteps, trained on SPair-71k",
-        {"SPair-71k PCK@0.1 (bbox, 360-pair test subset, reported by the paper)": 64.61,
-         "SPair-71k PCK@0.1 (img, 360-pair test subset, reported by the paper)": 72.56}),
+        {
+            "SPair-71k PCK@0.1 (bbox, 360-pair test subset, reported by the paper)": 64.61,
+            "SPair-71k PCK@0.1 (img, 360-pair test subset, reported by the paper)": 72.56,
+        },
+    ),
     "dhf-sd15-onestep": OfficialWeights(
-        REFERENCE_REPO, "weights/aggregation_network_one-step.pt", "sd15_spair_onestep",
-        "SD 1.5, one UNet call on the clean latent (N = 1), trained on SPair-71k"),
+        REFERENCE_REPO,
+        "weights/aggregation_network_one-step.pt",
+        "sd15_spair_onestep",
+        "SD 1.5, one UNet call on the clean latent (N = 1), trained on SPair-71k",
+    ),
     "dhf-sd21": OfficialWeights(
-        REFERENCE_REPO, "weights/aggregation_network_sdv2-1.pt", "sd21_spair",
-        "SD 2.1 base, DDIM inversion with 50 steps, 11 saved timesteps, trained on SPair-71k"),
+        REFERENCE_REPO,
+        "weights/aggregation_network_sdv2-1.pt",
+        "sd21_spair",
+        "SD 2.1 base, DDIM inversion with 50 steps, 11 saved timesteps, trained on SPair-71k",
+    ),
 }
 
 Spec = Union[str, os.PathLike]
@@ -103,10 +114,15 @@ def config_record(meta: CheckpointMeta, metrics: Optional[dict] = None, source: 
     return record
 
 
-def save_pretrained(folder: Spec, network: AggregationNetwork, meta: CheckpointMeta,
-                    metrics: Optional[dict] = None, source: Optional[str] = None, card: bool = True,
-                    picture: Optional[Callable[[Path, AggregationNetwork, CheckpointMeta], Optional[str]]] = None,
-                    ) -> Path:
+def save_pretrained(
+    folder: Spec,
+    network: AggregationNetwork,
+    meta: CheckpointMeta,
+    metrics: Optional[dict] = None,
+    source: Optional[str] = None,
+    card: bool = True,
+    picture: Optional[Callable[[Path, AggregationNetwork, CheckpointMeta], Optional[str]]] = None,
+) -> Path:
     """Write ``folder`` (see the module docstring); files are replaced atomically. Returns it.
     ``picture(path, network, meta)`` draws the card's picture to ``path`` and returns its file
     name (:func:`hyperfeat.viz.mixing.save_mixing_picture`, passed by the library's and the
@@ -148,8 +164,8 @@ def model_card(record: dict, picture: Optional[str] = None) -> str:
         "",
         "```python",
         "from hyperfeat import Hyperfeatures",
-        "hf = Hyperfeatures.from_pretrained(\"<this repo id or folder>\")",
-        "desc = hf.describe([\"cat1.jpg\", \"cat2.jpg\"])  # (2, D, R, R)",
+        'hf = Hyperfeatures.from_pretrained("<this repo id or folder>")',
+        'desc = hf.describe(["cat1.jpg", "cat2.jpg"])  # (2, D, R, R)',
         "```",
         "",
         "| | |",
@@ -171,9 +187,14 @@ def model_card(record: dict, picture: Optional[str] = None) -> str:
         lines += ["", "## Metrics", "", "| metric | value |", "|---|---|"]
         lines += [f"| {k} | {v:.4g} |" for k, v in metrics.items()]
     if picture:
-        lines += ["", "## Mixing weights", "",
-                  "The softmax mixing weight of every (timestep, layer) map, noisiest timestep on the left:", "",
-                  f"![mixing weights]({picture})"]
+        lines += [
+            "",
+            "## Mixing weights",
+            "",
+            "The softmax mixing weight of every (timestep, layer) map, noisiest timestep on the left:",
+            "",
+            f"![mixing weights]({picture})",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -182,11 +203,12 @@ def model_card(record: dict, picture: Optional[str] = None) -> str:
 
 def _meta_from_record(record: dict, source: str) -> CheckpointMeta:
     if not isinstance(record, dict) or record.get("format") != FORMAT:
-        raise CheckpointError(f"{source} is not a hyperfeat config (expected \"format\": \"{FORMAT}\")")
+        raise CheckpointError(f'{source} is not a hyperfeat config (expected "format": "{FORMAT}")')
     version = int(record.get("format_version", -1))
     if version > FORMAT_VERSION:
-        raise CheckpointError(f"{source} has format version {version}; this hyperfeat reads up to {FORMAT_VERSION}: "
-                              "upgrade hyperfeat")
+        raise CheckpointError(
+            f"{source} has format version {version}; this hyperfeat reads up to {FORMAT_VERSION}: upgrade hyperfeat"
+        )
     from hyperfeat.config import check_no_interpolation
 
     check_no_interpolation(record.get("config"), source)  # saved resolved: a ${…} was put there by hand
@@ -249,8 +271,10 @@ def load_folder(folder: Spec) -> tuple[AggregationNetwork, CheckpointMeta]:
     config, weights = folder / CONFIG_NAME, folder / WEIGHTS_NAME
     missing = [p.name for p in (config, weights) if not p.is_file()]
     if missing:
-        raise CheckpointError(f"{folder} is not a saved hyperfeat model: missing {', '.join(missing)} "
-                              f"(written by save_pretrained or `hyperfeat export`)")
+        raise CheckpointError(
+            f"{folder} is not a saved hyperfeat model: missing {', '.join(missing)} "
+            f"(written by save_pretrained or `hyperfeat export`)"
+        )
     try:
         record = json.loads(config.read_text())
     except ValueError as err:  # not JSON, or not UTF-8 text
@@ -264,12 +288,17 @@ FILE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".safetensors", ".json")
 
 def _is_hub_id(text: str) -> bool:
     """owner/name, and not a missing file such as checkpoints/last.ckpt."""
-    return (text.count("/") == 1 and not text.startswith((".", "/", "~")) and all(text.split("/"))
-            and not text.lower().endswith(FILE_SUFFIXES))
+    return (
+        text.count("/") == 1
+        and not text.startswith((".", "/", "~"))
+        and all(text.split("/"))
+        and not text.lower().endswith(FILE_SUFFIXES)
+    )
 
 
-def load_pretrained(spec: Spec, revision: Optional[str] = None, cache_dir: Optional[Spec] = None,
-                    local_files_only: bool = False) -> tuple[AggregationNetwork, CheckpointMeta]:
+def load_pretrained(
+    spec: Spec, revision: Optional[str] = None, cache_dir: Optional[Spec] = None, local_files_only: bool = False
+) -> tuple[AggregationNetwork, CheckpointMeta]:
     """Network (eval mode, CPU) and metadata from any way of naming weights (module docstring).
 
     ``revision``/``cache_dir``/``local_files_only`` go to the hub download (``cache_dir``: the
@@ -310,12 +339,19 @@ def _refuse_local_lookalike(path: Path, text: str) -> None:
         raise CheckpointError(f"checkpoint not found: {text}; did you mean {near[0]}? (a path needs its extension)")
     if path.parent != Path(".") and path.parent.is_dir():
         here = sorted(p.name for p in path.parent.iterdir() if p.suffix in CHECKPOINT_SUFFIXES or p.is_dir())[:6]
-        raise CheckpointError(f"checkpoint not found: {text} (the folder {path.parent} is here, so this is a local "
-                              f"path, not a hub id; it holds: {', '.join(here) or 'no checkpoint'})")
+        raise CheckpointError(
+            f"checkpoint not found: {text} (the folder {path.parent} is here, so this is a local "
+            f"path, not a hub id; it holds: {', '.join(here) or 'no checkpoint'})"
+        )
 
 
-def hub_file(repo_id: str, filename: str, revision: Optional[str] = None, cache_dir: Optional[Spec] = None,
-             local_files_only: bool = False) -> Path:
+def hub_file(
+    repo_id: str,
+    filename: str,
+    revision: Optional[str] = None,
+    cache_dir: Optional[Spec] = None,
+    local_files_only: bool = False,
+) -> Path:
     """One file of a hub repo, from the cache when offline or when the hub does not answer."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
@@ -329,22 +365,26 @@ def hub_file(repo_id: str, filename: str, revision: Optional[str] = None, cache_
     from hyperfeat import hub
 
     cache_only, why = hub.should_use_cache_only(local_files_only)
-    kwargs = dict(revision=revision, cache_dir=None if cache_dir is None else str(cache_dir),
-                  library_name="hyperfeat")
+    kwargs = dict(revision=revision, cache_dir=None if cache_dir is None else str(cache_dir), library_name="hyperfeat")
     try:
         return Path(hf_hub_download(repo_id, filename, local_files_only=cache_only, **kwargs))
     except LocalEntryNotFoundError as err:
         if cache_only:
-            raise CheckpointError(f"{repo_id}/{filename} is not in the Hugging Face cache and {why}: "
-                                  f"{hub.offline_advice(repo_id, filename)}") from err
-        raise CheckpointError(f"cannot download {repo_id}/{filename}: {err}; {hub.offline_advice(repo_id, filename)}") from err
+            raise CheckpointError(
+                f"{repo_id}/{filename} is not in the Hugging Face cache and {why}: "
+                f"{hub.offline_advice(repo_id, filename)}"
+            ) from err
+        raise CheckpointError(
+            f"cannot download {repo_id}/{filename}: {err}; {hub.offline_advice(repo_id, filename)}"
+        ) from err
     except RepositoryNotFoundError as err:
         raise CheckpointError(f"no hub repo {repo_id!r} (or it is private: log in with `hf auth login`)") from err
     except RevisionNotFoundError as err:
         raise CheckpointError(f"hub repo {repo_id!r} has no revision {revision!r}") from err
     except EntryNotFoundError as err:
-        raise CheckpointError(f"hub repo {repo_id!r} has no file {filename!r}: is it a hyperfeat model "
-                              f"(save_pretrained / push_to_hub)?") from err
+        raise CheckpointError(
+            f"hub repo {repo_id!r} has no file {filename!r}: is it a hyperfeat model (save_pretrained / push_to_hub)?"
+        ) from err
     except (HfHubHTTPError, OSError) as err:
         raise CheckpointError(f"cannot download {repo_id}/{filename}: {err}") from err
 
@@ -365,8 +405,9 @@ def official_config(name: str, saved: dict):
     return load_config(overrides=[f"experiment={OFFICIAL[name].experiment}", *implied_overrides(saved)])
 
 
-def load_official(name: str, cache_dir: Optional[Spec] = None,
-                  local_files_only: bool = False) -> tuple[AggregationNetwork, CheckpointMeta]:
+def load_official(
+    name: str, cache_dir: Optional[Spec] = None, local_files_only: bool = False
+) -> tuple[AggregationNetwork, CheckpointMeta]:
     """A published reference checkpoint by name: downloaded once into the Hugging Face cache,
     converted on first use and kept as a saved folder under :func:`cache_root` (keyed by the
     downloaded file's sha256, so a changed upload is converted again)."""
@@ -387,9 +428,13 @@ def load_official(name: str, cache_dir: Optional[Spec] = None,
         convert_official(source, work / "converted.ckpt", cfg)
         network, meta = load_checkpoint(work / "converted.ckpt")
         (work / "converted.ckpt").unlink()
-        save_pretrained(work, network, meta, metrics=entry.metrics,
-                        source=f"{entry.description}; converted from {entry.repo_id}/{entry.filename} "
-                               f"(sha256 {digest[:16]})")
+        save_pretrained(
+            work,
+            network,
+            meta,
+            metrics=entry.metrics,
+            source=f"{entry.description}; converted from {entry.repo_id}/{entry.filename} (sha256 {digest[:16]})",
+        )
         try:
             os.replace(work, target)  # another process may have won the race: then keep its folder
         except OSError:
@@ -401,13 +446,19 @@ def load_official(name: str, cache_dir: Optional[Spec] = None,
     return load_folder(target)
 
 
-def push_to_hub(folder: Spec, repo_id: str, private: Optional[bool] = None, token: Optional[str] = None,
-                commit_message: str = "Upload hyperfeat model", revision: Optional[str] = None) -> Any:
+def push_to_hub(
+    folder: Spec,
+    repo_id: str,
+    private: Optional[bool] = None,
+    token: Optional[str] = None,
+    commit_message: str = "Upload hyperfeat model",
+    revision: Optional[str] = None,
+) -> Any:
     """Upload a saved folder to the hub repo ``repo_id`` (created if needed). Returns the commit info."""
     from huggingface_hub import create_repo, upload_folder
 
     load_folder(folder)  # only a folder that loads goes out
     create_repo(repo_id, private=private, token=token, exist_ok=True)
-    return upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message,
-                         token=token, revision=revision)
-
+    return upload_folder(
+        repo_id=repo_id, folder_path=str(folder), commit_message=commit_message, token=token, revision=revision
+    )

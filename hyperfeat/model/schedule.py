@@ -34,8 +34,6 @@ BETA_END = 0.012
 NUM_TRAIN_TIMESTEPS = 1000
 
 
-
-
 def make_scheduler() -> DDIMScheduler:
     """The DDIM scheduler of the reference, built from its numbers."""
     return DDIMScheduler(
@@ -49,14 +47,10 @@ def make_scheduler() -> DDIMScheduler:
     )
 
 
-
-
 def alphas_cumprod() -> torch.Tensor:
     """ᾱ_t for t = 0 … 999, float32: cumprod(1 − β)."""
     betas = make_scheduler().betas  # (1000,) float32
     return torch.cumprod(1.0 - betas, dim=0)
-
-
 
 
 def ddim_timesteps(num_steps: int) -> list[int]:
@@ -64,8 +58,6 @@ def ddim_timesteps(num_steps: int) -> list[int]:
     scheduler = make_scheduler()
     scheduler.set_timesteps(num_steps)
     return sorted(int(t) for t in scheduler.timesteps)
-
-
 
 
 @dataclass(frozen=True)
@@ -78,13 +70,9 @@ class Step:
     label: int
 
 
-
-
 def alpha_at(alphas: torch.Tensor, t: int) -> torch.Tensor:
     """ᾱ_t, with ᾱ_{-1} = 1 (the clean latent)."""
     return torch.ones((), dtype=alphas.dtype) if t < 0 else alphas[t]
-
-
 
 
 def inversion_steps(num_steps: int) -> list[Step]:
@@ -93,22 +81,16 @@ def inversion_steps(num_steps: int) -> list[Step]:
     return [Step(t=seq_next[i], t_next=seq[i], label=num_steps - 1 - i) for i in range(num_steps)]
 
 
-
-
 def generation_steps(num_steps: int) -> list[Step]:
     seq = ddim_timesteps(num_steps)
     seq_next = [-1] + seq[:-1]
     return [Step(t=seq[num_steps - 1 - i], t_next=seq_next[num_steps - 1 - i], label=i) for i in range(num_steps)]
 
 
-
-
 def label_timesteps(num_steps: int, labels: Sequence[int]) -> list[int]:
     """The inversion timestep of each label: label k ↦ seq_next[N-1-k]."""
     by_label = {s.label: s.t for s in inversion_steps(num_steps)}
     return [by_label[k] for k in labels]
-
-
 
 
 def steps_needed(steps: list[Step], save_labels: Sequence[int]) -> list[Step]:
@@ -118,14 +100,10 @@ def steps_needed(steps: list[Step], save_labels: Sequence[int]) -> list[Step]:
     return steps[: last + 1]
 
 
-
-
 def ddim_update(x: torch.Tensor, eps: torch.Tensor, a: torch.Tensor, a_next: torch.Tensor) -> torch.Tensor:
     """Deterministic DDIM move (eta = 0) from ᾱ = a to ᾱ = a_next given the noise estimate."""
     x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
     return a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps
-
-
 
 
 def add_noise(x0: torch.Tensor, noise: torch.Tensor, alphas: torch.Tensor, timesteps: Sequence[int]) -> torch.Tensor:

@@ -16,11 +16,11 @@ import torch
 TINY_TEXT_DIM = 32
 
 
-
-
 def _byte_level_alphabet() -> list[str]:
     """The 256 printable characters byte-level BPE uses for the 256 byte values."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     chars, extra = [], 0
     for byte in range(256):
         if byte in printable:
@@ -29,8 +29,6 @@ def _byte_level_alphabet() -> list[str]:
             chars.append(chr(256 + extra))
             extra += 1
     return chars
-
-
 
 
 def tiny_tokenizer(folder: Path):
@@ -50,8 +48,6 @@ def tiny_tokenizer(folder: Path):
     (folder / "merges.txt").write_text("#version: 0.2\n")
     tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
     return tokenizer
-
-
 
 
 def build_tiny_components(seed: int = 0):
@@ -110,8 +106,6 @@ def build_tiny_components(seed: int = 0):
     finally:
         torch.random.set_rng_state(generator_state)
     return unet, vae, text_encoder, tokenizer
-
-
 
 
 def save_tiny_pipeline(folder: str | os.PathLike, seed: int = 0) -> Path:

@@ -75,12 +75,15 @@ class AdaptSettings:
         if int(self.steps) < 0 or not float(self.lr) > 0:
             raise HyperfeatError(f"adaptation needs steps >= 0 and lr > 0; got steps={self.steps}, lr={self.lr}")
         if int(self.clip_length) < 2 or int(self.max_stride) < 1 or int(self.clips_per_step) < 1:
-            raise HyperfeatError(f"adaptation needs clip_length >= 2, max_stride >= 1 and clips_per_step >= 1; got "
-                                 f"{self.clip_length}, {self.max_stride} and {self.clips_per_step}")
+            raise HyperfeatError(
+                f"adaptation needs clip_length >= 2, max_stride >= 1 and clips_per_step >= 1; got "
+                f"{self.clip_length}, {self.max_stride} and {self.clips_per_step}"
+            )
 
 
-def video_raw_maps(describer: Any, frames: torch.Tensor, max_frames: Optional[int] = None,
-                   mirrored: bool = False) -> tuple[torch.Tensor, list[int]]:
+def video_raw_maps(
+    describer: Any, frames: torch.Tensor, max_frames: Optional[int] = None, mirrored: bool = False
+) -> tuple[torch.Tensor, list[int]]:
     """Raw maps (T', S, C, R, R) float16 on the CPU of frames (T, 3, H, W) in [0, 1] (each
     resized to L × L by :func:`hyperfeat.video.frames.frames_to_backbone`), and which frames they
     are (every frame, or ``max_frames`` spread evenly); ``mirrored``: of the left–right mirrored
@@ -96,7 +99,7 @@ def video_raw_maps(describer: Any, frames: torch.Tensor, max_frames: Optional[in
     out = []
     with torch.no_grad():
         for start in range(0, len(picked), batch_size):
-            batch = frames_to_backbone(frames[picked[start:start + batch_size]], size)  # (b, 3, L, L) in [-1, 1]
+            batch = frames_to_backbone(frames[picked[start : start + batch_size]], size)  # (b, 3, L, L) in [-1, 1]
             if mirrored:
                 batch = batch.flip(-1)
             out.append(describer.extractor.run(batch.to(describer.device)).to("cpu", torch.float16))
@@ -126,9 +129,16 @@ def _clip_indices(rng: np.random.Generator, num_frames: int, settings: AdaptSett
     return [start + k * stride for k in range(length)]
 
 
-def _walk(network: torch.nn.Module, raw: torch.Tensor, clips: list[list[int]], settings: AdaptSettings,
-          device: torch.device, dropout: float, generator: Optional[torch.Generator] = None,
-          raw_mirrored: Optional[torch.Tensor] = None) -> torch.Tensor:
+def _walk(
+    network: torch.nn.Module,
+    raw: torch.Tensor,
+    clips: list[list[int]],
+    settings: AdaptSettings,
+    device: torch.device,
+    dropout: float,
+    generator: Optional[torch.Generator] = None,
+    raw_mirrored: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
     index = torch.tensor(clips)  # (B, K)
     maps = raw[index.flatten()].to(device).float()  # (B·K, S, C, R, R)
     desc = network(maps).unflatten(0, tuple(index.shape))  # (B, K, D, R, R)
@@ -136,9 +146,14 @@ def _walk(network: torch.nn.Module, raw: torch.Tensor, clips: list[list[int]], s
     return cycle_walk_loss(desc, settings.temperature, settings.pool, dropout, generator, mirrored_home=home)
 
 
-def adapt_network(describer: Any, frames: Optional[torch.Tensor], settings: AdaptSettings = AdaptSettings(),
-                  progress: bool = False, raw: Optional[torch.Tensor] = None,
-                  raw_mirrored: Optional[torch.Tensor] = None) -> AdaptResult:
+def adapt_network(
+    describer: Any,
+    frames: Optional[torch.Tensor],
+    settings: AdaptSettings = AdaptSettings(),
+    progress: bool = False,
+    raw: Optional[torch.Tensor] = None,
+    raw_mirrored: Optional[torch.Tensor] = None,
+) -> AdaptResult:
     """Train a copy of ``describer.network`` on the video ``frames`` (T, 3, H, W) in [0, 1] with
     the cycle walk; ``raw``: the frames' raw maps from :func:`video_raw_maps`, if already made
     (then ``frames`` may be None), and ``raw_mirrored`` those of the mirrored frames (used when
@@ -154,11 +169,15 @@ def adapt_network(describer: Any, frames: Optional[torch.Tensor], settings: Adap
         raw_mirrored = None
     elif raw_mirrored is None:
         if frames is None:
-            raise HyperfeatError("the mirrored adaptation walk needs the frames or raw_mirrored (the mirrored frames' raw "
-                                 "maps); pass one, or mirror=False")
+            raise HyperfeatError(
+                "the mirrored adaptation walk needs the frames or raw_mirrored (the mirrored frames' raw "
+                "maps); pass one, or mirror=False"
+            )
         raw_mirrored, _ = video_raw_maps(describer, frames, settings.max_frames, mirrored=True)
     if raw_mirrored is not None and raw_mirrored.shape != raw.shape:
-        raise HyperfeatError(f"raw_mirrored must have the raw maps' shape {tuple(raw.shape)}; got {tuple(raw_mirrored.shape)}")
+        raise HyperfeatError(
+            f"raw_mirrored must have the raw maps' shape {tuple(raw.shape)}; got {tuple(raw_mirrored.shape)}"
+        )
     device = describer.device
     network = copy.deepcopy(describer.network).to(device)
     for p in network.parameters():

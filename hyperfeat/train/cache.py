@@ -69,8 +69,7 @@ def dequantize_int8(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return q.float() * scale.float()[..., None, None]
 
 
-def entry_bytes(num_timesteps: int, channels: Sequence[int], sizes: Sequence[tuple[int, int]],
-                dtype_name: str) -> int:
+def entry_bytes(num_timesteps: int, channels: Sequence[int], sizes: Sequence[tuple[int, int]], dtype_name: str) -> int:
     """Bytes of one cache entry's tensors: Σ_l S·C_l·h_l·w_l values (+ S·C_l float32 scales for int8)."""
     itemsize = CACHE_DTYPES[dtype_name].itemsize
     total = 0
@@ -84,18 +83,12 @@ def entry_bytes(num_timesteps: int, channels: Sequence[int], sizes: Sequence[tup
 SIDES = ("source", "target")
 
 
-
-
 class CacheWarning(UserWarning):
     """A cache file was unreadable or did not match its key; it is being recomputed."""
 
 
-
-
 class CacheMissError(RuntimeError):
     """An image is not in the cache and no extractor was given to compute it."""
-
-
 
 
 @dataclass
@@ -110,15 +103,11 @@ class CacheStats:
         self.hits = self.misses = self.recomputed = 0
 
 
-
-
 def _cache_dtype(cfg: DictConfig) -> torch.dtype:
     name = str(cfg.train.cache_dtype)
     if name not in CACHE_DTYPES:
         raise ConfigError(f"train.cache_dtype must be one of {', '.join(CACHE_DTYPES)}; got {name!r}")
     return CACHE_DTYPES[name]
-
-
 
 
 def _extractor_mismatch(identity: dict, extractor) -> list[str]:
@@ -133,8 +122,6 @@ def _extractor_mismatch(identity: dict, extractor) -> list[str]:
         if mine.get(key) != identity["features"].get(key):
             wrong.append(f"features.{key} {mine.get(key)!r} vs {identity['features'].get(key)!r}")
     return wrong
-
-
 
 
 class FeatureCache:
@@ -166,10 +153,15 @@ class FeatureCache:
         """Check that ``extractor`` makes what this cache holds and learn the entry shape."""
         wrong = _extractor_mismatch(self.identity, extractor)
         if wrong:
-            raise ConfigError(f"the extractor does not match the feature cache's config ({self.dir}): "
-                              + "; ".join(wrong))
-        shape = (extractor.num_timesteps, extractor.total_channels,
-                 int(extractor.cfg.output_resolution), int(extractor.cfg.output_resolution))
+            raise ConfigError(
+                f"the extractor does not match the feature cache's config ({self.dir}): " + "; ".join(wrong)
+            )
+        shape = (
+            extractor.num_timesteps,
+            extractor.total_channels,
+            int(extractor.cfg.output_resolution),
+            int(extractor.cfg.output_resolution),
+        )
         self.entry_shape = shape
         self.channels = [int(c) for c in extractor.channels]
 
@@ -190,14 +182,22 @@ class FeatureCache:
         num_timesteps = self.entry_shape[0] if self.entry_shape is not None else layers[0].shape[0]
         for i, maps in enumerate(layers):
             if not torch.is_tensor(maps) or maps.dtype != self.dtype:
-                raise ValueError(f"layer {i} holds dtype {getattr(maps, 'dtype', type(maps).__name__)}, "
-                                 f"expected {self.dtype}")
+                raise ValueError(
+                    f"layer {i} holds dtype {getattr(maps, 'dtype', type(maps).__name__)}, expected {self.dtype}"
+                )
             want_c = self.channels[i] if self.channels is not None else maps.shape[1] if maps.ndim == 4 else -1
             if maps.ndim != 4 or maps.shape[0] != num_timesteps or maps.shape[1] != want_c:
-                raise ValueError(f"layer {i} holds shape {tuple(maps.shape)}, expected ({num_timesteps}, {want_c}, h, w)")
+                raise ValueError(
+                    f"layer {i} holds shape {tuple(maps.shape)}, expected ({num_timesteps}, {want_c}, h, w)"
+                )
         if self.dtype == torch.int8:
-            if not isinstance(scales, (list, tuple)) or len(scales) != len(layers) or any(
-                    not torch.is_tensor(sc) or tuple(sc.shape) != tuple(m.shape[:2]) for sc, m in zip(scales, layers)):
+            if (
+                not isinstance(scales, (list, tuple))
+                or len(scales) != len(layers)
+                or any(
+                    not torch.is_tensor(sc) or tuple(sc.shape) != tuple(m.shape[:2]) for sc, m in zip(scales, layers)
+                )
+            ):
                 raise ValueError("int8 entry without one (S, C_l) scale per layer")
         return self.assemble(layers, scales)  # (S, C, R, R)
 
@@ -226,8 +226,11 @@ class FeatureCache:
         try:
             raw = self._read(path, key)
         except Exception as err:  # any load error means the file cannot be trusted
-            warnings.warn(f"feature cache file {path} is corrupt or stale ({type(err).__name__}: {err}); "
-                          "recomputing it", CacheWarning, stacklevel=2)
+            warnings.warn(
+                f"feature cache file {path} is corrupt or stale ({type(err).__name__}: {err}); recomputing it",
+                CacheWarning,
+                stacklevel=2,
+            )
             self.stats.recomputed += 1
             return None
         self.stats.hits += 1
@@ -266,8 +269,8 @@ class FeatureCache:
         self.bind(extractor)
         out = []
         for start in range(0, len(keys), self.batch_size):
-            layers = extractor.run_native(images[start:start + self.batch_size])  # per layer (b, S, C_l, h, w)
-            for b, k in enumerate(keys[start:start + self.batch_size]):
+            layers = extractor.run_native(images[start : start + self.batch_size])  # per layer (b, S, C_l, h, w)
+            for b, k in enumerate(keys[start : start + self.batch_size]):
                 out.append(self.store(k, [maps[b] for maps in layers]))
         return out
 
@@ -306,9 +309,8 @@ class FeatureCache:
         return self.fetch(image[None], extractor)[0]
 
 
-
-
 # ---------------------------------------------------------------------------- pair data sets
+
 
 class CachedPairDataset(Dataset):
     """A pair data set whose items carry ``source_raw``/``target_raw`` (S, C, R, R) instead of images.
@@ -350,8 +352,6 @@ class CachedPairDataset(Dataset):
         state = dict(self.__dict__)
         state["extractor"] = None
         return state
-
-
 
 
 class FillInterrupted(Exception):
@@ -418,11 +418,7 @@ def precompute(
     return CacheStats(now.hits - before.hits, now.misses - before.misses, now.recomputed - before.recomputed)
 
 
-
-
 _NO_IMAGE = torch.empty(0)
-
-
 
 
 def collate_cached_pairs(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -434,8 +430,10 @@ def collate_cached_pairs(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         return collate_pairs(items)
     raw_keys = [f"{side}_raw" for side in SIDES]
     raw = {key: torch.stack([it[key] for it in items]) for key in raw_keys}  # (B, S, C, R, R)
-    rest = [{**{k: v for k, v in it.items() if k not in raw_keys},
-             "source_image": _NO_IMAGE, "target_image": _NO_IMAGE} for it in items]
+    rest = [
+        {**{k: v for k, v in it.items() if k not in raw_keys}, "source_image": _NO_IMAGE, "target_image": _NO_IMAGE}
+        for it in items
+    ]
     batch = collate_pairs(rest)
     del batch["source_image"], batch["target_image"]
     batch.update(raw)

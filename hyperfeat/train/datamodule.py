@@ -87,8 +87,6 @@ class ResumableLoader(DataLoader):
 STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ()}
 
 
-
-
 class PairDataModule(L.LightningDataModule):
     """Train/val/test pair loaders; several pairs per step (``train.pairs_per_step``).
 
@@ -117,11 +115,14 @@ class PairDataModule(L.LightningDataModule):
                 dataset = build(self.cfg.data, split, int(self.cfg.features.load_size))
             except DataError as err:  # say which role of which data set failed
                 which = self.cfg.data.get(f"{split}_split")
-                raise DataError(f"{split} split (data.{split}_split={which!r}) of data set "
-                                f"{self.cfg.data.name!r}: {err}") from err
+                raise DataError(
+                    f"{split} split (data.{split}_split={which!r}) of data set {self.cfg.data.name!r}: {err}"
+                ) from err
             limit = self.cfg.train.val_max_pairs if split == "val" else None
             if limit is not None and len(dataset) > int(limit):
-                dataset = Subset(dataset, representative_indices(dataset, int(limit), self.cfg.data.get("sample_seed", 0)))
+                dataset = Subset(
+                    dataset, representative_indices(dataset, int(limit), self.cfg.data.get("sample_seed", 0))
+                )
             if len(dataset) == 0:
                 raise DataError(f"the {split} split of data set {self.cfg.data.name!r} ({self.cfg.data.root}) is empty")
             self.datasets[split] = dataset
@@ -172,7 +173,8 @@ class PairDataModule(L.LightningDataModule):
                     f"train.cache_features is true but the {split} loader was asked for without a trainer "
                     "running a HyperfeatModule and without an extractor (PairDataModule(cfg, extractor=...)); "
                     f"the {split} split is read uncached (images, features computed in every step)",
-                    UserWarning, stacklevel=2,
+                    UserWarning,
+                    stacklevel=2,
                 )
             else:
                 dataset = self._cached(split, dataset, *context)
@@ -191,16 +193,19 @@ class PairDataModule(L.LightningDataModule):
         cache = FeatureCache(self.cfg.train.cache_dir, self.cfg)
         cached = CachedPairDataset(dataset, cache, extractor)
         with torch.no_grad():
-            stats = cached.precompute(rank=rank, world_size=world_size, progress=rank == 0,
-                                      should_stop=self._signal_received)
+            stats = cached.precompute(
+                rank=rank, world_size=world_size, progress=rank == 0, should_stop=self._signal_received
+            )
         if barrier is not None:
             barrier(f"hyperfeat_feature_cache_{split}")  # every rank's share is on disk before reading
         self.cache_stats[split] = stats
         where = f" on {device}" if device is not None else ""
         share = f" (rank {rank} of {world_size}: its share of the images)" if world_size > 1 else ""
         computed = stats.misses + stats.recomputed
-        rank_zero_info(f"feature cache, {split} split{share}: {computed} images computed{where}, "
-                       f"{stats.hits} already cached in {cache.dir}")
+        rank_zero_info(
+            f"feature cache, {split} split{share}: {computed} images computed{where}, "
+            f"{stats.hits} already cached in {cache.dir}"
+        )
         return cached
 
     # ------------------------------------------------------------------ loaders
@@ -218,8 +223,15 @@ class PairDataModule(L.LightningDataModule):
         dataset = self.loader_dataset(split)
         collate = self._collate(split)
         workers = int(self.cfg.train.num_workers)
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
-                          collate_fn=collate, persistent_workers=workers > 0, drop_last=False)
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=workers,
+            collate_fn=collate,
+            persistent_workers=workers > 0,
+            drop_last=False,
+        )
 
     def train_dataloader(self) -> DataLoader:
         trainer = getattr(self, "trainer", None)
@@ -227,11 +239,16 @@ class PairDataModule(L.LightningDataModule):
             return self._loader("train", True, int(self.cfg.train.pairs_per_step))
         dataset = self.loader_dataset("train")
         workers = int(self.cfg.train.num_workers)
-        return ResumableLoader(dataset, batch_size=int(self.cfg.train.pairs_per_step),
-                               sampler=EpochSampler(len(dataset), int(self.cfg.train.seed)), num_workers=workers,
-                               position=lambda: trainer.global_step if trainer is not None else 0,
-                               collate_fn=self._collate("train"),
-                               persistent_workers=workers > 0, drop_last=False)
+        return ResumableLoader(
+            dataset,
+            batch_size=int(self.cfg.train.pairs_per_step),
+            sampler=EpochSampler(len(dataset), int(self.cfg.train.seed)),
+            num_workers=workers,
+            position=lambda: trainer.global_step if trainer is not None else 0,
+            collate_fn=self._collate("train"),
+            persistent_workers=workers > 0,
+            drop_last=False,
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", False, int(self.cfg.eval.batch_size))
@@ -249,4 +266,3 @@ def representative_indices(dataset, n: int, seed=0) -> list[int]:
         return list(range(n))
     position = {id(r): i for i, r in enumerate(records)}
     return [position[id(r)] for r in sample_across_categories(records, n, int(seed or 0))]
-

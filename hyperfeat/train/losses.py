@@ -26,7 +26,10 @@ from hyperfeat.geometry import points_to_indices, rescale_points
 
 
 def _check_inputs(
-    desc_a: torch.Tensor, desc_b: torch.Tensor, points_a: torch.Tensor, points_b: torch.Tensor,
+    desc_a: torch.Tensor,
+    desc_b: torch.Tensor,
+    points_a: torch.Tensor,
+    points_b: torch.Tensor,
     valid: torch.Tensor,
 ) -> None:
     if desc_a.dim() != 4 or desc_b.dim() != 4 or desc_a.shape[:2] != desc_b.shape[:2]:
@@ -45,8 +48,6 @@ def _check_inputs(
         )
 
 
-
-
 def _grid_indices(points: torch.Tensor, valid: torch.Tensor, load_size: int, size_hw: tuple[int, int]) -> torch.Tensor:
     """Flat cell indices (B, N) of load-frame points (B, N, 2); invalid points (may be NaN) → 0."""
     h, w = size_hw
@@ -55,11 +56,13 @@ def _grid_indices(points: torch.Tensor, valid: torch.Tensor, load_size: int, siz
     return points_to_indices(scaled, (h, w))
 
 
-
-
 def _directional_ce(
-    query: torch.Tensor, keys: torch.Tensor, query_idx: torch.Tensor, key_idx: torch.Tensor,
-    valid: torch.Tensor, temperature: float,
+    query: torch.Tensor,
+    keys: torch.Tensor,
+    query_idx: torch.Tensor,
+    key_idx: torch.Tensor,
+    valid: torch.Tensor,
+    temperature: float,
 ) -> torch.Tensor:
     """Cross-entropy from the query cells to the key cells, over the valid points of the batch.
 
@@ -71,12 +74,8 @@ def _directional_ce(
     return F.cross_entropy(logits[valid], key_idx[valid])
 
 
-
-
 def _unit_cells(desc: torch.Tensor) -> torch.Tensor:
     return F.normalize(desc.flatten(2), dim=1, eps=EPS).transpose(1, 2)  # (B, h·w, D)
-
-
 
 
 def correspondence_loss(
@@ -152,8 +151,10 @@ def cycle_walk_loss(
     if frames.dim() != 5 or frames.shape[1] < 2:
         raise DataError(f"frames must be (B, K >= 2, D, h, w) descriptors; got {tuple(frames.shape)}")
     if not temperature > 0 or int(pool) < 1 or not 0.0 <= edge_dropout < 1.0:
-        raise HyperfeatError(f"temperature must be > 0, pool >= 1 and edge_dropout in [0, 1); got "
-                             f"{temperature}, {pool} and {edge_dropout}")
+        raise HyperfeatError(
+            f"temperature must be > 0, pool >= 1 and edge_dropout in [0, 1); got "
+            f"{temperature}, {pool} and {edge_dropout}"
+        )
     b, k = frames.shape[:2]
     maps = frames.flatten(0, 1)  # (B·K, D, h, w)
     if int(pool) > 1:
@@ -162,9 +163,12 @@ def cycle_walk_loss(
     home = None
     if mirrored_home is not None:
         if tuple(mirrored_home.shape) != (b, *frames.shape[2:]):
-            raise DataError(f"mirrored_home must be (B, D, h, w) = {(b, *frames.shape[2:])}; got "
-                            f"{tuple(mirrored_home.shape)}")
-        home = F.avg_pool2d(mirrored_home, int(pool), ceil_mode=True) if int(pool) > 1 else mirrored_home  # (B, D, h', w')
+            raise DataError(
+                f"mirrored_home must be (B, D, h, w) = {(b, *frames.shape[2:])}; got {tuple(mirrored_home.shape)}"
+            )
+        home = (
+            F.avg_pool2d(mirrored_home, int(pool), ceil_mode=True) if int(pool) > 1 else mirrored_home
+        )  # (B, D, h', w')
         width = maps.shape[-1]
         cells = torch.arange(maps.shape[-2] * width, device=frames.device)
         mirror = (cells // width) * width + (width - 1 - cells % width)  # (n,): the mirrored cell of each cell

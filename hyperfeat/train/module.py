@@ -54,8 +54,9 @@ class HyperfeatModule(L.LightningModule):
     features are cached, ``source_raw``/``target_raw`` (B, S, C, R, R), plus the points.
     """
 
-    def __init__(self, extractor: FeatureExtractor, network: AggregationNetwork, settings: "TrainSettings",
-                 meta: CheckpointMeta):
+    def __init__(
+        self, extractor: FeatureExtractor, network: AggregationNetwork, settings: "TrainSettings", meta: CheckpointMeta
+    ):
         """``extractor``: the frozen backbone's feature extractor (its plan and layers);
         ``network``: the aggregation network to train; ``settings``: loss, optimiser and
         validation numbers; ``meta``: what every checkpoint records (the full config)."""
@@ -107,8 +108,15 @@ class HyperfeatModule(L.LightningModule):
     # ------------------------------------------------------------------ steps
     def _loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         src, tgt = self.describe_pair(batch)
-        loss = correspondence_loss(src, tgt, batch["source_points"], batch["target_points"], batch["valid"],
-                                   load_size=self.settings.load_size, temperature=self.settings.temperature)
+        loss = correspondence_loss(
+            src,
+            tgt,
+            batch["source_points"],
+            batch["target_points"],
+            batch["valid"],
+            load_size=self.settings.load_size,
+            temperature=self.settings.temperature,
+        )
         return loss, src, tgt
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -119,8 +127,15 @@ class HyperfeatModule(L.LightningModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         loss, src, tgt = self._loss(batch)
         self.log("val/loss", loss, batch_size=batch["valid"].shape[0], sync_dist=True)
-        update_pck(self.val_pck, batch, src, tgt, self.settings.load_size,
-                   method=self.settings.matcher, temperature=self.settings.softmax_temperature)
+        update_pck(
+            self.val_pck,
+            batch,
+            src,
+            tgt,
+            self.settings.load_size,
+            method=self.settings.matcher,
+            temperature=self.settings.softmax_temperature,
+        )
 
     def on_validation_epoch_end(self) -> None:
         results = self.val_pck.compute()
@@ -140,14 +155,19 @@ class HyperfeatModule(L.LightningModule):
 
         feats = self.meta.config.features
         values = label_timestep_values(str(feats.mode), int(feats.num_steps), self.extractor.save_steps)
-        fig = plot_mixing_weights(self.aggregation.mixing_grid().detach().cpu(), self.extractor.save_steps,
-                                  self.extractor.layer_names, channels=self.extractor.channels,
-                                  timestep_values=values)
+        fig = plot_mixing_weights(
+            self.aggregation.mixing_grid().detach().cpu(),
+            self.extractor.save_steps,
+            self.extractor.layer_names,
+            channels=self.extractor.channels,
+            timestep_values=values,
+        )
         logger.log_image("mixing_weights", [figure_to_array(fig)], step=self.global_step)
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.aggregation.parameters(), lr=self.settings.lr,
-                                 weight_decay=self.settings.weight_decay)
+        return torch.optim.AdamW(
+            self.aggregation.parameters(), lr=self.settings.lr, weight_decay=self.settings.weight_decay
+        )
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -178,8 +198,14 @@ class VideoWalkModule(HyperfeatModule):
     mirrored (``mirrored_home_image`` / ``_raw``), where the walk then ends. Validation logs
     ``val/loss`` (no points to score)."""
 
-    def __init__(self, extractor: FeatureExtractor, network: AggregationNetwork, settings: "TrainSettings",
-                 meta: CheckpointMeta, walk: Optional[WalkSettings] = None):
+    def __init__(
+        self,
+        extractor: FeatureExtractor,
+        network: AggregationNetwork,
+        settings: "TrainSettings",
+        meta: CheckpointMeta,
+        walk: Optional[WalkSettings] = None,
+    ):
         super().__init__(extractor, network, settings, meta)
         self.walk = walk or WalkSettings.from_config(meta.config)
 
@@ -206,10 +232,14 @@ class VideoWalkModule(HyperfeatModule):
         return None if raw is None else self.aggregation(raw.to(self.device))
 
     def _walk_loss(self, batch: dict) -> torch.Tensor:
-        return cycle_walk_loss(self.describe_clips(batch), self.walk.temperature, self.walk.pool,
-                               self.walk.edge_dropout if self.training else 0.0,
-                               across_batch=self.walk.across_batch and self.training,
-                               mirrored_home=self.describe_home(batch))
+        return cycle_walk_loss(
+            self.describe_clips(batch),
+            self.walk.temperature,
+            self.walk.pool,
+            self.walk.edge_dropout if self.training else 0.0,
+            across_batch=self.walk.across_batch and self.training,
+            mirrored_home=self.describe_home(batch),
+        )
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self._walk_loss(batch)
@@ -229,8 +259,6 @@ def module_class(cfg: DictConfig) -> type:
     from hyperfeat.data.videos.temporal import CLIP_DATASETS
 
     return VideoWalkModule if str(cfg.data.get("name")) in CLIP_DATASETS else HyperfeatModule
-
-
 
 
 def flat_overall(results: dict) -> dict[str, float]:

@@ -31,9 +31,6 @@ from hyperfeat.train.cache import FillInterrupted
 MONITOR = "val/pck@0.1"
 
 
-
-
-
 def save_full_checkpoint(trainer, path: Path) -> None:
     """Save everything a resume needs (optimizer, loops, callbacks: Lightning's full checkpoint,
     said explicitly so that it does not log its "weights_only was not set" notice, which reads as
@@ -48,8 +45,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
         bad = non_finite(checkpoint.get("state_dict", {}))
         if bad:
-            raise NumericsError(f"step {checkpoint.get('global_step')}: not writing {path}: weights {bad[:3]} "
-                                f"hold NaN/inf")
+            raise NumericsError(
+                f"step {checkpoint.get('global_step')}: not writing {path}: weights {bad[:3]} hold NaN/inf"
+            )
         atomic_save(checkpoint, path)
 
     def load_checkpoint(self, path, map_location: Any = None, weights_only: Optional[bool] = None) -> dict[str, Any]:
@@ -73,12 +71,17 @@ class FolderCheckpoint(ModelCheckpoint):
 
         best = here(state_dict.get("best_model_path"))
         kept = {here(k): v for k, v in (state_dict.get("best_k_models") or {}).items() if here(k)}
-        super().load_state_dict({
-            **state_dict, "dirpath": self.dirpath, "best_model_path": best,
-            "best_model_score": state_dict.get("best_model_score") if best else None,
-            "kth_best_model_path": here(state_dict.get("kth_best_model_path")), "best_k_models": kept,
-            "last_model_path": here(state_dict.get("last_model_path")),
-        })
+        super().load_state_dict(
+            {
+                **state_dict,
+                "dirpath": self.dirpath,
+                "best_model_path": best,
+                "best_model_score": state_dict.get("best_model_score") if best else None,
+                "kth_best_model_path": here(state_dict.get("kth_best_model_path")),
+                "best_k_models": kept,
+                "last_model_path": here(state_dict.get("last_model_path")),
+            }
+        )
 
 
 class FiniteGuard(Callback):
@@ -91,19 +94,27 @@ class FiniteGuard(Callback):
             raw = batch.get(f"{side}_raw") if isinstance(batch, dict) else None
             if torch.is_tensor(raw) and not bool(torch.isfinite(raw).all()):
                 where = getattr(trainer.datamodule, "cfg", None)
-                folder = f" (feature cache {where.train.cache_dir}: delete it to recompute)" if where is not None else ""
-                raise NumericsError(f"step {trainer.global_step}: the cached raw maps of the {side} images of batch "
-                                    f"{batch_idx} hold NaN/inf{folder}; nothing was trained on them")
+                folder = (
+                    f" (feature cache {where.train.cache_dir}: delete it to recompute)" if where is not None else ""
+                )
+                raise NumericsError(
+                    f"step {trainer.global_step}: the cached raw maps of the {side} images of batch "
+                    f"{batch_idx} hold NaN/inf{folder}; nothing was trained on them"
+                )
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if torch.is_tensor(loss) and not bool(torch.isfinite(loss).all()):
-            raise NumericsError(f"step {trainer.global_step}: the training loss is {float(loss)}; stopping "
-                                f"without writing a checkpoint (lower train.lr, or check the inputs)")
+            raise NumericsError(
+                f"step {trainer.global_step}: the training loss is {float(loss)}; stopping "
+                f"without writing a checkpoint (lower train.lr, or check the inputs)"
+            )
         bad = non_finite(dict(pl_module.aggregation.named_parameters()))
         if bad:
-            raise NumericsError(f"step {trainer.global_step}: weights {bad[:3]} hold NaN/inf after the optimiser "
-                                f"step; stopping without writing a checkpoint")
+            raise NumericsError(
+                f"step {trainer.global_step}: weights {bad[:3]} hold NaN/inf after the optimiser "
+                f"step; stopping without writing a checkpoint"
+            )
 
 
 class CheckpointPolicy(Callback):
@@ -155,8 +166,11 @@ class CheckpointPolicy(Callback):
                 raise KeyboardInterrupt
             self.signum = signum
             doing = f"saving {self.last} after this step" if self.started else "stopping the feature-cache fill"
-            print(f"\n{signal.Signals(signum).name} received: {doing}, then stopping (send it again to stop at "
-                  f"once)", file=sys.stderr, flush=True)
+            print(
+                f"\n{signal.Signals(signum).name} received: {doing}, then stopping (send it again to stop at once)",
+                file=sys.stderr,
+                flush=True,
+            )
 
         previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -184,8 +198,10 @@ def folder_lock(folder: Path):
         handle.seek(0)
         owner = handle.read().strip() or "?"
         handle.close()
-        raise CheckpointError(f"checkpoint folder {folder} is in use by another training (pid {owner}, lock "
-                              f"{path}); wait for it to end or give another paths.checkpoint_dir") from None
+        raise CheckpointError(
+            f"checkpoint folder {folder} is in use by another training (pid {owner}, lock "
+            f"{path}); wait for it to end or give another paths.checkpoint_dir"
+        ) from None
     try:
         handle.seek(0)
         handle.truncate()
@@ -195,8 +211,6 @@ def folder_lock(folder: Path):
     finally:
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()
-
-
 
 
 def make_logger(cfg: DictConfig, resume: bool = False):
@@ -219,8 +233,15 @@ def make_logger(cfg: DictConfig, resume: bool = False):
             run_id = uuid.uuid4().hex[:12]
             id_file.parent.mkdir(parents=True, exist_ok=True)
             id_file.write_text(run_id)
-        logger = WandbLogger(project=str(cfg.logger.project), name=cfg.logger.run_name, save_dir=str(save_dir),
-                             offline=mode == "offline", mode=mode, id=run_id, resume="allow")
+        logger = WandbLogger(
+            project=str(cfg.logger.project),
+            name=cfg.logger.run_name,
+            save_dir=str(save_dir),
+            offline=mode == "offline",
+            mode=mode,
+            id=run_id,
+            resume="allow",
+        )
         init = getattr(logger, "_wandb_init", None)
         if isinstance(init, dict) and init.get("anonymous") is None:
             init.pop("anonymous", None)  # WandbLogger passes anonymous=None, which wandb warns about
@@ -234,10 +255,9 @@ def make_logger(cfg: DictConfig, resume: bool = False):
     raise ConfigError(f"logger.backend must be wandb, csv or none; got {backend!r}")
 
 
-
-
-def build_trainer(cfg: DictConfig, callbacks: Sequence[Callback] = (), resume: bool = False,
-                  **overrides) -> tuple[L.Trainer, ModelCheckpoint]:
+def build_trainer(
+    cfg: DictConfig, callbacks: Sequence[Callback] = (), resume: bool = False, **overrides
+) -> tuple[L.Trainer, ModelCheckpoint]:
     """The Trainer of ``cfg.train`` with the checkpoint callback (``best-{step}.ckpt`` by
     ``val/pck@0.1``, and ``last.ckpt``); ``callbacks`` are added to it, ``overrides`` replace
     Trainer arguments."""
@@ -245,10 +265,16 @@ def build_trainer(cfg: DictConfig, callbacks: Sequence[Callback] = (), resume: b
     # no version counter: a fresh run (train.resume=false) overwrites last.ckpt instead of
     # writing last-v1.ckpt beside a stale last.ckpt
     monitor = str(cfg.train.get("monitor") or MONITOR)  # a loss is minimised, a score maximised
-    checkpoint = FolderCheckpoint(dirpath=str(ckpt_dir), filename="best-{step}", monitor=monitor,
-                                  mode="min" if monitor.endswith("loss") else "max",
-                                 save_last=True, save_top_k=1, auto_insert_metric_name=False,
-                                 enable_version_counter=False)
+    checkpoint = FolderCheckpoint(
+        dirpath=str(ckpt_dir),
+        filename="best-{step}",
+        monitor=monitor,
+        mode="min" if monitor.endswith("loss") else "max",
+        save_last=True,
+        save_top_k=1,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
     bar = [TQDMProgressBar(refresh_rate=1)] if overrides.get("enable_progress_bar", True) else []
     t = cfg.train
     kwargs = dict(
@@ -271,20 +297,22 @@ def build_trainer(cfg: DictConfig, callbacks: Sequence[Callback] = (), resume: b
     return L.Trainer(**kwargs), checkpoint
 
 
-
-
 def check_resume(cfg: DictConfig, last: Path) -> None:
     """Refuse to resume ``last`` under a config whose identity differs from the one it was made with."""
     ckpt = safe_torch_load(last, "checkpoint", CheckpointError)
     saved = ckpt.get("hyperfeat", {}).get("config") if isinstance(ckpt.get("hyperfeat"), dict) else None
     if not isinstance(saved, dict):
-        raise CheckpointError(f"{last} has no hyperfeat config to check a resume against; start a fresh run with "
-                              f"train.resume=false (overwrites it) or another paths.checkpoint_dir")
+        raise CheckpointError(
+            f"{last} has no hyperfeat config to check a resume against; start a fresh run with "
+            f"train.resume=false (overwrites it) or another paths.checkpoint_dir"
+        )
     from hyperfeat.config import check_no_interpolation
 
     check_no_interpolation(saved, str(last))
-    hint = (f"resuming would mix two runs under one label: start a fresh run with another paths.checkpoint_dir "
-            f"(or train.resume=false, which overwrites {last.name}), or restore the old values")
+    hint = (
+        f"resuming would mix two runs under one label: start a fresh run with another paths.checkpoint_dir "
+        f"(or train.resume=false, which overwrites {last.name}), or restore the old values"
+    )
     check_identity(saved, cfg, str(last), hint)
 
 
@@ -318,8 +346,9 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = (), backbone: Any = N
         quiet_third_party()
         L.seed_everything(int(cfg.train.seed), workers=True)
         policy = CheckpointPolicy(last, int(cfg.train.checkpoint_every_n_steps or 0))
-        trainer, checkpoint = build_trainer(cfg, callbacks=[*callbacks, policy], resume=bool(resume),
-                                            **trainer_overrides)
+        trainer, checkpoint = build_trainer(
+            cfg, callbacks=[*callbacks, policy], resume=bool(resume), **trainer_overrides
+        )
         root = trainer.strategy.root_device
         if root.type == "cuda" and str(cfg.backbone.device) in ("auto", "cuda"):
             torch.cuda.set_device(root)  # the backbone loads on this process's GPU, not on GPU 0 in every process
@@ -340,8 +369,10 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = (), backbone: Any = N
                     raise
             except FillInterrupted as stop:  # before any step: nothing to save but the cached images
                 name = signal.Signals(policy.signum or signal.SIGINT).name
-                message = (f"stopped by {name} while filling the feature cache ({stop}); the images cached so far "
-                           f"are kept: run the same command again to go on")
+                message = (
+                    f"stopped by {name} while filling the feature cache ({stop}); the images cached so far "
+                    f"are kept: run the same command again to go on"
+                )
                 if trainer.is_global_zero:
                     print(message, file=sys.stderr)
                 raise TrainingInterrupted(message, policy.signum or signal.SIGINT) from None
@@ -354,12 +385,17 @@ def train(cfg: DictConfig, callbacks: Sequence[Callback] = (), backbone: Any = N
         finished = trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps
         if policy.signum is not None and finished:  # the signal came during the last step: nothing is left to do
             if trainer.is_global_zero:
-                print(f"{signal.Signals(policy.signum).name} came during the last step: the run finished; "
-                      f"{last} holds step {trainer.global_step}", file=sys.stderr)
+                print(
+                    f"{signal.Signals(policy.signum).name} came during the last step: the run finished; "
+                    f"{last} holds step {trainer.global_step}",
+                    file=sys.stderr,
+                )
         elif policy.signum is not None:
             name = signal.Signals(policy.signum).name
-            message = (f"stopped by {name} at step {trainer.global_step}; {last} holds that step: run the same "
-                       f"command again to resume")
+            message = (
+                f"stopped by {name} at step {trainer.global_step}; {last} holds that step: run the same "
+                f"command again to resume"
+            )
             if trainer.is_global_zero:
                 print(message, file=sys.stderr)
             raise TrainingInterrupted(message, policy.signum)

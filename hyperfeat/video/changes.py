@@ -48,8 +48,9 @@ def mask_queries(mask, size: tuple[int, int], grid: int, frame: int = 0) -> tupl
     return queries, is_ref
 
 
-def track_for_changes(desc: torch.Tensor, queries: torch.Tensor, size: tuple[int, int], cfg,
-                      settings: ChangeSettings) -> tuple[torch.Tensor, torch.Tensor]:
+def track_for_changes(
+    desc: torch.Tensor, queries: torch.Tensor, size: tuple[int, int], cfg, settings: ChangeSettings
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Track points for the state-change analysis with the registered tracker ``changes.tracker``
     and its ``video.trackers.<name>`` settings. desc (T, D, h, w) → tracks (N, T, 2), visible
     (N, T). The analysis then carries points that slipped by their neighbours' motion
@@ -88,10 +89,14 @@ def video_changes(
 
     video = load_frames(describer, frames)
     if len(video) < MIN_FRAMES:
-        raise DataError(f"a change of state needs at least {MIN_FRAMES} frames (a before and an after); "
-                        f"the video has {len(video)}")
-    given = [name for name, v in (("queries", queries), ("grid", None if mask is not None else grid),
-                                  ("mask", mask)) if v is not None]
+        raise DataError(
+            f"a change of state needs at least {MIN_FRAMES} frames (a before and an after); the video has {len(video)}"
+        )
+    given = [
+        name
+        for name, v in (("queries", queries), ("grid", None if mask is not None else grid), ("mask", mask))
+        if v is not None
+    ]
     if len(given) != 1:
         raise DataError(f"give exactly one of queries, grid or mask; got {given or 'none'}")
     if is_reference is not None and queries is None:
@@ -103,12 +108,16 @@ def video_changes(
         queries = torch.cat([torch.zeros(len(xy), 1), xy], dim=1)
     queries = check_queries(queries, len(video), video.original_size)
     if tracks is not None and tuple(tracks.shape) != (len(queries), len(video), 2):
-        raise DataError(f"tracks must be (N, T, 2) = ({len(queries)}, {len(video)}, 2) for {len(queries)} queries "
-                        f"and {len(video)} frames; got {tuple(tracks.shape)}")
+        raise DataError(
+            f"tracks must be (N, T, 2) = ({len(queries)}, {len(video)}, 2) for {len(queries)} queries "
+            f"and {len(video)} frames; got {tuple(tracks.shape)}"
+        )
     if is_reference is not None:
         is_reference = torch.as_tensor(is_reference).bool()
         if tuple(is_reference.shape) != (len(queries),):
-            raise DataError(f"is_reference must be ({len(queries)},), one flag per query; got {tuple(is_reference.shape)}")
+            raise DataError(
+                f"is_reference must be ({len(queries)},), one flag per query; got {tuple(is_reference.shape)}"
+            )
     if settings is None:
         block = describer.cfg.get("changes")
         settings = ChangeSettings.from_config(block) if block is not None else ChangeSettings()

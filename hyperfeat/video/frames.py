@@ -65,8 +65,9 @@ def frame_describer(describer: "Describer") -> Callable[[torch.Tensor], torch.Te
     return describe
 
 
-def frames_from_images(images: Sequence, frame_size: Optional[int] = None,
-                       max_frames: Optional[int] = None) -> VideoFrames:
+def frames_from_images(
+    images: Sequence, frame_size: Optional[int] = None, max_frames: Optional[int] = None
+) -> VideoFrames:
     """A list of frames → :class:`VideoFrames`, read like a folder of frames (longer side at
     ``frame_size``, aspect kept; None: original size). Items are image paths, PIL images, uint8
     (H, W, 3) arrays or (3, H, W) tensors in [0, 1]; all must have the first one's size. A list of
@@ -112,9 +113,11 @@ def load_frames(describer: "Describer", source: FrameSource, max_frames: Optiona
         return VideoFrames(source.float(), size, size, 1.0, [])
     if isinstance(source, (str, Path)):
         return read_video(source, frame_size, max_frames)
-    raise DataError(f"a video must be a folder of frames, a video file, a list of frames, a (T, 3, H, W) tensor "
-                    f"or VideoFrames; "
-                    f"got {type(source).__name__}")
+    raise DataError(
+        f"a video must be a folder of frames, a video file, a list of frames, a (T, 3, H, W) tensor "
+        f"or VideoFrames; "
+        f"got {type(source).__name__}"
+    )
 
 
 # ---------------------------------------------------------------------------------------------

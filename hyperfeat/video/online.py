@@ -55,8 +55,14 @@ class Tracker:
     (default: ``video.trackers.<tracker>``).
     """
 
-    def __init__(self, describer, queries=None, window: Optional[int] = None, tracker: Optional[str] = None,
-                 settings: Optional[Any] = None):
+    def __init__(
+        self,
+        describer,
+        queries=None,
+        window: Optional[int] = None,
+        tracker: Optional[str] = None,
+        settings: Optional[Any] = None,
+    ):
         self.describer = describer
         self.describe = frame_describer(describer)
         self.tracker = str(tracker or describer.cfg.video.tracker)
@@ -91,7 +97,9 @@ class Tracker:
             raise DataError(f"query {early[0]} starts at a frame older than the window (frames {oldest}…{self.t} kept)")
         start = self.queries.shape[0]
         self.queries = torch.cat([self.queries, queries])
-        self.state = torch.cat([self.state, torch.tensor([[float("nan"), float("nan"), 0.0, 0.0]]).repeat(len(queries), 1)])
+        self.state = torch.cat(
+            [self.state, torch.tensor([[float("nan"), float("nan"), 0.0, 0.0]]).repeat(len(queries), 1)]
+        )
         self.pending.extend(range(start, start + len(queries)))
         if self.recent:
             self._start_pending(catch_up=True)
@@ -127,8 +135,10 @@ class Tracker:
         if self.size is None:
             self.size = size
         elif size != self.size:
-            raise DataError(f"frame {self.t + 1} has size {size} (W, H) but the stream started with {self.size}: "
-                            "every frame of a stream must have one size")
+            raise DataError(
+                f"frame {self.t + 1} has size {size} (W, H) but the stream started with {self.size}: "
+                "every frame of a stream must have one size"
+            )
         new = resized_size(size, self.frame_size)
         if new != size:  # the same reading as offline: longer side at video.frame_size (PIL bilinear)
             from hyperfeat.images import pil_to_tensor

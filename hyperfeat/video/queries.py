@@ -42,8 +42,10 @@ def grid_points(size: tuple[int, int], grid_size: int) -> torch.Tensor:
         raise DataError(f"grid size must be a positive integer; got {grid_size!r}")
     n = int(grid_size)
     if n > min(width, height):
-        raise DataError(f"a {n}×{n} grid does not fit a {width}×{height} frame: the grid size must be at most "
-                        f"{min(width, height)} (the frame's shorter side, one point per pixel)")
+        raise DataError(
+            f"a {n}×{n} grid does not fit a {width}×{height} frame: the grid size must be at most "
+            f"{min(width, height)} (the frame's shorter side, one point per pixel)"
+        )
     xs = (torch.arange(n, dtype=torch.float32) + 0.5) * width / n - 0.5
     ys = (torch.arange(n, dtype=torch.float32) + 0.5) * height / n - 0.5
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
@@ -109,8 +111,10 @@ def mask_pixels(mask, size: tuple[int, int], allow_empty: bool = False) -> torch
     if array.ndim != 2:
         raise DataError(f"segmentation mask must be (H, W); got shape {array.shape}")
     if (array.shape[1], array.shape[0]) != tuple(int(v) for v in size):
-        raise DataError(f"segmentation mask is {array.shape[1]}×{array.shape[0]} (W×H) but the video frames are "
-                        f"{size[0]}×{size[1]}: give a mask of the frames' original size")
+        raise DataError(
+            f"segmentation mask is {array.shape[1]}×{array.shape[0]} (W×H) but the video frames are "
+            f"{size[0]}×{size[1]}: give a mask of the frames' original size"
+        )
     inside = torch.from_numpy(np.ascontiguousarray(array != 0))
     if not allow_empty and not bool(inside.any()):
         raise DataError("segmentation mask is empty: no pixel is set, so there is no point to track")
@@ -123,8 +127,14 @@ def in_mask(fg: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
     return fg[ij[:, 1].clamp(0, fg.shape[0] - 1), ij[:, 0].clamp(0, fg.shape[1] - 1)]
 
 
-def mask_queries(mask, size: tuple[int, int], grid_size: Optional[int] = None, num_points: Optional[int] = None,
-                 grid_query_frame: int = 0, seed: int = 0) -> torch.Tensor:
+def mask_queries(
+    mask,
+    size: tuple[int, int],
+    grid_size: Optional[int] = None,
+    num_points: Optional[int] = None,
+    grid_query_frame: int = 0,
+    seed: int = 0,
+) -> torch.Tensor:
     """Queries (t, x, y) inside ``mask``: the points of a ``grid_size`` grid that fall inside it,
     or ``num_points`` pixels drawn inside it (seeded, without repeats while there are enough)."""
     inside = mask_pixels(mask, size)
@@ -150,13 +160,22 @@ def _check_result(queries, tracks, visible, confidence):
     confidence = visible.float() if confidence is None else torch.as_tensor(confidence, dtype=torch.float32).cpu()
     n, t = visible.shape
     if tracks.shape != (n, t, 2) or queries.shape != (n, 3) or confidence.shape != (n, t):
-        raise DataError(f"tracks {tuple(tracks.shape)}, visible {tuple(visible.shape)}, queries "
-                        f"{tuple(queries.shape)} and confidence {tuple(confidence.shape)} do not agree")
+        raise DataError(
+            f"tracks {tuple(tracks.shape)}, visible {tuple(visible.shape)}, queries "
+            f"{tuple(queries.shape)} and confidence {tuple(confidence.shape)} do not agree"
+        )
     return queries, tracks, visible, confidence
 
 
-def save_tracks(path: PathLike, queries, tracks, visible, confidence=None, size: Optional[tuple[int, int]] = None,
-                meta: Optional[dict] = None) -> Path:
+def save_tracks(
+    path: PathLike,
+    queries,
+    tracks,
+    visible,
+    confidence=None,
+    size: Optional[tuple[int, int]] = None,
+    meta: Optional[dict] = None,
+) -> Path:
     """Write one track file (``.json``, ``.csv`` or ``.npz`` by suffix; see the module docstring)."""
     path = Path(path)
     suffix = path.suffix.lower()
@@ -165,10 +184,16 @@ def save_tracks(path: PathLike, queries, tracks, visible, confidence=None, size:
     queries, tracks, visible, confidence = _check_result(queries, tracks, visible, confidence)
     size_list = [int(s) for s in size] if size is not None else None
     if suffix == ".json":
-        record = {**(meta or {}), "frame_size_wh": size_list, "num_frames": int(visible.shape[1]),
-                  "coordinates": "(x, y) pixels of the original frames, pixel centres at integers",
-                  "queries": queries.tolist(), "tracks": tracks.tolist(), "visible": visible.tolist(),
-                  "confidence": confidence.tolist()}
+        record = {
+            **(meta or {}),
+            "frame_size_wh": size_list,
+            "num_frames": int(visible.shape[1]),
+            "coordinates": "(x, y) pixels of the original frames, pixel centres at integers",
+            "queries": queries.tolist(),
+            "tracks": tracks.tolist(),
+            "visible": visible.tolist(),
+            "confidence": confidence.tolist(),
+        }
         atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(record)))
     elif suffix == ".csv":
         buffer = _io.StringIO()
@@ -177,13 +202,28 @@ def save_tracks(path: PathLike, queries, tracks, visible, confidence=None, size:
         for n in range(tracks.shape[0]):
             q = queries[n].tolist()
             for t in range(tracks.shape[1]):
-                writer.writerow([n, t, f"{tracks[n, t, 0]:.4f}", f"{tracks[n, t, 1]:.4f}", int(visible[n, t]),
-                                 f"{confidence[n, t]:.4f}", int(q[0]), f"{q[1]:.4f}", f"{q[2]:.4f}"])
+                writer.writerow(
+                    [
+                        n,
+                        t,
+                        f"{tracks[n, t, 0]:.4f}",
+                        f"{tracks[n, t, 1]:.4f}",
+                        int(visible[n, t]),
+                        f"{confidence[n, t]:.4f}",
+                        int(q[0]),
+                        f"{q[1]:.4f}",
+                        f"{q[2]:.4f}",
+                    ]
+                )
         atomic_write(path, lambda tmp: Path(tmp).write_text(buffer.getvalue()))
     else:
-        arrays = {"query_points": queries[:, [0, 2, 1]].numpy(), "tracks": tracks.numpy(),
-                  "occluded": (~visible).numpy(), "confidence": confidence.numpy(),
-                  "video_size": np.asarray(size_list if size_list else [-1, -1], np.int64)}
+        arrays = {
+            "query_points": queries[:, [0, 2, 1]].numpy(),
+            "tracks": tracks.numpy(),
+            "occluded": (~visible).numpy(),
+            "confidence": confidence.numpy(),
+            "video_size": np.asarray(size_list if size_list else [-1, -1], np.int64),
+        }
 
         def write(tmp):
             with open(tmp, "wb") as handle:
@@ -222,11 +262,17 @@ def _read_tracks(path: Path, suffix: str) -> dict:
     if suffix == ".json":
         record = json.loads(path.read_text())
         visible = torch.tensor(record["visible"]).bool()
-        confidence = torch.tensor(record["confidence"], dtype=torch.float32) if "confidence" in record else visible.float()
+        confidence = (
+            torch.tensor(record["confidence"], dtype=torch.float32) if "confidence" in record else visible.float()
+        )
         size = record.get("frame_size_wh")
-        return {"queries": torch.tensor(record["queries"], dtype=torch.float32),
-                "tracks": torch.tensor(record["tracks"], dtype=torch.float32), "visible": visible,
-                "confidence": confidence, "size": tuple(int(v) for v in size) if size else None}
+        return {
+            "queries": torch.tensor(record["queries"], dtype=torch.float32),
+            "tracks": torch.tensor(record["tracks"], dtype=torch.float32),
+            "visible": visible,
+            "confidence": confidence,
+            "size": tuple(int(v) for v in size) if size else None,
+        }
     if suffix == ".csv":
         text = path.read_text()
         if text and not text.endswith("\n"):
@@ -238,7 +284,12 @@ def _read_tracks(path: Path, suffix: str) -> dict:
         t = max(int(r["t"]) for r in rows) + 1
         if len({(r["point"], r["t"]) for r in rows}) != n * t or len(rows) != n * t:
             raise ValueError(f"{len(rows)} rows for {n} points × {t} frames (one row each): truncated or edited?")
-        tracks, visible, confidence, queries = torch.zeros(n, t, 2), torch.zeros(n, t, dtype=torch.bool), torch.zeros(n, t), torch.zeros(n, 3)
+        tracks, visible, confidence, queries = (
+            torch.zeros(n, t, 2),
+            torch.zeros(n, t, dtype=torch.bool),
+            torch.zeros(n, t),
+            torch.zeros(n, 3),
+        )
         for r in rows:
             i, j = int(r["point"]), int(r["t"])
             tracks[i, j] = torch.tensor([float(r["x"]), float(r["y"])])
@@ -249,8 +300,14 @@ def _read_tracks(path: Path, suffix: str) -> dict:
     with np.load(path, allow_pickle=False) as data:
         q = torch.from_numpy(np.asarray(data["query_points"], np.float32))
         visible = ~torch.from_numpy(np.asarray(data["occluded"], bool))
-        confidence = torch.from_numpy(np.asarray(data["confidence"], np.float32)) if "confidence" in data else visible.float()
+        confidence = (
+            torch.from_numpy(np.asarray(data["confidence"], np.float32)) if "confidence" in data else visible.float()
+        )
         size = [int(v) for v in data["video_size"]] if "video_size" in data else None
-        return {"queries": q[:, [0, 2, 1]], "tracks": torch.from_numpy(np.asarray(data["tracks"], np.float32)),
-                "visible": visible, "confidence": confidence,
-                "size": tuple(size) if size and min(size) > 0 else None}
+        return {
+            "queries": q[:, [0, 2, 1]],
+            "tracks": torch.from_numpy(np.asarray(data["tracks"], np.float32)),
+            "visible": visible,
+            "confidence": confidence,
+            "size": tuple(size) if size and min(size) > 0 else None,
+        }

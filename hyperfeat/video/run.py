@@ -72,8 +72,6 @@ def describe_frames(
     )
 
 
-
-
 # ---------------------------------------------------------------------------------------------
 # config → keyword arguments of hyperfeat.video
 
@@ -90,22 +88,20 @@ def propagation_kwargs(cfg) -> dict:
     }
 
 
-
-
 def _device(describer: Describer) -> torch.device:
     return describer.device
 
 
-
-
-def _descriptors(describer: Describer, video: VideoFrames, descriptors: Optional[torch.Tensor], progress: bool) -> torch.Tensor:
+def _descriptors(
+    describer: Describer, video: VideoFrames, descriptors: Optional[torch.Tensor], progress: bool
+) -> torch.Tensor:
     if descriptors is None:
         descriptors = describe_frames(describer, video, progress=progress)
     elif descriptors.ndim != 4 or descriptors.shape[0] != len(video):
-        raise DataError(f"descriptors {tuple(descriptors.shape)} do not fit a video of {len(video)} frames (T, D, h, w)")
+        raise DataError(
+            f"descriptors {tuple(descriptors.shape)} do not fit a video of {len(video)} frames (T, D, h, w)"
+        )
     return descriptors.to(_device(describer))
-
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -124,8 +120,6 @@ def check_queries(queries: torch.Tensor, num_frames: int, size: tuple[int, int])
         raise DataError("no query points given: expected (N, 3) rows of (t, x, y)")
     check_query_rows(queries, num_frames, size)
     return queries
-
-
 
 
 def track(
@@ -156,15 +150,17 @@ def check_mask(first_mask, size: tuple[int, int]) -> torch.Tensor:
         raise DataError("first-frame mask must hold integer object ids; got fractional values")
     if mask.numel() and (int(mask.min()) < 0 or int(mask.max()) > 255):
         bad = sorted({int(v) for v in torch.unique(mask).tolist() if not 0 <= v <= 255})
-        raise DataError(f"first-frame mask holds object ids {bad[:5]}{' …' if len(bad) > 5 else ''} outside "
-                        f"0…255 (0 = background, 255 = void, as in a DAVIS palette PNG); renumber the objects")
+        raise DataError(
+            f"first-frame mask holds object ids {bad[:5]}{' …' if len(bad) > 5 else ''} outside "
+            f"0…255 (0 = background, 255 = void, as in a DAVIS palette PNG); renumber the objects"
+        )
     found = (int(mask.shape[1]), int(mask.shape[0]))
     if found != tuple(size):
-        raise DataError(f"first-frame mask is {found[0]}×{found[1]} (W×H) but the video frames are "
-                        f"{size[0]}×{size[1]}: give a mask of the frames' original size")
+        raise DataError(
+            f"first-frame mask is {found[0]}×{found[1]} (W×H) but the video frames are "
+            f"{size[0]}×{size[1]}: give a mask of the frames' original size"
+        )
     return mask.long()
-
-
 
 
 def check_first_points(first_points, size: tuple[int, int]) -> torch.Tensor:
@@ -178,8 +174,15 @@ def check_first_points(first_points, size: tuple[int, int]) -> torch.Tensor:
     return points
 
 
-def _propagated(describer: Describer, frames: FrameSource, first, check: Callable, run: Callable,
-                descriptors: Optional[torch.Tensor], progress: bool) -> torch.Tensor:
+def _propagated(
+    describer: Describer,
+    frames: FrameSource,
+    first,
+    check: Callable,
+    run: Callable,
+    descriptors: Optional[torch.Tensor],
+    progress: bool,
+) -> torch.Tensor:
     """``run(descriptors, checked first-frame labels, original size)`` on the CPU; ``check``
     (labels, original size) runs before any descriptor is computed."""
     video = load_frames(describer, frames)
@@ -188,8 +191,13 @@ def _propagated(describer: Describer, frames: FrameSource, first, check: Callabl
     return run(desc, checked.to(desc.device), video.original_size).cpu()
 
 
-def propagate(describer: Describer, frames: FrameSource, first_mask, descriptors: Optional[torch.Tensor] = None,
-              progress: bool = True) -> torch.Tensor:
+def propagate(
+    describer: Describer,
+    frames: FrameSource,
+    first_mask,
+    descriptors: Optional[torch.Tensor] = None,
+    progress: bool = True,
+) -> torch.Tensor:
     """Propagate a first-frame object-id mask (H, W) (original frame size) → masks (T, H, W) int64.
 
     Label propagation with the ``video.queue_length/radius/topk/temperature`` settings; frame 0
@@ -198,12 +206,24 @@ def propagate(describer: Describer, frames: FrameSource, first_mask, descriptors
     from hyperfeat.correspond.propagation import propagate_mask
 
     settings = propagation_kwargs(describer.cfg)
-    return _propagated(describer, frames, first_mask, check_mask,
-                       lambda desc, mask, size: propagate_mask(desc, mask, size, **settings), descriptors, progress)
+    return _propagated(
+        describer,
+        frames,
+        first_mask,
+        check_mask,
+        lambda desc, mask, size: propagate_mask(desc, mask, size, **settings),
+        descriptors,
+        progress,
+    )
 
 
-def propagate_joints(describer: Describer, frames: FrameSource, first_points,
-                     descriptors: Optional[torch.Tensor] = None, progress: bool = True) -> torch.Tensor:
+def propagate_joints(
+    describer: Describer,
+    frames: FrameSource,
+    first_points,
+    descriptors: Optional[torch.Tensor] = None,
+    progress: bool = True,
+) -> torch.Tensor:
     """Propagate keypoints (J, 2) xy of frame 0 (original pixels) → (T, J, 2) xy.
 
     Heat-map propagation (std ``video.keypoint_sigma`` cells) with the propagation settings and
@@ -212,9 +232,15 @@ def propagate_joints(describer: Describer, frames: FrameSource, first_points,
     from hyperfeat.correspond.propagation import propagate_keypoints
 
     settings = dict(propagation_kwargs(describer.cfg), sigma=float(describer.cfg.video.get("keypoint_sigma", 1.0)))
-    return _propagated(describer, frames, first_points, check_first_points,
-                       lambda desc, points, size: propagate_keypoints(desc, points, size, **settings),
-                       descriptors, progress)
+    return _propagated(
+        describer,
+        frames,
+        first_points,
+        check_first_points,
+        lambda desc, points, size: propagate_keypoints(desc, points, size, **settings),
+        descriptors,
+        progress,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,8 +298,9 @@ def describe_store(describer: Describer, stream, progress: bool = True):
         per_frame = int(np.prod(out_shape[1:])) * (2 if dtype == "float16" else 4)
         if per_frame * num_frames > float(v.get("store_max_memory_mb", 1024)) * 2**20:
             path = temporary_store_path()
-    return describe_stream(stream, frame_describer(describer), num_frames, int(v.batch_size), dtype, path,
-                           describer.device, progress)
+    return describe_stream(
+        stream, frame_describer(describer), num_frames, int(v.batch_size), dtype, path, describer.device, progress
+    )
 
 
 @dataclass
@@ -325,7 +352,11 @@ def track_video(
         stream = frame_stream(describer, frames)
         num_frames, size = len(stream), stream.original_size
         queries = check_queries(queries, num_frames, size)
-        store = as_store(descriptors, describer.device) if descriptors is not None else describe_store(describer, stream, progress)
+        store = (
+            as_store(descriptors, describer.device)
+            if descriptors is not None
+            else describe_store(describer, stream, progress)
+        )
     if len(store) != num_frames:
         raise DataError(f"descriptors of {len(store)} frames do not fit a video of {num_frames} frames (T, D, h, w)")
     tracks, visible, confidence = track_descriptors(store, queries, size, tracker, settings)

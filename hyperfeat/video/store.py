@@ -27,13 +27,11 @@ def descriptor_key(describer: "Describer") -> str:
     of the network's weights) and the frame transform's name."""
     return json.dumps({**describer.identity(), "transform": FRAME_TRANSFORM}, sort_keys=True, default=str)
 
+
 CACHE_VERSION = 1
 
 
-
 Describe = Callable[[torch.Tensor], torch.Tensor]  # (B, 3, H, W) in [0, 1] → (B, D, h, w)
-
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -46,8 +44,6 @@ def _file_digest(path: Path, hasher: "hashlib._Hash") -> None:
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             hasher.update(block)
-
-
 
 
 def cache_key(frames: torch.Tensor, files: Sequence[PathLike] = (), key: str = "") -> str:
@@ -66,8 +62,6 @@ def cache_key(frames: torch.Tensor, files: Sequence[PathLike] = (), key: str = "
     return hasher.hexdigest()
 
 
-
-
 def _load_cache(path: Path, digest: str, num_frames: int) -> Optional[torch.Tensor]:
     if not path.is_file():
         return None
@@ -84,8 +78,6 @@ def _load_cache(path: Path, digest: str, num_frames: int) -> Optional[torch.Tens
     except Exception as err:  # any unreadable entry is recomputed
         warnings.warn(f"descriptor cache file {path} is unreadable ({err}); recomputing it", stacklevel=3)
         return None
-
-
 
 
 @torch.no_grad()
@@ -131,15 +123,15 @@ def compute_descriptors(
             out = describe(batch)
             if not isinstance(out, torch.Tensor) or out.ndim != 4 or out.shape[0] != batch.shape[0]:
                 shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-                raise DataError(f"describe must return (B, D, h, w) for a batch of {batch.shape[0]} frames; got {shape}")
+                raise DataError(
+                    f"describe must return (B, D, h, w) for a batch of {batch.shape[0]} frames; got {shape}"
+                )
             chunks.append(out.detach().cpu())
             bar.update(batch.shape[0])
     descriptors = torch.cat(chunks)  # (T, D, h, w)
     if cache_path is not None:
         atomic_save({"key": digest, "descriptors": descriptors}, cache_path)
     return descriptors
-
-
 
 
 def describe_video(

@@ -39,8 +39,12 @@ class FrameStream:
     :class:`DataError` naming it.
     """
 
-    def __init__(self, source: Union[PathLike, VideoFrames, torch.Tensor], frame_size: Optional[int] = None,
-                 max_frames: Optional[int] = None):
+    def __init__(
+        self,
+        source: Union[PathLike, VideoFrames, torch.Tensor],
+        frame_size: Optional[int] = None,
+        max_frames: Optional[int] = None,
+    ):
         self.frame_size = frame_size
         self.max_frames = int(max_frames) if max_frames else None
         self._memory: Optional[torch.Tensor] = None
@@ -73,8 +77,11 @@ class FrameStream:
                 raise DataError("empty video: the frame tensor has T = 0 frames")
             self._memory = self._memory[: self.max_frames]
             self.frame_size = None  # frames in memory are taken as they are
-        self.size = (tuple(int(s) for s in (self._memory.shape[-1], self._memory.shape[-2]))
-                     if self._memory is not None else resized_size(self.original_size, frame_size))
+        self.size = (
+            tuple(int(s) for s in (self._memory.shape[-1], self._memory.shape[-2]))
+            if self._memory is not None
+            else resized_size(self.original_size, frame_size)
+        )
         self._length: Optional[int] = None
 
     # ------------------------------------------------------------------ reading
@@ -110,8 +117,10 @@ class FrameStream:
         for index, image in enumerate(self._raw()):
             if image.size != self.original_size:
                 where = self.files[index] if self.files else f"{self.path} frame {index}"
-                raise DataError(f"frame {where} has size {image.size} (W, H) but the first frame has "
-                                f"{self.original_size}: every frame of a video must have one size")
+                raise DataError(
+                    f"frame {where} has size {image.size} (W, H) but the first frame has "
+                    f"{self.original_size}: every frame of a video must have one size"
+                )
             if self.size != image.size:
                 image = image.resize(self.size, Image.BILINEAR)
             count += 1
@@ -168,8 +177,13 @@ class DescriptorStore:
     → (len(idx), D, h, w). Write with :meth:`write` in frame order, then :meth:`finish`.
     """
 
-    def __init__(self, shape: Sequence[int], dtype: str = "float16", path: Optional[PathLike] = None,
-                 device: Union[str, torch.device] = "cpu"):
+    def __init__(
+        self,
+        shape: Sequence[int],
+        dtype: str = "float16",
+        path: Optional[PathLike] = None,
+        device: Union[str, torch.device] = "cpu",
+    ):
         self.shape = tuple(int(s) for s in shape)
         if dtype not in ("float16", "float32"):
             raise DataError(f"video.store_dtype must be float16 or float32; got {dtype!r}")
@@ -196,10 +210,15 @@ class DescriptorStore:
         """A finished on-disk store (read-only memory map)."""
         array = np.load(path, mmap_mode="r")
         for start in range(0, array.shape[0], 64):  # a cached store is checked before it is trusted
-            if not np.isfinite(array[start:start + 64]).all():
+            if not np.isfinite(array[start : start + 64]).all():
                 raise ValueError(f"frames from {start} hold NaN/inf descriptors")
         store = cls.__new__(cls)
-        store.shape, store.dtype, store.device, store.path = tuple(array.shape), str(array.dtype), torch.device(device), Path(path)
+        store.shape, store.dtype, store.device, store.path = (
+            tuple(array.shape),
+            str(array.dtype),
+            torch.device(device),
+            Path(path),
+        )
         store._array, store._filled = array, array.shape[0]
         store._data = None
         return store
@@ -216,9 +235,10 @@ class DescriptorStore:
         """Append (B, D, h, w) descriptors of the next frames."""
         end = self._filled + chunk.shape[0]
         if end > self.shape[0] or tuple(chunk.shape[1:]) != self.shape[1:]:
-            raise DataError(f"descriptor chunk {tuple(chunk.shape)} does not fit the store {self.shape} "
-                            f"at frame {self._filled}")
-        self._data[self._filled:end] = chunk.detach().to("cpu", getattr(torch, self.dtype))
+            raise DataError(
+                f"descriptor chunk {tuple(chunk.shape)} does not fit the store {self.shape} at frame {self._filled}"
+            )
+        self._data[self._filled : end] = chunk.detach().to("cpu", getattr(torch, self.dtype))
         self._filled = end
 
     def finish(self) -> "DescriptorStore":
@@ -295,12 +315,15 @@ def describe_stream(
     batch: list[torch.Tensor] = []
     try:
         with tqdm(total=int(num_frames), desc="descriptors", unit="frame", disable=not progress, leave=False) as bar:
+
             def flush():
                 nonlocal store
                 out = describe(torch.stack(batch))  # (B, D, h, w)
                 if not isinstance(out, torch.Tensor) or out.ndim != 4 or out.shape[0] != len(batch):
                     shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-                    raise DataError(f"describe must return (B, D, h, w) for a batch of {len(batch)} frames; got {shape}")
+                    raise DataError(
+                        f"describe must return (B, D, h, w) for a batch of {len(batch)} frames; got {shape}"
+                    )
                 if store is None:
                     store = DescriptorStore((int(num_frames), *out.shape[1:]), dtype, path, device)
                 store.write(out)

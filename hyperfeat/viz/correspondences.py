@@ -28,7 +28,9 @@ CORRECT_COLOUR = "#2bd13a"  # line of a prediction within the threshold
 WRONG_COLOUR = "#ff2a2a"  # line of a prediction beyond it
 
 
-MAX_DRAW_SIDE = 2048  # longer side of each image as drawn: a figure is ~1400 px wide, a huge photo need not be copied whole
+MAX_DRAW_SIDE = (
+    2048  # longer side of each image as drawn: a figure is ~1400 px wide, a huge photo need not be copied whole
+)
 
 
 def drawing_size(image: Image.Image, max_side: Optional[int] = None) -> Image.Image:
@@ -38,8 +40,6 @@ def drawing_size(image: Image.Image, max_side: Optional[int] = None) -> Image.Im
     if scale >= 1:
         return image
     return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR)
-
-
 
 
 # ---------------------------------------------------------------------------- correspondences
@@ -55,8 +55,6 @@ def pair_canvas(left: Image.Image, right: Image.Image, gap: int) -> tuple[np.nda
     return canvas, offset
 
 
-
-
 def check_points(name: str, points: ArrayLike, n: Optional[int]) -> np.ndarray:
     """(N, 2) float points, N equal to ``n`` when given."""
     array = to_numpy(points)
@@ -66,15 +64,13 @@ def check_points(name: str, points: ArrayLike, n: Optional[int]) -> np.ndarray:
     return array
 
 
-
-
-def correct_mask(predicted: np.ndarray, target: Optional[np.ndarray], threshold_px: Optional[float]) -> Optional[np.ndarray]:
+def correct_mask(
+    predicted: np.ndarray, target: Optional[np.ndarray], threshold_px: Optional[float]
+) -> Optional[np.ndarray]:
     """(N,) bool: prediction within ``threshold_px`` of the ground truth (None without both)."""
     if target is None or threshold_px is None:
         return None
     return np.linalg.norm(predicted - target, axis=1) <= threshold_px
-
-
 
 
 def pair_title(title: Optional[str], correct: Optional[np.ndarray], threshold_px: Optional[float], n: int) -> str:
@@ -87,8 +83,6 @@ def pair_title(title: Optional[str], correct: Optional[np.ndarray], threshold_px
     return " — ".join(parts)
 
 
-
-
 def legend_handles(correct: Optional[np.ndarray], has_target: bool, threshold_px: Optional[float]) -> list[Line2D]:
     """Proxy artists describing the marker styles (grey) and, with correctness, the line colours."""
     grey = "0.35"
@@ -96,15 +90,33 @@ def legend_handles(correct: Optional[np.ndarray], has_target: bool, threshold_px
     if correct is None:
         handles.append(Line2D([], [], marker="D", ls="-", color=grey, mec="white", label="prediction"))
     else:
-        handles.append(Line2D([], [], marker="D", ls="-", color=CORRECT_COLOUR, mfc=grey, mec="white",
-                              label=f"correct (≤ {threshold_px:.1f}px)"))
-        handles.append(Line2D([], [], marker="X", ls="-", color=WRONG_COLOUR, mfc=grey, mec="black",
-                              label=f"wrong (> {threshold_px:.1f}px)"))
+        handles.append(
+            Line2D(
+                [],
+                [],
+                marker="D",
+                ls="-",
+                color=CORRECT_COLOUR,
+                mfc=grey,
+                mec="white",
+                label=f"correct (≤ {threshold_px:.1f}px)",
+            )
+        )
+        handles.append(
+            Line2D(
+                [],
+                [],
+                marker="X",
+                ls="-",
+                color=WRONG_COLOUR,
+                mfc=grey,
+                mec="black",
+                label=f"wrong (> {threshold_px:.1f}px)",
+            )
+        )
     if has_target:
         handles.append(Line2D([], [], marker="o", ls=":", color=grey, mfc="none", mew=1.5, label="ground truth"))
     return handles
-
-
 
 
 def draw_correspondences(
@@ -147,8 +159,7 @@ def draw_correspondences(
     gap = max(8, src_img.width // 50)
     canvas, offset = pair_canvas(src_img, tgt_img, gap)
     width_in = min(14.0, max(8.0, canvas.shape[1] / 100))
-    fig = Figure(figsize=(width_in, width_in * canvas.shape[0] / canvas.shape[1] + 0.9), dpi=100,
-                 layout="constrained")
+    fig = Figure(figsize=(width_in, width_in * canvas.shape[0] / canvas.shape[1] + 0.9), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     ax.imshow(canvas)
@@ -157,16 +168,21 @@ def draw_correspondences(
     ax.set_xlim(-0.5, canvas.shape[1] - 0.5)
     ax.set_ylim(canvas.shape[0] - 0.5, -0.5)
     ax.set_title(pair_title(title, correct, threshold_px, len(src)), fontsize=11)
-    ax.legend(handles=legend_handles(correct, tgt is not None, threshold_px), loc="upper center",
-              bbox_to_anchor=(0.5, 0.0), ncol=4, fontsize=8, frameon=False)
+    ax.legend(
+        handles=legend_handles(correct, tgt is not None, threshold_px),
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0.0),
+        ncol=4,
+        fontsize=8,
+        frameon=False,
+    )
     save_figure(fig, out_path)
     return fig
 
 
-
-
-def draw_point_pairs(ax, src: np.ndarray, pred: np.ndarray, tgt: Optional[np.ndarray],
-                     correct: Optional[np.ndarray], offset: int) -> None:
+def draw_point_pairs(
+    ax, src: np.ndarray, pred: np.ndarray, tgt: Optional[np.ndarray], correct: Optional[np.ndarray], offset: int
+) -> None:
     """Markers and lines of every kept point; target-image x is shifted by ``offset``."""
     colours = distinct_colours(len(src)) / 255.0  # (N, 3)
     halo = [patheffects.withStroke(linewidth=2.8, foreground="black", alpha=0.35)]  # lines read on any image

@@ -26,8 +26,6 @@ from hyperfeat.io import PathLike
 ArrayLike = Union[np.ndarray, torch.Tensor, Sequence]
 
 
-
-
 # ---------------------------------------------------------------------------- helpers
 
 
@@ -38,15 +36,11 @@ def to_numpy(values: ArrayLike, dtype: type = np.float64) -> np.ndarray:
     return np.asarray(values, dtype=dtype)
 
 
-
-
 def figure_to_array(fig: Figure) -> np.ndarray:
     """Render ``fig`` and return it as (H, W, 3) uint8 RGB (e.g. for ``wandb.Image``)."""
     canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()  # (H, W, 3)
-
-
 
 
 def save_figure(fig: Figure, out_path: Optional[PathLike]) -> None:
@@ -56,8 +50,6 @@ def save_figure(fig: Figure, out_path: Optional[PathLike]) -> None:
     path = Path(out_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format=path.suffix.lstrip(".").lower() or "png", dpi=fig.dpi)
-
-
 
 
 def distinct_colours(n: int) -> np.ndarray:

@@ -17,7 +17,6 @@ def overlay_video_frames(video: VideoFrames, masks: torch.Tensor, alpha: float =
     size, blended into the frames as read."""
     from PIL import Image
 
-
     images = []
     width, height = video.size
     for frame, mask in zip(frames_as_uint8(video.frames), masks):
@@ -29,8 +28,6 @@ def overlay_video_frames(video: VideoFrames, masks: torch.Tensor, alpha: float =
             ids = np.asarray(Image.fromarray(ids).resize((width, height), Image.NEAREST))
         images.append(overlay_masks(frame, ids, alpha=alpha))
     return images
-
-
 
 
 # ---------------------------------------------------------------------------- masks
@@ -53,8 +50,6 @@ def davis_palette() -> np.ndarray:
     return palette
 
 
-
-
 def check_mask(mask: ArrayLike) -> np.ndarray:
     """(H, W) integer ids in 0…255 as uint8."""
     if isinstance(mask, Image.Image):
@@ -67,15 +62,11 @@ def check_mask(mask: ArrayLike) -> np.ndarray:
     return ids.astype(np.uint8)
 
 
-
-
 def palette_mask(mask: ArrayLike) -> Image.Image:
     """(H, W) object ids → mode 'P' image with the DAVIS palette (save as PNG for DAVIS format)."""
     image = Image.fromarray(check_mask(mask), mode="P")
     image.putpalette(davis_palette().reshape(-1).tolist())
     return image
-
-
 
 
 def object_edges(ids: np.ndarray) -> np.ndarray:
@@ -86,8 +77,6 @@ def object_edges(ids: np.ndarray) -> np.ndarray:
     edge[:, 1:] |= ids[:, 1:] != ids[:, :-1]
     edge[:, :-1] |= ids[:, :-1] != ids[:, 1:]
     return edge & (ids > 0)
-
-
 
 
 def overlay_masks(frame: ImageLike, mask: ArrayLike, alpha: float = 0.5, edges: bool = True) -> Image.Image:
@@ -108,8 +97,9 @@ def overlay_masks(frame: ImageLike, mask: ArrayLike, alpha: float = 0.5, edges: 
     return Image.fromarray(out.round().clip(0, 255).astype(np.uint8))
 
 
-def draw_masks_vs_truth(video: VideoFrames, masks: torch.Tensor, gt_masks: torch.Tensor, score: str,
-                        alpha: float = 0.5) -> list[Image.Image]:
+def draw_masks_vs_truth(
+    video: VideoFrames, masks: torch.Tensor, gt_masks: torch.Tensor, score: str, alpha: float = 0.5
+) -> list[Image.Image]:
     """Ground truth (left) beside the propagated masks (right), both (T, H, W) object ids at the
     original size, blended into the frames as read; "ground truth  frame t/T" and "prediction
     (``score``)" written on them. Void (255) in the ground truth is drawn as background."""

@@ -26,8 +26,6 @@ PANEL_MIN_WIDTH = 3.9  # inches: room for a panel's two-line title
 MAX_CELL_GID = "max_cell"  # gid of the rectangle outlining the largest mixing weight
 
 
-
-
 # ---------------------------------------------------------------------------- mixing weights
 
 
@@ -40,8 +38,6 @@ def noisy_to_clean_order(timestep_labels: Sequence[int]) -> np.ndarray:
     return np.argsort(np.asarray(timestep_labels), kind="stable")
 
 
-
-
 def layer_tick_labels(layer_names: Sequence[str], channels: Optional[Sequence[int]]) -> list[str]:
     """``up_blocks.0.resnets.2`` or, with channel counts, ``up_blocks.0.resnets.2 (1280)``."""
     if channels is None:
@@ -51,17 +47,11 @@ def layer_tick_labels(layer_names: Sequence[str], channels: Optional[Sequence[in
     return [f"{name} ({c})" for name, c in zip(layer_names, channels)]
 
 
-
-
 def check_weights(weights: np.ndarray, timestep_labels: Sequence[int], layer_names: Sequence[str]) -> None:
     """Raise unless ``weights`` is (S, L) for S timestep labels and L layer names."""
     expected = (len(timestep_labels), len(layer_names))
     if weights.ndim != 2 or weights.shape != expected:
-        raise HyperfeatError(
-            f"mixing weights must be (timesteps, layers) = {expected}; got shape {weights.shape}"
-        )
-
-
+        raise HyperfeatError(f"mixing weights must be (timesteps, layers) = {expected}; got shape {weights.shape}")
 
 
 def annotate_cells(ax, grid: np.ndarray, norm, cmap) -> None:
@@ -70,20 +60,18 @@ def annotate_cells(ax, grid: np.ndarray, norm, cmap) -> None:
     for (row, col), value in np.ndenumerate(grid):  # grid (L, S)
         r, g, b, _ = cmap(norm(value))
         dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5
-        ax.text(col, row, f"{value:.1f}", ha="center", va="center", fontsize=fontsize,
-                color="white" if dark else "black")
-
-
+        ax.text(
+            col, row, f"{value:.1f}", ha="center", va="center", fontsize=fontsize, color="white" if dark else "black"
+        )
 
 
 def outline_max_cell(ax, grid: np.ndarray) -> tuple[int, int]:
     """Outline the largest cell of ``grid`` (L, S); returns its (row, col)."""
     row, col = np.unravel_index(int(np.argmax(grid)), grid.shape)
-    ax.add_patch(Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="red",
-                           linewidth=2.5, gid=MAX_CELL_GID, zorder=3))
+    ax.add_patch(
+        Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2.5, gid=MAX_CELL_GID, zorder=3)
+    )
     return int(row), int(col)
-
-
 
 
 @dataclass
@@ -102,7 +90,9 @@ class MixingPanel:
         w = to_numpy(self.weights)  # (S, L)
         check_weights(w, self.timestep_labels, self.layer_names)
         if self.timestep_values is not None and len(self.timestep_values) != len(self.timestep_labels):
-            raise HyperfeatError(f"got {len(self.timestep_values)} timestep values for {len(self.timestep_labels)} labels")
+            raise HyperfeatError(
+                f"got {len(self.timestep_values)} timestep values for {len(self.timestep_labels)} labels"
+            )
         order = noisy_to_clean_order(self.timestep_labels)
         return 100.0 * w[order].T, order
 
@@ -122,8 +112,10 @@ def draw_mixing(ax, panel: MixingPanel, norm, cmap, *, layer_labels: bool = True
     if max(grid.shape) <= ANNOTATE_MAX_CELLS:
         annotate_cells(ax, grid, image.norm, cmap)
     row, col = outline_max_cell(ax, grid)
-    summary = (f"max {grid.max():.1f}% (red: {panel.layer_names[row]}, label {panel.timestep_labels[order[col]]})\n"
-               f"uniform {100 / grid.size:.1f}%")
+    summary = (
+        f"max {grid.max():.1f}% (red: {panel.layer_names[row]}, label {panel.timestep_labels[order[col]]})\n"
+        f"uniform {100 / grid.size:.1f}%"
+    )
     ax.set_title(f"{panel.title or 'Mixing weights'}\n{summary}", fontsize=9)
     return image
 
@@ -163,9 +155,12 @@ def plot_mixing_comparison(panels: Sequence[MixingPanel], out_path: Optional[Pat
     if not panels:
         raise HyperfeatError("plot_mixing_comparison needs at least one set of mixing weights")
     grids = [panel.grid()[0] for panel in panels]  # each (L, S)
-    same_plan = len(panels) == 2 and grids[0].shape == grids[1].shape and \
-        list(panels[0].timestep_labels) == list(panels[1].timestep_labels) and \
-        list(panels[0].layer_names) == list(panels[1].layer_names)
+    same_plan = (
+        len(panels) == 2
+        and grids[0].shape == grids[1].shape
+        and list(panels[0].timestep_labels) == list(panels[1].timestep_labels)
+        and list(panels[0].layer_names) == list(panels[1].layer_names)
+    )
     n_layers = max(g.shape[0] for g in grids)
     cell = 0.55 if max(max(g.shape) for g in grids) <= ANNOTATE_MAX_CELLS else 0.3
     widths = [max(PANEL_MIN_WIDTH, 1.2 + cell * g.shape[1]) for g in grids]
@@ -183,18 +178,18 @@ def plot_mixing_comparison(panels: Sequence[MixingPanel], out_path: Optional[Pat
     if same_plan:
         ax, diff = axes[-1], grids[1] - grids[0]  # (L, S)
         bound = max(float(np.abs(diff).max()), 1e-6)
-        shown = ax.imshow(diff, cmap=colormaps["RdBu_r"], norm=Normalize(-bound, bound), aspect="auto",
-                          interpolation="nearest")
+        shown = ax.imshow(
+            diff, cmap=colormaps["RdBu_r"], norm=Normalize(-bound, bound), aspect="auto", interpolation="nearest"
+        )
         ax.set_xticks(range(diff.shape[1]), labels=[t.get_text() for t in axes[1].get_xticklabels()])
         ax.set_yticks(range(diff.shape[0]), labels=[])
         ax.tick_params(labelsize=8)
-        ax.set_title(f"difference: right − left\nlargest change {diff.flat[np.abs(diff).argmax()]:+.1f} points",
-                     fontsize=9)
+        ax.set_title(
+            f"difference: right − left\nlargest change {diff.flat[np.abs(diff).argmax()]:+.1f} points", fontsize=9
+        )
         fig.colorbar(shown, ax=ax, label="percentage points", shrink=0.9, aspect=30)
     save_figure(fig, out_path)
     return fig
-
-
 
 
 def step_tick_labels(labels: Sequence[int], values: Optional[Sequence[int]], order: np.ndarray) -> list[str]:
@@ -202,8 +197,6 @@ def step_tick_labels(labels: Sequence[int], values: Optional[Sequence[int]], ord
     if values is None:
         return [str(labels[i]) for i in order]
     return [f"{labels[i]}\n" + ("clean" if int(values[i]) < 0 else f"t={int(values[i])}") for i in order]
-
-
 
 
 def label_timestep_values(mode: str, num_steps: int, labels: Sequence[int]) -> list[int]:
@@ -232,7 +225,13 @@ def save_mixing_picture(path: PathLike, network, meta) -> str:
     path = Path(path)
     feats = meta.config.features
     values = label_timestep_values(str(feats.mode), int(feats.num_steps), meta.save_steps)
-    fig = plot_mixing_weights(network.mixing_grid().detach(), meta.save_steps, [layer_name(ij) for ij in meta.layers],
-                              title="mixing weights", channels=meta.feature_dims, timestep_values=values)
+    fig = plot_mixing_weights(
+        network.mixing_grid().detach(),
+        meta.save_steps,
+        [layer_name(ij) for ij in meta.layers],
+        title="mixing weights",
+        channels=meta.feature_dims,
+        timestep_values=values,
+    )
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
     return path.name

@@ -24,8 +24,6 @@ def draw_video_tracks(video: VideoFrames, tracks: torch.Tensor, visible: torch.T
     return draw_tracks(frames_as_uint8(video.frames), xy, visible, tail_length=tail_length)
 
 
-
-
 # ---------------------------------------------------------------------------- tracks and video
 
 
@@ -40,13 +38,9 @@ def frames_to_pil(frames: Union[np.ndarray, torch.Tensor, Sequence[ImageLike]]) 
     return [load_image(f) for f in frames]
 
 
-
-
 def marker_radius(size: tuple[int, int]) -> int:
     """Dot radius in pixels for a frame of ``size`` (W, H)."""
     return max(3, min(size) // 80)
-
-
 
 
 def draw_tail(draw: ImageDraw.ImageDraw, path: np.ndarray, vis: np.ndarray, colour: tuple, width: int) -> None:
@@ -60,8 +54,6 @@ def draw_tail(draw: ImageDraw.ImageDraw, path: np.ndarray, vis: np.ndarray, colo
         if not (vis[j] and vis[j + 1]):
             alpha /= 2
         draw.line([tuple(a), tuple(b)], fill=(*colour, int(round(alpha))), width=width)
-
-
 
 
 def draw_marker(draw: ImageDraw.ImageDraw, xy: np.ndarray, visible: bool, colour: tuple, radius: int) -> None:
@@ -92,7 +84,7 @@ def draw_caption(canvas: Image.Image, text: str, corner: str = "top") -> None:
 
 
 def draw_legend(canvas: Image.Image, radius: int) -> None:
-    """"● visible  ✕ occluded" at the bottom left, drawn with the real markers (in place)."""
+    """ "● visible  ✕ occluded" at the bottom left, drawn with the real markers (in place)."""
     from PIL import ImageFont
 
     draw = ImageDraw.Draw(canvas, "RGBA")
@@ -117,8 +109,6 @@ def check_tracks(tracks: ArrayLike, visible: Optional[ArrayLike], num_frames: in
     if vis.shape != xy.shape[:2]:
         raise HyperfeatError(f"visible must be {xy.shape[:2]} (N, T) like tracks; got shape {vis.shape}")
     return xy, vis
-
-
 
 
 def draw_tracks(
@@ -146,8 +136,16 @@ def draw_tracks(
     return list(iter_draw_tracks(images, tracks, visible, tail_length, show_occluded, counter, legend, title))
 
 
-def iter_draw_tracks(images, tracks: ArrayLike, visible: Optional[ArrayLike] = None, tail_length: int = 10,
-                     show_occluded: bool = True, counter: bool = True, legend: bool = True, title: str = ""):
+def iter_draw_tracks(
+    images,
+    tracks: ArrayLike,
+    visible: Optional[ArrayLike] = None,
+    tail_length: int = 10,
+    show_occluded: bool = True,
+    counter: bool = True,
+    legend: bool = True,
+    title: str = "",
+):
     """:func:`draw_tracks` over an iterable of frames (PIL images, (3, H, W) tensors in [0, 1] or
     (H, W, 3) arrays), one picture at a time; ``tracks`` (N, T, 2) sets T."""
     xy = to_numpy(tracks)
@@ -185,8 +183,9 @@ def side_by_side(left: Image.Image, right: Image.Image, gap: int = 4) -> Image.I
     return out
 
 
-def draw_tracks_vs_truth(video: VideoFrames, tracks, visible, gt_tracks, gt_visible, score: str,
-                         tail_length: int = 10) -> list[Image.Image]:
+def draw_tracks_vs_truth(
+    video: VideoFrames, tracks, visible, gt_tracks, gt_visible, score: str, tail_length: int = 10
+) -> list[Image.Image]:
     """Ground truth (left) beside prediction (right), in original pixels scaled to the frames."""
     from hyperfeat.geometry import rescale_points
 
@@ -202,12 +201,32 @@ def draw_tracks_vs_truth(video: VideoFrames, tracks, visible, gt_tracks, gt_visi
 
 # JHMDB's 15 joints (0-based): neck, belly, face, shoulders R/L, hips R/L, elbows R/L, knees R/L,
 # wrists R/L, ankles R/L; the limbs joining them
-JHMDB_SKELETON = ((2, 0), (0, 1), (0, 3), (0, 4), (3, 7), (7, 11), (4, 8), (8, 12),
-                  (1, 5), (1, 6), (5, 9), (9, 13), (6, 10), (10, 14))
+JHMDB_SKELETON = (
+    (2, 0),
+    (0, 1),
+    (0, 3),
+    (0, 4),
+    (3, 7),
+    (7, 11),
+    (4, 8),
+    (8, 12),
+    (1, 5),
+    (1, 6),
+    (5, 9),
+    (9, 13),
+    (6, 10),
+    (10, 14),
+)
 
 
-def draw_skeleton(frame: ImageLike, joints: np.ndarray, valid: np.ndarray, limbs: Sequence[tuple[int, int]],
-                  colours: Sequence[tuple], caption: str = "") -> Image.Image:
+def draw_skeleton(
+    frame: ImageLike,
+    joints: np.ndarray,
+    valid: np.ndarray,
+    limbs: Sequence[tuple[int, int]],
+    colours: Sequence[tuple],
+    caption: str = "",
+) -> Image.Image:
     """One frame with joints (J, 2) xy pixels as dots in their own colours and the ``limbs``
     between valid joints as white lines; joints with ``valid`` (J,) False or non-finite are left
     out. ``caption`` is written at the top."""
@@ -225,8 +244,9 @@ def draw_skeleton(frame: ImageLike, joints: np.ndarray, valid: np.ndarray, limbs
     return canvas
 
 
-def draw_joints_vs_truth(video: VideoFrames, joints, gt_joints, gt_valid, score: str,
-                         limbs: Sequence[tuple[int, int]] = JHMDB_SKELETON) -> list[Image.Image]:
+def draw_joints_vs_truth(
+    video: VideoFrames, joints, gt_joints, gt_valid, score: str, limbs: Sequence[tuple[int, int]] = JHMDB_SKELETON
+) -> list[Image.Image]:
     """Ground-truth joints (left) beside the propagated ones (right) with their skeleton: joints
     (T, J, 2) xy in original pixels scaled to the frames; ``gt_valid`` (T, J) bool marks the
     ground-truth joints to draw (inside the frame). The same joint has the same colour on both
@@ -238,8 +258,10 @@ def draw_joints_vs_truth(video: VideoFrames, joints, gt_joints, gt_valid, score:
     pred = rescale_points(torch.as_tensor(joints).float(), video.original_size, video.size).numpy()
     valid = to_numpy(gt_valid, bool)
     if gt.shape != pred.shape or valid.shape != gt.shape[:2] or gt.shape[0] != len(frames):
-        raise HyperfeatError(f"joints {pred.shape}, ground truth {gt.shape} and valid {valid.shape} must be "
-                             f"(T, J, 2), (T, J, 2), (T, J) with T = {len(frames)} frames")
+        raise HyperfeatError(
+            f"joints {pred.shape}, ground truth {gt.shape} and valid {valid.shape} must be "
+            f"(T, J, 2), (T, J, 2), (T, J) with T = {len(frames)} frames"
+        )
     colours = [tuple(int(v) for v in c) for c in distinct_colours(gt.shape[1])]
     everywhere = np.ones(pred.shape[1], bool)
     out = []

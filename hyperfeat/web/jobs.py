@@ -35,8 +35,15 @@ class Job:
 
     def as_dict(self) -> dict:
         with self.lock:
-            return {"id": self.id, "kind": self.kind, "state": self.state, "progress": self.progress,
-                    "stage": self.stage, "result": self.result, "error": self.error}
+            return {
+                "id": self.id,
+                "kind": self.kind,
+                "state": self.state,
+                "progress": self.progress,
+                "stage": self.stage,
+                "result": self.result,
+                "error": self.error,
+            }
 
 
 class JobRunner:
@@ -47,8 +54,12 @@ class JobRunner:
     one dropped, so its owner frees what the job left (its result files).
     """
 
-    def __init__(self, clean: Callable[[str], str] = str, keep: Optional[int] = None,
-                 forget: Callable[[Job], None] = lambda job: None):
+    def __init__(
+        self,
+        clean: Callable[[str], str] = str,
+        keep: Optional[int] = None,
+        forget: Callable[[Job], None] = lambda job: None,
+    ):
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hyperfeat-web")
         self._jobs: dict[str, Job] = {}
         self._ids = itertools.count(1)
@@ -93,7 +104,7 @@ class JobRunner:
         if self._keep is not None:
             with self._lock:
                 finished = [j for j in self._jobs.values() if j.state in ("done", "error")]
-                dropped = finished[:max(0, len(finished) - self._keep)]
+                dropped = finished[: max(0, len(finished) - self._keep)]
                 for old in dropped:
                     del self._jobs[old.id]
             for old in dropped:

@@ -65,8 +65,11 @@ CHUNK = 1024 * 1024  # bytes read or copied at a time
 MAX_PARTS = 2000
 MAX_EXAMPLES = 500
 METHODS = ("nn", "mutual_nn", "soft_argmax")
-STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
-                ".css": "text/css; charset=utf-8"}
+STATIC_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+}
 
 
 class BadRequest(HyperfeatError):
@@ -88,8 +91,7 @@ def safe_name(name: str, fallback: str) -> str:
 class WebApp:
     """State of one served page: the loaded model, the uploads and the jobs."""
 
-    def __init__(self, hf, title: str = "hyperfeat", work_dir: Optional[Path] = None,
-                 examples: Optional[Path] = None):
+    def __init__(self, hf, title: str = "hyperfeat", work_dir: Optional[Path] = None, examples: Optional[Path] = None):
         self.hf = hf
         self.title = title
         self.examples = self._list_examples(examples) if examples else {}
@@ -137,9 +139,10 @@ class WebApp:
         with self._lock:
             self.uploads[upload_id] = item
             videos = [key for key, kept in self.uploads.items() if kept["kind"] == "video"]
-            dropped = videos[:max(0, len(videos) - self.keep_videos)]
-            dropped += [key for key in self.uploads if key not in dropped][:max(
-                0, len(self.uploads) - len(dropped) - self.keep_uploads)]
+            dropped = videos[: max(0, len(videos) - self.keep_videos)]
+            dropped += [key for key in self.uploads if key not in dropped][
+                : max(0, len(self.uploads) - len(dropped) - self.keep_uploads)
+            ]
             for key in dropped:
                 shutil.rmtree(self.uploads.pop(key)["folder"], ignore_errors=True)
 
@@ -202,8 +205,9 @@ class WebApp:
         try:
             image = load_image(path)
         except ImageError as err:
-            raise ImageError(f"{path.name} is not an image the page can read; upload a PNG, JPEG or other "
-                             f"image file") from err
+            raise ImageError(
+                f"{path.name} is not an image the page can read; upload a PNG, JPEG or other image file"
+            ) from err
         self._remember(upload_id, {"kind": "image", "path": path, "size": image.size, "folder": folder})
         return {"id": upload_id, "name": path.name, "width": image.size[0], "height": image.size[1]}
 
@@ -216,8 +220,11 @@ class WebApp:
         if empty:
             raise DataError(f"empty video: {empty[0]} has no content (0 bytes)")
         if len(files) > self.max_frames:
-            raise BadRequest(f"{len(files)} frames is more than the page takes (web.max_frames = {self.max_frames}); "
-                             f"upload a shorter clip", 413)
+            raise BadRequest(
+                f"{len(files)} frames is more than the page takes (web.max_frames = {self.max_frames}); "
+                f"upload a shorter clip",
+                413,
+            )
         if len(files) == 1 and Path(names[0]).suffix.lower() not in FRAME_SUFFIXES:
             source = folder / names[0]  # one video file
             self._place(files[0][1], source)
@@ -232,13 +239,21 @@ class WebApp:
             shown = f"{len(files)} frames"
         video = load_frames(self.hf, source, max_frames=self.max_frames + 1)  # one more tells a longer clip
         if len(video) > self.max_frames:
-            raise BadRequest(f"{shown} has more than {self.max_frames} frames, the most the page takes "
-                             f"(web.max_frames); upload a shorter clip", 413)
-        self._remember(upload_id, {"kind": "video", "path": source, "frames": video, "name": shown,
-                                   "folder": folder})
+            raise BadRequest(
+                f"{shown} has more than {self.max_frames} frames, the most the page takes "
+                f"(web.max_frames); upload a shorter clip",
+                413,
+            )
+        self._remember(upload_id, {"kind": "video", "path": source, "frames": video, "name": shown, "folder": folder})
         w, h = video.original_size
-        return {"id": upload_id, "name": shown, "width": w, "height": h, "num_frames": len(video),
-                "preview": work.first_frame_preview(video)}
+        return {
+            "id": upload_id,
+            "name": shown,
+            "width": w,
+            "height": h,
+            "num_frames": len(video),
+            "preview": work.first_frame_preview(video),
+        }
 
     def _get(self, upload_id, kind: str) -> dict:
         item = self.uploads.get(str(upload_id))
@@ -258,20 +273,27 @@ class WebApp:
             raise BadRequest(f"a match needs the clicked point x, y in source pixels; got {body!r}") from err
         point = clicked_point(point, source["size"])
         heat = bool(body.get("heat_map", True))
-        job = self.jobs.submit("match", lambda job: work.match_point(
-            self.hf, source["path"], target["path"], point, method, job.report, self.match_descriptors, heat))
+        job = self.jobs.submit(
+            "match",
+            lambda job: work.match_point(
+                self.hf, source["path"], target["path"], point, method, job.report, self.match_descriptors, heat
+            ),
+        )
         return {"job": job.id}
 
     def start_track(self, body: dict) -> dict:
         video = self._get(body.get("video"), "video")
         points = body.get("points") or []
         if not isinstance(points, list) or not all(
-                isinstance(p, list) and len(p) == 2 and all(_finite_number(v) for v in p) for p in points):
+            isinstance(p, list) and len(p) == 2 and all(_finite_number(v) for v in p) for p in points
+        ):
             raise BadRequest(f"points must be a list of [x, y] pairs of finite numbers; got {str(points)[:80]}")
         points = [[float(x), float(y)] for x, y in points]
         grid, tail = body.get("grid"), body.get("tail_length", 10)
         for key, value, low, high in (("grid", grid, 0, 32), ("tail_length", tail, 0, 10_000)):
-            if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and low <= value <= high):
+            if value is not None and not (
+                isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+            ):
                 raise BadRequest(f"{key} must be an integer in [{low}, {high}]; got {value!r}")
         if grid:
             points += work.page_grid_points(video["frames"].original_size, int(grid))
@@ -279,8 +301,9 @@ class WebApp:
 
         def run(job):
             out = self.work_dir / "results" / job.id
-            result = work.track_points(self.hf, video["frames"], points, out, job.report,
-                                       tail_length=tail, name=video["name"])
+            result = work.track_points(
+                self.hf, video["frames"], points, out, job.report, tail_length=tail, name=video["name"]
+            )
             result["urls"] = {Path(f).suffix[1:]: f"/files/{job.id}/{f}" for f in result["files"]}
             return result
 
@@ -300,9 +323,14 @@ class WebApp:
 
     def info(self) -> dict:
         cfg = self.hf.cfg
-        return {"checkpoint": self.title, "backbone": str(cfg.backbone.model), "methods": list(METHODS),
-                "load_size": int(cfg.features.load_size), "timesteps": len(self.hf.extractor.save_steps),
-                "layers": len(self.hf.extractor.layers)}
+        return {
+            "checkpoint": self.title,
+            "backbone": str(cfg.backbone.model),
+            "methods": list(METHODS),
+            "load_size": int(cfg.features.load_size),
+            "timesteps": len(self.hf.extractor.save_steps),
+            "layers": len(self.hf.extractor.layers),
+        }
 
     def close(self) -> None:
         """Stop the jobs and remove the users' files (the whole work folder when the app made it,
@@ -316,16 +344,24 @@ class WebApp:
         if self._own_dir:
             shutil.rmtree(self.work_dir, ignore_errors=True)
         else:
-            for item in list(self.work_dir.glob("upload-*")) + list(self.work_dir.glob(".incoming-*")) + \
-                    [self.work_dir / "results"]:
+            for item in (
+                list(self.work_dir.glob("upload-*"))
+                + list(self.work_dir.glob(".incoming-*"))
+                + [self.work_dir / "results"]
+            ):
                 shutil.rmtree(item, ignore_errors=True) if item.is_dir() else item.unlink(missing_ok=True)
         atexit.unregister(self.close)
 
 
 def _web_settings(cfg) -> dict:
     """The ``web`` block of the config (its defaults where a config has none)."""
-    defaults = {"max_upload_mb": MAX_UPLOAD_BYTES / 2**20, "max_frames": MAX_FRAMES, "keep_uploads": KEEP_UPLOADS,
-                "keep_videos": KEEP_VIDEOS, "keep_jobs": KEEP_JOBS}
+    defaults = {
+        "max_upload_mb": MAX_UPLOAD_BYTES / 2**20,
+        "max_frames": MAX_FRAMES,
+        "keep_uploads": KEEP_UPLOADS,
+        "keep_videos": KEEP_VIDEOS,
+        "keep_jobs": KEEP_JOBS,
+    }
     block = cfg.get("web") if cfg is not None and hasattr(cfg, "get") else None
     return {**defaults, **({k: block[k] for k in defaults if k in block} if block is not None else {})}
 
@@ -343,8 +379,9 @@ def clicked_point(point: list[float], size_wh: tuple[int, int]) -> list[float]:
     """
     (x, y), (w, h) = point, size_wh
     if not (-0.5 <= x <= w - 0.5 and -0.5 <= y <= h - 0.5):
-        raise BadRequest(f"the click at (x, y) = ({x:.1f}, {y:.1f}) is outside the {w}×{h} source image; "
-                         f"click on the picture")
+        raise BadRequest(
+            f"the click at (x, y) = ({x:.1f}, {y:.1f}) is outside the {w}×{h} source image; click on the picture"
+        )
     return [min(max(x, 0.0), w - 1.0), min(max(y, 0.0), h - 1.0)]
 
 
@@ -366,15 +403,18 @@ def multipart_parts(content_type: str, data) -> list[tuple[Optional[str], Option
     parts = []
     while True:
         pos += len(delimiter)
-        if data[pos:pos + 2] == b"--":  # the closing delimiter
+        if data[pos : pos + 2] == b"--":  # the closing delimiter
             return parts
-        if data[pos:pos + 2] != b"\r\n" or len(parts) >= MAX_PARTS:
-            raise BadRequest("malformed upload: a multipart delimiter is not followed by a line break"
-                             if len(parts) < MAX_PARTS else f"an upload holds at most {MAX_PARTS} parts")
+        if data[pos : pos + 2] != b"\r\n" or len(parts) >= MAX_PARTS:
+            raise BadRequest(
+                "malformed upload: a multipart delimiter is not followed by a line break"
+                if len(parts) < MAX_PARTS
+                else f"an upload holds at most {MAX_PARTS} parts"
+            )
         head_end = data.find(b"\r\n\r\n", pos + 2, pos + 2 + 16384)
         if head_end < 0:
             raise BadRequest("malformed upload: a part's headers do not end (or exceed 16 KiB)")
-        part = BytesParser(policy=HTTP).parsebytes(bytes(data[pos + 2:head_end + 4]))
+        part = BytesParser(policy=HTTP).parsebytes(bytes(data[pos + 2 : head_end + 4]))
         end = data.find(b"\r\n" + delimiter, head_end + 4)
         if end < 0:
             raise BadRequest("malformed upload: the body ends before the last part is closed")
@@ -407,7 +447,7 @@ def split_multipart_file(content_type: str, body: Path, folder: Path) -> tuple[d
             target = folder / f"part-{i:05d}"
             with open(target, "wb") as out:
                 for at in range(start, end, CHUNK):
-                    out.write(data[at:min(at + CHUNK, end)])
+                    out.write(data[at : min(at + CHUNK, end)])
             files.append((filename, target))
     return fields, files
 
@@ -448,8 +488,10 @@ def make_handler(app: WebApp) -> type[BaseHTTPRequestHandler]:
                 self._error(str(err))
             except OSError as err:  # the machine's fault (a full disk): one line, 507 or 500
                 mapped = write_error(err, free=False)
-                self._error(str(mapped) if mapped else f"cannot complete the request: {err.strerror or err}",
-                            507 if mapped else 500)
+                self._error(
+                    str(mapped) if mapped else f"cannot complete the request: {err.strerror or err}",
+                    507 if mapped else 500,
+                )
             except Exception as err:  # noqa: BLE001  (one line to the page, the traceback to the log)
                 log.exception("request %s failed", self.path)
                 self._error(f"internal error ({type(err).__name__}): {err}", 500)
@@ -479,17 +521,19 @@ def make_handler(app: WebApp) -> type[BaseHTTPRequestHandler]:
             if path in ("/", "/index.html"):
                 path = "/static/index.html"
             if path.startswith("/static/"):
-                name = safe_name(path[len("/static/"):], "")
+                name = safe_name(path[len("/static/") :], "")
                 item = static / name
                 if name and item.is_file():
-                    return self._send(200, item.read_bytes(), STATIC_TYPES.get(Path(name).suffix, "application/octet-stream"))
+                    return self._send(
+                        200, item.read_bytes(), STATIC_TYPES.get(Path(name).suffix, "application/octet-stream")
+                    )
                 return self._error(f"no such page: {path}", 404)
             if path == "/api/info":
                 return self._json(app.info())
             if path == "/api/examples":
                 return self._json({"examples": list(app.examples)})
             if path.startswith("/api/image/"):
-                file = app.image_file(path[len("/api/image/"):])
+                file = app.image_file(path[len("/api/image/") :])
                 if file is None:
                     return self._error(f"no such image: {path}", 404)
                 kind = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
@@ -497,7 +541,7 @@ def make_handler(app: WebApp) -> type[BaseHTTPRequestHandler]:
             if path == "/api/mixing.png":
                 return self._send(200, app.mixing_png(), "image/png")
             if path.startswith("/api/jobs/"):
-                job = app.jobs.get(path[len("/api/jobs/"):])
+                job = app.jobs.get(path[len("/api/jobs/") :])
                 return self._json(job.as_dict()) if job else self._error("no such job", 404)
             if path.startswith("/files/"):
                 parts = path.split("/")
@@ -520,7 +564,9 @@ def make_handler(app: WebApp) -> type[BaseHTTPRequestHandler]:
             if not values:
                 raise BadRequest("a request with a body needs a Content-Length header", 411)
             if len(set(v.strip() for v in values)) != 1 or not values[0].strip().isdigit():
-                raise BadRequest(f"Content-Length must be one non-negative integer; got {', '.join(values)[:80]!r}", 400)
+                raise BadRequest(
+                    f"Content-Length must be one non-negative integer; got {', '.join(values)[:80]!r}", 400
+                )
             length = int(values[0])
             if length > limit:
                 raise BadRequest(f"request too large: {length} bytes (at most {limit})", 413)
@@ -601,8 +647,10 @@ def serve_forever(app: WebApp, host: str = "127.0.0.1", port: int = 8000) -> Non
     server = make_server(app, host, port)
     with sigterm_as_interrupt():
         try:
-            print(f"hyperfeat page at http://{server.server_address[0]}:{server.server_address[1]}/ (Ctrl-C stops it)",
-                  flush=True)
+            print(
+                f"hyperfeat page at http://{server.server_address[0]}:{server.server_address[1]}/ (Ctrl-C stops it)",
+                flush=True,
+            )
             server.serve_forever()
         except KeyboardInterrupt:
             pass

@@ -58,16 +58,28 @@ def similarity_to_point(desc: torch.Tensor, point_xy: Sequence[float], src_wh: t
     return cosine_similarity(vector, desc[1])[0]  # (h, w)
 
 
-def match_point(hf, source: Path, target: Path, point_xy: Sequence[float], method: str,
-                report: Report, descriptors: Optional[dict] = None, heat_map: bool = True) -> dict:
+def match_point(
+    hf,
+    source: Path,
+    target: Path,
+    point_xy: Sequence[float],
+    method: str,
+    report: Report,
+    descriptors: Optional[dict] = None,
+    heat_map: bool = True,
+) -> dict:
     """One clicked source point → its match in the target, the mutual flag and a heat map."""
     from hyperfeat.images import load_image
 
     report(0.05, "describing source and target, matching")
     points = torch.tensor([list(point_xy)], dtype=torch.float32)  # (1, 2)
     pred, mutual = hf.match_mutual(source, target, points, method=method)
-    result = {"source": [float(v) for v in points[0]], "target": [float(v) for v in pred[0]],
-              "mutual": bool(mutual[0]), "method": method}
+    result = {
+        "source": [float(v) for v in points[0]],
+        "target": [float(v) for v in pred[0]],
+        "mutual": bool(mutual[0]),
+        "method": method,
+    }
     if heat_map:
         report(0.7, "similarity heat map")
         key = (str(source), str(target))
@@ -90,8 +102,16 @@ def page_grid_points(size_wh: tuple[int, int], n: int) -> list[list[float]]:
     return [[round(float(x), 2), round(float(y), 2)] for x, y in queries.grid_points(size_wh, n).tolist()]
 
 
-def track_points(hf, video: VideoFrames, points_xy: Sequence[Sequence[float]], out_dir: Path,
-                 report: Report, tail_length: int = 10, fps: float = 10.0, name: str = "video") -> dict:
+def track_points(
+    hf,
+    video: VideoFrames,
+    points_xy: Sequence[Sequence[float]],
+    out_dir: Path,
+    report: Report,
+    tail_length: int = 10,
+    fps: float = 10.0,
+    name: str = "video",
+) -> dict:
     """Track first-frame points (x, y) (original pixels) through ``video``; write a GIF of the
     tracks, ``tracks.json`` and ``tracks.csv`` into ``out_dir``."""
     from hyperfeat.io import write_video
@@ -106,18 +126,25 @@ def track_points(hf, video: VideoFrames, points_xy: Sequence[Sequence[float]], o
     step = max(1, int(hf.cfg.video.batch_size))
     chunks = []
     for start in range(0, num_frames, step):
-        report(0.85 * start / num_frames, f"describing frames {start + 1}-{min(start + step, num_frames)} of {num_frames}")
-        chunks.append(hf.describe_video(video.frames[start:start + step]))  # (B, D, h, w)
+        report(
+            0.85 * start / num_frames, f"describing frames {start + 1}-{min(start + step, num_frames)} of {num_frames}"
+        )
+        chunks.append(hf.describe_video(video.frames[start : start + step]))  # (B, D, h, w)
     report(0.85, "tracking")
     tracks, visible = hf.track(video, query_points, descriptors=torch.cat(chunks))  # (N, T, 2), (N, T)
     report(0.92, "drawing")
     out_dir.mkdir(parents=True, exist_ok=True)
     write_video(draw_video_tracks(video, tracks, visible, tail_length), out_dir / "tracks.gif", fps=fps)
     for file_name in ("tracks.json", "tracks.csv"):  # the track files of the commands (hyperfeat.video.queries)
-        queries.save_tracks(out_dir / file_name, query_points, tracks, visible, size=video.original_size,
-                            meta={"video": name})
-    return {"num_points": int(tracks.shape[0]), "num_frames": num_frames,
-            "visible_fraction": float(visible.float().mean()), "files": ["tracks.gif", "tracks.json", "tracks.csv"]}
+        queries.save_tracks(
+            out_dir / file_name, query_points, tracks, visible, size=video.original_size, meta={"video": name}
+        )
+    return {
+        "num_points": int(tracks.shape[0]),
+        "num_frames": num_frames,
+        "visible_fraction": float(visible.float().mean()),
+        "files": ["tracks.gif", "tracks.json", "tracks.csv"],
+    }
 
 
 def mixing_png(hf, title: str) -> bytes:
@@ -129,9 +156,14 @@ def mixing_png(hf, title: str) -> bytes:
     feats = hf.cfg.features
     labels = list(hf.extractor.save_steps)
     values = label_timestep_values(str(feats.mode), int(feats.num_steps), labels)
-    fig = plot_mixing_weights(hf.network.mixing_grid().detach().cpu(), labels,
-                              [layer_name(ij) for ij in hf.extractor.layers], title=title,
-                              channels=list(hf.extractor.channels), timestep_values=values)
+    fig = plot_mixing_weights(
+        hf.network.mixing_grid().detach().cpu(),
+        labels,
+        [layer_name(ij) for ij in hf.extractor.layers],
+        title=title,
+        channels=list(hf.extractor.channels),
+        timestep_values=values,
+    )
     buffer = io.BytesIO()
     Image.fromarray(figure_to_array(fig)).save(buffer, format="PNG")
     return buffer.getvalue()

@@ -18,8 +18,9 @@ def checkpoint(tmp_path, make_tiny_checkpoint):
 def test_extract_real_spair_images(tmp_path, checkpoint, tiny_cfg):
     images = sorted((data_dir("spair_dhf") / "images").glob("*.jpg"))[:3]
     out = tmp_path / "out"
-    code = main(["extract", *map(str, images), "--out", str(out), "--raw", "--checkpoint", str(checkpoint),
-                 *TINY_OVERRIDES[1:]])
+    code = main(
+        ["extract", *map(str, images), "--out", str(out), "--raw", "--checkpoint", str(checkpoint), *TINY_OVERRIDES[1:]]
+    )
     assert code == 0
     R = tiny_cfg.features.output_resolution
     for image in images:

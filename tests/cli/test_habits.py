@@ -31,14 +31,16 @@ def test_version(capsys):
 def test_every_argument_has_help_and_shows_its_default():
     for name, parser in subparsers().items():
         assert isinstance(parser.formatter_class, type) and issubclass(
-            parser.formatter_class, argparse.ArgumentDefaultsHelpFormatter), name
+            parser.formatter_class, argparse.ArgumentDefaultsHelpFormatter
+        ), name
         text = parser.format_help()
         for action in parser._actions:
             if isinstance(action, argparse._HelpAction):
                 continue
             assert action.help, f"{name}: {action.dest} has no help"
-            shows_default = action.option_strings and action.default not in (None, False, argparse.SUPPRESS) \
-                and not action.required
+            shows_default = (
+                action.option_strings and action.default not in (None, False, argparse.SUPPRESS) and not action.required
+            )
             if shows_default:
                 assert f"(default: {action.default})" in " ".join(text.split()), f"{name} --{action.dest}"
             elif action.default is None:
@@ -76,8 +78,10 @@ def test_config_show_composes_overrides_and_file(tmp_path, capsys):
 
 def test_config_file_as_overrides_equals_loading_it(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("defaults:\n  backbone: tiny\nfeatures:\n  save_steps: [3, 1]\n  num_steps: 4\n"
-                    "  prompt: 'a photo'\nvideo:\n  cache_dir: null\n")
+    path.write_text(
+        "defaults:\n  backbone: tiny\nfeatures:\n  save_steps: [3, 1]\n  num_steps: 4\n"
+        "  prompt: 'a photo'\nvideo:\n  cache_dir: null\n"
+    )
     as_items = config_file_overrides(path)
     assert as_items[0] == "backbone=tiny"
     assert load_config(overrides=as_items) == load_config(path)
@@ -100,8 +104,10 @@ def test_checkpoint_commands_take_config_files(tmp_path, capsys):
     save_checkpoint(tmp_path / "t.ckpt", build_network(cfg, dims), CheckpointMeta(cfg, dims, layers, [4, 2, 0]))
     extra = tmp_path / "extra.yaml"
     extra.write_text("video:\n  frame_size: 96\neval:\n  batch_size: 3\n")
-    assert main(["config", "show", "--checkpoint", str(tmp_path / "t.ckpt"), "--config", str(extra),
-                 "eval.batch_size=5"]) == 0
+    assert (
+        main(["config", "show", "--checkpoint", str(tmp_path / "t.ckpt"), "--config", str(extra), "eval.batch_size=5"])
+        == 0
+    )
     shown = yaml.safe_load(capsys.readouterr().out)
     assert shown["features"]["save_steps"] == [4, 2, 0] and shown["backbone"]["model"] == "tiny"
     assert shown["video"]["frame_size"] == 96 and shown["eval"]["batch_size"] == 5
@@ -111,7 +117,9 @@ def test_missing_extra_is_named(monkeypatch, capsys):
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torchmetrics" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "torchmetrics" else real(name, *a)
+    )
     assert main(["eval", "--checkpoint", "x.ckpt", *TINY_OVERRIDES]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: evaluation needs torchmetrics") and "pip install 'hyperfeat[train]'" in err

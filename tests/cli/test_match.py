@@ -24,8 +24,22 @@ def pair(tmp_path_factory):
 def test_match_and_plot_mixing_commands_write_pngs(ckpt, pair, tmp_path, capsys):
     _, _, src_path, tgt_path = pair
     out = tmp_path / "match.png"
-    assert main(["match", str(src_path), str(tgt_path), "--checkpoint", str(ckpt),
-                 "--points", "10,20; 150,90", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "match",
+                str(src_path),
+                str(tgt_path),
+                "--checkpoint",
+                str(ckpt),
+                "--points",
+                "10,20; 150,90",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert out.read_bytes()[:8] == PNG
     printed = re.findall(r"\(([-\d.]+), ([-\d.]+)\) -> \(([-\d.]+), ([-\d.]+)\)", capsys.readouterr().out)
     assert [tuple(map(float, p[:2])) for p in printed] == [(10.0, 20.0), (150.0, 90.0)]

@@ -29,13 +29,16 @@ def test_serve_starts_and_answers(tmp_path, tiny_cfg, tiny_backbone, monkeypatch
     extractor = FeatureExtractor(tiny_backbone, tiny_cfg.features)
     network = build_network(tiny_cfg, extractor.channels)
     ckpt = tmp_path / "tiny.ckpt"
-    save_checkpoint(ckpt, network, CheckpointMeta(tiny_cfg, extractor.channels, extractor.layers,
-                                                  list(extractor.save_steps)))
+    save_checkpoint(
+        ckpt, network, CheckpointMeta(tiny_cfg, extractor.channels, extractor.layers, list(extractor.save_steps))
+    )
     servers, make = [], web_server.make_server
     monkeypatch.setattr(web_server, "make_server", lambda *a, **k: servers.append(make(*a, **k)) or servers[-1])
     codes = []
-    thread = threading.Thread(target=lambda: codes.append(
-        main(["serve", "--checkpoint", str(ckpt), "--port", "0", "backbone.device=cpu"])), daemon=True)
+    thread = threading.Thread(
+        target=lambda: codes.append(main(["serve", "--checkpoint", str(ckpt), "--port", "0", "backbone.device=cpu"])),
+        daemon=True,
+    )
     thread.start()
     try:
         deadline, printed = time.monotonic() + 60, ""
@@ -50,8 +53,9 @@ def test_serve_starts_and_answers(tmp_path, tiny_cfg, tiny_backbone, monkeypatch
         assert info["checkpoint"] == "tiny.ckpt" and info["timesteps"] == len(extractor.save_steps)
         with urllib.request.urlopen(url + "/", timeout=10) as response:
             assert b'id="tab-match"' in response.read()
-        request = urllib.request.Request(url + "/api/match", json.dumps({"source": "upload-9"}).encode(),
-                                         {"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            url + "/api/match", json.dumps({"source": "upload-9"}).encode(), {"Content-Type": "application/json"}
+        )
         try:
             urllib.request.urlopen(request, timeout=10)
             raise AssertionError("a match of an unknown upload was accepted")

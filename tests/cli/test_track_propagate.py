@@ -43,8 +43,20 @@ def test_track_command_writes_gif_mp4_and_json(checkpoint, tmp_path, capsys):
     write_frames(frames, tmp_path / "frames")
     points = "0,40,30; 0,150,90; 3,100,56"
     # overrides before and after the options
-    code = main(["track", str(tmp_path / "frames"), "video.frame_size=128", "--checkpoint", str(checkpoint),
-                 "--points", points, "--out", str(tmp_path / "out" / "tracks.gif"), "video.batch_size=2"])
+    code = main(
+        [
+            "track",
+            str(tmp_path / "frames"),
+            "video.frame_size=128",
+            "--checkpoint",
+            str(checkpoint),
+            "--points",
+            points,
+            "--out",
+            str(tmp_path / "out" / "tracks.gif"),
+            "video.batch_size=2",
+        ]
+    )
     assert code == 0
     assert "wrote" in capsys.readouterr().out
     pictures = gif_frames(tmp_path / "out" / "tracks.gif")
@@ -55,13 +67,28 @@ def test_track_command_writes_gif_mp4_and_json(checkpoint, tmp_path, capsys):
     tracks, visible = torch.tensor(record["tracks"]), torch.tensor(record["visible"])
     assert tracks.shape == (3, 4, 2) and visible.shape == (3, 4)
     assert torch.equal(tracks[[0, 1, 2], [0, 0, 3]], torch.tensor([[40.0, 30], [150, 90], [100, 56]]))
-    assert (tracks >= -0.5).all() and (tracks[..., 0] <= CROP[0] - 0.5).all() and (tracks[..., 1] <= CROP[1] - 0.5).all()
+    assert (
+        (tracks >= -0.5).all() and (tracks[..., 0] <= CROP[0] - 0.5).all() and (tracks[..., 1] <= CROP[1] - 0.5).all()
+    )
 
     pytest.importorskip("av")
     from hyperfeat.video.frames import read_video
 
-    code = main(["track", str(tmp_path / "frames"), "--checkpoint", str(checkpoint), "--points", points,
-                 "--out", str(tmp_path / "out" / "tracks.mp4"), "video.frame_size=128", "--tail-length", "2"])
+    code = main(
+        [
+            "track",
+            str(tmp_path / "frames"),
+            "--checkpoint",
+            str(checkpoint),
+            "--points",
+            points,
+            "--out",
+            str(tmp_path / "out" / "tracks.mp4"),
+            "video.frame_size=128",
+            "--tail-length",
+            "2",
+        ]
+    )
     assert code == 0
     video = read_video(tmp_path / "out" / "tracks.mp4")
     assert len(video) == 4 and video.original_size == (128, 76)  # padded to even for yuv420p
@@ -73,11 +100,24 @@ def test_propagate_command_on_davis_frames(checkpoint, tmp_path):
     frames_dir = tmp_path / "frames"
     frames_dir.mkdir()
     for t in range(4):
-        (frames_dir / f"{t:05d}.jpg").write_bytes((root / "JPEGImages" / "480p" / sequence / f"{t:05d}.jpg").read_bytes())
+        (frames_dir / f"{t:05d}.jpg").write_bytes(
+            (root / "JPEGImages" / "480p" / sequence / f"{t:05d}.jpg").read_bytes()
+        )
     first_png = root / "Annotations" / "480p" / sequence / "00000.png"
     out = tmp_path / "masks"
-    code = main(["propagate", str(frames_dir), "--checkpoint", str(checkpoint), "--mask", str(first_png),
-                 "--out", str(out), "video.frame_size=128"])
+    code = main(
+        [
+            "propagate",
+            str(frames_dir),
+            "--checkpoint",
+            str(checkpoint),
+            "--mask",
+            str(first_png),
+            "--out",
+            str(out),
+            "video.frame_size=128",
+        ]
+    )
     assert code == 0
     files = sorted(out.glob("*.png"))
     assert [f.name for f in files] == [f"{t:05d}.png" for t in range(4)]
@@ -121,31 +161,79 @@ def test_command_errors_name_the_bad_value(checkpoint, tmp_path, capsys):
     small = tmp_path / "small.png"
     Image.fromarray(np.zeros((50, 80), np.uint8), mode="P").save(small)
 
-    code, err = run_cli(capsys, "track", tmp_path / "nowhere.mp4", *ckpt, "--points", "0,1,1", "--out", tmp_path / "o.gif")
+    code, err = run_cli(
+        capsys, "track", tmp_path / "nowhere.mp4", *ckpt, "--points", "0,1,1", "--out", tmp_path / "o.gif"
+    )
     assert code != 0 and "video not found" in err and "nowhere.mp4" in err
     code, err = run_cli(capsys, "track", tmp_path / "empty", *ckpt, "--points", "0,1,1", "--out", tmp_path / "o.gif")
     assert code != 0 and "empty video" in err and "empty" in err
     code, err = run_cli(capsys, "propagate", tmp_path / "empty", *ckpt, "--mask", small, "--out", tmp_path / "o")
     assert code != 0 and "empty video" in err
-    code, err = run_cli(capsys, "track", tmp_path / "frames", *ckpt, "--points", "0,10,10;0,250,20",
-                        "--out", tmp_path / "o.gif", "video.frame_size=128")
+    code, err = run_cli(
+        capsys,
+        "track",
+        tmp_path / "frames",
+        *ckpt,
+        "--points",
+        "0,10,10;0,250,20",
+        "--out",
+        tmp_path / "o.gif",
+        "video.frame_size=128",
+    )
     assert code != 0 and "query 1" in err and "(250, 20)" in err and "outside the frame" in err
-    code, err = run_cli(capsys, "track", tmp_path / "frames", *ckpt, "--points", "5,10,10",
-                        "--out", tmp_path / "o.gif", "video.frame_size=128")
+    code, err = run_cli(
+        capsys,
+        "track",
+        tmp_path / "frames",
+        *ckpt,
+        "--points",
+        "5,10,10",
+        "--out",
+        tmp_path / "o.gif",
+        "video.frame_size=128",
+    )
     assert code != 0 and "t=5" in err and "past the video" in err and "[0, 2]" in err
     code, err = run_cli(capsys, "track", tmp_path / "frames", *ckpt, "--points", "10,20", "--out", tmp_path / "o.gif")
     assert code != 0 and "'10,20'" in err
-    code, err = run_cli(capsys, "propagate", tmp_path / "frames", *ckpt, "--mask", small, "--out", tmp_path / "o",
-                        "video.frame_size=128")
+    code, err = run_cli(
+        capsys,
+        "propagate",
+        tmp_path / "frames",
+        *ckpt,
+        "--mask",
+        small,
+        "--out",
+        tmp_path / "o",
+        "video.frame_size=128",
+    )
     assert code != 0 and "80×50" in err and f"{CROP[0]}×{CROP[1]}" in err
-    code, err = run_cli(capsys, "propagate", tmp_path / "frames", *ckpt, "--mask", tmp_path / "nomask.png",
-                        "--out", tmp_path / "o")
+    code, err = run_cli(
+        capsys, "propagate", tmp_path / "frames", *ckpt, "--mask", tmp_path / "nomask.png", "--out", tmp_path / "o"
+    )
     assert code != 0 and "nomask.png" in err
-    code, err = run_cli(capsys, "track", tmp_path / "frames", "--checkpoint", tmp_path / "none.ckpt",
-                        "--points", "0,1,1", "--out", tmp_path / "o.gif")
+    code, err = run_cli(
+        capsys,
+        "track",
+        tmp_path / "frames",
+        "--checkpoint",
+        tmp_path / "none.ckpt",
+        "--points",
+        "0,1,1",
+        "--out",
+        tmp_path / "o.gif",
+    )
     assert code != 0 and "none.ckpt" in err
-    code, err = run_cli(capsys, "track", tmp_path / "frames", tmp_path / "frames", *ckpt, "--points", "0,1,1",
-                        "--out", tmp_path / "o.gif")
+    code, err = run_cli(
+        capsys,
+        "track",
+        tmp_path / "frames",
+        tmp_path / "frames",
+        *ckpt,
+        "--points",
+        "0,1,1",
+        "--out",
+        tmp_path / "o.gif",
+    )
     assert code != 0 and "exactly one video" in err
     assert not (tmp_path / "o.gif").exists() and not (tmp_path / "o").exists()
 
@@ -164,8 +252,9 @@ def test_run_track_command_writes_a_video_and_json(parts, checkpoint, tmp_path):
     frames, _ = translated_sequence("bike-packing", (4, 2), steps=3)
     write_frames(frames, tmp_path / "frames")
     out = tmp_path / "out" / "tracks.mp4"
-    result = run_track_command(checkpoint, tmp_path / "frames", "0,60,40; 0,128,72;2,200,100", out,
-                               overrides=["video.frame_size=200"])
+    result = run_track_command(
+        checkpoint, tmp_path / "frames", "0,60,40; 0,128,72;2,200,100", out, overrides=["video.frame_size=200"]
+    )
     assert out.is_file() and result["video"] == out
     assert len(read_video(out)) == 3
     record = json.loads(out.with_name(out.name + ".json").read_text())
@@ -178,7 +267,9 @@ def test_run_track_command_writes_a_video_and_json(parts, checkpoint, tmp_path):
     assert torch.isfinite(tracks).all() and (tracks >= -0.5).all()
     assert (tracks[..., 0] <= 255.5).all() and (tracks[..., 1] <= 143.5).all()
     t_query = torch.tensor([0.0, 0.0, 2.0])[:, None, None]
-    truth = tracks[[0, 1, 2], [0, 0, 2]][:, None] + (torch.arange(3.0)[None, :, None] - t_query) * torch.tensor([4.0, 2])
+    truth = tracks[[0, 1, 2], [0, 0, 2]][:, None] + (torch.arange(3.0)[None, :, None] - t_query) * torch.tensor(
+        [4.0, 2]
+    )
     guess = torch.rand(3, 3, 2, generator=torch.Generator().manual_seed(0)) * torch.tensor([256.0, 144.0])
     assert (tracks - truth).norm(dim=-1).mean() < 0.5 * (guess - truth).norm(dim=-1).mean()
     # gif works too, with an already loaded object
@@ -278,7 +369,9 @@ def test_mask_ids_and_joints_outside_the_frame_fail_before_any_description(parts
     with pytest.raises(DataError, match=r"points outside the 256×144 frame 0 .*\(1, \(5000\.0, 5000\.0\)\)"):
         propagate_joints(hf, frames, [[10.0, 10.0], [5000.0, 5000.0]])
     wrong = torch.zeros(len(frames) + 1, 8, 4, 4)  # descriptors of another video
-    with pytest.raises(DataError, match=rf"descriptors of {len(frames) + 1} frames do not fit a video of {len(frames)} frames"):
+    with pytest.raises(
+        DataError, match=rf"descriptors of {len(frames) + 1} frames do not fit a video of {len(frames)} frames"
+    ):
         track(hf, frames, [[0, 10.0, 10.0]], descriptors=wrong)
     assert not (tmp_path / "o").exists()
 

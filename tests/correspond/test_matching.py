@@ -9,11 +9,11 @@ import torch.nn.functional as F
 from hyperfeat.correspond.matching import (
     MutualMatches,
     cosine_similarity,
+    descriptors_at,
     is_mutual,
     match_points,
     mutual_nearest_neighbours,
     nearest_neighbour,
-    descriptors_at,
     soft_argmax,
 )
 from hyperfeat.errors import DataError, HyperfeatError

@@ -33,7 +33,7 @@ def texture(height: int, width: int, sigma: float = 3.5, seed: int = 0) -> torch
     gen = torch.Generator().manual_seed(seed)
     noise = torch.rand(1, 3, height, width, generator=gen)
     r = int(3 * sigma)
-    kernel = torch.exp(-torch.arange(-r, r + 1).float() ** 2 / (2 * sigma**2))
+    kernel = torch.exp(-(torch.arange(-r, r + 1).float() ** 2) / (2 * sigma**2))
     kernel = (kernel / kernel.sum()).repeat(3, 1, 1, 1)  # (3, 1, 1, 2r+1)
     out = F.conv2d(F.pad(noise, (r, r, 0, 0), mode="reflect"), kernel, groups=3)
     out = F.conv2d(F.pad(out, (0, 0, r, r), mode="reflect"), kernel.transpose(-1, -2), groups=3)
@@ -207,9 +207,7 @@ def test_tracks_follow_translation_and_leaving_points_turn_invisible():
     size, steps, velocity = (128, 96), 8, (3, 1)
     frames = translating_video(texture(120, 160), size, steps, velocity)
     desc = random_conv_describe()(frames)  # (8, 64, 24, 32)
-    queries = torch.tensor(
-        [[0, 30.0, 40.0], [0, 64.0, 50.0], [3, 50.0, 30.0], [7, 90.0, 70.0], [0, 117.0, 60.0]]
-    )
+    queries = torch.tensor([[0, 30.0, 40.0], [0, 64.0, 50.0], [3, 50.0, 30.0], [7, 90.0, 70.0], [0, 117.0, 60.0]])
     tracks, visible = track_points(desc, queries, size, track_radius=4, cycle_threshold=1.5, min_similarity=0.5)
     assert tracks.shape == (5, steps, 2) and visible.shape == (5, steps) and visible.dtype == torch.bool
     times = torch.arange(steps, dtype=torch.float32)
@@ -281,7 +279,9 @@ def test_trackers_reject_points_outside_the_frame_and_misfit_descriptors():
     size = (64, 48)
     far = torch.tensor([[0, 5.0, 5.0], [1, 5000.0, 5000.0]])
     for name in TRACKERS:
-        with pytest.raises(DataError, match=r"query 1 at \(x, y\)=\(5000, 5000\) is outside the frame.*\(W, H\)=\(64, 48\)"):
+        with pytest.raises(
+            DataError, match=r"query 1 at \(x, y\)=\(5000, 5000\) is outside the frame.*\(W, H\)=\(64, 48\)"
+        ):
             track(desc, far, size, name)
         with pytest.raises(DataError, match=r"\(T, D, h, w\).*got \(8, 6, 8\)"):
             track(desc[0], far[:1], size, name)  # one frame's descriptors, not a video's

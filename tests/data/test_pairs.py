@@ -55,8 +55,14 @@ def _dhf(tmp_path: Path, pairs: list[dict], sizes: dict[str, tuple[int, int]] | 
 
 
 def _pair(src="a.png", trg="b.png", sp=((1, 2), (10, 20)), tp=((3, 4), (30, 10)), **extra) -> dict:
-    entry = {"source_path": src, "target_path": trg, "source_points": [list(p) for p in sp],
-             "target_points": [list(p) for p in tp], "category": "thing", "target_bounding_box": [0, 0, 49, 19]}
+    entry = {
+        "source_path": src,
+        "target_path": trg,
+        "source_points": [list(p) for p in sp],
+        "target_points": [list(p) for p in tp],
+        "category": "thing",
+        "target_bounding_box": [0, 0, 49, 19],
+    }
     entry.update(extra)
     return entry
 
@@ -75,7 +81,15 @@ def test_spair_layouts_give_the_same_pairs():
         b = native[by_id[a["pair_id"]]]
         assert set(a) == set(PAIR_KEYS)
         assert a["source_image"].shape == (3, L, L) and a["source_image"].min() >= -1 and a["source_image"].max() <= 1
-        for key in ("source_image", "target_image", "source_points", "target_points", "target_points_orig", "valid", "target_bbox"):
+        for key in (
+            "source_image",
+            "target_image",
+            "source_points",
+            "target_points",
+            "target_points_orig",
+            "valid",
+            "target_bbox",
+        ):
             assert torch.equal(a[key], b[key]), key
         assert a["source_size"] == b["source_size"] and a["target_size"] == b["target_size"]
         assert a["category"] == b["category"]
@@ -322,12 +336,18 @@ def test_synthetic_preset_missing_root_builds_through_the_factory(tmp_path):
 def test_synthetic_warp_is_consistent_on_a_generated_image():
     # the target's pixels at the target points are the (jittered) source's at the source points
     size = 96
-    ds = SyntheticPairs("generated", size, "all", generated_images=1, num_points=64, pairs_per_image=6, perspective=0.08, seed=1)
+    ds = SyntheticPairs(
+        "generated", size, "all", generated_images=1, num_points=64, pairs_per_image=6, perspective=0.08, seed=1
+    )
     checked = 0
     for index in range(len(ds)):
         item = ds[index]
         warp = ds.sample_warp(ds.rng(index))  # the warp the item drew
-        assert np.allclose(item["target_points"].numpy(), apply_homography(warp.homography, item["source_points"].double().numpy()), atol=1e-4)
+        assert np.allclose(
+            item["target_points"].numpy(),
+            apply_homography(warp.homography, item["source_points"].double().numpy()),
+            atol=1e-4,
+        )
         source = photometric((item["source_image"] + 1) / 2, warp)
         target = (item["target_image"] + 1) / 2
         src, trg = item["source_points"], item["target_points"]
@@ -388,8 +408,10 @@ def test_keypoint_outside_image_strict_error_or_warn_invalid(tmp_path):
     assert SPairDataset(tmp_path, str(ann), L, strict=True)[0]["valid"].all()
     # the reference says what the behaviour is
     readme = " ".join((Path(__file__).resolve().parents[2] / "docs" / "REFERENCE.md").read_text().split())
-    assert ("a keypoint outside its image is marked invalid with one warning per data set (an error naming "
-            "the pair with `data.strict=true`)") in readme
+    assert (
+        "a keypoint outside its image is marked invalid with one warning per data set (an error naming "
+        "the pair with `data.strict=true`)"
+    ) in readme
 
 
 def test_empty_split_and_all_images_missing(tmp_path):
@@ -422,7 +444,13 @@ def test_synthetic_bad_inputs(tmp_path):
 def test_presets_build_through_the_factory():
     data_dir("spair_dhf")
     sizes = {}
-    for name, role in (("spair", "test"), ("spair_native", "test"), ("cub", "test"), ("pf_willow", "test"), ("synthetic", "train")):
+    for name, role in (
+        ("spair", "test"),
+        ("spair_native", "test"),
+        ("cub", "test"),
+        ("pf_willow", "test"),
+        ("synthetic", "train"),
+    ):
         cfg = load_config(overrides=[f"data={name}"])
         for key in ("name", "root", "train_split", "val_split", "test_split", "max_pairs"):
             assert key in cfg.data, (name, key)

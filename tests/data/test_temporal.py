@@ -68,9 +68,18 @@ def test_davis_tracks_pairs_match_the_synthetic_clips_and_split_sequences(tmp_pa
     from hyperfeat.data.videos.temporal import davis_track_clips
 
     root = data_dir("davis2017")
-    cfg = load_config(overrides=["experiment=video_supervised", f"data.root={root}", "data.num_clips=1",
-                                 "data.num_frames=6", "data.size=[128,96]", "data.num_points=16",
-                                 "data.pairs_per_clip=4", "data.max_delta=4"])
+    cfg = load_config(
+        overrides=[
+            "experiment=video_supervised",
+            f"data.root={root}",
+            "data.num_clips=1",
+            "data.num_frames=6",
+            "data.size=[128,96]",
+            "data.num_points=16",
+            "data.pairs_per_clip=4",
+            "data.max_delta=4",
+        ]
+    )
     train = build_temporal_dataset(cfg.data, "train", 128)
     clip = davis_track_clips(cfg.data, "train")[0]  # built again from the config: the same clip
     _, t, u = train.frames_of(2)
@@ -135,8 +144,9 @@ def test_cached_clips_hold_the_extractor_maps(parts, tmp_path):
     cfg = load_config(overrides=ONE_STEP_OVERRIDES + ["train.cache_dtype=float32"])
     extractor = FeatureExtractor(parts[1], cfg.features)
     write_frames(translated_video(steps=4), tmp_path / "v" / "a")
-    clips = FrameClips(VideoFolder(tmp_path / "v"), int(cfg.features.load_size), clip_length=2, max_stride=1,
-                       clips_per_video=3)
+    clips = FrameClips(
+        VideoFolder(tmp_path / "v"), int(cfg.features.load_size), clip_length=2, max_stride=1, clips_per_video=3
+    )
     cache = FeatureCache(tmp_path / "cache", cfg)
     cached = CachedPairDataset(clips, cache, extractor)
     stats = cached.precompute(progress=False)

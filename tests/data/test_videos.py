@@ -102,9 +102,14 @@ def test_a_davis_sequence_missing_masks_names_the_files(tmp_path):
         seq = DavisDataset(root, "val").load("cut")
     assert seq.masks.shape[0] == 1 and [p.name for p in seq.missing_masks] == ["00002.png", "00003.png"]
     cfg = load_config(overrides=["data=davis", f"data.root={root}"])
-    with pytest.warns(UserWarning, match="00002.png"), \
-            pytest.raises(DataError, match=r"skipped: \['cut \(ground truth only for frame 0: 2 of 4 annotation files "
-                                           r"missing, e\.g\. .*00002\.png\)'\]"):
+    with (
+        pytest.warns(UserWarning, match="00002.png"),
+        pytest.raises(
+            DataError,
+            match=r"skipped: \['cut \(ground truth only for frame 0: 2 of 4 annotation files "
+            r"missing, e\.g\. .*00002\.png\)'\]",
+        ),
+    ):
         evaluate_davis(SimpleNamespace(cfg=cfg), progress=False)  # fails before any description
 
 

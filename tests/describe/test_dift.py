@@ -103,8 +103,12 @@ def test_dift_and_raw_go_where_hyperfeatures_go(tiny_backbone, tmp_path):
     assert torch.allclose(tracks[0, 0], torch.tensor([40.0, 30.0]))
     # the descriptor store keys on the describer's identity: DIFT and a raw map never share files
     first = describe_frames(d, frames, cache_dir=tmp_path, progress=False)
-    r = registry.build("raw", ["backbone=tiny", "features.num_steps=5", "features.save_steps=[4]"],
-                       maps=[(4, (2, 0))], backbone=tiny_backbone)
+    r = registry.build(
+        "raw",
+        ["backbone=tiny", "features.num_steps=5", "features.save_steps=[4]"],
+        maps=[(4, (2, 0))],
+        backbone=tiny_backbone,
+    )
     other = describe_frames(r, frames, cache_dir=tmp_path, progress=False)
     assert len(list(tmp_path.rglob("*.pt"))) == 2 and first.shape != other.shape
     assert torch.equal(describe_frames(d, frames, cache_dir=tmp_path, progress=False), first)
@@ -140,12 +144,21 @@ def test_dift_input_is_dift_own_bicubic_resize(tiny_backbone, tmp_path, monkeypa
     expected = (torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255.0 - 0.5) * 2
     assert seen[0].shape == (1, 3, 128, 128)
     assert torch.allclose(seen[0][0], expected, atol=1e-6)
-    bilinear = (torch.from_numpy(np.array(Image.open(path).convert("RGB").resize((128, 128), Image.BILINEAR)))
-                .permute(2, 0, 1).float() / 255.0 - 0.5) * 2
+    bilinear = (
+        torch.from_numpy(np.array(Image.open(path).convert("RGB").resize((128, 128), Image.BILINEAR)))
+        .permute(2, 0, 1)
+        .float()
+        / 255.0
+        - 0.5
+    ) * 2
     assert not torch.allclose(seen[0][0], bilinear, atol=1e-3)  # the filter matters
     # the hyperfeatures' input stays available, as before: bilinear to load_size, then to image_size
-    h = DiftDescriber(load_config(overrides=["backbone=tiny", "dift.ensemble_size=1", "dift.preprocess=hyperfeat",
-                                             "features.load_size=64"]), tiny_backbone)
+    h = DiftDescriber(
+        load_config(
+            overrides=["backbone=tiny", "dift.ensemble_size=1", "dift.preprocess=hyperfeat", "features.load_size=64"]
+        ),
+        tiny_backbone,
+    )
     assert (h.load_size, h.resample) == (64, "bilinear") and h.identity() != d.identity()
     seen_h = _vae_inputs(h, monkeypatch)
     other = h.describe([path])

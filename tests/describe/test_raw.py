@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hyperfeat.describe import registry
 from hyperfeat.cli import main
+from hyperfeat.describe import registry
 from hyperfeat.errors import ConfigError
 from tests.helpers import TINY_OVERRIDES, data_dir
 
@@ -22,7 +22,7 @@ def raw_slice(record, label, layer):
     s = record["save_steps"].index(label)
     n = record["layers"].index(list(layer))
     start = sum(record["layer_channels"][:n])
-    return record["raw"][s, start:start + record["layer_channels"][n]]  # (C, R, R)
+    return record["raw"][s, start : start + record["layer_channels"][n]]  # (C, R, R)
 
 
 def close(a, b):
@@ -47,8 +47,13 @@ def test_concatenated_maps_are_normalised_slices(extracted, tiny_backbone):
         expected = torch.cat([F.normalize(raw_slice(record, label, ij), dim=0) for label, ij in maps])
         assert close(desc[b], expected)
     every = registry.build("concat", TINY_OVERRIDES, backbone=tiny_backbone).describe(images[:1])
-    expected = torch.cat([F.normalize(raw_slice(records[0], label, ij), dim=0)
-                          for label in records[0]["save_steps"] for ij in records[0]["layers"]])
+    expected = torch.cat(
+        [
+            F.normalize(raw_slice(records[0], label, ij), dim=0)
+            for label in records[0]["save_steps"]
+            for ij in records[0]["layers"]
+        ]
+    )
     assert close(every[0], expected)
 
 

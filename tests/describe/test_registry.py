@@ -15,8 +15,10 @@ from hyperfeat.errors import ConfigError, HyperfeatError
 from tests.helpers import TINY_OVERRIDES
 
 # the tiny plan for the backbone describers, small inputs for the weight-free ones
-OVERRIDES = {name: [*TINY_OVERRIDES, "dift.ensemble_size=1", "features.load_size=64", "raw.maps=[[4,1,0]]"]
-             for name in registry.NAMES}
+OVERRIDES = {
+    name: [*TINY_OVERRIDES, "dift.ensemble_size=1", "features.load_size=64", "raw.maps=[[4,1,0]]"]
+    for name in registry.NAMES
+}
 OVERRIDES["pruned"] = OVERRIDES["hyperfeatures"] = []  # the checkpoint's own plan
 
 
@@ -26,15 +28,18 @@ def built(make_tiny_checkpoint, tiny_backbone):
 
     def build(name):
         spec = registry.REGISTRY[name]
-        return registry.build(name, OVERRIDES[name], checkpoint=checkpoint if spec.needs_checkpoint else None,
-                              backbone=tiny_backbone)
+        return registry.build(
+            name, OVERRIDES[name], checkpoint=checkpoint if spec.needs_checkpoint else None, backbone=tiny_backbone
+        )
 
     return build
 
 
 def test_every_name_has_one_home():
     assert len(set(registry.NAMES)) == len(registry.SPECS)
-    assert {"hyperfeatures", "dift", "raw", "concat", "pruned", "ldm", "patches", "local-stats", "classical"} <= set(registry.NAMES)
+    assert {"hyperfeatures", "dift", "raw", "concat", "pruned", "ldm", "patches", "local-stats", "classical"} <= set(
+        registry.NAMES
+    )
     assert set(registry.CHECKPOINT_METHODS) == {"hyperfeatures", "pruned"}
     assert "ldm" not in registry.DENSE and set(registry.DENSE) | {"ldm"} == set(registry.NAMES)
     # the commands take their lists from here
@@ -54,7 +59,9 @@ def test_describer_contract(name, built):
     assert torch.isfinite(desc).all()
     batch = torch.rand(2, 3, d.load_size, d.load_size, generator=g) * 2 - 1
     assert d.describe_batch(batch.to(d.device)).device.type == d.device.type
-    assert torch.allclose(d.describe(images[:1]), desc[:1], atol=1e-4, rtol=1e-4)  # one image's descriptor does not depend on the batch
+    assert torch.allclose(
+        d.describe(images[:1]), desc[:1], atol=1e-4, rtol=1e-4
+    )  # one image's descriptor does not depend on the batch
     ident = d.identity()
     assert json.loads(json.dumps(ident)) == ident
     assert built(name).identity() == ident  # stable across builds

@@ -9,9 +9,16 @@ import torch
 from hyperfeat.cli import main
 from tests.helpers import DATA_ROOT, TINY_OVERRIDES, data_dir
 
-FAST = TINY_OVERRIDES + ["data=pf_willow", f"paths.data_root={DATA_ROOT}", "compare.pairs_per_category=1",
-                         "data.max_points=2", "dift.ensemble_size=2", "raw.maps=[[4,1,0]]", "ldm.steps=2",
-                         "ldm.num_crops=1"]
+FAST = TINY_OVERRIDES + [
+    "data=pf_willow",
+    f"paths.data_root={DATA_ROOT}",
+    "compare.pairs_per_category=1",
+    "data.max_points=2",
+    "dift.ensemble_size=2",
+    "raw.maps=[[4,1,0]]",
+    "ldm.steps=2",
+    "ldm.num_crops=1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +41,10 @@ def ckpt(tmp_path_factory, tiny_cfg, tiny_backbone):
 def test_compare_prints_one_table_for_every_method(ckpt, tmp_path, capsys):
     data_dir("pf_willow")
     out = tmp_path / "compare.json"
-    assert main(["eval", "--compare", "--checkpoint", str(ckpt), "--out", str(out), *FAST,
-                 f"paths.output_dir={tmp_path}"]) == 0
+    assert (
+        main(["eval", "--compare", "--checkpoint", str(ckpt), "--out", str(out), *FAST, f"paths.output_dir={tmp_path}"])
+        == 0
+    )
     printed = capsys.readouterr().out
     lines = printed.splitlines()
     header = next(line for line in lines if line.startswith("method"))
@@ -60,17 +69,23 @@ def test_training_free_method_runs_without_a_checkpoint(tmp_path, capsys):
     assert "RANDOM" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["method=pruned"], "method=pruned needs a trained checkpoint (--checkpoint CKPT); the methods without one are: dift, raw, concat, ldm"),
-    (["method=hyperfeatures"], "the methods without one are: dift, raw, concat, ldm"),
-    (["method=ldm", "task=davis"], "valid methods for them: hyperfeatures, dift, raw, concat, pruned, patches"),
-    (["method=bogus"], "method must be one of hyperfeatures, dift, raw, concat, pruned, ldm, patches"),
-    (["dift.timestep=1000"], "dift.timestep must be an integer timestep in [0, 999]"),
-    (["dift.ensemble_size=0"], "dift.ensemble_size must be an integer >= 1"),
-    (["features.mode=noise", "features.ensemble_size=0"], "features.ensemble_size must be an integer >= 1"),
-    (["features.ensemble_size=2"], "needs features.mode=noise"),
-    (["method=dift", "dift.up_ft_index=7"], "valid values 0 … 3"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (
+            ["method=pruned"],
+            "method=pruned needs a trained checkpoint (--checkpoint CKPT); the methods without one are: dift, raw, concat, ldm",
+        ),
+        (["method=hyperfeatures"], "the methods without one are: dift, raw, concat, ldm"),
+        (["method=ldm", "task=davis"], "valid methods for them: hyperfeatures, dift, raw, concat, pruned, patches"),
+        (["method=bogus"], "method must be one of hyperfeatures, dift, raw, concat, pruned, ldm, patches"),
+        (["dift.timestep=1000"], "dift.timestep must be an integer timestep in [0, 999]"),
+        (["dift.ensemble_size=0"], "dift.ensemble_size must be an integer >= 1"),
+        (["features.mode=noise", "features.ensemble_size=0"], "features.ensemble_size must be an integer >= 1"),
+        (["features.ensemble_size=2"], "needs features.mode=noise"),
+        (["method=dift", "dift.up_ft_index=7"], "valid values 0 … 3"),
+    ],
+)
 def test_bad_method_settings_are_one_line_errors(args, expected, capsys):
     assert main(["eval", "backbone=tiny", *args]) == 2
     assert expected in capsys.readouterr().err
@@ -81,8 +96,13 @@ def test_video_comparison_table_shows_the_overall_scores():
     no per-sequence number); JHMDB's and TAP-Vid's top-level numbers as before."""
     from hyperfeat.eval.compare import video_table
 
-    davis = {"multi_object/J&F": 0.5, "multi_object/J-Mean": 0.4, "foreground/J&F": 0.6, "seq/bike/J&F": 0.9,
-             "num_sequences": 2.0}
+    davis = {
+        "multi_object/J&F": 0.5,
+        "multi_object/J-Mean": 0.4,
+        "foreground/J&F": 0.6,
+        "seq/bike/J&F": 0.9,
+        "num_sequences": 2.0,
+    }
     table = video_table([("dift", davis, 1.0), ("raw", {"pck@0.1": 0.3, "num_clips": 1.0}, 2.0)], "t")
     header = table.splitlines()[[i for i, line in enumerate(table.splitlines()) if "method" in line][0]]
     for key in ("multi_object/J&F", "multi_object/J-Mean", "foreground/J&F", "pck@0.1"):
@@ -95,9 +115,26 @@ def test_compare_runs_on_the_checkpoint_backbone(ckpt, tmp_path, capsys):
     """A tiny checkpoint compares on the tiny backbone without backbone=tiny given by hand."""
     data_dir("pf_willow")
     out = tmp_path / "compare.json"
-    assert main(["eval", "--compare", "--checkpoint", str(ckpt), "--out", str(out), "data=pf_willow",
-                 f"paths.data_root={DATA_ROOT}", "compare.pairs_per_category=1", "data.max_points=2",
-                 "raw.maps=[[4,1,0]]", "compare.methods=[hyperfeatures,raw]", f"paths.output_dir={tmp_path}"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--compare",
+                "--checkpoint",
+                str(ckpt),
+                "--out",
+                str(out),
+                "data=pf_willow",
+                f"paths.data_root={DATA_ROOT}",
+                "compare.pairs_per_category=1",
+                "data.max_points=2",
+                "raw.maps=[[4,1,0]]",
+                "compare.methods=[hyperfeatures,raw]",
+                f"paths.output_dir={tmp_path}",
+            ]
+        )
+        == 0
+    )
     record = json.loads(out.read_text())
     assert record["backbone"] == "tiny" and record["random_backbone"] is True
     assert list(record["methods"]) == ["hyperfeatures", "raw"]

@@ -53,18 +53,27 @@ def test_pck_pooled_per_image_bbox_img_and_categories():
     r = metric.compute()
     expected = {
         # img: all three pairs, 7 + 2 + 1 = 10 points
-        "pck_img@0.05": 4 / 10, "pck_img@0.1": 7 / 10, "pck_img@0.15": 8 / 10,
+        "pck_img@0.05": 4 / 10,
+        "pck_img@0.1": 7 / 10,
+        "pck_img@0.15": 8 / 10,
         "pck_img@0.05_per_image": (3 / 7 + 0 / 2 + 1) / 3,
         "pck_img@0.1_per_image": (5 / 7 + 1 / 2 + 1) / 3,
         "pck_img@0.15_per_image": (6 / 7 + 1 / 2 + 1) / 3,
         # bbox: pairs 1 and 3 only, 8 points
-        "pck_bbox@0.05": 2 / 8, "pck_bbox@0.1": 4 / 8, "pck_bbox@0.15": 5 / 8,
+        "pck_bbox@0.05": 2 / 8,
+        "pck_bbox@0.1": 4 / 8,
+        "pck_bbox@0.15": 5 / 8,
         "pck_bbox@0.05_per_image": (2 / 7 + 0) / 2,
         "pck_bbox@0.1_per_image": (3 / 7 + 1) / 2,
         "pck_bbox@0.15_per_image": (4 / 7 + 1) / 2,
-        "num_pairs": 3, "num_points": 10,
-        "cat/cat/pck_img@0.1": 6 / 8, "cat/cat/pck_bbox@0.1": 4 / 8, "cat/cat/num_pairs": 2,
-        "cat/dog/pck_img@0.1": 1 / 2, "cat/dog/pck_img@0.1_per_image": 1 / 2, "cat/dog/num_points": 2,
+        "num_pairs": 3,
+        "num_points": 10,
+        "cat/cat/pck_img@0.1": 6 / 8,
+        "cat/cat/pck_bbox@0.1": 4 / 8,
+        "cat/cat/num_pairs": 2,
+        "cat/dog/pck_img@0.1": 1 / 2,
+        "cat/dog/pck_img@0.1_per_image": 1 / 2,
+        "cat/dog/num_points": 2,
     }
     for key, value in expected.items():
         assert _val(r, key) == pytest.approx(value, abs=1e-6), key
@@ -323,8 +332,14 @@ def test_tapvid_averages_per_video_then_over_videos():
     query, gt, occ = _tracks(n=1)
     metric.update(query, gt, occ, gt, occ, (W, H))  # perfect, 1 point
     query, gt, occ = _tracks(n=3, seed=1)
-    metric.update(torch.from_numpy(query), torch.from_numpy(gt), torch.from_numpy(occ),
-                  torch.from_numpy(gt + 1000.0), torch.from_numpy(occ), (W, H))  # all wrong, 3 points
+    metric.update(
+        torch.from_numpy(query),
+        torch.from_numpy(gt),
+        torch.from_numpy(occ),
+        torch.from_numpy(gt + 1000.0),
+        torch.from_numpy(occ),
+        (W, H),
+    )  # all wrong, 3 points
     r = metric.compute()
     assert float(r["pts_within_16"]) == pytest.approx(0.5)  # pooled over points would be lower
     assert float(r["num_videos"]) == 2

@@ -25,9 +25,15 @@ def ckpt(make_tiny_checkpoint):
 def _eval(ckpt, backbone, data: str, out_dir, max_pairs: int, save_vis: int) -> dict:
     from hyperfeat.eval.runner import evaluate
 
-    overrides = [f"data={data}", f"paths.data_root={DATA_ROOT}", f"paths.output_dir={out_dir}",
-                 f"data.max_pairs={max_pairs}", f"eval.save_vis={save_vis}",
-                 "features.load_size=128", "features.image_size=128"]
+    overrides = [
+        f"data={data}",
+        f"paths.data_root={DATA_ROOT}",
+        f"paths.output_dir={out_dir}",
+        f"data.max_pairs={max_pairs}",
+        f"eval.save_vis={save_vis}",
+        "features.load_size=128",
+        "features.image_size=128",
+    ]
     return evaluate(str(ckpt), overrides, backbone=backbone)
 
 
@@ -79,10 +85,15 @@ def test_eval_pf_willow_table_json_pictures_and_numbers(ckpt, tiny_backbone, tmp
     assert all(re.fullmatch(r"[A-Za-z0-9._-]+\.png", p.name) for p in pictures)
 
     # the numbers, recomputed with the independent matcher from each pair's own descriptors
-    hf = Hyperfeatures.from_checkpoint(ckpt, device="cpu", backbone=tiny_backbone,
-                                       overrides=["features.load_size=128", "features.image_size=128"])
-    src, tgt = zip(*(hf.describe_batch(torch.stack([it["source_image"], it["target_image"]])).unbind(0)
-                     for it in (dataset[i] for i in range(len(dataset)))))
+    hf = Hyperfeatures.from_checkpoint(
+        ckpt, device="cpu", backbone=tiny_backbone, overrides=["features.load_size=128", "features.image_size=128"]
+    )
+    src, tgt = zip(
+        *(
+            hf.describe_batch(torch.stack([it["source_image"], it["target_image"]])).unbind(0)
+            for it in (dataset[i] for i in range(len(dataset)))
+        )
+    )
     overall, per_cat = independent_pck(dataset, torch.stack(src), torch.stack(tgt), load=128, alpha=0.1)
     assert math.isclose(results["pck_bbox@0.1"], overall, abs_tol=1e-6)
     for cat, value in per_cat.items():

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from hyperfeat.api import Hyperfeatures
-from hyperfeat.describe.hyperfeatures import HyperfeatureDescriber
 from hyperfeat.config import load_config
+from hyperfeat.describe.hyperfeatures import HyperfeatureDescriber
 from hyperfeat.eval.store import EvalStore, describer_identity
 from tests.helpers import DATA_ROOT, data_dir
 
@@ -59,8 +59,9 @@ def test_store_describes_each_unique_image_once_and_keys_on_the_network(ckpt, ti
     with torch.no_grad():
         other.network.mixing_weights.add_(1.0)
     assert describer_identity(other) != describer_identity(hf)
-    assert EvalStore(other.describe_batch, describer_identity(other), store_dir=tmp_path).key(images[0]) \
-        != again.key(images[0])
+    assert EvalStore(other.describe_batch, describer_identity(other), store_dir=tmp_path).key(images[0]) != again.key(
+        images[0]
+    )
 
 
 # ---------------------------------------------------------------------------- PF-WILLOW
@@ -121,8 +122,14 @@ def test_max_pairs_samples_across_categories_seeded(tmp_path):
     from hyperfeat.data.pairs import build_pair_dataset
 
     def subset(seed: int, n: int = 90):
-        cfg = load_config(overrides=["data=pf_willow", f"paths.data_root={DATA_ROOT}", f"data.max_pairs={n}",
-                                     f"data.sample_seed={seed}"])
+        cfg = load_config(
+            overrides=[
+                "data=pf_willow",
+                f"paths.data_root={DATA_ROOT}",
+                f"data.max_pairs={n}",
+                f"data.sample_seed={seed}",
+            ]
+        )
         return build_pair_dataset(cfg.data, "test", 64).records
 
     first = subset(0)
@@ -134,7 +141,8 @@ def test_max_pairs_samples_across_categories_seeded(tmp_path):
     assert len(odd) == 10 and max(odd.values()) - min(odd.values()) <= 1
     everything = subset(0, 5000)
     assert len(everything) == 900 and [r.pair_id for r in everything] == sorted(
-        [r.pair_id for r in everything], key=[r.pair_id for r in everything].index)
+        [r.pair_id for r in everything], key=[r.pair_id for r in everything].index
+    )
 
 
 # ---------------------------------------------------------------------------- records and Ctrl-C

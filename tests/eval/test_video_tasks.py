@@ -25,8 +25,15 @@ def test_evaluate_davis(parts, tmp_path):
     data_dir("davis2017")
     from hyperfeat.eval.runner import evaluate_video
 
-    hf = make_hf(parts, "task=davis", "data.sequences=[bike-packing,soapbox]", "data.max_frames=3",
-                 "video.frame_size=256", "eval.save_vis=1", f"paths.output_dir={tmp_path}")
+    hf = make_hf(
+        parts,
+        "task=davis",
+        "data.sequences=[bike-packing,soapbox]",
+        "data.max_frames=3",
+        "video.frame_size=256",
+        "eval.save_vis=1",
+        f"paths.output_dir={tmp_path}",
+    )
     results, table = evaluate_video(hf, progress=False)
     for prefix in ("multi_object/", "foreground/"):
         for key in ("J&F", "J-Mean", "F-Mean", "J-Recall", "F-Recall"):
@@ -46,8 +53,15 @@ def test_evaluate_davis(parts, tmp_path):
     assert (tmp_path / "vis_davis" / "bike-packing.mp4").is_file()
     assert not (tmp_path / "vis_davis" / "soapbox.mp4").exists()
     # the pictures (ground truth beside prediction, J&F in the title) leave the numbers as they are
-    plain = make_hf(parts, "task=davis", "data.sequences=[bike-packing,soapbox]", "data.max_frames=3",
-                    "video.frame_size=256", "eval.save_vis=0", f"paths.output_dir={tmp_path / 'plain'}")
+    plain = make_hf(
+        parts,
+        "task=davis",
+        "data.sequences=[bike-packing,soapbox]",
+        "data.max_frames=3",
+        "video.frame_size=256",
+        "eval.save_vis=0",
+        f"paths.output_dir={tmp_path / 'plain'}",
+    )
     assert evaluate_video(plain, progress=False)[0] == results
     assert not (tmp_path / "plain" / "vis_davis").exists()
 
@@ -59,8 +73,14 @@ def test_evaluate_jhmdb(parts, tmp_path):
     hf = make_hf(parts, "task=jhmdb", "data.max_frames=3", "video.frame_size=160")
     results, table = evaluate_video(hf, progress=False)
     # the pictures (truth and prediction skeletons, PCK in the title) leave the numbers as they are
-    drawn = make_hf(parts, "task=jhmdb", "data.max_frames=3", "video.frame_size=160", "eval.save_vis=1",
-                    f"paths.output_dir={tmp_path}")
+    drawn = make_hf(
+        parts,
+        "task=jhmdb",
+        "data.max_frames=3",
+        "video.frame_size=160",
+        "eval.save_vis=1",
+        f"paths.output_dir={tmp_path}",
+    )
     assert evaluate_video(drawn, progress=False)[0] == results
     assert len(list((tmp_path / "vis_jhmdb").glob("*.mp4"))) == 1
     clip = "catch/Goal_Keeping_Tips_catch_f_cm_np1_fr_med_2"
@@ -79,9 +99,18 @@ def test_evaluate_tapvid(parts, tmp_path):
 
     tables = {}
     for mode in ("first", "strided"):  # the second run reads the descriptors from the cache
-        hf = make_hf(parts, "task=tapvid", "data.sequences=[goat]", "data.max_frames=3", f"data.query_mode={mode}",
-                     "data.query_stride=2", "video.frame_size=256", f"video.cache_dir={tmp_path / 'cache'}",
-                     "eval.save_vis=1", f"paths.output_dir={tmp_path}")
+        hf = make_hf(
+            parts,
+            "task=tapvid",
+            "data.sequences=[goat]",
+            "data.max_frames=3",
+            f"data.query_mode={mode}",
+            "data.query_stride=2",
+            "video.frame_size=256",
+            f"video.cache_dir={tmp_path / 'cache'}",
+            "eval.save_vis=1",
+            f"paths.output_dir={tmp_path}",
+        )
         results, tables[mode] = evaluate_video(hf, progress=False)
         for key in TAPVID_KEYS:
             assert in_unit(results[key]), (mode, key, results[key])

@@ -49,7 +49,7 @@ def test_mixing_weight_index_is_timestep_major():
         net.mixing_weights.fill_(-50.0)
         net.mixing_weights[1 * len(DIMS) + 2] = 50.0  # timestep 1, layer 2
     raw = torch.randn(1, S, sum(DIMS), 5, 5)
-    expected = functional_block(params, "bottleneck_layers.2.0", raw[:, 1, 64 + 32:])
+    expected = functional_block(params, "bottleneck_layers.2.0", raw[:, 1, 64 + 32 :])
     torch.testing.assert_close(net(raw), expected, rtol=1e-4, atol=1e-5)
 
 
@@ -61,7 +61,7 @@ def test_streaming_equals_store_all_in_any_order():
     offsets = [0, 64, 96]
     for s in reversed(range(S)):
         for l in reversed(range(len(DIMS))):
-            acc.add(s, l, raw[:, s, offsets[l]:offsets[l] + DIMS[l]])
+            acc.add(s, l, raw[:, s, offsets[l] : offsets[l] + DIMS[l]])
     torch.testing.assert_close(acc.result(), net(raw), rtol=1e-5, atol=1e-5)
 
 

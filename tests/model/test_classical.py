@@ -17,8 +17,13 @@ from hyperfeat.model.features import FeatureExtractor
 from hyperfeat.model.identity import feature_identity
 from tests.helpers import scene
 
-OVERRIDES = ["backbone=classical", "features.load_size=64", "features.image_size=64", "features.output_resolution=16",
-             "backbone.classical.strides=[16,8,4,2]"]
+OVERRIDES = [
+    "backbone=classical",
+    "features.load_size=64",
+    "features.image_size=64",
+    "features.output_resolution=16",
+    "backbone.classical.strides=[16,8,4,2]",
+]
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +38,10 @@ def extractor(cfg):
 
 def images(n: int = 2, size: int = 64, seed: int = 0) -> torch.Tensor:
     """(n, 3, size, size) in [-1, 1]: crops of the test scene."""
-    pics = [torch.from_numpy(scene((size + 16, size + 16), seed=seed + k)).permute(2, 0, 1)[:, :size, :size]
-            for k in range(n)]
+    pics = [
+        torch.from_numpy(scene((size + 16, size + 16), seed=seed + k)).permute(2, 0, 1)[:, :size, :size]
+        for k in range(n)
+    ]
     return torch.stack(pics).float() / 127.5 - 1
 
 
@@ -103,8 +110,10 @@ def test_timesteps_are_blur_levels(cfg, extractor):
     raw = extractor.run_native(images(1))[-3][0]  # the finest jet layer (S, 12, h, w), timesteps in save order
     labels = list(cfg.features.save_steps)  # the largest label is t = -1 (sharp), label 0 the most blurred
     sharp, blurred = raw[labels.index(max(labels))], raw[labels.index(min(labels))]
+
     def roughness(m):  # mean difference between neighbouring cells
         return (m[:, 1:] - m[:, :-1]).abs().mean() + (m[:, :, 1:] - m[:, :, :-1]).abs().mean()
+
     assert roughness(blurred) < 0.8 * roughness(sharp)
 
 
@@ -129,7 +138,7 @@ def test_descriptors_follow_content_not_position(cfg):
     extractor = FeatureExtractor(load_backbone(cfg), cfg.features)
     big = torch.from_numpy(scene((192, 192), seed=3)).permute(2, 0, 1).float() / 127.5 - 1
     offset = 16  # pixels = 4 cells of 4 px
-    a, b = big[:, :128, :128], big[:, offset:offset + 128, offset:offset + 128]
+    a, b = big[:, :128, :128], big[:, offset : offset + 128, offset : offset + 128]
     raw = extractor.run(torch.stack([a, b]))  # (2, S, C, 32, 32)
     desc = F.normalize(raw.flatten(1, 2), dim=1).flatten(2)  # (2, S·C, 1024)
     cells = torch.arange(32 * 32).view(32, 32)[8:24, 8:24].flatten()  # interior cells of b
@@ -159,12 +168,23 @@ def test_smoke_training_runs_and_its_checkpoint_loads(tmp_path, monkeypatch):
     data_dir("spair_dhf")
     monkeypatch.chdir(tmp_path)
     common = [f"paths.output_dir={tmp_path / 'out'}", "logger.backend=none"]
-    assert main(["train", "experiment=smoke", "backbone=classical", f"paths.checkpoint_dir={tmp_path / 'ckpt'}",
-                 "train.max_steps=4", "train.val_every_n_steps=4", "data.pairs_per_image=2", "train.val_max_pairs=4",
-                 *common]) in (0, None)
+    assert main(
+        [
+            "train",
+            "experiment=smoke",
+            "backbone=classical",
+            f"paths.checkpoint_dir={tmp_path / 'ckpt'}",
+            "train.max_steps=4",
+            "train.val_every_n_steps=4",
+            "data.pairs_per_image=2",
+            "train.val_max_pairs=4",
+            *common,
+        ]
+    ) in (0, None)
     ckpt = tmp_path / "ckpt" / "last.ckpt"
     network, meta = load_checkpoint(ckpt)
     assert meta.config.backbone.model == "classical" and list(meta.feature_dims) == list(
-        load_config(overrides=["backbone=classical"]).backbone.classical.channels)
+        load_config(overrides=["backbone=classical"]).backbone.classical.channels
+    )
     assert main(["eval", "--checkpoint", str(ckpt), "data=pf_willow", "data.max_pairs=10", *common]) in (0, None)
     assert math.isfinite(float(network.mixing_weights.sum()))

@@ -21,7 +21,12 @@ def published_state(seed=0, dims=DIMS, steps=len(SAVE)):
     g = torch.Generator().manual_seed(seed)
     state = {"mixing_weights": torch.randn(len(dims) * steps, generator=g)}
     for l, c in enumerate(dims):
-        shapes = {"conv1": (D // 4, c, 1, 1), "conv2": (D // 4, D // 4, 3, 3), "conv3": (D, D // 4, 1, 1), "shortcut": (D, c, 1, 1)}
+        shapes = {
+            "conv1": (D // 4, c, 1, 1),
+            "conv2": (D // 4, D // 4, 3, 3),
+            "conv3": (D, D // 4, 1, 1),
+            "shortcut": (D, c, 1, 1),
+        }
         for name, shape in shapes.items():
             state[f"bottleneck_layers.{l}.0.{name}.weight"] = torch.randn(shape, generator=g) * 0.2
             out = shape[0]
@@ -60,7 +65,9 @@ def test_a_file_that_does_not_say_its_ddim_steps_is_converted_with_a_warning(tmp
     assert main(["convert-official", str(path), str(out), "backbone=tiny"]) == 0
     err = capsys.readouterr().err
     assert f"warning: {path} does not say its number of DDIM steps" in err and "features.num_steps=N" in err
-    assert load_checkpoint(out)[1].config.features.num_steps == load_config(overrides=["backbone=tiny"]).features.num_steps
+    assert (
+        load_checkpoint(out)[1].config.features.num_steps == load_config(overrides=["backbone=tiny"]).features.num_steps
+    )
 
 
 def test_converted_checkpoint_fits_the_tiny_backbone(official, tmp_path, tiny_backbone):
@@ -93,8 +100,9 @@ def test_loading_with_other_timestep_labels_is_refused_at_load(official, tiny_ba
     _, meta = load_checkpoint(out)
     other = [int(s) for s in meta.save_steps][:-1]
     with pytest.raises(CheckpointError, match="save_steps"):
-        Hyperfeatures.from_checkpoint(out, backbone=tiny_backbone,
-                                      overrides=[f"features.save_steps=[{','.join(map(str, other))}]"])
+        Hyperfeatures.from_checkpoint(
+            out, backbone=tiny_backbone, overrides=[f"features.save_steps=[{','.join(map(str, other))}]"]
+        )
 
 
 def test_mismatched_timesteps_and_bad_files(tmp_path):

@@ -47,7 +47,7 @@ def residual_branches(unet, layers):
 
 def hand_inversion(backbone, latents, num_steps, labels, resolution, t_shift=0):
     """Reference inversion, written out: returns {label: [map per layer]} resized."""
-    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000) ** 2
+    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000) ** 2
     alphas = torch.cumprod(1 - betas, 0)
     seq = list(range(0, 1000, 1000 // num_steps))
     seq_next = [-1] + seq[:-1]
@@ -67,8 +67,10 @@ def hand_inversion(backbone, latents, num_steps, labels, resolution, t_shift=0):
                 h.remove()
         label = num_steps - 1 - i
         if label in labels:
-            kept[label] = [F.interpolate(captured[k], size=resolution, mode="bilinear", align_corners=False)
-                           for k in range(len(layers))]
+            kept[label] = [
+                F.interpolate(captured[k], size=resolution, mode="bilinear", align_corners=False)
+                for k in range(len(layers))
+            ]
         a = torch.tensor(1.0) if t < 0 else alphas[t]
         a_next = alphas[seq[i]]
         x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
@@ -105,8 +107,10 @@ def test_kept_map_is_conv2_output_not_block_output(tiny_backbone, tiny_cfg, imag
     unet = tiny_backbone.unet
     layers = all_layers(unet)
     block_out = {}
-    handles = [unet.up_blocks[i].resnets[j].register_forward_hook(
-        lambda m, inp, out, k=k: block_out.__setitem__(k, out)) for k, (i, j) in enumerate(layers)]
+    handles = [
+        unet.up_blocks[i].resnets[j].register_forward_hook(lambda m, inp, out, k=k: block_out.__setitem__(k, out))
+        for k, (i, j) in enumerate(layers)
+    ]
     x = torch.randn(1, 4, 16, 16)
     cond = tiny_backbone.encode_prompt("")
     try:
@@ -165,7 +169,7 @@ def test_noise_mode_batches_all_timesteps(tiny_backbone, tiny_cfg, images):
     extractor = FeatureExtractor(tiny_backbone, fcfg)
     raw = extractor.run(images)
     latents = extractor.encode(images)
-    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000) ** 2
+    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000) ** 2
     alphas = torch.cumprod(1 - betas, 0)
     seq_next = [-1, 0, 200, 400, 600]  # N=5: seq 0,200,...,800; label k ↦ seq_next[4 - k]
     layers = all_layers(tiny_backbone.unet)
@@ -179,8 +183,13 @@ def test_noise_mode_batches_all_timesteps(tiny_backbone, tiny_cfg, images):
         tiny_backbone.unet(x_t, torch.full((2,), float(t)), encoder_hidden_states=cond)
         for h in handles:
             h.remove()
-        expected = torch.cat([F.interpolate(captured[k], size=fcfg.output_resolution, mode="bilinear",
-                                            align_corners=False) for k in range(len(layers))], dim=1)
+        expected = torch.cat(
+            [
+                F.interpolate(captured[k], size=fcfg.output_resolution, mode="bilinear", align_corners=False)
+                for k in range(len(layers))
+            ],
+            dim=1,
+        )
         torch.testing.assert_close(raw[:, s], expected, rtol=1e-4, atol=1e-4)
 
 
@@ -193,8 +202,10 @@ def test_layer_subset_and_order(tiny_backbone, tiny_cfg, images):
     all_ch = FeatureExtractor(tiny_backbone, features_cfg(tiny_cfg)).channels
     offsets = [sum(all_ch[:k]) for k in range(12)]
     k32, k01 = 3 * 3 + 2, 1
-    expected = torch.cat([full[:, :, offsets[k32]:offsets[k32] + all_ch[k32]],
-                          full[:, :, offsets[k01]:offsets[k01] + all_ch[k01]]], dim=2)
+    expected = torch.cat(
+        [full[:, :, offsets[k32] : offsets[k32] + all_ch[k32]], full[:, :, offsets[k01] : offsets[k01] + all_ch[k01]]],
+        dim=2,
+    )
     torch.testing.assert_close(raw, expected)
 
 

@@ -47,8 +47,12 @@ def saved(tmp_path_factory, tiny_hf):
 
 def test_round_trip_gives_identical_descriptors(tiny_hf, saved, tiny_backbone, expected):
     hf, _ = tiny_hf
-    assert sorted(p.name for p in saved.iterdir()) == ["README.md", "config.json", "mixing_weights.png",
-                                                       "model.safetensors"]
+    assert sorted(p.name for p in saved.iterdir()) == [
+        "README.md",
+        "config.json",
+        "mixing_weights.png",
+        "model.safetensors",
+    ]
     again = Hyperfeatures.from_pretrained(saved, backbone=tiny_backbone)
     assert torch.equal(expected, again.describe(IMAGES))
     # the weights are the network's own parameters, stored under their own names
@@ -106,7 +110,9 @@ def test_a_local_path_without_its_extension_is_not_taken_for_a_hub_id(tmp_path, 
     (folder / "last.ckpt").write_bytes(b"")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(pretrained, "hub_file", lambda *a, **k: pytest.fail("a local typo reached the hub"))
-    with pytest.raises(CheckpointError, match=r"checkpoint not found: checkpoints/last; did you mean checkpoints/last.ckpt\?"):
+    with pytest.raises(
+        CheckpointError, match=r"checkpoint not found: checkpoints/last; did you mean checkpoints/last.ckpt\?"
+    ):
         pretrained.load_pretrained("checkpoints/last")
     with pytest.raises(CheckpointError, match=r"the folder checkpoints is here, so this is a local path.*last.ckpt"):
         pretrained.load_pretrained("checkpoints/best")
@@ -120,8 +126,12 @@ def published_state(dims, steps, d=384, seed=0):
     g = torch.Generator().manual_seed(seed)
     state = {"mixing_weights": torch.randn(len(dims) * steps, generator=g)}
     for l, c in enumerate(dims):
-        shapes = {"conv1": (d // 4, c, 1, 1), "conv2": (d // 4, d // 4, 3, 3), "conv3": (d, d // 4, 1, 1),
-                  "shortcut": (d, c, 1, 1)}
+        shapes = {
+            "conv1": (d // 4, c, 1, 1),
+            "conv2": (d // 4, d // 4, 3, 3),
+            "conv3": (d, d // 4, 1, 1),
+            "shortcut": (d, c, 1, 1),
+        }
         for name, shape in shapes.items():
             state[f"bottleneck_layers.{l}.0.{name}.weight"] = torch.randn(shape, generator=g) * 0.05
             state[f"bottleneck_layers.{l}.0.{name}.norm.weight"] = 1 + 0.1 * torch.randn(shape[0], generator=g)
@@ -148,8 +158,13 @@ def sd15_published(tmp_path_factory):
     root = tmp_path_factory.mktemp("hub")
     state = published_state(SD15_DIMS, len(SD15_LABELS))
     blob = root / "aggregation_network.pt"
-    config = {"save_timestep": SD15_LABELS, "num_timesteps": 50, "projection_dim": 384, "output_resolution": 64,
-              "model_id": "runwayml/stable-diffusion-v1-5"}
+    config = {
+        "save_timestep": SD15_LABELS,
+        "num_timesteps": 50,
+        "projection_dim": 384,
+        "output_resolution": 64,
+        "model_id": "runwayml/stable-diffusion-v1-5",
+    }
     torch.save({"step": 5000, "config": config, "aggregation_network": state, "optimizer_state_dict": {}}, blob)
     cache = root / "hf_cache"
     entry = pretrained.OFFICIAL["dhf-sd15"]
@@ -274,7 +289,6 @@ def test_export_command(tiny_hf, tmp_path, tiny_backbone, capsys, expected):
     assert main(["export", str(tmp_path / "missing.ckpt"), str(tmp_path / "x")]) == 2
 
 
-
 def test_export_card_carries_headline_scores_data_backbone_and_steps(tiny_hf, tmp_path):
     """``export --metrics eval.json``: the card names the headline scores with the data set, task
     and backbone they were measured on (not every per-category number), and the training steps."""
@@ -288,8 +302,17 @@ def test_export_card_carries_headline_scores_data_backbone_and_steps(tiny_hf, tm
     trained = tmp_path / "trained.ckpt"
     torch.save(record, trained)
     metrics = tmp_path / "eval.json"
-    metrics.write_text(json.dumps({"method": "hyperfeatures", "task": "semantic", "data": "spair", "backbone": "tiny",
-                                   "results": {"pck_bbox@0.1": 0.61, "cat/cat/pck_bbox@0.1": 0.7, "num_pairs": 360}}))
+    metrics.write_text(
+        json.dumps(
+            {
+                "method": "hyperfeatures",
+                "task": "semantic",
+                "data": "spair",
+                "backbone": "tiny",
+                "results": {"pck_bbox@0.1": 0.61, "cat/cat/pck_bbox@0.1": 0.7, "num_pairs": 360},
+            }
+        )
+    )
     assert main(["export", str(trained), str(tmp_path / "out"), "--metrics", str(metrics)]) == 0
     card = (tmp_path / "out" / "README.md").read_text()
     assert "| pck_bbox@0.1 (data spair, task semantic, backbone tiny, method hyperfeatures) | 0.61 |" in card

@@ -7,7 +7,7 @@ from hyperfeat.model import schedule
 
 
 def test_alphas_are_scaled_linear_cumprod():
-    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float32) ** 2
+    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float32) ** 2
     expected = torch.cumprod(1 - betas, dim=0)
     assert torch.allclose(schedule.alphas_cumprod(), expected)
 
@@ -53,8 +53,10 @@ def test_plan_is_cut_after_last_saved_label():
 def test_ddim_update_matches_formula():
     x, eps = torch.randn(1, 4, 2, 2), torch.randn(1, 4, 2, 2)
     a, a_next = torch.tensor(0.9), torch.tensor(0.7)
-    x0 = (x - (1 - 0.9) ** 0.5 * eps) / 0.9 ** 0.5
-    expected = 0.7 ** 0.5 * x0 + (1 - 0.7) ** 0.5 * eps
+    x0 = (x - (1 - 0.9) ** 0.5 * eps) / 0.9**0.5
+    expected = 0.7**0.5 * x0 + (1 - 0.7) ** 0.5 * eps
     assert torch.allclose(schedule.ddim_update(x, eps, a, a_next), expected, atol=1e-6)
     # from the clean latent (alpha 1) the first move is plain noising with eps
-    assert torch.allclose(schedule.ddim_update(x, eps, torch.tensor(1.0), a_next), 0.7 ** 0.5 * x + 0.3 ** 0.5 * eps, atol=1e-6)
+    assert torch.allclose(
+        schedule.ddim_update(x, eps, torch.tensor(1.0), a_next), 0.7**0.5 * x + 0.3**0.5 * eps, atol=1e-6
+    )

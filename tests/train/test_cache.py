@@ -85,8 +85,9 @@ def test_hit_skips_extractor_and_equals_its_output(tmp_path, tiny_cfg, extractor
     assert FeatureCache(tmp_path, tiny_cfg).get_or_compute(images).shape == first.shape, "hits need no extractor"
 
 
-@pytest.mark.parametrize("name, dtype, tol", [("float16", torch.float16, 1e-3), ("float32", torch.float32, 0.0),
-                                             ("int8", torch.int8, None)])
+@pytest.mark.parametrize(
+    "name, dtype, tol", [("float16", torch.float16, 1e-3), ("float32", torch.float32, 0.0), ("int8", torch.int8, None)]
+)
 def test_stored_dtype_follows_config(tmp_path, extractor, images, reference, name, dtype, tol):
     cfg = cfg_with(f"train.cache_dtype={name}")
     cache = FeatureCache(tmp_path, cfg)
@@ -125,9 +126,17 @@ def test_entries_hold_each_layer_at_its_native_resolution(tmp_path, tiny_cfg, ex
 def test_feature_config_decides_the_key(tmp_path, tiny_cfg, images):
     base = FeatureCache(tmp_path, tiny_cfg).key(images[0])
     changed = [
-        "features.save_steps=[4,0]", "features.seed=1", "features.mode=noise", "features.num_steps=6",
-        "features.output_resolution=16", "features.layers=[[1,0],[3,2]]", "features.latent=sample",
-        "features.prompt=a cat", "backbone.tiny_seed=1", "backbone.dtype=bfloat16", "train.cache_dtype=float32",
+        "features.save_steps=[4,0]",
+        "features.seed=1",
+        "features.mode=noise",
+        "features.num_steps=6",
+        "features.output_resolution=16",
+        "features.layers=[[1,0],[3,2]]",
+        "features.latent=sample",
+        "features.prompt=a cat",
+        "backbone.tiny_seed=1",
+        "backbone.dtype=bfloat16",
+        "train.cache_dtype=float32",
     ]
     keys = {item: FeatureCache(tmp_path, cfg_with(item)).key(images[0]) for item in changed}
     assert base not in keys.values()
@@ -199,12 +208,15 @@ def _missing_layer(path, cache, key, shape):
 
 
 def _old_format(path, cache, key, shape):
-    torch.save({"format": 1, "key": key, "fingerprint": cache.fingerprint, "raw": torch.zeros(shape, dtype=torch.float16)},
-               path)
+    torch.save(
+        {"format": 1, "key": key, "fingerprint": cache.fingerprint, "raw": torch.zeros(shape, dtype=torch.float16)},
+        path,
+    )
 
 
-@pytest.mark.parametrize("damage", [_truncate, _garbage, _wrong_shape, _wrong_dtype, _wrong_key, _missing_layer,
-                                    _old_format])
+@pytest.mark.parametrize(
+    "damage", [_truncate, _garbage, _wrong_shape, _wrong_dtype, _wrong_key, _missing_layer, _old_format]
+)
 def test_bad_file_is_recomputed_with_a_warning(tmp_path, tiny_cfg, extractor, images, damage):
     cache = FeatureCache(tmp_path, tiny_cfg)
     counting = CountingExtractor(extractor)
@@ -247,11 +259,17 @@ def test_writes_are_atomic(tmp_path, tiny_cfg, extractor, images, monkeypatch):
 def pair_item(images, i, j):
     n = 3
     return {
-        "source_image": images[i], "target_image": images[j],
-        "source_points": torch.rand(n, 2) * 127, "target_points": torch.rand(n, 2) * 127,
-        "valid": torch.ones(n, dtype=torch.bool), "source_size": (128, 128), "target_size": (128, 128),
-        "target_points_orig": torch.rand(n, 2) * 127, "target_bbox": torch.zeros(4),
-        "category": "cat", "pair_id": f"{i}-{j}",
+        "source_image": images[i],
+        "target_image": images[j],
+        "source_points": torch.rand(n, 2) * 127,
+        "target_points": torch.rand(n, 2) * 127,
+        "valid": torch.ones(n, dtype=torch.bool),
+        "source_size": (128, 128),
+        "target_size": (128, 128),
+        "target_points_orig": torch.rand(n, 2) * 127,
+        "target_bbox": torch.zeros(4),
+        "category": "cat",
+        "pair_id": f"{i}-{j}",
     }
 
 
@@ -317,9 +335,14 @@ def test_cached_training_gives_the_loss_curve_of_the_resized_cache(tmp_path, tin
     resized = dict(enumerate(module.extractor.run(imgs)))
 
     def former(dtype):
-        items = [{**{k: v for k, v in it.items() if not k.endswith("_image")},
-                  "source_raw": resized[int(it["pair_id"][0])].to(dtype),
-                  "target_raw": resized[int(it["pair_id"][2])].to(dtype)} for it in pairs]
+        items = [
+            {
+                **{k: v for k, v in it.items() if not k.endswith("_image")},
+                "source_raw": resized[int(it["pair_id"][0])].to(dtype),
+                "target_raw": resized[int(it["pair_id"][2])].to(dtype),
+            }
+            for it in pairs
+        ]
         return [collate_cached_pairs([it]) for it in items]
 
     for name, dtype, tol in (("float32", torch.float32, 1e-6), ("float16", torch.float16, 2e-3)):
@@ -330,6 +353,9 @@ def test_cached_training_gives_the_loss_curve_of_the_resized_cache(tmp_path, tin
         for a, b in zip(native, former(dtype)):
             if name == "float32":
                 assert torch.equal(a["source_raw"], b["source_raw"]) and torch.equal(a["target_raw"], b["target_raw"])
-        now, before = (loss_curve(module, native[:1], 3, 1e-2, start), loss_curve(module, former(dtype)[:1], 3, 1e-2, start))
+        now, before = (
+            loss_curve(module, native[:1], 3, 1e-2, start),
+            loss_curve(module, former(dtype)[:1], 3, 1e-2, start),
+        )
         assert now[-1] < now[0], now  # it learns
         assert now == pytest.approx(before, rel=tol, abs=tol), (name, now, before)

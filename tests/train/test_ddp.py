@@ -25,15 +25,34 @@ WORLD = 2
 # 8 procedural images: 6 train, 2 val (even counts, so no image is shared by the ranks'
 # precompute shares), 2 warps each: 12 train pairs = one epoch of 3 steps × 2 pairs × 2 ranks
 OVERRIDES = [
-    "backbone=tiny", "features.num_steps=5", "features.save_steps=[4,2,0]",
-    "features.load_size=64", "features.image_size=64", "features.output_resolution=16", "features.batch_size=8",
-    "aggregation.projection_dim=32", "aggregation.num_norm_groups=8",
-    "data=synthetic", "data.root=generated", "data.generated_images=8", "data.generated_size=64",
-    "data.val_fraction=0.25", "data.pairs_per_image=2", "data.num_points=16",
-    "train.pairs_per_step=2", "train.max_steps=3", "train.val_every_n_steps=3", "train.val_max_pairs=4",
-    "eval.batch_size=2", "train.lr=0.01",
-    "train.accelerator=cpu", f"train.devices={WORLD}", "train.strategy=ddp", "train.num_workers=0",
-    "train.cache_features=true", "logger.backend=none",
+    "backbone=tiny",
+    "features.num_steps=5",
+    "features.save_steps=[4,2,0]",
+    "features.load_size=64",
+    "features.image_size=64",
+    "features.output_resolution=16",
+    "features.batch_size=8",
+    "aggregation.projection_dim=32",
+    "aggregation.num_norm_groups=8",
+    "data=synthetic",
+    "data.root=generated",
+    "data.generated_images=8",
+    "data.generated_size=64",
+    "data.val_fraction=0.25",
+    "data.pairs_per_image=2",
+    "data.num_points=16",
+    "train.pairs_per_step=2",
+    "train.max_steps=3",
+    "train.val_every_n_steps=3",
+    "train.val_max_pairs=4",
+    "eval.batch_size=2",
+    "train.lr=0.01",
+    "train.accelerator=cpu",
+    f"train.devices={WORLD}",
+    "train.strategy=ddp",
+    "train.num_workers=0",
+    "train.cache_features=true",
+    "logger.backend=none",
 ]
 TRAIN_PAIRS = 12
 
@@ -69,9 +88,18 @@ def worker(out: Path) -> None:
 
         def on_train_end(self, trainer, pl_module):
             end = {k: v.detach().clone() for k, v in pl_module.aggregation.state_dict().items()}
-            torch.save({"rank": trainer.global_rank, "world_size": trainer.world_size, "pair_ids": self.pair_ids,
-                        "computed": list(computed), "start": self.start, "end": end,
-                        "global_step": trainer.global_step}, out / f"rank{trainer.global_rank}.pt")
+            torch.save(
+                {
+                    "rank": trainer.global_rank,
+                    "world_size": trainer.world_size,
+                    "pair_ids": self.pair_ids,
+                    "computed": list(computed),
+                    "start": self.start,
+                    "end": end,
+                    "global_step": trainer.global_step,
+                },
+                out / f"rank{trainer.global_rank}.pt",
+            )
 
     cfg = load_config(overrides=OVERRIDES + [f"paths.output_dir={out}/out", f"paths.checkpoint_dir={out}/ckpt"])
     train(cfg, callbacks=[Record()], enable_progress_bar=False)
@@ -87,14 +115,34 @@ def _ddp_unavailable() -> str:
 
 @pytest.mark.skipif(bool(_ddp_unavailable()), reason=_ddp_unavailable() or "ddp available")
 def test_two_process_ddp_shards_data_and_cache_and_syncs_gradients(tmp_path):
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK", "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT",
-                        "TORCHELASTIC_RUN_ID", "SLURM_JOB_ID", "SLURM_NTASKS")}
-    env.update(PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-               OMP_NUM_THREADS="1", WANDB_MODE="offline", HF_HUB_OFFLINE="1", MASTER_ADDR="127.0.0.1")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in (
+            "LOCAL_RANK",
+            "RANK",
+            "WORLD_SIZE",
+            "NODE_RANK",
+            "GROUP_RANK",
+            "MASTER_ADDR",
+            "MASTER_PORT",
+            "TORCHELASTIC_RUN_ID",
+            "SLURM_JOB_ID",
+            "SLURM_NTASKS",
+        )
+    }
+    env.update(
+        PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        OMP_NUM_THREADS="1",
+        WANDB_MODE="offline",
+        HF_HUB_OFFLINE="1",
+        MASTER_ADDR="127.0.0.1",
+    )
     began = time.monotonic()
-    proc = subprocess.run([sys.executable, str(HERE), str(tmp_path)], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=240)
+    proc = subprocess.run(
+        [sys.executable, str(HERE), str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=240
+    )
     took = time.monotonic() - began
     log = (proc.stdout + proc.stderr)[-6000:]
     assert proc.returncode == 0, log

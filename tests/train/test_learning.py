@@ -95,11 +95,12 @@ def _extract(dataset: SyntheticPairs, extractor, chunk: int = 32) -> dict:
     batch = collate_pairs(items)
     sources, targets = batch.pop("source_image"), batch.pop("target_image")
     index = torch.arange(len(items)) % n
-    assert all(torch.equal(sources[i], sources[int(index[i])]) for i in range(len(items))), \
+    assert all(torch.equal(sources[i], sources[int(index[i])]) for i in range(len(items))), (
         "synthetic item i should use image i % n as its source"
-    batch["source_unique"] = torch.cat([extractor.run(sources[i:min(n, i + chunk)]) for i in range(0, n, chunk)])
+    )
+    batch["source_unique"] = torch.cat([extractor.run(sources[i : min(n, i + chunk)]) for i in range(0, n, chunk)])
     batch["source_index"] = index
-    batch["target_raw"] = torch.cat([extractor.run(targets[i:i + chunk]) for i in range(0, len(items), chunk)])
+    batch["target_raw"] = torch.cat([extractor.run(targets[i : i + chunk]) for i in range(0, len(items), chunk)])
     return batch
 
 
@@ -146,8 +147,9 @@ def _data(cfg, module: HyperfeatModule, data_seed: int) -> tuple[dict, dict]:
     return _DATA_CACHE[data_seed]
 
 
-def learning_experiment(data_seed: int = DATA_SEED, train_seed: int = TRAIN_SEED, steps: int = STEPS,
-                        overrides: tuple[str, ...] = ()) -> dict:
+def learning_experiment(
+    data_seed: int = DATA_SEED, train_seed: int = TRAIN_SEED, steps: int = STEPS, overrides: tuple[str, ...] = ()
+) -> dict:
     """Train on cached raw maps; return the val PCK of the trained network and of the baselines."""
     data_dir("pf_willow")  # skip early, with the reason, when the real data is absent
     t0 = time.perf_counter()
@@ -167,10 +169,12 @@ def learning_experiment(data_seed: int = DATA_SEED, train_seed: int = TRAIN_SEED
         for l, layer in enumerate(extractor.layers):
             a, b = offsets[l], offsets[l + 1]
             singles[(label, layer)] = _val_pck(
-                val, lambda batch: (batch["source_raw"][:, s, a:b], batch["target_raw"][:, s, a:b]), load_size)
+                val, lambda batch: (batch["source_raw"][:, s, a:b], batch["target_raw"][:, s, a:b]), load_size
+            )
     best_key = max(singles, key=lambda k: singles[k][ALPHA_KEY])
-    concat = _val_pck(val, lambda batch: (batch["source_raw"].flatten(1, 2), batch["target_raw"].flatten(1, 2)),
-                      load_size)
+    concat = _val_pck(
+        val, lambda batch: (batch["source_raw"].flatten(1, 2), batch["target_raw"].flatten(1, 2)), load_size
+    )
     module.eval()
     untrained = _val_pck(val, module.describe_pair, load_size)
 
@@ -186,7 +190,7 @@ def learning_experiment(data_seed: int = DATA_SEED, train_seed: int = TRAIN_SEED
         for step in range(steps):
             if pos + PAIRS_PER_STEP > num_pairs:
                 perm, pos = torch.randperm(num_pairs, generator=order), 0
-            batch = _select(train, perm[pos:pos + PAIRS_PER_STEP])
+            batch = _select(train, perm[pos : pos + PAIRS_PER_STEP])
             pos += PAIRS_PER_STEP
             loss = module.training_step(batch, step)
             optimizer.zero_grad()
@@ -197,29 +201,40 @@ def learning_experiment(data_seed: int = DATA_SEED, train_seed: int = TRAIN_SEED
     module.eval()
     trained = _val_pck(val, module.describe_pair, load_size)
     return dict(
-        untrained=untrained, trained=trained, best_single=singles[best_key], best_single_key=best_key,
-        concat=concat, singles=singles, loss_first=sum(losses[:50]) / 50, loss_last=sum(losses[-50:]) / 50,
+        untrained=untrained,
+        trained=trained,
+        best_single=singles[best_key],
+        best_single_key=best_key,
+        concat=concat,
+        singles=singles,
+        loss_first=sum(losses[:50]) / 50,
+        loss_last=sum(losses[-50:]) / 50,
         seconds=dict(data=t_data, train=t_train, total=time.perf_counter() - t0),
     )
 
 
 def _summary(r: dict) -> str:
-    return (f"val PCK@0.1 img: untrained {r['untrained'][ALPHA_KEY]:.3f}, best single raw map "
-            f"{r['best_single'][ALPHA_KEY]:.3f} (timestep, layer) {r['best_single_key']}, all raw maps "
-            f"{r['concat'][ALPHA_KEY]:.3f}, trained {r['trained'][ALPHA_KEY]:.3f}; PCK@0.05: untrained "
-            f"{r['untrained']['pck_img@0.05']:.3f}, best single {r['best_single']['pck_img@0.05']:.3f}, trained "
-            f"{r['trained']['pck_img@0.05']:.3f}; loss {r['loss_first']:.2f} -> {r['loss_last']:.2f}; "
-            f"seconds {', '.join(f'{k} {v:.1f}' for k, v in r['seconds'].items())}")
+    return (
+        f"val PCK@0.1 img: untrained {r['untrained'][ALPHA_KEY]:.3f}, best single raw map "
+        f"{r['best_single'][ALPHA_KEY]:.3f} (timestep, layer) {r['best_single_key']}, all raw maps "
+        f"{r['concat'][ALPHA_KEY]:.3f}, trained {r['trained'][ALPHA_KEY]:.3f}; PCK@0.05: untrained "
+        f"{r['untrained']['pck_img@0.05']:.3f}, best single {r['best_single']['pck_img@0.05']:.3f}, trained "
+        f"{r['trained']['pck_img@0.05']:.3f}; loss {r['loss_first']:.2f} -> {r['loss_last']:.2f}; "
+        f"seconds {', '.join(f'{k} {v:.1f}' for k, v in r['seconds'].items())}"
+    )
 
 
 def test_training_beats_untrained_and_every_raw_map():
     r = learning_experiment()
     print(_summary(r))
     trained = r["trained"][ALPHA_KEY]
-    baselines = {"untrained network": r["untrained"][ALPHA_KEY],
-                 f"best single raw map {r['best_single_key']}": r["best_single"][ALPHA_KEY],
-                 "all raw maps concatenated": r["concat"][ALPHA_KEY]}
+    baselines = {
+        "untrained network": r["untrained"][ALPHA_KEY],
+        f"best single raw map {r['best_single_key']}": r["best_single"][ALPHA_KEY],
+        "all raw maps concatenated": r["concat"][ALPHA_KEY],
+    }
     name, best = max(baselines.items(), key=lambda kv: kv[1])
     assert r["loss_last"] < r["loss_first"], f"the training loss did not go down: {_summary(r)}"
     assert trained >= best + MARGIN, (
-        f"trained PCK@0.1 {trained:.3f} does not beat the {name} ({best:.3f}) by {MARGIN}: {_summary(r)}")
+        f"trained PCK@0.1 {trained:.3f} does not beat the {name} ({best:.3f}) by {MARGIN}: {_summary(r)}"
+    )

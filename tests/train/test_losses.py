@@ -55,8 +55,12 @@ def test_loss_equals_reference_loop_pooled_over_points():
     loss = correspondence_loss(desc_a, desc_b, points_a, points_b, valid, LOAD)
     assert torch.allclose(loss, _reference_loss(desc_a, desc_b, points_a, points_b, valid, LOAD), atol=1e-5)
     # pooled over points, not a mean of per-pair losses
-    per_pair = [correspondence_loss(desc_a[i : i + 1], desc_b[i : i + 1], points_a[i : i + 1],
-                                    points_b[i : i + 1], valid[i : i + 1], LOAD) for i in range(3)]
+    per_pair = [
+        correspondence_loss(
+            desc_a[i : i + 1], desc_b[i : i + 1], points_a[i : i + 1], points_b[i : i + 1], valid[i : i + 1], LOAD
+        )
+        for i in range(3)
+    ]
     assert not torch.allclose(loss, torch.stack(per_pair).mean(), atol=1e-3)
 
 

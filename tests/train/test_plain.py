@@ -21,8 +21,9 @@ def fake_release(root):
     (release / "PairAnnotation").mkdir()
     for split in ("trn", "val", "test"):
         source = native / "PairAnnotation" / split
-        (release / "PairAnnotation" / split).symlink_to(source) if source.is_dir() else \
-            (release / "PairAnnotation" / split).mkdir()
+        (release / "PairAnnotation" / split).symlink_to(source) if source.is_dir() else (
+            release / "PairAnnotation" / split
+        ).mkdir()
     (release / "Layout" / "large").mkdir(parents=True)
     for split in ("trn", "val", "test"):
         source = native / "Layout" / "large" / f"{split}.txt"
@@ -45,7 +46,12 @@ def test_plain_train_with_the_release_trains_the_paper_setting(tmp_path):
     cfg = load_config(overrides=overrides + [f"paths.data_root={tmp_path}"])
     assert cfg.backbone.model == "stable-diffusion-v1-5/stable-diffusion-v1-5"
     assert (cfg.features.num_steps, list(cfg.features.save_steps)) == (50, [49, 45, 40, 35, 30, 25, 20, 15, 10, 5, 0])
-    assert (cfg.data.format, cfg.data.train_split, cfg.data.val_split, cfg.data.test_split) == ("native", "trn", "val", "test")
+    assert (cfg.data.format, cfg.data.train_split, cfg.data.val_split, cfg.data.test_split) == (
+        "native",
+        "trn",
+        "val",
+        "test",
+    )
     assert (cfg.train.max_steps, cfg.train.pairs_per_step, cfg.train.val_max_pairs) == (5000, 1, 360)
 
 

@@ -53,8 +53,15 @@ class SendSignal(Callback):
 
 def test_rerun_of_a_finished_run_with_another_plan_fails_and_keeps_last_ckpt(tmp_path, capsys):
     """The must-show case, through the command line: exit non-zero naming the key, last.ckpt unchanged."""
-    args = ["train", *SMALL, *SYNTHETIC, f"paths.output_dir={tmp_path}/out", f"paths.checkpoint_dir={tmp_path}/ckpt",
-            "train.max_steps=2", "train.cache_features=true"]
+    args = [
+        "train",
+        *SMALL,
+        *SYNTHETIC,
+        f"paths.output_dir={tmp_path}/out",
+        f"paths.checkpoint_dir={tmp_path}/ckpt",
+        "train.max_steps=2",
+        "train.cache_features=true",
+    ]
     assert main(args) == 0
     last = tmp_path / "ckpt" / "last.ckpt"
     before = sha(last)
@@ -65,15 +72,21 @@ def test_rerun_of_a_finished_run_with_another_plan_fails_and_keeps_last_ckpt(tmp
     assert "features.save_steps: [4, 2, 0] in the checkpoint, [4, 3, 1] now" in err
     assert "paths.checkpoint_dir" in err and "checkpoint.allow_mismatch=[features.save_steps]" in err
     assert sha(last) == before, "a refused resume writes nothing"
-    assert main(args + ["train.lr=0.5"]) == 2 and "train.lr: 0.001 in the checkpoint, 0.5 now" in capsys.readouterr().err
+    assert (
+        main(args + ["train.lr=0.5"]) == 2 and "train.lr: 0.001 in the checkpoint, 0.5 now" in capsys.readouterr().err
+    )
     assert sha(last) == before
     # a deliberate override is accepted (and runtime keys never block a resume)
     assert main(args + ["train.lr=0.5", "checkpoint.allow_mismatch=[train.lr]", "train.num_workers=0"]) == 0
 
 
 def test_last_ckpt_every_n_steps_and_resume_sees_the_remaining_batches(tmp_path, backbone):
-    extra = ("train.max_steps=7", "train.checkpoint_every_n_steps=2", "train.val_every_n_steps=100",
-             "train.cache_features=true")
+    extra = (
+        "train.max_steps=7",
+        "train.checkpoint_every_n_steps=2",
+        "train.val_every_n_steps=100",
+        "train.cache_features=true",
+    )
     full = Batches()
     train(small_cfg(tmp_path / "full", *extra), callbacks=[full], backbone=backbone, **QUIET)
 
@@ -95,8 +108,12 @@ def test_last_ckpt_every_n_steps_and_resume_sees_the_remaining_batches(tmp_path,
 def test_resumes_that_stop_at_an_epoch_end_keep_the_reference_batch_order(tmp_path, backbone):
     """A run resumed mid-epoch and stopped at that epoch's last batch, resumed again: Lightning restored
     it as a finished epoch plus one batch and the loader skipped the next epoch's remaining batches."""
-    extra = ("train.max_steps=8", "train.checkpoint_every_n_steps=0", "train.val_every_n_steps=100",
-             "train.cache_features=true")
+    extra = (
+        "train.max_steps=8",
+        "train.checkpoint_every_n_steps=0",
+        "train.val_every_n_steps=100",
+        "train.cache_features=true",
+    )
     full = Batches()
     train(small_cfg(tmp_path / "full", *extra), callbacks=[full], backbone=backbone, **QUIET)
     assert len({f for _, f in full.seen[3:6]}) > 1, "3 batches an epoch, each another pair of items"
@@ -176,8 +193,9 @@ def test_nan_in_cached_maps_is_recomputed_and_nan_in_a_batch_stops_training(tmp_
         saved = torch.load(entry, weights_only=True)
         saved["layers"] = [torch.full_like(layer, float("nan")) for layer in saved["layers"]]
         torch.save(saved, entry)
-    fresh = small_cfg(tmp_path, "train.max_steps=3", "train.cache_features=true",
-                      f"paths.checkpoint_dir={tmp_path}/ckpt2")
+    fresh = small_cfg(
+        tmp_path, "train.max_steps=3", "train.cache_features=true", f"paths.checkpoint_dir={tmp_path}/ckpt2"
+    )
     with pytest.warns(CacheWarning, match=r"feature cache file .* is corrupt or stale .*NaN/inf"):
         last = train(fresh, backbone=backbone, **QUIET)  # the entries are computed again
     assert step_of(last) == 3
@@ -202,8 +220,9 @@ def test_nan_loss_stops_training_and_non_finite_weights_are_never_written(tmp_pa
     assert step_of(last) == 1, "the last finite state is kept"
     path = tmp_path / "bad.ckpt"
     with pytest.raises(NumericsError, match="hold NaN/inf"):
-        AtomicCheckpointIO().save_checkpoint({"global_step": 3, "state_dict": {"w": torch.tensor([float("inf")])}},
-                                             path)
+        AtomicCheckpointIO().save_checkpoint(
+            {"global_step": 3, "state_dict": {"w": torch.tensor([float("inf")])}}, path
+        )
     assert not path.exists()
 
 

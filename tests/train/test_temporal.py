@@ -90,10 +90,20 @@ def test_training_on_a_tiny_video_lowers_the_walk_loss(parts, tmp_path):
 
     extractor = FeatureExtractor(backbone, cfg.features)
     meta = CheckpointMeta(cfg, channels, extractor.layers, list(cfg.features.save_steps))
-    module = VideoWalkModule(extractor, copy.deepcopy(network), TrainSettings.from_config(cfg), meta,
-                             WalkSettings(temperature=0.07, pool=2, edge_dropout=0.0))
-    clips = FrameClips(VideoFolder(_frame_folders(tmp_path)), int(cfg.features.load_size), clip_length=3,
-                       max_stride=2, clips_per_video=2)
+    module = VideoWalkModule(
+        extractor,
+        copy.deepcopy(network),
+        TrainSettings.from_config(cfg),
+        meta,
+        WalkSettings(temperature=0.07, pool=2, edge_dropout=0.0),
+    )
+    clips = FrameClips(
+        VideoFolder(_frame_folders(tmp_path)),
+        int(cfg.features.load_size),
+        clip_length=3,
+        max_stride=2,
+        clips_per_video=2,
+    )
     batch = collate_clips([clips[i] for i in range(len(clips))])
     with torch.no_grad():
         raw = extractor.run(batch.pop("frame_images").flatten(0, 1))
@@ -145,8 +155,10 @@ def test_adapt_default_lr_is_the_settings_one_lowers_the_walk_loss_and_stays_clo
     assert 0 < moved(plain) < moved(strong)
 
 
-@pytest.mark.parametrize("name, data, module", [("video_supervised", "davis_tracks", "HyperfeatModule"),
-                                                ("video_selfsup", "video_folder", "VideoWalkModule")])
+@pytest.mark.parametrize(
+    "name, data, module",
+    [("video_supervised", "davis_tracks", "HyperfeatModule"), ("video_selfsup", "video_folder", "VideoWalkModule")],
+)
 def test_video_presets_load(name, data, module):
     from hyperfeat.train.module import module_class
 
@@ -161,10 +173,21 @@ def test_selfsup_preset_trains_on_a_video_folder_into_a_checkpoint_that_tracks(t
     from hyperfeat.train.trainer import train
 
     root = _frame_folders(tmp_path, ("a", "b", "c"))
-    cfg = load_config(overrides=[
-        "experiment=video_selfsup", f"data.root={root}", "data.val_fraction=0.34", "data.clips_per_video=2",
-        "data.clip_length=3", "data.max_stride=2", "train.max_steps=3", "train.val_every_n_steps=3",
-        "logger.backend=none", f"paths.output_dir={tmp_path / 'out'}", f"paths.checkpoint_dir={tmp_path / 'ckpt'}"])
+    cfg = load_config(
+        overrides=[
+            "experiment=video_selfsup",
+            f"data.root={root}",
+            "data.val_fraction=0.34",
+            "data.clips_per_video=2",
+            "data.clip_length=3",
+            "data.max_stride=2",
+            "train.max_steps=3",
+            "train.val_every_n_steps=3",
+            "logger.backend=none",
+            f"paths.output_dir={tmp_path / 'out'}",
+            f"paths.checkpoint_dir={tmp_path / 'ckpt'}",
+        ]
+    )
     last = train(cfg, enable_progress_bar=False)
     from hyperfeat.data.videos.temporal import build_temporal_dataset
 
@@ -183,8 +206,9 @@ def test_walk_across_the_batch_defeats_position_only_descriptors():
     cells = torch.eye(6).reshape(6, 2, 3)  # one descriptor per position, the same in every clip
     position_only = cells.expand(3, 4, -1, -1, -1)  # (B=3, K=4, D=6, 2, 3)
     assert float(cycle_walk_loss(position_only, temperature=0.05)) < 1e-6  # the plain walk is won by position
-    assert float(cycle_walk_loss(position_only, temperature=0.05, across_batch=True)) == pytest.approx(math.log(3),
-                                                                                                     rel=1e-4)
+    assert float(cycle_walk_loss(position_only, temperature=0.05, across_batch=True)) == pytest.approx(
+        math.log(3), rel=1e-4
+    )
     content = torch.eye(18).reshape(18, 3, 2, 3).permute(1, 0, 2, 3)  # (3, D=18, 2, 3): every clip its own cells
     distinct = content[:, None].expand(-1, 4, -1, -1, -1)
     assert float(cycle_walk_loss(distinct, temperature=0.05, across_batch=True)) < 1e-6
@@ -245,8 +269,13 @@ def test_adapt_with_the_mirrored_home_lowers_that_walk_and_checks_its_maps(parts
     raw, _ = video_raw_maps(hf, video)
     mirrored, _ = video_raw_maps(hf, video, mirrored=True)
     assert not torch.equal(raw, mirrored)
-    direct = adapt_network(hf, None, AdaptSettings(steps=10, lr=3e-3, clip_length=3, max_stride=2, mirror=True),
-                           raw=raw, raw_mirrored=mirrored)
+    direct = adapt_network(
+        hf,
+        None,
+        AdaptSettings(steps=10, lr=3e-3, clip_length=3, max_stride=2, mirror=True),
+        raw=raw,
+        raw_mirrored=mirrored,
+    )
     assert direct.losses == pytest.approx(info.losses, rel=1e-4)  # the same maps as from the frames
     with pytest.raises(HyperfeatError, match="mirrored adaptation walk needs the frames or raw_mirrored"):
         adapt_network(hf, None, AdaptSettings(steps=1, mirror=True), raw=raw)
@@ -260,11 +289,22 @@ def test_selfsup_with_the_mirrored_home_caches_the_mirrored_frames_and_walks_to_
     from hyperfeat.train.trainer import train
 
     root = _frame_folders(tmp_path, ("a", "b", "c"))
-    cfg = load_config(overrides=[
-        "experiment=video_selfsup", f"data.root={root}", "data.val_fraction=0.34", "data.clips_per_video=2",
-        "data.clip_length=3", "data.max_stride=2", "data.mirrored_home=true", "train.max_steps=3",
-        "train.val_every_n_steps=3", "logger.backend=none", f"paths.output_dir={tmp_path / 'out'}",
-        f"paths.checkpoint_dir={tmp_path / 'ckpt'}"])
+    cfg = load_config(
+        overrides=[
+            "experiment=video_selfsup",
+            f"data.root={root}",
+            "data.val_fraction=0.34",
+            "data.clips_per_video=2",
+            "data.clip_length=3",
+            "data.max_stride=2",
+            "data.mirrored_home=true",
+            "train.max_steps=3",
+            "train.val_every_n_steps=3",
+            "logger.backend=none",
+            f"paths.output_dir={tmp_path / 'out'}",
+            f"paths.checkpoint_dir={tmp_path / 'ckpt'}",
+        ]
+    )
     clips = build_temporal_dataset(cfg.data, "train", int(cfg.features.load_size))
     item = clips[0]
     assert torch.equal(item["mirrored_home_image"], item["frame_images"][0].flip(-1))
@@ -293,10 +333,21 @@ def test_walk_module_ends_the_walk_on_the_batch_mirrored_home(parts, tmp_path):
     cfg, backbone, network, channels = parts
     extractor = FeatureExtractor(backbone, cfg.features)
     meta = CheckpointMeta(cfg, channels, extractor.layers, list(cfg.features.save_steps))
-    module = VideoWalkModule(extractor, copy.deepcopy(network), TrainSettings.from_config(cfg), meta,
-                             WalkSettings(temperature=0.07, pool=2, edge_dropout=0.0)).eval()
-    clips = FrameClips(VideoFolder(_frame_folders(tmp_path)), int(cfg.features.load_size), clip_length=3,
-                       max_stride=2, clips_per_video=2, mirrored_home=True)
+    module = VideoWalkModule(
+        extractor,
+        copy.deepcopy(network),
+        TrainSettings.from_config(cfg),
+        meta,
+        WalkSettings(temperature=0.07, pool=2, edge_dropout=0.0),
+    ).eval()
+    clips = FrameClips(
+        VideoFolder(_frame_folders(tmp_path)),
+        int(cfg.features.load_size),
+        clip_length=3,
+        max_stride=2,
+        clips_per_video=2,
+        mirrored_home=True,
+    )
     batch = collate_clips([clips[i] for i in range(len(clips))])
     with torch.no_grad():
         desc = module.describe_clips(batch)  # (B, K, D, R, R)

@@ -17,14 +17,30 @@ from tests.helpers import TINY_OVERRIDES
 
 # 64-pixel images, 16×16 maps, 4 procedural images (3 train, 1 val) × 2 warps
 SMALL = TINY_OVERRIDES + [
-    "features.load_size=64", "features.image_size=64", "features.output_resolution=16", "features.batch_size=8",
-    "aggregation.projection_dim=32", "aggregation.num_norm_groups=8",
-    "train.pairs_per_step=2", "train.val_every_n_steps=2", "train.val_max_pairs=2", "eval.batch_size=2",
-    "train.accelerator=cpu", "train.devices=1", "train.num_workers=0", "train.log_every_n_steps=1",
+    "features.load_size=64",
+    "features.image_size=64",
+    "features.output_resolution=16",
+    "features.batch_size=8",
+    "aggregation.projection_dim=32",
+    "aggregation.num_norm_groups=8",
+    "train.pairs_per_step=2",
+    "train.val_every_n_steps=2",
+    "train.val_max_pairs=2",
+    "eval.batch_size=2",
+    "train.accelerator=cpu",
+    "train.devices=1",
+    "train.num_workers=0",
+    "train.log_every_n_steps=1",
     "logger.backend=none",
 ]
-SYNTHETIC = ["data=synthetic", "data.root=generated", "data.generated_images=4", "data.generated_size=64",
-             "data.pairs_per_image=2", "data.num_points=16"]
+SYNTHETIC = [
+    "data=synthetic",
+    "data.root=generated",
+    "data.generated_images=4",
+    "data.generated_size=64",
+    "data.pairs_per_image=2",
+    "data.num_points=16",
+]
 QUIET = dict(enable_progress_bar=False)
 
 
@@ -34,8 +50,11 @@ def backbone(tiny_backbone):
 
 
 def small_cfg(tmp_path: Path, *extra: str, data: tuple[str, ...] = tuple(SYNTHETIC)):
-    return load_config(overrides=SMALL + list(data) + [f"paths.output_dir={tmp_path}/out",
-                                                       f"paths.checkpoint_dir={tmp_path}/ckpt", *extra])
+    return load_config(
+        overrides=SMALL
+        + list(data)
+        + [f"paths.output_dir={tmp_path}/out", f"paths.checkpoint_dir={tmp_path}/ckpt", *extra]
+    )
 
 
 def aggregation_state(ckpt: dict) -> dict[str, torch.Tensor]:
@@ -108,7 +127,8 @@ def test_cached_training_writes_loadable_checkpoints(tmp_path, backbone):
 
     hf = Hyperfeatures.from_checkpoint(last, backbone=backbone)
     torch.testing.assert_close(
-        {f"aggregation.{k}": v for k, v in hf.network.state_dict().items()}, aggregation_state(load(last)))
+        {f"aggregation.{k}": v for k, v in hf.network.state_dict().items()}, aggregation_state(load(last))
+    )
     desc = hf.describe(torch.rand(1, 3, 64, 64))
     assert desc.shape == (1, 32, 16, 16) and torch.isfinite(desc).all()
     assert Hyperfeatures.from_checkpoint(best[0], backbone=backbone).network is not None
@@ -144,8 +164,7 @@ def test_kill_then_resume_then_extend(tmp_path, backbone):
     assert load(last)["global_step"] == 6
 
     fresh = Recorder()
-    train(small_cfg(tmp_path, "train.max_steps=1", "train.resume=false"), callbacks=[fresh], backbone=backbone,
-          **QUIET)
+    train(small_cfg(tmp_path, "train.max_steps=1", "train.resume=false"), callbacks=[fresh], backbone=backbone, **QUIET)
     assert fresh.start_step == 0 and load(last)["global_step"] == 1, "resume=false starts over"
     assert not list((tmp_path / "ckpt").glob("last-v*.ckpt"))
 
@@ -174,8 +193,16 @@ def test_empty_train_split_is_a_clear_data_error(tmp_path, backbone):
     (root / "annotations").mkdir(parents=True)
     (root / "images").mkdir()
     (root / "annotations" / "empty.json").write_text(json.dumps([]))
-    cfg = small_cfg(tmp_path, "train.max_steps=1", data=("data=spair", f"data.root={root}",
-                    "data.train_split=annotations/empty.json", "data.val_split=annotations/empty.json"))
+    cfg = small_cfg(
+        tmp_path,
+        "train.max_steps=1",
+        data=(
+            "data=spair",
+            f"data.root={root}",
+            "data.train_split=annotations/empty.json",
+            "data.val_split=annotations/empty.json",
+        ),
+    )
     with pytest.raises(DataError) as err:
         train(cfg, backbone=backbone, **QUIET)
     message = str(err.value)
@@ -187,8 +214,9 @@ def test_empty_train_split_is_a_clear_data_error(tmp_path, backbone):
 def test_wandb_offline_logger(tmp_path, backbone, monkeypatch):
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
-    cfg = small_cfg(tmp_path, "train.max_steps=2", "logger.backend=wandb", "logger.wandb_mode=offline",
-                    "train.cache_features=true")
+    cfg = small_cfg(
+        tmp_path, "train.max_steps=2", "logger.backend=wandb", "logger.wandb_mode=offline", "train.cache_features=true"
+    )
     train(cfg, backbone=backbone, **QUIET)
     runs = list((tmp_path / "out" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb")), "an offline run to sync later"

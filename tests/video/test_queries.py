@@ -113,7 +113,9 @@ def test_gif_keeps_the_colours_of_small_marks(tmp_path):
     rng = np.random.default_rng(0)
     frames = []
     for t in range(3):  # a photo-like frame (smooth, many colours) with two small pure-colour dots
-        base = np.asarray(Image.fromarray(rng.integers(60, 200, (12, 16, 3), dtype=np.uint8)).resize((160, 120), Image.BICUBIC))
+        base = np.asarray(
+            Image.fromarray(rng.integers(60, 200, (12, 16, 3), dtype=np.uint8)).resize((160, 120), Image.BICUBIC)
+        )
         image = Image.fromarray(base.copy())
         draw = ImageDraw.Draw(image)
         draw.ellipse([20 + t, 20, 28 + t, 28], fill=(0, 255, 0))
@@ -153,8 +155,9 @@ def test_occluded_point_is_reacquired_after_it_reappears(tracker, found_again, h
     clip = make_clip([Image.fromarray(background)] * T, target, occluder, (W, H), num_points=24, margin=3, seed=3)
     hidden_then_back = clip.occluded[:, 3:-3].any(1) & ~clip.occluded[:, -2:].any(1)
     assert hidden_then_back.sum() >= 3, "the clip must hide some points and show them again"
-    describer = PatchDescriber(load_config(overrides=["backbone=tiny", "features.load_size=128"]), patch=7, stride=2,
-                               dim=32, colour_weight=3.0)
+    describer = PatchDescriber(
+        load_config(overrides=["backbone=tiny", "features.load_size=128"]), patch=7, stride=2, dim=32, colour_weight=3.0
+    )
     frames = frames_from_uint8(clip.frames)
     store = describe_stream(iter(frames), frame_describer(describer), T, 4, "float32", progress=False)
     queries = torch.from_numpy(clip.queries)

@@ -19,7 +19,11 @@ from hyperfeat.video.stream import FrameStream, describe_stream
 
 
 def patch_describer(*overrides: str) -> PatchDescriber:
-    return PatchDescriber(load_config(overrides=["backbone=tiny", "features.load_size=64", "video.frame_size=null", *overrides]), stride=4, dim=16)
+    return PatchDescriber(
+        load_config(overrides=["backbone=tiny", "features.load_size=64", "video.frame_size=null", *overrides]),
+        stride=4,
+        dim=16,
+    )
 
 
 def moving_scene(num_frames: int = 8, size=(72, 56), velocity=(3, 1), seed: int = 0) -> np.ndarray:
@@ -27,8 +31,12 @@ def moving_scene(num_frames: int = 8, size=(72, 56), velocity=(3, 1), seed: int 
     rng = np.random.default_rng(seed)
     big = rng.integers(0, 256, size=(size[1] + 64, size[0] + 64, 3), dtype=np.uint8)
     big = np.asarray(Image.fromarray(big).resize((big.shape[1] // 4, big.shape[0] // 4)).resize(big.shape[1::-1]))
-    return np.stack([big[t * velocity[1]: t * velocity[1] + size[1], t * velocity[0]: t * velocity[0] + size[0]]
-                     for t in range(num_frames)])
+    return np.stack(
+        [
+            big[t * velocity[1] : t * velocity[1] + size[1], t * velocity[0] : t * velocity[0] + size[0]]
+            for t in range(num_frames)
+        ]
+    )
 
 
 def write_frames(folder, frames: np.ndarray):
@@ -51,8 +59,11 @@ def test_chunked_describing_equals_describing_at_once(tmp_path):
     half = describe_store(patch_describer("video.batch_size=2"), frame_stream(describer, folder), progress=False)
     assert half.dtype == "float16" and half.path is None
     torch.testing.assert_close(half.tensor(), whole, atol=2e-3, rtol=2e-3)
-    disk = describe_store(patch_describer("video.batch_size=4", "video.store_max_memory_mb=0"),
-                          frame_stream(describer, folder), progress=False)
+    disk = describe_store(
+        patch_describer("video.batch_size=4", "video.store_max_memory_mb=0"),
+        frame_stream(describer, folder),
+        progress=False,
+    )
     assert disk.path is not None and disk.path.is_file() and disk._data is None  # read through the memory map
     torch.testing.assert_close(disk.tensor(), half.tensor())
     disk.path.unlink()
@@ -77,8 +88,14 @@ def test_store_in_cache_dir_is_reused_and_never_half_written(tmp_path):
             yield frame
 
     with pytest.raises(RuntimeError):
-        describe_stream(failing(iter(FrameStream(folder))), frame_describer(patch_describer()), 5, 1,
-                        path=tmp_path / "half.npy", progress=False)
+        describe_stream(
+            failing(iter(FrameStream(folder))),
+            frame_describer(patch_describer()),
+            5,
+            1,
+            path=tmp_path / "half.npy",
+            progress=False,
+        )
     assert list(tmp_path.glob("half*")) == []
 
 

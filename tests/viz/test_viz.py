@@ -9,8 +9,8 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from hyperfeat.io import write_video
-from hyperfeat.viz.figures import distinct_colours, figure_to_array
 from hyperfeat.viz.correspondences import draw_correspondences
+from hyperfeat.viz.figures import distinct_colours, figure_to_array
 from hyperfeat.viz.masks import davis_palette, overlay_masks, palette_mask
 from hyperfeat.viz.mixing import MAX_CELL_GID, MixingPanel, plot_mixing_comparison, plot_mixing_weights
 from hyperfeat.viz.tracks import draw_tracks, marker_radius
@@ -87,8 +87,9 @@ def test_heat_map_shape_mismatch():
 
 def test_two_checkpoints_side_by_side_share_one_scale_and_show_their_difference():
     first, second = peaked_weights(0, 0), peaked_weights(10, 4)
-    fig = plot_mixing_comparison([MixingPanel(first, LABELS, LAYERS, "semantic"),
-                                  MixingPanel(second, LABELS, LAYERS, "temporal")])
+    fig = plot_mixing_comparison(
+        [MixingPanel(first, LABELS, LAYERS, "semantic"), MixingPanel(second, LABELS, LAYERS, "temporal")]
+    )
     heat_axes = [ax for ax in fig.axes if ax.images and ax.get_title()]
     assert [ax.get_title().split("\n")[0] for ax in heat_axes] == ["semantic", "temporal", "difference: right − left"]
     left, right, diff = (ax.images[0] for ax in heat_axes)
@@ -103,8 +104,9 @@ def test_two_checkpoints_side_by_side_share_one_scale_and_show_their_difference(
 
 
 def test_checkpoints_of_other_plans_side_by_side_without_difference():
-    fig = plot_mixing_comparison([MixingPanel(peaked_weights(0, 0), LABELS, LAYERS),
-                                  MixingPanel(np.full((2, 3), 1 / 6), [1, 0], LAYERS[:3])])
+    fig = plot_mixing_comparison(
+        [MixingPanel(peaked_weights(0, 0), LABELS, LAYERS), MixingPanel(np.full((2, 3), 1 / 6), [1, 0], LAYERS[:3])]
+    )
     assert sum(1 for ax in fig.axes if ax.get_title().startswith("difference")) == 0
     assert sum(1 for ax in fig.axes if ax.images and ax.get_title()) == 2
     with pytest.raises(ValueError, match="at least one"):

@@ -41,15 +41,19 @@ def test_jobs_give_results_or_one_clean_line(tmp_path):
 def test_track_job_reports_progress_per_chunk(tmp_path, tiny_cfg, tiny_backbone):
     extractor = FeatureExtractor(tiny_backbone, tiny_cfg.features)
     ckpt = tmp_path / "tiny.ckpt"
-    save_checkpoint(ckpt, build_network(tiny_cfg, extractor.channels),
-                    CheckpointMeta(tiny_cfg, extractor.channels, extractor.layers, list(extractor.save_steps)))
+    save_checkpoint(
+        ckpt,
+        build_network(tiny_cfg, extractor.channels),
+        CheckpointMeta(tiny_cfg, extractor.channels, extractor.layers, list(extractor.save_steps)),
+    )
     hf = Hyperfeatures.from_checkpoint(ckpt, device="cpu", backbone=tiny_backbone, overrides=["video.batch_size=1"])
     torch.manual_seed(0)
     frames = torch.rand(2, 3, 24, 32)  # (T, 3, H, W)
     video = VideoFrames(frames, (32, 24), (32, 24), 1.0, [])
     reports = []
-    result = work.track_points(hf, video, [[5.0, 6.0], [20.0, 12.0]], tmp_path / "out",
-                               lambda f, s: reports.append((f, s)), tail_length=2)
+    result = work.track_points(
+        hf, video, [[5.0, 6.0], [20.0, 12.0]], tmp_path / "out", lambda f, s: reports.append((f, s)), tail_length=2
+    )
     stages = [s for _, s in reports]
     assert stages == ["describing frames 1-1 of 2", "describing frames 2-2 of 2", "tracking", "drawing"]
     fractions = [f for f, _ in reports]
@@ -80,11 +84,20 @@ def test_clicks_inside_the_picture_pass_and_beside_it_fail():
 
 def test_multipart_upload_is_read_with_its_files_and_fields():
     boundary = "b0undary"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"kind\"\r\n\r\nvideo\r\n"
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"0001.png\"\r\n"
-            f"Content-Type: image/png\r\n\r\n").encode() + b"\x89PNG\r\n\x00\xff" + (
-            f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"../0002.png\"\r\n"
-            f"Content-Type: image/png\r\n\r\n").encode() + b"second" + f"\r\n--{boundary}--\r\n".encode()
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="kind"\r\n\r\nvideo\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="0001.png"\r\n'
+            f"Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + b"\x89PNG\r\n\x00\xff"
+        + (
+            f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="../0002.png"\r\n'
+            f"Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + b"second"
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     fields, files = read_multipart(f"multipart/form-data; boundary={boundary}", body)
     assert fields == {"kind": "video"}
     assert files == [("0001.png", b"\x89PNG\r\n\x00\xff"), ("../0002.png", b"second")]

@@ -36,8 +36,11 @@ CLIP_WH, CLIP_FRAMES = (64, 48), 4
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")
 if not CHROMEDRIVER.exists() or not any(shutil.which(b) for b in BROWSERS):
-    pytest.skip(f"chromium and chromium-driver are not installed ({CHROMEDRIVER} or the chromium browser is "
-                f"missing; apt-get install chromium chromium-driver)", allow_module_level=True)
+    pytest.skip(
+        f"chromium and chromium-driver are not installed ({CHROMEDRIVER} or the chromium browser is "
+        f"missing; apt-get install chromium chromium-driver)",
+        allow_module_level=True,
+    )
 
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -61,8 +64,10 @@ def files(tmp_path_factory):
     (folder / "notes.txt").write_text("not an image\n")
     (folder / "empty.mp4").write_bytes(b"")
     base = picture(CLIP_WH, 3)  # a short clip: the picture sliding right by 2 px a frame
-    frames = [base.transform(CLIP_WH, Image.AFFINE, (1, 0, -2 * t, 0, 1, 0), resample=Image.BILINEAR)
-              for t in range(CLIP_FRAMES)]
+    frames = [
+        base.transform(CLIP_WH, Image.AFFINE, (1, 0, -2 * t, 0, 1, 0), resample=Image.BILINEAR)
+        for t in range(CLIP_FRAMES)
+    ]
     write_video(frames, folder / "clip.gif", fps=5)
     examples = folder / "examples" / "pair"
     examples.mkdir(parents=True)
@@ -73,8 +78,7 @@ def files(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(hf, files, tmp_path_factory):
-    app = WebApp(hf, title="tiny.ckpt", work_dir=tmp_path_factory.mktemp("web-work"),
-                 examples=files / "examples")
+    app = WebApp(hf, title="tiny.ckpt", work_dir=tmp_path_factory.mktemp("web-work"), examples=files / "examples")
     httpd = make_server(app, "127.0.0.1", 0)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -89,9 +93,18 @@ def browser(tmp_path_factory):
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1120,800", f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1120,800",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+    ):
         options.add_argument(flag)
     binary = next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
     options.binary_location = binary
@@ -148,8 +161,12 @@ def click_at_pixel(driver, canvas_id: str, xy: tuple[float, float], image_wh: tu
 def test_match_click_gives_the_api_match(page, hf, files, tmp_path):
     upload(page, "src-file", files / "src.png")
     upload(page, "tgt-file", files / "tgt.png")
-    wait_for(page, lambda d: all(d.find_element(By.ID, c).get_attribute("data-ready") == "1"
-                                 for c in ("src-canvas", "tgt-canvas")))
+    wait_for(
+        page,
+        lambda d: all(
+            d.find_element(By.ID, c).get_attribute("data-ready") == "1" for c in ("src-canvas", "tgt-canvas")
+        ),
+    )
     scale = min(CANVAS_WH[0] / SRC_WH[0], CANVAS_WH[1] / SRC_WH[1])  # canvas px per image px
     for wanted in [(130.0, 30.0)]:
         hit = click_at_pixel(page, "src-canvas", wanted, SRC_WH)
@@ -157,7 +174,11 @@ def test_match_click_gives_the_api_match(page, hf, files, tmp_path):
 
         def answered(d, hit=hit):
             shown = result.get_attribute("data-source")
-            return bool(message(d, "match")) or bool(shown) and json.loads(shown) == pytest.approx(list(hit), abs=0.6 / scale)
+            return (
+                bool(message(d, "match"))
+                or bool(shown)
+                and json.loads(shown) == pytest.approx(list(hit), abs=0.6 / scale)
+            )
 
         wait_for(page, answered)
         assert message(page, "match") == ""
@@ -183,8 +204,13 @@ def test_match_bad_input_shows_a_readable_message(page, server, files):
 
     upload(page, "src-file", files / "src.png")
     upload(page, "tgt-file", files / "tgt.png")
-    wait_for(page, lambda d: d.find_element(By.ID, "tgt-canvas").get_attribute("data-ready") == "1"
-             and d.find_element(By.ID, "src-canvas").get_attribute("data-ready") == "1")
+    wait_for(
+        page,
+        lambda d: (
+            d.find_element(By.ID, "tgt-canvas").get_attribute("data-ready") == "1"
+            and d.find_element(By.ID, "src-canvas").get_attribute("data-ready") == "1"
+        ),
+    )
     canvas = page.find_element(By.ID, "src-canvas")  # 160×96 in 420×340: bands above and below
     ActionChains(page).move_to_element_with_offset(canvas, 0, -CANVAS_WH[1] // 2 + 5).click().perform()
     wait_for(page, lambda d: message(d, "match"))

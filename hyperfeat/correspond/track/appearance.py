@@ -28,7 +28,9 @@ class AppearanceSettings:
     """Settings of the appearance tracker (``video.trackers.appearance``)."""
 
     track_radius: int = setting(8, "local search window around the predicted position, in cells", low=0)
-    template_update: float = setting(0.5, "weight of the previous frame's look in the template (0: the query alone)", low=0, high=1)
+    template_update: float = setting(
+        0.5, "weight of the previous frame's look in the template (0: the query alone)", low=0, high=1
+    )
     motion_penalty: float = setting(1.0, "local search: similarity − this × (distance / track_radius)²", low=0)
     velocity: float = setting(1.0, "search around previous + this × last step (0: around the previous position)", low=0)
     cycle_threshold: float = setting(2.0, "visible when the frame-to-frame cycle returns within this many cells", low=0)
@@ -70,7 +72,9 @@ class AppearanceGroup:
         s = self.settings
         h, w = self.grid
         check_frame(desc, self.dim, self.grid)
-        template = F.normalize((1 - s.template_update) * self.query_feat + s.template_update * self.previous_feat, dim=1)
+        template = F.normalize(
+            (1 - s.template_update) * self.query_feat + s.template_update * self.previous_feat, dim=1
+        )
         scores = (template @ desc.flatten(1)).view(-1, h, w)  # (n, h, w)
         predicted = self.previous + s.velocity * self.last_step
         predicted = torch.stack([predicted[:, 0].clamp(0, w - 1), predicted[:, 1].clamp(0, h - 1)], dim=1)

@@ -67,8 +67,9 @@ class PointGroup(Protocol):
     def step(self, desc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
 
 
-def setting(default: Any, meaning: str, low: Optional[float] = None, high: Optional[float] = None,
-            low_open: bool = False) -> Any:
+def setting(
+    default: Any, meaning: str, low: Optional[float] = None, high: Optional[float] = None, low_open: bool = False
+) -> Any:
     """A settings field: its default, its one-line ``meaning`` (``hyperfeat config show``) and its
     allowed range [low, high] (``low_open``: low itself excluded), checked by :func:`check_settings`."""
     extra = {"meaning": meaning, "low": low, "high": high, "low_open": low_open}
@@ -97,8 +98,14 @@ def check_settings(settings: Any, where: str) -> None:
             for item in value:
                 check_number(key, item, float)
         else:
-            check_number(key, value, type(default), f.metadata.get("low"), bool(f.metadata.get("low_open")),
-                         f.metadata.get("high"))
+            check_number(
+                key,
+                value,
+                type(default),
+                f.metadata.get("low"),
+                bool(f.metadata.get("low_open")),
+                f.metadata.get("high"),
+            )
 
 
 def check_queries(queries: torch.Tensor, num_frames: int, image_size: tuple[int, int]) -> None:
@@ -113,7 +120,9 @@ def check_queries(queries: torch.Tensor, num_frames: int, image_size: tuple[int,
         raise DataError(f"query {n} has a non-finite value: {queries[n].tolist()}")
     for n, (t, x, y) in enumerate(queries.tolist()):
         if t != int(t) or not 0 <= t < num_frames:
-            raise DataError(f"query {n} is at t={t}, past the video: t must be an integer in [0, {num_frames - 1}] (T={num_frames})")
+            raise DataError(
+                f"query {n} is at t={t}, past the video: t must be an integer in [0, {num_frames - 1}] (T={num_frames})"
+            )
         if not -0.5 <= x <= width - 0.5 or not -0.5 <= y <= height - 0.5:
             raise DataError(
                 f"query {n} at (x, y)=({x:g}, {y:g}) is outside the frame: x must be in [-0.5, {width - 0.5:g}], "
@@ -130,7 +139,8 @@ def query_groups(queries: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
 def check_frame(desc: torch.Tensor, dim: int, grid: tuple[int, int]) -> None:
     """One frame's descriptors must be (D, h, w) with the query frame's D and grid."""
     if desc.ndim != 3 or desc.shape[0] != dim:
-        raise DataError(f"frame descriptors must be (D, h, w) with D = {dim} like the query frame's; "
-                        f"got shape {tuple(desc.shape)}")
+        raise DataError(
+            f"frame descriptors must be (D, h, w) with D = {dim} like the query frame's; got shape {tuple(desc.shape)}"
+        )
     if tuple(desc.shape[-2:]) != tuple(grid):
         raise DataError(f"descriptors of {tuple(desc.shape[-2:])} cells after {tuple(grid)}: one grid per video")

@@ -52,27 +52,41 @@ class CoherentSettings:
     track_radius: int = setting(8, "raw match: search window around the previous position, in cells", low=0)
     refine_radius: int = setting(2, "sub-cell soft-argmax window, in cells", low=0)
     refine_temperature: float = setting(0.02, "soft-argmax temperature over cosine similarities", low=0, low_open=True)
-    support_spacing: int = setting(8, "support points tracked beside the queries, every this many cells (0: none)", low=0)
-    neighbour_sigma: float = setting(8.0, "neighbours' closeness on the query frame: Gaussian std, in cells", low=0, low_open=True)
+    support_spacing: int = setting(
+        8, "support points tracked beside the queries, every this many cells (0: none)", low=0
+    )
+    neighbour_sigma: float = setting(
+        8.0, "neighbours' closeness on the query frame: Gaussian std, in cells", low=0, low_open=True
+    )
     neighbour_tau: float = setting(0.1, "neighbours' likeness weight exp((cos − 1) / tau)", low=0, low_open=True)
-    recent_weight: float = setting(0.3, "template = (1 − this) · query look + this · latest confident look", low=0, high=1)
+    recent_weight: float = setting(
+        0.3, "template = (1 − this) · query look + this · latest confident look", low=0, high=1
+    )
     final_radius: int = setting(8, "final match: search window around the neighbours' prediction, in cells", low=0)
-    motion_penalty: float = setting(0.2, "final match: similarity − this × (distance to prediction / final_radius)²", low=0)
-    follow_threshold: float = setting(3.0, "a match this many cells from the prediction follows the prediction …", low=0)
+    motion_penalty: float = setting(
+        0.2, "final match: similarity − this × (distance to prediction / final_radius)²", low=0
+    )
+    follow_threshold: float = setting(
+        3.0, "a match this many cells from the prediction follows the prediction …", low=0
+    )
     follow_margin: float = setting(0.05, "… unless its similarity beats the prediction's by this", low=0)
     refine_on_query: bool = setting(True, "sub-cell refinement on the query look's scores alone (else the template's)")
     redetect: bool = setting(True, "a point called occluded is searched in the whole frame next")
     redetect_margin: float = setting(0.1, "… and jumps when the global best beats the local one by this", low=0)
     cycle_radius: float = setting(2.0, "… and its cycle to the query frame returns within this many cells", low=0)
     distinct_radius: int = setting(3, "distinctiveness: the best match against the best beyond this many cells", low=1)
-    visibility_weights: list = setting([0.664, 1.136, -0.062, -0.114, -0.188, 0.75],
-                                       "the visibility score's weights over VISIBILITY_FEATURES, then its bias")
+    visibility_weights: list = setting(
+        [0.664, 1.136, -0.062, -0.114, -0.188, 0.75],
+        "the visibility score's weights over VISIBILITY_FEATURES, then its bias",
+    )
 
     def __post_init__(self):
         check_settings(self, "video.trackers.coherent")
         if len(self.visibility_weights) != len(VISIBILITY_FEATURES) + 1:
-            raise ConfigError(f"video.trackers.coherent.visibility_weights must hold {len(VISIBILITY_FEATURES) + 1} "
-                              f"numbers (one per feature, then the bias); got {len(self.visibility_weights)}")
+            raise ConfigError(
+                f"video.trackers.coherent.visibility_weights must hold {len(VISIBILITY_FEATURES) + 1} "
+                f"numbers (one per feature, then the bias); got {len(self.visibility_weights)}"
+            )
 
 
 def _weighted_median(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -112,15 +126,21 @@ class CoherentGroup:
         self.reference = None  # (n + m,) v: each point's similarity to its query at the first step
         # b: the point's "not me" level, a high quantile of its similarity to the query frame's other cells
         others = (self.query_feat @ self.query_flat).masked_fill(
-            window_mask(self.start.round().long(), self.grid, 2).flatten(1), float("nan"))  # (P, h·w)
+            window_mask(self.start.round().long(), self.grid, 2).flatten(1), float("nan")
+        )  # (P, h·w)
         self.background = torch.nan_to_num(torch.nanquantile(others, 0.99, dim=1), nan=0.0)  # (P,)
         # neighbour weights: closeness × likeness on the query frame, no self-weight
         distance2 = (self.start[:, None] - self.start[None]).pow(2).sum(-1)  # (P, P)
         likeness = self.query_feat @ self.query_feat.T
-        self.neighbours = torch.exp(-distance2 / (2 * s.neighbour_sigma ** 2)) * torch.exp((likeness - 1) / s.neighbour_tau)
+        self.neighbours = torch.exp(-distance2 / (2 * s.neighbour_sigma**2)) * torch.exp(
+            (likeness - 1) / s.neighbour_tau
+        )
         self.neighbours.fill_diagonal_(0)
-        cell_y, cell_x = torch.meshgrid(torch.arange(h, dtype=torch.float32, device=device),
-                                        torch.arange(w, dtype=torch.float32, device=device), indexing="ij")
+        cell_y, cell_x = torch.meshgrid(
+            torch.arange(h, dtype=torch.float32, device=device),
+            torch.arange(w, dtype=torch.float32, device=device),
+            indexing="ij",
+        )
         self.cell_xy = (cell_x, cell_y)  # (h, w) each
 
     def _cycle_error(self, feats: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
@@ -183,8 +203,10 @@ class CoherentGroup:
             # was lost in the frame before or whose local match does not return
             global_cell = argmax_cell(scores)
             flat = scores.flatten(1)
-            gain = flat.gather(1, (global_cell[:, 1] * w + global_cell[:, 0])[:, None])[:, 0] - \
-                flat.gather(1, (cell[:, 1] * w + cell[:, 0])[:, None])[:, 0]
+            gain = (
+                flat.gather(1, (global_cell[:, 1] * w + global_cell[:, 0])[:, None])[:, 0]
+                - flat.gather(1, (cell[:, 1] * w + cell[:, 0])[:, None])[:, 0]
+            )
             returns = self._cycle_error(feats, global_cell) <= s.cycle_radius
             local_returns = self._cycle_error(feats, cell) <= s.cycle_radius
             jump = (~self.visible | ~local_returns) & (gain > s.redetect_margin) & returns
@@ -200,8 +222,12 @@ class CoherentGroup:
         prediction_similarity = (at_prediction * template).sum(1)
         match_similarity = (found * template).sum(1)
         disagreement = (matched - predicted).norm(dim=1)
-        follow = ~jump & has_neighbours & (disagreement > s.follow_threshold) & \
-            (match_similarity < prediction_similarity + s.follow_margin)
+        follow = (
+            ~jump
+            & has_neighbours
+            & (disagreement > s.follow_threshold)
+            & (match_similarity < prediction_similarity + s.follow_margin)
+        )
         outside = ~self._inside(predicted) & ~jump
         follow = follow | outside
         position = torch.where(follow[:, None], predicted, matched)
@@ -211,16 +237,25 @@ class CoherentGroup:
         recent_similarity = (found * F.normalize(self.recent_feat, dim=1)).sum(1)
         flat = scores.flatten(1)
         far_global = window_mask(cell, self.grid, int(s.distinct_radius)).flatten(1)
-        distinct = flat.gather(1, (cell[:, 1] * w + cell[:, 0])[:, None])[:, 0] - flat.masked_fill(far_global, float("-inf")).amax(1)
+        distinct = flat.gather(1, (cell[:, 1] * w + cell[:, 0])[:, None])[:, 0] - flat.masked_fill(
+            far_global, float("-inf")
+        ).amax(1)
         back = (found @ self.query_flat).view(-1, h, w)
         cycle = (argmax_cell(back).float() - self.start).norm(dim=1)
         # similarities read between the point's own levels b (its distractors on the query frame) and
         # v (its first match), so that the weights carry over between describers whose cosines live
         # on different scales
         gap = (self.reference - self.background).clamp(min=0.05)
-        evidence = torch.stack([(query_similarity - self.background) / gap, (recent_similarity - self.background) / gap,
-                                (distinct / gap).clamp(max=2.0), cycle.clamp(max=10.0), disagreement.clamp(max=10.0)],
-                               1)  # (P, 5)
+        evidence = torch.stack(
+            [
+                (query_similarity - self.background) / gap,
+                (recent_similarity - self.background) / gap,
+                (distinct / gap).clamp(max=2.0),
+                cycle.clamp(max=10.0),
+                disagreement.clamp(max=10.0),
+            ],
+            1,
+        )  # (P, 5)
         self.evidence = evidence
         weights_v = torch.tensor(s.visibility_weights, dtype=evidence.dtype, device=evidence.device)
         logit = evidence @ weights_v[:-1] + weights_v[-1]

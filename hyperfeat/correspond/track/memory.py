@@ -49,10 +49,9 @@ import torch
 
 from hyperfeat.correspond.cells import (
     argmax_cell,
-    check_image_size,
     refine_cells,
-    window_mask,
     sample_descriptors,
+    window_mask,
 )
 from hyperfeat.correspond.track.base import check_frame, check_settings, setting
 
@@ -66,10 +65,14 @@ class MemorySettings:
     refine_temperature: float = setting(0.02, "soft-argmax temperature over cosine similarities", low=0, low_open=True)
     redetect: bool = setting(True, "search the whole frame too; always after a lost frame (failed cycle)")
     redetect_margin: float = setting(0.2, "take the global best when it beats the local one by this", low=0)
-    cycle_select: bool = setting(True, "of the local and global best, take the one whose forward-backward cycle returns")
+    cycle_select: bool = setting(
+        True, "of the local and global best, take the one whose forward-backward cycle returns"
+    )
     memory_size: int = setting(0, "recent confident appearances kept per point (0: the query alone)", low=0)
     memory_weight: float = setting(0.5, "weight of the memory's mean in the score map", low=0, high=1)
-    memory_min_confidence: float = setting(0.6, "an appearance enters the memory at this confidence or more", low=0, high=1)
+    memory_min_confidence: float = setting(
+        0.6, "an appearance enters the memory at this confidence or more", low=0, high=1
+    )
     calibrate: bool = setting(True, "margin cue (s − b) / (v − b): b the query's distractor level, v its first match")
     visibility_quantile: float = setting(0.99, "b = this quantile of the query frame's other cells", low=0, high=1)
     visibility_threshold: float = setting(1.0, "the margin cue passes at this", low=0)
@@ -77,7 +80,9 @@ class MemorySettings:
     min_similarity: float = setting(0.5, "cosine-floor cue: visible when s is at least this", low=-1, high=1)
     cycle_check: bool = setting(True, "forward-backward cue: the match, matched back, returns within fb_threshold")
     fb_threshold: float = setting(4.0, "forward-backward tolerance, in cells", low=0)
-    visibility_vote: float = setting(0.5, "visible when this fraction of the cues switched on agree (1.0: all)", low=0, high=1)
+    visibility_vote: float = setting(
+        0.5, "visible when this fraction of the cues switched on agree (1.0: all)", low=0, high=1
+    )
     exclude_radius: int = setting(2, "cells around the query left out of its distractors", low=0)
 
     def __post_init__(self):

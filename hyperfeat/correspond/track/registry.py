@@ -39,14 +39,27 @@ class TrackerSpec:
 
 _HERE = "hyperfeat.correspond.track"
 TRACKERS: dict[str, TrackerSpec] = {
-    "coherent": TrackerSpec(f"{_HERE}.coherent", "CoherentSettings", "CoherentGroup",
-                            "points tracked together: neighbour motion, evidence-based visibility, re-detection"),
-    "memory": TrackerSpec(f"{_HERE}.memory", "MemorySettings", "MemoryGroup",
-                          "re-detection, template memory, voted visibility (cosine floor, margin, cycle)"),
-    "window": TrackerSpec(f"{_HERE}.window", "WindowSettings", "WindowGroup",
-                          "the original: local window, cosine floor and cycle check"),
-    "appearance": TrackerSpec(f"{_HERE}.appearance", "AppearanceSettings", "AppearanceGroup",
-                              "template follows the point's latest look (points that change state)"),
+    "coherent": TrackerSpec(
+        f"{_HERE}.coherent",
+        "CoherentSettings",
+        "CoherentGroup",
+        "points tracked together: neighbour motion, evidence-based visibility, re-detection",
+    ),
+    "memory": TrackerSpec(
+        f"{_HERE}.memory",
+        "MemorySettings",
+        "MemoryGroup",
+        "re-detection, template memory, voted visibility (cosine floor, margin, cycle)",
+    ),
+    "window": TrackerSpec(
+        f"{_HERE}.window", "WindowSettings", "WindowGroup", "the original: local window, cosine floor and cycle check"
+    ),
+    "appearance": TrackerSpec(
+        f"{_HERE}.appearance",
+        "AppearanceSettings",
+        "AppearanceGroup",
+        "template follows the point's latest look (points that change state)",
+    ),
 }
 DEFAULT_TRACKER = "coherent"
 

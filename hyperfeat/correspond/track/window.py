@@ -17,8 +17,12 @@ class WindowSettings:
     """Settings of the window tracker (``video.trackers.window``)."""
 
     track_radius: int = setting(8, "local search window around the previous position, in cells", low=0)
-    cycle_threshold: float = setting(2.0, "visible when the match, matched back into the query frame, lands within this many cells", low=0)
-    min_similarity: float = setting(0.5, "visible when the cosine similarity to the query is at least this", low=-1, high=1)
+    cycle_threshold: float = setting(
+        2.0, "visible when the match, matched back into the query frame, lands within this many cells", low=0
+    )
+    min_similarity: float = setting(
+        0.5, "visible when the cosine similarity to the query is at least this", low=-1, high=1
+    )
     refine_radius: int = setting(2, "sub-cell soft-argmax window, in cells", low=0)
     refine_temperature: float = setting(0.02, "soft-argmax temperature over cosine similarities", low=0, low_open=True)
     reacquire_margin: float = setting(0.1, "jump to the global best match when it beats the local one by this", low=0)

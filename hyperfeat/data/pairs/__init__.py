@@ -49,10 +49,7 @@ from hyperfeat.data.pairs.spair import SPairDataset
 from hyperfeat.data.pairs.synthetic import SyntheticPairs
 from hyperfeat.errors import ConfigError
 
-
-
 ROLES = ("train", "val", "test")
-
 
 
 __all__ = [
@@ -72,18 +69,15 @@ __all__ = [
 ]
 
 
-
-
-
-
-
 def build_pair_dataset(data_cfg: Any, split: str, load_size: int) -> PairDataset:
     """The pair data set of the config's ``data`` block for role ``split`` (train | val | test).
 
     The role picks the key ``<split>_split`` of the block; see the module docstring for the keys.
     """
     if split not in ROLES:
-        raise ConfigError(f"split must be one of {', '.join(ROLES)} (the role; the block's <role>_split names the data); got {split!r}")
+        raise ConfigError(
+            f"split must be one of {', '.join(ROLES)} (the role; the block's <role>_split names the data); got {split!r}"
+        )
     name = block_value(data_cfg, "name")
     if name not in DATASET_NAMES:
         raise ConfigError(f"data.name must be one of {', '.join(DATASET_NAMES)}; got {name!r}")
@@ -101,20 +95,36 @@ def build_pair_dataset(data_cfg: Any, split: str, load_size: int) -> PairDataset
 
 def _record_options(data_cfg: Any) -> dict[str, Any]:
     """The :class:`RecordOptions` keys of the block (SPair, CUB, PF-WILLOW)."""
-    return dict(max_pairs=block_value(data_cfg, "max_pairs"), max_points=block_value(data_cfg, "max_points"),
-                sample_seed=int(block_value(data_cfg, "sample_seed", 0) or 0), strict=bool(block_value(data_cfg, "strict", False)))
+    return dict(
+        max_pairs=block_value(data_cfg, "max_pairs"),
+        max_points=block_value(data_cfg, "max_points"),
+        sample_seed=int(block_value(data_cfg, "sample_seed", 0) or 0),
+        strict=bool(block_value(data_cfg, "strict", False)),
+    )
 
 
 def _spair(data_cfg: Any, which: str, load_size: int) -> PairDataset:
-    return SPairDataset(block_value(data_cfg, "root"), which, load_size, format=block_value(data_cfg, "format", "dhf"),
-                        image_dir=block_value(data_cfg, "image_dir"), layout=block_value(data_cfg, "layout") or "large",
-                        **_record_options(data_cfg))
+    return SPairDataset(
+        block_value(data_cfg, "root"),
+        which,
+        load_size,
+        format=block_value(data_cfg, "format", "dhf"),
+        image_dir=block_value(data_cfg, "image_dir"),
+        layout=block_value(data_cfg, "layout") or "large",
+        **_record_options(data_cfg),
+    )
 
 
 def _cub(data_cfg: Any, which: str, load_size: int) -> PairDataset:
-    return CUBPairs(block_value(data_cfg, "root"), load_size, which, num_pairs=block_value(data_cfg, "num_pairs", 1000),
-                    seed=int(block_value(data_cfg, "seed", 0)), min_common_parts=int(block_value(data_cfg, "min_common_parts", 1)),
-                    **_record_options(data_cfg))
+    return CUBPairs(
+        block_value(data_cfg, "root"),
+        load_size,
+        which,
+        num_pairs=block_value(data_cfg, "num_pairs", 1000),
+        seed=int(block_value(data_cfg, "seed", 0)),
+        min_common_parts=int(block_value(data_cfg, "min_common_parts", 1)),
+        **_record_options(data_cfg),
+    )
 
 
 def _pf_willow(data_cfg: Any, which: str, load_size: int) -> PairDataset:
@@ -122,8 +132,22 @@ def _pf_willow(data_cfg: Any, which: str, load_size: int) -> PairDataset:
 
 
 SYNTHETIC_KEYS = (
-    "seed", "val_fraction", "pairs_per_image", "num_points", "point_mode", "rotation", "scale", "translation",
-    "perspective", "brightness", "contrast", "color", "generated_images", "generated_size", "max_pairs", "max_points",
+    "seed",
+    "val_fraction",
+    "pairs_per_image",
+    "num_points",
+    "point_mode",
+    "rotation",
+    "scale",
+    "translation",
+    "perspective",
+    "brightness",
+    "contrast",
+    "color",
+    "generated_images",
+    "generated_size",
+    "max_pairs",
+    "max_points",
 )
 
 
@@ -134,6 +158,9 @@ def _synthetic(data_cfg: Any, which: str, load_size: int) -> PairDataset:
 
 # data.name → the builder of that data set from the ``data`` block, one role's split and load_size
 PAIR_DATASETS: dict[str, Callable[[Any, str, int], PairDataset]] = {
-    "spair": _spair, "cub": _cub, "pf_willow": _pf_willow, "synthetic": _synthetic,
+    "spair": _spair,
+    "cub": _cub,
+    "pf_willow": _pf_willow,
+    "synthetic": _synthetic,
 }
 DATASET_NAMES = tuple(PAIR_DATASETS)

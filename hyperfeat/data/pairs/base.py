@@ -57,12 +57,8 @@ EDGE_SLACK = 0.5  # pixels beyond the pixel area [-0.5, W - 0.5] still counted a
 MAX_LISTED = 5  # how many offending files/points a message names
 
 
-
-
 class DataWarning(UserWarning):
     """Something in a data set was skipped or repaired (missing images, points outside)."""
-
-
 
 
 @dataclass
@@ -82,13 +78,13 @@ class PairRecord:
     target_size: Optional[tuple[int, int]] = None
 
 
-
-
 def _points_array(value: Any, pair_id: str, where: str, field: str) -> np.ndarray:
     try:
         array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as err:
-        raise DataError(f"{where}: pair {pair_id}: {field} must be a list of [x, y] numbers; got {value!r:.80}") from err
+        raise DataError(
+            f"{where}: pair {pair_id}: {field} must be a list of [x, y] numbers; got {value!r:.80}"
+        ) from err
     if array.size == 0:
         return np.zeros((0, 2))
     if array.ndim != 2 or array.shape[1] != 2:
@@ -97,8 +93,6 @@ def _points_array(value: Any, pair_id: str, where: str, field: str) -> np.ndarra
         row = int(np.where(~np.isfinite(array).all(axis=1))[0][0])
         raise DataError(f"{where}: pair {pair_id}: {field}[{row}] = {array[row].tolist()} is not finite")
     return array
-
-
 
 
 def make_record(
@@ -133,8 +127,6 @@ def make_record(
     return PairRecord(pair_id, str(category), Path(source_path), Path(target_path), src, trg, mask, bbox, where)
 
 
-
-
 def image_size(path: Path) -> tuple[int, int]:
     """(W, H) of an image file from its header, without decoding the pixels."""
     try:
@@ -144,16 +136,14 @@ def image_size(path: Path) -> tuple[int, int]:
         raise DataError(f"cannot read image {path}: {err} (corrupt or not an image?)") from err
 
 
-
-
 def _listing(items: Sequence[Any]) -> str:
     shown = ", ".join(str(i) for i in items[:MAX_LISTED])
     return shown + (f", … ({len(items) - MAX_LISTED} more)" if len(items) > MAX_LISTED else "")
 
 
-
-
-def warn_missing_images(dataset: str, split: str, root: PathLike, missing: Sequence[Path], skipped: int, total: int) -> None:
+def warn_missing_images(
+    dataset: str, split: str, root: PathLike, missing: Sequence[Path], skipped: int, total: int
+) -> None:
     """The one warning for pairs (or images) skipped because their image files are absent."""
     warnings.warn(
         f"{dataset} split {split!r} (root {root}): skipped {skipped} of {total} pairs because "
@@ -163,14 +153,15 @@ def warn_missing_images(dataset: str, split: str, root: PathLike, missing: Seque
     )
 
 
-
-
 def _inside(points: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     w, h = size
     lo = -0.5 - EDGE_SLACK
-    return (points[:, 0] >= lo) & (points[:, 0] <= w - 0.5 + EDGE_SLACK) & (points[:, 1] >= lo) & (points[:, 1] <= h - 0.5 + EDGE_SLACK)
-
-
+    return (
+        (points[:, 0] >= lo)
+        & (points[:, 0] <= w - 0.5 + EDGE_SLACK)
+        & (points[:, 1] >= lo)
+        & (points[:, 1] <= h - 0.5 + EDGE_SLACK)
+    )
 
 
 def sample_across_categories(records: Sequence[PairRecord], n: int, seed: int = 0) -> list[PairRecord]:
@@ -196,8 +187,6 @@ def sample_across_categories(records: Sequence[PairRecord], n: int, seed: int = 
                 chosen.append(int(queue.pop(0)))
         queues = [q for q in queues if q]
     return [records[i] for i in sorted(chosen)]
-
-
 
 
 def finalize_records(
@@ -270,8 +259,6 @@ def finalize_records(
     return kept
 
 
-
-
 class PairDataset(Dataset):
     """Base of the pair data sets: holds ``load_size`` / ``max_points`` and packs items."""
 
@@ -321,8 +308,6 @@ class PairDataset(Dataset):
         }
 
 
-
-
 @dataclass(frozen=True)
 class RecordOptions:
     """The keys every annotated pair data set (SPair, CUB, PF-WILLOW) takes beside its own:
@@ -344,12 +329,20 @@ class RecordPairDataset(PairDataset):
     :func:`finalize_records` (missing images, the ``max_pairs`` sample, points outside).
     """
 
-    def __init__(self, records: Sequence[PairRecord], load_size: int, *, dataset: str, split: str, root: PathLike,
-                 **options: Any) -> None:
+    def __init__(
+        self, records: Sequence[PairRecord], load_size: int, *, dataset: str, split: str, root: PathLike, **options: Any
+    ) -> None:
         opts = RecordOptions(**options)
         super().__init__(load_size, opts.max_points)
-        self.records = finalize_records(records, dataset=dataset, split=split, root=root, strict=opts.strict,
-                                        max_pairs=opts.max_pairs, sample_seed=opts.sample_seed)
+        self.records = finalize_records(
+            records,
+            dataset=dataset,
+            split=split,
+            root=root,
+            strict=opts.strict,
+            max_pairs=opts.max_pairs,
+            sample_seed=opts.sample_seed,
+        )
 
     def __len__(self) -> int:
         return len(self.records)
@@ -373,16 +366,12 @@ class RecordPairDataset(PairDataset):
         )
 
 
-
-
 def pad_points(tensor: torch.Tensor, n: int) -> torch.Tensor:
     """Pad (zeros / False) or truncate the first dim of (N, ...) to n."""
     if tensor.shape[0] >= n:
         return tensor[:n]
     pad = torch.zeros((n - tensor.shape[0],) + tuple(tensor.shape[1:]), dtype=tensor.dtype)
     return torch.cat([tensor, pad])
-
-
 
 
 def collate_pairs(items: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -31,8 +31,6 @@ from hyperfeat.io import PathLike
 SPLITS = {"train": (1,), "test": (0,), "all": (0, 1)}
 
 
-
-
 @dataclass
 class CUBTables:
     """The annotation tables of CUB-200-2011, keyed by image id."""
@@ -44,8 +42,6 @@ class CUBTables:
     boxes: dict[int, np.ndarray]  # id → (4,) xyxy
     parts: dict[int, np.ndarray]  # id → (P, 3) x, y, visible; row p = part id p + 1
     num_parts: int
-
-
 
 
 def _rows(path: Path, width: int) -> list[list[str]]:
@@ -62,15 +58,11 @@ def _rows(path: Path, width: int) -> list[list[str]]:
     return rows
 
 
-
-
 def _number(value: str, path: Path, kind: type = float) -> float:
     try:
         return kind(value)
     except ValueError as err:
         raise DataError(f"{path}: expected a number; got {value!r}") from err
-
-
 
 
 def cub_folder(root: PathLike) -> Path:
@@ -80,8 +72,6 @@ def cub_folder(root: PathLike) -> Path:
         if (folder / "images.txt").is_file():
             return folder
     raise DataError(f"CUB annotation file not found: {root / 'images.txt'} (nor below {root / 'CUB_200_2011'})")
-
-
 
 
 def read_cub(root: PathLike) -> CUBTables:
@@ -109,8 +99,6 @@ def read_cub(root: PathLike) -> CUBTables:
     return CUBTables(folder, images, is_train, labels, boxes, parts, num_parts)
 
 
-
-
 def sample_pairs(
     by_class: dict[int, list[int]],
     visible: dict[int, np.ndarray],
@@ -129,8 +117,6 @@ def sample_pairs(
             if num_pairs is not None and len(pairs) >= num_pairs:
                 break
     return pairs
-
-
 
 
 class CUBPairs(RecordPairDataset):
@@ -159,7 +145,9 @@ class CUBPairs(RecordPairDataset):
         paths = {i: tables.folder / "images" / tables.images[i] for i in ids}
         missing = [i for i in ids if not paths[i].is_file()]
         if missing:
-            warn_missing_images("CUB-200-2011", split, tables.folder, [paths[i] for i in missing], len(missing), len(ids))
+            warn_missing_images(
+                "CUB-200-2011", split, tables.folder, [paths[i] for i in missing], len(missing), len(ids)
+            )
             ids = [i for i in ids if paths[i].is_file()]
         if not ids:
             raise DataError(f"CUB-200-2011 split {split!r} under {tables.folder}: no image with a file on disk")
@@ -174,9 +162,14 @@ class CUBPairs(RecordPairDataset):
             category = Path(tables.images[a]).parent.name or str(tables.labels[a])
             records.append(
                 make_record(
-                    f"{paths[a].stem}-{paths[b].stem}:{category}", category, paths[a], paths[b],
-                    tables.parts[a][common, :2], tables.parts[b][common, :2],
-                    where=str(tables.folder / "parts" / "part_locs.txt"), target_bbox=tables.boxes[b],
+                    f"{paths[a].stem}-{paths[b].stem}:{category}",
+                    category,
+                    paths[a],
+                    paths[b],
+                    tables.parts[a][common, :2],
+                    tables.parts[b][common, :2],
+                    where=str(tables.folder / "parts" / "part_locs.txt"),
+                    target_bbox=tables.boxes[b],
                 )
             )
         if not records:

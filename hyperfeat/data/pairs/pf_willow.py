@@ -29,8 +29,6 @@ SPLITS = ("test", "all")  # PF-WILLOW has one evaluation set
 IMAGES_PER_CLASS = 10
 
 
-
-
 def willow_folder(root: PathLike) -> Path:
     """``root/PF-dataset-WILLOW`` when present, else ``root``; it must hold class folders."""
     root = Path(root)
@@ -38,8 +36,6 @@ def willow_folder(root: PathLike) -> Path:
     if not folder.is_dir() or not any(p.is_dir() for p in folder.iterdir()):
         raise DataError(f"PF-WILLOW folder not found: expected class folders in {root / FOLDER} or {root}")
     return folder
-
-
 
 
 def read_keypoints(path: Path) -> np.ndarray:
@@ -50,15 +46,11 @@ def read_keypoints(path: Path) -> np.ndarray:
     return pts.T  # (K, 2)
 
 
-
-
 def keypoint_box(points: np.ndarray) -> np.ndarray:
     """(4,) tight [x1, y1, x2, y2] box of (N, 2) points (NaN for no points)."""
     if len(points) == 0:
         return np.full(4, np.nan)
     return np.concatenate([points.min(axis=0), points.max(axis=0)])
-
-
 
 
 class PFWillowPairs(RecordPairDataset):
@@ -92,10 +84,14 @@ class PFWillowPairs(RecordPairDataset):
                         continue
                     records.append(
                         make_record(
-                            f"{src}-{trg}:{class_dir.name}", class_dir.name,
-                            class_dir / f"{src}.png", class_dir / f"{trg}.png",
-                            points[src], points[trg],
-                            where=f"{class_dir / src}.mat / {trg}.mat", target_bbox=keypoint_box(points[trg]),
+                            f"{src}-{trg}:{class_dir.name}",
+                            class_dir.name,
+                            class_dir / f"{src}.png",
+                            class_dir / f"{trg}.png",
+                            points[src],
+                            points[trg],
+                            where=f"{class_dir / src}.mat / {trg}.mat",
+                            target_bbox=keypoint_box(points[trg]),
                         )
                     )
         if short:  # a missing image (and its .mat) would otherwise just make fewer pairs
@@ -104,8 +100,12 @@ class PFWillowPairs(RecordPairDataset):
             from hyperfeat.data.pairs.base import DataWarning
 
             listed = ", ".join(f"{name}: {n}" for name, n in list(short.items())[:5])
-            warnings.warn(f"PF-WILLOW under {folder}: {len(short)} class folder(s) do not hold the benchmark's "
-                          f"{IMAGES_PER_CLASS} images ({listed}{', ...' if len(short) > 5 else ''}): "
-                          f"{len(records)} pairs are listed instead of 900, so the numbers are not comparable "
-                          f"with the benchmark's (missing files?)", DataWarning, stacklevel=2)
+            warnings.warn(
+                f"PF-WILLOW under {folder}: {len(short)} class folder(s) do not hold the benchmark's "
+                f"{IMAGES_PER_CLASS} images ({listed}{', ...' if len(short) > 5 else ''}): "
+                f"{len(records)} pairs are listed instead of 900, so the numbers are not comparable "
+                f"with the benchmark's (missing files?)",
+                DataWarning,
+                stacklevel=2,
+            )
         super().__init__(records, load_size, dataset="PF-WILLOW", split=split, root=folder, **options)

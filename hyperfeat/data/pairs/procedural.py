@@ -24,8 +24,6 @@ from PIL import Image, ImageDraw
 _SALT = 0x5EED  # keeps the image generators apart from the warp generators of the same seed
 
 
-
-
 @dataclass(frozen=True)
 class GeneratedImage:
     """A procedural image standing in for an image file: ``load()`` makes it (cached)."""
@@ -45,31 +43,22 @@ class GeneratedImage:
         return self.stem
 
 
-
-
 def generated_images(count: int, seed: int = 0, size: int = 256) -> list[GeneratedImage]:
     """``count`` procedural images of ``size``×``size`` pixels, fixed by ``seed``."""
     return [GeneratedImage(int(seed), i, int(size)) for i in range(int(count))]
-
-
 
 
 def _smooth_field(rng: np.random.Generator, size: int, cells: int, channels: int) -> np.ndarray:
     """(size, size, channels) float32 in [0, 1]: random values on a cells×cells grid, bicubic-upsampled."""
     low = rng.uniform(0.0, 1.0, size=(cells, cells, channels)).astype(np.float32)
     planes = [
-        np.asarray(Image.fromarray(low[..., c], "F").resize((size, size), Image.BICUBIC))
-        for c in range(channels)
+        np.asarray(Image.fromarray(low[..., c], "F").resize((size, size), Image.BICUBIC)) for c in range(channels)
     ]
     return np.clip(np.stack(planes, axis=-1), 0.0, 1.0)
 
 
-
-
 def _colour(rng: np.random.Generator) -> tuple[int, int, int]:
     return tuple(int(v) for v in rng.integers(0, 256, size=3))
-
-
 
 
 def _draw_shapes(rng: np.random.Generator, image: Image.Image) -> None:
@@ -91,13 +80,13 @@ def _draw_shapes(rng: np.random.Generator, image: Image.Image) -> None:
             draw.polygon([(cx + c * x - s * y, cy + s * x + c * y) for x, y in corners], fill=fill, outline=outline)
         elif kind == "triangle":
             angles = np.sort(rng.uniform(0.0, 2 * math.pi, size=3))
-            draw.polygon([(cx + w / 2 * math.cos(a), cy + h / 2 * math.sin(a)) for a in angles], fill=fill, outline=outline)
+            draw.polygon(
+                [(cx + w / 2 * math.cos(a), cy + h / 2 * math.sin(a)) for a in angles], fill=fill, outline=outline
+            )
         else:
             angle = rng.uniform(0.0, math.pi)
             dx, dy = math.cos(angle) * w, math.sin(angle) * w
             draw.line([(cx - dx, cy - dy), (cx + dx, cy + dy)], fill=fill, width=int(rng.integers(2, 7)))
-
-
 
 
 @lru_cache(maxsize=64)

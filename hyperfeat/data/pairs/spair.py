@@ -42,8 +42,6 @@ NATIVE_FIELDS = ("src_imname", "trg_imname", "src_kps", "trg_kps", "category")
 NATIVE_SPLITS = {"trn": "trn", "train": "trn", "val": "val", "test": "test"}
 
 
-
-
 def _read_json(path: Path, what: str) -> Any:
     if not path.is_file():
         raise DataError(f"SPair {what} file not found: {path}")
@@ -51,8 +49,6 @@ def _read_json(path: Path, what: str) -> Any:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DataError(f"SPair {what} file {path} is not valid JSON: {err}") from err
-
-
 
 
 def _require(entry: Any, fields: tuple[str, ...], where: str) -> None:
@@ -63,13 +59,9 @@ def _require(entry: Any, fields: tuple[str, ...], where: str) -> None:
         raise DataError(f"{where}: missing field(s) {', '.join(absent)}; expected {', '.join(fields)}")
 
 
-
-
 def pair_name(source: str, target: str, category: str) -> str:
     """The pair id used by both layouts: ``<source stem>-<target stem>:<category>``."""
     return f"{Path(source).stem}-{Path(target).stem}:{category}"
-
-
 
 
 def read_dhf_pairs(annotation: Path, image_dir: Path) -> list[PairRecord]:
@@ -90,14 +82,17 @@ def read_dhf_pairs(annotation: Path, image_dir: Path) -> list[PairRecord]:
         src, trg, cat = str(entry["source_path"]), str(entry["target_path"]), str(entry["category"])
         records.append(
             make_record(
-                pair_name(src, trg, cat), cat, resolve(src), resolve(trg),
-                entry["source_points"], entry["target_points"],
-                where=where, target_bbox=entry.get("target_bounding_box"),
+                pair_name(src, trg, cat),
+                cat,
+                resolve(src),
+                resolve(trg),
+                entry["source_points"],
+                entry["target_points"],
+                where=where,
+                target_bbox=entry.get("target_bounding_box"),
             )
         )
     return records
-
-
 
 
 def read_native_pairs(root: Path, split: str, layout: str = "large", image_dir: str = "JPEGImages") -> list[PairRecord]:
@@ -107,7 +102,9 @@ def read_native_pairs(root: Path, split: str, layout: str = "large", image_dir: 
     split = NATIVE_SPLITS[split]
     listing = root / "Layout" / layout / f"{split}.txt"
     if not listing.is_file():
-        raise DataError(f"SPair pair list not found: {listing} (expected the release layout Layout/<layout>/<split>.txt)")
+        raise DataError(
+            f"SPair pair list not found: {listing} (expected the release layout Layout/<layout>/<split>.txt)"
+        )
     names = [line.strip() for line in listing.read_text().splitlines() if line.strip()]
     if not names:
         raise DataError(f"SPair split {split!r} under {root} is empty: {listing} lists no pairs")
@@ -120,14 +117,17 @@ def read_native_pairs(root: Path, split: str, layout: str = "large", image_dir: 
         images = root / image_dir / cat
         records.append(
             make_record(
-                pair_name(src, trg, cat), cat, images / src, images / trg,
-                entry["src_kps"], entry["trg_kps"],
-                where=str(path), target_bbox=entry.get("trg_bndbox"),
+                pair_name(src, trg, cat),
+                cat,
+                images / src,
+                images / trg,
+                entry["src_kps"],
+                entry["trg_kps"],
+                where=str(path),
+                target_bbox=entry.get("trg_bndbox"),
             )
         )
     return records
-
-
 
 
 class SPairDataset(RecordPairDataset):
@@ -158,15 +158,15 @@ class SPairDataset(RecordPairDataset):
         super().__init__(records, load_size, dataset="SPair-71k", split=str(split), root=root, **options)
 
 
-
-
 SPAIR_RELEASE_FOLDER = "SPair-71k"  # the folder SPair-71k.tar.gz unpacks to
 
 
 def spair_release_missing(root: PathLike) -> list[str]:
     """What of the SPair-71k release layout is absent under ``root`` (empty: it is all there)."""
     root = Path(root)
-    wanted = ["JPEGImages"] + [f"PairAnnotation/{s}" for s in ("trn", "val", "test")] + [
-        f"Layout/large/{s}.txt" for s in ("trn", "val", "test")]
+    wanted = (
+        ["JPEGImages"]
+        + [f"PairAnnotation/{s}" for s in ("trn", "val", "test")]
+        + [f"Layout/large/{s}.txt" for s in ("trn", "val", "test")]
+    )
     return [w for w in wanted if not (root / w).exists()]
-

@@ -48,10 +48,7 @@ SPLIT_CODES = {"train": 0, "val": 1, "test": 2, "all": 3}
 GENERATED = "generated"  # the images / root value that asks for procedural images
 
 
-
 ImageSource = Union[Path, GeneratedImage]
-
-
 
 
 @dataclass
@@ -62,8 +59,6 @@ class Warp:
     brightness: float  # multiplicative
     contrast: float  # about the image mean
     gains: np.ndarray  # (3,) per-channel colour gains
-
-
 
 
 def resolve_images(
@@ -94,13 +89,9 @@ def resolve_images(
     return list(list_image_files(source))
 
 
-
-
 def pixel_normalizer(size: int) -> np.ndarray:
     """(3, 3) map of pixel coordinates (centres at integers) to [-1, 1] (grid_sample, align_corners=False)."""
     return np.array([[2.0 / size, 0.0, 1.0 / size - 1.0], [0.0, 2.0 / size, 1.0 / size - 1.0], [0.0, 0.0, 1.0]])
-
-
 
 
 def random_homography(
@@ -125,15 +116,11 @@ def random_homography(
     return np.linalg.inv(norm) @ affine @ persp @ norm
 
 
-
-
 def apply_homography(homography: np.ndarray, points: np.ndarray) -> np.ndarray:
     """(N, 2) points (x, y) → (N, 2) through a (3, 3) homography."""
     ones = np.ones((len(points), 1))
     mapped = np.concatenate([points, ones], axis=1) @ homography.T  # (N, 3)
     return mapped[:, :2] / mapped[:, 2:3]
-
-
 
 
 def warp_image(image: torch.Tensor, homography: np.ndarray) -> torch.Tensor:
@@ -152,8 +139,6 @@ def warp_image(image: torch.Tensor, homography: np.ndarray) -> torch.Tensor:
     return out[0]  # (C, S, S)
 
 
-
-
 def photometric(image: torch.Tensor, warp: Warp) -> torch.Tensor:
     """Brightness, contrast and colour gains on a (3, H, W) image in [0, 1]."""
     out = image * warp.brightness
@@ -161,8 +146,6 @@ def photometric(image: torch.Tensor, warp: Warp) -> torch.Tensor:
     out = (out - mean) * warp.contrast + mean
     out = out * torch.as_tensor(warp.gains, dtype=image.dtype)[:, None, None]
     return out.clamp(0.0, 1.0)
-
-
 
 
 def source_points(rng: np.random.Generator, size: int, num_points: int, mode: str) -> np.ndarray:
@@ -175,8 +158,6 @@ def source_points(rng: np.random.Generator, size: int, num_points: int, mode: st
     if mode == "random":
         return rng.uniform(0.0, size - 1.0, size=(num_points, 2))
     raise DataError(f"synthetic point_mode must be grid or random; got {mode!r}")
-
-
 
 
 class SyntheticPairs(PairDataset):

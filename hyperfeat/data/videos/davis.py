@@ -27,7 +27,6 @@ from hyperfeat.video.frames import VideoFrames, read_frame_files
 VOID_ID = 255  # DAVIS marks "do not evaluate" pixels with 255 in some releases
 
 
-
 # Sequences inherited from DAVIS-2016 that are multi-object in DAVIS-2017, but whose masks in
 # the shared subset are the union of the objects (one object id). Multi-object J&F is exact
 # only on the other sequences; report foreground J&F on all of them.
@@ -44,13 +43,9 @@ DAVIS_MERGED_SEQUENCES: frozenset[str] = frozenset(
 )
 
 
-
-
 def multi_object_exact(sequence: str) -> bool:
     """Whether the sequence's multi-object masks are exact (not in :data:`DAVIS_MERGED_SEQUENCES`)."""
     return sequence not in DAVIS_MERGED_SEQUENCES
-
-
 
 
 def read_mask(path: PathLike) -> torch.Tensor:
@@ -71,8 +66,6 @@ def read_mask(path: PathLike) -> torch.Tensor:
     return torch.from_numpy(array)
 
 
-
-
 def merge_objects(masks: torch.Tensor) -> torch.Tensor:
     """Object-id masks → foreground masks (every object becomes id 1; void stays void)."""
     merged = (masks > 0).long()
@@ -80,13 +73,9 @@ def merge_objects(masks: torch.Tensor) -> torch.Tensor:
     return merged
 
 
-
-
 def object_ids(mask: torch.Tensor) -> list[int]:
     """Object ids present in a mask, without background (0) and void (255), sorted."""
     return [int(v) for v in torch.unique(mask).tolist() if v not in (0, VOID_ID)]
-
-
 
 
 @dataclass
@@ -110,8 +99,6 @@ class DavisSequence:
 
     def __len__(self) -> int:
         return int(self.frames.shape[0])
-
-
 
 
 class DavisDataset(VideoDataset):
@@ -197,9 +184,13 @@ class DavisDataset(VideoDataset):
             raise DataError(f"first-frame annotation of DAVIS sequence {sequence!r} not found: {mask_files[0]}")
         missing = [p for p, here in zip(mask_files, present) if not here]
         if missing and any(present[1:]):  # some annotations past frame 0 but not all: a damaged copy
-            warnings.warn(f"DAVIS sequence {sequence!r}: {len(missing)} of {len(mask_files)} annotation files are "
-                          f"missing (e.g. {missing[0]}); only the first frame's mask is used, the sequence "
-                          f"cannot be scored", UserWarning, stacklevel=2)
+            warnings.warn(
+                f"DAVIS sequence {sequence!r}: {len(missing)} of {len(mask_files)} annotation files are "
+                f"missing (e.g. {missing[0]}); only the first frame's mask is used, the sequence "
+                f"cannot be scored",
+                UserWarning,
+                stacklevel=2,
+            )
         use = mask_files if all(present) else mask_files[:1]
         masks = torch.stack([read_mask(p) for p in use])  # (T, H, W)
         mask_size = (int(masks.shape[-1]), int(masks.shape[-2]))
@@ -220,8 +211,6 @@ class DavisDataset(VideoDataset):
             multi_object_exact=multi_object_exact(sequence),
             missing_masks=missing,
         )
-
-
 
 
 def davis_from_config(data_cfg, split_key: str = "val_split") -> DavisDataset:

@@ -40,8 +40,6 @@ JOINT_NAMES = (
 )  # fmt: skip
 
 
-
-
 def read_joints(path: PathLike, one_based: bool = True) -> torch.Tensor:
     """``joint_positions.mat`` → (T, 15, 2) float32 xy (0-based pixels when ``one_based``)."""
     path = Path(path)
@@ -52,20 +50,14 @@ def read_joints(path: PathLike, one_based: bool = True) -> torch.Tensor:
     return joints - 1.0 if one_based else joints
 
 
-
-
 def person_boxes(joints: torch.Tensor) -> torch.Tensor:
     """Tight box of the joints per frame: (T, 15, 2) → (T, 4) [x1, y1, x2, y2]."""
     return torch.cat([joints.amin(dim=-2), joints.amax(dim=-2)], dim=-1)
 
 
-
-
 def box_sizes(boxes: torch.Tensor) -> torch.Tensor:
     """max(box w, box h) per box: (..., 4) → (...); the PCK reference length."""
     return torch.maximum(boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1])
-
-
 
 
 @dataclass
@@ -84,8 +76,6 @@ class JhmdbClip:
 
     def __len__(self) -> int:
         return int(self.frames.shape[0])
-
-
 
 
 class JhmdbDataset(VideoDataset):
@@ -136,7 +126,9 @@ class JhmdbDataset(VideoDataset):
             return names
         path = Path(split) if Path(split).is_absolute() else self.root / split
         if not path.is_file():
-            raise DataError(f"JHMDB split {split!r}: expected train<k>/test<k> (k = 1..3) or a clip list file; {path} not found")
+            raise DataError(
+                f"JHMDB split {split!r}: expected train<k>/test<k> (k = 1..3) or a clip list file; {path} not found"
+            )
         return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
     @property
@@ -167,8 +159,6 @@ class JhmdbDataset(VideoDataset):
             size=video.size,
             frame_files=files,
         )
-
-
 
 
 def jhmdb_from_config(data_cfg, split_key: str = "test_split") -> JhmdbDataset:

@@ -67,7 +67,7 @@ def cut_out(image: Image.Image, mask: np.ndarray, longer_side: int) -> CutOut:
     scale = longer_side / max(w, h)
     new = (max(1, round(w * scale)), max(1, round(h * scale)))
     rgb = np.asarray(image.convert("RGB").crop(box).resize(new, Image.BILINEAR))
-    small = Image.fromarray(mask[box[1]:box[3], box[0]:box[2]].astype(np.uint8) * 255).resize(new, Image.NEAREST)
+    small = Image.fromarray(mask[box[1] : box[3], box[0] : box[2]].astype(np.uint8) * 255).resize(new, Image.NEAREST)
     return CutOut(rgb, np.asarray(small) > 127)
 
 
@@ -92,13 +92,14 @@ def _paste(frame: np.ndarray, layer: np.ndarray, piece: CutOut, offset: tuple[in
     fx0, fy0, fx1, fy1 = max(0, x0), max(0, y0), min(W, x0 + w), min(H, y0 + h)
     if fx0 >= fx1 or fy0 >= fy1:
         return
-    sub = piece.mask[fy0 - y0:fy1 - y0, fx0 - x0:fx1 - x0]
-    frame[fy0:fy1, fx0:fx1][sub] = piece.rgb[fy0 - y0:fy1 - y0, fx0 - x0:fx1 - x0][sub]
+    sub = piece.mask[fy0 - y0 : fy1 - y0, fx0 - x0 : fx1 - x0]
+    frame[fy0:fy1, fx0:fx1][sub] = piece.rgb[fy0 - y0 : fy1 - y0, fx0 - x0 : fx1 - x0][sub]
     layer[fy0:fy1, fx0:fx1] |= sub
 
 
-def smooth_path(num_frames: int, start: Sequence[float], end: Sequence[float], wobble: float,
-                rng: np.random.Generator) -> np.ndarray:
+def smooth_path(
+    num_frames: int, start: Sequence[float], end: Sequence[float], wobble: float, rng: np.random.Generator
+) -> np.ndarray:
     """(T, 2) integer xy: a straight line from ``start`` to ``end`` plus a sine of amplitude
     ``wobble`` px across it, eased in and out, rounded to whole pixels."""
     t = np.linspace(0.0, 1.0, num_frames)
@@ -168,8 +169,9 @@ def make_clip(
     points, occluded = points[keep], occluded[keep]
     queries = np.concatenate([np.zeros((len(points), 1)), points[:, 0]], 1)
     size = (int(frames.shape[2]), int(frames.shape[1]))  # (W, H)
-    return SyntheticTrackClip(name, frames, points.astype(np.float32), occluded, size, queries.astype(np.float32),
-                              object_masks)
+    return SyntheticTrackClip(
+        name, frames, points.astype(np.float32), occluded, size, queries.astype(np.float32), object_masks
+    )
 
 
 def _first_object(mask_path: Path) -> np.ndarray:
@@ -207,7 +209,7 @@ def davis_synthetic_clips(
         bg, obj, occ = rng.choice(names, size=3, replace=False)
         bg_files = sorted((frames_dir / bg).glob("*.jpg"))
         start = int(rng.integers(0, max(1, len(bg_files) - num_frames)))
-        files = bg_files[start:start + num_frames]
+        files = bg_files[start : start + num_frames]
         if len(files) < num_frames:
             files = (files * (num_frames // max(len(files), 1) + 1))[:num_frames]
         background = [Image.open(f).convert("RGB") for f in files]
@@ -216,5 +218,6 @@ def davis_synthetic_clips(
             mask_file = sorted((masks_dir / seq).glob("*.png"))[0]
             image = Image.open(frames_dir / seq / f"{mask_file.stem}.jpg").convert("RGB")
             piece.append(cut_out(image, _first_object(mask_file), int(fraction * min(size))))
-        yield make_clip(background, piece[0], piece[1], size, num_points, seed=seed * 1000 + index,
-                        name=f"{bg}+{obj}+{occ}")
+        yield make_clip(
+            background, piece[0], piece[1], size, num_points, seed=seed * 1000 + index, name=f"{bg}+{obj}+{occ}"
+        )

@@ -38,15 +38,11 @@ from hyperfeat.io import PathLike, safe_unpickle
 QUERY_MODES = ("first", "strided")
 
 
-
-
 @dataclass
 class TapVidVideo(TrackedVideo):
     """One TAP-Vid video (frames as torch tensors) and its place ``index`` in the data file."""
 
     index: int = -1
-
-
 
 
 @dataclass
@@ -63,8 +59,6 @@ class Queries:
     def targets(self, points: torch.Tensor, occluded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The ground truth of each query: points (Q, T, 2) and occluded (Q, T)."""
         return points[self.track], occluded[self.track]
-
-
 
 
 def sample_queries(points: torch.Tensor, occluded: torch.Tensor, mode: str = "first", stride: int = 5) -> Queries:
@@ -95,8 +89,6 @@ def sample_queries(points: torch.Tensor, occluded: torch.Tensor, mode: str = "fi
     return Queries(queries, track.long(), mode)
 
 
-
-
 def read_index_file(path: PathLike) -> dict[int, str]:
     """``tapvid_index_to_sequence.txt`` → {video index: DAVIS sequence name}."""
     path = Path(path)
@@ -113,13 +105,13 @@ def read_index_file(path: PathLike) -> dict[int, str]:
     return mapping
 
 
-
-
 def _dedupe_strided(entry: dict, where: str) -> tuple[np.ndarray, np.ndarray]:
     """Per-query-frame groups of a strided entry → unique tracks (N, T, 2) and occlusion (N, T)."""
     for key in ("target_points", "occluded"):
         if not isinstance(entry.get(key), dict):
-            raise DataError(f"{where}: expected a dict {key!r} keyed by query frame; got {type(entry.get(key)).__name__}")
+            raise DataError(
+                f"{where}: expected a dict {key!r} keyed by query frame; got {type(entry.get(key)).__name__}"
+            )
     tracks: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
     for frame in sorted(entry["target_points"]):
         points = np.asarray(entry["target_points"][frame], dtype=np.float64)
@@ -139,8 +131,6 @@ def _dedupe_strided(entry: dict, where: str) -> tuple[np.ndarray, np.ndarray]:
     if len(lengths) != 1:
         raise DataError(f"{where}: tracks of different lengths {sorted(lengths)}")
     return np.stack([t for t, _ in tracks.values()]), np.stack([o for _, o in tracks.values()])
-
-
 
 
 class TapVidDavis(VideoDataset):
@@ -205,7 +195,9 @@ class TapVidDavis(VideoDataset):
                     raise DataError(f"{where}: videos[{position}] is not a dict with 'target_points'")
                 video_idx = int(entry.get("video_idx", position))
                 if video_idx not in index:
-                    raise DataError(f"{where}: video_idx {video_idx} is not in the index file (indices {sorted(index)})")
+                    raise DataError(
+                        f"{where}: video_idx {video_idx} is not in the index file (indices {sorted(index)})"
+                    )
                 points, occluded = _dedupe_strided(entry, f"{where} videos[{position}]")
                 size = (int(entry["w"]), int(entry["h"])) if "w" in entry and "h" in entry else None
                 entries[index[video_idx]] = (video_idx, points, occluded, size, None)
@@ -228,7 +220,6 @@ class TapVidDavis(VideoDataset):
             f"{where}: unknown TAP-Vid pickle layout ({kind}, keys {keys}); expected {{'videos': [...]}} "
             f"(strided) or {{name: {{'video', 'points', 'occluded'}}}} (official)"
         )
-
 
     def frame_files(self, name: str, num_frames: int) -> list[Path]:
         """The first ``num_frames`` DAVIS frame files of sequence ``name``."""
@@ -255,7 +246,9 @@ class TapVidDavis(VideoDataset):
             frame_tensor = torch.from_numpy(np.stack(arrays))  # (T, H, W, 3) uint8
             found = (int(frame_tensor.shape[2]), int(frame_tensor.shape[1]))
             if size is not None and found != size:
-                raise DataError(f"TAP-Vid video {name!r}: tracks are for frames of {size} (W, H) but {files[0]} is {found}")
+                raise DataError(
+                    f"TAP-Vid video {name!r}: tracks are for frames of {size} (W, H) but {files[0]} is {found}"
+                )
             size = found
         if size is None:
             first = self.frame_files(name, 1)[0]
@@ -268,8 +261,6 @@ class TapVidDavis(VideoDataset):
             occluded=torch.from_numpy(occluded[:, :num_frames]).bool(),
             size=size,
         )
-
-
 
 
 def tapvid_from_config(data_cfg) -> TapVidDavis:

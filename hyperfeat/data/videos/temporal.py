@@ -39,6 +39,7 @@ from hyperfeat.geometry import inside_image, rescale_points
 from hyperfeat.images import resize_for_backbone
 from hyperfeat.io import FRAME_SUFFIXES, READABLE_VIDEO_SUFFIXES, PathLike
 
+
 def _split_id(split: str) -> int:
     """The split's code in the item seeds, the synthetic pairs' own (``SPLIT_CODES``)."""
     if split not in SPLIT_CODES:
@@ -86,8 +87,16 @@ class TrackPairs(Dataset):
     Items follow :data:`hyperfeat.data.pairs.PAIR_KEYS` (the target bbox is NaN: PCK by image size).
     """
 
-    def __init__(self, clips: Sequence[TrackedVideo], load_size: int, pairs_per_clip: int = 16, max_delta: int = 8,
-                 seed: int = 0, split: str = "train", max_points: Optional[int] = None):
+    def __init__(
+        self,
+        clips: Sequence[TrackedVideo],
+        load_size: int,
+        pairs_per_clip: int = 16,
+        max_delta: int = 8,
+        seed: int = 0,
+        split: str = "train",
+        max_points: Optional[int] = None,
+    ):
         if not clips:
             raise DataError("TrackPairs: no clips given")
         self.pairs_per_clip, self.max_delta = _at_least(1, pairs_per_clip=pairs_per_clip, max_delta=max_delta)
@@ -95,10 +104,16 @@ class TrackPairs(Dataset):
         self.max_points = int(max_points) if max_points else None
         for clip in self.clips:
             frames, points, occluded = (_as_numpy(clip.frames), _as_numpy(clip.points), _as_numpy(clip.occluded))
-            if frames.ndim != 4 or points.ndim != 3 or occluded.shape != points.shape[:2] \
-                    or points.shape[1] != frames.shape[0]:
-                raise DataError(f"clip {clip.name!r}: expected frames (T, H, W, 3), points (N, T, 2) and occluded "
-                                f"(N, T); got {frames.shape}, {points.shape} and {occluded.shape}")
+            if (
+                frames.ndim != 4
+                or points.ndim != 3
+                or occluded.shape != points.shape[:2]
+                or points.shape[1] != frames.shape[0]
+            ):
+                raise DataError(
+                    f"clip {clip.name!r}: expected frames (T, H, W, 3), points (N, T, 2) and occluded "
+                    f"(N, T); got {frames.shape}, {points.shape} and {occluded.shape}"
+                )
 
     def __len__(self) -> int:
         return len(self.clips) * self.pairs_per_clip
@@ -123,8 +138,14 @@ class TrackPairs(Dataset):
             points, occluded = points[: self.max_points], occluded[: self.max_points]
         size = (int(frames.shape[2]), int(frames.shape[1]))  # (W, H)
         src, tgt = points[:, t], points[:, u]  # (N, 2) original pixels
-        valid = ~occluded[:, t] & ~occluded[:, u] & inside_image(src, size) & inside_image(tgt, size) \
-            & torch.isfinite(src).all(1) & torch.isfinite(tgt).all(1)
+        valid = (
+            ~occluded[:, t]
+            & ~occluded[:, u]
+            & inside_image(src, size)
+            & inside_image(tgt, size)
+            & torch.isfinite(src).all(1)
+            & torch.isfinite(tgt).all(1)
+        )
         frame = (self.load_size, self.load_size)
         return {
             "source_image": _backbone_frame(frames[t], self.load_size),  # (3, L, L)
@@ -151,17 +172,27 @@ class VideoFolder:
     when one cannot be read. ``load(name)`` → frames (T, H, W, 3) uint8, the longer side at
     ``frame_size`` (None: original), the first ``max_frames`` (None: all)."""
 
-    def __init__(self, root: PathLike, frame_size: Optional[int] = None, max_frames: Optional[int] = None,
-                 names: Optional[Sequence[str]] = None):
+    def __init__(
+        self,
+        root: PathLike,
+        frame_size: Optional[int] = None,
+        max_frames: Optional[int] = None,
+        names: Optional[Sequence[str]] = None,
+    ):
         self.root = Path(root)
         if not self.root.is_dir():
             raise DataError(f"video folder not found: {self.root}")
-        entries = {p.name: p for p in sorted(self.root.iterdir())
-                   if (p.is_file() and p.suffix.lower() in READABLE_VIDEO_SUFFIXES)
-                   or (p.is_dir() and any(f.suffix.lower() in FRAME_SUFFIXES for f in p.iterdir()))}
+        entries = {
+            p.name: p
+            for p in sorted(self.root.iterdir())
+            if (p.is_file() and p.suffix.lower() in READABLE_VIDEO_SUFFIXES)
+            or (p.is_dir() and any(f.suffix.lower() in FRAME_SUFFIXES for f in p.iterdir()))
+        }
         if not entries:
-            raise DataError(f"no videos in {self.root}: expected video files ({', '.join(READABLE_VIDEO_SUFFIXES)}) "
-                            f"or folders of frames ({', '.join(FRAME_SUFFIXES)})")
+            raise DataError(
+                f"no videos in {self.root}: expected video files ({', '.join(READABLE_VIDEO_SUFFIXES)}) "
+                f"or folders of frames ({', '.join(FRAME_SUFFIXES)})"
+            )
         if names is not None:
             missing = [n for n in names if n not in entries]
             if missing:
@@ -195,8 +226,17 @@ class FrameClips(Dataset):
     left–right, where the walk ends (:func:`hyperfeat.train.losses.cycle_walk_loss`).
     """
 
-    def __init__(self, videos: VideoFolder, load_size: int, clip_length: int = 4, max_stride: int = 4,
-                 clips_per_video: int = 8, seed: int = 0, split: str = "train", mirrored_home: bool = False):
+    def __init__(
+        self,
+        videos: VideoFolder,
+        load_size: int,
+        clip_length: int = 4,
+        max_stride: int = 4,
+        clips_per_video: int = 8,
+        seed: int = 0,
+        split: str = "train",
+        mirrored_home: bool = False,
+    ):
         (self.clip_length,) = _at_least(2, why=" (a walk needs two frames)", clip_length=clip_length)
         self.max_stride, self.clips_per_video = _at_least(1, max_stride=max_stride, clips_per_video=clips_per_video)
         self.videos, self.load_size, self.seed, self.split_id = videos, int(load_size), int(seed), _split_id(split)
@@ -240,8 +280,9 @@ def collate_clips(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
 # from the config
 
 
-def _names_split(names: Sequence[str], split: str, explicit: Optional[Sequence[str]], val_fraction: float,
-                 seed: int, what: str) -> list[str]:
+def _names_split(
+    names: Sequence[str], split: str, explicit: Optional[Sequence[str]], val_fraction: float, seed: int, what: str
+) -> list[str]:
     """The names of ``split``: the explicit list, else a seeded hold-out of ``val_fraction`` (val/test)."""
     names = sorted(names)
     if explicit is not None:
@@ -257,7 +298,6 @@ def _names_split(names: Sequence[str], split: str, explicit: Optional[Sequence[s
     return [names[i] for i in sorted(chosen)]
 
 
-
 def davis_track_clips(data_cfg: Any, split: str) -> list:
     """The synthetic tracking clips of one split: background, object and occluder all from the
     split's DAVIS sequences (``<split>_sequences``, else a seeded ``val_fraction`` hold-out)."""
@@ -269,12 +309,26 @@ def davis_track_clips(data_cfg: Any, split: str) -> list:
         raise DataError(f"DAVIS frames not found: {frames_dir} (expected a DAVIS-2017 folder as data.root)")
     names = [p.name for p in frames_dir.iterdir() if (root / "Annotations" / "480p" / p.name).is_dir()]
     seed = int(block_value(data_cfg, "seed", 0))
-    chosen = _names_split(names, split, block_value(data_cfg, f"{split}_sequences"), float(block_value(data_cfg, "val_fraction", 0.3)),
-                          seed, f"data.{split}_sequences")
+    chosen = _names_split(
+        names,
+        split,
+        block_value(data_cfg, f"{split}_sequences"),
+        float(block_value(data_cfg, "val_fraction", 0.3)),
+        seed,
+        f"data.{split}_sequences",
+    )
     size = tuple(int(v) for v in block_value(data_cfg, "size", [256, 192]))
-    return list(davis_synthetic_clips(root, int(block_value(data_cfg, "num_clips", 8)), int(block_value(data_cfg, "num_frames", 24)),
-                                      size, int(block_value(data_cfg, "num_points", 64)), seed=seed * 10 + _split_id(split),
-                                      sequences=chosen))
+    return list(
+        davis_synthetic_clips(
+            root,
+            int(block_value(data_cfg, "num_clips", 8)),
+            int(block_value(data_cfg, "num_frames", 24)),
+            size,
+            int(block_value(data_cfg, "num_points", 64)),
+            seed=seed * 10 + _split_id(split),
+            sequences=chosen,
+        )
+    )
 
 
 def tapvid_track_clips(data_cfg: Any, split: str) -> list:
@@ -282,11 +336,20 @@ def tapvid_track_clips(data_cfg: Any, split: str) -> list:
     from hyperfeat.data.videos.tapvid import TapVidDavis
 
     davis_root = block_value(data_cfg, "davis_root")
-    full = TapVidDavis(block_value(data_cfg, "root"), pickle_name=str(block_value(data_cfg, "pickle", "tapvid_davis_data_strided_32.pkl")),
-                       davis_root=davis_root, max_frames=block_value(data_cfg, "max_frames"))
-    chosen = _names_split(full.names, split, block_value(data_cfg, f"{split}_sequences"),
-                          float(block_value(data_cfg, "val_fraction", 0.3)), int(block_value(data_cfg, "seed", 0)),
-                          f"data.{split}_sequences")
+    full = TapVidDavis(
+        block_value(data_cfg, "root"),
+        pickle_name=str(block_value(data_cfg, "pickle", "tapvid_davis_data_strided_32.pkl")),
+        davis_root=davis_root,
+        max_frames=block_value(data_cfg, "max_frames"),
+    )
+    chosen = _names_split(
+        full.names,
+        split,
+        block_value(data_cfg, f"{split}_sequences"),
+        float(block_value(data_cfg, "val_fraction", 0.3)),
+        int(block_value(data_cfg, "seed", 0)),
+        f"data.{split}_sequences",
+    )
     return [full.load(name) for name in chosen]
 
 
@@ -302,22 +365,46 @@ def build_temporal_dataset(data_cfg: Any, split: str, load_size: int) -> Dataset
         raise ConfigError(f"data.name must be one of {', '.join(TEMPORAL_DATASETS)} here; got {name!r}")
     which = block_value(data_cfg, f"{split}_split")
     if which is None:
-        raise ConfigError(f"data.{split}_split is null for data set {name!r}: it has no {split} data here; "
-                          f"set data.{split}_split (train | val | test | all)")
+        raise ConfigError(
+            f"data.{split}_split is null for data set {name!r}: it has no {split} data here; "
+            f"set data.{split}_split (train | val | test | all)"
+        )
     which = str(which)
     seed = int(block_value(data_cfg, "seed", 0))
     if name == "video_folder":
         root = block_value(data_cfg, "root")
         everything = VideoFolder(root)
-        chosen = _names_split(everything.names, which, block_value(data_cfg, f"{split}_videos"),
-                              float(block_value(data_cfg, "val_fraction", 0.2)), seed, f"data.{split}_videos")
-        videos = VideoFolder(root, block_value(data_cfg, "frame_size"), block_value(data_cfg, "max_frames"), names=chosen)
-        return FrameClips(videos, load_size, int(block_value(data_cfg, "clip_length", 4)), int(block_value(data_cfg, "max_stride", 4)),
-                          int(block_value(data_cfg, "clips_per_video", 8)), seed, which,
-                          bool(block_value(data_cfg, "mirrored_home", False)))
+        chosen = _names_split(
+            everything.names,
+            which,
+            block_value(data_cfg, f"{split}_videos"),
+            float(block_value(data_cfg, "val_fraction", 0.2)),
+            seed,
+            f"data.{split}_videos",
+        )
+        videos = VideoFolder(
+            root, block_value(data_cfg, "frame_size"), block_value(data_cfg, "max_frames"), names=chosen
+        )
+        return FrameClips(
+            videos,
+            load_size,
+            int(block_value(data_cfg, "clip_length", 4)),
+            int(block_value(data_cfg, "max_stride", 4)),
+            int(block_value(data_cfg, "clips_per_video", 8)),
+            seed,
+            which,
+            bool(block_value(data_cfg, "mirrored_home", False)),
+        )
     clips = TEMPORAL_DATASETS[name](data_cfg, which)
-    return TrackPairs(clips, load_size, int(block_value(data_cfg, "pairs_per_clip", 16)), int(block_value(data_cfg, "max_delta", 8)),
-                      seed, which, block_value(data_cfg, "max_points"))
+    return TrackPairs(
+        clips,
+        load_size,
+        int(block_value(data_cfg, "pairs_per_clip", 16)),
+        int(block_value(data_cfg, "max_delta", 8)),
+        seed,
+        which,
+        block_value(data_cfg, "max_points"),
+    )
 
 
 TEMPORAL_DATASETS = {"davis_tracks": davis_track_clips, "tapvid_tracks": tapvid_track_clips, "video_folder": None}

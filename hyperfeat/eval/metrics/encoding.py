@@ -12,8 +12,6 @@ from hyperfeat.errors import DataError
 NAME_BYTES = 64  # longest category / sequence name, in UTF-8 bytes
 
 
-
-
 # ---------------------------------------------------------------------------- shared helpers
 
 
@@ -29,12 +27,8 @@ def _encode_name(name: str, what: str) -> torch.Tensor:
     return row
 
 
-
-
 def _decode_names(rows: torch.Tensor) -> list[str]:
     return [bytes(r).rstrip(b"\0").decode("utf-8") for r in rows.cpu().tolist()]
-
-
 
 
 def _as_numpy(x: torch.Tensor | np.ndarray, name: str) -> np.ndarray:
@@ -43,8 +37,6 @@ def _as_numpy(x: torch.Tensor | np.ndarray, name: str) -> np.ndarray:
     if isinstance(x, np.ndarray):
         return x
     raise DataError(f"{name} must be a tensor or numpy array; got {type(x).__name__}")
-
-
 
 
 def _scalar(value: float) -> torch.Tensor:

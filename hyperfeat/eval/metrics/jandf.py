@@ -29,8 +29,6 @@ def region_similarity(gt: np.ndarray, pred: np.ndarray) -> np.ndarray:
     return np.where(union == 0, 1.0, inter / np.maximum(union, 1))
 
 
-
-
 def seg2bmap(seg: np.ndarray) -> np.ndarray:
     """One-pixel boundary map (H, W) bool of a mask, as the DAVIS toolkit's ``seg2bmap``.
 
@@ -47,8 +45,6 @@ def seg2bmap(seg: np.ndarray) -> np.ndarray:
     b[:, -1] = seg[:, -1] ^ s[:, -1]
     b[-1, -1] = False
     return b
-
-
 
 
 def disk_dilate(mask: np.ndarray, radius: int) -> np.ndarray:
@@ -76,15 +72,11 @@ def disk_dilate(mask: np.ndarray, radius: int) -> np.ndarray:
     return out
 
 
-
-
 def boundary_tolerance(size_hw: tuple[int, int], bound_th: float = 0.008) -> int:
     """Match radius in pixels: ``bound_th`` itself if ≥ 1, else ceil(bound_th · image diagonal)."""
     if bound_th >= 1:
         return int(bound_th)
     return int(math.ceil(bound_th * math.hypot(*size_hw)))
-
-
 
 
 def _crop_box(a: np.ndarray, b: np.ndarray, pad: int) -> tuple[slice, slice]:
@@ -94,8 +86,6 @@ def _crop_box(a: np.ndarray, b: np.ndarray, pad: int) -> tuple[slice, slice]:
     rows = slice(max(ys.min() - pad, 0), min(ys.max() + pad + 1, h))
     cols = slice(max(xs.min() - pad, 0), min(xs.max() + pad + 1, w))
     return rows, cols
-
-
 
 
 def boundary_f(gt: np.ndarray, pred: np.ndarray, bound_th: float = 0.008) -> float:
@@ -112,8 +102,6 @@ def boundary_f(gt: np.ndarray, pred: np.ndarray, bound_th: float = 0.008) -> flo
     return 0.0 if precision + recall == 0 else float(2 * precision * recall / (precision + recall))
 
 
-
-
 def db_statistics(values: np.ndarray) -> tuple[float, float, float]:
     """(mean, recall = fraction > 0.5, decay) of per-frame values, as the DAVIS toolkit.
 
@@ -125,8 +113,6 @@ def db_statistics(values: np.ndarray) -> tuple[float, float, float]:
     edges = (np.round(np.linspace(1, len(values), 5) + 1e-10) - 1).astype(np.int64)
     bins = [values[edges[i] : edges[i + 1] + 1] for i in range(4)]
     return mean, recall, float(np.nanmean(bins[0]) - np.nanmean(bins[3]))
-
-
 
 
 class JandF(Metric):

@@ -35,8 +35,6 @@ def _pck_thresholds(alphas: torch.Tensor, bbox_xyxy: torch.Tensor | None, image_
     return img, alphas * torch.maximum(box[2] - box[0], box[3] - box[1])
 
 
-
-
 def _valid_distances(
     pred_xy: torch.Tensor, target_xy: torch.Tensor, valid: torch.Tensor | None, category: str
 ) -> torch.Tensor:
@@ -54,8 +52,6 @@ def _valid_distances(
     if not torch.isfinite(dist).all():
         raise DataError(f"a pair of category {category!r} has non-finite valid points")
     return dist
-
-
 
 
 class PCK(Metric):

@@ -25,8 +25,6 @@ TAPVID_THRESHOLDS = (1, 2, 4, 8, 16)
 TAPVID_SIZE = 256  # tracks are compared in a 256 × 256 frame
 
 
-
-
 def _tapvid_eval_mask(query_frames: np.ndarray, num_frames: int, query_mode: str) -> np.ndarray:
     """(N, T) frames scored for each query: after the query frame ("first"), or all but it ("strided")."""
     frames = np.arange(num_frames)[None]  # (1, T)
@@ -34,11 +32,13 @@ def _tapvid_eval_mask(query_frames: np.ndarray, num_frames: int, query_mode: str
     return frames > q if query_mode == "first" else frames != q
 
 
-
-
 def tapvid_video_metrics(
-    query_points: np.ndarray, gt_tracks: np.ndarray, gt_occluded: np.ndarray,
-    pred_tracks: np.ndarray, pred_occluded: np.ndarray, query_mode: str,
+    query_points: np.ndarray,
+    gt_tracks: np.ndarray,
+    gt_occluded: np.ndarray,
+    pred_tracks: np.ndarray,
+    pred_occluded: np.ndarray,
+    query_mode: str,
 ) -> dict[str, float]:
     """The TAP-Vid metrics of one video, tracks already in the 256 × 256 frame (official formulas).
 
@@ -66,16 +66,12 @@ def tapvid_video_metrics(
     return out
 
 
-
-
 TAPVID_KEYS = (
     ("occlusion_accuracy",)
     + tuple(f"pts_within_{d}" for d in TAPVID_THRESHOLDS)
     + tuple(f"jaccard_{d}" for d in TAPVID_THRESHOLDS)
     + ("average_jaccard", "average_pts_within_thresh")
 )
-
-
 
 
 class TapVidMetrics(Metric):
@@ -113,16 +109,24 @@ class TapVidMetrics(Metric):
         pred_occluded: torch.Tensor | np.ndarray,
         frame_size_wh: Sequence[int],
     ) -> None:
-        q, gt, pred = (_as_numpy(x, n).astype(np.float64) for x, n in
-                       ((query_points, "query_points"), (gt_tracks, "gt_tracks"), (pred_tracks, "pred_tracks")))
+        q, gt, pred = (
+            _as_numpy(x, n).astype(np.float64)
+            for x, n in ((query_points, "query_points"), (gt_tracks, "gt_tracks"), (pred_tracks, "pred_tracks"))
+        )
         gt_occ, pred_occ = _as_occlusion(gt_occluded, "gt_occluded"), _as_occlusion(pred_occluded, "pred_occluded")
         _check_tracks(q, gt, gt_occ, pred, pred_occ)
         w, h = frame_size_wh
         if not (w > 0 and h > 0):
             raise DataError(f"frame_size_wh must be positive (W, H); got {tuple(frame_size_wh)}")
         to_256 = (TAPVID_SIZE, TAPVID_SIZE)
-        video = tapvid_video_metrics(q, rescale_points(gt, (w, h), to_256), gt_occ,
-                                     rescale_points(pred, (w, h), to_256), pred_occ, self.query_mode)
+        video = tapvid_video_metrics(
+            q,
+            rescale_points(gt, (w, h), to_256),
+            gt_occ,
+            rescale_points(pred, (w, h), to_256),
+            pred_occ,
+            self.query_mode,
+        )
         row = torch.tensor([[video[k] for k in TAPVID_KEYS]], dtype=torch.float64)
         self.video_stats.append(row.to(self.device))
 
@@ -135,15 +139,11 @@ class TapVidMetrics(Metric):
         return out
 
 
-
-
 def _as_occlusion(x: torch.Tensor | np.ndarray, name: str) -> np.ndarray:
     arr = _as_numpy(x, name)
     if arr.dtype != bool and not np.isin(arr, (0, 1)).all():
         raise DataError(f"{name} must be boolean (or 0/1) occlusion flags; got values {np.unique(arr)[:5]}")
     return arr.astype(bool)
-
-
 
 
 def _check_tracks(q: np.ndarray, gt: np.ndarray, gt_occ: np.ndarray, pred: np.ndarray, pred_occ: np.ndarray) -> None:
