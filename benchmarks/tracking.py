@@ -3,7 +3,7 @@ real footage (second table): every registered tracker, the coherent tracker with
 switched off, and the trivial baselines on the same queries, TAP-Vid metrics (query mode "first").
 
 Real: the 30 TAP-Vid-DAVIS clips (32 frames, 480p tracks) described once by the weight-free
-classical describer (:class:`hyperfeat.describe.classical.ClassicalDescriber`, 256 px, a 64 × 64
+classical describer (:class:`hyperfeat.describe.daisy.DaisyDescriber`, 256 px, a 64 × 64
 grid); the clips are split alphabetically into a *chosen* half (even places: every default of the
 trackers was chosen there, the visibility weights fitted there) and a *held-out* half (odd
 places), and the table gives all 30, the chosen and the held-out half. Beside each tracker: the
@@ -68,11 +68,9 @@ def split(names: list[str]) -> dict[str, list[str]]:
 
 def classical_describer():
     from hyperfeat.config import load_config
-    from hyperfeat.describe.classical import ClassicalDescriber
+    from hyperfeat.describe.daisy import DaisyDescriber
 
-    return ClassicalDescriber(
-        load_config(overrides=["backbone=tiny", "features.load_size=256", "video.frame_size=null"])
-    )
+    return DaisyDescriber(load_config(overrides=["backbone=tiny", "features.load_size=256", "video.frame_size=null"]))
 
 
 def tapvid_clips(cache: Path, limit: Optional[int]) -> dict[str, dict]:

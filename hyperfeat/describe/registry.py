@@ -116,9 +116,9 @@ def _patches(cfg, backbone, weights):
 
 
 def _classical(cfg, backbone, weights):
-    from hyperfeat.describe.classical import ClassicalDescriber
+    from hyperfeat.describe.daisy import DaisyDescriber
 
-    return ClassicalDescriber(cfg)
+    return DaisyDescriber(cfg)
 
 
 def _local_stats(cfg, backbone, weights):

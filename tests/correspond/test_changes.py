@@ -254,12 +254,12 @@ def davis_tracks():
     analysis' own tracker and the weight-free classical describer."""
     from hyperfeat.config import load_config
     from hyperfeat.data.videos.state_changes import davis_state_change_clip
-    from hyperfeat.describe.classical import ClassicalDescriber
+    from hyperfeat.describe.daisy import DaisyDescriber
     from hyperfeat.video.changes import mask_queries, track_for_changes
     from hyperfeat.video.run import describe_frames
 
     root = data_dir("davis2017")
-    d = ClassicalDescriber(load_config(overrides=["features.load_size=128"]))
+    d = DaisyDescriber(load_config(overrides=["features.load_size=128"]))
     out = {}
     for seq in SEQUENCES:
         base = davis_state_change_clip(root, seq, None, num_frames=24, frame_size=160)

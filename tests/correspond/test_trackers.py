@@ -12,7 +12,7 @@ import torch
 
 from hyperfeat.config import load_config
 from hyperfeat.correspond.track import DEFAULT_TRACKER, TRACKERS, settings_from_config, track
-from hyperfeat.describe.classical import ClassicalDescriber
+from hyperfeat.describe.daisy import DaisyDescriber
 from hyperfeat.errors import ConfigError, DataError
 from hyperfeat.video.frames import frame_describer
 from hyperfeat.video.online import Tracker
@@ -23,9 +23,9 @@ VELOCITY = (4, 2)  # px per frame of the clip below
 STEPS = 7
 
 
-def describer(*overrides: str) -> ClassicalDescriber:
+def describer(*overrides: str) -> DaisyDescriber:
     cfg = load_config(overrides=["backbone=tiny", "features.load_size=128", "video.frame_size=null", *overrides])
-    return ClassicalDescriber(cfg, stride=2)
+    return DaisyDescriber(cfg, stride=2)
 
 
 @pytest.fixture(scope="module")

@@ -64,7 +64,7 @@ def orientation_maps(luminance: torch.Tensor, orientations: int) -> torch.Tensor
     return projection.clamp(min=0)
 
 
-class ClassicalDescriber(Describer):
+class DaisyDescriber(Describer):
     """(B, 3, L, L) in [-1, 1] → (B, D, L / stride, L / stride): DAISY-style classical descriptors
     (see the module docstring). ``radii`` / ``sigmas`` in pixels of the L × L image, the centre
     sample first (radius 0)."""
