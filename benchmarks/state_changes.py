@@ -72,7 +72,7 @@ from hyperfeat.data.videos.state_changes import (  # noqa: E402
 )
 from hyperfeat.describe import registry  # noqa: E402
 from hyperfeat.eval.table import format_table  # noqa: E402
-from hyperfeat.video.changes import mask_queries, track_for_changes  # noqa: E402
+from hyperfeat.video.changes import change_queries, track_for_changes  # noqa: E402
 from hyperfeat.video.queries import in_mask  # noqa: E402
 from hyperfeat.video.run import describe_frames  # noqa: E402
 
@@ -156,7 +156,7 @@ def prepare(
     obj_all = _resize_masks(seq_data.masks != 0, size_hw)
     frames, obj = seq_data.frames[:num_frames], obj_all[:num_frames]
     clips = make_clips(frames, obj, seq)
-    queries, is_ref = mask_queries(obj[0], size, grid)
+    queries, is_ref = change_queries(obj[0], size, grid)
     desc = {name: describe_frames(d, c.frames, cache_dir=None, progress=False) for name, c in clips.items()}
     cfg = d.cfg
     base_tracks, base_vis = track_for_changes(desc["unchanged"], queries, size, cfg, settings)

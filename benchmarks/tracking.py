@@ -3,8 +3,8 @@ real footage (second table): every registered tracker, the coherent tracker with
 switched off, and the trivial baselines on the same queries, TAP-Vid metrics (query mode "first").
 
 Real: the 30 TAP-Vid-DAVIS clips (32 frames, 480p tracks) described once by the weight-free
-classical describer (:class:`hyperfeat.describe.daisy.DaisyDescriber`, 256 px, a 64 × 64
-grid); the clips are split alphabetically into a *chosen* half (even places: every default of the
+classical describer (registered as ``classical``: :class:`hyperfeat.describe.daisy.DaisyDescriber`;
+256 px, a 64 × 64 grid); the clips are split alphabetically into a *chosen* half (even places: every default of the
 trackers was chosen there, the visibility weights fitted there) and a *held-out* half (odd
 places), and the table gives all 30, the chosen and the held-out half. Beside each tracker: the
 same tracks called all visible (``AJ all-vis``, ``OA all-vis``: what its visibility decision is
@@ -67,10 +67,10 @@ def split(names: list[str]) -> dict[str, list[str]]:
 
 
 def classical_describer():
-    from hyperfeat.config import load_config
-    from hyperfeat.describe.daisy import DaisyDescriber
+    """The registered ``classical`` describer at 256 px (a 64 × 64 grid), frames taken as they are."""
+    from hyperfeat.describe import registry
 
-    return DaisyDescriber(load_config(overrides=["backbone=tiny", "features.load_size=256", "video.frame_size=null"]))
+    return registry.build("classical", ["backbone=tiny", "features.load_size=256", "video.frame_size=null"])
 
 
 def tapvid_clips(cache: Path, limit: Optional[int]) -> dict[str, dict]:
@@ -144,10 +144,10 @@ def standing_still(desc: torch.Tensor, queries: torch.Tensor, size) -> tuple[tor
 
 
 def registered(name: str, settings) -> Callable:
-    from hyperfeat.correspond.track import track
+    from hyperfeat.correspond.track import track_descriptors
 
     def run(desc, queries, size):
-        tracks, visible, _ = track(desc, queries, size, name, settings)
+        tracks, visible, _ = track_descriptors(desc, queries, size, name, settings)
         return tracks, visible
 
     return run
@@ -197,7 +197,7 @@ def picture(clips: dict[str, dict], name: str, out: Path) -> None:
     """Ground truth beside the default tracker's prediction on one real clip, four frames stacked."""
     from PIL import Image
 
-    from hyperfeat.correspond.track import track
+    from hyperfeat.correspond.track import track_descriptors
     from hyperfeat.data.videos.tapvid import TapVidDavis
     from hyperfeat.video.frames import VideoFrames, frames_from_uint8, resize_frames
     from hyperfeat.viz.tracks import draw_tracks_vs_truth
@@ -207,7 +207,7 @@ def picture(clips: dict[str, dict], name: str, out: Path) -> None:
     video = TapVidDavis(DATA_ROOT / "tapvid_davis", davis_root=DATA_ROOT / "davis2017").load(name)
     frames, scale = resize_frames(frames_from_uint8(video.frames), 480)
     view = VideoFrames(frames, size, (int(frames.shape[-1]), int(frames.shape[-2])), scale, [])
-    tracks, visible, _ = track(clip["desc"].float(), clip["queries"], size)
+    tracks, visible, _ = track_descriptors(clip["desc"].float(), clip["queries"], size)
     keep = torch.linspace(0, len(tracks) - 1, min(24, len(tracks))).round().long().unique()
     drawn = draw_tracks_vs_truth(
         view,

@@ -30,21 +30,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from hyperfeat.describe.base import Describer
-
-
-def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
-    """(B, C, H, W) → (B, C, H, W): separable Gaussian blur of std ``sigma`` pixels (replicated borders)."""
-    if sigma <= 0:
-        return maps
-    radius = max(1, int(math.ceil(3 * sigma)))
-    offsets = torch.arange(-radius, radius + 1, dtype=maps.dtype, device=maps.device)
-    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    channels = maps.shape[1]
-    padded = F.pad(maps, (radius, radius, 0, 0), mode="replicate")
-    maps = F.conv2d(padded, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
-    padded = F.pad(maps, (0, 0, radius, radius), mode="replicate")
-    return F.conv2d(padded, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
+from hyperfeat.model.classical import gaussian_blur
 
 
 def opponent_colour(images: torch.Tensor) -> torch.Tensor:
@@ -106,7 +92,7 @@ class DaisyDescriber(Describer):
 
     def identity(self) -> dict:
         return {
-            "describer": "classical-daisy-v1",
+            "describer": "classical-daisy-v2",
             "stride": self.stride,
             "orientations": self.orientations,
             "directions": self.directions,

@@ -28,7 +28,7 @@ from hyperfeat.video.frames import FrameSource, load_frames
 from hyperfeat.video.queries import grid_points, in_mask, mask_pixels
 
 
-def mask_queries(mask, size: tuple[int, int], grid: int, frame: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def change_queries(mask, size: tuple[int, int], grid: int, frame: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Points of a ``grid`` × ``grid`` lattice, split by a (H, W) mask of the frame size (nonzero:
     the object) → queries (N, 3) at ``frame`` and is_reference (N,) (True: outside the mask, the
     background points that normalise the drift). Grid points inside the mask come first; when the
@@ -55,9 +55,11 @@ def track_for_changes(
     and its ``video.trackers.<name>`` settings. desc (T, D, h, w) → tracks (N, T, 2), visible
     (N, T). The analysis then carries points that slipped by their neighbours' motion
     (``changes.coherent``)."""
-    from hyperfeat.correspond.track import settings_from_config, track
+    from hyperfeat.correspond.track import settings_from_config, track_descriptors
 
-    tracks, visible, _ = track(desc, queries, size, settings.tracker, settings_from_config(cfg, settings.tracker))
+    tracks, visible, _ = track_descriptors(
+        desc, queries, size, settings.tracker, settings_from_config(cfg, settings.tracker)
+    )
     return tracks, visible
 
 
@@ -102,7 +104,7 @@ def video_changes(
     if is_reference is not None and queries is None:
         raise DataError("is_reference goes with queries (a mask or grid sets its own references)")
     if mask is not None:
-        queries, is_reference = mask_queries(mask, video.original_size, int(grid or 16))
+        queries, is_reference = change_queries(mask, video.original_size, int(grid or 16))
     elif grid is not None:
         xy = grid_points(video.original_size, int(grid))
         queries = torch.cat([torch.zeros(len(xy), 1), xy], dim=1)

@@ -111,7 +111,7 @@ def _descriptors(
 def check_queries(queries: torch.Tensor, num_frames: int, size: tuple[int, int]) -> torch.Tensor:
     """Queries as an (N, 3) float tensor of (t, x, y) with t in [0, T) and (x, y) inside the frame
     of ``size`` (W, H); a :class:`DataError` names the first bad one."""
-    from hyperfeat.correspond.track.base import check_queries as check_query_rows
+    from hyperfeat.correspond.track.base import check_query_rows
 
     queries = torch.as_tensor(queries, dtype=torch.float32)
     if queries.ndim == 1 and queries.numel() == 3:
@@ -337,7 +337,7 @@ def track_video(
     memory are described as by :func:`describe_frames`. ``descriptors``: a (T, D, h, w) tensor or
     a store, skipping the describing. Queries and the tracker's settings are checked before any
     descriptor is computed."""
-    from hyperfeat.correspond.track import track as track_descriptors
+    from hyperfeat.correspond.track import track_descriptors
     from hyperfeat.video.stream import as_store
 
     tracker, settings = configured_tracker(describer.cfg)

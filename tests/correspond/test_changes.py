@@ -255,7 +255,7 @@ def davis_tracks():
     from hyperfeat.config import load_config
     from hyperfeat.data.videos.state_changes import davis_state_change_clip
     from hyperfeat.describe.daisy import DaisyDescriber
-    from hyperfeat.video.changes import mask_queries, track_for_changes
+    from hyperfeat.video.changes import change_queries, track_for_changes
     from hyperfeat.video.run import describe_frames
 
     root = data_dir("davis2017")
@@ -264,7 +264,7 @@ def davis_tracks():
     for seq in SEQUENCES:
         base = davis_state_change_clip(root, seq, None, num_frames=24, frame_size=160)
         size = (int(base.frames.shape[-1]), int(base.frames.shape[-2]))
-        q, ref = mask_queries(base.object[0], size, 16)
+        q, ref = change_queries(base.object[0], size, 16)
         desc = describe_frames(d, base.frames, cache_dir=None, progress=False)
         tracks, visible = track_for_changes(desc, q, size, d.cfg, ChangeSettings())
         out[seq] = (base, q, ref, tracks, visible)
@@ -402,7 +402,7 @@ def test_changes_command_reads_tracks_from_a_file(tmp_path, capsys):
     from hyperfeat.cli import main
     from hyperfeat.cli.changes import build_describer
     from hyperfeat.data.videos.state_changes import davis_state_change_clip
-    from hyperfeat.video.changes import mask_queries, video_changes
+    from hyperfeat.video.changes import change_queries, video_changes
     from hyperfeat.video.frames import load_frames
     from hyperfeat.video.queries import save_tracks
     from hyperfeat.video.run import track
@@ -418,7 +418,7 @@ def test_changes_command_reads_tracks_from_a_file(tmp_path, capsys):
     Image.fromarray(clip.object[0].numpy().astype("uint8") * 255).save(tmp_path / "mask.png")
     size = (int(base.frames.shape[-1]), int(base.frames.shape[-2]))
     d = build_describer("local-stats", None, ["video.frame_size=160", "video.tracker=window"])
-    queries, is_ref = mask_queries(base.object[0], size, 10)
+    queries, is_ref = change_queries(base.object[0], size, 10)
     tracks, visible = track(d, base.frames, queries, progress=False)
     path = save_tracks(tmp_path / "tracks.json", queries, tracks, visible, size=size)
 

@@ -21,7 +21,7 @@ from hyperfeat.correspond.propagation import (
     propagate_labels,
     propagate_mask,
 )
-from hyperfeat.correspond.track import TRACKERS, track
+from hyperfeat.correspond.track import TRACKERS, track_descriptors
 from hyperfeat.correspond.track.window import WindowSettings
 from hyperfeat.errors import DataError, HyperfeatError
 from hyperfeat.geometry import cells_to_pixels, pixels_to_cells
@@ -199,7 +199,7 @@ def test_keypoints_follow_a_moving_object():
 
 def track_points(desc, queries, size, **settings):
     """The window tracker with ``settings`` → tracks (N, T, 2), visible (N, T)."""
-    tracks, visible, _ = track(desc, queries, size, "window", WindowSettings(**settings))
+    tracks, visible, _ = track_descriptors(desc, queries, size, "window", WindowSettings(**settings))
     return tracks, visible
 
 
@@ -282,9 +282,9 @@ def test_trackers_reject_points_outside_the_frame_and_misfit_descriptors():
         with pytest.raises(
             DataError, match=r"query 1 at \(x, y\)=\(5000, 5000\) is outside the frame.*\(W, H\)=\(64, 48\)"
         ):
-            track(desc, far, size, name)
+            track_descriptors(desc, far, size, name)
         with pytest.raises(DataError, match=r"\(T, D, h, w\).*got \(8, 6, 8\)"):
-            track(desc[0], far[:1], size, name)  # one frame's descriptors, not a video's
+            track_descriptors(desc[0], far[:1], size, name)  # one frame's descriptors, not a video's
     group = MemoryGroup(desc[0], torch.tensor([[2.0, 3.0]]), MemorySettings())
     with pytest.raises(DataError, match=r"\(D, h, w\) with D = 8.*got shape \(4, 6, 8\)"):
         group.step(desc[1, :4])  # another describer's channel count

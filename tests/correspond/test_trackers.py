@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from hyperfeat.config import load_config
-from hyperfeat.correspond.track import DEFAULT_TRACKER, TRACKERS, settings_from_config, track
+from hyperfeat.correspond.track import DEFAULT_TRACKER, TRACKERS, settings_from_config, track_descriptors
 from hyperfeat.describe.daisy import DaisyDescriber
 from hyperfeat.errors import ConfigError, DataError
 from hyperfeat.video.frames import frame_describer
@@ -48,7 +48,7 @@ def truth_of(queries: torch.Tensor) -> torch.Tensor:
 def test_every_tracker_follows_a_known_motion_forward_and_backward(clip, name):
     frames, desc, queries = clip
     size = (frames.shape[-1], frames.shape[-2])
-    tracks, visible, confidence = track(desc, queries, size, name)
+    tracks, visible, confidence = track_descriptors(desc, queries, size, name)
     n, t = queries.shape[0], STEPS
     assert tracks.shape == (n, t, 2) and visible.shape == confidence.shape == (n, t)
     assert visible.dtype == torch.bool and tracks.dtype == confidence.dtype == torch.float32
@@ -80,11 +80,11 @@ def test_bad_input_is_one_line(clip, name):
     frames, desc, queries = clip
     size = (frames.shape[-1], frames.shape[-2])
     with pytest.raises(DataError, match=r"^query 0 is at t=9.0, past the video: t must be an integer in \[0, 6\]"):
-        track(desc, [[9, 10.0, 10.0]], size, name)
+        track_descriptors(desc, [[9, 10.0, 10.0]], size, name)
     with pytest.raises(DataError, match=r"^query 0 at \(x, y\)=\(500, 10\) is outside the frame"):
-        track(desc, [[0, 500.0, 10.0]], size, name)
+        track_descriptors(desc, [[0, 500.0, 10.0]], size, name)
     with pytest.raises(DataError, match=r"^descriptors must be a \(T, D, h, w\) tensor"):
-        track(desc[0], queries, size, name)
+        track_descriptors(desc[0], queries, size, name)
     spec = TRACKERS[name]
     radius_field = "track_radius"
     with pytest.raises(ConfigError, match=rf"^video.trackers.{name}.{radius_field} must be >= 0; got -3$"):
@@ -101,19 +101,19 @@ def test_bad_input_is_one_line(clip, name):
 def test_unknown_tracker_names_the_registered_ones(clip):
     frames, desc, queries = clip
     with pytest.raises(ConfigError, match=r"^unknown tracker 'kalman'; the trackers are: coherent, memory"):
-        track(desc, queries, (frames.shape[-1], frames.shape[-2]), "kalman")
+        track_descriptors(desc, queries, (frames.shape[-1], frames.shape[-2]), "kalman")
     with pytest.raises(ConfigError, match="unknown tracker 'kalman'"):
         track_video(describer("video.tracker=kalman"), frames, queries, progress=False)
 
 
 def test_the_public_function_without_keywords_is_what_the_command_runs(clip):
-    """``track(desc, queries, size)`` gives exactly what ``hyperfeat track`` (track_video on the
+    """``track_descriptors(desc, queries, size)`` gives exactly what ``hyperfeat track`` (track_video on the
     default config) gives: the keyword defaults are the config's."""
     frames, _, queries = clip
     d = describer()
     assert str(d.cfg.video.tracker) == DEFAULT_TRACKER
     desc = describe_frames(d, frames, cache_dir=None, progress=False)
-    tracks, visible, confidence = track(desc, queries, (frames.shape[-1], frames.shape[-2]))
+    tracks, visible, confidence = track_descriptors(desc, queries, (frames.shape[-1], frames.shape[-2]))
     command = track_video(d, frames, queries, progress=False)
     assert torch.equal(tracks, command.tracks) and torch.equal(visible, command.visible)
     assert torch.equal(confidence, command.confidence)

@@ -9,7 +9,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from hyperfeat.config import load_config
-from hyperfeat.correspond.track import track
+from hyperfeat.correspond.track import track_descriptors
 from hyperfeat.data.videos.synthetic_tracks import CutOut, make_clip
 from hyperfeat.describe.patches import PatchDescriber
 from hyperfeat.errors import DataError
@@ -44,7 +44,7 @@ def test_one_grid_one_mask_reader_one_query_parser(tmp_path):
     """The page, the commands and the state-change analysis share these: the grid's points are the
     queries' xy, a palette PNG keeps its ids, a colour PNG is any non-black pixel, bad text is one line."""
     torch.testing.assert_close(grid_points((8, 4), 2), grid_queries(2, (8, 4))[:, 1:])
-    from hyperfeat.video.changes import mask_queries as change_queries
+    from hyperfeat.video.changes import change_queries
     from hyperfeat.web import work
 
     assert work.page_grid_points((8, 4), 2) == grid_points((8, 4), 2).tolist()
@@ -161,7 +161,7 @@ def test_occluded_point_is_reacquired_after_it_reappears(tracker, found_again, h
     frames = frames_from_uint8(clip.frames)
     store = describe_stream(iter(frames), frame_describer(describer), T, 4, "float32", progress=False)
     queries = torch.from_numpy(clip.queries)
-    tracks, visible, confidence = track(store, queries, (W, H), tracker)
+    tracks, visible, confidence = track_descriptors(store, queries, (W, H), tracker)
     truth = torch.from_numpy(clip.points)
     back = torch.from_numpy(hidden_then_back)
     error = (tracks[back, -2:] - truth[back, -2:]).norm(dim=-1)  # (n, 2)

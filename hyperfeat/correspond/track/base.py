@@ -108,7 +108,7 @@ def check_settings(settings: Any, where: str) -> None:
             )
 
 
-def check_queries(queries: torch.Tensor, num_frames: int, image_size: tuple[int, int]) -> None:
+def check_query_rows(queries: torch.Tensor, num_frames: int, image_size: tuple[int, int]) -> None:
     """Queries (N, 3) rows of (t, x, y): t an integer frame in [0, T), (x, y) inside the (W, H)
     frame; a :class:`DataError` names the first bad one."""
     if queries.ndim != 2 or queries.shape[-1] != 3:

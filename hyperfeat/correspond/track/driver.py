@@ -14,13 +14,13 @@ from typing import Any, Optional, Sequence
 import torch
 
 from hyperfeat.correspond.cells import check_image_size
-from hyperfeat.correspond.track.base import as_source, check_queries, query_groups
+from hyperfeat.correspond.track.base import as_source, check_query_rows, query_groups
 from hyperfeat.correspond.track.registry import DEFAULT_TRACKER, tracker_spec
 from hyperfeat.geometry import cells_to_pixels, pixels_to_cells
 
 
 @torch.no_grad()
-def track(
+def track_descriptors(
     descriptors: Any,
     queries: Any,
     image_size: Sequence[int],
@@ -43,7 +43,7 @@ def track(
     num_frames = len(source)
     h, w = source.shape[-2:]
     queries = torch.as_tensor(queries, dtype=torch.float32).to(source.device)
-    check_queries(queries, num_frames, size)
+    check_query_rows(queries, num_frames, size)
     n = queries.shape[0]
     tracks = torch.zeros(n, num_frames, 2, device=source.device)  # cells, then pixels
     visible = torch.zeros(n, num_frames, dtype=torch.bool, device=source.device)

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from hyperfeat.errors import DataError
 from hyperfeat.io import PathLike
+from hyperfeat.model.classical import gaussian_blur
 
 CHANGE_KINDS = ("colour", "colour-gradual", "texture", "removed", "part")
 CONTROL_KINDS = ("exposure", "white-balance", "ramp", "blur", "shake", "zoom", "compression")
@@ -191,20 +192,6 @@ def brightness_ramp(
     return (frames * g + o).clamp(0, 1)
 
 
-def _gaussian_blur(frames: torch.Tensor, sigma: float) -> torch.Tensor:
-    radius = max(1, int(3 * sigma))
-    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    k = torch.exp(-(x**2) / (2 * sigma**2))
-    k = (k / k.sum()).to(frames)
-    c = frames.shape[1]
-    out = F.conv2d(
-        F.pad(frames, (radius, radius, 0, 0), mode="replicate"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c
-    )
-    return F.conv2d(
-        F.pad(out, (0, 0, radius, radius), mode="replicate"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c
-    )
-
-
 def _jpeg(frames: torch.Tensor, quality: int) -> torch.Tensor:
     import numpy as np
     from PIL import Image
@@ -253,7 +240,7 @@ def apply_control(
     elif kind == "ramp":
         out = brightness_ramp(frames)
     elif kind == "blur":
-        out[k:] = _gaussian_blur(frames[k:], sigma=1.5)
+        out[k:] = gaussian_blur(frames[k:], 1.5)
     elif kind == "compression":
         out = _jpeg(frames, quality=12)
     else:
