@@ -105,3 +105,32 @@ def standardise_frames(desc: torch.Tensor) -> torch.Tensor:
     mean = desc.mean(dim=(2, 3), keepdim=True)  # (T, D, 1, 1)
     std = desc.std(dim=(2, 3), keepdim=True).clamp_min(1e-6)
     return F.normalize((desc - mean) / std, dim=1)
+
+
+def clamp_cells(xy: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """(n, 2) cell xy → (n, 2) clamped onto the (h, w) grid's cell centres [0, w − 1] × [0, h − 1]."""
+    h, w = grid
+    return torch.stack([xy[:, 0].clamp(0, w - 1), xy[:, 1].clamp(0, h - 1)], dim=1)
+
+
+def squared_distance(centres: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """(n, 2) cell xy → (n, h, w): the squared distance, in cells, of every cell to each centre."""
+    h, w = grid
+    ys = torch.arange(h, dtype=centres.dtype, device=centres.device)[None, :, None]
+    xs = torch.arange(w, dtype=centres.dtype, device=centres.device)[None, None, :]
+    return (xs - centres[:, 0, None, None]) ** 2 + (ys - centres[:, 1, None, None]) ** 2
+
+
+def scores_at(scores: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+    """scores (n, h, w) read at (n, 2) integer cell xy → (n,)."""
+    w = scores.shape[-1]
+    return scores.flatten(1).gather(1, (cells[:, 1] * w + cells[:, 0])[:, None])[:, 0]
+
+
+def cycle_error(
+    found: torch.Tensor, query_flat: torch.Tensor, grid: tuple[int, int], start: torch.Tensor
+) -> torch.Tensor:
+    """Found descriptors (n, D) matched back into the query frame (``query_flat`` (D, h·w), nearest
+    cell) → (n,) distance in cells to where each point started (``start`` (n, 2) cell xy)."""
+    back = (found @ query_flat).view(-1, *grid)  # (n, h, w)
+    return (argmax_cell(back).float() - start).norm(dim=1)

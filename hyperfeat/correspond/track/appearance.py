@@ -19,7 +19,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from hyperfeat.correspond.cells import argmax_cell, refine_cells, sample_descriptors, window_mask
+from hyperfeat.correspond.cells import (
+    argmax_cell,
+    clamp_cells,
+    refine_cells,
+    sample_descriptors,
+    squared_distance,
+    window_mask,
+)
 from hyperfeat.correspond.track.base import check_frame, check_settings, setting
 
 
@@ -47,10 +54,7 @@ def _local(scores: torch.Tensor, centre: torch.Tensor, radius: int, penalty: flo
     h, w = scores.shape[-2:]
     local = scores.masked_fill(~window_mask(centre.round().long(), (h, w), radius), float("-inf"))
     if penalty > 0:
-        ys = torch.arange(h, dtype=scores.dtype, device=scores.device)[None, :, None]
-        xs = torch.arange(w, dtype=scores.dtype, device=scores.device)[None, None, :]
-        dist2 = (xs - centre[:, 0, None, None]) ** 2 + (ys - centre[:, 1, None, None]) ** 2  # (n, h, w)
-        local = local - penalty * dist2 / max(float(radius), 1.0) ** 2
+        local = local - penalty * squared_distance(centre, (h, w)) / max(float(radius), 1.0) ** 2
     return local
 
 
@@ -77,7 +81,7 @@ class AppearanceGroup:
         )
         scores = (template @ desc.flatten(1)).view(-1, h, w)  # (n, h, w)
         predicted = self.previous + s.velocity * self.last_step
-        predicted = torch.stack([predicted[:, 0].clamp(0, w - 1), predicted[:, 1].clamp(0, h - 1)], dim=1)
+        predicted = clamp_cells(predicted, self.grid)
         local = _local(scores, predicted, s.track_radius, s.motion_penalty)
         position = refine_cells(scores, argmax_cell(local), s.refine_radius, s.refine_temperature)  # (n, 2)
         found = sample_descriptors(desc, position)  # (n, D)

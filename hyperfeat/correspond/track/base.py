@@ -11,13 +11,14 @@ online :class:`hyperfeat.video.online.Tracker` call the same ``step``.
 
 from __future__ import annotations
 
-from dataclasses import MISSING, field, fields
+from dataclasses import field, fields
 from typing import Any, Optional, Protocol, Sequence, runtime_checkable
 
 import torch
 
 from hyperfeat.config import check_number
 from hyperfeat.errors import ConfigError, DataError
+from hyperfeat.settings import defaults_of
 
 
 @runtime_checkable
@@ -78,16 +79,12 @@ def setting(
     return field(default=default, metadata=extra)
 
 
-def default_of(f) -> Any:
-    """A dataclass field's default value (calling its factory)."""
-    return f.default_factory() if f.default is MISSING else f.default
-
-
 def check_settings(settings: Any, where: str) -> None:
     """Every field of a settings dataclass has its default's type and lies in its range; a
     :class:`ConfigError` names ``where``.key, the value and what was expected."""
+    defaults = defaults_of(type(settings))
     for f in fields(settings):
-        value, default = getattr(settings, f.name), default_of(f)
+        value, default = getattr(settings, f.name), defaults[f.name]
         key = f"{where}.{f.name}"
         if isinstance(default, bool):
             if not isinstance(value, bool):

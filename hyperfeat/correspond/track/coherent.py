@@ -36,7 +36,16 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from hyperfeat.correspond.cells import argmax_cell, refine_cells, sample_descriptors, window_mask
+from hyperfeat.correspond.cells import (
+    argmax_cell,
+    clamp_cells,
+    cycle_error,
+    refine_cells,
+    sample_descriptors,
+    scores_at,
+    squared_distance,
+    window_mask,
+)
 from hyperfeat.correspond.track.base import check_frame, check_settings, setting
 from hyperfeat.errors import ConfigError
 
@@ -136,36 +145,20 @@ class CoherentGroup:
             (likeness - 1) / s.neighbour_tau
         )
         self.neighbours.fill_diagonal_(0)
-        cell_y, cell_x = torch.meshgrid(
-            torch.arange(h, dtype=torch.float32, device=device),
-            torch.arange(w, dtype=torch.float32, device=device),
-            indexing="ij",
-        )
-        self.cell_xy = (cell_x, cell_y)  # (h, w) each
 
     def _cycle_error(self, feats: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
         """(P,) the descriptors at integer ``cells`` (P, 2) of the current frame (``feats`` (D, h·w))
         matched back into the query frame (nearest cell): distance to the point's start, in cells."""
         w = self.grid[1]
-        back = (feats[:, cells[:, 1] * w + cells[:, 0]].T @ self.query_flat).view(-1, *self.grid)  # (P, h, w)
-        return (argmax_cell(back).float() - self.start).norm(dim=1)
+        return cycle_error(feats[:, cells[:, 1] * w + cells[:, 0]].T, self.query_flat, self.grid, self.start)
 
     def _template(self) -> torch.Tensor:
         w = self.settings.recent_weight
         return F.normalize((1 - w) * self.query_feat + w * self.recent_feat, dim=1)  # (P, D)
 
-    def _distance2(self, centres: torch.Tensor) -> torch.Tensor:
-        """(P, 2) cell xy → (P, h, w) squared distance of every cell to each centre."""
-        cell_x, cell_y = self.cell_xy
-        return (cell_x[None] - centres[:, 0, None, None]) ** 2 + (cell_y[None] - centres[:, 1, None, None]) ** 2
-
     def _inside(self, xy: torch.Tensor) -> torch.Tensor:
         h, w = self.grid
         return (xy[:, 0] >= -0.5) & (xy[:, 0] <= w - 0.5) & (xy[:, 1] >= -0.5) & (xy[:, 1] <= h - 0.5)
-
-    def _clamped(self, xy: torch.Tensor) -> torch.Tensor:
-        h, w = self.grid
-        return torch.stack([xy[:, 0].clamp(0, w - 1), xy[:, 1].clamp(0, h - 1)], 1)
 
     @torch.no_grad()
     def step(self, desc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -179,11 +172,11 @@ class CoherentGroup:
         template = self._template()  # (P, D)
         scores = (template @ feats).view(-1, h, w)  # (P, h, w)
         # 1. raw match near the previous position, and its distinctiveness
-        anchor = self._clamped(self.position)
+        anchor = clamp_cells(self.position, self.grid)
         window = window_mask(anchor.round().long(), self.grid, int(s.track_radius))
         raw_cell = argmax_cell(scores.masked_fill(~window, float("-inf")))
         raw = refine_cells(scores, raw_cell, int(s.refine_radius), s.refine_temperature)  # (P, 2)
-        best = scores.flatten(1).gather(1, (raw_cell[:, 1] * w + raw_cell[:, 0])[:, None])[:, 0]
+        best = scores_at(scores, raw_cell)
         far = window_mask(raw_cell, self.grid, int(s.distinct_radius))
         second = scores.masked_fill(far | ~window, float("-inf")).flatten(1).amax(1)
         reliability = (best - second).clamp(min=0) * self.visible.float()  # (P,)
@@ -194,19 +187,15 @@ class CoherentGroup:
         has_neighbours = weights.sum(1) > 1e-6
         predicted = torch.where(has_neighbours[:, None], self.position + motion, raw)  # (P, 2)
         # 3. final match around the prediction, with the motion prior
-        centre = self._clamped(predicted)
+        centre = clamp_cells(predicted, self.grid)
         final_window = window_mask(centre.round().long(), self.grid, int(s.final_radius))
-        prior = s.motion_penalty * self._distance2(centre) / max(float(s.final_radius), 1.0) ** 2
+        prior = s.motion_penalty * squared_distance(centre, self.grid) / max(float(s.final_radius), 1.0) ** 2
         local = (scores - prior).masked_fill(~final_window, float("-inf"))
         cell = argmax_cell(local)
         if s.redetect:  # the global best when clearly better and its cycle returns, for a point that
             # was lost in the frame before or whose local match does not return
             global_cell = argmax_cell(scores)
-            flat = scores.flatten(1)
-            gain = (
-                flat.gather(1, (global_cell[:, 1] * w + global_cell[:, 0])[:, None])[:, 0]
-                - flat.gather(1, (cell[:, 1] * w + cell[:, 0])[:, None])[:, 0]
-            )
+            gain = scores_at(scores, global_cell) - scores_at(scores, cell)
             returns = self._cycle_error(feats, global_cell) <= s.cycle_radius
             local_returns = self._cycle_error(feats, cell) <= s.cycle_radius
             jump = (~self.visible | ~local_returns) & (gain > s.redetect_margin) & returns
@@ -235,13 +224,9 @@ class CoherentGroup:
         if self.reference is None:
             self.reference = query_similarity.clone()
         recent_similarity = (found * F.normalize(self.recent_feat, dim=1)).sum(1)
-        flat = scores.flatten(1)
-        far_global = window_mask(cell, self.grid, int(s.distinct_radius)).flatten(1)
-        distinct = flat.gather(1, (cell[:, 1] * w + cell[:, 0])[:, None])[:, 0] - flat.masked_fill(
-            far_global, float("-inf")
-        ).amax(1)
-        back = (found @ self.query_flat).view(-1, h, w)
-        cycle = (argmax_cell(back).float() - self.start).norm(dim=1)
+        near = window_mask(cell, self.grid, int(s.distinct_radius))
+        distinct = scores_at(scores, cell) - scores.masked_fill(near, float("-inf")).flatten(1).amax(1)
+        cycle = cycle_error(found, self.query_flat, self.grid, self.start)
         # similarities read between the point's own levels b (its distractors on the query frame) and
         # v (its first match), so that the weights carry over between describers whose cosines live
         # on different scales

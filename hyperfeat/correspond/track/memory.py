@@ -49,6 +49,7 @@ import torch
 
 from hyperfeat.correspond.cells import (
     argmax_cell,
+    cycle_error,
     refine_cells,
     sample_descriptors,
     window_mask,
@@ -135,8 +136,7 @@ class MemoryGroup:
         """(n,) cells' descriptors matched back into the query frame (nearest cell): distance to the
         query, in cells. ``feats`` (D, h·w) of the current frame, ``cells`` (n, 2) integer xy."""
         w = self.grid[1]
-        back = feats[:, cells[:, 1] * w + cells[:, 0]].T @ self.query_flat  # (n, h·w)
-        return (argmax_cell(back.view(-1, *self.grid)).float() - self.start).norm(dim=1)
+        return cycle_error(feats[:, cells[:, 1] * w + cells[:, 0]].T, self.query_flat, self.grid, self.start)
 
     def margin_of(self, similarity: torch.Tensor) -> torch.Tensor:
         """(n,) found similarities → the calibrated margin (s − b) / (v − b); ∞ (votes visible)
