@@ -143,7 +143,7 @@ def prepare(
     """Clips, descriptors and the three kinds of tracks of one sequence (cached)."""
     tracker = {"tracker": settings.tracker, "settings": repr(settings_from_config(d.cfg, settings.tracker))}
     key = hashlib.sha256(
-        json.dumps([describer_key(d), seq, num_frames, frame_size, grid, tracker, 2], sort_keys=True).encode()
+        json.dumps([describer_key(d), seq, num_frames, frame_size, grid, tracker, 3], sort_keys=True).encode()
     ).hexdigest()[:20]
     path = cache / f"{seq}-{key}.pt"
     if path.is_file():

@@ -8,27 +8,30 @@ Given per-frame descriptors and point positions, frame after frame, :class:`Onli
    reference) that are visible. A point further than ``slip_radius`` cells from where they carry
    it has *slipped* (its tracker followed other material) and is read where they carry it; a
    point that *changes* moves with its neighbours while its look changes, and is read in place;
-2. samples the descriptors at the points and removes what is common to the frame: a per-channel
-   gain and offset fitted on the reference points (background points when a mask says what the
-   object is, else every point; refitted once without the 25 % worst-fitting ones) maps their
-   descriptors back onto their query-frame ones — exposure, white balance, lighting;
-3. measures each point's **drift**: the chord distance ``‖f̂_t − â‖`` of its normalised descriptor
-   to its query appearance (the mean of its first ``query_window`` visible frames), minus the
-   references' median at that frame (the baseline: what blur, shake or compression do to every
-   point), in **noise units** ``z``: divided by ``√(s_t² + σ_n²)``, s_t the references' robust
-   spread at frame t and σ_n the robust scale of the point's own frame-to-frame drift in its
-   first ``lookaround`` frames. The threshold thus follows the describer's own noise;
+2. samples the (L2-normalised) descriptors at the points and measures each point's **drift**:
+   the distance of its look to its query appearance (the mean of its first ``query_window``
+   visible frames), each channel in units of its own noise — the median frame-to-frame step of
+   that channel over all points in the first ``lookaround`` frames — so that channels that are
+   steady while nothing happens weigh more than those that flicker, whatever the describer;
+3. removes what is common to the frame: the references' median drift (the *baseline*: exposure,
+   white balance, lighting, blur, shake, compression move every point; references are background
+   points when a mask says what the object is, else every point), and judges the rest in
+   **noise units** ``z``: its jump above the point's recent level divided by ``√(s_t² + σ_n²)``,
+   s_t the references' robust spread of the same jump at frame t and σ_n the robust scale of the
+   point's own frame-to-frame drift in its first ``lookaround`` frames. The threshold thus
+   follows the describer's own noise;
 4. a point **changes** when its ``z`` stays above ``threshold`` for ``persist`` visible frames
-   running; its change *starts* at the first frame of the run of ``z`` above 1 (the noise) that
-   leads there (a gradual change: where it began), *ends* at the first frame where ``z``
-   reaches 85 % of its new level, and is kept when ``z`` is still above ``threshold``
-   ``lookaround`` frames after it crossed (a state persists; a passing shadow or occluder does
-   not);
-5. changed points whose starts lie within ``tolerance`` frames and that are spatial neighbours
-   (query positions within 2.5 lattice spacings, or among each other's ``neighbours`` nearest
-   points of the same kind) form one **event** — so a change of part of an
-   object is found on that part, and of one object among several on that one — when there are
-   at least ``min_points`` of them;
+   running, and is kept when it is still above ``threshold`` ``lookaround`` frames after it
+   crossed (a state persists; a passing shadow or occluder does not). Its change *starts* at the
+   first frame of the run back from the crossing that stays above the noise (1 unit) and above a
+   fifth of the new level (a gradual change: where it began), and *ends* at the first frame
+   where it reaches 85 % of its new level;
+5. changed points that are spatial neighbours (query positions within 2.5 lattice spacings, or
+   among each other's ``neighbours`` nearest points of the same kind) and whose changes overlap
+   in time (within ``tolerance`` frames) form a changed **region** when there are at least
+   ``min_points`` of them — so a change of part of an object is found on that part, and of one
+   object among several on that one, while scattered noisy points form nothing; regions whose
+   changes overlap in time are one **event** (one moment of change);
 6. each event defines a **region** (a point's latest event); the frames of a region before its
    start and from its end on are its two **states**, and the mean descriptors of each (region, state) are **prototypes**
    that label the frames of other clips (:meth:`StatePrototypes.label_frames`,
@@ -58,6 +61,8 @@ from hyperfeat.geometry import pixels_to_cells
 MIN_FRAMES = 3  # fewer frames have no before and after
 END_LEVEL = 0.85  # a change ends where its drift reaches this share of its new level
 START_LEVEL = 1.0  # ... and starts after the last frame within this many noise units of the level before
+START_SHARE = 0.2  # ... or within this share of its new level (a gradual change starts where it leaves the noise)
+SCALE_FLOOR = 0.05  # a descriptor channel's noise scale is at least this share of the mean one
 LINK_SPACINGS = (
     2.5  # changed points closer than this many lattice spacings are neighbours (one unchanged point between)
 )
@@ -70,7 +75,7 @@ class ChangeSettings:
 
     query_window: int = 3  # frames averaged into a point's query appearance
     reference: str = "auto"  # auto | all | none: which points normalise the drift (auto: background with a mask)
-    threshold: float = 5.0  # a point changes when its drift stays this many noise units above the references'
+    threshold: float = 6.0  # a point changes when its drift stays this many noise units above the references'
     persist: int = 3  # ... for this many visible frames running (the shortest state)
     lookaround: int = 8  # frames searched back for a start, forward for the new level; also the noise window
     tolerance: int = 2  # changed neighbours whose starts are this close (frames) form one event
@@ -376,26 +381,6 @@ def sample_along_tracks(
     return F.normalize(out, dim=-1) if normalise else out
 
 
-def affine_to_targets(x: torch.Tensor, target: torch.Tensor, use: torch.Tensor) -> torch.Tensor:
-    """x (N, D) one frame's raw descriptors, target (N, D) the same points' query-frame ones,
-    use (N,) bool the references → (N, D) x with the per-channel gain and offset that best maps
-    the references' x onto their targets (least squares, refitted once without the 25 % worst);
-    unchanged with fewer than 4 references."""
-    out = x
-    for _ in range(2):
-        if int(use.sum()) < 4:
-            break
-        a, b = x[use], target[use]  # (M, D)
-        ma, mb = a.mean(0), b.mean(0)
-        var = ((a - ma) ** 2).mean(0)
-        gain = ((a - ma) * (b - mb)).mean(0) / var.clamp_min(1e-8)
-        gain = torch.where(var > 1e-8, gain, torch.ones_like(gain))
-        out = x * gain + (mb - gain * ma)
-        resid = ((out - target) ** 2).sum(-1)  # (N,)
-        use = use & (resid <= torch.quantile(resid[use], 0.75))
-    return out
-
-
 def _robust_scale(values: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """1.4826 · MAD along ``dim``, NaN ignored (NaN where fewer than 2 finite values)."""
     med = torch.nanmedian(values, dim=dim, keepdim=True).values
@@ -418,6 +403,32 @@ def neighbour_lists(xy: torch.Tensor, kind: torch.Tensor, k: int) -> torch.Tenso
     d, idx = dist.topk(k_eff, dim=1, largest=False)
     out[:, :k_eff] = torch.where(torch.isfinite(d), idx, torch.full_like(idx, -1))
     return out
+
+
+def _median(values: Sequence[int]) -> int:
+    """The lower median of whole numbers."""
+    ordered = sorted(values)
+    return int(ordered[(len(ordered) - 1) // 2])
+
+
+def _components(link: torch.Tensor) -> list[list[int]]:
+    """Connected components of a symmetric (P, P) bool adjacency → lists of indices, each sorted."""
+    parent = list(range(link.shape[0]))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in link.nonzero().tolist():
+        ri, rj = root(i), root(j)
+        if ri != rj:
+            parent[max(ri, rj)] = min(ri, rj)
+    groups: dict[int, list[int]] = {}
+    for i in range(link.shape[0]):
+        groups.setdefault(root(i), []).append(i)
+    return list(groups.values())
 
 
 @dataclass
@@ -496,7 +507,6 @@ class OnlineChanges:
         self.window = 2 * s.lookaround + 1  # frames of z kept: a start's run back, a new level forward
         self.settle = 2 * s.lookaround + s.persist + 1  # frames after which a point's state at a frame is known
         self.start_xy = torch.full((num, 2), float("nan"))
-        self.target: Optional[torch.Tensor] = None  # (N, D) raw query-frame descriptors
         self.app_sum: Optional[torch.Tensor] = None  # (N, D) sum of the first query_window looks
         self.app_count = torch.zeros(num, dtype=torch.long)
         self.prev_drift = torch.full((num,), float("nan"))
@@ -516,6 +526,11 @@ class OnlineChanges:
         self.own_start = torch.full((num,), -1, dtype=torch.long)  # a kept change's start and end per point
         self.own_end = torch.full((num,), -1, dtype=torch.long)
         self.read_count = torch.zeros(num, dtype=torch.long)
+        self.prev_look: Optional[torch.Tensor] = None  # (N, D) the last frame's looks, while calibrating
+        self.prev_vis: Optional[torch.Tensor] = None
+        self.step_sum: Optional[torch.Tensor] = None  # (D,) sum of the frames' median channel steps
+        self.step_count = 0
+        self.channel_scale: torch.Tensor = torch.ones(1)  # (D,) each channel's frame-to-frame noise
         self.proto_sum: Optional[torch.Tensor] = None  # (N, 2, D): each point's looks before and after
         self.proto_count = torch.zeros(num, 2)
         self.curves: dict[str, list[torch.Tensor]] = {k: [] for k in ("drift", "score", "slipped", "tracks", "visible")}
@@ -538,6 +553,26 @@ class OnlineChanges:
         out = torch.where(slipped[:, None], carried, xy)
         return out, slipped
 
+    def _calibrate(self, look: torch.Tensor, vis: torch.Tensor) -> None:
+        """Each descriptor channel's noise: the median over the points of its frame-to-frame step,
+        averaged over the first ``lookaround`` frames (then fixed). Drift is measured in these
+        units, so a channel that barely moves while nothing happens (the colour of a patch) counts
+        for more than one that flickers (the texture around it) — whatever the describer."""
+        if self.prev_look is not None and self.step_count < self.settings.lookaround:
+            both = vis & self.prev_vis
+            if int(both.sum()) >= 4:
+                step = (look[both] - self.prev_look[both]).abs().median(0).values  # (D,)
+                self.step_sum = step if self.step_sum is None else self.step_sum + step
+                self.step_count += 1
+                scale = self.step_sum / self.step_count
+                mean = float(scale.mean())
+                # relative: the drift keeps the chord distance's size, only its channels are weighed
+                self.channel_scale = scale.clamp_min(SCALE_FLOOR * mean + 1e-12) / max(mean, 1e-12)
+        if self.step_count < self.settings.lookaround:
+            self.prev_look, self.prev_vis = look, vis
+        else:
+            self.prev_look = self.prev_vis = None
+
     def update(self, desc: torch.Tensor, positions: torch.Tensor, visible: torch.Tensor) -> list[ChangeEvent]:
         """Frame t: desc (D, h, w), positions (N, 2) xy pixels, visible (N,) bool → events completed now."""
         s = self.settings
@@ -557,19 +592,18 @@ class OnlineChanges:
         if s.coherent:
             cell = 0.5 * (self.size[0] / w + self.size[1] / h)  # pixels per descriptor cell
             xy, slipped = self._carry(xy, vis, cell)
-        raw = sample_along_tracks(desc.float().cpu()[None], xy[:, None], self.size, normalise=False)[:, 0]  # (N, D)
-        if self.target is None:
-            self.target = torch.zeros(self.num, dim)
+        look = sample_along_tracks(desc.float().cpu()[None], xy[:, None], self.size)[:, 0]  # (N, D) normalised
+        if self.app_sum is None:
             self.app_sum = torch.zeros(self.num, dim)
             self.proto_sum = torch.zeros(self.num, 2, dim)
-        self.target[at_query] = raw[at_query]
         started = self.query_frames <= t
         refs = self.is_reference & vis & started
-        look = F.normalize(affine_to_targets(raw, self.target, refs), dim=-1)  # (N, D)
         take = vis & (self.app_count < s.query_window)
         self.app_sum[take] += look[take]
         self.app_count += take.long()
-        drift = (look - F.normalize(self.app_sum, dim=-1)).norm(dim=-1)  # (N,) chord distance
+        self._calibrate(look, vis)
+        diff = (look - F.normalize(self.app_sum, dim=-1)) / self.channel_scale  # (N, D) in channel noise units
+        drift = diff.norm(dim=-1)  # (N,)
         drift = torch.where(vis, drift, torch.full_like(drift, float("nan")))
         ref_drift = drift[refs]
         base = float(ref_drift.median()) if len(ref_drift) else 0.0
@@ -658,6 +692,17 @@ class OnlineChanges:
             self.status[n] = 0  # watching again
             del self.records[n]
             return
+        # where it began: back from the crossing while the drift stays above the noise and a share of the new level
+        floor = max(START_LEVEL, START_SHARE * level)
+        first_frame = int(self.query_frames[n]) + s.query_window
+        rec.start = rec.crossing
+        for c in reversed(torch.isfinite(above).nonzero()[:, 0].tolist()):
+            if c >= col:
+                continue
+            if float(above[c]) > floor and int(frames[c]) >= first_frame:
+                rec.start = int(frames[c])
+            else:
+                break
         reached = torch.isfinite(above) & (frames >= rec.start) & (above >= END_LEVEL * level)
         rec.end = int(frames[reached][0]) if reached.any() else rec.crossing
         rec.end = max(rec.end, rec.start)
@@ -688,52 +733,53 @@ class OnlineChanges:
             self.proto_count[take, which] += 1
 
     def _group(self, final: bool) -> list[ChangeEvent]:
-        """Kept records → events: connected components of records whose points are spatial
-        neighbours and whose starts lie within ``tolerance`` frames, once no later record can join."""
+        """Kept records → events, once no later record can join. Records whose points are spatial
+        neighbours and whose spans [start, end] overlap (within ``tolerance`` frames) form a
+        region; a region of at least ``min_points`` points is a change, and changes whose median
+        spans overlap are one event (one moment of change, its points on every changed region)."""
         s = self.settings
         if not self.pool:
             return []
         pool = self.pool
         starts = torch.tensor([rec.start for rec in pool])
+        ends = torch.tensor([rec.end for rec in pool])
         points = torch.tensor([rec.point for rec in pool])
         near = self.near[points][:, points]  # (P, P) spatial neighbours
-        link = near & ((starts[:, None] - starts[None, :]).abs() <= s.tolerance)
-        comp = list(range(len(pool)))
-
-        def root(i: int) -> int:
-            while comp[i] != i:
-                comp[i] = comp[comp[i]]
-                i = comp[i]
-            return i
-
-        for i, j in link.nonzero().tolist():
-            ri, rj = root(i), root(j)
-            if ri != rj:
-                comp[max(ri, rj)] = min(ri, rj)
-        groups: dict[int, list[int]] = {}
-        for i in range(len(pool)):
-            groups.setdefault(root(i), []).append(i)
+        overlap = (starts[:, None] - s.tolerance <= ends[None, :]) & (starts[None, :] - s.tolerance <= ends[:, None])
+        regions = _components(near & overlap)
+        needed = min(s.min_points, int(self.candidates.sum()))  # all of them when fewer may change
         horizon = self.t - 1 - 2 * s.lookaround - s.persist  # a later record starts after this frame
-        new: list[ChangeEvent] = []
+
+        def ready(members: list[int]) -> bool:
+            return final or max(pool[i].end for i in members) + s.tolerance < horizon
+
         done: set[int] = set()
-        for members in sorted(
-            groups.values(), key=lambda m: (min(pool[i].start for i in m), min(pool[i].point for i in m))
-        ):
-            if not final and max(pool[i].start for i in members) + s.tolerance >= horizon:
+        changes = []
+        for members in regions:
+            if len({pool[i].point for i in members}) >= needed:
+                changes.append(members)
+            elif ready(members):
+                done.update(members)  # too few points: no change
+        spans = torch.tensor(
+            [[_median([pool[i].start for i in m]), _median([pool[i].end for i in m])] for m in changes]
+        ).reshape(-1, 2)
+        together = (spans[:, None, 0] - s.tolerance <= spans[None, :, 1]) & (
+            spans[None, :, 0] - s.tolerance <= spans[:, None, 1]
+        )
+        new: list[ChangeEvent] = []
+        groups = [sum((changes[c] for c in group), []) for group in _components(together)]
+        for members in sorted(groups, key=lambda m: (min(pool[i].start for i in m), min(pool[i].point for i in m))):
+            if not ready(members):
                 continue
             done.update(members)
             first: dict[int, _Record] = {}
             for i in sorted(members, key=lambda i: pool[i].start):  # a point twice in one event: its first change
                 first.setdefault(pool[i].point, pool[i])
             recs = sorted(first.values(), key=lambda rec: rec.point)
-            if len(recs) < min(s.min_points, int(self.candidates.sum())):  # all of them when fewer may change
-                continue
-            starts_m = sorted(rec.start for rec in recs)
-            ends_m = sorted(rec.end for rec in recs)
             event = ChangeEvent(
                 index=len(self.events),
-                start=starts_m[(len(starts_m) - 1) // 2],
-                end=ends_m[(len(ends_m) - 1) // 2],
+                start=_median([rec.start for rec in recs]),
+                end=_median([rec.end for rec in recs]),
                 points=[rec.point for rec in recs],
                 strength=sum(rec.jump for rec in recs) / len(recs),
                 score=sum(rec.score for rec in recs) / len(recs),

@@ -52,13 +52,24 @@ def test_known_change_is_found_at_its_frame_on_the_object_points():
     assert set(e.points) == set(obj.nonzero()[:, 0].tolist())
     assert e.score > r.threshold and e.strength > 0
     assert (r.regions[obj] == e.region).all() and (r.regions[~obj] == 0).all()
-    # the drift of an object point without references, computed independently: the chord
-    # distance of its look to the mean of its first 3 looks
+    # the drift of an object point without references, computed independently: the distance of
+    # its look to the mean of its first 3 looks, each channel divided by its noise — the median
+    # over all points of its frame-to-frame step, averaged over the steps so far (the first
+    # `lookaround` of them), relative to the channels' mean
     n = int(obj.nonzero()[0])
-    looks = F.normalize(desc[:, :, n // W, n % W], dim=1)  # (T, D)
+    all_looks = F.normalize(desc.flatten(2), dim=1)  # (T, D, N)
+    steps = (all_looks[1:] - all_looks[:-1]).abs().median(dim=2).values  # (T - 1, D)
+    looks = all_looks[:, :, n]  # (T, D)
     query = F.normalize(looks[:3].sum(0), dim=0)
+    expected = []
+    for t in range(T):
+        noise = steps[: min(t, ChangeSettings().lookaround)].mean(0) if t else torch.ones(D)
+        noise = noise.clamp_min(0.05 * noise.mean()) / noise.mean()
+        expected.append(((looks[t] - query) / noise).norm())
     bare = analyse_changes(desc, q, tr, vis, (W, H), settings=ChangeSettings(reference="none"))
-    assert torch.allclose(bare.drift[n, 2:], (looks - query).norm(dim=1)[2:], atol=1e-5)
+    assert torch.allclose(bare.drift[n, 2:], torch.stack(expected)[2:], atol=1e-4)
+    # ... which is not the plain chord distance
+    assert not torch.allclose(bare.drift[n, 2:], (looks - query).norm(dim=1)[2:], atol=1e-3)
     assert (bare.baseline == 0).all() and (r.baseline[3:] > 0).all()
     # states: before/after prototypes of the region; the after one labels the object's cells late on
     assert r.point_states[n, K - 1] != r.point_states[n, K]
@@ -459,3 +470,42 @@ def test_changes_command_reads_tracks_from_a_file(tmp_path, capsys):
     assert err.count("\n") == 1 and "bad.json has no field 'visible'" in err
     assert main(args + ["--grid", "4"]) == 2
     assert "exactly one of" in capsys.readouterr().err
+
+
+def test_a_small_object_gets_a_finer_lattice_and_a_large_one_keeps_the_grid():
+    """Lattice points inside the mask come first; an object with fewer than MIN_OBJECT_POINTS of
+    them gets a lattice up to REFINE times finer (so a change of a part of it has points there)."""
+    from hyperfeat.video.changes import MIN_OBJECT_POINTS, change_queries
+    from hyperfeat.video.queries import grid_points, in_mask
+
+    size = (160, 96)
+    small = torch.zeros(96, 160, dtype=torch.bool)
+    small[40:60, 70:90] = True  # 20 × 20 pixels: 4 points of a 16-lattice (10 × 6 px spacing)
+    coarse = in_mask(small, grid_points(size, 16))
+    assert 0 < int(coarse.sum()) < MIN_OBJECT_POINTS
+    q, ref = change_queries(small, size, 16)
+    obj = q[~ref, 1:]
+    assert len(obj) >= MIN_OBJECT_POINTS and in_mask(small, obj).all()
+    assert int(ref.sum()) == int((~coarse).sum())  # the background keeps the coarse lattice
+    large = torch.zeros(96, 160, dtype=torch.bool)
+    large[10:90, 20:140] = True
+    q2, ref2 = change_queries(large, size, 16)
+    torch.testing.assert_close(q2[~ref2, 1:], grid_points(size, 16)[in_mask(large, grid_points(size, 16))])
+
+
+def test_pipeline_tracks_are_read_wherever_they_are_in_the_frame():
+    """track_for_changes keeps the tracker's positions but not its visibility (a point that
+    changes no longer looks like its query): a track is read wherever it is inside the frame."""
+    from hyperfeat.config import load_config
+    from hyperfeat.correspond.track import settings_from_config, track_descriptors
+    from hyperfeat.video.changes import track_for_changes
+
+    desc, q, _, _, obj = _scene()
+    cfg = load_config(overrides=["backbone=tiny"])
+    tracks, visible = track_for_changes(desc, q, (W, H), cfg, ChangeSettings(tracker="memory"))
+    inside = (tracks[..., 0] >= 0) & (tracks[..., 0] <= W - 1) & (tracks[..., 1] >= 0) & (tracks[..., 1] <= H - 1)
+    assert torch.equal(visible, inside)
+    same, own, _ = track_descriptors(desc, q, (W, H), "memory", settings_from_config(cfg, "memory"))
+    torch.testing.assert_close(tracks, same)
+    hidden = ~own[obj][:, K:] & visible[obj][:, K:]
+    assert hidden.any()  # the tracker itself would hide changed points that the analysis reads
