@@ -5,6 +5,7 @@ another clip, and real DAVIS clips with changes and controls made from the foota
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -135,9 +136,10 @@ def test_a_slipping_point_is_not_reported_as_a_change():
     slip = block.flatten()
     tr = tr.clone()
     tr[slip, K:, 0] += 3.0
-    naive = analyse_changes(desc, q, tr, vis, (W, H), settings=ChangeSettings(coherent=False))
+    few = ChangeSettings(min_points=3)  # the 4 slipping points may make an event
+    naive = analyse_changes(desc, q, tr, vis, (W, H), settings=replace(few, coherent=False))
     assert naive.found and set(naive.events[0].points) <= set(slip.nonzero()[:, 0].tolist()), naive.message
-    r = analyse_changes(desc, q, tr, vis, (W, H))
+    r = analyse_changes(desc, q, tr, vis, (W, H), settings=few)
     assert not r.found, r.message
     assert r.slipped[slip, K:].all() and not r.slipped[~slip].any()
     assert torch.allclose(r.tracks[slip], q[slip, 1:][:, None].expand(-1, T, -1))  # read in place
