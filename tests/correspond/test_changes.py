@@ -511,3 +511,29 @@ def test_pipeline_tracks_are_read_wherever_they_are_in_the_frame():
     torch.testing.assert_close(tracks, same)
     hidden = ~own[obj][:, K:] & visible[obj][:, K:]
     assert hidden.any()  # the tracker itself would hide changed points that the analysis reads
+
+
+def test_a_made_clip_is_written_as_frames_mask_and_truth(tmp_path, capsys):
+    """``python -m hyperfeat.data.videos.state_changes``: the clip the README's end-to-end run
+    reads — its frames are the clip's (PNG, 8 bits), its mask the frame-0 object, its truth the
+    change's start and end; a bad kind is one line."""
+    import numpy as np
+    from PIL import Image
+
+    from hyperfeat.data.videos.state_changes import davis_state_change_clip, main
+
+    root = data_dir("davis2017")
+    main(
+        [str(root), "cows", "--kind", "colour-gradual", "--frames", "12", "--frame-size", "96", "--out", str(tmp_path)]
+    )
+    clip = davis_state_change_clip(root, "cows", "colour-gradual", num_frames=12, frame_size=96)
+    frames = sorted((tmp_path / "frames").glob("*.png"))
+    assert len(frames) == 12
+    last = torch.from_numpy(np.array(Image.open(frames[-1]))).permute(2, 0, 1).float() / 255
+    assert (last - clip.frames[-1]).abs().max() <= 0.5 / 255 + 1e-6
+    mask = np.array(Image.open(tmp_path / "mask.png")) > 0
+    assert (torch.from_numpy(mask) == clip.object[0]).all()
+    truth = json.loads((tmp_path / "truth.json").read_text())
+    assert (truth["kind"], truth["start"], truth["end"]) == ("colour-gradual", 6, clip.change_end)
+    with pytest.raises(SystemExit, match="--kind must be none or one of"):
+        main([str(root), "cows", "--kind", "melted", "--out", str(tmp_path / "x")])

@@ -294,3 +294,56 @@ def davis_state_change_clip(
         return apply_control(seq.frames, obj, kind, name=sequence)
     k = len(seq) // 2 if change_frame is None else int(change_frame)
     return apply_state_change(seq.frames, obj, k, kind, name=sequence)
+
+
+def write_clip(clip: StateChangeClip, out: PathLike) -> dict:
+    """Write a clip as ``frames/00000.png …``, its frame-0 object mask ``mask.png`` and its truth
+    ``truth.json`` (kind, start, end; null for a control) into the folder ``out``."""
+    import json
+    from pathlib import Path
+
+    from PIL import Image
+
+    folder = Path(out)
+    (folder / "frames").mkdir(parents=True, exist_ok=True)
+    for t, frame in enumerate(clip.frames):
+        pixels = (frame.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()
+        Image.fromarray(pixels).save(folder / "frames" / f"{t:05d}.png")
+    Image.fromarray((clip.object[0].numpy() * 255).astype("uint8")).save(folder / "mask.png")
+    truth = {"name": clip.name, "kind": clip.kind, "start": clip.change_frame, "end": clip.change_end}
+    (folder / "truth.json").write_text(json.dumps(truth, indent=1))
+    return truth
+
+
+def main(argv: Optional[list] = None) -> None:
+    """``python -m hyperfeat.data.videos.state_changes DAVIS_ROOT SEQUENCE --kind KIND --out DIR``:
+    a DAVIS-2017 sequence with a known change of state (or a control) as PNG frames, its
+    frame-0 mask and its truth, ready for ``hyperfeat changes DIR/frames --mask DIR/mask.png``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__.split("\n\n")[0])
+    parser.add_argument("davis_root", help="the DAVIS-2017 folder (JPEGImages/480p, Annotations/480p)")
+    parser.add_argument("sequence")
+    parser.add_argument("--kind", default="colour", help=f"none, {', '.join(CHANGE_KINDS + CONTROL_KINDS)}")
+    parser.add_argument("--change-frame", type=int, default=None, help="default: the middle frame")
+    parser.add_argument("--frames", type=int, default=24)
+    parser.add_argument("--frame-size", type=int, default=256, help="the frames' longer side")
+    parser.add_argument("--out", required=True, help="output folder")
+    args = parser.parse_args(argv)
+    kind = None if args.kind == "none" else args.kind
+    if kind is not None and kind not in CHANGE_KINDS + CONTROL_KINDS:
+        raise SystemExit(
+            f"error: --kind must be none or one of {', '.join(CHANGE_KINDS + CONTROL_KINDS)}; got {kind!r}"
+        )
+    try:
+        clip = davis_state_change_clip(
+            args.davis_root, args.sequence, kind, args.change_frame, args.frames, args.frame_size
+        )
+    except DataError as err:
+        raise SystemExit(f"error: {err}") from None
+    truth = write_clip(clip, args.out)
+    print(f"wrote {len(clip)} frames of {truth['name']} to {args.out} (truth: {truth})")
+
+
+if __name__ == "__main__":
+    main()
