@@ -537,3 +537,33 @@ def test_a_made_clip_is_written_as_frames_mask_and_truth(tmp_path, capsys):
     assert (truth["kind"], truth["start"], truth["end"]) == ("colour-gradual", 6, clip.change_end)
     with pytest.raises(SystemExit, match="--kind must be none or one of"):
         main([str(root), "cows", "--kind", "melted", "--out", str(tmp_path / "x")])
+
+
+def test_objects_changing_at_different_moments_are_two_events_and_at_one_moment_one():
+    """Two 6-cell objects in a static scene: changing at frames 8 and 15 they are two events, each
+    on its own object's points; changing at the same frame they are one event (one moment of
+    change) holding both — and each object is still its own connected region of changed points."""
+    frames = 24
+    g = torch.Generator().manual_seed(5)
+    base = torch.randn(D, H, W, generator=g) + 1.0
+    new = torch.randn(D, 1, 1, generator=g) * 2.0 + 2.0
+    noise = 0.05 * torch.randn(frames, D, H, W, generator=g)
+    a = torch.zeros(H, W, dtype=torch.bool)
+    a[1:3, 1:4] = True
+    b = torch.zeros(H, W, dtype=torch.bool)
+    b[5:7, 4:7] = True
+    ys, xs = torch.meshgrid(torch.arange(H).float(), torch.arange(W).float(), indexing="ij")
+    xy = torch.stack([xs.flatten(), ys.flatten()], 1)
+    q = torch.cat([torch.zeros(len(xy), 1), xy], 1)
+    tr, vis = xy[:, None].repeat(1, frames, 1), torch.ones(len(xy), frames, dtype=torch.bool)
+    for k_a, k_b in ((8, 15), (10, 10)):
+        desc = base[None].repeat(frames, 1, 1, 1) + noise
+        desc[k_a:, :, a] = new[:, :, 0] + noise[k_a:, :, a]
+        desc[k_b:, :, b] = new[:, :, 0] + noise[k_b:, :, b]
+        r = analyse_changes(desc, q, tr, vis, (W, H))
+        found = [(e.start, set(e.points)) for e in r.events]
+        pa, pb = set(a.flatten().nonzero()[:, 0].tolist()), set(b.flatten().nonzero()[:, 0].tolist())
+        if k_a != k_b:
+            assert found == [(k_a, pa), (k_b, pb)], r.message
+        else:
+            assert found == [(k_a, pa | pb)], r.message
