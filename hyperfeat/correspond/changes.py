@@ -20,18 +20,20 @@ Given per-frame descriptors and point positions, frame after frame, :class:`Onli
    s_t the references' robust spread of the same jump at frame t and σ_n the robust scale of the
    point's own frame-to-frame drift in its first ``lookaround`` frames. The threshold thus
    follows the describer's own noise;
-4. a point **changes** when its ``z`` stays above ``threshold`` for ``persist`` visible frames
-   running, and is kept when it is still above ``threshold`` ``lookaround`` frames after it
-   crossed (a state persists; a passing shadow or occluder does not). Its change *starts* at the
-   first frame of the run back from the crossing that stays above the noise (1 unit) and above a
-   fifth of the new level (a gradual change: where it began), and *ends* at the first frame
-   where it reaches 85 % of its new level;
+4. a point **changes** when its ``z`` stays above ``0.8 · threshold`` (``GROW_SHARE``) for
+   ``persist`` visible frames running, and is kept when it is still above that ``lookaround``
+   frames after it crossed (a state persists; a passing shadow or occluder does not); it is
+   *strong* when its new level is above ``threshold``. Its change *starts* at the first frame of
+   the run back from the crossing that stays above the noise (1 unit) and above a fifth of the new
+   level (a gradual change: where it began), and *ends* at the first frame where it reaches 85 %
+   of its new level;
 5. changed points that are spatial neighbours (query positions within 2.5 lattice spacings, or
    among each other's ``neighbours`` nearest points of the same kind) and whose changes overlap
    in time (within ``tolerance`` frames) form a changed **region** when there are at least
-   ``min_points`` of them — so a change of part of an object is found on that part, and of one
-   object among several on that one, while scattered noisy points form nothing; regions whose
-   changes overlap in time are one **event** (one moment of change);
+   ``min_points`` of them and one is strong (hysteresis: a region grows from a clear change into
+   the weaker ones around it) — so a change of part of an object is found on that part, and of
+   one object among several on that one, while scattered noisy points form nothing; regions
+   whose changes overlap in time are one **event** (one moment of change);
 6. each event defines a **region** (a point's latest event); the frames of a region before its
    start and from its end on are its two **states**, and the mean descriptors of each (region, state) are **prototypes**
    that label the frames of other clips (:meth:`StatePrototypes.label_frames`,
@@ -62,6 +64,7 @@ MIN_FRAMES = 3  # fewer frames have no before and after
 END_LEVEL = 0.85  # a change ends where its drift reaches this share of its new level
 START_LEVEL = 1.0  # ... and starts after the last frame within this many noise units of the level before
 START_SHARE = 0.2  # ... or within this share of its new level (a gradual change starts where it leaves the noise)
+GROW_SHARE = 0.8  # a point this share of `threshold` above its level may join a region that has one at `threshold`
 SCALE_FLOOR = 0.05  # a descriptor channel's noise scale is at least this share of the mean one
 LINK_SPACINGS = (
     2.5  # changed points closer than this many lattice spacings are neighbours (one unchanged point between)
@@ -441,6 +444,7 @@ class _Record:
     end: int = -1
     jump: float = 0.0
     score: float = 0.0
+    strong: bool = False  # `threshold` noise units above (else only GROW_SHARE of it: it may join a region)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -654,25 +658,22 @@ class OnlineChanges:
 
     def _judge(self, t: int, z: torch.Tensor) -> None:
         s = self.settings
-        # confirm: the last `persist` readings of a watching point all `threshold` noise units above
-        # the level before the first of them
-        watch = (self.status == 0) & (z > 0.5 * s.threshold) & (self.app_count >= s.query_window) & self.candidates
+        weak = GROW_SHARE * s.threshold
+        # confirm: the last `persist` readings of a watching point all `weak` noise units above the
+        # level before the first of them (strong: all `threshold` above); its start is found when
+        # it is concluded, once its new level is known
+        watch = (self.status == 0) & (z > weak) & (self.app_count >= s.query_window) & self.candidates
         for n in watch.nonzero()[:, 0].tolist():
             cols = torch.isfinite(self.r[n]).nonzero()[:, 0]
             last = cols[-s.persist :]
             if len(last) < s.persist:
                 continue
             first = int(last[0])
-            above = self._above(n, first)
-            if not bool((above[last] > s.threshold).all()):
+            above = self._above(n, first)[last]
+            if not bool((above > weak).all()):
                 continue
-            start_col = first
-            for c in reversed(cols[cols < first].tolist()):  # back along the run above the noise: where it began
-                if float(above[c]) > START_LEVEL and self._frame_of(c) > int(self.query_frames[n]) + s.query_window - 1:
-                    start_col = c
-                else:
-                    break
-            self.records[n] = _Record(n, self._frame_of(first), self._frame_of(start_col))
+            crossing = self._frame_of(first)
+            self.records[n] = _Record(n, crossing, crossing, strong=bool((above > s.threshold).all()))
             self.status[n] = 1
         # keep or drop: `lookaround` frames after the crossing, the point must still be changed
         for n, rec in list(self.records.items()):
@@ -688,10 +689,11 @@ class OnlineChanges:
         after = torch.isfinite(above) & (frames >= rec.crossing)
         level_cols = after.nonzero()[:, 0][-s.persist :]
         level = float(above[level_cols].median()) if len(level_cols) else float("nan")
-        if not (level > s.threshold):  # went back: a passing shadow, an occluder, a slip — no state
+        if not (level > GROW_SHARE * s.threshold):  # went back: a passing shadow, an occluder, a slip — no state
             self.status[n] = 0  # watching again
             del self.records[n]
             return
+        rec.strong = level > s.threshold
         # where it began: back from the crossing while the drift stays above the noise and a share of the new level
         floor = max(START_LEVEL, START_SHARE * level)
         first_frame = int(self.query_frames[n]) + s.query_window
@@ -756,7 +758,8 @@ class OnlineChanges:
         done: set[int] = set()
         changes = []
         for members in regions:
-            if len({pool[i].point for i in members}) >= needed:
+            strong = any(pool[i].strong for i in members)
+            if len({pool[i].point for i in members}) >= needed and strong:
                 changes.append(members)
             elif ready(members):
                 done.update(members)  # too few points: no change
