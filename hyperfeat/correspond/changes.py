@@ -78,11 +78,11 @@ class ChangeSettings:
 
     query_window: int = 3  # frames averaged into a point's query appearance
     reference: str = "auto"  # auto | all | none: which points normalise the drift (auto: background with a mask)
-    threshold: float = 6.0  # a point changes when its drift stays this many noise units above its level before
+    threshold: float = 7.0  # a point changes when its drift stays this many noise units above its level before
     persist: int = 3  # ... for this many visible frames running (the shortest state)
     lookaround: int = 8  # frames searched back for a start, forward for the new level; also the noise window
     tolerance: int = 2  # changed neighbours whose changes overlap within this many frames form one region
-    min_points: int = 5  # a changed region needs this many changed neighbouring points
+    min_points: int = 3  # a changed region needs this many changed neighbouring points
     coherent: bool = True  # read a point where its neighbours' motion carries it when it slipped
     neighbours: int = 6  # nearest points of the same kind whose motion carries a point
     slip_radius: float = 1.5  # cells: further than this from where its neighbours carry it, a point slipped
