@@ -26,17 +26,28 @@ evaluates its networks (the ``--reuse`` work folder RUN, the record ``--record``
 untrained network on the real TAP-Vid-DAVIS tracks of the held-out sequences only (strided
 queries, TAP-Vid metrics), before and after test-time adaptation to each video.
 
+``--tapvid-learn WORK``: temporal learning on the TAP-Vid-DAVIS clips themselves, split as the video
+presets split DAVIS (21 train / 9 held-out). Per seed, from that seed's untrained network: ``tracks``
+(the correspondence loss on frame pairs of the train clips' real tracks plus warped copies of their
+frames: 15 clips' ~30 tracks alone are memorised, held-out matching falls) and ``walk`` (the
+mirrored cycle walk on the train clips' raw frames, no labels); scored on the held-out clips beside
+the untrained network, concat-all and the untrained network adapted to each held-out clip. Settings
+were chosen on a split of the train clips (15 fit / 6 validation), never on the held-out ones.
+
     OMP_NUM_THREADS=1 python benchmarks/classical_learning.py [--seeds 0 1 2] [--steps 300]
     python benchmarks/classical_learning.py --from-json benchmarks/classical_learning.json   # table only
     OMP_NUM_THREADS=1 python benchmarks/video_training.py --overrides backbone=classical features.num_steps=4 \
         "features.save_steps=[3,1,0]" --models video_supervised video_selfsup --out benchmarks/classical_video_training.json
     OMP_NUM_THREADS=1 python benchmarks/classical_learning.py --tapvid <its work folder> \
         --record benchmarks/classical_video_training.json --out benchmarks/classical_tapvid.json
+    OMP_NUM_THREADS=1 python benchmarks/classical_learning.py --tapvid-learn <work folder> --tta-steps 10 \
+        --tta-lr 1e-4   # writes benchmarks/classical_tapvid_learning.json, .txt, _mixing.png
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -44,7 +55,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -597,6 +608,299 @@ def tapvid_report(record: dict, out: Path) -> None:
     out.with_suffix(".txt").write_text(text + "\n")
 
 
+TAPVID_LEARN = ("untrained", "concat-all", "tracks", "walk")
+
+
+def tapvid_track_pairs(videos: dict, rng: np.random.Generator, count: int, max_delta: int, load: int) -> list[tuple]:
+    """``count`` frame pairs (name, t1, t2, points_1 (N, 2), points_2 (N, 2)) of the real TAP-Vid tracks of
+    ``videos``: |t2 − t1| in [1, max_delta], the tracks visible in both frames, points in the L × L load frame
+    (the frames are squashed to L × L, so x·L/W, y·L/H)."""
+    names, out = list(videos), []
+    while len(out) < count:
+        item = videos[names[int(rng.integers(len(names)))]]["item"]
+        points, occluded = item.points, item.occluded  # (N, T, 2) pixels, (N, T)
+        frames = points.shape[1]
+        t1, delta = int(rng.integers(frames)), int(rng.integers(1, max_delta + 1))
+        t2 = t1 + delta if t1 + delta < frames else t1 - delta
+        seen = (~occluded[:, t1] & ~occluded[:, t2]).nonzero().flatten()
+        if t2 < 0 or len(seen) == 0:
+            continue
+        scale = torch.tensor([load / item.size[0], load / item.size[1]])
+        out.append((item.name, t1, t2, points[seen, t1] * scale, points[seen, t2] * scale))
+    return out
+
+
+def warped_frames(names: list[str], load: int, extractor, every: int, seed: int) -> list[tuple]:
+    """Dense exact tracks beside the sparse real ones: each ``every``-th of the first 32 DAVIS frames of the
+    clips ``names`` and a warped copy (homography + colour jitter, :class:`SyntheticPairs`, 8 × 8 grid of
+    points); (raw_1, raw_2 (S, C, R, R) float16, points_1, points_2 (N, 2), valid (N,)) per pair."""
+    from hyperfeat.data.pairs.synthetic import SyntheticPairs
+
+    root = DATA_ROOT / "davis2017" / "JPEGImages" / "480p"
+    files = [str(p) for n in names for p in sorted((root / n).glob("*.jpg"))[:32:every]]
+    pairs = SyntheticPairs(files, load, "all", seed=seed, pairs_per_image=2, num_points=64, **WARP)
+    out = []
+    with torch.no_grad():
+        for start in tqdm(range(0, len(pairs), 16), desc="warped train frames", unit="batch", leave=False):
+            items = [pairs[i] for i in range(start, min(len(pairs), start + 16))]
+            raw_a = extractor.run(torch.stack([it["source_image"] for it in items])).half()  # (b, S, C, R, R)
+            raw_b = extractor.run(torch.stack([it["target_image"] for it in items])).half()
+            for it, a, b in zip(items, raw_a, raw_b):
+                valid = torch.as_tensor(it["valid"]).bool()
+                points = [torch.nan_to_num(torch.as_tensor(it[k]).float()) for k in ("source_points", "target_points")]
+                out.append((a, b, *points, valid))
+    return out
+
+
+def train_on_tracks(network, videos: dict, warps: list[tuple], args, seed: int, load: int) -> tuple:
+    """Supervised temporal training: each step ``--track-pairs`` real-track frame pairs of the train clips and
+    ``--warp-pairs`` warped train frames, the correspondence loss (the module's, temperature 0.07), AdamW.
+    Returns (network, losses)."""
+    from hyperfeat.train.losses import correspondence_loss
+
+    network = copy.deepcopy(network).train().requires_grad_(True)
+    optimiser = torch.optim.AdamW(network.parameters(), lr=args.track_lr, weight_decay=0.0)
+    rng, losses = np.random.default_rng([seed, 2]), []
+    for _ in tqdm(range(args.track_steps), desc=f"tracks seed {seed}", unit="step", leave=False):
+        pairs = tapvid_track_pairs(videos, rng, args.track_pairs, 8, load)
+        chosen = [warps[int(i)] for i in rng.integers(len(warps), size=args.warp_pairs)]
+        rows = [(p[3], p[4], torch.ones(len(p[3]), dtype=torch.bool)) for p in pairs] + [w[2:] for w in chosen]
+        n = max(len(r[0]) for r in rows)
+        pts_a, pts_b = torch.zeros(len(rows), n, 2), torch.zeros(len(rows), n, 2)
+        valid = torch.zeros(len(rows), n, dtype=torch.bool)  # (B, N)
+        for i, (a, b, v) in enumerate(rows):
+            pts_a[i, : len(a)], pts_b[i, : len(b)], valid[i, : len(v)] = a, b, v
+        raw_a = torch.stack([videos[p[0]]["raw"][p[1]] for p in pairs] + [w[0] for w in chosen]).float()
+        raw_b = torch.stack([videos[p[0]]["raw"][p[2]] for p in pairs] + [w[1] for w in chosen]).float()
+        desc_a, desc_b = network(torch.cat([raw_a, raw_b])).chunk(2)  # (B, D, R, R) each
+        loss = correspondence_loss(desc_a, desc_b, pts_a, pts_b, valid, load_size=load)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(float(loss.detach()))
+    return network.eval().requires_grad_(False), losses
+
+
+def train_on_walk(network, videos: dict, args, seed: int) -> tuple:
+    """Self-supervised temporal training on the train clips' raw frames (no tracks): the cycle walk
+    (:func:`cycle_walk_loss`, mirrored home: a walk won by position alone fails) over clips of 4 frames at
+    strides 1-4, ``--walk-clips`` clips per step, maps pooled by ``--walk-pool``. Returns (network, losses)."""
+    from hyperfeat.train.losses import cycle_walk_loss
+
+    network = copy.deepcopy(network).train().requires_grad_(True)
+    optimiser = torch.optim.AdamW(network.parameters(), lr=args.walk_lr, weight_decay=0.0)
+    rng, names, losses = np.random.default_rng([seed, 3]), list(videos), []
+    for _ in tqdm(range(args.walk_steps), desc=f"walk seed {seed}", unit="step", leave=False):
+        maps, homes = [], []
+        for _ in range(args.walk_clips):
+            video = videos[names[int(rng.integers(len(names)))]]
+            stride = int(rng.integers(1, 5))
+            start = int(rng.integers(0, video["raw"].shape[0] - 3 * stride))
+            index = [start + k * stride for k in range(4)][:: 1 if rng.random() < 0.5 else -1]
+            maps.append(video["raw"][index])  # (4, S, C, R, R)
+            homes.append(video["mirrored"][index[0]])
+        desc = network(torch.cat(maps).float()).unflatten(0, (len(maps), 4))  # (B, 4, D, R, R)
+        home = network(torch.stack(homes).float())  # (B, D, R, R)
+        loss = cycle_walk_loss(desc, 0.07, args.walk_pool, across_batch=args.walk_across_batch, mirrored_home=home)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(float(loss.detach()))
+    return network.eval().requires_grad_(False), losses
+
+
+def tapvid_learning(args) -> dict:
+    """Temporal learning measured on real TAP-Vid-DAVIS: networks trained on the train clips, scored on the
+    held-out clips (never trained on), with the untrained network and concat-all beside them, and test-time
+    adaptation of the untrained network to each held-out clip."""
+    import lightning as L
+
+    from benchmarks.video_training import PLAN
+    from hyperfeat.api import Hyperfeatures
+    from hyperfeat.config import load_config
+    from hyperfeat.data.videos.tapvid import sample_queries, tapvid_from_config
+    from hyperfeat.data.videos.temporal import build_temporal_dataset
+    from hyperfeat.eval.metrics.tapvid import TapVidMetrics
+    from hyperfeat.model.backbone import load_backbone
+    from hyperfeat.train.adapt import AdaptSettings, adapt_network, video_raw_maps
+    from hyperfeat.train.module import module_class
+    from hyperfeat.video.frames import frames_from_uint8
+
+    torch.set_num_threads(1)
+    started = time.time()
+    work = Path(args.tapvid_learn)
+    overrides = ["backbone=classical", "features.num_steps=4", "features.save_steps=[3,1,0]", *args.overrides]
+    cfg = load_config(
+        overrides=["experiment=video_supervised", f"paths.data_root={DATA_ROOT}", "logger.backend=none", *overrides]
+    )
+    cfg_walk = load_config(
+        overrides=["experiment=video_selfsup", f"paths.data_root={DATA_ROOT}", "logger.backend=none", *overrides]
+    )
+    load = int(cfg.features.load_size)
+    train_names = sorted(build_temporal_dataset(cfg_walk.data, "train", load).videos.names)  # the video split
+    held_names = sorted(build_temporal_dataset(cfg_walk.data, "val", load).videos.names)
+    hf_cfg = load_config(
+        overrides=["backbone=tiny", *PLAN, f"paths.data_root={DATA_ROOT}", *overrides, "task=tapvid"]
+        + [f"video.tracker={args.tracker}"]
+    )
+    backbone = load_backbone(cfg)
+
+    def untrained(seed: int):
+        L.seed_everything(seed)  # as the trainer seeds a run: the network every training starts from
+        return module_class(cfg).from_config(cfg, backbone=backbone).aggregation.eval()
+
+    probe = Hyperfeatures(hf_cfg, backbone, untrained(0))  # the tracker; descriptors are passed in
+    dataset = tapvid_from_config(hf_cfg.data)
+    stored = work / "tapvid_raw"  # each video's raw maps (and its mirror's), kept for later runs
+    stored.mkdir(parents=True, exist_ok=True)
+    videos = {}
+    for name in tqdm(train_names + held_names, desc="TAP-Vid raw maps", unit="video"):
+        item = dataset.load(name)
+        frames = frames_from_uint8(item.frames)  # (T, 3, H, W) in [0, 1]
+        path = stored / f"{name}.pt"
+        if path.is_file():
+            raw, mirrored = torch.load(path)
+        else:
+            raw, mirrored = video_raw_maps(probe, frames)[0], video_raw_maps(probe, frames, mirrored=True)[0]
+            torch.save((raw, mirrored), path)
+        queries = sample_queries(item.points, item.occluded, str(hf_cfg.data.query_mode), int(hf_cfg.data.query_stride))
+        videos[name] = dict(item=item, frames=frames, queries=queries, raw=raw, mirrored=mirrored)
+    train_videos, held = {n: videos[n] for n in train_names}, {n: videos[n] for n in held_names}
+    assert not set(train_videos) & set(held), "held-out clips must not be trained on"
+    warps_path = work / f"warps_every{args.warp_every}.pt"
+    if warps_path.is_file():
+        warps = torch.load(warps_path)
+    else:
+        warps = warped_frames(train_names, load, probe.extractor, args.warp_every, seed=0)
+        torch.save(warps, warps_path)
+
+    def describe(network, raw: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.cat([network(raw[i : i + 8].float()) for i in range(0, len(raw), 8)])  # (T, D, R, R)
+
+    def score(network, adapt: Optional[AdaptSettings] = None) -> dict:
+        metric, walk = TapVidMetrics(query_mode=str(hf_cfg.data.query_mode)), []
+        for v in held.values():
+            net = network
+            if adapt is not None:  # test-time adaptation to this very clip
+                result = adapt_network(
+                    Hyperfeatures(hf_cfg, backbone, network), None, adapt, raw=v["raw"], raw_mirrored=v["mirrored"]
+                )
+                net, walk = result.network, walk + [(result.loss_before, result.loss_after)]
+            tracks, visible = probe.track(v["frames"], v["queries"].queries, descriptors=describe(net, v["raw"]))
+            truth = v["queries"].targets(v["item"].points, v["item"].occluded)
+            metric.update(v["queries"].queries, *truth, tracks, ~visible, v["item"].size)
+        out = {k: float(v) for k, v in metric.compute().items() if k in TRACK_KEYS}
+        if walk:
+            out["walk_before"], out["walk_after"] = (float(np.mean(w)) for w in zip(*walk))
+        return out
+
+    record = {
+        "settings": {k: v for k, v in vars(args).items() if k != "func"},
+        "tracker": args.tracker,
+        "train_sequences": train_names,
+        "held_out_sequences": held_names,
+        "num_queries": int(sum(len(v["queries"]) for v in held.values())),
+        "warped_pairs": len(warps),
+        "concat-all": score(lambda raw: concat_all_layers(raw.float(), list(probe.extractor.channels))),
+        "per_seed": {},
+    }
+    out_path = Path(args.out)
+    tta = AdaptSettings(steps=args.tta_steps, lr=args.tta_lr, mirror=True)
+    for seed in args.seeds:
+        start = untrained(seed)
+        per = record["per_seed"][seed] = {"untrained": score(start)}
+        per["untrained"]["tta"] = score(start, AdaptSettings(**{**vars(tta), "seed": seed}))
+        trainings = {
+            "tracks": lambda: train_on_tracks(start, train_videos, warps, args, seed, load),
+            "walk": lambda: train_on_walk(start, train_videos, args, seed),
+        }
+        for name, fit in trainings.items():
+            t0 = time.time()
+            network, losses = fit()
+            per[name] = {
+                **score(network),
+                "loss_first": float(np.mean(losses[:25])),
+                "loss_last": float(np.mean(losses[-25:])),
+                "seconds": time.time() - t0,
+                "mixing": network.mixing_grid().tolist(),  # (S, L)
+            }
+        print(f"seed {seed}: " + "; ".join(f"{k} {v}" for k, v in per.items() if k != "mixing"), flush=True)
+        record["seconds"] = time.time() - started
+        out_path.write_text(json.dumps(record, indent=2))
+    record["layer_names"] = list(probe.extractor.layer_names)
+    record["channels"] = list(probe.extractor.channels)
+    record["save_steps"] = list(cfg.features.save_steps)
+    out_path.write_text(json.dumps(record, indent=2))
+    tapvid_learning_report(record, out_path)
+    return record
+
+
+def tapvid_learning_report(record: dict, out: Path) -> None:
+    """The table (mean ± std over the seeds) and the mixing weights of every trained network."""
+    from hyperfeat.viz.mixing import MixingPanel, plot_mixing_comparison
+
+    seeds, s = list(record["per_seed"]), record["settings"]
+    lines = [
+        f"Temporal learning on the classical backbone (weight-free proxy, not Stable Diffusion): trained on "
+        f"{len(record['train_sequences'])} TAP-Vid-DAVIS clips, scored on the {len(record['held_out_sequences'])} "
+        f"held-out clips (32 frames, {record['num_queries']} strided queries, tracker {record['tracker']}); "
+        f"TAP-Vid metrics, %"
+    ]
+    head = f"{'network':<58}{'AJ':>13}{'δ_avg':>13}{'OA':>13}{'loss first → last':>26}"
+    lines += [head, "-" * len(head)]
+    rows = [
+        ("untrained (what training starts from)", [record["per_seed"][k]["untrained"] for k in seeds], None),
+        ("concat-all (raw maps, no network)", [record["concat-all"]], None),
+        (
+            f"tracks: {s['track_steps']} steps, real tracks + warped frames",
+            [record["per_seed"][k]["tracks"] for k in seeds],
+            ("loss_first", "loss_last"),
+        ),
+        (
+            f"walk: {s['walk_steps']} steps, raw frames (no labels)",
+            [record["per_seed"][k]["walk"] for k in seeds],
+            ("loss_first", "loss_last"),
+        ),
+        (
+            f"untrained + TTA ({s['tta_steps']} steps, lr {s['tta_lr']:g}, mirrored walk)",
+            [record["per_seed"][k]["untrained"]["tta"] for k in seeds],
+            ("walk_before", "walk_after"),
+        ),
+    ]
+    for label, entries, loss in rows:
+        values = "".join(f"{mean_std([e[k] for e in entries]):>13}" for k in TRACK_KEYS)
+        extra = (
+            f"{np.mean([e[loss[0]] for e in entries]):.3f} → {np.mean([e[loss[1]] for e in entries]):.3f}"
+            if loss
+            else ""
+        )
+        lines.append(f"{label:<58}{values}{extra:>26}")
+    lines += [
+        "-" * len(head),
+        f"train clips: {', '.join(record['train_sequences'])}",
+        f"held-out clips: {', '.join(record['held_out_sequences'])}",
+        f"TTA row: walk loss of fixed clips of each held-out clip before → after adapting to it; mean ± std over "
+        f"seeds {', '.join(map(str, seeds))}; total {record['seconds'] / 60:.1f} min",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    out.with_suffix(".txt").write_text(text + "\n")
+    panels = [
+        MixingPanel(
+            np.array(record["per_seed"][k][name]["mixing"]),
+            record["save_steps"],
+            record["layer_names"],
+            f"{name}, seed {k}",
+            record["channels"],
+            None,
+        )
+        for name in ("tracks", "walk")
+        for k in seeds
+    ]
+    plot_mixing_comparison(panels, out.with_name(out.stem + "_mixing.png"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -656,13 +960,41 @@ def main() -> None:
         default=["untrained", "video_supervised"],
         help="--tapvid: the networks adapted to each held-out video",
     )
+    learn = parser.add_argument_group("--tapvid-learn: temporal training on the TAP-Vid-DAVIS train clips")
+    learn.add_argument(
+        "--tapvid-learn",
+        default=None,
+        metavar="WORK",
+        help="train on the train clips and score the held-out clips of TAP-Vid-DAVIS (raw maps kept in WORK)",
+    )
+    learn.add_argument("--track-steps", type=int, default=600)
+    learn.add_argument("--track-lr", type=float, default=1e-3)
+    learn.add_argument("--track-pairs", type=int, default=2, help="real-track frame pairs per step")
+    learn.add_argument("--warp-pairs", type=int, default=2, help="warped train frames per step")
+    learn.add_argument("--warp-every", type=int, default=2, help="warp every n-th of the first 32 frames of a clip")
+    learn.add_argument("--walk-steps", type=int, default=100)
+    learn.add_argument("--walk-lr", type=float, default=3e-4)
+    learn.add_argument("--walk-clips", type=int, default=2, help="clips per walk step")
+    learn.add_argument("--walk-pool", type=int, default=1, help="the walk's pooling of the maps (1: every cell)")
+    learn.add_argument("--walk-across-batch", action="store_true", help="walk over the cells of every clip of a step")
     args = parser.parse_args()
+    if args.tapvid_learn:
+        args.out = (
+            args.out
+            if args.out != parser.get_default("out")
+            else str(ROOT / "benchmarks" / "classical_tapvid_learning.json")
+        )
+        tapvid_learning(args)
+        return
     if args.merge:
         merge(args.merge, Path(args.out))
         return
     if args.from_json:
         record = json.loads(Path(args.from_json).read_text())
-        (tapvid_report if "num_queries" in record else report)(record, Path(args.out))
+        if "warped_pairs" in record:
+            tapvid_learning_report(record, Path(args.from_json))
+        else:
+            (tapvid_report if "num_queries" in record else report)(record, Path(args.out))
         return
     if args.video_train:
         if args.record is None:
