@@ -123,7 +123,7 @@ class ChangeSettings:
 class ChangeEvent:
     """One change of state: the points ``points`` (indices into the tracks) changed from
     ``start`` to ``end`` (the first frame in the new state; ``end == start``: sudden);
-    ``frame`` = ``start``; ``strength``: mean drift jump of its points (chord distance);
+    ``frame`` = ``start``; ``strength``: mean drift jump of its points (drift units);
     ``score``: their mean new level in noise units; ``region``: the region it defines."""
 
     index: int
@@ -266,7 +266,7 @@ def load_states(path) -> StatePrototypes:
 class StateChanges:
     """The result of the analysis. Per point n and frame t (NaN where not read):
 
-    ``drift`` (N, T): the chord distance to the query appearance after the global correction,
+    ``drift`` (N, T): the distance to the query appearance, each channel in its noise units,
     minus ``baseline`` (T,), the references' median; ``score`` (N, T): the same in noise units;
     ``slipped`` (N, T): where the point's track disagreed with its neighbours' motion (and was
     read where they carry it, ``tracks``); ``analysed`` (N,): points read in enough frames to be

@@ -66,8 +66,8 @@ def _event_lines(ax, events, label: bool) -> None:
 
 
 def plot_drift(result, out_path: Optional[PathLike] = None, title: Optional[str] = None) -> Figure:
-    """Two panels over frames: top, each point's drift beyond the references' (the chord distance
-    to its query appearance minus their median), thin, in its region's colour, with each region's
+    """Two panels over frames: top, each point's drift beyond the references' (its distance to
+    its query appearance in channel noise units, minus their median), thin, in its region's colour, with each region's
     mean (thick); bottom, the same in noise units (the jump above the point's recent level), with
     the threshold; events as dashed red lines, gradual ones shaded from start to end."""
     fig = Figure(figsize=(10, 6.5), dpi=100)
