@@ -52,6 +52,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from statistics import median_low
 from typing import Optional, Sequence
 
 import torch
@@ -408,10 +409,10 @@ def neighbour_lists(xy: torch.Tensor, kind: torch.Tensor, k: int) -> torch.Tenso
     return out
 
 
-def _median(values: Sequence[int]) -> int:
-    """The lower median of whole numbers."""
-    ordered = sorted(values)
-    return int(ordered[(len(ordered) - 1) // 2])
+def _overlapping(starts: torch.Tensor, ends: torch.Tensor, tolerance: int) -> torch.Tensor:
+    """starts, ends (P,) frames of P spans → (P, P) bool: spans i and j overlap, or come within
+    ``tolerance`` frames of each other."""
+    return (starts[:, None] - tolerance <= ends[None, :]) & (starts[None, :] - tolerance <= ends[:, None])
 
 
 def _components(link: torch.Tensor) -> list[list[int]]:
@@ -747,8 +748,7 @@ class OnlineChanges:
         ends = torch.tensor([rec.end for rec in pool])
         points = torch.tensor([rec.point for rec in pool])
         near = self.near[points][:, points]  # (P, P) spatial neighbours
-        overlap = (starts[:, None] - s.tolerance <= ends[None, :]) & (starts[None, :] - s.tolerance <= ends[:, None])
-        regions = _components(near & overlap)
+        regions = _components(near & _overlapping(starts, ends, s.tolerance))
         needed = min(s.min_points, int(self.candidates.sum()))  # all of them when fewer may change
         horizon = self.t - 1 - 2 * s.lookaround - s.persist  # a later record starts after this frame
 
@@ -764,11 +764,9 @@ class OnlineChanges:
             elif ready(members):
                 done.update(members)  # too few points: no change
         spans = torch.tensor(
-            [[_median([pool[i].start for i in m]), _median([pool[i].end for i in m])] for m in changes]
+            [[median_low([pool[i].start for i in m]), median_low([pool[i].end for i in m])] for m in changes]
         ).reshape(-1, 2)
-        together = (spans[:, None, 0] - s.tolerance <= spans[None, :, 1]) & (
-            spans[None, :, 0] - s.tolerance <= spans[:, None, 1]
-        )
+        together = _overlapping(spans[:, 0], spans[:, 1], s.tolerance)
         new: list[ChangeEvent] = []
         groups = [sum((changes[c] for c in group), []) for group in _components(together)]
         for members in sorted(groups, key=lambda m: (min(pool[i].start for i in m), min(pool[i].point for i in m))):
@@ -781,8 +779,8 @@ class OnlineChanges:
             recs = sorted(first.values(), key=lambda rec: rec.point)
             event = ChangeEvent(
                 index=len(self.events),
-                start=_median([rec.start for rec in recs]),
-                end=_median([rec.end for rec in recs]),
+                start=median_low([rec.start for rec in recs]),
+                end=median_low([rec.end for rec in recs]),
                 points=[rec.point for rec in recs],
                 strength=sum(rec.jump for rec in recs) / len(recs),
                 score=sum(rec.score for rec in recs) / len(recs),

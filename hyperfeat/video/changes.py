@@ -24,6 +24,7 @@ from hyperfeat.correspond.changes import (
 )
 from hyperfeat.describe.base import Describer
 from hyperfeat.errors import DataError
+from hyperfeat.geometry import inside_image
 from hyperfeat.video.frames import FrameSource, load_frames
 from hyperfeat.video.queries import grid_points, in_mask, mask_pixels
 
@@ -65,7 +66,7 @@ def track_for_changes(
     (N, T). The analysis then carries points that slipped by their neighbours' motion
     (``changes.coherent``).
 
-    ``visible`` is True wherever the track is inside the frame: a tracker's visibility is how
+    ``visible`` is True wherever the track is on the frame (:func:`hyperfeat.geometry.inside_image`): a tracker's visibility is how
     much the point still looks like its query — exactly what a change of state breaks, so it
     would hide the changed points (measured on the tuning half: F1 0.61 with it, 0.64 without,
     and fewer false events). Occluders that pass do not last, and the analysis keeps only
@@ -73,11 +74,7 @@ def track_for_changes(
     from hyperfeat.correspond.track import settings_from_config, track_descriptors
 
     tracks, _, _ = track_descriptors(desc, queries, size, settings.tracker, settings_from_config(cfg, settings.tracker))
-    width, height = size
-    inside = (
-        (tracks[..., 0] >= 0) & (tracks[..., 0] <= width - 1) & (tracks[..., 1] >= 0) & (tracks[..., 1] <= height - 1)
-    )
-    return tracks, inside
+    return tracks, inside_image(tracks, size)
 
 
 def video_changes(

@@ -505,8 +505,9 @@ def test_pipeline_tracks_are_read_wherever_they_are_in_the_frame():
     desc, q, _, _, obj = _scene()
     cfg = load_config(overrides=["backbone=tiny"])
     tracks, visible = track_for_changes(desc, q, (W, H), cfg, ChangeSettings(tracker="memory"))
-    inside = (tracks[..., 0] >= 0) & (tracks[..., 0] <= W - 1) & (tracks[..., 1] >= 0) & (tracks[..., 1] <= H - 1)
-    assert torch.equal(visible, inside)
+    x, y = tracks[..., 0], tracks[..., 1]
+    on_frame = (x >= -0.5) & (x <= W - 0.5) & (y >= -0.5) & (y <= H - 0.5)  # the frame's pixel area
+    assert torch.equal(visible, on_frame)
     same, own, _ = track_descriptors(desc, q, (W, H), "memory", settings_from_config(cfg, "memory"))
     torch.testing.assert_close(tracks, same)
     hidden = ~own[obj][:, K:] & visible[obj][:, K:]

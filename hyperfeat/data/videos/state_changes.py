@@ -196,14 +196,14 @@ def _jpeg(frames: torch.Tensor, quality: int) -> torch.Tensor:
     import numpy as np
     from PIL import Image
 
-    out = []
-    for f in frames:
+    from hyperfeat.video.frames import frames_as_uint8, frames_from_uint8
+
+    coded = []
+    for pixels in frames_as_uint8(frames):
         buffer = io.BytesIO()
-        Image.fromarray((f.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()).save(
-            buffer, "JPEG", quality=quality
-        )
-        out.append(torch.from_numpy(np.array(Image.open(buffer).convert("RGB"))).permute(2, 0, 1).float() / 255)
-    return torch.stack(out)
+        Image.fromarray(pixels).save(buffer, "JPEG", quality=quality)
+        coded.append(np.array(Image.open(buffer).convert("RGB")))
+    return frames_from_uint8(np.stack(coded))
 
 
 def _warp(frames: torch.Tensor, masks: torch.Tensor, warps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -304,10 +304,11 @@ def write_clip(clip: StateChangeClip, out: PathLike) -> dict:
 
     from PIL import Image
 
+    from hyperfeat.video.frames import frames_as_uint8
+
     folder = Path(out)
     (folder / "frames").mkdir(parents=True, exist_ok=True)
-    for t, frame in enumerate(clip.frames):
-        pixels = (frame.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()
+    for t, pixels in enumerate(frames_as_uint8(clip.frames)):
         Image.fromarray(pixels).save(folder / "frames" / f"{t:05d}.png")
     Image.fromarray((clip.object[0].numpy() * 255).astype("uint8")).save(folder / "mask.png")
     truth = {"name": clip.name, "kind": clip.kind, "start": clip.change_frame, "end": clip.change_end}
