@@ -400,6 +400,18 @@ TRACK_KEYS = ("average_jaccard", "average_pts_within_thresh", "occlusion_accurac
 TAPVID_MODELS = ("untrained", "video_supervised", "video_selfsup")
 
 
+def stored_raw_maps(probe, frames: torch.Tensor, path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """A video's raw maps and its mirror's (:func:`hyperfeat.train.adapt.video_raw_maps`), read from
+    ``path`` when an earlier run or seed made them, else made and kept there."""
+    from hyperfeat.train.adapt import video_raw_maps
+
+    if path.is_file():
+        return torch.load(path)
+    raw, mirrored = video_raw_maps(probe, frames)[0], video_raw_maps(probe, frames, mirrored=True)[0]
+    torch.save((raw, mirrored), path)
+    return raw, mirrored
+
+
 def tapvid(args) -> dict:
     """Held-out TAP-Vid-DAVIS tracking of a video-training run's networks, with and without TTA."""
     import lightning as L
@@ -411,7 +423,7 @@ def tapvid(args) -> dict:
     from hyperfeat.eval.metrics.tapvid import TapVidMetrics
     from hyperfeat.model.backbone import load_backbone
     from hyperfeat.model.checkpoint import load_checkpoint
-    from hyperfeat.train.adapt import AdaptSettings, adapt_network, video_raw_maps
+    from hyperfeat.train.adapt import AdaptSettings, adapt_network
     from hyperfeat.train.module import module_class
     from hyperfeat.video.frames import frames_from_uint8
 
@@ -445,12 +457,7 @@ def tapvid(args) -> dict:
     for name in tqdm(dataset.names, desc="TAP-Vid raw maps", unit="video"):
         item = dataset.load(name)
         frames = frames_from_uint8(item.frames)  # (T, 3, H, W) in [0, 1]
-        path = stored / f"{name}.pt"
-        if path.is_file():
-            raw, mirrored = torch.load(path)
-        else:
-            raw, mirrored = video_raw_maps(probe, frames)[0], video_raw_maps(probe, frames, mirrored=True)[0]
-            torch.save((raw, mirrored), path)
+        raw, mirrored = stored_raw_maps(probe, frames, stored / f"{name}.pt")
         videos.append((item, frames, sample_queries(item.points, item.occluded, mode, stride), raw, mirrored))
 
     @torch.no_grad()
@@ -722,7 +729,7 @@ def tapvid_learning(args) -> dict:
     from hyperfeat.data.videos.temporal import build_temporal_dataset
     from hyperfeat.eval.metrics.tapvid import TapVidMetrics
     from hyperfeat.model.backbone import load_backbone
-    from hyperfeat.train.adapt import AdaptSettings, adapt_network, video_raw_maps
+    from hyperfeat.train.adapt import AdaptSettings, adapt_network
     from hyperfeat.train.module import module_class
     from hyperfeat.video.frames import frames_from_uint8
 
@@ -757,12 +764,7 @@ def tapvid_learning(args) -> dict:
     for name in tqdm(train_names + held_names, desc="TAP-Vid raw maps", unit="video"):
         item = dataset.load(name)
         frames = frames_from_uint8(item.frames)  # (T, 3, H, W) in [0, 1]
-        path = stored / f"{name}.pt"
-        if path.is_file():
-            raw, mirrored = torch.load(path)
-        else:
-            raw, mirrored = video_raw_maps(probe, frames)[0], video_raw_maps(probe, frames, mirrored=True)[0]
-            torch.save((raw, mirrored), path)
+        raw, mirrored = stored_raw_maps(probe, frames, stored / f"{name}.pt")
         queries = sample_queries(item.points, item.occluded, str(hf_cfg.data.query_mode), int(hf_cfg.data.query_stride))
         videos[name] = dict(item=item, frames=frames, queries=queries, raw=raw, mirrored=mirrored)
     train_videos, held = {n: videos[n] for n in train_names}, {n: videos[n] for n in held_names}
