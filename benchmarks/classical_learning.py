@@ -615,7 +615,8 @@ def tapvid_report(record: dict, out: Path) -> None:
     out.with_suffix(".txt").write_text(text + "\n")
 
 
-TAPVID_LEARN = ("untrained", "concat-all", "tracks", "walk")
+TAPVID_LEARN = ("untrained", "concat-all", "tracks", "walk", "warp", "walk+warp")
+TRAININGS = ("tracks", "walk", "warp", "walk+warp")
 
 
 def tapvid_track_pairs(videos: dict, rng: np.random.Generator, count: int, max_delta: int, load: int) -> list[tuple]:
@@ -688,27 +689,63 @@ def train_on_tracks(network, videos: dict, warps: list[tuple], args, seed: int, 
     return network.eval().requires_grad_(False), losses
 
 
-def train_on_walk(network, videos: dict, args, seed: int) -> tuple:
-    """Self-supervised temporal training on the train clips' raw frames (no tracks): the cycle walk
-    (:func:`cycle_walk_loss`, mirrored home: a walk won by position alone fails) over clips of 4 frames at
-    strides 1-4, ``--walk-clips`` clips per step, maps pooled by ``--walk-pool``. Returns (network, losses)."""
+def walk_loss(network, videos: dict, rng: np.random.Generator, args) -> torch.Tensor:
+    """The mirrored cycle walk (:func:`cycle_walk_loss`) over ``--walk-clips`` clips of 4 raw frames of
+    ``videos`` at strides 1-4, forwards or backwards, maps pooled by ``--walk-pool``."""
     from hyperfeat.train.losses import cycle_walk_loss
 
+    names, maps, homes = list(videos), [], []
+    for _ in range(args.walk_clips):
+        video = videos[names[int(rng.integers(len(names)))]]
+        stride = int(rng.integers(1, 5))
+        start = int(rng.integers(0, video["raw"].shape[0] - 3 * stride))
+        index = [start + k * stride for k in range(4)][:: 1 if rng.random() < 0.5 else -1]
+        maps.append(video["raw"][index])  # (4, S, C, R, R)
+        homes.append(video["mirrored"][index[0]])
+    desc = network(torch.cat(maps).float()).unflatten(0, (len(maps), 4))  # (B, 4, D, R, R)
+    home = network(torch.stack(homes).float())  # (B, D, R, R)
+    return cycle_walk_loss(desc, 0.07, args.walk_pool, across_batch=args.walk_across_batch, mirrored_home=home)
+
+
+def warp_loss(network, warps: list[tuple], rng: np.random.Generator, count: int, load: int) -> torch.Tensor:
+    """The correspondence loss of ``count`` warped train frames (:func:`warped_frames`: exact truth, no labels)."""
+    from hyperfeat.train.losses import correspondence_loss
+
+    chosen = [warps[int(i)] for i in rng.integers(len(warps), size=count)]
+    raw_a, raw_b = (torch.stack([w[k] for w in chosen]).float() for k in (0, 1))
+    pts_a, pts_b, valid = (torch.stack([w[k] for w in chosen]) for k in (2, 3, 4))
+    desc_a, desc_b = network(torch.cat([raw_a, raw_b])).chunk(2)  # (B, D, R, R) each
+    return correspondence_loss(desc_a, desc_b, pts_a, pts_b, valid, load_size=load)
+
+
+def train_on_walk(network, videos: dict, args, seed: int) -> tuple:
+    """Self-supervised temporal training on the train clips' raw frames (no tracks): the cycle walk
+    (:func:`walk_loss`, mirrored home: a walk won by position alone fails), ``--walk-steps`` AdamW steps
+    at ``--walk-lr``. Returns (network, losses)."""
     network = copy.deepcopy(network).train().requires_grad_(True)
     optimiser = torch.optim.AdamW(network.parameters(), lr=args.walk_lr, weight_decay=0.0)
-    rng, names, losses = np.random.default_rng([seed, 3]), list(videos), []
+    rng, losses = np.random.default_rng([seed, 3]), []
     for _ in tqdm(range(args.walk_steps), desc=f"walk seed {seed}", unit="step", leave=False):
-        maps, homes = [], []
-        for _ in range(args.walk_clips):
-            video = videos[names[int(rng.integers(len(names)))]]
-            stride = int(rng.integers(1, 5))
-            start = int(rng.integers(0, video["raw"].shape[0] - 3 * stride))
-            index = [start + k * stride for k in range(4)][:: 1 if rng.random() < 0.5 else -1]
-            maps.append(video["raw"][index])  # (4, S, C, R, R)
-            homes.append(video["mirrored"][index[0]])
-        desc = network(torch.cat(maps).float()).unflatten(0, (len(maps), 4))  # (B, 4, D, R, R)
-        home = network(torch.stack(homes).float())  # (B, D, R, R)
-        loss = cycle_walk_loss(desc, 0.07, args.walk_pool, across_batch=args.walk_across_batch, mirrored_home=home)
+        loss = walk_loss(network, videos, rng, args)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(float(loss.detach()))
+    return network.eval().requires_grad_(False), losses
+
+
+def train_on_warps(network, videos: dict, warps: list[tuple], args, seed: int, load: int, walk: float) -> tuple:
+    """Self-supervised training on the train clips' raw frames, no labels: the correspondence loss of
+    ``--ss-warp-pairs`` warped copies of their frames a step (:func:`warp_loss`; the warp is the truth),
+    plus ``walk`` × the mirrored walk (:func:`walk_loss`) when ``walk`` > 0; ``--ss-steps`` AdamW steps at
+    ``--ss-lr``. Returns (network, losses)."""
+    network = copy.deepcopy(network).train().requires_grad_(True)
+    optimiser = torch.optim.AdamW(network.parameters(), lr=args.ss_lr, weight_decay=0.0)
+    rng, losses = np.random.default_rng([seed, 4]), []
+    for _ in tqdm(range(args.ss_steps), desc=f"warps seed {seed}", unit="step", leave=False):
+        loss = warp_loss(network, warps, rng, args.ss_warp_pairs, load)
+        if walk > 0:
+            loss = loss + walk * walk_loss(network, videos, rng, args)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -746,6 +783,10 @@ def tapvid_learning(args) -> dict:
     load = int(cfg.features.load_size)
     train_names = sorted(build_temporal_dataset(cfg_walk.data, "train", load).videos.names)  # the video split
     held_names = sorted(build_temporal_dataset(cfg_walk.data, "val", load).videos.names)
+    if args.validation:  # choose settings here: 15 of the train clips fit, the other 6 score
+        chosen = set(np.random.default_rng(0).permutation(len(train_names))[:6].tolist())
+        held_names = [n for i, n in enumerate(train_names) if i in chosen]
+        train_names = [n for i, n in enumerate(train_names) if i not in chosen]
     hf_cfg = load_config(
         overrides=["backbone=tiny", *PLAN, f"paths.data_root={DATA_ROOT}", *overrides, "task=tapvid"]
         + [f"video.tracker={args.tracker}"]
@@ -769,7 +810,7 @@ def tapvid_learning(args) -> dict:
         videos[name] = dict(item=item, frames=frames, queries=queries, raw=raw, mirrored=mirrored)
     train_videos, held = {n: videos[n] for n in train_names}, {n: videos[n] for n in held_names}
     assert not set(train_videos) & set(held), "held-out clips must not be trained on"
-    warps_path = work / f"warps_every{args.warp_every}.pt"
+    warps_path = work / f"warps_every{args.warp_every}{'_fit' if args.validation else ''}.pt"
     if warps_path.is_file():
         warps = torch.load(warps_path)
     else:
@@ -786,15 +827,21 @@ def tapvid_learning(args) -> dict:
             net = network
             if adapt is not None:  # test-time adaptation to this very clip
                 result = adapt_network(
-                    Hyperfeatures(hf_cfg, backbone, network), None, adapt, raw=v["raw"], raw_mirrored=v["mirrored"]
+                    Hyperfeatures(hf_cfg, backbone, network),
+                    v["frames"],
+                    adapt,
+                    raw=v["raw"],
+                    raw_mirrored=v["mirrored"],
                 )
-                net, walk = result.network, walk + [(result.loss_before, result.loss_after)]
+                net = result.network
+                walk.append((result.loss_before, result.loss_after, result.warp_before, result.warp_after))
             tracks, visible = probe.track(v["frames"], v["queries"].queries, descriptors=describe(net, v["raw"]))
             truth = v["queries"].targets(v["item"].points, v["item"].occluded)
             metric.update(v["queries"].queries, *truth, tracks, ~visible, v["item"].size)
         out = {k: float(v) for k, v in metric.compute().items() if k in TRACK_KEYS}
         if walk:
-            out["walk_before"], out["walk_after"] = (float(np.mean(w)) for w in zip(*walk))
+            keys = ("walk_before", "walk_after", "warp_before", "warp_after")
+            out.update({k: float(np.mean(w)) for k, w in zip(keys, zip(*walk))})
         return out
 
     record = {
@@ -808,16 +855,30 @@ def tapvid_learning(args) -> dict:
         "per_seed": {},
     }
     out_path = Path(args.out)
-    tta = AdaptSettings(steps=args.tta_steps, lr=args.tta_lr, mirror=True)
+    ttas = {  # the adaptations of the untrained network to each held-out clip: row key → settings
+        "tta": AdaptSettings(steps=args.tta_steps, lr=args.tta_lr, mirror=True),
+        "tta_warp": AdaptSettings(
+            steps=args.tta_warp_steps,
+            lr=args.tta_warp_lr,
+            mirror=True,
+            objective=args.tta_objective,
+            warps=args.tta_warps,
+            warp_weight=args.tta_warp_weight,
+        ),
+    }
     for seed in args.seeds:
         start = untrained(seed)
         per = record["per_seed"][seed] = {"untrained": score(start)}
-        per["untrained"]["tta"] = score(start, AdaptSettings(**{**vars(tta), "seed": seed}))
+        for key in args.tta_rows:
+            per["untrained"][key] = score(start, AdaptSettings(**{**vars(ttas[key]), "seed": seed}))
         trainings = {
             "tracks": lambda: train_on_tracks(start, train_videos, warps, args, seed, load),
             "walk": lambda: train_on_walk(start, train_videos, args, seed),
+            "warp": lambda: train_on_warps(start, train_videos, warps, args, seed, load, walk=0.0),
+            "walk+warp": lambda: train_on_warps(start, train_videos, warps, args, seed, load, walk=args.ss_walk),
         }
-        for name, fit in trainings.items():
+        for name in args.trainings:
+            fit = trainings[name]
             t0 = time.time()
             network, losses = fit()
             per[name] = {
@@ -851,25 +912,28 @@ def tapvid_learning_report(record: dict, out: Path) -> None:
     ]
     head = f"{'network':<58}{'AJ':>13}{'δ_avg':>13}{'OA':>13}{'loss first → last':>26}"
     lines += [head, "-" * len(head)]
+    per_seed = [record["per_seed"][k] for k in seeds]
+    labels = {
+        "tracks": f"tracks: {s['track_steps']} steps, real tracks + warped frames",
+        "walk": f"walk: {s['walk_steps']} steps, raw frames (no labels)",
+        "warp": f"warp: {s.get('ss_steps')} steps, warped raw frames (no labels)",
+        "walk+warp": f"warp + {s.get('ss_walk', 0):g} × walk: {s.get('ss_steps')} steps (no labels)",
+    }
     rows = [
-        ("untrained (what training starts from)", [record["per_seed"][k]["untrained"] for k in seeds], None),
+        ("untrained (what training starts from)", [e["untrained"] for e in per_seed], None),
         ("concat-all (raw maps, no network)", [record["concat-all"]], None),
-        (
-            f"tracks: {s['track_steps']} steps, real tracks + warped frames",
-            [record["per_seed"][k]["tracks"] for k in seeds],
-            ("loss_first", "loss_last"),
-        ),
-        (
-            f"walk: {s['walk_steps']} steps, raw frames (no labels)",
-            [record["per_seed"][k]["walk"] for k in seeds],
-            ("loss_first", "loss_last"),
-        ),
-        (
-            f"untrained + TTA ({s['tta_steps']} steps, lr {s['tta_lr']:g}, mirrored walk)",
-            [record["per_seed"][k]["untrained"]["tta"] for k in seeds],
-            ("walk_before", "walk_after"),
-        ),
     ]
+    rows += [(labels[k], [e[k] for e in per_seed], ("loss_first", "loss_last")) for k in TRAININGS if k in per_seed[0]]
+    tta_labels = {
+        "tta": f"untrained + TTA ({s['tta_steps']} steps, lr {s['tta_lr']:g}, mirrored walk)",
+        "tta_warp": f"untrained + TTA ({s.get('tta_warp_steps')} steps, lr {s.get('tta_warp_lr', 0):g}, "
+        f"{s.get('tta_objective')}{'' if s.get('tta_objective') == 'walk' else ', ' + str(s.get('tta_warps')) + ' warps'})",
+    }
+    for key, label in tta_labels.items():
+        if key in per_seed[0]["untrained"]:
+            walked = s.get("tta_objective") != "warp" or key == "tta"
+            loss = ("walk_before", "walk_after") if walked else ("warp_before", "warp_after")
+            rows.append((label, [e["untrained"][key] for e in per_seed], loss))
     for label, entries, loss in rows:
         values = "".join(f"{mean_std([e[k] for e in entries]):>13}" for k in TRACK_KEYS)
         extra = (
@@ -882,7 +946,8 @@ def tapvid_learning_report(record: dict, out: Path) -> None:
         "-" * len(head),
         f"train clips: {', '.join(record['train_sequences'])}",
         f"held-out clips: {', '.join(record['held_out_sequences'])}",
-        f"TTA row: walk loss of fixed clips of each held-out clip before → after adapting to it; mean ± std over "
+        f"TTA rows: walk loss of fixed clips (warp objective: warp loss of the warped copies) of each held-out clip "
+        f"before → after adapting to it; mean ± std over "
         f"seeds {', '.join(map(str, seeds))}; total {record['seconds'] / 60:.1f} min",
     ]
     text = "\n".join(lines)
@@ -897,8 +962,9 @@ def tapvid_learning_report(record: dict, out: Path) -> None:
             record["channels"],
             None,
         )
-        for name in ("tracks", "walk")
+        for name in TRAININGS
         for k in seeds
+        if name in record["per_seed"][k]
     ]
     plot_mixing_comparison(panels, out.with_name(out.stem + "_mixing.png"))
 
@@ -979,6 +1045,20 @@ def main() -> None:
     learn.add_argument("--walk-clips", type=int, default=2, help="clips per walk step")
     learn.add_argument("--walk-pool", type=int, default=1, help="the walk's pooling of the maps (1: every cell)")
     learn.add_argument("--walk-across-batch", action="store_true", help="walk over the cells of every clip of a step")
+    learn.add_argument("--trainings", nargs="*", default=list(TRAININGS), choices=TRAININGS)
+    learn.add_argument("--ss-steps", type=int, default=300, help="warp / walk+warp: steps")
+    learn.add_argument("--ss-lr", type=float, default=1e-3, help="warp / walk+warp: learning rate")
+    learn.add_argument("--ss-warp-pairs", type=int, default=4, help="warp / walk+warp: warped train frames per step")
+    learn.add_argument("--ss-walk", type=float, default=1.0, help="walk+warp: the walk's weight")
+    learn.add_argument("--tta-rows", nargs="*", default=["tta", "tta_warp"], choices=["tta", "tta_warp"])
+    learn.add_argument("--tta-objective", default="warp", choices=["walk", "warp", "walk+warp"], help="tta_warp row")
+    learn.add_argument("--tta-warp-steps", type=int, default=10)
+    learn.add_argument("--tta-warp-lr", type=float, default=1e-3)
+    learn.add_argument("--tta-warps", type=int, default=8, help="tta_warp: warped copies of the clip's frames")
+    learn.add_argument("--tta-warp-weight", type=float, default=1.0, help="tta_warp with walk+warp: the warp's weight")
+    learn.add_argument(
+        "--validation", action="store_true", help="fit on 15 of the train clips, score on the other 6 (choose here)"
+    )
     args = parser.parse_args()
     if args.tapvid_learn:
         args.out = (

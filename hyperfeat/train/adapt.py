@@ -38,7 +38,11 @@ import torch
 
 from hyperfeat.data.videos.temporal import CLIP_DATASETS, draw_gap
 from hyperfeat.errors import HyperfeatError
-from hyperfeat.train.losses import cycle_walk_loss
+from hyperfeat.train.losses import correspondence_loss, cycle_walk_loss
+
+# the warps of the warp objective: as the synthetic training pairs of the benchmarks (hyperfeat.data.pairs.synthetic)
+WARP_GEOMETRY = dict(rotation=15.0, scale=(0.85, 1.15), translation=0.2, perspective=0.03)
+WARP_JITTER = dict(brightness=0.2, contrast=0.2, color=0.1)
 
 
 @dataclass
@@ -52,6 +56,12 @@ class AdaptResult:
     loss_after: float = float("nan")
     clips: list[list[int]] = field(default_factory=list)
     mirror: bool = False  # the walks ended on the mirrored first frame
+    objective: str = "walk"
+    warp_before: float = float("nan")  # the warp loss of every warped copy (objectives with warp)
+    warp_after: float = float("nan")
+
+
+OBJECTIVES = ("walk", "warp", "walk+warp")
 
 
 @dataclass(frozen=True)
@@ -70,6 +80,10 @@ class AdaptSettings:
     seed: int = 0
     max_frames: Optional[int] = None
     mirror: Optional[bool] = None  # end each walk on the mirrored first frame (None: see adapt_mirrored)
+    objective: str = "walk"  # walk | warp | walk+warp (module docstring)
+    warps: int = 8  # warped copies of the video's frames made for the warp objective
+    warp_weight: float = 1.0  # walk + warp_weight · warp loss (walk+warp)
+    warp_pairs: int = 4  # warped copies per step
 
     def check(self) -> None:
         if int(self.steps) < 0 or not float(self.lr) > 0:
@@ -79,6 +93,20 @@ class AdaptSettings:
                 f"adaptation needs clip_length >= 2, max_stride >= 1 and clips_per_step >= 1; got "
                 f"{self.clip_length}, {self.max_stride} and {self.clips_per_step}"
             )
+        if self.objective not in OBJECTIVES:
+            raise HyperfeatError(f"adaptation objective must be one of {', '.join(OBJECTIVES)}; got {self.objective!r}")
+        if "warp" in self.objective and (int(self.warps) < 1 or not float(self.warp_weight) > 0):
+            raise HyperfeatError(
+                f"the warp objective needs warps >= 1 and warp_weight > 0; got {self.warps} and {self.warp_weight}"
+            )
+
+    @property
+    def walks(self) -> bool:
+        return "walk" in self.objective
+
+    @property
+    def warped(self) -> bool:
+        return "warp" in self.objective
 
 
 def video_raw_maps(
@@ -146,6 +174,65 @@ def _walk(
     return cycle_walk_loss(desc, settings.temperature, settings.pool, dropout, generator, mirrored_home=home)
 
 
+@dataclass
+class WarpedCopies:
+    """Warped copies of frames of a video with exact correspondence: copy k is of raw map
+    ``index[k]``; ``raw`` (W, S, C, R, R) float16 their raw maps; ``points_a`` / ``points_b``
+    (W, N, 2) an 8 × 8 grid in the L × L frame and where the warp took it; ``valid`` (W, N) landed
+    inside."""
+
+    index: torch.Tensor
+    raw: torch.Tensor
+    points_a: torch.Tensor
+    points_b: torch.Tensor
+    valid: torch.Tensor
+
+
+def warped_copies(describer: Any, frames: torch.Tensor, picked: list[int], count: int, seed: int) -> WarpedCopies:
+    """``count`` warped copies (homography + colour jitter, :data:`WARP_GEOMETRY`, :data:`WARP_JITTER`)
+    of frames of ``frames`` (T, 3, H, W) in [0, 1], spread evenly over ``picked`` (the frames the raw
+    maps are of), and the backbone's raw maps of each (self-supervision: the warp is the truth)."""
+    from hyperfeat.data.pairs.synthetic import apply_homography, draw_warp, photometric, source_points, warp_image
+    from hyperfeat.video.frames import frames_to_backbone
+
+    size = int(describer.load_size)
+    rng = np.random.default_rng([int(seed), 2])
+    index = sorted(int(round(v)) for v in np.linspace(0, len(picked) - 1, int(count)))
+    images, points_a, points_b, valid = [], [], [], []
+    for i in index:
+        image = frames_to_backbone(frames[picked[i] : picked[i] + 1], size)[0]  # (3, L, L) in [-1, 1]
+        warp = draw_warp(rng, size, WARP_GEOMETRY, WARP_JITTER)
+        images.append(warp_image(photometric((image + 1.0) / 2.0, warp), warp.homography) * 2.0 - 1.0)
+        grid = source_points(rng, size, 64, "grid")  # (N, 2)
+        moved = apply_homography(warp.homography, grid)
+        points_a.append(torch.as_tensor(grid, dtype=torch.float32))
+        points_b.append(torch.as_tensor(moved, dtype=torch.float32))
+        valid.append(torch.as_tensor(((moved >= 0.0) & (moved <= size - 1.0)).all(axis=1)))
+    batch_size = int(describer.cfg.features.batch_size)
+    stacked, raw = torch.stack(images), []
+    with torch.no_grad():
+        for start in range(0, len(stacked), batch_size):
+            raw.append(describer.extractor.run(stacked[start : start + batch_size].to(describer.device)))
+    return WarpedCopies(
+        torch.tensor(index),
+        torch.cat(raw).to("cpu", torch.float16),
+        torch.stack(points_a),
+        torch.stack(points_b),
+        torch.stack(valid),
+    )
+
+
+def _warp_loss(
+    network: torch.nn.Module, raw: torch.Tensor, copies: WarpedCopies, chosen: torch.Tensor, load: int, device
+) -> torch.Tensor:
+    """The correspondence loss of the warped copies ``chosen`` against their frames."""
+    maps = torch.cat([raw[copies.index[chosen]], copies.raw[chosen]]).to(device).float()
+    desc_a, desc_b = network(maps).chunk(2)  # (b, D, R, R) each
+    return correspondence_loss(
+        desc_a, desc_b, copies.points_a[chosen], copies.points_b[chosen], copies.valid[chosen], load_size=load
+    )
+
+
 def adapt_network(
     describer: Any,
     frames: Optional[torch.Tensor],
@@ -154,19 +241,28 @@ def adapt_network(
     raw: Optional[torch.Tensor] = None,
     raw_mirrored: Optional[torch.Tensor] = None,
 ) -> AdaptResult:
-    """Train a copy of ``describer.network`` on the video ``frames`` (T, 3, H, W) in [0, 1] with
-    the cycle walk; ``raw``: the frames' raw maps from :func:`video_raw_maps`, if already made
-    (then ``frames`` may be None), and ``raw_mirrored`` those of the mirrored frames (used when
-    :func:`adapt_mirrored` says so)."""
+    """Train a copy of ``describer.network`` on the video ``frames`` (T, 3, H, W) in [0, 1] by
+    ``settings.objective``: the cycle walk, the correspondence loss of warped copies of the video's
+    frames (:func:`warped_copies`), or their sum; ``raw``: the frames' raw maps from
+    :func:`video_raw_maps`, if already made (then ``frames`` may be None for the walk; the warps
+    need the frames, every frame's raw map), and ``raw_mirrored`` those of the mirrored frames (used
+    when :func:`adapt_mirrored` says so)."""
     from tqdm.auto import tqdm
 
     settings.check()
+    picked = None
     if raw is None:
-        raw, _ = video_raw_maps(describer, frames, settings.max_frames)
+        raw, picked = video_raw_maps(describer, frames, settings.max_frames)
     if raw.shape[0] < 2:
         raise HyperfeatError(f"adaptation needs a video of at least 2 frames; got {raw.shape[0]}")
-    if not adapt_mirrored(describer, settings):
-        raw_mirrored = None
+    if settings.warped and frames is None:
+        raise HyperfeatError(f"the {settings.objective!r} adaptation warps the frames: pass them, or objective='walk'")
+    if picked is None and settings.warped:
+        if int(frames.shape[0]) != int(raw.shape[0]):
+            raise HyperfeatError(f"raw maps of {raw.shape[0]} frames for {frames.shape[0]} frames: pass every frame's")
+        picked = list(range(int(raw.shape[0])))
+    if not adapt_mirrored(describer, settings) or (not settings.walks and raw_mirrored is None):
+        raw_mirrored = None  # the warp objective alone: the walk loss before / after is the plain walk's
     elif raw_mirrored is None:
         if frames is None:
             raise HyperfeatError(
@@ -178,22 +274,40 @@ def adapt_network(
         raise HyperfeatError(
             f"raw_mirrored must have the raw maps' shape {tuple(raw.shape)}; got {tuple(raw_mirrored.shape)}"
         )
-    device = describer.device
+    device, load = describer.device, int(describer.load_size)
+    copies = warped_copies(describer, frames, picked, settings.warps, settings.seed) if settings.warped else None
     network = copy.deepcopy(describer.network).to(device)
     for p in network.parameters():
         p.requires_grad_(True)
     rng = np.random.default_rng([int(settings.seed), 1])
     held = [_clip_indices(rng, raw.shape[0], settings) for _ in range(8)]  # fixed clips: the before/after loss
-    result = AdaptResult(network, clips=held, mirror=raw_mirrored is not None)
+    result = AdaptResult(network, clips=held, mirror=raw_mirrored is not None, objective=settings.objective)
+    every = None if copies is None else torch.arange(len(copies.index))
+
+    def measure(before: bool) -> None:
+        with torch.no_grad():
+            walk = float(_walk(network, raw, held, settings, device, 0.0, raw_mirrored=raw_mirrored))
+            warp = float("nan") if copies is None else float(_warp_loss(network, raw, copies, every, load, device))
+        if before:
+            result.loss_before, result.warp_before = walk, warp
+        else:
+            result.loss_after, result.warp_after = walk, warp
+
     network.eval()
-    with torch.no_grad():
-        result.loss_before = float(_walk(network, raw, held, settings, device, 0.0, raw_mirrored=raw_mirrored))
+    measure(before=True)
     optimiser = torch.optim.AdamW(network.parameters(), lr=float(settings.lr), weight_decay=0.0)
     generator = torch.Generator().manual_seed(int(settings.seed))
     network.train()
     for step in tqdm(range(int(settings.steps)), desc="adapting to the video", unit="step", disable=not progress):
-        clips = [_clip_indices(rng, raw.shape[0], settings) for _ in range(int(settings.clips_per_step))]
-        loss = _walk(network, raw, clips, settings, device, float(settings.edge_dropout), generator, raw_mirrored)
+        loss = torch.zeros((), device=device)
+        if settings.walks:
+            clips = [_clip_indices(rng, raw.shape[0], settings) for _ in range(int(settings.clips_per_step))]
+            dropout = float(settings.edge_dropout)
+            loss = loss + _walk(network, raw, clips, settings, device, dropout, generator, raw_mirrored)
+        if copies is not None:
+            chosen = torch.as_tensor(rng.choice(len(copies.index), min(int(settings.warp_pairs), len(copies.index))))
+            weight = float(settings.warp_weight) if settings.walks else 1.0
+            loss = loss + weight * _warp_loss(network, raw, copies, chosen, load, device)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -201,6 +315,5 @@ def adapt_network(
     network.eval()
     for p in network.parameters():
         p.requires_grad_(False)
-    with torch.no_grad():
-        result.loss_after = float(_walk(network, raw, held, settings, device, 0.0, raw_mirrored=raw_mirrored))
+    measure(before=False)
     return result

@@ -377,3 +377,33 @@ def test_adaptation_walk_defaults_to_the_walk_the_network_was_trained_with(parts
     hf = make_hf(parts)
     assert hf.meta is None or not str(hf.meta.config.data.name) == "video_folder"
     assert hf.adapt(translated_video(steps=4), steps=1, clip_length=2, max_stride=1).adaptation.mirror
+
+
+def test_adapt_on_warped_copies_lowers_the_warp_loss_moves_the_network_and_checks_its_settings(parts):
+    from hyperfeat.errors import HyperfeatError
+    from hyperfeat.train.adapt import AdaptSettings, adapt_network, video_raw_maps, warped_copies
+
+    hf = make_hf(parts)
+    video = translated_video(steps=5)
+    raw, picked = video_raw_maps(hf, video)
+    copies = warped_copies(hf, video, picked, count=3, seed=0)
+    assert copies.raw.shape == (3, *raw.shape[1:]) and copies.index.tolist() == [0, 2, 4]
+    assert copies.points_a.shape == copies.points_b.shape == (3, 64, 2) and copies.valid.any()
+    assert not torch.equal(copies.raw, raw[copies.index])  # a warped, recoloured copy, not the frame
+    start = {k: v.clone() for k, v in hf.network.state_dict().items()}
+    for objective in ("warp", "walk+warp"):
+        adapted = hf.adapt(video, steps=10, lr=3e-3, objective=objective, warps=4, clip_length=3, max_stride=2)
+        info = adapted.adaptation
+        assert info.objective == objective and len(info.losses) == 10
+        assert info.warp_after < info.warp_before  # the warp loss of every copy falls
+        got = adapted.network.state_dict()
+        assert any(not torch.equal(got[k], v) for k, v in start.items())
+        assert all(torch.equal(hf.network.state_dict()[k], v) for k, v in start.items())  # the original stays
+    walk = hf.adapt(video, steps=2, clip_length=3, max_stride=2).adaptation
+    assert walk.objective == "walk" and math.isnan(walk.warp_before)
+    with pytest.raises(HyperfeatError, match="warps the frames"):
+        adapt_network(hf, None, AdaptSettings(steps=1, objective="warp"), raw=raw)
+    with pytest.raises(HyperfeatError, match="objective must be one of"):
+        adapt_network(hf, video, AdaptSettings(steps=1, objective="jump"))
+    with pytest.raises(HyperfeatError, match="needs warps >= 1"):
+        adapt_network(hf, video, AdaptSettings(steps=1, objective="warp", warps=0))

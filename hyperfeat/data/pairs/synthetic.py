@@ -148,6 +148,19 @@ def photometric(image: torch.Tensor, warp: Warp) -> torch.Tensor:
     return out.clamp(0.0, 1.0)
 
 
+def draw_warp(rng: np.random.Generator, size: int, geometry: dict, jitter: dict) -> Warp:
+    """A warp of size×size images: :func:`random_homography` of ``geometry`` (rotation, scale,
+    translation, perspective) and the photometric ``jitter`` (brightness, contrast, color: the
+    largest change of each factor from 1)."""
+    homography = random_homography(rng, size, **geometry)
+    return Warp(
+        homography=homography,
+        brightness=1.0 + rng.uniform(-jitter["brightness"], jitter["brightness"]),
+        contrast=1.0 + rng.uniform(-jitter["contrast"], jitter["contrast"]),
+        gains=1.0 + rng.uniform(-jitter["color"], jitter["color"], size=3),
+    )
+
+
 def source_points(rng: np.random.Generator, size: int, num_points: int, mode: str) -> np.ndarray:
     """(N, 2) points in a size×size frame: a k×k grid of cell centres or uniform random."""
     if mode == "grid":
@@ -234,14 +247,7 @@ class SyntheticPairs(PairDataset):
 
     def sample_warp(self, rng: np.random.Generator) -> Warp:
         """Draw a geometric + photometric warp from ``rng``."""
-        homography = random_homography(rng, self.load_size, **self.geometry)
-        j = self.jitter
-        return Warp(
-            homography=homography,
-            brightness=1.0 + rng.uniform(-j["brightness"], j["brightness"]),
-            contrast=1.0 + rng.uniform(-j["contrast"], j["contrast"]),
-            gains=1.0 + rng.uniform(-j["color"], j["color"], size=3),
-        )
+        return draw_warp(rng, self.load_size, self.geometry, self.jitter)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < self.length:
