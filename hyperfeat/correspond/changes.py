@@ -27,14 +27,17 @@ Given per-frame descriptors and point positions, frame after frame, :class:`Onli
    the run back from the crossing that stays above the noise (1 unit) and above a fifth of the new
    level (a gradual change: where it began), and *ends* at the first frame where it reaches 85 %
    of its new level;
-5. changed points that are spatial neighbours (query positions within 2.5 lattice spacings, or
+5. a kept change whose new look was already beside the point just before its start (within
+   ``NEAR_CELLS`` cells, nearer than ``novelty`` × the change) is **moved material** — a spin, a
+   roll, a slip its neighbours shared — not a change: the point is measured from that look on;
+6. changed points that are spatial neighbours (query positions within 2.5 lattice spacings, or
    among each other's ``neighbours`` nearest points of the same kind) and whose changes overlap
    in time (within ``tolerance`` frames) form a changed **region** when there are at least
    ``min_points`` of them and one is strong (hysteresis: a region grows from a clear change into
    the weaker ones around it) — so a change of part of an object is found on that part, and of
    one object among several on that one, while scattered noisy points form nothing; regions
    whose changes overlap in time are one **event** (one moment of change);
-6. each event defines a **region** (a point's latest event); the frames of a region before its
+7. each event defines a **region** (a point's latest event); the frames of a region before its
    start and from its end on are its two **states**, and the mean descriptors of each (region, state) are **prototypes**
    that label the frames of other clips (:meth:`StatePrototypes.label_frames`,
    :meth:`StateChanges.save`, :func:`load_states`).
@@ -67,6 +70,7 @@ START_LEVEL = 1.0  # ... and starts after the last frame within this many noise 
 START_SHARE = 0.2  # ... or within this share of its new level (a gradual change starts where it leaves the noise)
 GROW_SHARE = 0.8  # a point this share of `threshold` above its level may join a region that has one at `threshold`
 SCALE_FLOOR = 0.05  # a descriptor channel's noise scale is at least this share of the mean one
+NEAR_CELLS = 2  # cells around a point searched for its new look just before its change (see `novelty`)
 LINK_SPACINGS = (
     2.5  # changed points closer than this many lattice spacings are neighbours (one unchanged point between)
 )
@@ -79,7 +83,7 @@ class ChangeSettings:
 
     query_window: int = 3  # frames averaged into a point's query appearance
     reference: str = "auto"  # auto | all | none: which points normalise the drift (auto: background with a mask)
-    threshold: float = 7.0  # a point changes when its drift stays this many noise units above its level before
+    threshold: float = 6.0  # a point changes when its drift stays this many noise units above its level before
     persist: int = 3  # ... for this many visible frames running (the shortest state)
     lookaround: int = 8  # frames searched back for a start, forward for the new level; also the noise window
     tolerance: int = 2  # changed neighbours whose changes overlap within this many frames form one region
@@ -87,6 +91,7 @@ class ChangeSettings:
     coherent: bool = True  # read a point where its neighbours' motion carries it when it slipped
     neighbours: int = 6  # nearest points of the same kind whose motion carries a point
     slip_radius: float = 1.5  # cells: further than this from where its neighbours carry it, a point slipped
+    novelty: float = 0.7  # a new look nearer than this share of its distance to the old one to a look beside the point before: moved, not changed (0: off)
     tracker: str = "appearance"  # how video_changes tracks: a registered tracker (settings: video.trackers.<name>)
 
     def __post_init__(self) -> None:
@@ -105,6 +110,10 @@ class ChangeSettings:
                 raise DataError(f"changes.{name} must be a whole number ≥ 1; got {value!r}")
         if self.persist > self.lookaround:
             raise DataError(f"changes.persist ({self.persist}) must not exceed changes.lookaround ({self.lookaround})")
+        if not 0.0 <= float(self.novelty) <= 1.0:
+            raise DataError(
+                f"changes.novelty must be in [0, 1] (a share of the change's distance); got {self.novelty!r}"
+            )
         if not float(self.threshold) > 0:
             raise DataError(f"changes.threshold must be > 0 noise units; got {self.threshold!r}")
 
@@ -522,6 +531,8 @@ class OnlineChanges:
         self.level = torch.full((num, self.window), float("nan"))  # each frame's recent level before it
         self.scale = torch.full((num, self.window), float("nan"))  # each frame's noise scale
         self.feats: list[Optional[torch.Tensor]] = []  # (N, D) corrected looks of the last `settle` frames
+        self.maps: list[torch.Tensor] = []  # (D, h, w) float16 normalised descriptors of the last window + 1 frames
+        self.places: list[torch.Tensor] = []  # (N, 2) where each point was read in those frames
         self.vis_hist: list[torch.Tensor] = []
         self.status = torch.zeros(num, dtype=torch.long)  # 0 watching, 1 confirmed (judged `lookaround` frames later)
         self.records: dict[int, _Record] = {}
@@ -637,6 +648,9 @@ class OnlineChanges:
         self.read_count += vis.long()
         self.feats.append(torch.where(vis[:, None], look, torch.full_like(look, float("nan"))))
         self.vis_hist.append(vis)
+        if s.novelty > 0:  # the frames a change's start may lie after: its new look is looked for there
+            self.maps = (self.maps + [F.normalize(desc.float().cpu(), dim=0).half()])[-(self.window + 1) :]
+            self.places = (self.places + [xy])[-(self.window + 1) :]
         if self.keep_curves:
             for key, v in (("drift", r), ("score", z), ("slipped", slipped), ("tracks", xy), ("visible", vis)):
                 self.curves[key].append(v)
@@ -706,6 +720,12 @@ class OnlineChanges:
                 rec.start = int(frames[c])
             else:
                 break
+        moved = self._moved(n, rec.start, [int(frames[c]) for c in level_cols]) if s.novelty > 0 else None
+        if moved is not None:  # other material under the point: measured from its new look from now on
+            self.app_sum[n] = moved * self.app_count[n]
+            self.status[n] = 0
+            del self.records[n]
+            return
         reached = torch.isfinite(above) & (frames >= rec.start) & (above >= END_LEVEL * level)
         rec.end = int(frames[reached][0]) if reached.any() else rec.crossing
         rec.end = max(rec.end, rec.start)
@@ -720,6 +740,48 @@ class OnlineChanges:
         self.own_start[n], self.own_end[n] = rec.start, rec.end
         self.pool.append(rec)
         del self.records[n]
+
+    def _look_at(self, n: int, frame: int) -> torch.Tensor:
+        """Point n's look (D,) at a frame still in the buffers (NaN where it was not read)."""
+        return self.feats[len(self.feats) - 1 - (self.last - frame)][n]
+
+    def _moved(self, n: int, start: int, after: list[int]) -> Optional[torch.Tensor]:
+        """Was point n's new look (its mean look over the frames ``after``) already beside it just
+        before its change? Yes when its distance to the nearest look within ``NEAR_CELLS`` cells of
+        where the point was at ``start − 1`` (leaving out material that had changed by then) is below
+        ``novelty`` × its distance to the point's own look there: material moved under the point (a
+        spin, a fold, a slip its neighbours shared), it did not change. Returns the new look (D,)
+        then, else None. Distances are in the channels' noise units, as the drift's."""
+        back = self.last - (start - 1)
+        if start < 1 or back >= len(self.maps) or not after:
+            return None
+        new = F.normalize(torch.nanmean(torch.stack([self._look_at(n, f) for f in after]), dim=0), dim=0)  # (D,)
+        old = self._look_at(n, start - 1)
+        where = self.places[len(self.places) - 1 - back][n]  # (2,) xy
+        if not bool(torch.isfinite(new).all() and torch.isfinite(old).all() and torch.isfinite(where).all()):
+            return None
+        dense = self.maps[len(self.maps) - 1 - back].float()  # (D, h, w)
+        _, h, w = dense.shape
+        places = pixels_to_cells(self.places[len(self.places) - 1 - back], self.size, (h, w))  # (N, 2) cells
+        x, y = places[n].round().long().tolist()
+        ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+        near = ((xs - x).abs() <= NEAR_CELLS) & ((ys - y).abs() <= NEAR_CELLS)  # (h, w)
+        # ... on the material of the points that may change (the object's, with a mask: the
+        # background bared behind a part cut off was beside it too), not on material that had
+        # changed by then (a state it took is no old look)
+        seen = torch.isfinite(places).all(1)
+        done = (self.own_start >= 0) & (self.own_start < start) & seen
+        on = torch.zeros(h, w, dtype=torch.bool)
+        for which, value in ((self.candidates & seen & ~done, True), (done, False)):
+            for cx, cy in places[which].round().long().tolist():
+                on[max(0, cy - 1) : cy + 2, max(0, cx - 1) : cx + 2] = value
+        near &= on
+        patch = dense[:, near].T  # (M, D)
+        if len(patch) == 0:
+            return None
+        nearest = float(((patch - new) / self.channel_scale).norm(dim=1).min())
+        own = float(((old - new) / self.channel_scale).norm())
+        return new if nearest < self.settings.novelty * own else None
 
     def _settle(self, frame: int) -> None:
         """Add frame ``frame``'s looks to the prototypes' sums once every point's state there is

@@ -16,7 +16,7 @@ from hyperfeat.describe.registry import DENSE
 from hyperfeat.errors import DataError
 from tests.helpers import data_dir
 
-T, D, H, W = 14, 8, 8, 8
+T, D, H, W = 14, 32, 8, 8
 K = 7
 
 
@@ -27,7 +27,7 @@ def _scene(seed: int = 0, change: bool = True, k: int = K, ramp: int = 0, cells=
     g = torch.Generator().manual_seed(seed)
     base = torch.randn(D, H, W, generator=g) + 1.0  # positive-mean, like most feature maps
     # the new state is one material: a shared descriptor with a little variation per cell
-    after = torch.randn(D, 1, 1, generator=g) * 2.0 + 2.0 + 0.3 * torch.randn(D, H, W, generator=g)
+    after = torch.randn(D, 1, 1, generator=g) * 2.0 - 1.0 + 0.3 * torch.randn(D, H, W, generator=g)
     noise = 0.05 * torch.randn(T, D, H, W, generator=g)
     desc = base[None].repeat(T, 1, 1, 1) + noise
     obj = torch.zeros(H, W, dtype=torch.bool)
@@ -137,7 +137,7 @@ def test_a_slipping_point_is_not_reported_as_a_change():
     tr = tr.clone()
     tr[slip, K:, 0] += 3.0
     few = ChangeSettings(min_points=3)  # the 4 slipping points may make an event
-    naive = analyse_changes(desc, q, tr, vis, (W, H), settings=replace(few, coherent=False))
+    naive = analyse_changes(desc, q, tr, vis, (W, H), settings=replace(few, coherent=False, novelty=0.0))
     assert naive.found and set(naive.events[0].points) <= set(slip.nonzero()[:, 0].tolist()), naive.message
     r = analyse_changes(desc, q, tr, vis, (W, H), settings=few)
     assert not r.found, r.message
@@ -146,6 +146,24 @@ def test_a_slipping_point_is_not_reported_as_a_change():
     # a point that changes moves with its neighbours: not a slip, and its change is found
     changed = analyse_changes(*_scene()[:4], (W, H))
     assert changed.found and not changed.slipped.any()
+
+
+def test_material_moving_under_still_points_is_not_a_change():
+    """The object's cells (rows 2-4, columns 3-5) show from K on what was 2 cells to their left
+    (it turned under its points: a spin, a fold), while the points and all their neighbours stay
+    put, so the neighbours' motion cannot tell. Their new looks were beside them just before:
+    no change (``novelty``); without that test it is one."""
+    desc, q, tr, vis, _ = _scene(change=False)
+    moved = torch.zeros(H, W, dtype=torch.bool)
+    moved[2:5, 3:6] = True
+    turned = desc.clone()
+    turned[K:, :, 2:5, 3:6] = desc[K:, :, 2:5, 1:4]
+    off = analyse_changes(turned, q, tr, vis, (W, H), settings=ChangeSettings(novelty=0.0))
+    assert off.found and set(off.events[0].points) <= set(moved.flatten().nonzero()[:, 0].tolist()), off.message
+    r = analyse_changes(turned, q, tr, vis, (W, H))
+    assert not r.found, r.message
+    # the same cells taking on a new material at K are a change
+    assert analyse_changes(*_scene(cells=(slice(2, 5), slice(3, 6)))[:4], (W, H)).found
 
 
 def test_online_equals_offline():
@@ -547,7 +565,7 @@ def test_objects_changing_at_different_moments_are_two_events_and_at_one_moment_
     frames = 24
     g = torch.Generator().manual_seed(5)
     base = torch.randn(D, H, W, generator=g) + 1.0
-    new = torch.randn(D, 1, 1, generator=g) * 2.0 + 2.0
+    new = torch.randn(D, 1, 1, generator=g) * 2.0 - 1.0  # a material unlike the scene's
     noise = 0.05 * torch.randn(frames, D, H, W, generator=g)
     a = torch.zeros(H, W, dtype=torch.bool)
     a[1:3, 1:4] = True
