@@ -766,16 +766,10 @@ class OnlineChanges:
         x, y = places[n].round().long().tolist()
         ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
         near = ((xs - x).abs() <= NEAR_CELLS) & ((ys - y).abs() <= NEAR_CELLS)  # (h, w)
-        # ... on the material of the points that may change (the object's, with a mask: the
-        # background bared behind a part cut off was beside it too), not on material that had
-        # changed by then (a state it took is no old look)
-        seen = torch.isfinite(places).all(1)
-        done = (self.own_start >= 0) & (self.own_start < start) & seen
-        on = torch.zeros(h, w, dtype=torch.bool)
-        for which, value in ((self.candidates & seen & ~done, True), (done, False)):
-            for cx, cy in places[which].round().long().tolist():
-                on[max(0, cy - 1) : cy + 2, max(0, cx - 1) : cx + 2] = value
-        near &= on
+        # ... leaving out material that had changed by then (a state it took is no old look)
+        done = (self.own_start >= 0) & (self.own_start < start) & torch.isfinite(places).all(1)
+        for cx, cy in places[done].round().long().tolist():
+            near[max(0, cy - 1) : cy + 2, max(0, cx - 1) : cx + 2] = False
         patch = dense[:, near].T  # (M, D)
         if len(patch) == 0:
             return None
