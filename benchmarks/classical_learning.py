@@ -29,10 +29,16 @@ queries, TAP-Vid metrics), before and after test-time adaptation to each video.
 ``--tapvid-learn WORK``: temporal learning on the TAP-Vid-DAVIS clips themselves, split as the video
 presets split DAVIS (21 train / 9 held-out). Per seed, from that seed's untrained network: ``tracks``
 (the correspondence loss on frame pairs of the train clips' real tracks plus warped copies of their
-frames: 15 clips' ~30 tracks alone are memorised, held-out matching falls) and ``walk`` (the
-mirrored cycle walk on the train clips' raw frames, no labels); scored on the held-out clips beside
-the untrained network, concat-all and the untrained network adapted to each held-out clip. Settings
-were chosen on a split of the train clips (15 fit / 6 validation), never on the held-out ones.
+frames: 15 clips' ~30 tracks alone are memorised, held-out matching falls), ``walk`` (the
+mirrored cycle walk on the train clips' raw frames, no labels), and self-supervised on the same raw
+frames without any label: ``warp`` (the correspondence loss of warped copies of the train clips'
+frames, homography + colour jitter, the warp being the truth) and ``walk+warp`` (that plus the
+mirrored walk); scored on the held-out clips beside the untrained network, concat-all and the
+untrained network adapted to each held-out clip, by the walk (``tta``) and on warped copies of the
+clip's own frames (``tta_warp``). Settings were chosen on a split of the train clips (15 fit / 6
+validation: ``--validation``), never on the held-out ones. ``--reuse JSON`` takes the rows an
+earlier record made with the same settings (tracks, walk, walk TTA), checked seed by seed against
+its untrained network's scores.
 
     OMP_NUM_THREADS=1 python benchmarks/classical_learning.py [--seeds 0 1 2] [--steps 300]
     python benchmarks/classical_learning.py --from-json benchmarks/classical_learning.json   # table only
@@ -41,7 +47,9 @@ were chosen on a split of the train clips (15 fit / 6 validation), never on the 
     OMP_NUM_THREADS=1 python benchmarks/classical_learning.py --tapvid <its work folder> \
         --record benchmarks/classical_video_training.json --out benchmarks/classical_tapvid.json
     OMP_NUM_THREADS=1 python benchmarks/classical_learning.py --tapvid-learn <work folder> --tta-steps 10 \
-        --tta-lr 1e-4   # writes benchmarks/classical_tapvid_learning.json, .txt, _mixing.png
+        --tta-lr 1e-4 --tta-warp-steps 40 --tta-warp-lr 3e-3 --ss-steps 600 \
+        [--reuse <an earlier record>]   # writes benchmarks/classical_tapvid_learning.json, .txt, _mixing.png
+    ... --tapvid-learn <work folder> --validation --seeds 0 --out <json>   # the same on the validation split
 """
 
 from __future__ import annotations
@@ -507,7 +515,13 @@ def tapvid(args) -> dict:
                     result = adapt_network(
                         hf,
                         None,
-                        AdaptSettings(steps=args.tta_steps, lr=args.tta_lr, seed=seed, mirror=TTA_WALKS[args.tta_walk]),
+                        AdaptSettings(
+                            steps=args.tta_steps,
+                            lr=args.tta_lr,
+                            seed=seed,
+                            mirror=TTA_WALKS[args.tta_walk],
+                            objective="walk",
+                        ),
                         raw=raw,
                         raw_mirrored=mirrored,
                     )
@@ -689,9 +703,9 @@ def train_on_tracks(network, videos: dict, warps: list[tuple], args, seed: int, 
     return network.eval().requires_grad_(False), losses
 
 
-def walk_loss(network, videos: dict, rng: np.random.Generator, args) -> torch.Tensor:
+def walk_loss(network, videos: dict, rng: np.random.Generator, args, pool: int) -> torch.Tensor:
     """The mirrored cycle walk (:func:`cycle_walk_loss`) over ``--walk-clips`` clips of 4 raw frames of
-    ``videos`` at strides 1-4, forwards or backwards, maps pooled by ``--walk-pool``."""
+    ``videos`` at strides 1-4, forwards or backwards, maps average-pooled by ``pool``."""
     from hyperfeat.train.losses import cycle_walk_loss
 
     names, maps, homes = list(videos), [], []
@@ -704,7 +718,7 @@ def walk_loss(network, videos: dict, rng: np.random.Generator, args) -> torch.Te
         homes.append(video["mirrored"][index[0]])
     desc = network(torch.cat(maps).float()).unflatten(0, (len(maps), 4))  # (B, 4, D, R, R)
     home = network(torch.stack(homes).float())  # (B, D, R, R)
-    return cycle_walk_loss(desc, 0.07, args.walk_pool, across_batch=args.walk_across_batch, mirrored_home=home)
+    return cycle_walk_loss(desc, 0.07, pool, across_batch=args.walk_across_batch, mirrored_home=home)
 
 
 def warp_loss(network, warps: list[tuple], rng: np.random.Generator, count: int, load: int) -> torch.Tensor:
@@ -726,7 +740,7 @@ def train_on_walk(network, videos: dict, args, seed: int) -> tuple:
     optimiser = torch.optim.AdamW(network.parameters(), lr=args.walk_lr, weight_decay=0.0)
     rng, losses = np.random.default_rng([seed, 3]), []
     for _ in tqdm(range(args.walk_steps), desc=f"walk seed {seed}", unit="step", leave=False):
-        loss = walk_loss(network, videos, rng, args)
+        loss = walk_loss(network, videos, rng, args, args.walk_pool)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -737,7 +751,7 @@ def train_on_walk(network, videos: dict, args, seed: int) -> tuple:
 def train_on_warps(network, videos: dict, warps: list[tuple], args, seed: int, load: int, walk: float) -> tuple:
     """Self-supervised training on the train clips' raw frames, no labels: the correspondence loss of
     ``--ss-warp-pairs`` warped copies of their frames a step (:func:`warp_loss`; the warp is the truth),
-    plus ``walk`` × the mirrored walk (:func:`walk_loss`) when ``walk`` > 0; ``--ss-steps`` AdamW steps at
+    plus ``walk`` × the mirrored walk (:func:`walk_loss`, pooled by ``--ss-walk-pool``) when ``walk`` > 0; ``--ss-steps`` AdamW steps at
     ``--ss-lr``. Returns (network, losses)."""
     network = copy.deepcopy(network).train().requires_grad_(True)
     optimiser = torch.optim.AdamW(network.parameters(), lr=args.ss_lr, weight_decay=0.0)
@@ -745,7 +759,7 @@ def train_on_warps(network, videos: dict, warps: list[tuple], args, seed: int, l
     for _ in tqdm(range(args.ss_steps), desc=f"warps seed {seed}", unit="step", leave=False):
         loss = warp_loss(network, warps, rng, args.ss_warp_pairs, load)
         if walk > 0:
-            loss = loss + walk * walk_loss(network, videos, rng, args)
+            loss = loss + walk * walk_loss(network, videos, rng, args, args.ss_walk_pool)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -845,7 +859,11 @@ def tapvid_learning(args) -> dict:
         return out
 
     record = {
-        "settings": {k: v for k, v in vars(args).items() if k != "func"},
+        "settings": {  # folders by name only
+            k: (Path(v).name if k in ("tapvid_learn", "reuse", "out") and v else v)
+            for k, v in vars(args).items()
+            if k != "func"
+        },
         "tracker": args.tracker,
         "train_sequences": train_names,
         "held_out_sequences": held_names,
@@ -855,8 +873,21 @@ def tapvid_learning(args) -> dict:
         "per_seed": {},
     }
     out_path = Path(args.out)
+    earlier = {}  # --reuse: rows of an earlier record with the same settings, by seed
+    if args.reuse:
+        old = json.loads(Path(args.reuse).read_text())
+        keys = ("track_steps", "track_lr", "track_pairs", "warp_pairs", "warp_every", "walk_steps", "walk_lr")
+        keys += ("walk_clips", "walk_pool", "walk_across_batch", "tta_steps", "tta_lr", "tracker", "validation")
+        differ = [k for k in keys if old["settings"].get(k, False) != record["settings"].get(k, False)]
+        if differ:
+            raise SystemExit(f"--reuse: {args.reuse} was run with other settings: {', '.join(differ)}")
+        keep = ("tracks", "walk")
+        earlier = {
+            k: {**{n: v[n] for n in keep if n in v}, "untrained": {"tta": v["untrained"]["tta"], **v["untrained"]}}
+            for k, v in old["per_seed"].items()
+        }
     ttas = {  # the adaptations of the untrained network to each held-out clip: row key → settings
-        "tta": AdaptSettings(steps=args.tta_steps, lr=args.tta_lr, mirror=True),
+        "tta": AdaptSettings(steps=args.tta_steps, lr=args.tta_lr, mirror=True, objective="walk"),
         "tta_warp": AdaptSettings(
             steps=args.tta_warp_steps,
             lr=args.tta_warp_lr,
@@ -869,8 +900,16 @@ def tapvid_learning(args) -> dict:
     for seed in args.seeds:
         start = untrained(seed)
         per = record["per_seed"][seed] = {"untrained": score(start)}
+        reused = earlier.get(str(seed), {})
+        if reused and any(abs(reused["untrained"][k] - per["untrained"][k]) > 1e-9 for k in TRACK_KEYS):
+            raise SystemExit(f"--reuse: seed {seed}'s untrained network scores otherwise than in {args.reuse}")
         for key in args.tta_rows:
-            per["untrained"][key] = score(start, AdaptSettings(**{**vars(ttas[key]), "seed": seed}))
+            t0 = time.time()
+            if key in reused.get("untrained", {}):
+                per["untrained"][key] = {**reused["untrained"][key], "reused": True}
+            else:
+                per["untrained"][key] = score(start, AdaptSettings(**{**vars(ttas[key]), "seed": seed}))
+            print(f"seed {seed} untrained + {key}: {per['untrained'][key]} ({time.time() - t0:.0f} s)", flush=True)
         trainings = {
             "tracks": lambda: train_on_tracks(start, train_videos, warps, args, seed, load),
             "walk": lambda: train_on_walk(start, train_videos, args, seed),
@@ -878,6 +917,9 @@ def tapvid_learning(args) -> dict:
             "walk+warp": lambda: train_on_warps(start, train_videos, warps, args, seed, load, walk=args.ss_walk),
         }
         for name in args.trainings:
+            if name in reused:  # the earlier run's row (same code, seed and settings)
+                per[name] = {**reused[name], "reused": True}
+                continue
             fit = trainings[name]
             t0 = time.time()
             network, losses = fit()
@@ -888,6 +930,9 @@ def tapvid_learning(args) -> dict:
                 "seconds": time.time() - t0,
                 "mixing": network.mixing_grid().tolist(),  # (S, L)
             }
+            shown = {k: v for k, v in per[name].items() if k != "mixing"}
+            print(f"seed {seed} {name}: {shown}", flush=True)
+            out_path.write_text(json.dumps(record, indent=2))
         print(f"seed {seed}: " + "; ".join(f"{k} {v}" for k, v in per.items() if k != "mixing"), flush=True)
         record["seconds"] = time.time() - started
         out_path.write_text(json.dumps(record, indent=2))
@@ -1045,15 +1090,23 @@ def main() -> None:
     learn.add_argument("--walk-clips", type=int, default=2, help="clips per walk step")
     learn.add_argument("--walk-pool", type=int, default=1, help="the walk's pooling of the maps (1: every cell)")
     learn.add_argument("--walk-across-batch", action="store_true", help="walk over the cells of every clip of a step")
+    learn.add_argument(
+        "--reuse",
+        default=None,
+        metavar="JSON",
+        help="take the tracks / walk / walk-TTA rows of an earlier --tapvid-learn record with the same settings "
+        "(checked, and each seed's untrained network must score the same)",
+    )
     learn.add_argument("--trainings", nargs="*", default=list(TRAININGS), choices=TRAININGS)
-    learn.add_argument("--ss-steps", type=int, default=300, help="warp / walk+warp: steps")
+    learn.add_argument("--ss-steps", type=int, default=600, help="warp / walk+warp: steps")
     learn.add_argument("--ss-lr", type=float, default=1e-3, help="warp / walk+warp: learning rate")
     learn.add_argument("--ss-warp-pairs", type=int, default=4, help="warp / walk+warp: warped train frames per step")
     learn.add_argument("--ss-walk", type=float, default=1.0, help="walk+warp: the walk's weight")
+    learn.add_argument("--ss-walk-pool", type=int, default=2, help="walk+warp: the walk's pooling of the maps")
     learn.add_argument("--tta-rows", nargs="*", default=["tta", "tta_warp"], choices=["tta", "tta_warp"])
     learn.add_argument("--tta-objective", default="warp", choices=["walk", "warp", "walk+warp"], help="tta_warp row")
-    learn.add_argument("--tta-warp-steps", type=int, default=10)
-    learn.add_argument("--tta-warp-lr", type=float, default=1e-3)
+    learn.add_argument("--tta-warp-steps", type=int, default=40)
+    learn.add_argument("--tta-warp-lr", type=float, default=3e-3)
     learn.add_argument("--tta-warps", type=int, default=8, help="tta_warp: warped copies of the clip's frames")
     learn.add_argument("--tta-warp-weight", type=float, default=1.0, help="tta_warp with walk+warp: the warp's weight")
     learn.add_argument(

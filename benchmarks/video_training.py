@@ -306,7 +306,13 @@ def main() -> None:
                     result = adapt_network(
                         hf,
                         None,
-                        AdaptSettings(steps=args.tta_steps, lr=args.tta_lr, seed=seed, mirror=TTA_WALKS[args.tta_walk]),
+                        AdaptSettings(
+                            steps=args.tta_steps,
+                            lr=args.tta_lr,
+                            seed=seed,
+                            mirror=TTA_WALKS[args.tta_walk],
+                            objective="walk",
+                        ),
                         raw=raw,
                         raw_mirrored=mirrored,
                     )

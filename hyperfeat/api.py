@@ -126,15 +126,20 @@ class Hyperfeatures(HyperfeatureDescriber):
     def adapt(
         self, frames, steps: int = 20, lr: Optional[float] = None, progress: bool = False, **settings
     ) -> "Hyperfeatures":
-        """A copy whose aggregation network took ``steps`` self-supervised steps (the cycle walk,
-        AdamW at ``lr``; None: :class:`hyperfeat.train.adapt.AdaptSettings`' default, measured best
-        for video-trained networks) on this very video; the backbone and ``self`` are unchanged. ``frames``:
+        """A copy whose aggregation network took ``steps`` self-supervised steps (AdamW at ``lr``; None:
+        the objective's default, :data:`hyperfeat.train.adapt.LEARNING_RATES`) on this very video: on
+        warped copies of its own frames (``objective="warp"``, the default for a network not trained on
+        the walk), or by the cycle walk (``objective="walk"``, the default for a walk-trained network or
+        when ``mirror`` is given): :func:`hyperfeat.train.adapt.adapt_objective`. The backbone and
+        ``self`` are unchanged. ``frames``:
         any video form the video methods take. ``settings``: the other fields of
         :class:`hyperfeat.train.adapt.AdaptSettings` (clip_length, max_stride, clips_per_step,
         temperature, pool, edge_dropout, seed, max_frames, and ``mirror``: end each walk on the
         mirrored first frame; None, the default, takes the walk the network was trained with, else
-        the mirrored one: :func:`hyperfeat.train.adapt.adapt_mirrored`). The copy's ``adaptation``
-        holds the per-step losses, the walk loss of fixed clips before and after, and which walk."""
+        the mirrored one: :func:`hyperfeat.train.adapt.adapt_mirrored`; ``objective``, ``warps``,
+        ``warp_pairs``, ``warp_weight``). The copy's ``adaptation`` holds the per-step losses, the walk
+        loss of fixed clips and the warp loss of the warped copies before and after, which walk and
+        which objective."""
         from hyperfeat.train.adapt import AdaptSettings, adapt_network
         from hyperfeat.video.frames import load_frames
 

@@ -127,15 +127,18 @@ def adapted(
     walk = {} if mirror is None else {"mirror": bool(mirror)}
     out = hf.adapt(video, steps=int(steps), lr=None if lr is None else float(lr), progress=True, **walk)
     info = out.adaptation
-    print(
-        f"adapted the aggregation network to {name if name is not None else video}: {steps} steps, "
-        f"walk loss{' (mirrored home)' if info.mirror else ''} {info.loss_before:.3f} → {info.loss_after:.3f}"
-    )
+    if info.objective == "warp":
+        loss = f"warp loss (warped copies of its frames) {info.warp_before:.3f} → {info.warp_after:.3f}"
+    else:
+        loss = f"walk loss{' (mirrored home)' if info.mirror else ''} {info.loss_before:.3f} → {info.loss_after:.3f}"
+        if info.objective == "walk+warp":
+            loss += f", warp loss {info.warp_before:.3f} → {info.warp_after:.3f}"
+    print(f"adapted the aggregation network to {name if name is not None else video}: {steps} steps, {loss}")
     return out
 
 
 def add_adapt_args(p: argparse.ArgumentParser) -> None:
-    from hyperfeat.train.adapt import AdaptSettings  # the one home of the adaptation's defaults
+    from hyperfeat.train.adapt import LEARNING_RATES  # the one home of the adaptation's defaults
 
     p.add_argument(
         "--adapt-steps",
@@ -147,13 +150,15 @@ def add_adapt_args(p: argparse.ArgumentParser) -> None:
         "--adapt-lr",
         type=float,
         default=None,
-        help=f"learning rate of --adapt-steps (default: the adaptation's own, {AdaptSettings.lr:g}; 3e-3 adapts an "
-        "untrained network further)",
+        help=f"learning rate of --adapt-steps (default: the adaptation's own: {LEARNING_RATES['warp']:g} on warped "
+        f"copies of the video's frames, what a network not trained on the walk adapts by, {LEARNING_RATES['walk']:g} "
+        "for the walk)",
     )
     p.add_argument(
         "--adapt-mirror",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="end each adaptation walk on the mirrored first frame, so that descriptors of position alone "
-        "cannot win it (default: the adaptation's own; costs one more backbone pass per frame)",
+        help="adapt by the walk, ending each walk on the mirrored first frame (--adapt-mirror) or not "
+        "(--no-adapt-mirror), so that descriptors of position alone cannot win it (default: the adaptation's "
+        "own; the mirror costs one more backbone pass per frame)",
     )

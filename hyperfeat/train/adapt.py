@@ -20,6 +20,19 @@ video-trained networks track no better or slightly worse (plain walk: supervised
 3.8); an untrained network gains a little more (plain walk 3.2). Tried and not better: lr 3e-4
 (3 seeds), an L2 pull to the initial weights, adapting only the mixing weights (one seed).
 
+Objectives (``AdaptSettings.objective``): ``walk`` (the above); ``warp``: warped copies of the
+video's own frames (:func:`warped_copies`: homography + colour jitter of ``warps`` frames spread over
+the video, their raw maps from one more backbone pass each), trained by the correspondence loss
+against the frames they came from: self-supervised, the warp is the exact truth; ``walk+warp``:
+their sum. :func:`adapt_objective` picks the walk for a network trained on the walk (or when a walk
+``mirror`` is asked for) and ``warp`` for any other network. Measured on the classical backbone
+(``benchmarks/classical_learning.py --tapvid-learn``: real TAP-Vid-DAVIS, untrained network, memory
+tracker), chosen on 6 validation clips of the train half (AJ %, untrained 23.3): warp 10 steps at
+lr 1e-3 23.4, 20 at 3e-3 23.8, 40 at 3e-3 24.8; the mirrored walk at lr 1e-4 changed nothing on the
+held-out clips, at 1e-3 lowered AJ. Held out (9 clips, see ``benchmarks/README.md``), warp 40 steps at
+lr 3e-3 raises AJ and δ_avg of the clip adapted to. So the default lr is per objective
+(:data:`LEARNING_RATES`: walk 1e-3, warp 3e-3).
+
 Memory: T frames × S timesteps × C channels × R² floats (2 bytes each), twice that with the
 mirrored walk. The tiny backbone at 32² is ~1 MB a frame; SD 1.5 with the paper's 11 timesteps at 64² is ~370 MB a frame, so for
 real backbones adapt on ``max_frames`` frames (spread evenly over the video) or a one-step plan.
@@ -30,7 +43,7 @@ Only torch and the loss are imported here (no Lightning): the inference API call
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
 import numpy as np
@@ -62,15 +75,19 @@ class AdaptResult:
 
 
 OBJECTIVES = ("walk", "warp", "walk+warp")
+LEARNING_RATES = {"walk": 1e-3, "warp": 3e-3, "walk+warp": 1e-3}  # each objective's default lr (module docstring)
 
 
 @dataclass(frozen=True)
 class AdaptSettings:
-    """steps, lr (AdamW), clip_length and max_stride of the clips, clips per step, the walk's
-    temperature / pool / edge dropout, seed, and ``max_frames`` (None: every frame)."""
+    """steps, lr (AdamW; None: the objective's :data:`LEARNING_RATES`), clip_length and max_stride of
+    the clips, clips per step, the walk's temperature / pool / edge dropout, seed, ``max_frames``
+    (None: every frame), ``mirror`` (the walk's home), ``objective`` (None: :func:`adapt_objective`),
+    and the warp objective's ``warps`` (copies made), ``warp_pairs`` (copies a step) and
+    ``warp_weight`` (its weight beside the walk in ``walk+warp``)."""
 
     steps: int = 20
-    lr: float = 1e-3  # see the module docstring: larger steps hurt video-trained networks
+    lr: Optional[float] = None  # None: LEARNING_RATES of the objective (module docstring)
     clip_length: int = 4
     max_stride: int = 4
     clips_per_step: int = 2
@@ -80,33 +97,40 @@ class AdaptSettings:
     seed: int = 0
     max_frames: Optional[int] = None
     mirror: Optional[bool] = None  # end each walk on the mirrored first frame (None: see adapt_mirrored)
-    objective: str = "walk"  # walk | warp | walk+warp (module docstring)
+    objective: Optional[str] = None  # walk | warp | walk+warp; None: see adapt_objective
     warps: int = 8  # warped copies of the video's frames made for the warp objective
     warp_weight: float = 1.0  # walk + warp_weight · warp loss (walk+warp)
     warp_pairs: int = 4  # warped copies per step
 
     def check(self) -> None:
-        if int(self.steps) < 0 or not float(self.lr) > 0:
+        if int(self.steps) < 0 or (self.lr is not None and not float(self.lr) > 0):
             raise HyperfeatError(f"adaptation needs steps >= 0 and lr > 0; got steps={self.steps}, lr={self.lr}")
         if int(self.clip_length) < 2 or int(self.max_stride) < 1 or int(self.clips_per_step) < 1:
             raise HyperfeatError(
                 f"adaptation needs clip_length >= 2, max_stride >= 1 and clips_per_step >= 1; got "
                 f"{self.clip_length}, {self.max_stride} and {self.clips_per_step}"
             )
-        if self.objective not in OBJECTIVES:
+        if self.objective is not None and self.objective not in OBJECTIVES:
             raise HyperfeatError(f"adaptation objective must be one of {', '.join(OBJECTIVES)}; got {self.objective!r}")
-        if "warp" in self.objective and (int(self.warps) < 1 or not float(self.warp_weight) > 0):
+        if "warp" in str(self.objective) and (int(self.warps) < 1 or not float(self.warp_weight) > 0):
             raise HyperfeatError(
                 f"the warp objective needs warps >= 1 and warp_weight > 0; got {self.warps} and {self.warp_weight}"
             )
 
     @property
     def walks(self) -> bool:
-        return "walk" in self.objective
+        return "walk" in str(self.objective)
 
     @property
     def warped(self) -> bool:
-        return "warp" in self.objective
+        return "warp" in str(self.objective)
+
+    def resolved(self, describer: Any) -> "AdaptSettings":
+        """These settings with the objective (:func:`adapt_objective`) and the learning rate (``lr``, else
+        :data:`LEARNING_RATES` of the objective) filled in."""
+        objective = adapt_objective(describer, self)
+        lr = float(self.lr) if self.lr is not None else LEARNING_RATES[objective]
+        return replace(self, objective=objective, lr=lr)
 
 
 def video_raw_maps(
@@ -149,6 +173,23 @@ def adapt_mirrored(describer: Any, settings: AdaptSettings) -> bool:
     if data is not None and str(data.get("name")) in CLIP_DATASETS:
         return bool(data.get("mirrored_home", False))
     return True
+
+
+def adapt_objective(describer: Any, settings: AdaptSettings) -> str:
+    """What the adaptation minimises: ``settings.objective`` when given; else the walk when the walk is
+    asked for (``settings.mirror`` given) or the network was trained on one (``data=video_folder``),
+    and the warp objective (warped copies of the video's own frames) for any other network
+    (untrained, semantic, trained on tracks): on real TAP-Vid-DAVIS clips it raised the tracking of
+    the clip adapted to, the walk did not (module docstring)."""
+    if settings.objective is not None:
+        return str(settings.objective)
+    if settings.mirror is not None:
+        return "walk"
+    meta = getattr(describer, "meta", None)
+    data = None if meta is None else meta.config.get("data")
+    if data is not None and str(data.get("name")) in CLIP_DATASETS:
+        return "walk"
+    return "warp"
 
 
 def _clip_indices(rng: np.random.Generator, num_frames: int, settings: AdaptSettings) -> list[int]:
@@ -249,6 +290,8 @@ def adapt_network(
     when :func:`adapt_mirrored` says so)."""
     from tqdm.auto import tqdm
 
+    settings.check()
+    settings = settings.resolved(describer)
     settings.check()
     picked = None
     if raw is None:

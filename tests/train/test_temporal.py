@@ -125,7 +125,7 @@ def test_adapt_changes_only_a_copy_of_the_aggregation_network_and_lowers_its_wal
     hf = make_hf(parts)
     own = {k: v.clone() for k, v in hf.network.state_dict().items()}
     unet = {k: v.clone() for k, v in list(hf.backbone.unet.state_dict().items())[:5]}
-    adapted = hf.adapt(translated_video(steps=5), steps=10, lr=3e-3, clip_length=3, max_stride=2)
+    adapted = hf.adapt(translated_video(steps=5), steps=10, lr=3e-3, clip_length=3, max_stride=2, objective="walk")
     assert adapted.backbone is hf.backbone and adapted.network is not hf.network
     assert all(torch.equal(v, hf.network.state_dict()[k]) for k, v in own.items())  # the original is untouched
     assert all(torch.equal(v, hf.backbone.unet.state_dict()[k]) for k, v in unet.items())
@@ -137,7 +137,7 @@ def test_adapt_changes_only_a_copy_of_the_aggregation_network_and_lowers_its_wal
 
 
 def test_adapt_default_lr_is_the_settings_one_lowers_the_walk_loss_and_stays_closer_than_3e3(parts):
-    from hyperfeat.train.adapt import AdaptSettings
+    from hyperfeat.train.adapt import LEARNING_RATES
 
     hf = make_hf(parts)
     video = translated_video(steps=5)
@@ -147,10 +147,11 @@ def test_adapt_default_lr_is_the_settings_one_lowers_the_walk_loss_and_stays_clo
         got = adapted.network.state_dict()
         return float(sum(((got[k].float() - v.float()) ** 2).sum() for k, v in start.items()) ** 0.5)
 
-    plain = hf.adapt(video, steps=10, clip_length=3, max_stride=2)
-    explicit = hf.adapt(video, steps=10, lr=AdaptSettings().lr, clip_length=3, max_stride=2)
-    strong = hf.adapt(video, steps=10, lr=3e-3, clip_length=3, max_stride=2)
-    assert plain.adaptation.losses == pytest.approx(explicit.adaptation.losses)  # None → the settings' lr
+    walk = dict(clip_length=3, max_stride=2, objective="walk")
+    plain = hf.adapt(video, steps=10, **walk)
+    explicit = hf.adapt(video, steps=10, lr=LEARNING_RATES["walk"], **walk)
+    strong = hf.adapt(video, steps=10, lr=3e-3, **walk)
+    assert plain.adaptation.losses == pytest.approx(explicit.adaptation.losses)  # None → the objective's lr
     assert plain.adaptation.loss_after < plain.adaptation.loss_before
     assert 0 < moved(plain) < moved(strong)
 
@@ -272,7 +273,7 @@ def test_adapt_with_the_mirrored_home_lowers_that_walk_and_checks_its_maps(parts
     direct = adapt_network(
         hf,
         None,
-        AdaptSettings(steps=10, lr=3e-3, clip_length=3, max_stride=2, mirror=True),
+        AdaptSettings(steps=10, lr=3e-3, clip_length=3, max_stride=2, mirror=True, objective="walk"),
         raw=raw,
         raw_mirrored=mirrored,
     )
@@ -376,7 +377,8 @@ def test_adaptation_walk_defaults_to_the_walk_the_network_was_trained_with(parts
     assert adapt_mirrored(trained_on("experiment=video_selfsup"), AdaptSettings(mirror=True))
     hf = make_hf(parts)
     assert hf.meta is None or not str(hf.meta.config.data.name) == "video_folder"
-    assert hf.adapt(translated_video(steps=4), steps=1, clip_length=2, max_stride=1).adaptation.mirror
+    walked = hf.adapt(translated_video(steps=4), steps=1, clip_length=2, max_stride=1, objective="walk")
+    assert walked.adaptation.mirror
 
 
 def test_adapt_on_warped_copies_lowers_the_warp_loss_moves_the_network_and_checks_its_settings(parts):
@@ -399,7 +401,7 @@ def test_adapt_on_warped_copies_lowers_the_warp_loss_moves_the_network_and_check
         got = adapted.network.state_dict()
         assert any(not torch.equal(got[k], v) for k, v in start.items())
         assert all(torch.equal(hf.network.state_dict()[k], v) for k, v in start.items())  # the original stays
-    walk = hf.adapt(video, steps=2, clip_length=3, max_stride=2).adaptation
+    walk = hf.adapt(video, steps=2, clip_length=3, max_stride=2, objective="walk").adaptation
     assert walk.objective == "walk" and math.isnan(walk.warp_before)
     with pytest.raises(HyperfeatError, match="warps the frames"):
         adapt_network(hf, None, AdaptSettings(steps=1, objective="warp"), raw=raw)
@@ -407,3 +409,26 @@ def test_adapt_on_warped_copies_lowers_the_warp_loss_moves_the_network_and_check
         adapt_network(hf, video, AdaptSettings(steps=1, objective="jump"))
     with pytest.raises(HyperfeatError, match="needs warps >= 1"):
         adapt_network(hf, video, AdaptSettings(steps=1, objective="warp", warps=0))
+
+
+def test_adaptation_objective_defaults_to_warps_unless_the_network_learned_the_walk_or_a_walk_is_asked(parts):
+    from types import SimpleNamespace
+
+    from hyperfeat.train.adapt import LEARNING_RATES, AdaptSettings, adapt_objective
+
+    def trained_on(*overrides: str) -> SimpleNamespace:
+        return SimpleNamespace(meta=SimpleNamespace(config=load_config(overrides=list(overrides))))
+
+    auto = AdaptSettings()
+    assert adapt_objective(SimpleNamespace(meta=None), auto) == "warp"  # untrained
+    assert adapt_objective(trained_on("experiment=smoke"), auto) == "warp"  # semantic pairs
+    assert adapt_objective(trained_on("experiment=video_supervised"), auto) == "warp"  # tracks
+    assert adapt_objective(trained_on("experiment=video_selfsup"), auto) == "walk"  # the walk it learned
+    assert adapt_objective(SimpleNamespace(meta=None), AdaptSettings(mirror=False)) == "walk"  # a walk asked for
+    assert adapt_objective(trained_on("experiment=video_selfsup"), AdaptSettings(objective="warp")) == "warp"
+    resolved = auto.resolved(SimpleNamespace(meta=None))
+    assert resolved.objective == "warp" and resolved.lr == LEARNING_RATES["warp"]
+    assert AdaptSettings(lr=1e-4).resolved(SimpleNamespace(meta=None)).lr == 1e-4  # given: as given
+    hf = make_hf(parts)
+    info = hf.adapt(translated_video(steps=4), steps=2, clip_length=2, max_stride=1, warps=2).adaptation
+    assert info.objective == "warp" and not info.mirror and info.warp_after < info.warp_before
