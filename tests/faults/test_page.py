@@ -320,8 +320,16 @@ serve_forever(app, port=0)
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_the_upload_folder_is_removed_on_sigterm_and_ctrl_c(signum):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    # started as from a terminal: a test run in the background (nohup, `&`) ignores SIGINT, and a
+    # child inherits that (Python then installs no Ctrl-C handler, as it should for a nohup'd server)
     proc = subprocess.Popen(
-        [sys.executable, "-c", SERVE], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT
+        [sys.executable, "-c", SERVE],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         work = Path(proc.stdout.readline().strip())
