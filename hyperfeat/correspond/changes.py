@@ -53,6 +53,7 @@ those of its latest change. Nothing here runs a model: it sees only descriptor t
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from statistics import median_low
@@ -531,8 +532,10 @@ class OnlineChanges:
         self.level = torch.full((num, self.window), float("nan"))  # each frame's recent level before it
         self.scale = torch.full((num, self.window), float("nan"))  # each frame's noise scale
         self.feats: list[Optional[torch.Tensor]] = []  # (N, D) corrected looks of the last `settle` frames
-        self.maps: list[torch.Tensor] = []  # (D, h, w) float16 normalised descriptors of the last window + 1 frames
-        self.places: list[torch.Tensor] = []  # (N, 2) where each point was read in those frames
+        # the frames a change's start may lie after (its new look is looked for there): (D, h, w)
+        # float16 normalised descriptors and (N, 2) where each point was read, the last one frame `last`
+        self.maps: deque[torch.Tensor] = deque(maxlen=self.window + 1)
+        self.places: deque[torch.Tensor] = deque(maxlen=self.window + 1)
         self.vis_hist: list[torch.Tensor] = []
         self.status = torch.zeros(num, dtype=torch.long)  # 0 watching, 1 confirmed (judged `lookaround` frames later)
         self.records: dict[int, _Record] = {}
@@ -648,9 +651,9 @@ class OnlineChanges:
         self.read_count += vis.long()
         self.feats.append(torch.where(vis[:, None], look, torch.full_like(look, float("nan"))))
         self.vis_hist.append(vis)
-        if s.novelty > 0:  # the frames a change's start may lie after: its new look is looked for there
-            self.maps = (self.maps + [F.normalize(desc.float().cpu(), dim=0).half()])[-(self.window + 1) :]
-            self.places = (self.places + [xy])[-(self.window + 1) :]
+        if s.novelty > 0:
+            self.maps.append(F.normalize(desc.float().cpu(), dim=0).half())
+            self.places.append(xy)
         if self.keep_curves:
             for key, v in (("drift", r), ("score", z), ("slipped", slipped), ("tracks", xy), ("visible", vis)):
                 self.curves[key].append(v)
@@ -757,12 +760,11 @@ class OnlineChanges:
             return None
         new = F.normalize(torch.nanmean(torch.stack([self._look_at(n, f) for f in after]), dim=0), dim=0)  # (D,)
         old = self._look_at(n, start - 1)
-        where = self.places[len(self.places) - 1 - back][n]  # (2,) xy
-        if not bool(torch.isfinite(new).all() and torch.isfinite(old).all() and torch.isfinite(where).all()):
-            return None
-        dense = self.maps[len(self.maps) - 1 - back].float()  # (D, h, w)
+        dense = self.maps[-1 - back].float()  # (D, h, w)
         _, h, w = dense.shape
-        places = pixels_to_cells(self.places[len(self.places) - 1 - back], self.size, (h, w))  # (N, 2) cells
+        places = pixels_to_cells(self.places[-1 - back], self.size, (h, w))  # (N, 2) cells
+        if not bool(torch.isfinite(new).all() and torch.isfinite(old).all() and torch.isfinite(places[n]).all()):
+            return None
         x, y = places[n].round().long().tolist()
         ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
         near = ((xs - x).abs() <= NEAR_CELLS) & ((ys - y).abs() <= NEAR_CELLS)  # (h, w)
