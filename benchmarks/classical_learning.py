@@ -414,7 +414,7 @@ def stored_raw_maps(probe, frames: torch.Tensor, path: Path) -> tuple[torch.Tens
     from hyperfeat.train.adapt import video_raw_maps
 
     if path.is_file():
-        return torch.load(path)
+        return torch.load(path, weights_only=True)
     raw, mirrored = video_raw_maps(probe, frames)[0], video_raw_maps(probe, frames, mirrored=True)[0]
     torch.save((raw, mirrored), path)
     return raw, mirrored
@@ -424,14 +424,14 @@ def tapvid(args) -> dict:
     """Held-out TAP-Vid-DAVIS tracking of a video-training run's networks, with and without TTA."""
     import lightning as L
 
-    from benchmarks.video_training import PLAN, TTA_WALKS, common_overrides
+    from benchmarks.video_training import PLAN, common_overrides, walk_adapt_settings
     from hyperfeat.api import Hyperfeatures
     from hyperfeat.config import load_config
     from hyperfeat.data.videos.tapvid import sample_queries, tapvid_from_config
     from hyperfeat.eval.metrics.tapvid import TapVidMetrics
     from hyperfeat.model.backbone import load_backbone
     from hyperfeat.model.checkpoint import load_checkpoint
-    from hyperfeat.train.adapt import AdaptSettings, adapt_network
+    from hyperfeat.train.adapt import adapt_network
     from hyperfeat.train.module import module_class
     from hyperfeat.video.frames import frames_from_uint8
 
@@ -515,13 +515,7 @@ def tapvid(args) -> dict:
                     result = adapt_network(
                         hf,
                         None,
-                        AdaptSettings(
-                            steps=args.tta_steps,
-                            lr=args.tta_lr,
-                            seed=seed,
-                            mirror=TTA_WALKS[args.tta_walk],
-                            objective="walk",
-                        ),
+                        walk_adapt_settings(args, seed),
                         raw=raw,
                         raw_mirrored=mirrored,
                     )
@@ -826,7 +820,7 @@ def tapvid_learning(args) -> dict:
     assert not set(train_videos) & set(held), "held-out clips must not be trained on"
     warps_path = work / f"warps_every{args.warp_every}{'_fit' if args.validation else ''}.pt"
     if warps_path.is_file():
-        warps = torch.load(warps_path)
+        warps = torch.load(warps_path, weights_only=True)
     else:
         warps = warped_frames(train_names, load, probe.extractor, args.warp_every, seed=0)
         torch.save(warps, warps_path)

@@ -50,6 +50,15 @@ MODELS = ("untrained", "smoke", "video_supervised", "video_selfsup")
 TTA_WALKS = {"auto": None, "mirrored": True, "plain": False}  # --tta-walk → AdaptSettings.mirror
 
 
+def walk_adapt_settings(args, seed: int):
+    """The walk adaptation these benchmarks measure (``--tta-steps``, ``--tta-lr``, ``--tta-walk``)."""
+    from hyperfeat.train.adapt import AdaptSettings
+
+    return AdaptSettings(
+        steps=args.tta_steps, lr=args.tta_lr, seed=seed, mirror=TTA_WALKS[args.tta_walk], objective="walk"
+    )
+
+
 def common_overrides(tmp: Path, seed: int, name: str, steps: int, lr: float) -> list[str]:
     return [
         f"paths.data_root={DATA_ROOT}",
@@ -171,7 +180,7 @@ def main() -> None:
     from hyperfeat.data.videos.temporal import build_temporal_dataset, davis_track_clips
     from hyperfeat.model.backbone import load_backbone
     from hyperfeat.model.checkpoint import load_checkpoint
-    from hyperfeat.train.adapt import AdaptSettings, adapt_network, video_raw_maps
+    from hyperfeat.train.adapt import adapt_network, video_raw_maps
     from hyperfeat.train.cache import FeatureCache
     from hyperfeat.train.module import module_class
     from hyperfeat.train.trainer import train
@@ -306,13 +315,7 @@ def main() -> None:
                     result = adapt_network(
                         hf,
                         None,
-                        AdaptSettings(
-                            steps=args.tta_steps,
-                            lr=args.tta_lr,
-                            seed=seed,
-                            mirror=TTA_WALKS[args.tta_walk],
-                            objective="walk",
-                        ),
+                        walk_adapt_settings(args, seed),
                         raw=raw,
                         raw_mirrored=mirrored,
                     )
