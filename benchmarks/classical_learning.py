@@ -73,11 +73,15 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DATA_ROOT = Path(os.environ.get("HYPERFEAT_DATA_ROOT", ROOT.parent / "shared" / "data"))
+
+from hyperfeat.io import safe_torch_load  # noqa: E402
+from hyperfeat.train.adapt import WARP_GEOMETRY  # noqa: E402
+
 ALPHAS = (0.05, 0.1)
 METHODS = ("untrained", "concat-all", "trained")
 HELD_OUT = ("pf_willow", "cub_heldout")
 NUM_POINTS = 16  # points per training pair (CUB has at most 15 parts; warps get a 4×4 grid)
-WARP = dict(rotation=15.0, scale=(0.85, 1.15), translation=0.2, perspective=0.03)
+WARP = WARP_GEOMETRY  # the warps of the warped pairs: those of the warp adaptation (hyperfeat.train.adapt)
 
 Describe = Callable[[torch.Tensor], torch.Tensor]  # raw (B, S, C, R, R) → descriptors (B, D, R, R)
 
@@ -414,7 +418,7 @@ def stored_raw_maps(probe, frames: torch.Tensor, path: Path) -> tuple[torch.Tens
     from hyperfeat.train.adapt import video_raw_maps
 
     if path.is_file():
-        return torch.load(path, weights_only=True)
+        return safe_torch_load(path, "raw-map cache file")
     raw, mirrored = video_raw_maps(probe, frames)[0], video_raw_maps(probe, frames, mirrored=True)[0]
     torch.save((raw, mirrored), path)
     return raw, mirrored
@@ -820,7 +824,7 @@ def tapvid_learning(args) -> dict:
     assert not set(train_videos) & set(held), "held-out clips must not be trained on"
     warps_path = work / f"warps_every{args.warp_every}{'_fit' if args.validation else ''}.pt"
     if warps_path.is_file():
-        warps = torch.load(warps_path, weights_only=True)
+        warps = safe_torch_load(warps_path, "warped-pair cache file")
     else:
         warps = warped_frames(train_names, load, probe.extractor, args.warp_every, seed=0)
         torch.save(warps, warps_path)

@@ -72,6 +72,7 @@ from hyperfeat.data.videos.state_changes import (  # noqa: E402
 )
 from hyperfeat.describe import registry  # noqa: E402
 from hyperfeat.eval.table import format_table  # noqa: E402
+from hyperfeat.io import safe_torch_load  # noqa: E402
 from hyperfeat.video.changes import change_queries, track_for_changes  # noqa: E402
 from hyperfeat.video.queries import in_mask  # noqa: E402
 from hyperfeat.video.run import describe_frames  # noqa: E402
@@ -147,7 +148,7 @@ def prepare(
     ).hexdigest()[:20]
     path = cache / f"{seq}-{key}.pt"
     if path.is_file():
-        return torch.load(path, weights_only=True)
+        return safe_torch_load(path, "cached clip")
     seq_data = DavisDataset(root, sequences=[seq]).load(seq, frame_size=frame_size)
     if len(seq_data) < num_frames + LABEL_FRAME or seq_data.masks.shape[0] != len(seq_data):
         return None

@@ -37,6 +37,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DATA_ROOT = Path(os.environ.get("HYPERFEAT_DATA_ROOT", ROOT.parent / "shared" / "data"))
+
+from hyperfeat.io import safe_torch_load  # noqa: E402
+
 KEYS = ("average_jaccard", "average_pts_within_thresh", "occlusion_accuracy")
 SUBSETS = ("all", "chosen", "held-out")
 
@@ -90,7 +93,7 @@ def tapvid_clips(cache: Path, limit: Optional[int]) -> dict[str, dict]:
     for name in tqdm(sorted(dataset.names)[:limit], desc="describing clips", unit="clip"):
         path = cache / f"{name}-{key}.pt"
         if path.is_file():
-            clips[name] = torch.load(path, weights_only=True)
+            clips[name] = safe_torch_load(path, "cached clip")
             continue
         video = dataset.load(name)
         frames = frames_from_uint8(video.frames)  # (T, 3, H, W)
