@@ -222,6 +222,8 @@ def test_settings_are_checked_when_read():
         ChangeSettings.from_config({"penalty": 4.0})
     with pytest.raises(DataError, match="changes.persist"):
         ChangeSettings(persist=9, lookaround=6)
+    with pytest.raises(DataError, match=r"changes.novelty must be in \[0, 1\].*got 1.5"):
+        ChangeSettings.from_config({"novelty": 1.5})
     assert ChangeSettings.from_config({"threshold": 7}) == ChangeSettings(threshold=7.0)
 
 
