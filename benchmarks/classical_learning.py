@@ -629,6 +629,19 @@ def tapvid_report(record: dict, out: Path) -> None:
 
 TAPVID_LEARN = ("untrained", "concat-all", "tracks", "walk", "warp", "walk+warp")
 TRAININGS = ("tracks", "walk", "warp", "walk+warp")
+# --reuse: settings every reused row needs equal, and each row's own (a row is recomputed when its own differ)
+REUSE_COMMON = ("tracker", "validation", "warp_every")
+_WALK = ("walk_steps", "walk_lr", "walk_clips", "walk_pool", "walk_across_batch", "walk_home", "walk_shift")
+_WALK += ("walk_temperature", "walk_strides")
+REUSE_SETTINGS = {
+    "tracks": ("track_steps", "track_lr", "track_pairs", "warp_pairs"),
+    "walk": _WALK,
+    "warp": ("ss_steps", "ss_lr", "ss_warp_pairs"),
+    "walk+warp": ("ss_steps", "ss_lr", "ss_warp_pairs", "ss_walk", "ss_walk_pool", "walk_clips", *_WALK[4:]),
+    "tta": ("tta_steps", "tta_lr"),
+    "tta_warp": ("tta_warp_steps", "tta_warp_lr", "tta_objective", "tta_warps", "tta_warp_weight"),
+}
+REUSE_BEFORE = {"walk_home": "mirror", "walk_shift": 0.25, "walk_temperature": 0.07, "walk_strides": [1, 4]}
 
 
 def tapvid_track_pairs(videos: dict, rng: np.random.Generator, count: int, max_delta: int, load: int) -> list[tuple]:
@@ -702,21 +715,36 @@ def train_on_tracks(network, videos: dict, warps: list[tuple], args, seed: int, 
 
 
 def walk_loss(network, videos: dict, rng: np.random.Generator, args, pool: int) -> torch.Tensor:
-    """The mirrored cycle walk (:func:`cycle_walk_loss`) over ``--walk-clips`` clips of 4 raw frames of
-    ``videos`` at strides 1-4, forwards or backwards, maps average-pooled by ``pool``."""
-    from hyperfeat.train.losses import cycle_walk_loss
+    """The cycle walk (:func:`cycle_walk_loss`) over ``--walk-clips`` clips of 4 raw frames of ``videos`` at
+    strides 1-4, forwards or backwards, maps average-pooled by ``pool``, ending where ``--walk-home`` says:
+    on frame 0 itself (plain), on its mirror image, or on its raw maps shifted by a random (dy, dx) of up to
+    ``--walk-shift`` of the grid (a multiple of ``pool`` cells, not both zero)."""
+    from hyperfeat.train.losses import cycle_walk_loss, shift_maps
 
-    names, maps, homes = list(videos), [], []
+    names, maps, firsts = list(videos), [], []
     for _ in range(args.walk_clips):
         video = videos[names[int(rng.integers(len(names)))]]
-        stride = int(rng.integers(1, 5))
+        stride = int(rng.integers(args.walk_strides[0], args.walk_strides[1] + 1))
         start = int(rng.integers(0, video["raw"].shape[0] - 3 * stride))
         index = [start + k * stride for k in range(4)][:: 1 if rng.random() < 0.5 else -1]
         maps.append(video["raw"][index])  # (4, S, C, R, R)
-        homes.append(video["mirrored"][index[0]])
+        firsts.append(video["mirrored" if args.walk_home == "mirror" else "raw"][index[0]])
     desc = network(torch.cat(maps).float()).unflatten(0, (len(maps), 4))  # (B, 4, D, R, R)
-    home = network(torch.stack(homes).float())  # (B, D, R, R)
-    return cycle_walk_loss(desc, 0.07, pool, across_batch=args.walk_across_batch, mirrored_home=home)
+    if args.walk_home == "plain":
+        return cycle_walk_loss(desc, args.walk_temperature, pool, across_batch=args.walk_across_batch)
+    if args.walk_home == "mirror":
+        home = network(torch.stack(firsts).float())  # (B, D, R, R)
+        return cycle_walk_loss(
+            desc, args.walk_temperature, pool, across_batch=args.walk_across_batch, mirrored_home=home
+        )
+    most = max(1, int(args.walk_shift * desc.shape[-1]) // pool)  # pooled cells
+    dy, dx = 0, 0
+    while dy == 0 and dx == 0:
+        dy, dx = (int(v) * pool for v in rng.integers(-most, most + 1, size=2))
+    home = network(shift_maps(torch.stack(firsts), dy, dx).float())  # (B, D, R, R)
+    return cycle_walk_loss(
+        desc, args.walk_temperature, pool, across_batch=args.walk_across_batch, shifted_home=(home, dy, dx)
+    )
 
 
 def warp_loss(network, warps: list[tuple], rng: np.random.Generator, count: int, load: int) -> torch.Tensor:
@@ -871,17 +899,25 @@ def tapvid_learning(args) -> dict:
         "per_seed": {},
     }
     out_path = Path(args.out)
-    earlier = {}  # --reuse: rows of an earlier record with the same settings, by seed
+    earlier = {}  # --reuse: rows of an earlier record made with the same settings, by seed
     if args.reuse:
         old = json.loads(Path(args.reuse).read_text())
-        keys = ("track_steps", "track_lr", "track_pairs", "warp_pairs", "warp_every", "walk_steps", "walk_lr")
-        keys += ("walk_clips", "walk_pool", "walk_across_batch", "tta_steps", "tta_lr", "tracker", "validation")
-        differ = [k for k in keys if old["settings"].get(k, False) != record["settings"].get(k, False)]
+        differ = [k for k in REUSE_COMMON if old["settings"].get(k, False) != record["settings"].get(k, False)]
         if differ:
             raise SystemExit(f"--reuse: {args.reuse} was run with other settings: {', '.join(differ)}")
-        keep = ("tracks", "walk")
+
+        def same(row: str) -> bool:  # the row's own settings (a record older than a setting used its default)
+            return all(
+                old["settings"].get(k, REUSE_BEFORE.get(k, False)) == record["settings"].get(k, False)
+                for k in REUSE_SETTINGS[row]
+            )
+
         earlier = {
-            k: {**{n: v[n] for n in keep if n in v}, "untrained": {"tta": v["untrained"]["tta"], **v["untrained"]}}
+            k: {
+                **{n: v[n] for n in TRAININGS if n in v and same(n)},
+                "untrained": {**{n: v["untrained"][n] for n in ("tta", "tta_warp") if n in v["untrained"] and same(n)}},
+                "scores": {m: v["untrained"][m] for m in TRACK_KEYS},
+            }
             for k, v in old["per_seed"].items()
         }
     ttas = {  # the adaptations of the untrained network to each held-out clip: row key → settings
@@ -899,7 +935,7 @@ def tapvid_learning(args) -> dict:
         start = untrained(seed)
         per = record["per_seed"][seed] = {"untrained": score(start)}
         reused = earlier.get(str(seed), {})
-        if reused and any(abs(reused["untrained"][k] - per["untrained"][k]) > 1e-9 for k in TRACK_KEYS):
+        if reused and any(abs(reused["scores"][k] - per["untrained"][k]) > 1e-9 for k in TRACK_KEYS):
             raise SystemExit(f"--reuse: seed {seed}'s untrained network scores otherwise than in {args.reuse}")
         for key in args.tta_rows:
             t0 = time.time()
@@ -958,7 +994,8 @@ def tapvid_learning_report(record: dict, out: Path) -> None:
     per_seed = [record["per_seed"][k] for k in seeds]
     labels = {
         "tracks": f"tracks: {s['track_steps']} steps, real tracks + warped frames",
-        "walk": f"walk: {s['walk_steps']} steps, raw frames (no labels)",
+        "walk": f"walk: {s['walk_steps']} steps, T {s.get('walk_temperature', 0.07):g}, "
+        f"{s.get('walk_home', 'mirror')} home, raw frames (no labels)",
         "warp": f"warp: {s.get('ss_steps')} steps, warped raw frames (no labels)",
         "walk+warp": f"warp + {s.get('ss_walk', 0):g} × walk: {s.get('ss_steps')} steps (no labels)",
     }
@@ -1088,6 +1125,14 @@ def main() -> None:
     learn.add_argument("--walk-clips", type=int, default=2, help="clips per walk step")
     learn.add_argument("--walk-pool", type=int, default=1, help="the walk's pooling of the maps (1: every cell)")
     learn.add_argument("--walk-across-batch", action="store_true", help="walk over the cells of every clip of a step")
+    learn.add_argument(
+        "--walk-home", default="mirror", choices=["plain", "mirror", "shift"], help="where the walks end (walk_loss)"
+    )
+    learn.add_argument(
+        "--walk-shift", type=float, default=0.25, help="--walk-home shift: most shift, share of the grid"
+    )
+    learn.add_argument("--walk-temperature", type=float, default=0.07, help="the walk's logit temperature")
+    learn.add_argument("--walk-strides", type=int, nargs=2, default=[1, 4], help="frames between the walk's frames")
     learn.add_argument(
         "--reuse",
         default=None,

@@ -119,6 +119,20 @@ def walk_transitions(desc_from: torch.Tensor, desc_to: torch.Tensor, temperature
     return logits.softmax(dim=-1)
 
 
+def shift_maps(maps: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """``maps`` (..., H, W) moved by (dy, dx) cells: what was at (y, x) is at (y + dy, x + dx); the
+    cells moved in from outside are zero. The input of a walk's shifted home (:func:`cycle_walk_loss`):
+    the network sees the moved maps, so what it knows of the frame's edges stays where it was."""
+    height, width = maps.shape[-2:]
+    if abs(dy) >= height or abs(dx) >= width:
+        raise DataError(f"a shift of ({dy}, {dx}) cells moves the whole {height}×{width} map out of view")
+    moved = torch.zeros_like(maps)
+    moved[..., max(dy, 0) : height + min(dy, 0), max(dx, 0) : width + min(dx, 0)] = maps[
+        ..., max(-dy, 0) : height + min(-dy, 0), max(-dx, 0) : width + min(-dx, 0)
+    ]
+    return moved
+
+
 def cycle_walk_loss(
     frames: torch.Tensor,
     temperature: float = 0.07,
@@ -127,6 +141,7 @@ def cycle_walk_loss(
     generator: Optional[torch.Generator] = None,
     across_batch: bool = False,
     mirrored_home: Optional[torch.Tensor] = None,
+    shifted_home: Optional[tuple[torch.Tensor, int, int]] = None,
 ) -> torch.Tensor:
     """The contrastive random walk (Jabri et al., NeurIPS 2020) on a palindrome of frames.
 
@@ -146,7 +161,15 @@ def cycle_walk_loss(
     left–right mirrored image. The last step of every walk then goes to these cells instead of
     frame 0's own, and "home" is the mirrored cell (row y, column w'−1−x). Descriptors that only
     encode position come back to the wrong side (the shortcut fails); descriptors of what is
-    there come home.
+    there come home. The mirror also asks the network to describe a thing and its mirror image
+    alike, which a describer of oriented structure (the classical bank's x-derivatives, the
+    left/right halves of its histograms) can only do by dropping what tells them apart.
+
+    ``shifted_home``: (descriptors (B, D, h, w), dy, dx) of frame 0 computed from its maps moved
+    by (dy, dx) cells of the unpooled grid (:func:`shift_maps`; multiples of ``pool``). The last
+    step goes there and home is the moved cell (y + dy, x + dx); walks whose home left the frame
+    are not counted. Position alone misses home by the shift, as with the mirror, but the content
+    is the same content, so nothing but position has to be given up.
     """
     if frames.dim() != 5 or frames.shape[1] < 2:
         raise DataError(f"frames must be (B, K >= 2, D, h, w) descriptors; got {tuple(frames.shape)}")
@@ -160,7 +183,32 @@ def cycle_walk_loss(
     if int(pool) > 1:
         maps = F.avg_pool2d(maps, int(pool), ceil_mode=True)
     maps = maps.unflatten(0, (b, k))  # (B, K, D, h', w')
-    home = None
+    home, counted = None, None
+    if mirrored_home is not None and shifted_home is not None:
+        raise HyperfeatError("a walk ends on the mirrored or on the shifted first frame, not both")
+    if shifted_home is not None:
+        home, dy, dx = shifted_home
+        pool = int(pool)
+        if tuple(home.shape) != (b, *frames.shape[2:]) or dy % pool or dx % pool:
+            raise DataError(
+                f"shifted_home must be (B, D, h, w) = {(b, *frames.shape[2:])} descriptors moved by multiples of "
+                f"pool={pool} cells; got {tuple(home.shape)} moved by ({dy}, {dx})"
+            )
+        home = F.avg_pool2d(home, pool, ceil_mode=True) if pool > 1 else home  # (B, D, h', w')
+        height, width = maps.shape[-2:]
+        rows = torch.arange(height, device=frames.device)[:, None] + dy // pool
+        cols = torch.arange(width, device=frames.device)[None, :] + dx // pool
+        inside = ((rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)).flatten()  # (n,)
+        if not inside.any():
+            raise DataError(f"shifted_home moved by ({dy}, {dx}) cells leaves no cell of the {height}×{width} grid")
+        home_cells = (
+            rows.clamp(0, height - 1) * width + cols.clamp(0, width - 1)
+        ).flatten()  # (n,): the home of each cell
+        counted = inside
+        if across_batch:
+            home = home.permute(1, 0, 2, 3).flatten(2)[None]  # (1, D, B, h'·w')
+            offsets = torch.arange(b, device=frames.device)[:, None] * len(home_cells)
+            home_cells, counted = (offsets + home_cells[None]).flatten(), inside.repeat(b)  # (B·n,)
     if mirrored_home is not None:
         if tuple(mirrored_home.shape) != (b, *frames.shape[2:]):
             raise DataError(
@@ -171,10 +219,10 @@ def cycle_walk_loss(
         )  # (B, D, h', w')
         width = maps.shape[-1]
         cells = torch.arange(maps.shape[-2] * width, device=frames.device)
-        mirror = (cells // width) * width + (width - 1 - cells % width)  # (n,): the mirrored cell of each cell
+        home_cells = (cells // width) * width + (width - 1 - cells % width)  # (n,): the mirrored cell of each cell
         if across_batch:
             home = home.permute(1, 0, 2, 3).flatten(2)[None]  # (1, D, B, h'·w')
-            mirror = (torch.arange(b, device=frames.device)[:, None] * len(cells) + mirror[None]).flatten()  # (B·n,)
+            home_cells = (torch.arange(b, device=frames.device)[:, None] * len(cells) + home_cells[None]).flatten()
     if across_batch:  # one graph per time step: the B clips' cells side by side
         maps = maps.permute(1, 2, 0, 3, 4).flatten(3)[None]  # (1, K, D, B, h'·w')
     forward = [walk_transitions(maps[:, i], maps[:, i + 1], temperature) for i in range(k - 1)]  # (B, n, n) each
@@ -189,9 +237,9 @@ def cycle_walk_loss(
     n = forward[0].shape[1]
     start = torch.arange(n, device=frames.device)
     target = start  # the cell each walk must end on
-    if home is not None:  # the last step lands on the mirrored frame 0
+    if home is not None:  # the last step lands on the mirrored or shifted frame 0
         backward[0] = walk_transitions(maps[:, 1], home, temperature)
-        target = mirror
+        target = home_cells
     losses = []
     there = None
     for i in range(k - 1):
@@ -200,5 +248,5 @@ def cycle_walk_loss(
         for j in range(i, -1, -1):
             walk = walk @ backward[j]  # … → back to frame 0
         returned = walk[:, start, target].clamp_min(1e-20)  # (B, n): P(back at the start)
-        losses.append(-returned.log().mean())
+        losses.append(-returned.log().mean() if counted is None else -returned[:, counted].log().mean())
     return torch.stack(losses).mean()

@@ -255,6 +255,53 @@ def test_walk_to_the_mirrored_home_matches_by_hand_and_defeats_position_only_des
         cycle_walk_loss(clip, mirrored_home=content[:1])
 
 
+def test_walk_to_the_shifted_home_matches_by_hand_and_defeats_position_only_descriptors():
+    from hyperfeat.train.losses import shift_maps
+
+    gen = torch.Generator().manual_seed(6)
+    frames = torch.randn(1, 3, 4, 3, 4, generator=gen, dtype=torch.float64)  # (B, K, D, h, w)
+    home = torch.randn(1, 4, 3, 4, generator=gen, dtype=torch.float64)  # (B, D, h, w)
+    temperature, dy, dx = 0.4, 1, -2
+
+    def softmax_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # a (D, n), b (D, m): cosine / temperature
+        a, b = a / np.linalg.norm(a, axis=0), b / np.linalg.norm(b, axis=0)
+        e = np.exp(a.T @ b / temperature)
+        return e / e.sum(axis=1, keepdims=True)
+
+    cells, home_cells = frames[0].flatten(2).numpy(), home[0].flatten(1).numpy()  # (K, D, n), (D, n)
+    kept = [(y * 4 + x, (y + dy) * 4 + x + dx) for y in range(3) for x in range(4) if y + dy < 3 and x + dx >= 0]
+    assert len(kept) == 4  # the other 8 walks' homes left the frame: not counted
+    losses = []
+    for end in (1, 2):
+        walk = np.eye(12)
+        for t in range(end):
+            walk = walk @ softmax_rows(cells[t], cells[t + 1])
+        for t in range(end, 1, -1):
+            walk = walk @ softmax_rows(cells[t], cells[t - 1])
+        walk = walk @ softmax_rows(cells[1], home_cells)
+        losses.append(-np.mean([math.log(walk[i, j]) for i, j in kept]))
+    got = float(cycle_walk_loss(frames, temperature=temperature, shifted_home=(home, dy, dx)))
+    assert got == pytest.approx(float(np.mean(losses)), rel=1e-9)
+
+    position_only = torch.eye(16).reshape(16, 4, 4).expand(2, 3, -1, -1, -1)  # (B=2, K=3, D=16, 4, 4)
+    assert float(cycle_walk_loss(position_only, temperature=0.05)) < 1e-6  # the plain walk is won by position
+    assert float(cycle_walk_loss(position_only, temperature=0.05, shifted_home=(position_only[:, 0], 2, 0))) > 10
+    content = torch.randn(2, 8, 4, 4, generator=gen)  # what is there, the same in every frame
+    clip = content[:, None].expand(-1, 3, -1, -1, -1)
+    moved = shift_maps(content, 2, -2)
+    assert torch.equal(moved[..., 2:, :2], content[..., :2, 2:]) and not moved[..., :2, :].any()
+    for across in (False, True):
+        home_in = (moved, 2, -2)
+        assert float(cycle_walk_loss(clip, temperature=0.05, shifted_home=home_in, across_batch=across)) < 0.1
+    assert float(cycle_walk_loss(clip, temperature=0.05, pool=2, shifted_home=(moved, 2, -2))) < 0.1
+    with pytest.raises(Exception, match=r"multiples of pool=2"):
+        cycle_walk_loss(clip, pool=2, shifted_home=(moved, 1, 0))
+    with pytest.raises(Exception, match="mirrored or on the shifted"):
+        cycle_walk_loss(clip, mirrored_home=content, shifted_home=(moved, 2, -2))
+    with pytest.raises(Exception, match=r"moves the whole 4×4 map out of view"):
+        shift_maps(content, 4, 0)
+
+
 def test_adapt_with_the_mirrored_home_lowers_that_walk_and_checks_its_maps(parts):
     from hyperfeat.errors import HyperfeatError
     from hyperfeat.train.adapt import AdaptSettings, adapt_network, video_raw_maps
