@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -131,6 +132,18 @@ def shift_maps(maps: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
         ..., max(-dy, 0) : height + min(-dy, 0), max(-dx, 0) : width + min(-dx, 0)
     ]
     return moved
+
+
+def draw_shift(rng: np.random.Generator, size: int, pool: int, share: float) -> tuple[int, int]:
+    """A random (dy, dx) for a walk's shifted home (:func:`cycle_walk_loss`): each up to ``share``
+    of the ``size``-cell grid, a multiple of ``pool`` cells, not both zero."""
+    if not 0 < share < 1 or size < 1 or pool < 1:
+        raise HyperfeatError(f"a walk's shift needs share in (0, 1), size and pool >= 1; got {share}, {size}, {pool}")
+    most = max(1, int(share * size) // pool)  # pooled cells
+    dy, dx = 0, 0
+    while dy == 0 and dx == 0:
+        dy, dx = (int(v) * pool for v in rng.integers(-most, most + 1, size=2))
+    return dy, dx
 
 
 def cycle_walk_loss(

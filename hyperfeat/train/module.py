@@ -6,9 +6,11 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import lightning as L
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from hyperfeat.errors import ConfigError
 from hyperfeat.eval.metrics.pck import PCK
 from hyperfeat.eval.semantic import update_pck
 from hyperfeat.eval.settings import EvalSettings
@@ -17,7 +19,7 @@ from hyperfeat.model.backbone import Backbone, load_backbone
 from hyperfeat.model.checkpoint import CheckpointMeta, build_network
 from hyperfeat.model.features import FeatureExtractor
 from hyperfeat.settings import from_block
-from hyperfeat.train.losses import correspondence_loss, cycle_walk_loss
+from hyperfeat.train.losses import correspondence_loss, cycle_walk_loss, draw_shift, shift_maps
 
 
 @dataclass(frozen=True)
@@ -177,12 +179,21 @@ class HyperfeatModule(L.LightningModule):
 @dataclass(frozen=True)
 class WalkSettings:
     """The cycle-walk loss's numbers (``train.walk_*``): logit temperature, pooling of the maps
-    before the walk, edge dropout, and whether the walk goes across the clips of the batch."""
+    before the walk, edge dropout, whether the walk goes across the clips of the batch, and how far
+    its shifted home may move (0: the walk ends on frame 0 itself, or its mirror with
+    ``data.mirrored_home``)."""
 
     temperature: float = 0.07  # logit temperature of the walk's transitions
     pool: int = 1  # average-pool the descriptor maps by this factor before the walk (n² memory)
     edge_dropout: float = 0.0  # fraction of forward transitions dropped (Jabri et al.'s edge dropout)
     across_batch: bool = False  # walk over the cells of every clip of the batch
+    shift: float = 0.0  # > 0: end on frame 0's raw maps shifted by up to this share of the grid
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.shift < 1.0:
+            raise ConfigError(
+                f"train.walk_shift must be in [0, 1) (a share of the grid; 0: no shift); got {self.shift}"
+            )
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> "WalkSettings":
@@ -208,6 +219,7 @@ class VideoWalkModule(HyperfeatModule):
     ):
         super().__init__(extractor, network, settings, meta)
         self.walk = walk or WalkSettings.from_config(meta.config)
+        self.shift_seed = int(OmegaConf.select(meta.config, "train.seed", default=0) or 0)  # the shifts' draws
 
     def _raw_maps(self, batch: dict, cached: str, images: str) -> Optional[torch.Tensor]:
         """Raw maps (N, S, C, R, R) of the batch's cached maps ``cached`` or, through the backbone,
@@ -219,35 +231,51 @@ class VideoWalkModule(HyperfeatModule):
             return self.extractor.run(batch[images].flatten(0, -4))  # (N, 3, L, L) → (N, S, C, R, R)
         return None
 
-    def describe_clips(self, batch: dict) -> torch.Tensor:
-        """Hyperfeatures (B, K, D, R, R) of every frame of the batch's clips."""
+    def describe_clips(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hyperfeatures (B, K, D, R, R) of every frame of the batch's clips, and their raw maps (B, K, S, C, R, R)."""
         b, k = (batch["frame_raw"] if "frame_raw" in batch else batch["frame_images"]).shape[:2]
-        raw = self._raw_maps(batch, "frame_raw", "frame_images")  # (B·K, S, C, R, R)
-        desc = self.aggregation(raw.to(self.device))  # (B·K, D, R, R)
-        return desc.unflatten(0, (b, k))
+        raw = self._raw_maps(batch, "frame_raw", "frame_images").to(self.device)  # (B·K, S, C, R, R)
+        desc = self.aggregation(raw)  # (B·K, D, R, R)
+        return desc.unflatten(0, (b, k)), raw.unflatten(0, (b, k))
 
     def describe_home(self, batch: dict) -> Optional[torch.Tensor]:
         """Hyperfeatures (B, D, R, R) of the clips' mirrored first frames; None when the batch has none."""
         raw = self._raw_maps(batch, "mirrored_home_raw", "mirrored_home_image")  # (B, S, C, R, R)
         return None if raw is None else self.aggregation(raw.to(self.device))
 
-    def _walk_loss(self, batch: dict) -> torch.Tensor:
+    def _walk_loss(self, batch: dict, rng: Optional[np.random.Generator] = None) -> torch.Tensor:
+        """The walk over the batch's clips; ``rng`` draws the shift of a shifted home (``train.walk_shift``;
+        None: seeded by ``train.seed``)."""
+        desc, raw = self.describe_clips(batch)  # (B, K, D, R, R), (B, K, S, C, R, R)
+        mirrored, shifted = self.describe_home(batch), None
+        if self.walk.shift > 0:
+            if mirrored is not None:
+                raise ConfigError(
+                    "train.walk_shift > 0 and data.mirrored_home: a walk ends on one home; set one of them"
+                )
+            rng = np.random.default_rng(self.shift_seed) if rng is None else rng
+            dy, dx = draw_shift(rng, min(desc.shape[-2:]), self.walk.pool, self.walk.shift)
+            shifted = (self.aggregation(shift_maps(raw[:, 0], dy, dx)), dy, dx)  # (B, D, R, R) and the shift
         return cycle_walk_loss(
-            self.describe_clips(batch),
+            desc,
             self.walk.temperature,
             self.walk.pool,
             self.walk.edge_dropout if self.training else 0.0,
             across_batch=self.walk.across_batch and self.training,
-            mirrored_home=self.describe_home(batch),
+            mirrored_home=mirrored,
+            shifted_home=shifted,
         )
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = self._walk_loss(batch)
+        loss = self._walk_loss(batch, np.random.default_rng([self.shift_seed, self.global_step]))
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["video"]))
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self.log("val/loss", self._walk_loss(batch), batch_size=len(batch["video"]), sync_dist=True, prog_bar=True)
+        loss = self._walk_loss(
+            batch, np.random.default_rng([self.shift_seed, 1 << 20, batch_idx])
+        )  # the same shifts each time
+        self.log("val/loss", loss, batch_size=len(batch["video"]), sync_dist=True, prog_bar=True)
 
     def on_validation_epoch_end(self) -> None:
         self._log_mixing_weights()

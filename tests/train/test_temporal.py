@@ -397,13 +397,32 @@ def test_walk_module_ends_the_walk_on_the_batch_mirrored_home(parts, tmp_path):
         mirrored_home=True,
     )
     batch = collate_clips([clips[i] for i in range(len(clips))])
+    rng = np.random.default_rng
     with torch.no_grad():
-        desc = module.describe_clips(batch)  # (B, K, D, R, R)
+        desc, raw = module.describe_clips(batch)  # (B, K, D, R, R), (B, K, S, C, R, R)
         home = module.aggregation(extractor.run(batch["mirrored_home_image"]))  # (B, D, R, R)
-        got = float(module._walk_loss(batch))
-        plain = float(module._walk_loss({k: v for k, v in batch.items() if k != "mirrored_home_image"}))
+        got = float(module._walk_loss(batch, rng(0)))
+        unmirrored = {k: v for k, v in batch.items() if k != "mirrored_home_image"}
+        plain = float(module._walk_loss(unmirrored, rng(0)))
     assert got == pytest.approx(float(cycle_walk_loss(desc, 0.07, 2, mirrored_home=home)), rel=1e-5)
     assert got != pytest.approx(plain)
+
+    # train.walk_shift: the walk ends on frame 0's raw maps shifted by the drawn (dy, dx), as cycle_walk_loss says
+    from hyperfeat.errors import ConfigError
+    from hyperfeat.train.losses import draw_shift, shift_maps
+
+    module.walk = WalkSettings(temperature=0.07, pool=2, edge_dropout=0.0, shift=0.25)
+    with torch.no_grad():
+        shifted = float(module._walk_loss(unmirrored, rng(3)))
+        dy, dx = draw_shift(rng(3), desc.shape[-1], 2, 0.25)
+        home = module.aggregation(shift_maps(raw[:, 0], dy, dx))  # (B, D, R, R)
+    assert (dy, dx) != (0, 0) and dy % 2 == 0 and dx % 2 == 0 and max(abs(dy), abs(dx)) <= desc.shape[-1] // 4
+    assert shifted == pytest.approx(float(cycle_walk_loss(desc, 0.07, 2, shifted_home=(home, dy, dx))), rel=1e-5)
+    assert shifted != pytest.approx(plain)
+    with pytest.raises(ConfigError, match="a walk ends on one home"):
+        module._walk_loss(batch, rng(3))
+    with pytest.raises(ConfigError, match=r"train.walk_shift must be in \[0, 1\)"):
+        WalkSettings(shift=1.5)
 
 
 def test_adaptation_walk_defaults_to_the_walk_the_network_was_trained_with(parts):
