@@ -176,6 +176,9 @@ class HyperfeatModule(L.LightningModule):
         checkpoint["hyperfeat"] = self.meta.to_dict()
 
 
+_ONE_HOME = "train.walk_shift > 0 and data.mirrored_home: a walk ends on one home; set one of them"
+
+
 @dataclass(frozen=True)
 class WalkSettings:
     """The cycle-walk loss's numbers (``train.walk_*``): logit temperature, pooling of the maps
@@ -220,6 +223,8 @@ class VideoWalkModule(HyperfeatModule):
         super().__init__(extractor, network, settings, meta)
         self.walk = walk or WalkSettings.from_config(meta.config)
         self.shift_seed = int(OmegaConf.select(meta.config, "train.seed", default=0) or 0)  # the shifts' draws
+        if self.walk.shift > 0 and OmegaConf.select(meta.config, "data.mirrored_home", default=False):
+            raise ConfigError(_ONE_HOME)
 
     def _raw_maps(self, batch: dict, cached: str, images: str) -> Optional[torch.Tensor]:
         """Raw maps (N, S, C, R, R) of the batch's cached maps ``cached`` or, through the backbone,
