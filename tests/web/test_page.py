@@ -250,11 +250,16 @@ def test_track_clip_returns_the_api_tracks(page, server, hf, files, tmp_path):
     scale = min(CANVAS_WH[0] / CLIP_WH[0], CANVAS_WH[1] / CLIP_WH[1])
     torch.testing.assert_close(queries[:, 1:], torch.tensor(hits, dtype=queries.dtype), rtol=0, atol=0.6 / scale)
     assert (queries[:, 0] == 0).all()
-    tracks, visible = hf.track(files / "clip.gif", queries)  # (N, T, 2), (N, T)
+    # the page describes the frames in memory and tracks on those descriptors: so does the API here
+    described = hf.describe_video(files / "clip.gif")  # (T, D, R, R)
+    tracks, visible = hf.track(files / "clip.gif", queries, descriptors=described)  # (N, T, 2), (N, T)
     assert tuple(tracks.shape) == (2, CLIP_FRAMES, 2)
-    # the page describes the frames in memory, hf.track(file) through the fp16 descriptor store
     torch.testing.assert_close(torch.tensor(record["tracks"]), tracks, rtol=0, atol=0.05)
     assert torch.tensor(record["visible"]).tolist() == visible.tolist()
+    # hf.track(file) describes through the float16 descriptor store: a near-tie may fall to the next cell
+    stored, _ = hf.track(files / "clip.gif", queries)
+    cell = max(CLIP_WH) / described.shape[-1]
+    assert (stored - tracks).abs().max() <= 1.5 * cell
     with urllib.request.urlopen(page.find_element(By.ID, "download-csv").get_attribute("href")) as response:
         assert len(response.read().decode().strip().splitlines()) == 1 + 2 * CLIP_FRAMES
     wait_for(page, lambda d: d.execute_script("return document.getElementById('track-video').naturalWidth") > 0)
