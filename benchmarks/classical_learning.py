@@ -30,15 +30,16 @@ queries, TAP-Vid metrics), before and after test-time adaptation to each video.
 presets split DAVIS (21 train / 9 held-out). Per seed, from that seed's untrained network: ``tracks``
 (the correspondence loss on frame pairs of the train clips' real tracks plus warped copies of their
 frames: 15 clips' ~30 tracks alone are memorised, held-out matching falls), ``walk`` (the
-mirrored cycle walk on the train clips' raw frames, no labels), and self-supervised on the same raw
+cycle walk on the train clips' raw frames, no labels, ending where ``--walk-home`` says: frame 0, its
+mirror, or its raw maps shifted), and self-supervised on the same raw
 frames without any label: ``warp`` (the correspondence loss of warped copies of the train clips'
 frames, homography + colour jitter, the warp being the truth) and ``walk+warp`` (that plus the
-mirrored walk); scored on the held-out clips beside the untrained network, concat-all and the
+walk); scored on the held-out clips beside the untrained network, concat-all and the
 untrained network adapted to each held-out clip, by the walk (``tta``) and on warped copies of the
 clip's own frames (``tta_warp``). Settings were chosen on a split of the train clips (15 fit / 6
-validation: ``--validation``), never on the held-out ones. ``--reuse JSON`` takes the rows an
-earlier record made with the same settings (tracks, walk, walk TTA), checked seed by seed against
-its untrained network's scores.
+validation: ``--validation``), never on the held-out ones. ``--reuse JSON`` takes each row an
+earlier record made with the row's own settings (:data:`REUSE_SETTINGS`), checked seed by seed against
+its untrained network's scores (within :data:`REUSE_NOISE`).
 
     OMP_NUM_THREADS=1 python benchmarks/classical_learning.py [--seeds 0 1 2] [--steps 300]
     python benchmarks/classical_learning.py --from-json benchmarks/classical_learning.json   # table only
@@ -47,7 +48,8 @@ its untrained network's scores.
     OMP_NUM_THREADS=1 python benchmarks/classical_learning.py --tapvid <its work folder> \
         --record benchmarks/classical_video_training.json --out benchmarks/classical_tapvid.json
     OMP_NUM_THREADS=1 python benchmarks/classical_learning.py --tapvid-learn <work folder> --tta-steps 10 \
-        --tta-lr 1e-4 --tta-warp-steps 40 --tta-warp-lr 3e-3 --ss-steps 600 \
+        --tta-lr 1e-4 --tta-warp-steps 40 --tta-warp-lr 3e-3 --ss-steps 600 --walk-home shift \
+        --walk-temperature 0.002 --walk-lr 1e-3 --walk-steps 300 --trainings tracks walk warp \
         [--reuse <an earlier record>]   # writes benchmarks/classical_tapvid_learning.json, .txt, _mixing.png
     ... --tapvid-learn <work folder> --validation --seeds 0 --out <json>   # the same on the validation split
 """
