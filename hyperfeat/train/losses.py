@@ -192,50 +192,43 @@ def cycle_walk_loss(
             f"{temperature}, {pool} and {edge_dropout}"
         )
     b, k = frames.shape[:2]
+    pool = int(pool)
     maps = frames.flatten(0, 1)  # (B·K, D, h, w)
-    if int(pool) > 1:
-        maps = F.avg_pool2d(maps, int(pool), ceil_mode=True)
+    if pool > 1:
+        maps = F.avg_pool2d(maps, pool, ceil_mode=True)
     maps = maps.unflatten(0, (b, k))  # (B, K, D, h', w')
-    home, counted = None, None
+    height, width = maps.shape[-2:]
+    rows = torch.arange(height, device=frames.device)[:, None]  # (h', 1)
+    cols = torch.arange(width, device=frames.device)[None, :]  # (1, w')
+    home, home_cells, counted = None, None, None  # where the last step goes, each walk's home cell there, walks counted
     if mirrored_home is not None and shifted_home is not None:
         raise HyperfeatError("a walk ends on the mirrored or on the shifted first frame, not both")
     if shifted_home is not None:
         home, dy, dx = shifted_home
-        pool = int(pool)
         if tuple(home.shape) != (b, *frames.shape[2:]) or dy % pool or dx % pool:
             raise DataError(
                 f"shifted_home must be (B, D, h, w) = {(b, *frames.shape[2:])} descriptors moved by multiples of "
                 f"pool={pool} cells; got {tuple(home.shape)} moved by ({dy}, {dx})"
             )
-        home = F.avg_pool2d(home, pool, ceil_mode=True) if pool > 1 else home  # (B, D, h', w')
-        height, width = maps.shape[-2:]
-        rows = torch.arange(height, device=frames.device)[:, None] + dy // pool
-        cols = torch.arange(width, device=frames.device)[None, :] + dx // pool
-        inside = ((rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)).flatten()  # (n,)
-        if not inside.any():
+        rows, cols = rows + dy // pool, cols + dx // pool
+        counted = ((rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)).flatten()  # (n,)
+        if not counted.any():
             raise DataError(f"shifted_home moved by ({dy}, {dx}) cells leaves no cell of the {height}×{width} grid")
-        home_cells = (
-            rows.clamp(0, height - 1) * width + cols.clamp(0, width - 1)
-        ).flatten()  # (n,): the home of each cell
-        counted = inside
-        if across_batch:
-            home = home.permute(1, 0, 2, 3).flatten(2)[None]  # (1, D, B, h'·w')
-            offsets = torch.arange(b, device=frames.device)[:, None] * len(home_cells)
-            home_cells, counted = (offsets + home_cells[None]).flatten(), inside.repeat(b)  # (B·n,)
+        home_cells = (rows.clamp(0, height - 1) * width + cols.clamp(0, width - 1)).flatten()  # (n,)
     if mirrored_home is not None:
         if tuple(mirrored_home.shape) != (b, *frames.shape[2:]):
             raise DataError(
                 f"mirrored_home must be (B, D, h, w) = {(b, *frames.shape[2:])}; got {tuple(mirrored_home.shape)}"
             )
-        home = (
-            F.avg_pool2d(mirrored_home, int(pool), ceil_mode=True) if int(pool) > 1 else mirrored_home
-        )  # (B, D, h', w')
-        width = maps.shape[-1]
-        cells = torch.arange(maps.shape[-2] * width, device=frames.device)
-        home_cells = (cells // width) * width + (width - 1 - cells % width)  # (n,): the mirrored cell of each cell
-        if across_batch:
+        home = mirrored_home
+        home_cells = (rows * width + (width - 1 - cols)).flatten()  # (n,): the mirrored cell of each cell
+    if home is not None:
+        home = F.avg_pool2d(home, pool, ceil_mode=True) if pool > 1 else home  # (B, D, h', w')
+        if across_batch:  # the B clips' home cells side by side, as the frames' below
             home = home.permute(1, 0, 2, 3).flatten(2)[None]  # (1, D, B, h'·w')
-            home_cells = (torch.arange(b, device=frames.device)[:, None] * len(cells) + home_cells[None]).flatten()
+            offsets = torch.arange(b, device=frames.device)[:, None] * len(home_cells)  # (B, 1)
+            home_cells = (offsets + home_cells[None]).flatten()  # (B·n,)
+            counted = None if counted is None else counted.repeat(b)
     if across_batch:  # one graph per time step: the B clips' cells side by side
         maps = maps.permute(1, 2, 0, 3, 4).flatten(3)[None]  # (1, K, D, B, h'·w')
     forward = [walk_transitions(maps[:, i], maps[:, i + 1], temperature) for i in range(k - 1)]  # (B, n, n) each

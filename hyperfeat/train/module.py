@@ -255,9 +255,7 @@ class VideoWalkModule(HyperfeatModule):
         mirrored, shifted = self.describe_home(batch), None
         if self.walk.shift > 0:
             if mirrored is not None:
-                raise ConfigError(
-                    "train.walk_shift > 0 and data.mirrored_home: a walk ends on one home; set one of them"
-                )
+                raise ConfigError(_ONE_HOME)
             rng = np.random.default_rng(self.shift_seed) if rng is None else rng
             dy, dx = draw_shift(rng, min(desc.shape[-2:]), self.walk.pool, self.walk.shift)
             shifted = (self.aggregation(shift_maps(raw[:, 0], dy, dx)), dy, dx)  # (B, D, R, R) and the shift

@@ -215,11 +215,9 @@ def test_walk_across_the_batch_defeats_position_only_descriptors():
     assert float(cycle_walk_loss(distinct, temperature=0.05, across_batch=True)) < 1e-6
 
 
-def test_walk_to_the_mirrored_home_matches_by_hand_and_defeats_position_only_descriptors():
-    gen = torch.Generator().manual_seed(5)
-    frames = torch.randn(1, 3, 4, 2, 3, generator=gen, dtype=torch.float64)  # (B, K, D, h, w)
-    home = torch.randn(1, 4, 2, 3, generator=gen, dtype=torch.float64)  # (B, D, h, w)
-    temperature = 0.4
+def _walk_to_home_by_hand(frames: torch.Tensor, home: torch.Tensor, homes: list, temperature: float) -> float:
+    """The walk loss of one clip computed in numpy, step by step: frames (1, K=3, D, h, w), its home
+    frame (1, D, h, w) and ``homes``, the (start cell, home cell) of each walk that counts."""
 
     def softmax_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # a (D, n), b (D, m): cosine / temperature
         a, b = a / np.linalg.norm(a, axis=0), b / np.linalg.norm(b, axis=0)
@@ -227,20 +225,27 @@ def test_walk_to_the_mirrored_home_matches_by_hand_and_defeats_position_only_des
         e = np.exp(logits - logits.max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True)
 
-    cells = frames[0].flatten(2).numpy()  # (K, D, n)
-    home_cells = home[0].flatten(1).numpy()  # (D, n)
-    mirror = [y * 3 + (2 - x) for y in range(2) for x in range(3)]  # cell (y, x) → (y, 2 − x)
+    cells, home_cells = frames[0].flatten(2).numpy(), home[0].flatten(1).numpy()  # (K, D, n), (D, n)
     losses = []
     for end in (1, 2):
-        walk = np.eye(6)
+        walk = np.eye(cells.shape[-1])
         for t in range(end):
             walk = walk @ softmax_rows(cells[t], cells[t + 1])
         for t in range(end, 1, -1):
             walk = walk @ softmax_rows(cells[t], cells[t - 1])
         walk = walk @ softmax_rows(cells[1], home_cells)
-        losses.append(-np.mean([math.log(walk[i, mirror[i]]) for i in range(6)]))
+        losses.append(-np.mean([math.log(walk[i, j]) for i, j in homes]))
+    return float(np.mean(losses))
+
+
+def test_walk_to_the_mirrored_home_matches_by_hand_and_defeats_position_only_descriptors():
+    gen = torch.Generator().manual_seed(5)
+    frames = torch.randn(1, 3, 4, 2, 3, generator=gen, dtype=torch.float64)  # (B, K, D, h, w)
+    home = torch.randn(1, 4, 2, 3, generator=gen, dtype=torch.float64)  # (B, D, h, w)
+    temperature = 0.4
+    mirror = [(y * 3 + x, y * 3 + (2 - x)) for y in range(2) for x in range(3)]  # cell (y, x) → (y, 2 − x)
     got = float(cycle_walk_loss(frames, temperature=temperature, mirrored_home=home))
-    assert got == pytest.approx(float(np.mean(losses)), rel=1e-9)
+    assert got == pytest.approx(_walk_to_home_by_hand(frames, home, mirror, temperature), rel=1e-9)
 
     position_only = torch.eye(6).reshape(6, 2, 3).expand(2, 3, -1, -1, -1)  # (B=2, K=3, D=6, 2, 3)
     assert float(cycle_walk_loss(position_only, temperature=0.05)) < 1e-6  # the plain walk is won by position
@@ -262,26 +267,10 @@ def test_walk_to_the_shifted_home_matches_by_hand_and_defeats_position_only_desc
     frames = torch.randn(1, 3, 4, 3, 4, generator=gen, dtype=torch.float64)  # (B, K, D, h, w)
     home = torch.randn(1, 4, 3, 4, generator=gen, dtype=torch.float64)  # (B, D, h, w)
     temperature, dy, dx = 0.4, 1, -2
-
-    def softmax_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # a (D, n), b (D, m): cosine / temperature
-        a, b = a / np.linalg.norm(a, axis=0), b / np.linalg.norm(b, axis=0)
-        e = np.exp(a.T @ b / temperature)
-        return e / e.sum(axis=1, keepdims=True)
-
-    cells, home_cells = frames[0].flatten(2).numpy(), home[0].flatten(1).numpy()  # (K, D, n), (D, n)
     kept = [(y * 4 + x, (y + dy) * 4 + x + dx) for y in range(3) for x in range(4) if y + dy < 3 and x + dx >= 0]
     assert len(kept) == 4  # the other 8 walks' homes left the frame: not counted
-    losses = []
-    for end in (1, 2):
-        walk = np.eye(12)
-        for t in range(end):
-            walk = walk @ softmax_rows(cells[t], cells[t + 1])
-        for t in range(end, 1, -1):
-            walk = walk @ softmax_rows(cells[t], cells[t - 1])
-        walk = walk @ softmax_rows(cells[1], home_cells)
-        losses.append(-np.mean([math.log(walk[i, j]) for i, j in kept]))
     got = float(cycle_walk_loss(frames, temperature=temperature, shifted_home=(home, dy, dx)))
-    assert got == pytest.approx(float(np.mean(losses)), rel=1e-9)
+    assert got == pytest.approx(_walk_to_home_by_hand(frames, home, kept, temperature), rel=1e-9)
 
     position_only = torch.eye(16).reshape(16, 4, 4).expand(2, 3, -1, -1, -1)  # (B=2, K=3, D=16, 4, 4)
     assert float(cycle_walk_loss(position_only, temperature=0.05)) < 1e-6  # the plain walk is won by position
