@@ -644,14 +644,24 @@ REUSE_COMMON = ("tracker", "validation", "warp_every")
 _WALK = ("walk_steps", "walk_lr", "walk_clips", "walk_pool", "walk_across_batch", "walk_home", "walk_shift")
 _WALK += ("walk_temperature", "walk_strides")
 REUSE_SETTINGS = {
-    "tracks": ("track_steps", "track_lr", "track_pairs", "warp_pairs"),
+    "tracks": ("track_steps", "track_lr", "track_pairs", "warp_pairs", "track_temperature"),
     "walk": _WALK,
-    "warp": ("ss_steps", "ss_lr", "ss_warp_pairs"),
-    "walk+warp": ("ss_steps", "ss_lr", "ss_warp_pairs", "ss_walk", "ss_walk_pool", "walk_clips", *_WALK[4:]),
+    "warp": ("ss_steps", "ss_lr", "ss_warp_pairs", "ss_temperature"),
+    "walk+warp": (
+        "ss_steps",
+        "ss_lr",
+        "ss_warp_pairs",
+        "ss_temperature",
+        "ss_walk",
+        "ss_walk_pool",
+        "walk_clips",
+        *_WALK[4:],
+    ),
     "tta": ("tta_steps", "tta_lr"),
-    "tta_warp": ("tta_warp_steps", "tta_warp_lr", "tta_objective", "tta_warps", "tta_warp_weight"),
+    "tta_warp": ("tta_warp_steps", "tta_warp_lr", "tta_objective", "tta_warps", "tta_warp_weight", "tta_temperature"),
 }
 REUSE_BEFORE = {"walk_home": "mirror", "walk_shift": 0.25, "walk_temperature": 0.07, "walk_strides": [1, 4]}
+REUSE_BEFORE |= {"track_temperature": 0.07, "ss_temperature": 0.07, "tta_temperature": 0.07}
 # the untrained network must score as in the reused record: to 1e-4 (0.01 AJ point), since a fresh process may
 # differ in the last float digits (seed 1: AJ 0.220790 against 0.220801)
 REUSE_NOISE = 1e-4
@@ -700,7 +710,7 @@ def warped_frames(names: list[str], load: int, extractor, every: int, seed: int)
 
 def train_on_tracks(network, videos: dict, warps: list[tuple], args, seed: int, load: int) -> tuple:
     """Supervised temporal training: each step ``--track-pairs`` real-track frame pairs of the train clips and
-    ``--warp-pairs`` warped train frames, the correspondence loss (the module's, temperature 0.07), AdamW.
+    ``--warp-pairs`` warped train frames, the correspondence loss at ``--track-temperature``, AdamW.
     Returns (network, losses)."""
     from hyperfeat.train.losses import correspondence_loss
 
@@ -719,7 +729,9 @@ def train_on_tracks(network, videos: dict, warps: list[tuple], args, seed: int, 
         raw_a = torch.stack([videos[p[0]]["raw"][p[1]] for p in pairs] + [w[0] for w in chosen]).float()
         raw_b = torch.stack([videos[p[0]]["raw"][p[2]] for p in pairs] + [w[1] for w in chosen]).float()
         desc_a, desc_b = network(torch.cat([raw_a, raw_b])).chunk(2)  # (B, D, R, R) each
-        loss = correspondence_loss(desc_a, desc_b, pts_a, pts_b, valid, load_size=load)
+        loss = correspondence_loss(
+            desc_a, desc_b, pts_a, pts_b, valid, load_size=load, temperature=args.track_temperature
+        )
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -757,7 +769,9 @@ def walk_loss(network, videos: dict, rng: np.random.Generator, args, pool: int) 
     )
 
 
-def warp_loss(network, warps: list[tuple], rng: np.random.Generator, count: int, load: int) -> torch.Tensor:
+def warp_loss(
+    network, warps: list[tuple], rng: np.random.Generator, count: int, load: int, temperature: float
+) -> torch.Tensor:
     """The correspondence loss of ``count`` warped train frames (:func:`warped_frames`: exact truth, no labels)."""
     from hyperfeat.train.losses import correspondence_loss
 
@@ -765,7 +779,7 @@ def warp_loss(network, warps: list[tuple], rng: np.random.Generator, count: int,
     raw_a, raw_b = (torch.stack([w[k] for w in chosen]).float() for k in (0, 1))
     pts_a, pts_b, valid = (torch.stack([w[k] for w in chosen]) for k in (2, 3, 4))
     desc_a, desc_b = network(torch.cat([raw_a, raw_b])).chunk(2)  # (B, D, R, R) each
-    return correspondence_loss(desc_a, desc_b, pts_a, pts_b, valid, load_size=load)
+    return correspondence_loss(desc_a, desc_b, pts_a, pts_b, valid, load_size=load, temperature=temperature)
 
 
 def train_on_walk(network, videos: dict, args, seed: int) -> tuple:
@@ -793,7 +807,7 @@ def train_on_warps(network, videos: dict, warps: list[tuple], args, seed: int, l
     optimiser = torch.optim.AdamW(network.parameters(), lr=args.ss_lr, weight_decay=0.0)
     rng, losses = np.random.default_rng([seed, 4]), []
     for _ in tqdm(range(args.ss_steps), desc=f"warps seed {seed}", unit="step", leave=False):
-        loss = warp_loss(network, warps, rng, args.ss_warp_pairs, load)
+        loss = warp_loss(network, warps, rng, args.ss_warp_pairs, load, args.ss_temperature)
         if walk > 0:
             loss = loss + walk * walk_loss(network, videos, rng, args, args.ss_walk_pool)
         optimiser.zero_grad()
@@ -939,6 +953,7 @@ def tapvid_learning(args) -> dict:
             objective=args.tta_objective,
             warps=args.tta_warps,
             warp_weight=args.tta_warp_weight,
+            warp_temperature=args.tta_temperature,
         ),
     }
     for seed in args.seeds:
@@ -999,15 +1014,16 @@ def tapvid_learning_report(record: dict, out: Path) -> None:
         f"held-out clips (32 frames, {record['num_queries']} strided queries, tracker {record['tracker']}); "
         f"TAP-Vid metrics, %"
     ]
-    head = f"{'network':<58}{'AJ':>13}{'δ_avg':>13}{'OA':>13}{'loss first → last':>26}"
+    head = f"{'network':<62}{'AJ':>13}{'δ_avg':>13}{'OA':>13}{'loss first → last':>26}"
     lines += [head, "-" * len(head)]
     per_seed = [record["per_seed"][k] for k in seeds]
     labels = {
-        "tracks": f"tracks: {s['track_steps']} steps, real tracks + warped frames",
+        "tracks": f"tracks: {s['track_steps']} steps, T {s.get('track_temperature', 0.07):g}, real + warped frames",
         "walk": f"walk: {s['walk_steps']} steps, T {s.get('walk_temperature', 0.07):g}, "
         f"{s.get('walk_home', 'mirror')} home (no labels)",
-        "warp": f"warp: {s.get('ss_steps')} steps, warped raw frames (no labels)",
-        "walk+warp": f"warp + {s.get('ss_walk', 0):g} × walk: {s.get('ss_steps')} steps (no labels)",
+        "warp": f"warp: {s.get('ss_steps')} steps, T {s.get('ss_temperature', 0.07):g}, warped raw frames (no labels)",
+        "walk+warp": f"warp + {s.get('ss_walk', 0):g} × walk: {s.get('ss_steps')} steps, T {s.get('ss_temperature', 0.07):g} "
+        "(no labels)",
     }
     rows = [
         ("untrained (what training starts from)", [e["untrained"] for e in per_seed], None),
@@ -1017,7 +1033,8 @@ def tapvid_learning_report(record: dict, out: Path) -> None:
     tta_labels = {
         "tta": f"untrained + TTA ({s['tta_steps']} steps, lr {s['tta_lr']:g}, mirrored walk)",
         "tta_warp": f"untrained + TTA ({s.get('tta_warp_steps')} steps, lr {s.get('tta_warp_lr', 0):g}, "
-        f"{s.get('tta_objective')}{'' if s.get('tta_objective') == 'walk' else ', ' + str(s.get('tta_warps')) + ' warps'})",
+        f"{s.get('tta_objective')}{'' if s.get('tta_objective') == 'walk' else ', ' + str(s.get('tta_warps')) + ' warps'}"
+        f"{'' if s.get('tta_objective') == 'walk' else ', T ' + format(s.get('tta_temperature', 0.07), 'g')})",
     }
     for key, label in tta_labels.items():
         if key in per_seed[0]["untrained"]:
@@ -1031,7 +1048,7 @@ def tapvid_learning_report(record: dict, out: Path) -> None:
             if loss
             else ""
         )
-        lines.append(f"{label:<58}{values}{extra:>26}")
+        lines.append(f"{label:<62}{values}{extra:>26}")
     lines += [
         "-" * len(head),
         f"train clips: {', '.join(record['train_sequences'])}",
@@ -1129,19 +1146,20 @@ def main() -> None:
     learn.add_argument("--track-lr", type=float, default=1e-3)
     learn.add_argument("--track-pairs", type=int, default=2, help="real-track frame pairs per step")
     learn.add_argument("--warp-pairs", type=int, default=2, help="warped train frames per step")
+    learn.add_argument("--track-temperature", type=float, default=0.01, help="tracks: the loss's logit temperature")
     learn.add_argument("--warp-every", type=int, default=2, help="warp every n-th of the first 32 frames of a clip")
-    learn.add_argument("--walk-steps", type=int, default=100)
-    learn.add_argument("--walk-lr", type=float, default=3e-4)
+    learn.add_argument("--walk-steps", type=int, default=300)
+    learn.add_argument("--walk-lr", type=float, default=1e-3)
     learn.add_argument("--walk-clips", type=int, default=2, help="clips per walk step")
     learn.add_argument("--walk-pool", type=int, default=1, help="the walk's pooling of the maps (1: every cell)")
     learn.add_argument("--walk-across-batch", action="store_true", help="walk over the cells of every clip of a step")
     learn.add_argument(
-        "--walk-home", default="mirror", choices=["plain", "mirror", "shift"], help="where the walks end (walk_loss)"
+        "--walk-home", default="shift", choices=["plain", "mirror", "shift"], help="where the walks end (walk_loss)"
     )
     learn.add_argument(
         "--walk-shift", type=float, default=0.25, help="--walk-home shift: most shift, share of the grid"
     )
-    learn.add_argument("--walk-temperature", type=float, default=0.07, help="the walk's logit temperature")
+    learn.add_argument("--walk-temperature", type=float, default=0.002, help="the walk's logit temperature")
     learn.add_argument("--walk-strides", type=int, nargs=2, default=[1, 4], help="frames between the walk's frames")
     learn.add_argument(
         "--reuse",
@@ -1153,6 +1171,7 @@ def main() -> None:
     learn.add_argument("--trainings", nargs="*", default=list(TRAININGS), choices=TRAININGS)
     learn.add_argument("--ss-steps", type=int, default=600, help="warp / walk+warp: steps")
     learn.add_argument("--ss-lr", type=float, default=1e-3, help="warp / walk+warp: learning rate")
+    learn.add_argument("--ss-temperature", type=float, default=0.01, help="warp / walk+warp: the loss's temperature")
     learn.add_argument("--ss-warp-pairs", type=int, default=4, help="warp / walk+warp: warped train frames per step")
     learn.add_argument("--ss-walk", type=float, default=1.0, help="walk+warp: the walk's weight")
     learn.add_argument("--ss-walk-pool", type=int, default=2, help="walk+warp: the walk's pooling of the maps")
@@ -1161,6 +1180,7 @@ def main() -> None:
     learn.add_argument("--tta-warp-steps", type=int, default=40)
     learn.add_argument("--tta-warp-lr", type=float, default=3e-3)
     learn.add_argument("--tta-warps", type=int, default=8, help="tta_warp: warped copies of the clip's frames")
+    learn.add_argument("--tta-temperature", type=float, default=0.07, help="tta_warp: the warp loss's temperature")
     learn.add_argument("--tta-warp-weight", type=float, default=1.0, help="tta_warp with walk+warp: the warp's weight")
     learn.add_argument(
         "--validation", action="store_true", help="fit on 15 of the train clips, score on the other 6 (choose here)"

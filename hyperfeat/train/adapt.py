@@ -83,8 +83,9 @@ class AdaptSettings:
     """steps, lr (AdamW; None: the objective's :data:`LEARNING_RATES`), clip_length and max_stride of
     the clips, clips per step, the walk's temperature / pool / edge dropout, seed, ``max_frames``
     (None: every frame), ``mirror`` (the walk's home), ``objective`` (None: :func:`adapt_objective`),
-    and the warp objective's ``warps`` (copies made), ``warp_pairs`` (copies a step) and
-    ``warp_weight`` (its weight beside the walk in ``walk+warp``)."""
+    and the warp objective's ``warps`` (copies made), ``warp_pairs`` (copies a step),
+    ``warp_weight`` (its weight beside the walk in ``walk+warp``) and ``warp_temperature`` (its
+    correspondence loss's logit temperature)."""
 
     steps: int = 20
     lr: Optional[float] = None  # None: LEARNING_RATES of the objective (module docstring)
@@ -101,6 +102,7 @@ class AdaptSettings:
     warps: int = 8  # warped copies of the video's frames made for the warp objective
     warp_weight: float = 1.0  # walk + warp_weight · warp loss (walk+warp)
     warp_pairs: int = 4  # warped copies per step
+    warp_temperature: float = 0.07  # logit temperature of the warp objective's correspondence loss
 
     def check(self) -> None:
         if int(self.steps) < 0 or (self.lr is not None and not float(self.lr) > 0):
@@ -116,6 +118,8 @@ class AdaptSettings:
             raise HyperfeatError(
                 f"the warp objective needs warps >= 1 and warp_weight > 0; got {self.warps} and {self.warp_weight}"
             )
+        if not float(self.warp_temperature) > 0:
+            raise HyperfeatError(f"adaptation needs warp_temperature > 0; got {self.warp_temperature}")
 
     @property
     def walks(self) -> bool:
@@ -264,13 +268,25 @@ def warped_copies(describer: Any, frames: torch.Tensor, picked: list[int], count
 
 
 def _warp_loss(
-    network: torch.nn.Module, raw: torch.Tensor, copies: WarpedCopies, chosen: torch.Tensor, load: int, device
+    network: torch.nn.Module,
+    raw: torch.Tensor,
+    copies: WarpedCopies,
+    chosen: torch.Tensor,
+    load: int,
+    device,
+    temperature: float,
 ) -> torch.Tensor:
     """The correspondence loss of the warped copies ``chosen`` against their frames."""
     maps = torch.cat([raw[copies.index[chosen]], copies.raw[chosen]]).to(device).float()
     desc_a, desc_b = network(maps).chunk(2)  # (b, D, R, R) each
     return correspondence_loss(
-        desc_a, desc_b, copies.points_a[chosen], copies.points_b[chosen], copies.valid[chosen], load_size=load
+        desc_a,
+        desc_b,
+        copies.points_a[chosen],
+        copies.points_b[chosen],
+        copies.valid[chosen],
+        load_size=load,
+        temperature=temperature,
     )
 
 
@@ -317,7 +333,7 @@ def adapt_network(
         raise HyperfeatError(
             f"raw_mirrored must have the raw maps' shape {tuple(raw.shape)}; got {tuple(raw_mirrored.shape)}"
         )
-    device, load = describer.device, int(describer.load_size)
+    device, load, t_warp = describer.device, int(describer.load_size), float(settings.warp_temperature)
     copies = warped_copies(describer, frames, picked, settings.warps, settings.seed) if settings.warped else None
     network = copy.deepcopy(describer.network).to(device)
     for p in network.parameters():
@@ -330,7 +346,9 @@ def adapt_network(
     def measure(before: bool) -> None:
         with torch.no_grad():
             walk = float(_walk(network, raw, held, settings, device, 0.0, raw_mirrored=raw_mirrored))
-            warp = float("nan") if copies is None else float(_warp_loss(network, raw, copies, every, load, device))
+            warp = (
+                float("nan") if copies is None else float(_warp_loss(network, raw, copies, every, load, device, t_warp))
+            )
         if before:
             result.loss_before, result.warp_before = walk, warp
         else:
@@ -350,7 +368,7 @@ def adapt_network(
         if copies is not None:
             chosen = torch.as_tensor(rng.choice(len(copies.index), min(int(settings.warp_pairs), len(copies.index))))
             weight = float(settings.warp_weight) if settings.walks else 1.0
-            loss = loss + weight * _warp_loss(network, raw, copies, chosen, load, device)
+            loss = loss + weight * _warp_loss(network, raw, copies, chosen, load, device, t_warp)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()

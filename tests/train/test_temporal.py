@@ -464,6 +464,23 @@ def test_adapt_on_warped_copies_lowers_the_warp_loss_moves_the_network_and_check
         adapt_network(hf, video, AdaptSettings(steps=1, objective="jump"))
     with pytest.raises(HyperfeatError, match="needs warps >= 1"):
         adapt_network(hf, video, AdaptSettings(steps=1, objective="warp", warps=0))
+    # warp_temperature is the warp loss's: before adapting, the loss of the same copies at it, by hand
+    from hyperfeat.train.losses import correspondence_loss
+
+    copies = warped_copies(hf, video, picked, count=4, seed=0)
+    with torch.no_grad():
+        desc_a, desc_b = hf.network(torch.cat([raw[copies.index], copies.raw]).float()).chunk(2)  # (4, D, R, R)
+    losses = []
+    for t in (0.07, 0.01):
+        info = hf.adapt(video, steps=0, objective="warp", warps=4, warp_temperature=t).adaptation
+        want = correspondence_loss(
+            desc_a, desc_b, copies.points_a, copies.points_b, copies.valid, load_size=hf.load_size, temperature=t
+        )
+        assert info.warp_before == pytest.approx(float(want), rel=1e-4)
+        losses.append(info.warp_before)
+    assert losses[0] != pytest.approx(losses[1])
+    with pytest.raises(HyperfeatError, match="warp_temperature > 0"):
+        adapt_network(hf, video, AdaptSettings(steps=1, objective="warp", warp_temperature=0.0))
 
 
 def test_adaptation_objective_defaults_to_warps_unless_the_network_learned_the_walk_or_a_walk_is_asked(parts):
