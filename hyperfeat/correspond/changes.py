@@ -28,16 +28,15 @@ Given per-frame descriptors and point positions, frame after frame, :class:`Onli
    level (a gradual change: where it began), and *ends* at the first frame where it reaches 85 %
    of its new level;
 5. a kept change whose new look was already beside the point just before its start (within
-   ``NEAR_CELLS`` cells, or on the object's other points with a mask; nearer than ``novelty`` ×
-   the change) is **moved material** — a spin, a turn, a roll, a slip its neighbours shared — not
-   a change: the point is measured from that look on;
+   ``NEAR_CELLS`` cells, nearer than ``novelty`` × the change) is **moved material** — a spin, a
+   roll, a slip its neighbours shared — not a change: the point is measured from that look on;
 6. changed points that are spatial neighbours (query positions within 2.5 lattice spacings, or
    among each other's ``neighbours`` nearest points of the same kind) and whose changes overlap
    in time (within ``tolerance`` frames) form a changed **region** when there are at least
    ``min_points`` of them, one is strong (hysteresis: a region grows from a clear change into
-   the weaker ones around it) and their mean jump of look is at least ``min_strength`` drift units
-   (a significant but tiny change of very steady points is none) — so a change of part of an object is found on that part, and of
-   one object among several on that one, while scattered noisy points form nothing; regions
+   the weaker ones around it) and their mean jump of look is at least ``min_strength`` drift
+   units (a significant but tiny change of very steady points is none) — so a change of part of
+   an object is found on that part, and of one object among several on that one, while scattered noisy points form nothing; regions
    whose changes overlap in time are one **event** (one moment of change);
 7. each event defines a **region** (a point's latest event); the frames of a region before its
    start and from its end on are its two **states**, and the mean descriptors of each (region, state) are **prototypes**
@@ -95,9 +94,7 @@ class ChangeSettings:
     neighbours: int = 6  # nearest points of the same kind whose motion carries a point
     slip_radius: float = 1.5  # cells: further than this from where its neighbours carry it, a point slipped
     novelty: float = 0.7  # a new look nearer than this share of its distance to the old one to a look beside the point before: moved, not changed (0: off)
-    min_strength: float = (
-        0.2  # a changed region's mean jump of look, in the channels' noise units (drift units), at least this
-    )
+    min_strength: float = 0.2  # a changed region's mean jump of look (drift units) is at least this
     tracker: str = "appearance"  # how video_changes tracks: a registered tracker (settings: video.trackers.<name>)
 
     def __post_init__(self) -> None:
@@ -506,8 +503,11 @@ class OnlineChanges:
         self.num = num
         # the points that may change: those that are not references when some are not (the
         # object's points of a mask: its background only normalises), else every point
-        self.has_object = bool((~self.is_reference).any()) and bool(self.is_reference.any())
-        self.candidates = ~self.is_reference if self.has_object else torch.ones(num, dtype=torch.bool)
+        self.candidates = (
+            ~self.is_reference
+            if bool((~self.is_reference).any()) and bool(self.is_reference.any())
+            else torch.ones(num, dtype=torch.bool)
+        )
         self.query_frames = self.queries[:, 0].long()
         self.keep_curves = keep_curves
         self.neighbours = neighbour_lists(self.queries[:, 1:], self.is_reference, s.neighbours)  # (N, k)
@@ -748,23 +748,22 @@ class OnlineChanges:
         self.pool.append(rec)
         del self.records[n]
 
-    def _looks_at(self, frame: int) -> torch.Tensor:
-        """Every point's look (N, D) at a frame still in the buffers (NaN where it was not read)."""
-        return self.feats[len(self.feats) - 1 - (self.last - frame)]
+    def _look_at(self, n: int, frame: int) -> torch.Tensor:
+        """Point n's look (D,) at a frame still in the buffers (NaN where it was not read)."""
+        return self.feats[len(self.feats) - 1 - (self.last - frame)][n]
 
     def _moved(self, n: int, start: int, after: list[int]) -> Optional[torch.Tensor]:
         """Was point n's new look (its mean look over the frames ``after``) already beside it just
         before its change? Yes when its distance to the nearest look within ``NEAR_CELLS`` cells of
-        where the point was at ``start − 1``, or of the object's other points then (with a mask;
-        leaving out material that had changed by then), is below
+        where the point was at ``start − 1`` (leaving out material that had changed by then) is below
         ``novelty`` × its distance to the point's own look there: material moved under the point (a
         spin, a fold, a slip its neighbours shared), it did not change. Returns the new look (D,)
         then, else None. Distances are in the channels' noise units, as the drift's."""
         back = self.last - (start - 1)
         if start < 1 or back >= len(self.maps) or not after:
             return None
-        new = F.normalize(torch.nanmean(torch.stack([self._looks_at(f)[n] for f in after]), dim=0), dim=0)  # (D,)
-        old = self._looks_at(start - 1)[n]
+        new = F.normalize(torch.nanmean(torch.stack([self._look_at(n, f) for f in after]), dim=0), dim=0)  # (D,)
+        old = self._look_at(n, start - 1)
         dense = self.maps[-1 - back].float()  # (D, h, w)
         _, h, w = dense.shape
         places = pixels_to_cells(self.places[-1 - back], self.size, (h, w))  # (N, 2) cells
@@ -778,11 +777,6 @@ class OnlineChanges:
         for cx, cy in places[done].round().long().tolist():
             near[max(0, cy - 1) : cy + 2, max(0, cx - 1) : cx + 2] = False
         patch = dense[:, near].T  # (M, D)
-        if self.has_object:  # ... and the looks of the object's other points then (a turn brings material
-            others = self.candidates & ~done  # from further along the object than NEAR_CELLS)
-            others[n] = False
-            elsewhere = self._looks_at(start - 1)[others]  # (M', D)
-            patch = torch.cat([patch, elsewhere[torch.isfinite(elsewhere).all(1)]])
         if len(patch) == 0:
             return None
         nearest = float(((patch - new) / self.channel_scale).norm(dim=1).min())
