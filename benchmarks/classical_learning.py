@@ -1073,7 +1073,8 @@ def tapvid_learning_report(record: dict, out: Path) -> None:
         for k in seeds
         if name in record["per_seed"][k]
     ]
-    plot_mixing_comparison(panels, out.with_name(out.stem + "_mixing.png"))
+    if panels:  # a run of test-time adaptation rows alone trains no network
+        plot_mixing_comparison(panels, out.with_name(out.stem + "_mixing.png"))
 
 
 def main() -> None:
@@ -1148,7 +1149,7 @@ def main() -> None:
     learn.add_argument("--warp-pairs", type=int, default=2, help="warped train frames per step")
     learn.add_argument("--track-temperature", type=float, default=0.01, help="tracks: the loss's logit temperature")
     learn.add_argument("--warp-every", type=int, default=2, help="warp every n-th of the first 32 frames of a clip")
-    learn.add_argument("--walk-steps", type=int, default=300)
+    learn.add_argument("--walk-steps", type=int, default=600)
     learn.add_argument("--walk-lr", type=float, default=1e-3)
     learn.add_argument("--walk-clips", type=int, default=2, help="clips per walk step")
     learn.add_argument("--walk-pool", type=int, default=1, help="the walk's pooling of the maps (1: every cell)")
@@ -1180,7 +1181,7 @@ def main() -> None:
     learn.add_argument("--tta-warp-steps", type=int, default=40)
     learn.add_argument("--tta-warp-lr", type=float, default=3e-3)
     learn.add_argument("--tta-warps", type=int, default=8, help="tta_warp: warped copies of the clip's frames")
-    learn.add_argument("--tta-temperature", type=float, default=0.07, help="tta_warp: the warp loss's temperature")
+    learn.add_argument("--tta-temperature", type=float, default=0.01, help="tta_warp: the warp loss's temperature")
     learn.add_argument("--tta-warp-weight", type=float, default=1.0, help="tta_warp with walk+warp: the warp's weight")
     learn.add_argument(
         "--validation", action="store_true", help="fit on 15 of the train clips, score on the other 6 (choose here)"
