@@ -137,9 +137,9 @@ class Hyperfeatures(HyperfeatureDescriber):
         temperature, pool, edge_dropout, seed, max_frames, and ``mirror``: end each walk on the
         mirrored first frame; None, the default, takes the walk the network was trained with, else
         the mirrored one: :func:`hyperfeat.train.adapt.adapt_mirrored`; ``objective``, ``warps``,
-        ``warp_pairs``, ``warp_weight``, ``warp_temperature``). The copy's ``adaptation`` holds the per-step losses, the walk
-        loss of fixed clips and the warp loss of the warped copies before and after, which walk and
-        which objective."""
+        ``warp_pairs``, ``warp_weight``, ``warp_temperature``). The copy's ``adaptation`` holds the
+        per-step losses, the walk loss of fixed clips and the warp loss of the warped copies before
+        and after, which walk and which objective."""
         from hyperfeat.train.adapt import AdaptSettings, adapt_network
         from hyperfeat.video.frames import load_frames
 

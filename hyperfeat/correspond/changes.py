@@ -36,8 +36,9 @@ Given per-frame descriptors and point positions, frame after frame, :class:`Onli
    ``min_points`` of them, one is strong (hysteresis: a region grows from a clear change into
    the weaker ones around it) and their mean jump of look is at least ``min_strength`` drift
    units (a significant but tiny change of very steady points is none) — so a change of part of
-   an object is found on that part, and of one object among several on that one, while scattered noisy points form nothing; regions
-   whose changes overlap in time are one **event** (one moment of change);
+   an object is found on that part, and of one object among several on that one, while
+   scattered noisy points form nothing; regions whose changes overlap in time are one **event**
+   (one moment of change);
 7. each event defines a **region** (a point's latest event); the frames of a region before its
    start and from its end on are its two **states**, and the mean descriptors of each (region, state) are **prototypes**
    that label the frames of other clips (:meth:`StatePrototypes.label_frames`,
