@@ -38,9 +38,10 @@ walk); scored on the held-out clips beside the untrained network, concat-all and
 untrained network adapted to each held-out clip, by the walk (``tta``) and on warped copies of the
 clip's own frames (``tta_warp``). Settings were chosen on a split of the train clips (15 fit / 6
 validation: ``--validation``), never on the held-out ones; the defaults are the kept ones (each
-correspondence loss at temperature 0.01, the walk at 0.002: at 0.07 none beat concat-all). ``--reuse JSON`` takes each row an
-earlier record made with the row's own settings (:data:`REUSE_SETTINGS`), checked seed by seed against
-its untrained network's scores (within :data:`REUSE_NOISE`).
+correspondence loss at temperature 0.01, the walk at 0.002: at 0.07 none beat concat-all).
+``--reuse JSON`` takes each row an earlier record made with the row's own settings
+(:data:`REUSE_SETTINGS`), checked seed by seed against its untrained network's scores (within
+:data:`REUSE_NOISE`).
 
     OMP_NUM_THREADS=1 python benchmarks/classical_learning.py [--seeds 0 1 2] [--steps 300]
     python benchmarks/classical_learning.py --from-json benchmarks/classical_learning.json   # table only
