@@ -1151,7 +1151,7 @@ def main() -> None:
     learn.add_argument("--warp-pairs", type=int, default=2, help="warped train frames per step")
     learn.add_argument("--track-temperature", type=float, default=0.01, help="tracks: the loss's logit temperature")
     learn.add_argument("--warp-every", type=int, default=2, help="warp every n-th of the first 32 frames of a clip")
-    learn.add_argument("--walk-steps", type=int, default=300)
+    learn.add_argument("--walk-steps", type=int, default=600)
     learn.add_argument("--walk-lr", type=float, default=1e-3)
     learn.add_argument("--walk-clips", type=int, default=2, help="clips per walk step")
     learn.add_argument("--walk-pool", type=int, default=1, help="the walk's pooling of the maps (1: every cell)")
