@@ -662,8 +662,12 @@ REUSE_SETTINGS = {
     "tta": ("tta_steps", "tta_lr"),
     "tta_warp": ("tta_warp_steps", "tta_warp_lr", "tta_objective", "tta_warps", "tta_warp_weight", "tta_temperature"),
 }
-REUSE_BEFORE = {"walk_home": "mirror", "walk_shift": 0.25, "walk_temperature": 0.07, "walk_strides": [1, 4]}
-REUSE_BEFORE |= {"track_temperature": 0.07, "ss_temperature": 0.07, "tta_temperature": 0.07}
+REUSE_BEFORE = {  # a record older than a setting was made with this value of it
+    "walk_home": "mirror",
+    "walk_shift": 0.25,
+    "walk_strides": [1, 4],
+    **dict.fromkeys(("walk_temperature", "track_temperature", "ss_temperature", "tta_temperature"), 0.07),
+}
 # the untrained network must score as in the reused record: to 1e-4 (0.01 AJ point), since a fresh process may
 # differ in the last float digits (seed 1: AJ 0.220790 against 0.220801)
 REUSE_NOISE = 1e-4

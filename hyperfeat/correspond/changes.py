@@ -822,7 +822,7 @@ class OnlineChanges:
         changes = []
         for members in regions:
             strong = any(pool[i].strong for i in members)
-            strength = sum(pool[i].jump for i in members) / len(members)  # as the event's, drift units
+            strength = sum(pool[i].jump for i in members) / len(members)  # mean jump of its records, drift units
             if len({pool[i].point for i in members}) >= needed and strong and strength >= s.min_strength:
                 changes.append(members)
             elif ready(members):
