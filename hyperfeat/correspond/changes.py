@@ -23,10 +23,11 @@ Given per-frame descriptors and point positions, frame after frame, :class:`Onli
 4. a point **changes** when its ``z`` stays above ``0.8 · threshold`` (``GROW_SHARE``) for
    ``persist`` visible frames running, and is kept when it is still above that ``lookaround``
    frames after it crossed (a state persists; a passing shadow or occluder does not); it is
-   *strong* when its new level is above ``threshold``. Its change *starts* at the first frame of
-   the run back from the crossing that stays above the noise (1 unit) and above a fifth of the new
-   level (a gradual change: where it began), and *ends* at the first frame where it reaches 85 %
-   of its new level;
+   *strong* when its new level is above ``threshold``. Its change *ends* at the first frame from
+   the crossing where it reaches 85 % of its new level, and *starts* at the first frame of the run
+   back from that end that stays above the noise (1 unit) and above a fifth of the new level (a
+   gradual change: where it began; a small early step, e.g. of motion, before a larger change
+   crosses first but is not where it began);
 5. a kept change whose new look was already beside the point just before its start (within
    ``NEAR_CELLS`` cells, nearer than ``novelty`` × the change) is **moved material** — a spin, a
    roll, a slip its neighbours shared — not a change: the point is measured from that look on;
@@ -717,12 +718,16 @@ class OnlineChanges:
             del self.records[n]
             return
         rec.strong = level > s.threshold
-        # where it began: back from the crossing while the drift stays above the noise and a share of the new level
+        # where it ended: the first frame from the crossing at END_LEVEL of the new level; where it began: back
+        # from there while the drift stays above the noise and a share of the new level (from the end, not the
+        # crossing: a small step before the change, e.g. of motion, crosses early but is not where it began)
         floor = max(START_LEVEL, START_SHARE * level)
         first_frame = int(self.query_frames[n]) + s.query_window
-        rec.start = rec.crossing
+        reached = (torch.isfinite(above) & (frames >= rec.crossing) & (above >= END_LEVEL * level)).nonzero()[:, 0]
+        end_col = int(reached[0]) if len(reached) else col
+        rec.start = int(frames[end_col])
         for c in reversed(torch.isfinite(above).nonzero()[:, 0].tolist()):
-            if c >= col:
+            if c >= end_col:
                 continue
             if float(above[c]) > floor and int(frames[c]) >= first_frame:
                 rec.start = int(frames[c])
@@ -734,9 +739,7 @@ class OnlineChanges:
             self.status[n] = 0
             del self.records[n]
             return
-        reached = torch.isfinite(above) & (frames >= rec.start) & (above >= END_LEVEL * level)
-        rec.end = int(frames[reached][0]) if reached.any() else rec.crossing
-        rec.end = max(rec.end, rec.start)
+        rec.end = int(frames[end_col])
         rec.score = level
         rec.jump = float(level * self.scale[n, col])
         self.status[n] = 0  # watching again, for a later change from its new level

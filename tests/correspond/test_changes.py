@@ -94,6 +94,39 @@ def test_a_gradual_change_is_one_event_with_its_start_and_end():
     assert sudden.end == sudden.start
 
 
+def test_a_small_step_before_a_change_is_not_its_start():
+    """The object's cells step a little (a tenth of the way: motion, a shadow) at frame 7 and change
+    at frame 11. The step crosses the noise first but is no change of its own (alone: no event), so
+    the change starts at 11, not 7. A step that is a change of its own (three tenths: found alone at
+    7) does begin it: a change in two stages, 7 to 11."""
+    num = 20
+    desc, q, tr, vis, obj = _scene(change=False)
+    g = torch.Generator().manual_seed(1)
+    more = desc[-1:].repeat(num - T, 1, 1, 1) + 0.05 * torch.randn(num - T, D, H, W, generator=g)
+    desc = torch.cat([desc, more])  # (num, D, H, W): the static scene, longer
+    tr, vis = tr[:, :1].repeat(1, num, 1), vis[:, :1].repeat(1, num)
+    after = 2.0 * torch.randn(D, 1, generator=g)  # the new state
+    cells = obj.view(H, W)
+    base = desc[:, :, cells]  # (num, D, n)
+
+    def clip(share: float, change: bool = True) -> torch.Tensor:
+        out = desc.clone()
+        out[7:, :, cells] = base[7:] + share * (after - base[7:].mean(0))
+        if change:
+            out[11:, :, cells] = base[11:] + (after - base[11:].mean(0))
+        return out
+
+    def events(d: torch.Tensor) -> list[tuple[int, int]]:
+        r = analyse_changes(d, q, tr, vis, (W, H))
+        assert all(set(e.points) == set(obj.nonzero()[:, 0].tolist()) for e in r.events)
+        return [(e.start, e.end) for e in r.events]
+
+    assert events(clip(0.1, change=False)) == []
+    assert events(clip(0.1)) == [(11, 11)]
+    assert events(clip(0.3, change=False)) == [(7, 7)]
+    assert events(clip(0.3)) == [(7, 11)]
+
+
 def test_a_change_of_part_of_an_object_is_found_on_that_part():
     """Object: rows 1-6, columns 1-6 (36 cells); only its left 2 columns (12 cells, a third)
     change. The event holds those cells and no other; a fraction-of-the-object rule would miss it."""
