@@ -644,7 +644,7 @@ TRAININGS = ("tracks", "walk", "warp", "walk+warp")
 # --reuse: settings every reused row needs equal, and each row's own (a row is recomputed when its own differ)
 REUSE_COMMON = ("tracker", "validation", "warp_every")
 _WALK = ("walk_steps", "walk_lr", "walk_clips", "walk_pool", "walk_across_batch", "walk_home", "walk_shift")
-_WALK += ("walk_temperature", "walk_strides")
+_WALK += ("walk_temperature", "walk_strides", "walk_edge_dropout")
 REUSE_SETTINGS = {
     "tracks": ("track_steps", "track_lr", "track_pairs", "warp_pairs", "track_temperature"),
     "walk": _WALK,
@@ -666,6 +666,7 @@ REUSE_BEFORE = {  # a record older than a setting was made with this value of it
     "walk_home": "mirror",
     "walk_shift": 0.25,
     "walk_strides": [1, 4],
+    "walk_edge_dropout": 0.0,
     **dict.fromkeys(("walk_temperature", "track_temperature", "ss_temperature", "tta_temperature"), 0.07),
 }
 # the untrained network must score as in the reused record: to 1e-4 (0.01 AJ point), since a fresh process may
@@ -761,18 +762,18 @@ def walk_loss(network, videos: dict, rng: np.random.Generator, args, pool: int) 
         maps.append(video["raw"][index])  # (4, S, C, R, R)
         firsts.append(video["mirrored" if args.walk_home == "mirror" else "raw"][index[0]])
     desc = network(torch.cat(maps).float()).unflatten(0, (len(maps), 4))  # (B, 4, D, R, R)
+    dropout = float(getattr(args, "walk_edge_dropout", 0.0))
+    walk = dict(edge_dropout=dropout, across_batch=args.walk_across_batch)
+    if dropout > 0:  # the dropped transitions drawn from the step's own stream: reproducible per seed
+        walk["generator"] = torch.Generator().manual_seed(int(rng.integers(2**31)))
     if args.walk_home == "plain":
-        return cycle_walk_loss(desc, args.walk_temperature, pool, across_batch=args.walk_across_batch)
+        return cycle_walk_loss(desc, args.walk_temperature, pool, **walk)
     if args.walk_home == "mirror":
         home = network(torch.stack(firsts).float())  # (B, D, R, R)
-        return cycle_walk_loss(
-            desc, args.walk_temperature, pool, across_batch=args.walk_across_batch, mirrored_home=home
-        )
+        return cycle_walk_loss(desc, args.walk_temperature, pool, mirrored_home=home, **walk)
     dy, dx = draw_shift(rng, min(desc.shape[-2:]), pool, args.walk_shift)
     home = network(shift_maps(torch.stack(firsts), dy, dx).float())  # (B, D, R, R)
-    return cycle_walk_loss(
-        desc, args.walk_temperature, pool, across_batch=args.walk_across_batch, shifted_home=(home, dy, dx)
-    )
+    return cycle_walk_loss(desc, args.walk_temperature, pool, shifted_home=(home, dy, dx), **walk)
 
 
 def warp_loss(
@@ -1167,6 +1168,9 @@ def main() -> None:
         "--walk-shift", type=float, default=0.25, help="--walk-home shift: most shift, share of the grid"
     )
     learn.add_argument("--walk-temperature", type=float, default=0.002, help="the walk's logit temperature")
+    learn.add_argument(
+        "--walk-edge-dropout", type=float, default=0.0, help="share of the walk's forward transitions dropped"
+    )
     learn.add_argument("--walk-strides", type=int, nargs=2, default=[1, 4], help="frames between the walk's frames")
     learn.add_argument(
         "--reuse",
