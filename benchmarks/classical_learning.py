@@ -762,7 +762,7 @@ def walk_loss(network, videos: dict, rng: np.random.Generator, args, pool: int) 
         maps.append(video["raw"][index])  # (4, S, C, R, R)
         firsts.append(video["mirrored" if args.walk_home == "mirror" else "raw"][index[0]])
     desc = network(torch.cat(maps).float()).unflatten(0, (len(maps), 4))  # (B, 4, D, R, R)
-    dropout = float(getattr(args, "walk_edge_dropout", 0.0))
+    dropout = float(args.walk_edge_dropout)
     walk = dict(edge_dropout=dropout, across_batch=args.walk_across_batch)
     if dropout > 0:  # the dropped transitions drawn from the step's own stream: reproducible per seed
         walk["generator"] = torch.Generator().manual_seed(int(rng.integers(2**31)))
