@@ -642,9 +642,9 @@ def tapvid_report(record: dict, out: Path) -> None:
 TAPVID_LEARN = ("untrained", "concat-all", "tracks", "walk", "warp", "walk+warp")
 TRAININGS = ("tracks", "walk", "warp", "walk+warp")
 # --reuse: settings every reused row needs equal, and each row's own (a row is recomputed when its own differ)
-REUSE_COMMON = ("tracker", "validation", "warp_every")
+REUSE_COMMON = ("tracker", "validation", "warp_every", "overrides")
 _WALK = ("walk_steps", "walk_lr", "walk_clips", "walk_pool", "walk_across_batch", "walk_home", "walk_shift")
-_WALK += ("walk_temperature", "walk_strides", "walk_edge_dropout")
+_WALK += ("walk_temperature", "walk_strides", "walk_edge_dropout", "walk_frames")
 REUSE_SETTINGS = {
     "tracks": ("track_steps", "track_lr", "track_pairs", "warp_pairs", "track_temperature"),
     "walk": _WALK,
@@ -667,6 +667,7 @@ REUSE_BEFORE = {  # a record older than a setting was made with this value of it
     "walk_shift": 0.25,
     "walk_strides": [1, 4],
     "walk_edge_dropout": 0.0,
+    "walk_frames": 4,
     **dict.fromkeys(("walk_temperature", "track_temperature", "ss_temperature", "tta_temperature"), 0.07),
 }
 # the untrained network must score as in the reused record: to 1e-4 (0.01 AJ point), since a fresh process may
@@ -747,8 +748,8 @@ def train_on_tracks(network, videos: dict, warps: list[tuple], args, seed: int, 
 
 
 def walk_loss(network, videos: dict, rng: np.random.Generator, args, pool: int) -> torch.Tensor:
-    """The cycle walk (:func:`cycle_walk_loss`) over ``--walk-clips`` clips of 4 raw frames of ``videos`` at
-    strides 1-4, forwards or backwards, maps average-pooled by ``pool``, ending where ``--walk-home`` says:
+    """The cycle walk (:func:`cycle_walk_loss`) over ``--walk-clips`` clips of ``--walk-frames`` raw frames of
+    ``videos`` at ``--walk-strides`` (1-4) apart, forwards or backwards, maps average-pooled by ``pool``, ending where ``--walk-home`` says:
     on frame 0 itself (plain), on its mirror image, or on its raw maps shifted by a random (dy, dx) of up to
     ``--walk-shift`` of the grid (a multiple of ``pool`` cells, not both zero)."""
     from hyperfeat.train.losses import cycle_walk_loss, draw_shift, shift_maps
@@ -757,11 +758,12 @@ def walk_loss(network, videos: dict, rng: np.random.Generator, args, pool: int) 
     for _ in range(args.walk_clips):
         video = videos[names[int(rng.integers(len(names)))]]
         stride = int(rng.integers(args.walk_strides[0], args.walk_strides[1] + 1))
-        start = int(rng.integers(0, video["raw"].shape[0] - 3 * stride))
-        index = [start + k * stride for k in range(4)][:: 1 if rng.random() < 0.5 else -1]
-        maps.append(video["raw"][index])  # (4, S, C, R, R)
+        frames = int(args.walk_frames)
+        start = int(rng.integers(0, video["raw"].shape[0] - (frames - 1) * stride))
+        index = [start + k * stride for k in range(frames)][:: 1 if rng.random() < 0.5 else -1]
+        maps.append(video["raw"][index])  # (K, S, C, R, R)
         firsts.append(video["mirrored" if args.walk_home == "mirror" else "raw"][index[0]])
-    desc = network(torch.cat(maps).float()).unflatten(0, (len(maps), 4))  # (B, 4, D, R, R)
+    desc = network(torch.cat(maps).float()).unflatten(0, (len(maps), frames))  # (B, K, D, R, R)
     dropout = float(args.walk_edge_dropout)
     walk = dict(edge_dropout=dropout, across_batch=args.walk_across_batch)
     if dropout > 0:  # the dropped transitions drawn from the step's own stream: reproducible per seed
@@ -878,11 +880,15 @@ def tapvid_learning(args) -> dict:
         frames = frames_from_uint8(item.frames)  # (T, 3, H, W) in [0, 1]
         raw, mirrored = stored_raw_maps(probe, frames, stored / f"{name}.pt")
         queries = sample_queries(item.points, item.occluded, str(hf_cfg.data.query_mode), int(hf_cfg.data.query_stride))
-        videos[name] = dict(item=item, frames=frames, queries=queries, raw=raw, mirrored=mirrored)
+        videos[name] = dict(item=item, queries=queries, raw=raw, mirrored=mirrored)
+        if name in held_names:  # the tracker's input; training reads the raw maps only (memory)
+            videos[name]["frames"] = frames
     train_videos, held = {n: videos[n] for n in train_names}, {n: videos[n] for n in held_names}
     assert not set(train_videos) & set(held), "held-out clips must not be trained on"
     warps_path = work / f"warps_every{args.warp_every}{'_fit' if args.validation else ''}.pt"
-    if warps_path.is_file():
+    if not {"tracks", "warp", "walk+warp"} & set(args.trainings):
+        warps = []  # no training of this run reads them (memory)
+    elif warps_path.is_file():
         warps = safe_torch_load(warps_path, "warped-pair cache file")
     else:
         warps = warped_frames(train_names, load, probe.extractor, args.warp_every, seed=0)
@@ -1019,7 +1025,7 @@ def tapvid_learning_report(record: dict, out: Path) -> None:
         f"Temporal learning on the classical backbone (weight-free proxy, not Stable Diffusion): trained on "
         f"{len(record['train_sequences'])} TAP-Vid-DAVIS clips, scored on the {len(record['held_out_sequences'])} "
         f"held-out clips (32 frames, {record['num_queries']} strided queries, tracker {record['tracker']}); "
-        f"TAP-Vid metrics, %"
+        f"TAP-Vid metrics, %{'; config overrides: ' + ' '.join(s['overrides']) if s.get('overrides') else ''}"
     ]
     head = f"{'network':<62}{'AJ':>13}{'δ_avg':>13}{'OA':>13}{'loss first → last':>26}"
     lines += [head, "-" * len(head)]
@@ -1027,7 +1033,7 @@ def tapvid_learning_report(record: dict, out: Path) -> None:
     labels = {
         "tracks": f"tracks: {s['track_steps']} steps, T {s.get('track_temperature', 0.07):g}, real + warped frames",
         "walk": f"walk: {s['walk_steps']} steps, T {s.get('walk_temperature', 0.07):g}, "
-        f"{s.get('walk_home', 'mirror')} home (no labels)",
+        f"{s.get('walk_home', 'mirror')} home, {s.get('walk_frames', 4)} frames (no labels)",
         "warp": f"warp: {s.get('ss_steps')} steps, T {s.get('ss_temperature', 0.07):g}, warped raw frames (no labels)",
         "walk+warp": f"warp + {s.get('ss_walk', 0):g} × walk: {s.get('ss_steps')} steps, T {s.get('ss_temperature', 0.07):g} "
         "(no labels)",
@@ -1172,6 +1178,7 @@ def main() -> None:
         "--walk-edge-dropout", type=float, default=0.0, help="share of the walk's forward transitions dropped"
     )
     learn.add_argument("--walk-strides", type=int, nargs=2, default=[1, 4], help="frames between the walk's frames")
+    learn.add_argument("--walk-frames", type=int, default=4, help="frames of a walk's clip (K: the walk goes K-1 out)")
     learn.add_argument(
         "--reuse",
         default=None,
