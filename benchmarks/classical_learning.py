@@ -1054,6 +1054,12 @@ def tapvid_learning_report(record: dict, out: Path) -> None:
             walked = s.get("tta_objective") != "warp" or key == "tta"
             loss = ("walk_before", "walk_after") if walked else ("warp_before", "warp_after")
             rows.append((label, [e["untrained"][key] for e in per_seed], loss))
+    tta_note = (
+        "TTA rows: walk loss of fixed clips (warp objective: warp loss of the warped copies) of each held-out clip "
+        "before → after adapting to it; "
+        if any(key in per_seed[0]["untrained"] for key in tta_labels)
+        else ""
+    )
     for label, entries, loss in rows:
         values = "".join(f"{mean_std([e[k] for e in entries]):>13}" for k in TRACK_KEYS)
         extra = (
@@ -1066,9 +1072,7 @@ def tapvid_learning_report(record: dict, out: Path) -> None:
         "-" * len(head),
         f"train clips: {', '.join(record['train_sequences'])}",
         f"held-out clips: {', '.join(record['held_out_sequences'])}",
-        f"TTA rows: walk loss of fixed clips (warp objective: warp loss of the warped copies) of each held-out clip "
-        f"before → after adapting to it; mean ± std over "
-        f"seeds {', '.join(map(str, seeds))}; total {record['seconds'] / 60:.1f} min",
+        f"{tta_note}mean ± std over seeds {', '.join(map(str, seeds))}; total {record['seconds'] / 60:.1f} min",
     ]
     text = "\n".join(lines)
     print(text)
