@@ -54,6 +54,9 @@ correspondence loss at temperature 0.01, the walk at 0.002: at 0.07 none beat co
         --walk-temperature 0.002 --walk-lr 1e-3 --walk-steps 300 --trainings tracks walk warp \
         [--reuse <an earlier record>]   # writes benchmarks/classical_tapvid_learning.json, .txt, _mixing.png
     ... --tapvid-learn <work folder> --validation --seeds 0 --out <json>   # the same on the validation split
+    ... --tapvid-learn <work folder> --seeds <s> --trainings walk --tta-rows \
+        --overrides aggregation.projection_dim=128 --out <seed json>   # the walk, 128-D (one process a seed),
+    ... --merge <seed jsons> --out benchmarks/classical_tapvid_walk_d128.json   # merged: its own record
 """
 
 from __future__ import annotations

@@ -58,3 +58,41 @@ def test_state_change_benchmark_bad_override_is_one_line(make_tiny_checkpoint, t
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and "backbone.bogus" in lines[0] and "Traceback" not in run.stderr, run.stderr
     assert not (tmp_path / "out.json").exists()
+
+
+@pytest.mark.parametrize("frames", [4, 6])
+def test_temporal_learning_walk_draws_clips_of_walk_frames(frames):
+    """``--walk-frames K``: each clip of a walk step is K frames evenly spaced by a stride within
+    ``--walk-strides``, inside the video, and the loss is the cycle walk of exactly those frames."""
+    import argparse
+
+    import numpy as np
+
+    from benchmarks import classical_learning as bench
+    from hyperfeat.model.aggregation import AggregationNetwork
+    from hyperfeat.train.losses import cycle_walk_loss
+
+    length = 30
+    raw = torch.randn(length, 2, 8, 6, 6, generator=torch.Generator().manual_seed(0))  # (T, S, C, R, R)
+    raw[:, 0, 0, 0, 0] = torch.arange(length)  # each frame carries its number
+    videos = {"clip": {"raw": raw, "mirrored": raw.flip(-1)}}
+    network = AggregationNetwork([4, 4], 2, projection_dim=8, num_norm_groups=2).eval()
+    asked = []
+
+    def recording(maps: torch.Tensor) -> torch.Tensor:  # (N, S, C, R, R) → descriptors; notes the frames asked for
+        asked.append(maps[:, 0, 0, 0, 0].long())
+        return network(maps)
+
+    args = argparse.Namespace(
+        walk_clips=3, walk_strides=[1, 4], walk_frames=frames, walk_home="plain", walk_edge_dropout=0.0,
+        walk_across_batch=False, walk_temperature=0.05, walk_shift=0.25,
+    )  # fmt: skip
+    with torch.no_grad():
+        loss = bench.walk_loss(recording, videos, np.random.default_rng(7), args, pool=1)
+        (numbers,) = asked
+        clips = numbers.view(3, frames)  # (clips, K) frame numbers
+        expected = cycle_walk_loss(network(raw[clips.flatten()]).unflatten(0, (3, frames)), 0.05, 1)
+    steps = clips.diff(dim=1)
+    assert (steps == steps[:, :1]).all() and 1 <= int(steps.abs().min()) and int(steps.abs().max()) <= 4
+    assert int(clips.min()) >= 0 and int(clips.max()) < length
+    torch.testing.assert_close(loss, expected, rtol=0, atol=0)
