@@ -752,16 +752,15 @@ def train_on_tracks(network, videos: dict, warps: list[tuple], args, seed: int, 
 
 def walk_loss(network, videos: dict, rng: np.random.Generator, args, pool: int) -> torch.Tensor:
     """The cycle walk (:func:`cycle_walk_loss`) over ``--walk-clips`` clips of ``--walk-frames`` raw frames of
-    ``videos`` at ``--walk-strides`` (1-4) apart, forwards or backwards, maps average-pooled by ``pool``, ending where ``--walk-home`` says:
-    on frame 0 itself (plain), on its mirror image, or on its raw maps shifted by a random (dy, dx) of up to
-    ``--walk-shift`` of the grid (a multiple of ``pool`` cells, not both zero)."""
+    ``videos``, ``--walk-strides`` (1-4) apart, forwards or backwards, maps average-pooled by ``pool``, ending
+    where ``--walk-home`` says: on frame 0 itself (plain), on its mirror image, or on its raw maps shifted by a
+    random (dy, dx) of up to ``--walk-shift`` of the grid (a multiple of ``pool`` cells, not both zero)."""
     from hyperfeat.train.losses import cycle_walk_loss, draw_shift, shift_maps
 
-    names, maps, firsts = list(videos), [], []
+    names, maps, firsts, frames = list(videos), [], [], int(args.walk_frames)
     for _ in range(args.walk_clips):
         video = videos[names[int(rng.integers(len(names)))]]
         stride = int(rng.integers(args.walk_strides[0], args.walk_strides[1] + 1))
-        frames = int(args.walk_frames)
         start = int(rng.integers(0, video["raw"].shape[0] - (frames - 1) * stride))
         index = [start + k * stride for k in range(frames)][:: 1 if rng.random() < 0.5 else -1]
         maps.append(video["raw"][index])  # (K, S, C, R, R)
