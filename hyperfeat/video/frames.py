@@ -15,9 +15,10 @@ Frames are float tensors (T, 3, H, W) in [0, 1]; descriptors are (T, D, h, w).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Callable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -225,30 +226,60 @@ def read_frame_files(
     return VideoFrames(frames, original, size, max(size) / max(original), paths)
 
 
-def read_video_file(path: PathLike, frame_size: Optional[int] = None, max_frames: Optional[int] = None) -> VideoFrames:
-    """Decode a video file (mp4, avi, gif, … through PyAV) into RGB frames."""
+GIF_TRAILER = b"\x3b"  # the byte every complete GIF ends with
+
+
+def decode_video_file(path: PathLike, max_frames: Optional[int] = None) -> Iterator[Image.Image]:
+    """The RGB frames of a video file (mp4, avi, gif, … through PyAV), decoded one at a time: the one
+    decoder of :func:`read_video_file` and :class:`hyperfeat.video.stream.FrameStream`.
+
+    Unreadable files raise :class:`DataError` naming them. A file that decodes to its end but ends
+    early warns once, naming it and the frames it gave: fewer frames than its container declares, or
+    a GIF without its trailer byte (a cut GIF decodes without any error, its lost frames silently
+    gone).
+    """
     import av  # imported here: only video files need it
 
+    path = Path(path)
+    count = 0
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise DataError(f"video file {path} has no video stream (cut short, or not a video?)")
+            declared = int(container.streams.video[0].frames or 0)
+            for frame in container.decode(video=0):
+                if max_frames and count >= max_frames:
+                    return
+                count += 1
+                yield frame.to_image().convert("RGB")
+    except DataError:
+        raise
+    except (av.error.FFmpegError, OSError, ValueError) as err:
+        raise DataError(f"cannot read video file {path}: {err} (corrupt or not a video?)") from err
+    if declared and count < declared:
+        warnings.warn(f"video file {path} ended after {count} of the {declared} frames it declares (cut short?)")
+    elif path.suffix.lower() == ".gif" and count and not _ends_with(path, GIF_TRAILER):
+        warnings.warn(f"GIF {path} ends without its trailer (cut short?): read its first {count} frames only")
+
+
+def _ends_with(path: Path, tail: bytes) -> bool:
+    with open(path, "rb") as handle:
+        handle.seek(0, 2)
+        handle.seek(max(0, handle.tell() - len(tail)))
+        return handle.read() == tail
+
+
+def read_video_file(path: PathLike, frame_size: Optional[int] = None, max_frames: Optional[int] = None) -> VideoFrames:
+    """Decode a video file (mp4, avi, gif, … through PyAV, :func:`decode_video_file`) into RGB frames."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"video file not found: {path}")
     tensors: list[torch.Tensor] = []
     original: Optional[tuple[int, int]] = None
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise DataError(f"video file {path} has no video stream")
-            for frame in container.decode(video=0):
-                image = frame.to_image().convert("RGB")
-                if original is None:
-                    original = image.size
-                tensors.append(_pil_frame(image, frame_size))
-                if max_frames and len(tensors) >= max_frames:
-                    break
-    except DataError:
-        raise
-    except (av.error.FFmpegError, OSError, ValueError) as err:
-        raise DataError(f"cannot read video file {path}: {err} (corrupt or not a video?)") from err
+    for image in decode_video_file(path, max_frames):
+        if original is None:
+            original = image.size
+        tensors.append(_pil_frame(image, frame_size))
     if not tensors:
         raise DataError(f"empty video: no frames could be decoded from {path}")
     frames = torch.stack(tensors)  # (T, 3, H, W)

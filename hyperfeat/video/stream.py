@@ -25,7 +25,7 @@ from PIL import Image
 
 from hyperfeat.errors import DataError
 from hyperfeat.io import FRAME_SUFFIXES, PathLike, list_frames, reserve_space
-from hyperfeat.video.frames import VideoFrames, resized_size
+from hyperfeat.video.frames import VideoFrames, decode_video_file, resized_size
 
 STORE_VERSION = 1
 
@@ -92,20 +92,7 @@ class FrameStream:
             for path in self.files:
                 yield load_image(path)
             return
-        import av
-
-        try:
-            with av.open(str(self.path)) as container:
-                if not container.streams.video:
-                    raise DataError(f"video file {self.path} has no video stream")
-                for count, frame in enumerate(container.decode(video=0)):
-                    if self.max_frames and count >= self.max_frames:
-                        break
-                    yield frame.to_image().convert("RGB")
-        except DataError:
-            raise
-        except (av.error.FFmpegError, OSError, ValueError) as err:
-            raise DataError(f"cannot read video file {self.path}: {err} (corrupt or not a video?)") from err
+        yield from decode_video_file(self.path, self.max_frames)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         from hyperfeat.images import pil_to_tensor

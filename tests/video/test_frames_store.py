@@ -112,6 +112,48 @@ def test_reader_errors(tmp_path):
         read_video(bad_video)
 
 
+def test_cut_video_files_are_never_silently_short(tmp_path):
+    """A GIF cut short decodes without error to its first frames: both readers warn, naming the file
+    and the frames read; the whole GIF reads without a warning. An mp4 cut short (its index first,
+    so it opens and declares 12 frames) warns with the count it reached."""
+    import av
+
+    from hyperfeat.video.stream import FrameStream
+
+    frames = _frames_uint8(12, 32, 48)
+    gif = tmp_path / "clip.gif"
+    images = [Image.fromarray(a) for a in frames]
+    images[0].save(gif, save_all=True, append_images=images[1:], duration=100, loop=0)
+    cut = tmp_path / "cut.gif"
+    cut.write_bytes(gif.read_bytes()[: gif.stat().st_size * 2 // 3])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_video(gif).frames.shape[0] == 12
+        assert len(list(FrameStream(gif))) == 12
+        assert read_video(gif, max_frames=5).frames.shape[0] == 5  # cut by request: no warning
+    with pytest.warns(UserWarning, match=r"cut\.gif ends without its trailer.*first (\d+) frames") as caught:
+        read = read_video(cut).frames.shape[0]
+    assert 0 < read < 12 and f"first {read} frames" in str(caught[0].message)
+    with pytest.warns(UserWarning, match=r"cut\.gif"):
+        assert len(list(FrameStream(cut))) == read
+
+    movie = tmp_path / "clip.mp4"
+    with av.open(str(movie), "w", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 48, 32, "yuv420p"
+        noise = np.random.default_rng(0).integers(0, 255, (12, 32, 48, 3), dtype=np.uint8)  # large packets
+        for array in noise:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    short = tmp_path / "short.mp4"
+    short.write_bytes(movie.read_bytes()[: movie.stat().st_size * 2 // 3])
+    assert read_video(movie).frames.shape[0] == 12
+    with pytest.warns(UserWarning, match=r"short\.mp4 ended after (\d+) of the 12 frames it declares"):
+        assert read_video(short).frames.shape[0] < 12
+
+
 def test_resize_and_rescale_points():
     frames = torch.rand(2, 3, 48, 64)
     resized, scale = resize_frames(frames, 32)
