@@ -68,19 +68,25 @@ def test_read_folder_sorted_and_resized(tmp_path):
     assert torch.allclose(red, torch.arange(12) * 10.0, atol=1.0)  # frame2 before frame10
 
 
-def test_read_video_files(tmp_path):
+def _write_mp4(path, frames, **options: str):
+    """(H, W, 3) uint8 arrays as an mpeg4 file at 10 fps; ``options``: the muxer's (e.g. movflags)."""
     import av
 
-    frames = _frames_uint8(6, 32, 48)
-    path = tmp_path / "clip.mp4"
-    with av.open(str(path), "w") as container:
+    with av.open(str(path), "w", options=options) as container:
         stream = container.add_stream("mpeg4", rate=10)
-        stream.width, stream.height, stream.pix_fmt = 48, 32, "yuv420p"
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
         for array in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+    return path
+
+
+def test_read_video_files(tmp_path):
+    frames = _frames_uint8(6, 32, 48)
+    path = _write_mp4(tmp_path / "clip.mp4", frames)
     video = read_video(path, frame_size=24)
     assert video.frames.shape == (6, 3, 16, 24) and video.original_size == (48, 32)
     assert video.scale == pytest.approx(0.5) and video.files == [path]
@@ -116,8 +122,6 @@ def test_cut_video_files_are_never_silently_short(tmp_path):
     """A GIF cut short decodes without error to its first frames: both readers warn, naming the file
     and the frames read; the whole GIF reads without a warning. An mp4 cut short (its index first,
     so it opens and declares 12 frames) warns with the count it reached."""
-    import av
-
     from hyperfeat.video.stream import FrameStream
 
     frames = _frames_uint8(12, 32, 48)
@@ -137,16 +141,8 @@ def test_cut_video_files_are_never_silently_short(tmp_path):
     with pytest.warns(UserWarning, match=r"cut\.gif"):
         assert len(list(FrameStream(cut))) == read
 
-    movie = tmp_path / "clip.mp4"
-    with av.open(str(movie), "w", options={"movflags": "faststart"}) as container:
-        stream = container.add_stream("mpeg4", rate=10)
-        stream.width, stream.height, stream.pix_fmt = 48, 32, "yuv420p"
-        noise = np.random.default_rng(0).integers(0, 255, (12, 32, 48, 3), dtype=np.uint8)  # large packets
-        for array in noise:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    noise = np.random.default_rng(0).integers(0, 255, (12, 32, 48, 3), dtype=np.uint8)  # large packets
+    movie = _write_mp4(tmp_path / "clip.mp4", list(noise), movflags="faststart")  # the index first
     short = tmp_path / "short.mp4"
     short.write_bytes(movie.read_bytes()[: movie.stat().st_size * 2 // 3])
     assert read_video(movie).frames.shape[0] == 12
